@@ -1,0 +1,835 @@
+"""FreeBSD's physical page allocator, sys/vm/vm_phys.c at commit b16b4c22d2d1.
+
+A buddy allocator over physical segments, with free queues indexed
+``[domain][flind][pool][order]``, the three free pools of the lazy-init commit (LAZYINIT=0,
+DEFAULT=1, DIRECT=2 on amd64/arm64) and on-demand initialisation of page structures.
+Every function keeps the kernel's name and does what the compiled kernel file does, down
+to head-or-tail insertion and search order, so the same requests return the same pages.
+
+Map of the module (kernel function -> method):
+
+* segments: vm_phys_add_seg -> :meth:`VmPhys.add_seg`, vm_phys_register_domains ->
+  :meth:`~VmPhys.register_domains`, vm_phys_init -> :meth:`~VmPhys.init`,
+  vm_phys_paddr_to_vm_page, vm_phys_lookup_segind, vm_phys_paddr_to_seg, vm_phys_domain;
+* queue primitives: vm_freelist_add / vm_freelist_rem (:meth:`~VmPhys.freelist_add`,
+  :meth:`~VmPhys.freelist_rem`), the only writers of the queues;
+* building blocks: split_pages, enq_chunk, enq_beg, enq_range, set_pool;
+* allocation: alloc_npages, alloc_pages, alloc_freelist_pages, alloc_contig (with
+  find_queues_contig and find_freelist_contig);
+* freeing: free_pages (coalescing), enqueue_contig (no coalescing), free_contig;
+* rare operations: find_range, unfree_page; lazy init: lazy_init_domain, lazy_init.
+
+Pages are named by page frame number (``pfn = pa >> 12``): "the page m" of the kernel is the
+int ``m``, and ``m + 1`` is the next page, as pointer arithmetic on vm_page_array is.
+
+Data layout (figures in bench/RESULTS.md and docs/implementation.md):
+
+* Per-page fields (pool, segind, "initialised") live in :class:`physmem.pagearray.PageArray`.
+* Free-block heads are the only pages with an ``order`` and free-queue links, so those live
+  in dicts keyed by the head's pfn: ``head_order`` and two link dicts ``nxt`` / ``prv``
+  forming one circular doubly-linked list per queue, whose sentinel key is ``-1 - q`` for
+  queue index ``q``.  A page that is not a key of ``head_order`` has order
+  ``VM_NFREEORDER`` ("not a free head"), the kernel's sentinel.  Dict-linked lists give
+  O(1) insert at either end and O(1) removal of any block (buddy coalescing, contig
+  allocation), and cost memory per free block, not per page.
+* ``lcnt[q]`` counts the blocks on queue ``q``; ``q = seg.fq + pool * NFO + order``, where
+  ``seg.fq`` is the segment's ``free_queues`` (``(domain * NFL + flind) * NFP * NFO``).
+
+Locking: every method that touches the queues requires the free-queue lock of the domain
+concerned (``domain_locks[d]``), as the kernel does; the callers in
+:mod:`physmem.freebsd.vm_page` take it.  The queues of different domains share the dicts,
+but their keys are disjoint, and each dict operation is atomic in CPython.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_right
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ..bits import PAGE_SHIFT, fls, powerof2, roundup2
+from ..errors import InvariantError, UninitializedPageError
+from ..pagearray import POOL_MASK, SEGIND_SHIFT, PageArray
+from ..vmparam import VmParam
+
+M64 = (1 << 64) - 1
+
+
+@dataclass
+class Seg:
+    """struct vm_phys_seg: one physical segment.  ``spfn``/``epfn`` are start/end in pages;
+    ``fq`` is the base queue index of ``free_queues`` (= &vm_phys_free_queues[dom][flind])."""
+
+    start: int
+    end: int
+    domain: int
+    flind: int = -1
+    fq: int = -1
+
+    @property
+    def spfn(self) -> int:
+        return self.start >> PAGE_SHIFT
+
+    @property
+    def epfn(self) -> int:
+        return self.end >> PAGE_SHIFT
+
+
+@dataclass(frozen=True)
+class MemAffinity:
+    """struct mem_affinity: ``[start, end)`` belongs to ``domain``."""
+
+    start: int
+    end: int
+    domain: int
+
+
+def vm_addr_ok(pa: int, size: int, alignment: int, boundary: int) -> bool:
+    """vm_addr_align_ok && vm_addr_bound_ok, in 64-bit unsigned arithmetic."""
+    return (pa & ((alignment - 1) & M64)) == 0 and \
+        ((pa ^ ((pa + size - 1) & M64)) & (-boundary & M64)) == 0
+
+
+class VmPhys:
+    """The state of sys/vm/vm_phys.c: segments, free lists, free queues, default pool."""
+
+    def __init__(self, param: VmParam) -> None:
+        self.param = param
+        self.NFO = param.nfreeorder
+        self.NFP = param.nfreepool
+        self.NFL = param.nfreelist
+        self.LAZYINIT = param.freepool_lazyinit  # None where the pool does not exist
+        self.DEFAULT = param.freepool_default
+        self.DIRECT = param.freepool_direct
+        self.segs: list[Seg] = []
+        self.ndomains = 1                       # vm_ndomains
+        self.mem_affinity: list[MemAffinity] | None = None
+        self.nfreelists = 0                     # vm_nfreelists
+        self.flind_of: list[int] = []           # vm_freelist_to_flind
+        self.default_freepool = self.DEFAULT    # vm_default_freepool
+        self.initdone = [False] * param.maxmemdom  # vm_phys_lazy_init_domain's flags
+        nq = param.maxmemdom * self.NFL * self.NFP * self.NFO
+        self.lcnt = [0] * nq
+        self.nxt: dict[int, int] = {}
+        self.prv: dict[int, int] = {}
+        for q in range(nq):
+            self.nxt[-1 - q] = -1 - q
+            self.prv[-1 - q] = -1 - q
+        self.head_order: dict[int, int] = {}
+        self.pages: PageArray = PageArray(0, 0)
+        self.seg_ends: list[int] = []           # seg.end for bisection
+        self.domain_locks = [threading.Lock() for _ in range(param.maxmemdom)]
+        self.initialized = False
+        self.drain_inits = 0  # page structures the LAZYINIT drain initialised
+        # Observers of queue changes (the extent mirror); called after each add / rem.
+        self.on_add: list = []
+        self.on_rem: list = []
+
+    # ---------------------------------------------------------------------------------------
+    # Segments and initialisation
+    # ---------------------------------------------------------------------------------------
+    def register_domains(self, ndomains: int, affinity: list[MemAffinity]) -> None:
+        """vm_phys_register_domains(): record the NUMA layout (before add_seg / init).
+
+        With one domain the affinity table is not kept, as in the kernel."""
+        if ndomains > 1 and self.param.numa:
+            self.ndomains = ndomains
+            self.mem_affinity = list(affinity)
+
+    def _create_seg_domain(self, start: int, end: int, domain: int) -> None:
+        """_vm_phys_create_seg(): insert a segment, keeping the array sorted by address."""
+        if len(self.segs) >= self.param.physseg_max:
+            raise InvariantError("vm_phys_create_seg: increase VM_PHYSSEG_MAX")
+        assert 0 <= domain < self.ndomains, "vm_phys_create_seg: invalid domain provided"
+        i = len(self.segs)
+        while i > 0 and self.segs[i - 1].start >= end:
+            i -= 1
+        self.segs.insert(i, Seg(start, end, domain))
+
+    def _create_seg(self, start: int, end: int) -> None:
+        """vm_phys_create_seg(): cut the piece at NUMA affinity boundaries."""
+        aff = self.mem_affinity
+        if not self.param.numa or aff is None:
+            self._create_seg_domain(start, end, 0)
+            return
+        for a in aff:
+            if a.end <= start:
+                continue
+            if a.start > start:
+                raise InvariantError(f"No affinity info for start {start:x}")
+            if a.end >= end:
+                self._create_seg_domain(start, end, a.domain)
+                return
+            self._create_seg_domain(start, a.end, a.domain)
+            start = a.end
+        raise InvariantError("Reached end of affinity info")
+
+    def add_seg(self, start: int, end: int) -> None:
+        """vm_phys_add_seg(): add ``[start, end)``, split at the LOWMEM and DMA32 boundaries.
+
+        Requires: both page aligned (the kernel asserts nothing else)."""
+        assert (start | end) & ((1 << PAGE_SHIFT) - 1) == 0, "vm_phys_add_seg: unaligned"
+        paddr = start
+        for boundary in self.param.split_points():
+            if paddr < boundary < end:
+                self._create_seg(paddr, boundary)
+                paddr = boundary
+        self._create_seg(paddr, end)
+
+    def init(self) -> None:
+        """vm_phys_init(): create the free lists, give each segment its queues, coalesce.
+
+        Also creates the page array over the segments (vm_page_startup allocates it before
+        calling vm_phys_init; one spare entry follows the last page)."""
+        p = self.param
+        NFL, NFP, NFO = self.NFL, self.NFP, self.NFO
+        flag = [0] * NFL
+        npages = 0
+        for seg in reversed(self.segs):
+            if p.freelist_lowmem is not None and seg.end <= p.lowmem_boundary:
+                flag[p.freelist_lowmem] = 1
+            elif p.freelist_dma32 is not None and (
+                    p.dma32_npages_threshold is None or npages > p.dma32_npages_threshold) \
+                    and seg.end <= p.dma32_boundary:
+                flag[p.freelist_dma32] = 1
+            else:
+                npages += (seg.end - seg.start) >> PAGE_SHIFT
+                flag[p.freelist_default] = 1
+        for fl in range(1, NFL):
+            flag[fl] += flag[fl - 1]
+        self.nfreelists = flag[NFL - 1]
+        if self.nfreelists <= 0:
+            raise InvariantError("vm_phys_init: no free lists")
+        self.flind_of = [f - 1 for f in flag]
+        for seg in self.segs:
+            if p.freelist_lowmem is not None and seg.end <= p.lowmem_boundary:
+                flind = self.flind_of[p.freelist_lowmem]
+            elif p.freelist_dma32 is not None and seg.end <= p.dma32_boundary:
+                flind = self.flind_of[p.freelist_dma32]
+            else:
+                flind = self.flind_of[p.freelist_default]
+            assert flind >= 0, "vm_phys_init: flind < 0"
+            seg.flind = flind
+            seg.fq = (seg.domain * NFL + flind) * NFP * NFO
+        # Coalesce segments that are contiguous and share the same free queues.
+        segs = self.segs
+        i = 1
+        while i < len(segs):
+            if segs[i - 1].end == segs[i].start and segs[i - 1].fq == segs[i].fq:
+                assert segs[i - 1].domain == segs[i].domain
+                segs[i - 1].end = segs[i].end
+                del segs[i]
+            else:
+                i += 1
+        self.seg_ends = [s.end for s in segs]
+        self.default_freepool = self.LAZYINIT if self.LAZYINIT is not None else self.DEFAULT
+        if segs:
+            lo = segs[0].spfn
+            hi = max(s.epfn for s in segs)
+            self.pages = PageArray(lo, hi - lo + 1)
+        self.initialized = True
+
+    # -- address lookups ---------------------------------------------------------------------
+    def lookup_segind(self, pa: int) -> int:
+        """vm_phys_lookup_segind(): index of the first segment whose end is above ``pa``."""
+        return bisect_right(self.seg_ends, pa)
+
+    def paddr_to_seg(self, pa: int) -> Seg | None:
+        """vm_phys_paddr_to_seg(): the segment holding ``pa``, or None."""
+        i = bisect_right(self.seg_ends, pa)
+        if i < len(self.segs) and pa >= self.segs[i].start:
+            return self.segs[i]
+        return None
+
+    def paddr_to_vm_page(self, pa: int) -> int | None:
+        """vm_phys_paddr_to_vm_page(): the page (pfn) at ``pa``, or None outside every
+        segment."""
+        return pa >> PAGE_SHIFT if self.paddr_to_seg(pa) is not None else None
+
+    def domain(self, pa: int) -> int:
+        """vm_phys_domain(): the NUMA domain of ``pa`` by the affinity table.
+
+        Quirk kept from the kernel: ``mem_affinity[].end`` is tested inclusively, so the first
+        page after one domain's range is charged to that domain.  -1 if no entry matches."""
+        if self.ndomains == 1 or not self.param.numa or self.mem_affinity is None:
+            return 0
+        for a in self.mem_affinity:
+            if a.start <= pa <= a.end:
+                return a.domain
+        return -1
+
+    # -- page fields ---------------------------------------------------------------------------
+    def order_of(self, m: int) -> int:
+        """``m->order``: the order of the free block that ``m`` heads, else VM_NFREEORDER.
+
+        Raises UninitializedPageError for a page structure that was never initialised."""
+        o = self.head_order.get(m)
+        if o is not None:
+            return o
+        if not self.pages.raw(m):
+            raise UninitializedPageError(
+                f"page {m << PAGE_SHIFT:#x}: reading order of an uninitialised vm_page")
+        return self.NFO
+
+    def pool_of(self, m: int) -> int:
+        """``m->pool``."""
+        return self.pages.word(m) & POOL_MASK
+
+    def segind_of(self, m: int) -> int:
+        """``m->segind``."""
+        return self.pages.word(m) >> SEGIND_SHIFT
+
+    # ---------------------------------------------------------------------------------------
+    # The two queue primitives
+    # ---------------------------------------------------------------------------------------
+    def freelist_add(self, q: int, m: int, order: int, tail: bool) -> None:
+        """vm_freelist_add(): put head ``m`` of a 2**order block on queue ``q``.
+
+        ``q`` is ``fl + order`` for a pool's queue base ``fl``.  Like the kernel, it sets the
+        head's order and does not touch its pool."""
+        self.head_order[m] = order
+        s = -1 - q
+        nxt, prv = self.nxt, self.prv
+        if tail:
+            last = prv[s]
+            prv[m] = last
+            nxt[m] = s
+            nxt[last] = m
+            prv[s] = m
+        else:
+            first = nxt[s]
+            nxt[m] = first
+            prv[m] = s
+            prv[first] = m
+            nxt[s] = m
+        self.lcnt[q] += 1
+        if self.on_add:
+            for f in self.on_add:
+                f(m, order)
+
+    def freelist_rem(self, q: int, m: int) -> None:
+        """vm_freelist_rem(): unlink head ``m`` from queue ``q``; its order becomes
+        VM_NFREEORDER."""
+        nxt, prv = self.nxt, self.prv
+        p = prv.pop(m)
+        n = nxt.pop(m)
+        nxt[p] = n
+        prv[n] = p
+        self.lcnt[q] -= 1
+        order = self.head_order.pop(m)
+        if self.on_rem:
+            for f in self.on_rem:
+                f(m, order)
+
+    def queue_first(self, q: int) -> int | None:
+        """TAILQ_FIRST of queue ``q``."""
+        m = self.nxt[-1 - q]
+        return m if m >= 0 else None
+
+    def queue_iter(self, q: int) -> Iterator[int]:
+        """TAILQ_FOREACH over queue ``q``, head to tail."""
+        nxt = self.nxt
+        m = nxt[-1 - q]
+        while m >= 0:
+            yield m
+            m = nxt[m]
+
+    def qindex(self, domain: int, flind: int, pool: int, order: int) -> int:
+        """Index of vm_phys_free_queues[domain][flind][pool][order]."""
+        return ((domain * self.NFL + flind) * self.NFP + pool) * self.NFO + order
+
+    # ---------------------------------------------------------------------------------------
+    # Building blocks
+    # ---------------------------------------------------------------------------------------
+    def split_pages(self, m: int, oind: int, fl: int, order: int, tail: bool) -> None:
+        """vm_phys_split_pages(): keep the lowest 2**order pages of the 2**oind block at
+        ``m`` and queue the upper halves on pool queue base ``fl``, largest first."""
+        while oind > order:
+            oind -= 1
+            m_buddy = m + (1 << oind)
+            assert m_buddy not in self.head_order, "vm_phys_split_pages: unexpected order"
+            self.freelist_add(fl + oind, m_buddy, oind, tail)
+
+    def enq_chunk(self, fl: int, m: int, order: int, tail: bool) -> None:
+        """vm_phys_enq_chunk(): queue a block; if it is in the LAZYINIT pool, initialise the
+        page after it (the head of the next boot chunk -- with no bound check)."""
+        assert 0 <= order < self.NFO, f"vm_phys_enq_chunk: invalid order {order}"
+        self.freelist_add(fl + order, m, order, tail)
+        if self.LAZYINIT is not None:
+            w = self.pages.word(m)
+            if w & POOL_MASK == self.LAZYINIT:
+                self.pages.init_page(m + (1 << order), w >> SEGIND_SHIFT, self.LAZYINIT)
+
+    def enq_beg(self, m: int, npages: int, fl: int, tail: bool) -> None:
+        """vm_phys_enq_beg(): queue ``[m, m + npages)``, whose start is aligned, as blocks
+        of decreasing size."""
+        assert npages == 0 or m & ((1 << (fls(npages) - 1)) - 1) == 0, \
+            f"vm_phys_enq_beg: page {m:#x} and npages {npages} are misaligned"
+        while npages > 0:
+            assert self.order_of(m) == self.NFO
+            order = fls(npages) - 1
+            self.enq_chunk(fl, m, order, tail)
+            m += 1 << order
+            npages -= 1 << order
+
+    def enq_range(self, m: int, npages: int, fl: int, tail: bool) -> int:
+        """vm_phys_enq_range(): queue ``[m, m + npages)``, whose end is aligned, as blocks
+        of increasing size.  Returns the page after the range."""
+        assert npages == 0 or (m + npages) & ((1 << (fls(npages) - 1)) - 1) == 0, \
+            f"vm_phys_enq_range: page {m:#x} and npages {npages} are misaligned"
+        while npages > 0:
+            assert self.order_of(m) == self.NFO
+            order = (npages & -npages).bit_length() - 1
+            self.enq_chunk(fl, m, order, tail)
+            m += 1 << order
+            npages -= 1 << order
+        return m
+
+    def set_pool(self, pool: int, m: int, order: int) -> None:
+        """vm_phys_set_pool(): move the 2**order block at ``m`` to ``pool``.
+
+        A LAZYINIT block has only its head initialised: this is where the rest of its page
+        structures are initialised, on demand (a whole chunk of up to 4096 pages)."""
+        pages = self.pages
+        w = pages.word(m)
+        if w & POOL_MASK == self.LAZYINIT and self.LAZYINIT is not None:
+            # The head is already initialised: the kernel re-inits only m + 1 .. (counts).
+            pages.init_range(m, 1 << order, w >> SEGIND_SHIFT, pool)
+            pages.ninit -= 1
+        else:
+            pages.set_pool_range(m, 1 << order, pool)
+
+    # ---------------------------------------------------------------------------------------
+    # Allocation
+    # ---------------------------------------------------------------------------------------
+    def alloc_npages(self, domain: int, pool: int, npages: int) -> list[int]:
+        """vm_phys_alloc_npages(): up to ``npages`` pages, not necessarily contiguous, in the
+        order the kernel fills ``ma[]``.  May return fewer (the domain ran short).
+
+        Requires: the domain's free lock; pool valid (not LAZYINIT); npages <= 2**(NFO-1)."""
+        NFO, NFP = self.NFO, self.NFP
+        lcnt = self.lcnt
+        ma: list[int] = []
+        i = 0
+        for freelist in range(self.NFL):
+            flind = self.flind_of[freelist]
+            if flind < 0:
+                continue
+            base = (domain * self.NFL + flind) * NFP * NFO
+            fl = base + pool * NFO
+            for oind in range(NFO):
+                q = fl + oind
+                while lcnt[q]:
+                    m = self.nxt[-1 - q]
+                    self.freelist_rem(q, m)
+                    avail = i + (1 << oind)
+                    end = min(npages, avail)
+                    ma.extend(range(m, m + end - i))
+                    m += end - i
+                    i = end
+                    if i == npages:
+                        # Return excess pages to fl.  Its order [0, oind) queues are empty.
+                        self.enq_range(m, avail - i, fl, True)
+                        return ma
+            for oind in range(NFO - 1, -1, -1):
+                for pind in range(self.default_freepool, NFP):
+                    alt = base + pind * NFO
+                    q = alt + oind
+                    while lcnt[q]:
+                        m = self.nxt[-1 - q]
+                        self.freelist_rem(q, m)
+                        self.set_pool(pool, m, oind)
+                        avail = i + (1 << oind)
+                        end = min(npages, avail)
+                        ma.extend(range(m, m + end - i))
+                        m += end - i
+                        i = end
+                        if i == npages:
+                            self.enq_range(m, avail - i, fl, True)
+                            return ma
+        return ma
+
+    def alloc_pages(self, domain: int, pool: int, order: int) -> int | None:
+        """vm_phys_alloc_pages(): a 2**order block from the first free list (by
+        ``VM_FREELIST_*`` id: DEFAULT, DMA32, LOWMEM) that has one; None if none."""
+        for freelist in range(self.NFL):
+            m = self.alloc_freelist_pages(domain, freelist, pool, order)
+            if m is not None:
+                return m
+        return None
+
+    def alloc_freelist_pages(self, domain: int, freelist: int, pool: int,
+                             order: int) -> int | None:
+        """vm_phys_alloc_freelist_pages(): a 2**order block from one free list.
+
+        First the requested pool, smallest sufficient order first; then, largest order
+        first, any pool from ``vm_default_freepool`` up: the block moves to the requested
+        pool whole (initialising it if it was LAZYINIT) and its split remainders stay there.
+        Requires: the domain's free lock.  Returns the head page, or None."""
+        flind = self.flind_of[freelist]
+        if flind < 0:
+            return None
+        NFO = self.NFO
+        base = (domain * self.NFL + flind) * self.NFP * NFO
+        fl = base + pool * NFO
+        lcnt = self.lcnt
+        for oind in range(order, NFO):
+            q = fl + oind
+            if lcnt[q]:
+                m = self.nxt[-1 - q]
+                self.freelist_rem(q, m)
+                # The order [order, oind) queues are empty.
+                self.split_pages(m, oind, fl, order, True)
+                return m
+        for oind in range(NFO - 1, order - 1, -1):
+            for pind in range(self.default_freepool, self.NFP):
+                q = base + pind * NFO + oind
+                if lcnt[q]:
+                    m = self.nxt[-1 - q]
+                    self.freelist_rem(q, m)
+                    self.set_pool(pool, m, oind)
+                    self.split_pages(m, oind, fl, order, True)
+                    return m
+        return None
+
+    # ---------------------------------------------------------------------------------------
+    # Freeing
+    # ---------------------------------------------------------------------------------------
+    def free_pages(self, m: int, order: int) -> None:
+        """vm_phys_free_pages(): free the 2**order block at ``m`` into m's pool, merging with
+        free buddies (of any pool, within the segment, up to order NFO - 1); the result goes
+        to the TAIL of its queue.
+
+        Requires: the domain's free lock; the block allocated, m aligned to order, m's pool
+        valid (not LAZYINIT)."""
+        pages = self.pages
+        # NOTE: the page-word read is inlined from PageArray.word for speed.
+        w = pages.mv[m - pages.base_pfn] or pages.word(m)
+        pool = w & POOL_MASK
+        assert pool != self.LAZYINIT and pool < self.NFP, \
+            f"vm_phys_free_pages: page {m << PAGE_SHIFT:#x} has unexpected pool {pool}"
+        assert m not in self.head_order, "vm_phys_free_pages: page is already a free head"
+        seg = self.segs[w >> SEGIND_SHIFT]
+        NFO = self.NFO
+        if order < NFO - 1:
+            spfn, epfn = seg.spfn, seg.epfn
+            head_order = self.head_order
+            while True:
+                b = m ^ (1 << order)
+                if b < spfn or b >= epfn:
+                    break
+                bo = head_order.get(b)
+                if bo != order:
+                    if bo is None and not pages.raw(b):
+                        raise UninitializedPageError(
+                            f"vm_phys_free_pages: buddy {b << PAGE_SHIFT:#x} never initialised")
+                    break
+                bw = pages.mv[b - pages.base_pfn] or pages.word(b)
+                bpool = bw & POOL_MASK
+                self.freelist_rem(seg.fq + bpool * NFO + order, b)
+                if bpool != pool:
+                    self.set_pool(pool, b, order)
+                order += 1
+                m &= ~((1 << order) - 1)
+                if order >= NFO - 1:
+                    break
+        self.freelist_add(seg.fq + pool * NFO + order, m, order, True)
+
+    def enqueue_contig(self, m: int, npages: int) -> None:
+        """vm_phys_enqueue_contig(): free ``[m, m + npages)`` as maximal aligned blocks,
+        without looking at neighbours (no coalescing), all at the tail of the first page's
+        pool queues.  Requires: the domain's free lock; the run in one segment."""
+        w = self.pages.word(m)
+        segind = w >> SEGIND_SHIFT
+        seg = self.segs[segind]
+        fl = seg.fq + (w & POOL_MASK) * self.NFO
+        m_end = m + npages
+        lo = m
+        if npages > 0:
+            diff = lo ^ (lo + npages - 1)
+            if diff != 0:
+                order = min(fls(diff) - 1, self.NFO - 1)
+                m = self.enq_range(m, roundup2(lo, 1 << order) - lo, fl, True)
+        order = self.NFO - 1
+        while m + (1 << order) <= m_end:
+            assert seg.spfn <= m < seg.epfn, "vm_phys_enqueue_contig: range spans segments"
+            self.enq_chunk(fl, m, order, True)
+            m += 1 << order
+        self.enq_beg(m, m_end - m, fl, True)
+
+    def free_contig(self, m: int, npages: int) -> None:
+        """vm_phys_free_contig(): free an arbitrary run; its interior goes through
+        enqueue_contig (no coalescing), then the unaligned head and tail pieces through
+        free_pages.  Requires: the domain's free lock; every page from one pool."""
+        lo = m
+        max_order = min(fls(lo ^ (lo + npages)) - 1, self.NFO - 1)
+        # ffsll(0) - 1 is -1, which as the kernel's unsigned int never tests "<".
+        order_start = (lo & -lo).bit_length() - 1 if lo else M64
+        m_start = m + (1 << order_start) if order_start < max_order else m
+        e = lo + npages
+        order_end = (e & -e).bit_length() - 1 if e else M64
+        m_end = m + npages - (1 << order_end) if order_end < max_order else m + npages
+        if m_start < m_end:
+            self.enqueue_contig(m_start, m_end - m_start)
+        if order_start < max_order:
+            self.free_pages(m, order_start)
+        if order_end < max_order:
+            self.free_pages(m_end, order_end)
+
+    # ---------------------------------------------------------------------------------------
+    # Lazy initialisation
+    # ---------------------------------------------------------------------------------------
+    def lazy_init_domain(self, domain: int, locked: bool, batch: int | None = None) -> bool:
+        """vm_phys_lazy_init_domain(): initialise every page still in the domain's LAZYINIT
+        pool, moving it to DEFAULT through free_pages (so blocks may coalesce).
+
+        Runs once per domain (``initdone``).  ``batch`` (the drain thread's) stops after that
+        many blocks and returns False if work remains; the kernel drops the lock per block
+        instead.  Returns True when the domain is done."""
+        if self.LAZYINIT is None or self.initdone[domain]:
+            return True
+        lock = self.domain_locks[domain]
+        if not locked:
+            lock.acquire()
+        try:
+            if self.initdone[domain]:
+                return True
+            NFO = self.NFO
+            done = 0
+            for freelist in range(self.NFL):
+                flind = self.flind_of[freelist]
+                if flind < 0:
+                    continue
+                fl = (domain * self.NFL + flind) * self.NFP * NFO + self.LAZYINIT * NFO
+                for oind in range(NFO):
+                    q = fl + oind
+                    while self.lcnt[q]:
+                        if batch is not None and done >= batch:
+                            return False
+                        m = self.nxt[-1 - q]
+                        self.freelist_rem(q, m)
+                        self.set_pool(self.DEFAULT, m, oind)
+                        self.drain_inits += (1 << oind) - 1
+                        self.free_pages(m, oind)
+                        done += 1
+            self.initdone[domain] = True
+            return True
+        finally:
+            if not locked:
+                lock.release()
+
+    def lazy_init(self) -> None:
+        """vm_phys_lazy_init(): drain every domain, then make DEFAULT the default pool."""
+        for domain in range(self.ndomains):
+            self.lazy_init_domain(domain, False)
+        self.default_freepool = self.DEFAULT
+
+    # ---------------------------------------------------------------------------------------
+    # Rare operations
+    # ---------------------------------------------------------------------------------------
+    def find_range(self, segind: int, domain: int, npages: int, low: int,
+                   high: int) -> tuple[int, tuple[int, int] | None]:
+        """vm_phys_find_range(): the first segment from ``segind`` up in ``domain`` that may
+        hold ``npages`` pages within [low, high), and its bounds (pfns), or (-1, None).
+
+        Quirk kept: the size test is unsigned, so ``low`` above a segment's end wraps and
+        selects it.  Drains the domain's LAZYINIT pool only when it returns a segment."""
+        for i in range(segind, len(self.segs)):
+            seg = self.segs[i]
+            if seg.domain != domain:
+                continue
+            if seg.start >= high:
+                return -1, None
+            pa_start = max(low, seg.start)
+            pa_end = min(high, seg.end)
+            if ((pa_end - pa_start) & M64) < ((npages << PAGE_SHIFT) & M64):
+                continue
+            self.lazy_init_domain(domain, False)
+            return i, (seg.spfn + ((pa_start - seg.start) >> PAGE_SHIFT),
+                       seg.spfn + ((pa_end - seg.start) >> PAGE_SHIFT))
+        return -1, None
+
+    def unfree_page(self, pa: int) -> bool:
+        """vm_phys_unfree_page(): take the page at ``pa`` out of the free lists, returning
+        the rest of its block to the queue HEADS; False if the page is not free.
+
+        Drains the domain's LAZYINIT pool first.  Requires: ``pa`` in a segment; the
+        domain's free lock."""
+        seg = self.paddr_to_seg(pa)
+        assert seg is not None, "vm_phys_unfree_page: no segment"
+        self.lazy_init_domain(seg.domain, True)
+        m = pa >> PAGE_SHIFT
+        NFO = self.NFO
+        m_set = m
+        order = 0
+        while self.order_of(m_set) == NFO and order < NFO - 1:
+            order += 1
+            p = m & ~((1 << order) - 1)
+            if p >= seg.spfn:
+                m_set = p
+            else:
+                return False
+        o = self.order_of(m_set)
+        if o < order or o == NFO:
+            return False
+        fl = seg.fq + self.pool_of(m_set) * NFO
+        order = o
+        self.freelist_rem(fl + order, m_set)
+        while order > 0:
+            order -= 1
+            half = m_set ^ (1 << order)
+            if m < half:
+                m_tmp = half
+            else:
+                m_tmp = m_set
+                m_set = half
+            self.freelist_add(fl + order, m_tmp, order, False)
+        if m_set != m:
+            raise InvariantError("vm_phys_unfree_page: fatal inconsistency")
+        return True
+
+    # ---------------------------------------------------------------------------------------
+    # Contiguous allocation
+    # ---------------------------------------------------------------------------------------
+    def find_freelist_contig(self, fl: int, npages: int, low: int, high: int,
+                             alignment: int, boundary: int) -> int | None:
+        """vm_phys_find_freelist_contig(): a run of consecutive free max-order blocks (of
+        any pool) in one segment, for requests above 2**(NFO-1) pages; pool queue base
+        ``fl``."""
+        max_order = self.NFO - 1
+        size = npages << PAGE_SHIFT
+        max_size = 1 << (PAGE_SHIFT + max_order)
+        step = 1 << max_order
+        order_of = self.order_of
+        for m in self.queue_iter(fl + max_order):
+            seg = self.segs[self.segind_of(m)]
+            pa = m << PAGE_SHIFT
+            lim = max(low, seg.start)
+            if pa < lim:
+                continue
+            if pa >= max_size and pa - max_size >= lim and order_of(m - step) == max_order:
+                continue
+            top = min(high, seg.end)
+            m_ret = m
+            while (not vm_addr_ok(m_ret << PAGE_SHIFT, size, alignment, boundary)
+                   and (m_ret << PAGE_SHIFT) + size <= top
+                   and order_of(m_ret + step) == max_order):
+                m_ret += step
+            if (m_ret << PAGE_SHIFT) + size > top:
+                continue
+            m_iter = m_ret
+            while m_iter < m_ret + npages and order_of(m_iter) == max_order:
+                m_iter += step
+            if m_iter < m_ret + npages:
+                continue
+            return m_ret
+        return None
+
+    def find_queues_contig(self, queues: int, npages: int, low: int, high: int,
+                           alignment: int, boundary: int) -> int | None:
+        """vm_phys_find_queues_contig(): the first free block head (smallest sufficient
+        order first, pools from vm_default_freepool up, queue order) where the run fits;
+        larger requests go to find_freelist_contig."""
+        assert npages > 0 and powerof2(alignment) and powerof2(boundary)
+        NFO = self.NFO
+        order = fls(npages - 1)
+        size = npages << PAGE_SHIFT
+        nxt = self.nxt
+        for oind in range(order, NFO):
+            for pind in range(self.default_freepool, self.NFP):
+                q = queues + pind * NFO + oind
+                if not self.lcnt[q]:
+                    continue
+                m = nxt[-1 - q]
+                while m >= 0:
+                    pa = m << PAGE_SHIFT
+                    if low <= pa and pa + size <= high and \
+                            vm_addr_ok(pa, size, alignment, boundary):
+                        return m
+                    m = nxt[m]
+        if order < NFO:
+            return None
+        for pind in range(self.default_freepool, self.NFP):
+            m = self.find_freelist_contig(queues + pind * NFO, npages, low, high,
+                                          alignment, boundary)
+            if m is not None:
+                return m
+        return None
+
+    def alloc_contig(self, domain: int, npages: int, low: int, high: int, alignment: int,
+                     boundary: int) -> int | None:
+        """vm_phys_alloc_contig(): ``npages`` contiguous pages in [low, high), aligned and
+        not crossing ``boundary`` (0 = none).  Segments are searched from the highest
+        address down, each queue table once; whole free blocks are taken (all become
+        DEFAULT) and the excess returns to the DEFAULT queue HEADS.
+
+        Requires: npages > 0; alignment and boundary powers of two; the domain's free
+        lock.  Returns the first page, or None."""
+        assert npages > 0 and powerof2(alignment) and powerof2(boundary)
+        if low >= high:
+            return None
+        queues = None
+        m_run = None
+        for seg in reversed(self.segs):
+            if seg.start >= high or seg.domain != domain:
+                continue
+            if low >= seg.end:
+                break
+            pa_start = seg.start if low <= seg.start else low
+            pa_end = high if high < seg.end else seg.end
+            if ((pa_end - pa_start) & M64) < ((npages << PAGE_SHIFT) & M64):
+                continue
+            if seg.fq == queues:
+                continue
+            queues = seg.fq
+            m_run = self.find_queues_contig(queues, npages, low, high, alignment, boundary)
+            if m_run is not None:
+                break
+        if m_run is None or queues is None:
+            return None
+        NFO = self.NFO
+        m = m_run
+        end = m_run + npages
+        while m < end:
+            oind = self.head_order[m]
+            pool = self.pool_of(m)
+            self.freelist_rem(queues + pool * NFO + oind, m)
+            if pool != self.DEFAULT:
+                self.set_pool(self.DEFAULT, m, oind)
+            m += 1 << oind
+        self.enq_range(end, m - end, queues + self.DEFAULT * NFO, False)
+        pa_start = m_run << PAGE_SHIFT
+        assert low <= pa_start and pa_start + (npages << PAGE_SHIFT) <= high
+        assert self.segs[self.segind_of(m_run)].domain == domain
+        assert vm_addr_ok(pa_start, npages << PAGE_SHIFT, alignment, boundary)
+        return m_run
+
+    # ---------------------------------------------------------------------------------------
+    # Read-only views (sysctl, checker, reports)
+    # ---------------------------------------------------------------------------------------
+    def free_blocks(self, domain: int | None = None) -> Iterator[tuple[int, int, int, int,
+                                                                       int]]:
+        """Every free block as (domain, flind, pool, order, head pfn), queue order."""
+        doms = range(self.ndomains) if domain is None else (domain,)
+        for d in doms:
+            for flind in range(self.nfreelists):
+                for pool in range(self.NFP):
+                    for order in range(self.NFO):
+                        q = self.qindex(d, flind, pool, order)
+                        if self.lcnt[q]:
+                            for m in self.queue_iter(q):
+                                yield d, flind, pool, order, m
+
+    def count(self, domain: int, flind: int, pool: int, order: int) -> int:
+        """``vm_phys_free_queues[domain][flind][pool][order].lcnt``."""
+        return self.lcnt[self.qindex(domain, flind, pool, order)]
+
+    def free_pages_in(self, domain: int) -> int:
+        """Pages on all of a domain's queues (sum of lcnt << order)."""
+        n = 0
+        for flind in range(self.nfreelists):
+            for pool in range(self.NFP):
+                for order in range(self.NFO):
+                    n += self.lcnt[self.qindex(domain, flind, pool, order)] << order
+        return n

@@ -1,0 +1,236 @@
+"""The page array: one ``struct vm_page`` entry per physical page (vm_page.c's vm_page_array).
+
+Only the fields the free-page allocator reads and writes live here, packed into one 16-bit
+word per page:
+
+=======  =========================================================================
+bits     field
+=======  =========================================================================
+0-1      ``pool``: the free pool the page belongs to (``VM_FREEPOOL_*``)
+2        ``PG_INIT``: vm_page_init_page() has run on this entry
+3        ``PG_PHYS_ALLOC``: vm_phys handed the page out and has not had it back
+8-15     ``segind``: index of the page's vm_phys segment
+=======  =========================================================================
+
+A word of 0 means *never initialised*: the kernel would read garbage there, and
+:meth:`PageArray.word` raises :class:`~physmem.errors.UninitializedPageError` instead.
+``order`` and the free-queue links are not here: only free-block heads have them, and
+they live in vm_phys's sparse per-head dicts (see :mod:`physmem.freebsd.vm_phys`).
+
+Layout, and why (figures: bench/RESULTS.md, ``make bench``, 2-core x86_64 box):
+
+* **Structure of arrays in numpy, 2 bytes per page.** Boot and set_pool touch whole runs
+  of pages: one numpy slice assignment initialises a 16 MiB chunk (4096 entries) in about
+  1 us, where a Python loop takes about 300 us.
+* **Scalar access through a memoryview.** The hot paths (free_pages, the buddy checks) read
+  one entry at a time.  Indexing a memoryview of the numpy buffer costs ~22 ns and returns a
+  plain ``int``; indexing the ndarray itself costs ~43 ns and returns a numpy scalar whose
+  arithmetic is slower still (``python bench/micro_access.py``).
+* **Zero-filled by calloc, so untouched pages cost nothing.**  ``np.zeros`` asks the C
+  library for zeroed memory, which for large arrays is a fresh anonymous mapping: the
+  operating system materialises a 4 KiB page of the array (2048 entries) only when it is
+  written.  A 1 TiB machine (268 M pages) reserves 512 MiB of address space and uses only
+  what boot and allocation initialise.
+* **Lone entries in a dict.**  A lazy boot initialises one entry per free chunk (the chunk
+  head) and the entry after each run.  Writing those into the dense array would
+  materialise one OS page per 16 MiB chunk: 256 MiB for 1 TiB.  They go to ``lone``
+  instead, a dict keyed by page frame number, and move to the dense array when their chunk
+  is initialised as a whole (:meth:`init_range`).
+
+Indexing: entry ``pfn - base_pfn``.  The array spans the lowest to the highest segment page
+plus one spare entry (vm_phys_enq_chunk() initialises the page after a boot run, which may
+lie just past the last segment).  On VM_PHYSSEG_SPARSE machines the kernel packs segments
+together; physmem keeps physical indexing (holes cost address space only) and the
+difference is invisible to vm_phys, which reaches pages by physical address.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import InvariantError, UninitializedPageError
+
+POOL_MASK = 0x3
+PG_INIT = 0x4
+PG_PHYS_ALLOC = 0x8
+SEGIND_SHIFT = 8
+
+# Python loops beat a numpy call below this many pages (numpy's per-call overhead is ~1 us).
+SMALL_RUN = 8
+
+
+def make_word(segind: int, pool: int) -> int:
+    """The word vm_page_init_page() leaves: initialised, free, in ``pool`` and ``segind``."""
+    return (segind << SEGIND_SHIFT) | PG_INIT | pool
+
+
+class PageArray:
+    """Per-page ``struct vm_page`` fields for the pages ``[base_pfn, base_pfn + npages)``.
+
+    Reading an entry that was never initialised raises
+    :class:`~physmem.errors.UninitializedPageError`.
+    """
+
+    __slots__ = ("base_pfn", "lone", "mv", "ninit", "npages", "words")
+
+    def __init__(self, base_pfn: int, npages: int) -> None:
+        self.base_pfn = base_pfn
+        self.npages = npages
+        self.words = np.zeros(npages, dtype=np.uint16)
+        self.mv = memoryview(self.words)
+        self.lone: dict[int, int] = {}
+        self.ninit = 0  # vm_page_init_page() calls, for boot-cost accounting
+
+    # -- reading ---------------------------------------------------------------------------
+    def raw(self, pfn: int) -> int:
+        """The entry's word, 0 if never initialised (no check)."""
+        i = pfn - self.base_pfn
+        if 0 <= i < self.npages:
+            w = self.mv[i]
+            if w:
+                return w
+        return self.lone.get(pfn, 0)
+
+    def word(self, pfn: int) -> int:
+        """The entry's word; raises UninitializedPageError if it was never initialised."""
+        w = self.raw(pfn)
+        if not w:
+            raise UninitializedPageError(
+                f"page {pfn << 12:#x}: reading a vm_page that was never initialised")
+        return w
+
+    def pool(self, pfn: int) -> int:
+        return self.word(pfn) & POOL_MASK
+
+    def segind(self, pfn: int) -> int:
+        return self.word(pfn) >> SEGIND_SHIFT
+
+    def is_init(self, pfn: int) -> bool:
+        return self.raw(pfn) != 0
+
+    def is_dense(self, pfn: int) -> bool:
+        i = pfn - self.base_pfn
+        return 0 <= i < self.npages and self.mv[i] != 0
+
+    # -- vm_page_init_page -------------------------------------------------------------------
+    def init_page(self, pfn: int, segind: int, pool: int) -> None:
+        """vm_page_init_page() for one entry.
+
+        An entry initialised on its own goes to the sparse ``lone`` store unless its dense
+        slot is already materialised (see the module docstring)."""
+        w = make_word(segind, pool)
+        self.ninit += 1
+        i = pfn - self.base_pfn
+        if 0 <= i < self.npages and self.mv[i]:
+            self.mv[i] = w
+        else:
+            self.lone[pfn] = w
+
+    def init_range(self, pfn: int, npages: int, segind: int, pool: int,
+                   scan_lone: bool = False) -> None:
+        """vm_page_init_page() for every entry of ``[pfn, pfn + npages)``, densely.
+
+        A lone entry at ``pfn`` moves to the dense array.  Lone entries further into the
+        run are looked for only with ``scan_lone`` (boot's gap loop): set_pool initialises
+        a whole free chunk, whose only lone entry is its head."""
+        if npages <= 0:
+            return
+        w = make_word(segind, pool)
+        i = pfn - self.base_pfn
+        if i < 0 or i + npages > self.npages:
+            raise InvariantError(f"init_range {pfn:#x}+{npages} outside the page array")
+        self.ninit += npages
+        lone = self.lone
+        if lone:
+            lone.pop(pfn, None)
+            if scan_lone:
+                for p in [p for p in lone if pfn <= p < pfn + npages]:
+                    del lone[p]
+        if npages <= SMALL_RUN:
+            mv = self.mv
+            for j in range(i, i + npages):
+                mv[j] = w
+        else:
+            self.words[i:i + npages] = w
+
+    # -- field updates on initialised runs ---------------------------------------------------
+    def set_pool_range(self, pfn: int, npages: int, pool: int) -> None:
+        """Set ``pool`` on every entry of an initialised, dense run."""
+        i = pfn - self.base_pfn
+        if npages <= SMALL_RUN:
+            mv = self.mv
+            for j in range(i, i + npages):
+                mv[j] = (mv[j] & ~POOL_MASK) | pool
+        else:
+            s = self.words[i:i + npages]
+            s &= ~POOL_MASK & 0xFFFF
+            s |= pool
+
+    def set_alloc(self, pfn: int, npages: int) -> None:
+        """Mark a dense run as handed out by vm_phys."""
+        i = pfn - self.base_pfn
+        if npages == 1:
+            self.mv[i] |= PG_PHYS_ALLOC
+        elif npages <= SMALL_RUN:
+            mv = self.mv
+            for j in range(i, i + npages):
+                mv[j] |= PG_PHYS_ALLOC
+        else:
+            self.words[i:i + npages] |= PG_PHYS_ALLOC
+
+    def clear_alloc(self, pfn: int, npages: int) -> None:
+        """Mark a dense run as given back to vm_phys."""
+        i = pfn - self.base_pfn
+        if npages == 1:
+            self.mv[i] &= ~PG_PHYS_ALLOC
+        elif npages <= SMALL_RUN:
+            mv = self.mv
+            for j in range(i, i + npages):
+                mv[j] &= ~PG_PHYS_ALLOC
+        else:
+            self.words[i:i + npages] &= ~PG_PHYS_ALLOC & 0xFFFF
+
+    # -- queries used by validation and the checker -----------------------------------------
+    def first_not_allocated(self, pfn: int, npages: int) -> int | None:
+        """The first page of the run that vm_phys has not handed out, or None."""
+        i = pfn - self.base_pfn
+        if i < 0 or i + npages > self.npages:
+            return pfn if i < 0 else self.base_pfn + self.npages
+        if npages <= SMALL_RUN:
+            mv = self.mv
+            for j in range(i, i + npages):
+                if not mv[j] & PG_PHYS_ALLOC:
+                    return self.base_pfn + j
+            return None
+        bad = np.flatnonzero((self.words[i:i + npages] & PG_PHYS_ALLOC) == 0)
+        return None if bad.size == 0 else pfn + int(bad[0])
+
+    def first_other_pool(self, pfn: int, npages: int, pool: int) -> int | None:
+        """The first page of an initialised dense run whose pool is not ``pool``, or None."""
+        i = pfn - self.base_pfn
+        if npages <= SMALL_RUN:
+            mv = self.mv
+            for j in range(i, i + npages):
+                if mv[j] & POOL_MASK != pool:
+                    return self.base_pfn + j
+            return None
+        bad = np.flatnonzero((self.words[i:i + npages] & POOL_MASK) != pool)
+        return None if bad.size == 0 else pfn + int(bad[0])
+
+    def allocated_count(self) -> int:
+        return int(np.count_nonzero(self.words & PG_PHYS_ALLOC))
+
+    def initialized_count(self) -> int:
+        return int(np.count_nonzero(self.words)) + sum(
+            1 for p in self.lone if not self.is_dense(p))
+
+    def resident_bytes(self) -> int:
+        """Bytes of the dense array that the OS has had to materialise (upper bound: the
+        4 KiB pages holding at least one initialised entry)."""
+        per = 4096 // self.words.itemsize
+        n = self.npages
+        if n == 0:
+            return 0
+        pages = np.add.reduceat(self.words != 0, np.arange(0, n, per)) if n else []
+        return int(np.count_nonzero(pages)) * 4096
+

@@ -1,0 +1,247 @@
+"""Trace replay: the physmem trace format, version 1 (docs/trace-format.md).
+
+A trace is a text file of operations on one model of physical memory; :class:`Replayer`
+runs each line on a :class:`~physmem.freebsd.vm_page.Kernel` (and the named extent maps)
+and writes exactly one result line per operation -- the multi-line sysctl and
+``extent_print`` texts excepted -- so that two implementations can be compared with
+``diff``.  A bad line prints ``error: <message>``, changes nothing, and replay goes on.
+
+Usage::
+
+    r = Replayer()
+    errors = r.replay(open("t.trace"), sys.stdout)
+
+or ``physmem replay t.trace`` on the command line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TextIO
+
+from .errors import PhysmemError, StateError, TraceFormatError
+from .freebsd.vm_page import Kernel
+
+U64 = 1 << 64
+_HEX = frozenset("0123456789abcdefABCDEF")
+# Lines are written out in chunks of this many results.
+FLUSH_EVERY = 4096
+
+
+def parse_u64(s: str, what: str = "number") -> int:
+    """A trace number: decimal, or ``0x``-prefixed hexadecimal, below 2**64."""
+    if s[:2] in ("0x", "0X"):
+        digits = s[2:]
+        if digits and all(c in _HEX for c in digits):
+            v = int(digits, 16)
+            if v < U64:
+                return v
+    elif s.isdigit() and s.isascii():
+        v = int(s)
+        if v < U64:
+            return v
+    raise TraceFormatError(f"bad {what} '{s}'")
+
+
+def tokenize(line: str) -> list[str]:
+    """The words of a trace line, without its comment."""
+    i = line.find("#")
+    if i >= 0:
+        line = line[:i]
+    return line.split()
+
+
+class Replayer:
+    """Replays trace operations on one Kernel (created on first use, amd64 unless the
+    trace's first operation is ``arch``) and the trace's extent maps."""
+
+    def __init__(self, check: bool = False, kernel_factory: Callable[[str], Kernel] = Kernel):
+        self.check = check
+        self.kernel_factory = kernel_factory
+        self.kernel: Kernel | None = None
+        self.arch = "amd64"
+        self.nops = 0
+        self.extents: dict = {}
+        self.errors = 0
+        self._ops: dict[str, Callable[[list[str]], str]] = {
+            "arch": self.op_arch,
+            "seg": self.op_seg,
+            "avail": self.op_avail,
+            "boot": self.op_boot,
+            "alloc_pages": self.op_alloc_pages,
+            "alloc_freelist_pages": self.op_alloc_freelist_pages,
+            "alloc_npages": self.op_alloc_npages,
+            "alloc_contig": self.op_alloc_contig,
+            "free_pages": self.op_free_pages,
+            "free_contig": self.op_free_contig,
+            "unfree_page": self.op_unfree_page,
+            "find_range": self.op_find_range,
+            "lazy_init": self.op_lazy_init,
+            "free_count": self.op_free_count,
+            "phys_free": self.op_phys_free,
+            "phys_segs": self.op_phys_segs,
+        }
+
+    # -- driving --------------------------------------------------------------------------
+    @property
+    def k(self) -> Kernel:
+        if self.kernel is None:
+            self.kernel = self.kernel_factory(self.arch)
+        return self.kernel
+
+    def execute(self, tok: list[str]) -> str:
+        """Run one tokenized operation; return its result text (without the final newline
+        for one-line results).  Raises PhysmemError for a bad line."""
+        self.nops += 1
+        fn = self._ops.get(tok[0])
+        if fn is None:
+            raise TraceFormatError(f"unknown operation '{tok[0]}'")
+        return fn(tok)
+
+    def run_line(self, line: str) -> str | None:
+        """Run one trace line; its output (with newline), or None for a blank line."""
+        tok = tokenize(line)
+        if not tok:
+            return None
+        try:
+            out = self.execute(tok)
+        except PhysmemError as e:
+            self.errors += 1
+            return f"error: {e}\n"
+        if self.check and self.kernel is not None and self.kernel.booted:
+            self.kernel.check()
+        return out if out.endswith("\n") else out + "\n"
+
+    def replay(self, lines: Iterable[str], out: TextIO) -> int:
+        """Replay every line, writing results to ``out``; returns the number of lines that
+        printed ``error:``."""
+        buf: list[str] = []
+        run_line = self.run_line
+        for line in lines:
+            r = run_line(line)
+            if r is not None:
+                buf.append(r)
+                if len(buf) >= FLUSH_EVERY:
+                    out.write("".join(buf))
+                    buf.clear()
+        out.write("".join(buf))
+        return self.errors
+
+    # -- helpers --------------------------------------------------------------------------
+    @staticmethod
+    def _nargs(tok: list[str], want: int) -> None:
+        if len(tok) != want + 1:
+            raise TraceFormatError(f"{tok[0]}: expected {want} arguments, got {len(tok) - 1}")
+
+    def _booted(self) -> Kernel:
+        k = self.k
+        if not k.booted:
+            raise StateError("not booted")
+        return k
+
+    # -- operations -----------------------------------------------------------------------
+    def op_arch(self, tok: list[str]) -> str:
+        self._nargs(tok, 1)
+        if self.nops != 1:
+            raise TraceFormatError("arch must be the first operation")
+        from .vmparam import get_arch
+        get_arch(tok[1])
+        self.arch = tok[1]
+        self.kernel = None
+        return "ok"
+
+    def op_seg(self, tok: list[str]) -> str:
+        self._nargs(tok, 3)
+        self.k.add_segment(parse_u64(tok[1], "start"), parse_u64(tok[2], "end"),
+                           parse_u64(tok[3], "domain"))
+        return "ok"
+
+    def op_avail(self, tok: list[str]) -> str:
+        self._nargs(tok, 2)
+        self.k.add_avail(parse_u64(tok[1], "start"), parse_u64(tok[2], "end"))
+        return "ok"
+
+    def op_boot(self, tok: list[str]) -> str:
+        self._nargs(tok, 1)
+        if tok[1] not in ("lazy", "eager"):
+            raise TraceFormatError("boot wants lazy or eager")
+        self.k.boot(lazy=tok[1] == "lazy")
+        return "ok"
+
+    def op_alloc_pages(self, tok: list[str]) -> str:
+        self._nargs(tok, 3)
+        k = self._booted()
+        pa = k.alloc_pages(parse_u64(tok[1], "domain"), tok[2], parse_u64(tok[3], "order"))
+        return "NULL" if pa is None else f"{pa:#x}"
+
+    def op_alloc_freelist_pages(self, tok: list[str]) -> str:
+        self._nargs(tok, 4)
+        k = self._booted()
+        pa = k.alloc_freelist_pages(parse_u64(tok[1], "domain"), tok[2], tok[3],
+                                    parse_u64(tok[4], "order"))
+        return "NULL" if pa is None else f"{pa:#x}"
+
+    def op_alloc_npages(self, tok: list[str]) -> str:
+        self._nargs(tok, 3)
+        k = self._booted()
+        pas = k.alloc_npages(parse_u64(tok[1], "domain"), tok[2], parse_u64(tok[3], "npages"))
+        return " ".join([str(len(pas)), *[f"{pa:#x}" for pa in pas]])
+
+    def op_alloc_contig(self, tok: list[str]) -> str:
+        self._nargs(tok, 6)
+        k = self._booted()
+        pa = k.alloc_contig(parse_u64(tok[1], "domain"), parse_u64(tok[2], "npages"),
+                            parse_u64(tok[3], "low"), parse_u64(tok[4], "high"),
+                            parse_u64(tok[5], "alignment"), parse_u64(tok[6], "boundary"))
+        return "NULL" if pa is None else f"{pa:#x}"
+
+    def op_free_pages(self, tok: list[str]) -> str:
+        self._nargs(tok, 2)
+        k = self._booted()
+        k.free_pages(parse_u64(tok[1], "address"), parse_u64(tok[2], "order"))
+        return "ok"
+
+    def op_free_contig(self, tok: list[str]) -> str:
+        self._nargs(tok, 2)
+        k = self._booted()
+        k.free_contig(parse_u64(tok[1], "address"), parse_u64(tok[2], "npages"))
+        return "ok"
+
+    def op_unfree_page(self, tok: list[str]) -> str:
+        self._nargs(tok, 1)
+        k = self._booted()
+        return "true" if k.unfree_page(parse_u64(tok[1], "address")) else "false"
+
+    def op_find_range(self, tok: list[str]) -> str:
+        self._nargs(tok, 4)
+        k = self._booted()
+        return str(k.find_range(parse_u64(tok[1], "domain"), parse_u64(tok[2], "npages"),
+                                parse_u64(tok[3], "low"), parse_u64(tok[4], "high")))
+
+    def op_lazy_init(self, tok: list[str]) -> str:
+        self._nargs(tok, 0)
+        self._booted().lazy_init()
+        return "ok"
+
+    def op_free_count(self, tok: list[str]) -> str:
+        self._nargs(tok, 1)
+        return str(self._booted().free_count(parse_u64(tok[1], "domain")))
+
+    def op_phys_free(self, tok: list[str]) -> str:
+        self._nargs(tok, 0)
+        return self._booted().sysctl("vm.phys_free")
+
+    def op_phys_segs(self, tok: list[str]) -> str:
+        self._nargs(tok, 0)
+        return self._booted().sysctl("vm.phys_segs")
+
+
+def replay_file(path: str, out: TextIO, check: bool = False) -> int:
+    """Replay the trace at ``path`` (``-`` for standard input) to ``out``; the number of
+    error lines."""
+    import sys
+    r = Replayer(check=check)
+    if path == "-":
+        return r.replay(sys.stdin, out)
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return r.replay(f, out)
