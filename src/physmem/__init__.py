@@ -1,1 +1,79 @@
-"""physmem."""
+"""physmem: a faithful, fast model of BSD kernels' physical page management.
+
+Boot a machine's memory map, allocate and free pages exactly as FreeBSD's vm_phys does,
+print the kernel's sysctl text, replay traces::
+
+    import physmem
+    k = physmem.boot("firecracker-1g", lazy=False)
+    pa = k.alloc_pages(0, "default", 0)
+    k.free_pages(pa, 0)
+    print(k.sysctl("vm.phys_free"))
+    k.check()                       # INVARIANTS
+
+Layers, bottom up: :mod:`physmem.vmparam` and :mod:`physmem.machine` (machine
+description) -> :mod:`physmem.pagearray` (the page array) -> :mod:`physmem.freebsd.vm_phys`
+(free pages) -> :mod:`physmem.freebsd.vm_page` (boot and the callers' bookkeeping) ->
+:mod:`physmem.trace`, :mod:`physmem.cli` (traces, reports, command line).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .errors import (
+    AddressError,
+    ArchError,
+    ArgumentError,
+    DomainError,
+    DoubleFreeError,
+    FreeListError,
+    InvariantError,
+    MapFormatError,
+    OrderError,
+    PhysmemError,
+    PoolError,
+    PoolMixError,
+    SegmentError,
+    StateError,
+    TraceFormatError,
+    TunableError,
+    UninitializedPageError,
+    UnknownMachineError,
+)
+from .freebsd.vm_page import Kernel, Tunables
+from .machine import PRESETS, Machine, RamRange, get_machine
+from .trace import Replayer, replay_file
+
+__version__ = "0.1.0"
+
+
+def kernel_for(machine: str | Machine) -> Kernel:
+    """A Kernel with ``machine``'s segments and phys_avail, not yet booted."""
+    m = get_machine(machine) if isinstance(machine, str) else machine
+    k = Kernel(m.arch)
+    for s, e, d in m.segments():
+        k.add_segment(s, e, d)
+    for s, e in m.phys_avail():
+        k.add_avail(s, e)
+    return k
+
+
+def boot(machine: str | Machine = "firecracker-1g", lazy: bool | None = None,
+         tunables: Iterable[str] | None = None, start_aps: bool = False) -> Kernel:
+    """Boot ``machine`` (a preset name, a file path or a Machine) and return its Kernel.
+
+    ``lazy`` overrides the ``debug.vm.lazy_page_init`` tunable; ``tunables`` are
+    loader.conf-style strings (``"vm.blacklist=0x1000000"``)."""
+    k = kernel_for(machine)
+    k.boot(lazy=lazy, tunables=list(tunables) if tunables is not None else None,
+           start_aps=start_aps)
+    return k
+
+
+__all__ = [
+    "PRESETS", "AddressError", "ArchError", "ArgumentError", "DomainError", "DoubleFreeError",
+    "FreeListError", "InvariantError", "Kernel", "Machine", "MapFormatError", "OrderError",
+    "PhysmemError", "PoolError", "PoolMixError", "RamRange", "Replayer", "SegmentError",
+    "StateError", "TraceFormatError", "Tunables", "TunableError", "UninitializedPageError",
+    "UnknownMachineError", "boot", "get_machine", "kernel_for", "replay_file",
+]

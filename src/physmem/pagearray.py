@@ -26,11 +26,13 @@ Layout, and why (figures: bench/RESULTS.md, ``make bench``, 2-core x86_64 box):
   one entry at a time.  Indexing a memoryview of the numpy buffer costs ~22 ns and returns a
   plain ``int``; indexing the ndarray itself costs ~43 ns and returns a numpy scalar whose
   arithmetic is slower still (``python bench/micro_access.py``).
-* **Zero-filled by calloc, so untouched pages cost nothing.**  ``np.zeros`` asks the C
-  library for zeroed memory, which for large arrays is a fresh anonymous mapping: the
+* **Zero-filled anonymous memory, so untouched pages cost nothing.**  The array is a
+  private anonymous mapping (``mmap`` with ``MAP_NORESERVE`` where the OS has it): the
   operating system materialises a 4 KiB page of the array (2048 entries) only when it is
   written.  A 1 TiB machine (268 M pages) reserves 512 MiB of address space and uses only
-  what boot and allocation initialise.
+  what boot and allocation initialise; an arm64 server whose second socket starts at
+  0x4088_0000_0000 reserves 34 GB of address space and uses a few MiB.  Whole-array
+  operations (counts, digests) walk only the segments' spans.
 * **Lone entries in a dict.**  A lazy boot initialises one entry per free chunk (the chunk
   head) and the entry after each run.  Writing those into the dense array would
   materialise one OS page per 16 MiB chunk: 256 MiB for 1 TiB.  They go to ``lone``
@@ -46,6 +48,9 @@ difference is invisible to vm_phys, which reaches pages by physical address.
 
 from __future__ import annotations
 
+import mmap
+import sys
+
 import numpy as np
 
 from .errors import InvariantError, UninitializedPageError
@@ -54,6 +59,9 @@ POOL_MASK = 0x3
 PG_INIT = 0x4
 PG_PHYS_ALLOC = 0x8
 SEGIND_SHIFT = 8
+
+# Reserve address space without committing memory (Python < 3.12 lacks the constant).
+_MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000 if sys.platform.startswith("linux") else 0)
 
 # Python loops beat a numpy call below this many pages (numpy's per-call overhead is ~1 us).
 SMALL_RUN = 8
@@ -71,12 +79,22 @@ class PageArray:
     :class:`~physmem.errors.UninitializedPageError`.
     """
 
-    __slots__ = ("base_pfn", "lone", "mv", "ninit", "npages", "words")
+    __slots__ = ("_map", "base_pfn", "lone", "mv", "ninit", "npages", "spans", "words")
 
-    def __init__(self, base_pfn: int, npages: int) -> None:
+    def __init__(self, base_pfn: int, npages: int,
+                 spans: list[tuple[int, int]] | None = None) -> None:
         self.base_pfn = base_pfn
         self.npages = npages
-        self.words = np.zeros(npages, dtype=np.uint16)
+        # The pfn ranges that hold pages (the segments); whole-array work visits only these.
+        self.spans = spans if spans is not None else [(base_pfn, base_pfn + npages)]
+        nbytes = npages * 2
+        if nbytes >= 1 << 26:
+            flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE
+            self._map: mmap.mmap | None = mmap.mmap(-1, nbytes, flags=flags)
+            self.words = np.frombuffer(self._map, dtype=np.uint16)
+        else:
+            self._map = None
+            self.words = np.zeros(npages, dtype=np.uint16)
         self.mv = memoryview(self.words)
         self.lone: dict[int, int] = {}
         self.ninit = 0  # vm_page_init_page() calls, for boot-cost accounting
@@ -217,20 +235,31 @@ class PageArray:
         bad = np.flatnonzero((self.words[i:i + npages] & POOL_MASK) != pool)
         return None if bad.size == 0 else pfn + int(bad[0])
 
+    def span_words(self):
+        """(first pfn, words) for each span, as numpy views."""
+        for s, e in self.spans:
+            yield s, self.words[s - self.base_pfn:e - self.base_pfn]
+
     def allocated_count(self) -> int:
-        return int(np.count_nonzero(self.words & PG_PHYS_ALLOC))
+        return sum(int(np.count_nonzero(w & PG_PHYS_ALLOC)) for _, w in self.span_words())
 
     def initialized_count(self) -> int:
-        return int(np.count_nonzero(self.words)) + sum(
+        """Entries initialised, densely or alone (entries outside the spans included)."""
+        return sum(int(np.count_nonzero(w)) for _, w in self.span_words()) + sum(
             1 for p in self.lone if not self.is_dense(p))
 
-    def resident_bytes(self) -> int:
-        """Bytes of the dense array that the OS has had to materialise (upper bound: the
-        4 KiB pages holding at least one initialised entry)."""
+    def dense_bytes(self) -> int:
+        """Bytes of the dense array in OS pages that hold an initialised entry: what the
+        array costs in resident memory."""
         per = 4096 // self.words.itemsize
-        n = self.npages
-        if n == 0:
-            return 0
-        pages = np.add.reduceat(self.words != 0, np.arange(0, n, per)) if n else []
-        return int(np.count_nonzero(pages)) * 4096
+        total = 0
+        for s, w in self.span_words():
+            if not len(w):
+                continue
+            # Align the blocks to the array's own 4 KiB boundaries.
+            off = (s - self.base_pfn) % per
+            idx = np.arange(0, len(w) + off, per) - off
+            idx[0] = 0
+            total += int(np.count_nonzero(np.add.reduceat(w != 0, idx)))
+        return total * 4096
 

@@ -161,7 +161,7 @@ class Kernel:
         # vm_phys_domain(pa), which can name the neighbouring domain (kernel quirk).
         self.count_skew: list[int] = []
         self.blacklist: list[int] = []       # pages vm_page_blacklist_add removed
-        self.stats = InitStats()
+        self._stats = InitStats()
         self.tunables = Tunables(lazy_page_init=1 if self.param.has_lazyinit else 0)
         self.drain_thread: threading.Thread | None = None
         self._pools = self.param.pool_names()
@@ -249,10 +249,10 @@ class Kernel:
         self.tunables = tun
         t0 = time.perf_counter()
         self._startup(ndomains, bool(tun.lazy_page_init))
-        self.stats.boot = self.phys.pages.ninit
+        self._stats.boot = self.phys.pages.ninit
         for pa in tun.blacklist:
             self.blacklist_add(pa)
-        self.stats.boot_seconds = time.perf_counter() - t0
+        self._stats.boot_seconds = time.perf_counter() - t0
         if start_aps:
             self.start_aps()
 
@@ -348,7 +348,16 @@ class Kernel:
         return not t.is_alive()
 
     def _account_drain(self, n: int) -> None:
-        self.stats.drain += n
+        self._stats.drain += n
+
+    @property
+    def stats(self) -> InitStats:
+        """Page-structure initialisations so far: at boot, on demand (allocations taking
+        LAZYINIT chunks) and by the drain (lazy_init, the drain thread, find_range and
+        unfree_page)."""
+        s = self._stats
+        on_demand = self.phys.pages.ninit - s.boot - s.drain if self.booted else 0
+        return InitStats(s.boot, on_demand, s.drain, s.boot_seconds)
 
     # =======================================================================================
     # Argument checking shared by the operations
@@ -648,7 +657,9 @@ class Kernel:
             h.update(repr((phys.default_freepool, phys.initdone, phys.lcnt)).encode())
             h.update(repr(list(phys.free_blocks())).encode())
             h.update(repr(sorted(phys.pages.lone.items())).encode())
-            h.update(phys.pages.words.tobytes())
+            for pfn, w in phys.pages.span_words():
+                h.update(pfn.to_bytes(8, "little"))
+                h.update(w.tobytes())
         return h.hexdigest()
 
     def _in_avail(self, pa: int) -> bool:

@@ -227,7 +227,7 @@ class VmPhys:
         if segs:
             lo = segs[0].spfn
             hi = max(s.epfn for s in segs)
-            self.pages = PageArray(lo, hi - lo + 1)
+            self.pages = PageArray(lo, hi - lo + 1, [(s.spfn, s.epfn) for s in segs])
         self.initialized = True
 
     # -- address lookups ---------------------------------------------------------------------

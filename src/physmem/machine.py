@@ -1,0 +1,342 @@
+"""Machine descriptions: physical memory maps, their phys_avail, presets and TOML files.
+
+A :class:`Machine` is what firmware tells the kernel: usable RAM ranges (each with a NUMA
+domain) on one architecture.  From it physmem derives
+
+* the **segments** handed to ``vm_phys_add_seg`` (:meth:`Machine.segments`): RAM rounded
+  inward to whole pages, adjacent ranges of one domain merged; on amd64 page 0 is left out
+  (FreeBSD/amd64 never uses it);
+* the **phys_avail** ranges handed to the allocator at boot (:meth:`Machine.phys_avail`),
+  by this rule unless the machine lists them explicitly:
+
+  1. start from the segments;
+  2. remove page 0 (the BIOS data area on a PC, the exception vectors elsewhere);
+  3. remove the kernel's range ``kernel = [start, end)``: the kernel image, its preloaded
+     modules and the early boot allocations (page-table pages, the message buffer);
+  4. if ``page_array = "top"``, remove the page array -- ``sizeof(struct vm_page)`` (104
+     bytes) per page of the segments, rounded up to 2 MiB -- from the top of the largest
+     phys_avail range of each domain, as ``vm_phys_early_alloc()`` carves it.
+
+Presets are in :data:`PRESETS`; each documents where its numbers come from.  A machine file
+is TOML::
+
+    name = "my-vm"
+    arch = "amd64"                       # amd64 (default), arm64, riscv
+    description = "what this is"
+    ram = [[0x0, 0x9fc00, 0], [0x100000, 0x40000000, 0]]   # [start, end) and domain
+    kernel = [0x100000, 0x2000000]       # optional
+    page_array = "none"                  # "top" (default) or "none"
+    # phys_avail = [[0x1000, 0x9f000], [0x2000000, 0x40000000]]   # overrides the rule
+
+or a memory-map dump (``/proc/iomem``, dmesg ``BIOS-e820`` lines, FreeBSD ``SMAP`` lines),
+read by :mod:`physmem.mapimport`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .bits import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, round_page, trunc_page
+from .errors import MapFormatError, SegmentError, UnknownMachineError
+from .vmparam import GIB, MIB, get_arch
+
+SIZEOF_VM_PAGE = 104          # amd64/arm64 struct vm_page, bytes
+SUPERPAGE = 2 * MIB           # the page array is mapped with 2 MiB pages
+
+
+@dataclass(frozen=True)
+class RamRange:
+    """Usable RAM ``[start, end)`` in NUMA ``domain``, as firmware reports it (the edges
+    need not be page aligned)."""
+
+    start: int
+    end: int
+    domain: int = 0
+
+
+@dataclass
+class Machine:
+    """A physical machine: architecture, RAM, and how its phys_avail is derived."""
+
+    name: str
+    ram: list[RamRange]
+    arch: str = "amd64"
+    description: str = ""
+    source: str = ""
+    kernel: tuple[int, int] | None = None
+    page_array: str = "top"
+    avail_override: list[tuple[int, int]] | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        get_arch(self.arch)
+        if self.page_array not in ("top", "none"):
+            raise MapFormatError(f"page_array must be 'top' or 'none', not {self.page_array!r}")
+        if not self.ram:
+            raise MapFormatError(f"machine {self.name!r} has no RAM")
+        for r in self.ram:
+            if not (isinstance(r.start, int) and isinstance(r.end, int)) or r.start < 0 or \
+                    r.end > 1 << 64:
+                raise MapFormatError(f"RAM range {r} is not a 64-bit address range")
+            if r.end <= r.start:
+                raise SegmentError(f"RAM range [{r.start:#x}, {r.end:#x}) is empty")
+            if not 0 <= r.domain < get_arch(self.arch).maxmemdom:
+                raise SegmentError(f"RAM range [{r.start:#x}, {r.end:#x}): domain {r.domain} "
+                                   f"out of range for {self.arch}")
+        rs = sorted(self.ram, key=lambda r: r.start)
+        for a, b in zip(rs, rs[1:], strict=False):
+            if b.start < a.end:
+                raise SegmentError(f"RAM ranges [{a.start:#x}, {a.end:#x}) and "
+                                   f"[{b.start:#x}, {b.end:#x}) overlap")
+        doms = {r.domain for r in self.ram}
+        if doms != set(range(len(doms))):
+            raise SegmentError(f"machine {self.name!r}: NUMA domains must be 0..n-1, "
+                               f"got {sorted(doms)}")
+
+    # -- derived maps ------------------------------------------------------------------
+    def segments(self) -> list[tuple[int, int, int]]:
+        """The ``vm_phys_add_seg`` segments: (start, end, domain), page aligned, sorted."""
+        out: list[tuple[int, int, int]] = []
+        for r in sorted(self.ram, key=lambda r: r.start):
+            s, e = round_page(r.start), trunc_page(r.end)
+            if self.arch == "amd64" and s == 0:
+                s = PAGE_SIZE
+            if e <= s:
+                continue
+            if out and out[-1][1] == s and out[-1][2] == r.domain:
+                out[-1] = (out[-1][0], e, r.domain)
+            else:
+                out.append((s, e, r.domain))
+        if not out:
+            raise SegmentError(f"machine {self.name!r} has no whole page of RAM")
+        return out
+
+    def kernel_range(self) -> tuple[int, int]:
+        """The reserved kernel range (rule step 3)."""
+        if self.kernel is not None:
+            return self.kernel
+        base = min(s for s, _, _ in self.segments()) & ~PAGE_MASK
+        if self.arch == "amd64":
+            return (0x100000, 0x2000000)        # 1 MiB .. 32 MiB, as in the oracle's maps
+        if self.arch == "arm64":
+            return (base + 2 * MIB, base + 18 * MIB)
+        return (base, base + 18 * MIB)          # riscv: OpenSBI 2 MiB + kernel 16 MiB
+
+    def phys_avail(self) -> list[tuple[int, int]]:
+        """The phys_avail ranges, by the module's rule unless overridden."""
+        if self.avail_override is not None:
+            return list(self.avail_override)
+        ranges = [(s, e) for s, e, _ in self.segments()]
+        ranges = _subtract(ranges, (0, PAGE_SIZE))
+        ranges = _subtract(ranges, self.kernel_range())
+        if self.page_array == "top":
+            segs = self.segments()
+            npages = sum((e - s) >> PAGE_SHIFT for s, e, _ in segs)
+            size = -(-npages * SIZEOF_VM_PAGE // SUPERPAGE) * SUPERPAGE
+            ndom = max(d for _, _, d in segs) + 1
+            share = -(-size // ndom // SUPERPAGE) * SUPERPAGE
+            for d in range(ndom):
+                mine = [(s, e) for s, e in ranges
+                        if any(ss <= s and e <= se and sd == d for ss, se, sd in segs)]
+                if not mine:
+                    continue
+                s, e = max(mine, key=lambda r: r[1] - r[0])
+                top = (e & ~(SUPERPAGE - 1))
+                cut = max(s, top - share)
+                ranges = _subtract(ranges, (cut, e))
+        return [r for r in ranges if r[1] > r[0]]
+
+    def ram_bytes(self) -> int:
+        return sum(e - s for s, e, _ in self.segments())
+
+    def ndomains(self) -> int:
+        return max(d for _, _, d in self.segments()) + 1
+
+
+def _subtract(ranges: list[tuple[int, int]], cut: tuple[int, int]) -> list[tuple[int, int]]:
+    a, b = cut
+    out = []
+    for s, e in ranges:
+        if e <= a or s >= b:
+            out.append((s, e))
+            continue
+        if s < a:
+            out.append((s, a))
+        if e > b:
+            out.append((b, e))
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Presets
+# ---------------------------------------------------------------------------------------
+def _firecracker(mem: int) -> list[RamRange]:
+    """Firecracker's x86_64 layout (src/vmm/src/arch/x86_64/layout.rs and mod.rs): RAM at
+    [0, EBDA_START = 0x9fc00) and from HIMEM_START = 1 MiB; guests larger than
+    MMIO_MEM_START = 4 GiB - 768 MiB = 0xd0000000 continue at 4 GiB."""
+    gap = 0xD0000000
+    if mem <= gap:
+        return [RamRange(0, 0x9FC00), RamRange(0x100000, mem)]
+    return [RamRange(0, 0x9FC00), RamRange(0x100000, gap),
+            RamRange(4 * GIB, 4 * GIB + mem - gap)]
+
+
+def _server_96g_2dom() -> list[RamRange]:
+    """Two sockets of 48 GiB each.  The BIOS maps 3 GiB below the PCI hole at 0xc0000000
+    (like the oracle's pc6g map), the rest from 4 GiB; the SRAT gives socket 0 the first
+    48 GiB of RAM.  93 GiB lie above 4 GiB: more than VM_DMA32_NPAGES_THRESHOLD (64 GiB),
+    so amd64 creates the DMA32 free list beside DEFAULT and LOWMEM."""
+    low_end = 0xC0000000
+    d0_top = 4 * GIB + 45 * GIB
+    return [RamRange(0, 0x9FC00, 0), RamRange(0x100000, low_end, 0),
+            RamRange(4 * GIB, d0_top, 0), RamRange(d0_top, d0_top + 48 * GIB, 1)]
+
+
+def _server_1t() -> list[RamRange]:
+    """Two sockets of 512 GiB: 3 GiB below the PCI hole, the rest from 4 GiB, the SRAT
+    splitting at the middle of RAM."""
+    low_end = 0xC0000000
+    d0_top = 4 * GIB + 509 * GIB
+    return [RamRange(0, 0x9FC00, 0), RamRange(0x100000, low_end, 0),
+            RamRange(4 * GIB, d0_top, 0), RamRange(d0_top, d0_top + 512 * GIB, 1)]
+
+
+def _preset_list() -> list[Machine]:
+    fc_src = ("Firecracker x86_64 memory layout (layout.rs: EBDA_START 0x9fc00, HIMEM_START "
+              "1 MiB, 768 MiB MMIO gap below 4 GiB); the FreeBSD kernel and its early "
+              "allocations, page array included, occupy 1-32 MiB (the oracle's fc maps)")
+    return [
+        Machine("firecracker-128m", _firecracker(128 * MIB), description=(
+            "Firecracker microVM, 128 MiB: the seed's small headline figure (vm_page init "
+            "3 ms, 9% of boot)"), source=fc_src, page_array="none"),
+        Machine("firecracker-1g", _firecracker(1 * GIB), description=(
+            "Firecracker microVM, 1 GiB: the seed's large headline figure (vm_page init "
+            "21.5 ms, 37% of boot)"), source=fc_src, page_array="none"),
+        Machine("firecracker-64g", _firecracker(64 * GIB), description=(
+            "Firecracker microVM, 64 GiB: RAM continues at 4 GiB above the MMIO gap"),
+            source=fc_src, page_array="none"),
+        Machine("pc-6g", [RamRange(0, 0x9FC00), RamRange(0x100000, 0xC0000000),
+                          RamRange(4 * GIB, 0x1C0000000)], description=(
+            "6 GiB PC: 3 GiB below the PCI hole, 3 GiB above 4 GiB (the oracle's pc6g map)"),
+            source="oracle trace set (gen_traces.py pc6g); phys_avail by the rule",
+            page_array="none"),
+        Machine("server-96g-2dom", _server_96g_2dom(), description=(
+            "two-socket amd64 server, 96 GiB, two NUMA domains; DMA32 list present"),
+            source=_server_96g_2dom.__doc__ or ""),
+        Machine("server-1t", _server_1t(), description=(
+            "two-socket amd64 server, 1 TiB, two NUMA domains"),
+            source=_server_1t.__doc__ or ""),
+        Machine("rpi4-8g", [RamRange(0, 0x3B400000), RamRange(0x40000000, 0xFC000000),
+                            RamRange(4 * GIB, 8 * GIB)], arch="arm64", description=(
+            "Raspberry Pi 4, 8 GiB (arm64): VideoCore and peripheral holes below 4 GiB"),
+            source="the oracle's rpi map (gen_traces.py rpi(4 GiB))", kernel=(
+                0x200000, 0x1200000), page_array="none"),
+        Machine("qemu-virt-arm64-1g", [RamRange(0x40000000, 0x80000000)], arch="arm64",
+                description="QEMU arm64 'virt', 1 GiB at 1 GiB: DMA32 is the only free list",
+                source="QEMU hw/arm/virt.c memory map (RAM at 0x40000000)", kernel=(
+                    0x40080000, 0x41200000), page_array="none"),
+        Machine("qemu-virt-riscv-1g", [RamRange(0x80000000, 0xC0000000)], arch="riscv",
+                description="QEMU riscv 'virt', 1 GiB at 2 GiB: two pools, no lazy init",
+                source="QEMU hw/riscv/virt.c memory map; OpenSBI keeps the first 2 MiB",
+                page_array="none"),
+    ]
+
+
+PRESETS: dict[str, Machine] = {m.name: m for m in _preset_list()}
+DEFAULT_MACHINE = "firecracker-1g"
+
+
+def get_machine(name_or_path: str) -> Machine:
+    """A preset by name, or a machine file (TOML or a memory-map dump) by path."""
+    if name_or_path in PRESETS:
+        return PRESETS[name_or_path]
+    p = Path(name_or_path)
+    if p.exists():
+        return load_machine_file(p)
+    raise UnknownMachineError(f"unknown machine {name_or_path!r}: not a preset "
+                              f"({', '.join(PRESETS)}) nor a file")
+
+
+def load_machine_file(path: Path) -> Machine:
+    """Read a machine from a TOML file or a memory-map dump (format detected)."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise MapFormatError(f"{path}: {e.strerror}") from None
+    if b"\0" in data[:4096]:
+        raise MapFormatError(f"{path}: binary data, not a machine description")
+    text = data.decode("utf-8", errors="replace")
+    if path.suffix == ".toml" or _looks_like_toml(text):
+        return machine_from_toml(text, str(path))
+    from .mapimport import import_map
+    return import_map(text, name=path.stem, source=str(path))
+
+
+def _looks_like_toml(text: str) -> bool:
+    for line in text.splitlines():
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        return "=" in s and not s.startswith("[mem") and "SMAP" not in s and \
+            "BIOS-e820" not in s and " : " not in s
+    return False
+
+
+def machine_from_toml(text: str, source: str = "<toml>") -> Machine:
+    """Parse the TOML machine format (see the module docstring)."""
+    try:
+        d = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise MapFormatError(f"{source}: {e}") from None
+    known = {"name", "arch", "description", "source", "ram", "kernel", "page_array",
+             "phys_avail"}
+    unknown = set(d) - known
+    if unknown:
+        raise MapFormatError(f"{source}: unknown keys {sorted(unknown)} (known: "
+                             f"{sorted(known)})")
+    if "ram" not in d:
+        raise MapFormatError(f"{source}: no 'ram' list")
+
+    def pair(v, what: str) -> tuple[int, ...]:
+        if not isinstance(v, list) or len(v) not in (2, 3) or not all(
+                isinstance(x, int) and not isinstance(x, bool) for x in v):
+            raise MapFormatError(f"{source}: {what} must be [start, end] or "
+                                 f"[start, end, domain] integers, got {v!r}")
+        return tuple(v)
+
+    try:
+        ram = [RamRange(*pair(r, "ram entry")) for r in d["ram"]]
+        kernel = pair(d["kernel"], "kernel")[:2] if "kernel" in d else None
+        avail = [pair(a, "phys_avail entry")[:2] for a in d["phys_avail"]] \
+            if "phys_avail" in d else None
+        m = Machine(name=str(d.get("name", Path(source).stem)), ram=ram,
+                    arch=str(d.get("arch", "amd64")), description=str(d.get("description", "")),
+                    source=str(d.get("source", source)), kernel=kernel,  # type: ignore[arg-type]
+                    page_array=str(d.get("page_array", "top")),
+                    avail_override=avail)  # type: ignore[arg-type]
+    except TypeError as e:
+        raise MapFormatError(f"{source}: {e}") from None
+    if avail is not None:
+        for s, e in avail:
+            if (s | e) & PAGE_MASK or e <= s:
+                raise MapFormatError(f"{source}: phys_avail [{s:#x}, {e:#x}) must be page "
+                                     "aligned and non-empty")
+    return m
+
+
+def machine_to_toml(m: Machine) -> str:
+    """Write a machine in the TOML format."""
+    lines = [f'name = "{m.name}"', f'arch = "{m.arch}"']
+    if m.description:
+        lines.append(f"description = {m.description!r}".replace("'", '"'))
+    lines.append("ram = [" + ", ".join(f"[{r.start:#x}, {r.end:#x}, {r.domain}]"
+                                       for r in m.ram) + "]")
+    if m.kernel is not None:
+        lines.append(f"kernel = [{m.kernel[0]:#x}, {m.kernel[1]:#x}]")
+    lines.append(f'page_array = "{m.page_array}"')
+    if m.avail_override is not None:
+        lines.append("phys_avail = [" + ", ".join(f"[{s:#x}, {e:#x}]"
+                                                  for s, e in m.avail_override) + "]")
+    return "\n".join(lines) + "\n"
