@@ -49,13 +49,7 @@ __version__ = "0.1.0"
 
 def kernel_for(machine: str | Machine) -> Kernel:
     """A Kernel with ``machine``'s segments and phys_avail, not yet booted."""
-    m = get_machine(machine) if isinstance(machine, str) else machine
-    k = Kernel(m.arch)
-    for s, e, d in m.segments():
-        k.add_segment(s, e, d)
-    for s, e in m.phys_avail():
-        k.add_avail(s, e)
-    return k
+    return Kernel.from_machine(machine)
 
 
 def boot(machine: str | Machine = "firecracker-1g", lazy: bool | None = None,
@@ -71,9 +65,32 @@ def boot(machine: str | Machine = "firecracker-1g", lazy: bool | None = None,
 
 
 __all__ = [
-    "PRESETS", "AddressError", "ArchError", "ArgumentError", "DomainError", "DoubleFreeError",
-    "FreeListError", "InvariantError", "Kernel", "Machine", "MapFormatError", "OrderError",
-    "PhysmemError", "PoolError", "PoolMixError", "RamRange", "Replayer", "SegmentError",
-    "StateError", "TraceFormatError", "Tunables", "TunableError", "UninitializedPageError",
-    "UnknownMachineError", "boot", "get_machine", "kernel_for", "replay_file",
+    "PRESETS",
+    "AddressError",
+    "ArchError",
+    "ArgumentError",
+    "DomainError",
+    "DoubleFreeError",
+    "FreeListError",
+    "InvariantError",
+    "Kernel",
+    "Machine",
+    "MapFormatError",
+    "OrderError",
+    "PhysmemError",
+    "PoolError",
+    "PoolMixError",
+    "RamRange",
+    "Replayer",
+    "SegmentError",
+    "StateError",
+    "TraceFormatError",
+    "TunableError",
+    "Tunables",
+    "UninitializedPageError",
+    "UnknownMachineError",
+    "boot",
+    "get_machine",
+    "kernel_for",
+    "replay_file",
 ]

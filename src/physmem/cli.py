@@ -21,8 +21,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from . import kernel_for
 from .errors import PhysmemError
+from .freebsd.vm_page import Kernel
 from .machine import DEFAULT_MACHINE, PRESETS, get_machine
 
 
@@ -91,7 +91,7 @@ def machine_show(name: str) -> None:
     """Show a machine's vm_phys segments (after splitting and coalescing), free lists,
     phys_avail and sizes."""
     m = get_machine(name)
-    k = kernel_for(m)
+    k = Kernel.from_machine(m)
     k.boot(lazy=False) if not k.param.has_lazyinit else k.boot(lazy=True)
     con = Console()
     con.print(f"[bold]{m.name}[/bold] ({m.arch}): {m.description}")
@@ -129,7 +129,7 @@ def machine_show(name: str) -> None:
 def sysctl(oid: str, machine: str, tunables: tuple[str, ...]) -> None:
     """Print a sysctl after boot: vm.phys_free, vm.phys_segs, vm.page_blacklist,
     debug.vm.lazy_page_init."""
-    k = kernel_for(machine)
+    k = Kernel.from_machine(machine)
     k.boot(tunables=list(tunables))
     text = k.sysctl(oid)
     click.echo(f"{oid}: {text}")
@@ -143,7 +143,7 @@ def sysctl(oid: str, machine: str, tunables: tuple[str, ...]) -> None:
 def replay(trace: str, check: bool) -> None:
     """Replay a trace (FILE, or - for standard input); exit 1 if any line failed."""
     from .trace import replay_file
-    out = click.get_text_stream("stdout")
+    out = sys.stdout
     errors = replay_file(trace, out, check=check)
     out.flush()
     sys.exit(1 if errors else 0)
@@ -155,7 +155,7 @@ def replay(trace: str, check: bool) -> None:
 @_errors
 def boot_cmd(machine: str, tunables: tuple[str, ...]) -> None:
     """Boot a machine and report what vm_page_startup did."""
-    k = kernel_for(machine)
+    k = Kernel.from_machine(machine)
     k.boot(tunables=list(tunables))
     con = Console()
     t = Table(title=f"boot {machine}")
@@ -171,7 +171,7 @@ def boot_cmd(machine: str, tunables: tuple[str, ...]) -> None:
 
 def _size(n: int) -> str:
     for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if n >= 1 << shift and n % (1 << (shift - 10)) == 0 or n >= 10 << shift:
+        if (n >= 1 << shift and n % (1 << (shift - 10)) == 0) or n >= 10 << shift:
             v = n / (1 << shift)
             return f"{v:.0f} {unit}" if v == int(v) else f"{v:.1f} {unit}"
     return f"{n} B"

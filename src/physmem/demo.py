@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.table import Table
 
-from . import kernel_for
 from .bits import PAGE_SIZE
 from .freebsd.vm_page import Kernel
 
@@ -72,7 +71,7 @@ def run_demo(machine: str = "firecracker-1g", nops: int = 5000, seed: int = 1,
     """Run the demo, printing to ``console``; returns the timed steps."""
     con = console or Console()
     steps: list[Step] = []
-    k = kernel_for(machine)
+    k = Kernel.from_machine(machine)
     t = time.perf_counter()
     k.boot()
     steps.append(Step("boot", f"{machine}, debug.vm.lazy_page_init="

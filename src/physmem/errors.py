@@ -72,12 +72,8 @@ class MapFormatError(PhysmemError, ValueError):
     ``line`` is the 1-based line number, when one applies."""
 
     def __init__(self, message: str, line: int | None = None, source: str | None = None):
-        where = ""
-        if source:
-            where += f"{source}:"
-        if line is not None:
-            where += f"{line}:"
-        super().__init__(f"{where} {message}" if where else message)
+        where = [w for w in (source, f"line {line}" if line is not None else None) if w]
+        super().__init__(": ".join([*where, message]))
         self.line = line
         self.source = source
 

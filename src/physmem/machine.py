@@ -34,6 +34,7 @@ read by :mod:`physmem.mapimport`.
 
 from __future__ import annotations
 
+import itertools
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,7 +87,7 @@ class Machine:
                 raise SegmentError(f"RAM range [{r.start:#x}, {r.end:#x}): domain {r.domain} "
                                    f"out of range for {self.arch}")
         rs = sorted(self.ram, key=lambda r: r.start)
-        for a, b in zip(rs, rs[1:], strict=False):
+        for a, b in itertools.pairwise(rs):
             if b.start < a.end:
                 raise SegmentError(f"RAM ranges [{a.start:#x}, {a.end:#x}) and "
                                    f"[{b.start:#x}, {b.end:#x}) overlap")

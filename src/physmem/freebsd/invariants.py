@@ -23,6 +23,7 @@ first problems found, then a count).  Checked:
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -141,7 +142,7 @@ def check_vm_phys(phys: VmPhys, strict_buddies: bool = False) -> list[tuple[int,
         heads[m] = order
         out.append((m, order, domain))
     spans.sort()
-    for (a0, a1), (b0, _b1) in zip(spans, spans[1:], strict=False):
+    for (a0, a1), (b0, _b1) in itertools.pairwise(spans):
         if b0 < a1:
             bad.add(f"free blocks at {a0 << PAGE_SHIFT:#x} and {b0 << PAGE_SHIFT:#x} overlap")
     # Pages inside free blocks: initialised unless the block is LAZYINIT, never allocated.

@@ -47,6 +47,7 @@ from ..errors import (
     StateError,
     TunableError,
 )
+from ..machine import Machine, get_machine
 from ..pagearray import PG_PHYS_ALLOC, POOL_MASK
 from ..vmparam import AMD64, VmParam, get_arch
 from . import sysctl as _sysctl
@@ -164,8 +165,22 @@ class Kernel:
         self._stats = InitStats()
         self.tunables = Tunables(lazy_page_init=1 if self.param.has_lazyinit else 0)
         self.drain_thread: threading.Thread | None = None
+        self.machine: Machine | None = None
         self._pools = self.param.pool_names()
         self._freelists = self.param.freelist_names()
+
+    @classmethod
+    def from_machine(cls, machine: str | Machine) -> Kernel:
+        """A Kernel with a machine's segments and phys_avail (a preset name, a machine file
+        or a :class:`~physmem.machine.Machine`), not yet booted."""
+        m = get_machine(machine) if isinstance(machine, str) else machine
+        k = cls(m.arch)
+        for s, e, d in m.segments():
+            k.add_segment(s, e, d)
+        for s, e in m.phys_avail():
+            k.add_avail(s, e)
+        k.machine = m
+        return k
 
     # =======================================================================================
     # Set-up: the memory map before boot

@@ -1,0 +1,77 @@
+"""Data flows one way: machine description -> page array -> vm_phys -> vm_page -> traces,
+reports, CLI.  A module may import only modules of its own layer or below."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import physmem
+
+SRC = Path(physmem.__file__).parent
+
+LAYERS = {
+    "physmem.bits": 0, "physmem.errors": 0,
+    "physmem.vmparam": 1,
+    "physmem.machine": 2, "physmem.mapimport": 2,
+    "physmem.pagearray": 3,
+    "physmem.freebsd.vm_phys": 4,
+    "physmem.freebsd.sysctl": 5, "physmem.freebsd.invariants": 5,
+    "physmem.freebsd.vm_page": 6,
+    "physmem.netbsd.extent": 4, "physmem.netbsd.mirror": 5, "physmem.netbsd.pglist": 6,
+    "physmem.trace": 7, "physmem.extent_ops": 7,
+    "physmem.workloads": 8, "physmem.demo": 8, "physmem.bootcost": 8,
+    "physmem.cli": 9, "physmem": 9,
+}
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(SRC.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports(path: Path, name: str) -> set[str]:
+    out = set()
+    pkg = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    tree = ast.parse(path.read_text())
+    # Imports for type checking only do not run: they are not dependencies.
+    tree.body = [n for n in tree.body if not (isinstance(n, ast.If) and isinstance(
+        n.test, ast.Name) and n.test.id == "TYPE_CHECKING")]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = pkg.split(".")
+                base = base[:len(base) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            if mod.startswith("physmem"):
+                out.add(mod)
+                for a in node.names:
+                    if f"{mod}.{a.name}" in LAYERS:
+                        out.add(f"{mod}.{a.name}")
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name.startswith("physmem"))
+    return out
+
+
+def test_every_module_has_a_layer():
+    for path in SRC.rglob("*.py"):
+        name = module_name(path)
+        if name.endswith("__init__") or name == "physmem.freebsd":
+            continue
+        assert name in LAYERS, f"{name} has no layer in tests/test_layering.py"
+
+
+def test_no_module_imports_a_layer_above_it():
+    for path in SRC.rglob("*.py"):
+        name = module_name(path)
+        if name not in LAYERS:
+            continue
+        for dep in imports(path, name):
+            if dep in ("physmem.freebsd", "physmem.netbsd") or dep not in LAYERS:
+                continue
+            assert LAYERS[dep] <= LAYERS[name], f"{name} imports {dep}, a layer above it"
