@@ -163,7 +163,7 @@ def boot_cmd(machine: str, tunables: tuple[str, ...]) -> None:
     t.add_column("value", justify="right")
     t.add_row("debug.vm.lazy_page_init", str(k.tunables.lazy_page_init))
     t.add_row("segments", str(len(k.phys.segs)))
-    t.add_row("free pages", str(sum(d.free_count for d in k.domains)))
+    t.add_row("free pages", str(sum(k.free_counts)))
     t.add_row("page structures initialised at boot", str(k.stats.boot))
     t.add_row("model wall time", f"{k.stats.boot_seconds * 1e3:.2f} ms")
     con.print(t)

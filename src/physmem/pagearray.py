@@ -64,7 +64,7 @@ SEGIND_SHIFT = 8
 _MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000 if sys.platform.startswith("linux") else 0)
 
 # Python loops beat a numpy call below this many pages (numpy's per-call overhead is ~1 us).
-SMALL_RUN = 8
+SMALL_RUN = 16
 
 
 def make_word(segind: int, pool: int) -> int:
@@ -185,54 +185,37 @@ class PageArray:
             s |= pool
 
     def set_alloc(self, pfn: int, npages: int) -> None:
-        """Mark a dense run as handed out by vm_phys."""
+        """Mark a run that vm_phys just handed out.  The pages of a free block share one
+        word (segment, pool, initialised), so the run becomes that word | PG_PHYS_ALLOC."""
         i = pfn - self.base_pfn
-        if npages == 1:
-            self.mv[i] |= PG_PHYS_ALLOC
-        elif npages <= SMALL_RUN:
-            mv = self.mv
-            for j in range(i, i + npages):
-                mv[j] |= PG_PHYS_ALLOC
-        else:
-            self.words[i:i + npages] |= PG_PHYS_ALLOC
+        w = self.mv[i] | PG_PHYS_ALLOC
+        self.fill(i, npages, w)
 
     def clear_alloc(self, pfn: int, npages: int) -> None:
-        """Mark a dense run as given back to vm_phys."""
+        """Mark a run given back to vm_phys (an owned run: all its words are equal)."""
         i = pfn - self.base_pfn
-        if npages == 1:
-            self.mv[i] &= ~PG_PHYS_ALLOC
-        elif npages <= SMALL_RUN:
+        self.fill(i, npages, self.mv[i] & ~PG_PHYS_ALLOC)
+
+    def fill(self, i: int, npages: int, w: int) -> None:
+        """Set entries ``[i, i + npages)`` (array indices) to the word ``w``."""
+        if npages <= SMALL_RUN:
             mv = self.mv
             for j in range(i, i + npages):
-                mv[j] &= ~PG_PHYS_ALLOC
+                mv[j] = w
         else:
-            self.words[i:i + npages] &= ~PG_PHYS_ALLOC & 0xFFFF
+            self.words[i:i + npages] = w
 
-    # -- queries used by validation and the checker -----------------------------------------
-    def first_not_allocated(self, pfn: int, npages: int) -> int | None:
-        """The first page of the run that vm_phys has not handed out, or None."""
-        i = pfn - self.base_pfn
-        if i < 0 or i + npages > self.npages:
-            return pfn if i < 0 else self.base_pfn + self.npages
-        if npages <= SMALL_RUN:
-            mv = self.mv
-            for j in range(i, i + npages):
-                if not mv[j] & PG_PHYS_ALLOC:
-                    return self.base_pfn + j
-            return None
-        bad = np.flatnonzero((self.words[i:i + npages] & PG_PHYS_ALLOC) == 0)
-        return None if bad.size == 0 else pfn + int(bad[0])
-
-    def first_other_pool(self, pfn: int, npages: int, pool: int) -> int | None:
-        """The first page of an initialised dense run whose pool is not ``pool``, or None."""
+    def first_unlike(self, pfn: int, npages: int, w: int) -> int | None:
+        """The first page of ``[pfn, pfn + npages)`` whose word is not ``w``, or None.
+        The run must lie inside the array."""
         i = pfn - self.base_pfn
         if npages <= SMALL_RUN:
             mv = self.mv
             for j in range(i, i + npages):
-                if mv[j] & POOL_MASK != pool:
+                if mv[j] != w:
                     return self.base_pfn + j
             return None
-        bad = np.flatnonzero((self.words[i:i + npages] & POOL_MASK) != pool)
+        bad = np.flatnonzero(self.words[i:i + npages] != w)
         return None if bad.size == 0 else pfn + int(bad[0])
 
     def span_words(self):

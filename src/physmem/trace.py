@@ -23,23 +23,28 @@ from .errors import PhysmemError, StateError, TraceFormatError
 from .freebsd.vm_page import Kernel
 
 U64 = 1 << 64
-_HEX = frozenset("0123456789abcdefABCDEF")
 # Lines are written out in chunks of this many results.
 FLUSH_EVERY = 4096
 
 
 def parse_u64(s: str, what: str = "number") -> int:
     """A trace number: decimal, or ``0x``-prefixed hexadecimal, below 2**64."""
-    if s[:2] in ("0x", "0X"):
-        digits = s[2:]
-        if digits and all(c in _HEX for c in digits):
-            v = int(digits, 16)
+    if s.isdigit():
+        if s.isascii():
+            v = int(s)
             if v < U64:
                 return v
-    elif s.isdigit() and s.isascii():
-        v = int(s)
-        if v < U64:
-            return v
+    elif s[:2] in ("0x", "0X"):
+        digits = s[2:]
+        # int() would also take signs, blanks and underscores: the trace format does not.
+        if digits and digits[0] not in "+-" and "_" not in digits:
+            try:
+                v = int(digits, 16)
+            except ValueError:
+                pass
+            else:
+                if v < U64:
+                    return v
     raise TraceFormatError(f"bad {what} '{s}'")
 
 
@@ -185,7 +190,7 @@ class Replayer:
         self._nargs(tok, 3)
         k = self._booted()
         pas = k.alloc_npages(parse_u64(tok[1], "domain"), tok[2], parse_u64(tok[3], "npages"))
-        return " ".join([str(len(pas)), *[f"{pa:#x}" for pa in pas]])
+        return " ".join([str(len(pas)), *map(hex, pas)])
 
     def op_alloc_contig(self, tok: list[str]) -> str:
         self._nargs(tok, 6)

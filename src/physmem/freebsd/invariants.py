@@ -186,10 +186,10 @@ def check_kernel(k: Kernel, strict_buddies: bool = False) -> None:
     free_by_dom = [0] * phys.ndomains
     for _m, order, domain in blocks:
         free_by_dom[domain] += 1 << order
-    for d, vmd in enumerate(k.domains):
+    for d, count in enumerate(k.free_counts):
         want = free_by_dom[d] + k.count_skew[d]
-        if vmd.free_count != want:
-            bad.add(f"domain {d}: free count {vmd.free_count} != {free_by_dom[d]} pages on "
+        if count != want:
+            bad.add(f"domain {d}: free count {count} != {free_by_dom[d]} pages on "
                     f"its queues (skew {k.count_skew[d]})")
     if not k.lazy and phys.LAZYINIT is not None:
         for d in range(phys.ndomains):

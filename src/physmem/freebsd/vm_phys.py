@@ -56,24 +56,19 @@ from ..vmparam import VmParam
 M64 = (1 << 64) - 1
 
 
-@dataclass
+@dataclass(slots=True)
 class Seg:
-    """struct vm_phys_seg: one physical segment.  ``spfn``/``epfn`` are start/end in pages;
-    ``fq`` is the base queue index of ``free_queues`` (= &vm_phys_free_queues[dom][flind])."""
+    """struct vm_phys_seg: one physical segment.  ``fq`` is the base queue index of its
+    ``free_queues`` (= &vm_phys_free_queues[domain][flind]); ``spfn``/``epfn`` are start and
+    end in pages, set by vm_phys_init (plain fields: the hot paths read them)."""
 
     start: int
     end: int
     domain: int
     flind: int = -1
     fq: int = -1
-
-    @property
-    def spfn(self) -> int:
-        return self.start >> PAGE_SHIFT
-
-    @property
-    def epfn(self) -> int:
-        return self.end >> PAGE_SHIFT
+    spfn: int = 0
+    epfn: int = 0
 
 
 @dataclass(frozen=True)
@@ -107,6 +102,8 @@ class VmPhys:
         self.mem_affinity: list[MemAffinity] | None = None
         self.nfreelists = 0                     # vm_nfreelists
         self.flind_of: list[int] = []           # vm_freelist_to_flind
+        self.search_freelists: list[int] = []
+        self.search_bases: list[list[int]] = []  # per domain: queue bases of those lists
         self.default_freepool = self.DEFAULT    # vm_default_freepool
         self.initdone = [False] * param.maxmemdom  # vm_phys_lazy_init_domain's flags
         nq = param.maxmemdom * self.NFL * self.NFP * self.NFO
@@ -202,6 +199,13 @@ class VmPhys:
         if self.nfreelists <= 0:
             raise InvariantError("vm_phys_init: no free lists")
         self.flind_of = [f - 1 for f in flag]
+        # Free-list ids in search order, one per distinct existing flind (see alloc_pages).
+        seen: set[int] = set()
+        self.search_freelists = []
+        for fl, flind in enumerate(self.flind_of):
+            if flind >= 0 and flind not in seen:
+                seen.add(flind)
+                self.search_freelists.append(fl)
         for seg in self.segs:
             if p.freelist_lowmem is not None and seg.end <= p.lowmem_boundary:
                 flind = self.flind_of[p.freelist_lowmem]
@@ -222,7 +226,12 @@ class VmPhys:
                 del segs[i]
             else:
                 i += 1
+        for seg in segs:
+            seg.spfn, seg.epfn = seg.start >> PAGE_SHIFT, seg.end >> PAGE_SHIFT
         self.seg_ends = [s.end for s in segs]
+        self.search_bases = [[(d * NFL + self.flind_of[fl]) * NFP * NFO
+                              for fl in self.search_freelists]
+                             for d in range(self.param.maxmemdom)]
         self.default_freepool = self.LAZYINIT if self.LAZYINIT is not None else self.DEFAULT
         if segs:
             lo = segs[0].spfn
@@ -345,11 +354,27 @@ class VmPhys:
     def split_pages(self, m: int, oind: int, fl: int, order: int, tail: bool) -> None:
         """vm_phys_split_pages(): keep the lowest 2**order pages of the 2**oind block at
         ``m`` and queue the upper halves on pool queue base ``fl``, largest first."""
+        if self.on_add or not tail:
+            while oind > order:
+                oind -= 1
+                m_buddy = m + (1 << oind)
+                assert m_buddy not in self.head_order, "vm_phys_split_pages: unexpected order"
+                self.freelist_add(fl + oind, m_buddy, oind, tail)
+            return
+        # NOTE: vm_freelist_add (tail) inlined for speed; see docs/implementation.md.
+        nxt, prv, head_order, lcnt = self.nxt, self.prv, self.head_order, self.lcnt
         while oind > order:
             oind -= 1
             m_buddy = m + (1 << oind)
-            assert m_buddy not in self.head_order, "vm_phys_split_pages: unexpected order"
-            self.freelist_add(fl + oind, m_buddy, oind, tail)
+            q = fl + oind
+            s = -1 - q
+            head_order[m_buddy] = oind
+            last = prv[s]
+            prv[m_buddy] = last
+            nxt[m_buddy] = s
+            nxt[last] = m_buddy
+            prv[s] = m_buddy
+            lcnt[q] += 1
 
     def enq_chunk(self, fl: int, m: int, order: int, tail: bool) -> None:
         """vm_phys_enq_chunk(): queue a block; if it is in the LAZYINIT pool, initialise the
@@ -367,8 +392,8 @@ class VmPhys:
         assert npages == 0 or m & ((1 << (fls(npages) - 1)) - 1) == 0, \
             f"vm_phys_enq_beg: page {m:#x} and npages {npages} are misaligned"
         while npages > 0:
-            assert self.order_of(m) == self.NFO
-            order = fls(npages) - 1
+            assert m not in self.head_order, f"vm_phys_enq_beg: page {m:#x} is a free head"
+            order = npages.bit_length() - 1
             self.enq_chunk(fl, m, order, tail)
             m += 1 << order
             npages -= 1 << order
@@ -379,7 +404,7 @@ class VmPhys:
         assert npages == 0 or (m + npages) & ((1 << (fls(npages) - 1)) - 1) == 0, \
             f"vm_phys_enq_range: page {m:#x} and npages {npages} are misaligned"
         while npages > 0:
-            assert self.order_of(m) == self.NFO
+            assert m not in self.head_order, f"vm_phys_enq_range: page {m:#x} is a free head"
             order = (npages & -npages).bit_length() - 1
             self.enq_chunk(fl, m, order, tail)
             m += 1 << order
@@ -403,9 +428,11 @@ class VmPhys:
     # ---------------------------------------------------------------------------------------
     # Allocation
     # ---------------------------------------------------------------------------------------
-    def alloc_npages(self, domain: int, pool: int, npages: int) -> list[int]:
+    def alloc_npages(self, domain: int, pool: int, npages: int,
+                     runs: list[tuple[int, int]] | None = None) -> list[int]:
         """vm_phys_alloc_npages(): up to ``npages`` pages, not necessarily contiguous, in the
         order the kernel fills ``ma[]``.  May return fewer (the domain ran short).
+        ``runs``, if given, receives the (first page, count) runs taken from each block.
 
         Requires: the domain's free lock; pool valid (not LAZYINIT); npages <= 2**(NFO-1)."""
         NFO, NFP = self.NFO, self.NFP
@@ -422,10 +449,22 @@ class VmPhys:
                 q = fl + oind
                 while lcnt[q]:
                     m = self.nxt[-1 - q]
-                    self.freelist_rem(q, m)
+                    if self.on_rem:
+                        self.freelist_rem(q, m)
+                    else:
+                        # NOTE: vm_freelist_rem of the queue head, inlined for speed.
+                        nxt = self.nxt
+                        n = nxt.pop(m)
+                        del self.prv[m]
+                        nxt[-1 - q] = n
+                        self.prv[n] = -1 - q
+                        lcnt[q] -= 1
+                        del self.head_order[m]
                     avail = i + (1 << oind)
-                    end = min(npages, avail)
+                    end = npages if npages < avail else avail
                     ma.extend(range(m, m + end - i))
+                    if runs is not None and end > i:
+                        runs.append((m, end - i))
                     m += end - i
                     i = end
                     if i == npages:
@@ -443,6 +482,8 @@ class VmPhys:
                         avail = i + (1 << oind)
                         end = min(npages, avail)
                         ma.extend(range(m, m + end - i))
+                        if runs is not None and end > i:
+                            runs.append((m, end - i))
                         m += end - i
                         i = end
                         if i == npages:
@@ -452,9 +493,33 @@ class VmPhys:
 
     def alloc_pages(self, domain: int, pool: int, order: int) -> int | None:
         """vm_phys_alloc_pages(): a 2**order block from the first free list (by
-        ``VM_FREELIST_*`` id: DEFAULT, DMA32, LOWMEM) that has one; None if none."""
-        for freelist in range(self.NFL):
-            m = self.alloc_freelist_pages(domain, freelist, pool, order)
+        ``VM_FREELIST_*`` id: DEFAULT, DMA32, LOWMEM) that has one; None if none.
+
+        Notes: a list id that aliases an earlier one's flind (DMA32 without a DMA32 list) is
+        searched once here; the kernel searches it twice, finding nothing the second time."""
+        NFO = self.NFO
+        lcnt = self.lcnt
+        for base in self.search_bases[domain]:
+            fl = base + pool * NFO
+            # NOTE: alloc_freelist_pages's own-pool search, inlined for speed.
+            for q in range(fl + order, fl + NFO):
+                if lcnt[q]:
+                    if self.on_rem:
+                        return self._take_head(q, fl, q - fl, order)
+                    # NOTE: vm_freelist_rem of the queue head, inlined for speed.
+                    s = -1 - q
+                    nxt = self.nxt
+                    m = nxt[s]
+                    n = nxt.pop(m)
+                    del self.prv[m]
+                    nxt[s] = n
+                    self.prv[n] = s
+                    lcnt[q] -= 1
+                    del self.head_order[m]
+                    if q - fl > order:
+                        self.split_pages(m, q - fl, fl, order, True)
+                    return m
+            m = self._steal(base, fl, pool, order)
             if m is not None:
                 return m
         return None
@@ -475,13 +540,36 @@ class VmPhys:
         fl = base + pool * NFO
         lcnt = self.lcnt
         for oind in range(order, NFO):
-            q = fl + oind
-            if lcnt[q]:
-                m = self.nxt[-1 - q]
-                self.freelist_rem(q, m)
-                # The order [order, oind) queues are empty.
-                self.split_pages(m, oind, fl, order, True)
-                return m
+            if lcnt[fl + oind]:
+                return self._take_head(fl + oind, fl, oind, order)
+        return self._steal(base, fl, pool, order)
+
+    def _take_head(self, q: int, fl: int, oind: int, order: int) -> int:
+        """Take the head block of queue ``q`` (order ``oind``, pool base ``fl``) and split
+        it down to ``order``; the order [order, oind) queues of ``fl`` are empty."""
+        if self.on_rem:
+            m = self.nxt[-1 - q]
+            self.freelist_rem(q, m)
+        else:
+            # NOTE: vm_freelist_rem of the queue head, inlined for speed.
+            s = -1 - q
+            nxt = self.nxt
+            m = nxt[s]
+            n = nxt.pop(m)
+            del self.prv[m]
+            nxt[s] = n
+            self.prv[n] = s
+            self.lcnt[q] -= 1
+            del self.head_order[m]
+        if oind > order:
+            self.split_pages(m, oind, fl, order, True)
+        return m
+
+    def _steal(self, base: int, fl: int, pool: int, order: int) -> int | None:
+        """alloc_freelist_pages's second step: the largest block of any pool from
+        vm_default_freepool up moves to ``pool`` whole and is split there."""
+        NFO = self.NFO
+        lcnt = self.lcnt
         for oind in range(NFO - 1, order - 1, -1):
             for pind in range(self.default_freepool, self.NFP):
                 q = base + pind * NFO + oind
@@ -496,25 +584,31 @@ class VmPhys:
     # ---------------------------------------------------------------------------------------
     # Freeing
     # ---------------------------------------------------------------------------------------
-    def free_pages(self, m: int, order: int) -> None:
+    def free_pages(self, m: int, order: int, w: int = 0) -> None:
         """vm_phys_free_pages(): free the 2**order block at ``m`` into m's pool, merging with
         free buddies (of any pool, within the segment, up to order NFO - 1); the result goes
         to the TAIL of its queue.
 
         Requires: the domain's free lock; the block allocated, m aligned to order, m's pool
-        valid (not LAZYINIT)."""
+        valid (not LAZYINIT).  ``w``: m's page word if the caller has read it already."""
         pages = self.pages
-        # NOTE: the page-word read is inlined from PageArray.word for speed.
-        w = pages.mv[m - pages.base_pfn] or pages.word(m)
+        # NOTE: the page-word read, vm_freelist_rem and vm_freelist_add are inlined for
+        # speed (docs/implementation.md); the observers (extent mirror) take the slow path.
+        mv, base = pages.mv, pages.base_pfn
+        if not w:
+            w = mv[m - base] or pages.word(m)
         pool = w & POOL_MASK
         assert pool != self.LAZYINIT and pool < self.NFP, \
             f"vm_phys_free_pages: page {m << PAGE_SHIFT:#x} has unexpected pool {pool}"
-        assert m not in self.head_order, "vm_phys_free_pages: page is already a free head"
+        head_order = self.head_order
+        assert m not in head_order, "vm_phys_free_pages: page is already a free head"
         seg = self.segs[w >> SEGIND_SHIFT]
+        fq = seg.fq
         NFO = self.NFO
+        nxt, prv, lcnt = self.nxt, self.prv, self.lcnt
+        observed = self.on_rem or self.on_add
         if order < NFO - 1:
             spfn, epfn = seg.spfn, seg.epfn
-            head_order = self.head_order
             while True:
                 b = m ^ (1 << order)
                 if b < spfn or b >= epfn:
@@ -525,16 +619,35 @@ class VmPhys:
                         raise UninitializedPageError(
                             f"vm_phys_free_pages: buddy {b << PAGE_SHIFT:#x} never initialised")
                     break
-                bw = pages.mv[b - pages.base_pfn] or pages.word(b)
+                bw = mv[b - base] or pages.word(b)
                 bpool = bw & POOL_MASK
-                self.freelist_rem(seg.fq + bpool * NFO + order, b)
+                if observed:
+                    self.freelist_rem(fq + bpool * NFO + order, b)
+                else:
+                    p = prv.pop(b)
+                    n = nxt.pop(b)
+                    nxt[p] = n
+                    prv[n] = p
+                    lcnt[fq + bpool * NFO + order] -= 1
+                    del head_order[b]
                 if bpool != pool:
                     self.set_pool(pool, b, order)
                 order += 1
                 m &= ~((1 << order) - 1)
                 if order >= NFO - 1:
                     break
-        self.freelist_add(seg.fq + pool * NFO + order, m, order, True)
+        q = fq + pool * NFO + order
+        if observed:
+            self.freelist_add(q, m, order, True)
+            return
+        s = -1 - q
+        head_order[m] = order
+        last = prv[s]
+        prv[m] = last
+        nxt[m] = s
+        nxt[last] = m
+        prv[s] = m
+        lcnt[q] += 1
 
     def enqueue_contig(self, m: int, npages: int) -> None:
         """vm_phys_enqueue_contig(): free ``[m, m + npages)`` as maximal aligned blocks,
@@ -712,11 +825,12 @@ class VmPhys:
                 continue
             top = min(high, seg.end)
             m_ret = m
+            # (the sums wrap at 2**64 as the kernel's vm_paddr_t does)
             while (not vm_addr_ok(m_ret << PAGE_SHIFT, size, alignment, boundary)
-                   and (m_ret << PAGE_SHIFT) + size <= top
+                   and ((m_ret << PAGE_SHIFT) + size) & M64 <= top
                    and order_of(m_ret + step) == max_order):
                 m_ret += step
-            if (m_ret << PAGE_SHIFT) + size > top:
+            if ((m_ret << PAGE_SHIFT) + size) & M64 > top:
                 continue
             m_iter = m_ret
             while m_iter < m_ret + npages and order_of(m_iter) == max_order:
@@ -736,6 +850,10 @@ class VmPhys:
         order = fls(npages - 1)
         size = npages << PAGE_SHIFT
         nxt = self.nxt
+        # NOTE: vm_addr_ok inlined for speed: the kernel's 64-bit masks, precomputed.
+        amask = (alignment - 1) & M64
+        bmask = -boundary & M64
+        top = high - size         # (order < NFO here, so pa + size cannot wrap)
         for oind in range(order, NFO):
             for pind in range(self.default_freepool, self.NFP):
                 q = queues + pind * NFO + oind
@@ -744,8 +862,8 @@ class VmPhys:
                 m = nxt[-1 - q]
                 while m >= 0:
                     pa = m << PAGE_SHIFT
-                    if low <= pa and pa + size <= high and \
-                            vm_addr_ok(pa, size, alignment, boundary):
+                    if low <= pa <= top and not pa & amask and \
+                            not (pa ^ (pa + size - 1)) & bmask:
                         return m
                     m = nxt[m]
         if order < NFO:
