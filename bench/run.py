@@ -1,0 +1,300 @@
+#!/usr/bin/env python3
+"""physmem benchmarks (``make bench``).  Prints a markdown report; bench/RESULTS.md keeps
+the figures with the command that gives them.
+
+    python bench/run.py [GROUP ...]        groups: boot pair replay lazy (default: all)
+
+Groups (style guide: primitive, targeted, replay):
+  pair    primitive: order-0 alloc_pages + free_pages, at the vm_phys level and through the
+          Kernel API (validation, ownership, locks), on a 1 GiB machine with ~10 % of its
+          pages held in blocks of orders 0-3
+  boot    targeted: eager and lazy boot of 128 MiB, 1 GiB, 64 GiB and 1 TiB, each boot in
+          its own process: wall time, pages/s, peak RSS
+  lazy    targeted: the first allocations after a lazy boot (ns per page structure
+          initialised on demand) next to the same allocations after an eager boot
+  replay  replay: a 100k-operation random trace made by the oracle's generator (orders 0-3,
+          every operation), parse + execute + print, checked against the oracle's output;
+          the oracle's own time if ORACLE=path/to/freebsd-oracle is set
+
+Timing is min or median of repeated runs, as each line says; ratios are measured side by
+side in one run.  Nothing here asserts a target: the report says whether it was met.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "src"))
+
+import physmem  # noqa: E402
+from physmem.trace import Replayer  # noqa: E402
+
+
+def header() -> None:
+    print(f"# physmem benchmarks, {time.strftime('%Y-%m-%d %H:%M')}")
+    print(f"\nPython {platform.python_version()}, {platform.machine()}, "
+          f"{os.cpu_count()} CPUs; command: `python bench/run.py {' '.join(sys.argv[1:])}`\n")
+
+
+# ---------------------------------------------------------------------------------------
+# pair
+# ---------------------------------------------------------------------------------------
+def fragmented_1g(seed: int = 1, pools: tuple[str, ...] = ("default", "direct")
+                  ) -> physmem.Kernel:
+    """A booted 1 GiB machine with ~10 % of its pages held in blocks of orders 0-3 at
+    random (allocated, half freed again, topped up), so that pairs do not always split and
+    merge all 12 orders."""
+    k = physmem.boot("firecracker-1g", lazy=False)
+    rng = random.Random(seed)
+    held: list[tuple[int, int]] = []
+    total = k.free_count(0)
+
+    def fill() -> None:
+        while sum(1 << o for _, o in held) < total // 10:
+            o = rng.randint(0, 3)
+            held.append((k.alloc_pages(0, rng.choice(pools), o), o))
+    fill()
+    rng.shuffle(held)
+    for pa, o in held[: len(held) // 2]:
+        k.free_pages(pa, o)
+    del held[: len(held) // 2]
+    fill()
+    return k
+
+
+def _levels(k: physmem.Kernel) -> int:
+    """How many orders an order-0 DEFAULT allocation splits in this state."""
+    p = k.param.freepool_default
+    return next(o for o in range(13) if k.phys.count(0, 0, p, o))
+
+
+def bench_pair() -> None:
+    batches, n = 201, 2000
+    print("## pair: order-0 alloc_pages + free_pages, steady state\n")
+    print(f"1 GiB machine, ~10 % of its pages held in blocks of orders 0-3; median of "
+          f"{batches} batches of {n} pairs.  State A holds blocks of both pools, so the "
+          "DEFAULT order-0 and order-1 queues are empty and every pair splits and merges "
+          "two orders; state B is A plus one more order-0 page held, which leaves its "
+          "buddy on the order-0 queue: pairs then neither split nor merge.  vm_phys is the allocator alone; the Kernel API adds argument checks, "
+          "the ownership check against double frees, the domain lock and the free count.\n")
+    print("| state | levels split/merged | level | median per pair | target ≤ 2 µs |")
+    print("|---|---|---|---|---|")
+    for state in ("A", "B"):
+        k = fragmented_1g()
+        if state == "B":
+            k.alloc_pages(0, "default", 0)
+        phys = k.phys
+        pool = k.param.freepool_default
+        levels = _levels(k)
+
+        def api() -> float:
+            ap, fp = k.alloc_pages, k.free_pages
+            t = time.perf_counter()
+            for _ in range(n):
+                fp(ap(0, "default", 0), 0)
+            return (time.perf_counter() - t) / n
+
+        def core() -> float:
+            ap, fp = phys.alloc_pages, phys.free_pages
+            t = time.perf_counter()
+            for _ in range(n):
+                fp(ap(0, pool, 0), 0)
+            return (time.perf_counter() - t) / n
+
+        for name, fn in (("vm_phys", core), ("Kernel API", api)):
+            fn()
+            v = statistics.median(fn() for _ in range(batches))
+            print(f"| {state} | {levels} | {name} | {v * 1e6:.2f} µs | "
+                  f"{'met' if v <= 2e-6 else 'not met'} |")
+        k.check()
+    print()
+
+
+# ---------------------------------------------------------------------------------------
+# boot
+# ---------------------------------------------------------------------------------------
+BOOT_CHILD = r"""
+import json, resource, sys, time
+sys.path.insert(0, sys.argv[1])
+import physmem
+machine, lazy = sys.argv[2], sys.argv[3] == "lazy"
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+best = None
+for i in range(int(sys.argv[4])):
+    k = physmem.kernel_for(machine)
+    t = time.perf_counter()
+    k.boot(lazy=lazy)
+    dt = time.perf_counter() - t
+    best = dt if best is None else min(best, dt)
+    pages = sum(s.epfn - s.spfn for s in k.phys.segs)
+    inits = k.stats.boot
+    if i + 1 < int(sys.argv[4]):
+        del k
+print(json.dumps({"seconds": best, "pages": pages, "inits": inits, "base_kb": base,
+                  "peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+def boot_in_child(machine: str, mode: str, reps: int) -> dict:
+    out = subprocess.run([sys.executable, "-c", BOOT_CHILD, str(HERE.parent / "src"),
+                          machine, mode, str(reps)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def bench_boot() -> None:
+    print("## boot: vm_page_startup, eager vs lazy, each machine in its own process\n")
+    print("Wall time is the best of N boots in one process; peak RSS is the process's "
+          "maximum resident set (interpreter + numpy + physmem + the booted machine), "
+          "with the interpreter's own baseline beside it.\n")
+    print("| machine | RAM | mode | boot (best) | pages/s | page structs initialised | "
+          "peak RSS | baseline RSS | lazy speed-up |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for machine, reps in (("firecracker-128m", 20), ("firecracker-1g", 20),
+                          ("firecracker-64g", 5), ("server-1t", 1)):
+        r = {mode: boot_in_child(machine, mode, reps) for mode in ("eager", "lazy")}
+        ram = physmem.get_machine(machine).ram_bytes()
+        for mode in ("eager", "lazy"):
+            x = r[mode]
+            speed = f"{r['eager']['seconds'] / x['seconds']:.1f}×" if mode == "lazy" else ""
+            print(f"| {machine} | {ram / 2**30:.2f} GiB | {mode} | {x['seconds'] * 1e3:.2f} ms | "
+                  f"{x['pages'] / x['seconds'] / 1e6:.0f} M | {x['inits']:,} | "
+                  f"{x['peak_kb'] / 1024:.0f} MiB | {x['base_kb'] / 1024:.0f} MiB | {speed} |")
+    print()
+
+
+# ---------------------------------------------------------------------------------------
+# lazy: cost of first allocations
+# ---------------------------------------------------------------------------------------
+def bench_lazy() -> None:
+    print("## lazy: the first allocations after boot\n")
+    print("Allocate all of a 1 GiB machine's memory in order-9 blocks (2 MiB), right after "
+          "boot; best of 5.  After a lazy boot each 16 MiB LAZYINIT chunk taken is "
+          "initialised on demand (vm_phys_set_pool).\n")
+    print("| boot | time to allocate everything | page structs initialised on demand | "
+          "ns per page initialised |")
+    print("|---|---|---|---|")
+    res = {}
+    for lazy in (False, True):
+        best = None
+        for _ in range(5):
+            k = physmem.boot("firecracker-1g", lazy=lazy)
+            t = time.perf_counter()
+            while k.alloc_pages(0, "default", 9) is not None:
+                pass
+            dt = time.perf_counter() - t
+            best = dt if best is None else min(best, dt)
+            ondemand = k.stats.on_demand
+        res[lazy] = (best, ondemand)
+    for lazy, (dt, n) in res.items():
+        extra = dt - res[False][0] if lazy else 0.0
+        per = f"{extra / n * 1e9:.1f} (extra time / pages)" if lazy and n else "—"
+        print(f"| {'lazy' if lazy else 'eager'} | {dt * 1e3:.2f} ms | {n:,} | {per} |")
+    print()
+
+
+# ---------------------------------------------------------------------------------------
+# replay
+# ---------------------------------------------------------------------------------------
+def bench_replay() -> None:
+    trace = gzip.decompress((HERE / "data" / "bench_fc1g_lazy_100k.trace.gz").read_bytes())
+    expected = gzip.decompress((HERE / "data" / "bench_fc1g_lazy_100k.expected.gz").read_bytes())
+    text = trace.decode()
+    lines = text.splitlines(True)
+    nops = sum(1 for line in lines if line.split("#")[0].split())
+    best = None
+    out_text = ""
+    for _ in range(5):
+        out = io.StringIO()
+        t = time.perf_counter()
+        Replayer().replay(lines, out)
+        dt = time.perf_counter() - t
+        best = dt if best is None else min(best, dt)
+        out_text = out.getvalue()
+    same = out_text.encode() == expected
+    # end to end through the CLI, interpreter start-up included
+    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / "physmem-bench.trace"
+    tmp.write_bytes(trace)
+    cli = [str(Path(sys.executable).parent / "physmem"), "replay", str(tmp)]
+    cli_best = min(_timed(cli) for _ in range(3))
+    start = min(_timed([sys.executable, "-c", "import physmem.cli"]) for _ in range(3))
+    oracle = os.environ.get("ORACLE")
+    print("## replay: a long random trace, parse + execute + print\n")
+    print(f"`bench/data/bench_fc1g_lazy_100k.trace.gz`: {nops:,} operations made by the "
+          "oracle's generator (t_random, fc(1 GiB), lazy boot, maxorder 3, seed 2024); "
+          f"output {len(expected) / 1e6:.1f} MB. Output identical to the oracle's: "
+          f"**{'yes' if same else 'NO'}**.\n")
+    print("| what | time | ops/s |")
+    print("|---|---|---|")
+    print(f"| physmem, in process (best of 5) | {best * 1e3:.0f} ms | {nops / best / 1e3:.0f} k |")
+    print(f"| physmem CLI end to end (best of 3) | {cli_best * 1e3:.0f} ms | "
+          f"{nops / cli_best / 1e3:.0f} k |")
+    print(f"| interpreter + imports alone | {start * 1e3:.0f} ms | |")
+    if oracle and Path(oracle).exists():
+        o = min(_timed([oracle, str(tmp)]) for _ in range(5))
+        print(f"| FreeBSD vm_phys.c oracle (C, best of 5) | {o * 1e3:.0f} ms | "
+              f"{nops / o / 1e3:.0f} k |")
+        print(f"\nphysmem CLI / oracle: {cli_best / o:.1f}×; in-process physmem / oracle: "
+              f"{best / o:.1f}×.")
+    print(f"\nTarget ≥ 300 k ops/s in process: {'met' if nops / best >= 3e5 else 'not met'}.\n")
+    _replay_breakdown(lines)
+
+
+def _timed(cmd: list[str]) -> float:
+    t = time.perf_counter()
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    return time.perf_counter() - t
+
+
+def _replay_breakdown(lines: list[str]) -> None:
+    from collections import Counter
+
+    from physmem.trace import tokenize
+    r = Replayer()
+    tt: Counter = Counter()
+    nn: Counter = Counter()
+    pc = time.perf_counter
+    for line in lines:
+        tok = tokenize(line)
+        if not tok:
+            continue
+        t = pc()
+        r.run_line(line)
+        tt[tok[0]] += pc() - t
+        nn[tok[0]] += 1
+    total = sum(tt.values())
+    print("Where the time goes (one timed pass):\n")
+    print("| operation | count | share of time | µs per op |")
+    print("|---|---|---|---|")
+    for op, v in tt.most_common(8):
+        print(f"| {op} | {nn[op]:,} | {v / total * 100:.0f} % | {v / nn[op] * 1e6:.1f} |")
+    print()
+
+
+GROUPS = {"pair": bench_pair, "boot": bench_boot, "lazy": bench_lazy, "replay": bench_replay}
+
+
+def main() -> int:
+    groups = sys.argv[1:] or list(GROUPS)
+    header()
+    for g in groups:
+        if g not in GROUPS:
+            print(f"unknown group {g!r} (known: {', '.join(GROUPS)})", file=sys.stderr)
+            return 2
+        GROUPS[g]()
+        sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
