@@ -86,7 +86,8 @@ def bench_pair() -> None:
           f"{batches} batches of {n} pairs.  State A holds blocks of both pools, so the "
           "DEFAULT order-0 and order-1 queues are empty and every pair splits and merges "
           "two orders; state B is A plus one more order-0 page held, which leaves its "
-          "buddy on the order-0 queue: pairs then neither split nor merge.  vm_phys is the allocator alone; the Kernel API adds argument checks, "
+          "buddy on the order-0 queue: pairs then neither split nor merge.  vm_phys is "
+          "the allocator alone; the Kernel API adds argument checks, "
           "the ownership check against double frees, the domain lock and the free count.\n")
     print("| state | levels split/merged | level | median per pair | target ≤ 2 µs |")
     print("|---|---|---|---|---|")
@@ -98,14 +99,14 @@ def bench_pair() -> None:
         pool = k.param.freepool_default
         levels = _levels(k)
 
-        def api() -> float:
+        def api(k: physmem.Kernel = k) -> float:
             ap, fp = k.alloc_pages, k.free_pages
             t = time.perf_counter()
             for _ in range(n):
                 fp(ap(0, "default", 0), 0)
             return (time.perf_counter() - t) / n
 
-        def core() -> float:
+        def core(phys=phys, pool: int = pool) -> float:
             ap, fp = phys.alloc_pages, phys.free_pages
             t = time.perf_counter()
             for _ in range(n):

@@ -119,17 +119,23 @@ class Tunables:
 
 
 def parse_blacklist(text: str) -> list[int]:
-    """vm.blacklist: addresses separated by blanks, commas or newlines (``strtoq`` base 0),
-    each truncated to its page, as vm_page_blacklist_next() reads them."""
+    """vm.blacklist: addresses separated by blanks, commas or newlines, read as
+    vm_page_blacklist_next() reads them (``strtoq`` base 0, each truncated to its page,
+    entries of 0 skipped).  Where the kernel would print "Garbage in RAM blacklist,
+    skipping" and drop the rest, physmem refuses the tunable with a TunableError."""
     out = []
     for tok in text.replace(",", " ").split():
         try:
-            v = int(tok, 0)
+            v = int(tok, 0) if not tok.startswith(("0x", "0X")) else int(tok[2:], 16)
         except ValueError:
-            raise TunableError(f"vm.blacklist: {tok!r} is not an address") from None
+            if tok.isdigit():          # strtoq base 0 reads "010" as octal 8
+                v = int(tok, 8)
+            else:
+                raise TunableError(f"vm.blacklist: {tok!r} is not an address") from None
         if v < 0 or v >= 1 << 64:
             raise TunableError(f"vm.blacklist: {tok!r} is out of range")
-        out.append(v & ~PAGE_MASK)
+        if v & ~PAGE_MASK:     # vm_page_blacklist_check skips a page address of 0
+            out.append(v & ~PAGE_MASK)
     return out
 
 
@@ -267,9 +273,11 @@ class Kernel:
         self.tunables = tun
         t0 = time.perf_counter()
         self._startup(ndomains, bool(tun.lazy_page_init))
-        self._stats.boot = self.phys.pages.ninit
         for pa in tun.blacklist:
             self.blacklist_add(pa)
+        # Everything vm_page_startup initialised, a blacklist's early drain included.
+        self._stats.boot = self.phys.pages.ninit
+        self._stats.drain = 0
         self._stats.boot_seconds = time.perf_counter() - t0
         if start_aps:
             self.start_aps()
@@ -702,7 +710,7 @@ class Kernel:
         if name == "vm.phys_segs":
             return _sysctl.sysctl_vm_phys_segs(self.phys)
         if name == "vm.page_blacklist":
-            return ",".join(f"{pa:#x}" for pa in self.blacklist)
+            return ",".join(c_hex(pa) for pa in self.blacklist)
         raise ArgumentError(f"unknown oid {name!r} (vm.phys_free, vm.phys_segs, "
                             "vm.page_blacklist, debug.vm.lazy_page_init)")
 

@@ -768,10 +768,11 @@ class VmPhys:
                         if batch is not None and done >= batch:
                             return False
                         m = self.nxt[-1 - q]
+                        before = self.pages.ninit
                         self.freelist_rem(q, m)
                         self.set_pool(self.DEFAULT, m, oind)
-                        self.drain_inits += (1 << oind) - 1
-                        self.free_pages(m, oind)
+                        self.free_pages(m, oind)   # may initialise a LAZYINIT buddy too
+                        self.drain_inits += self.pages.ninit - before
                         done += 1
             self.initdone[domain] = True
             return True
