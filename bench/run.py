@@ -2,7 +2,7 @@
 """physmem benchmarks (``make bench``).  Prints a markdown report; bench/RESULTS.md keeps
 the figures with the command that gives them.
 
-    python bench/run.py [GROUP ...]        groups: boot pair replay lazy (default: all)
+    python bench/run.py [GROUP ...]        groups: micro pair boot lazy replay (default: all)
 
 Groups (style guide: primitive, targeted, replay):
   pair    primitive: order-0 alloc_pages + free_pages, at the vm_phys level and through the
@@ -282,7 +282,29 @@ def _replay_breakdown(lines: list[str]) -> None:
     print()
 
 
-GROUPS = {"pair": bench_pair, "boot": bench_boot, "lazy": bench_lazy, "replay": bench_replay}
+def bench_micro() -> None:
+    """Why the page array is read through a memoryview (docs/implementation.md §2)."""
+    import timeit
+
+    import numpy as np
+    n = 1 << 20
+    a = np.zeros(n, dtype=np.uint16)
+    mv = memoryview(a)
+    lst = [0] * n
+    d = dict.fromkeys(range(0, n, 16), 0)
+    env = {"a": a, "mv": mv, "lst": lst, "d": d}
+    print("## micro: one element read from Python\n")
+    print("| container | ns per read (best of 5 × 10⁶) |")
+    print("|---|---|")
+    for name, stmt in (("numpy ndarray a[i]", "a[12345]"), ("memoryview of it mv[i]",
+                       "mv[12345]"), ("list", "lst[12345]"), ("dict.get", "d.get(12344)"),
+                       ("slice fill of 4096 entries (numpy)", "a[4096:8192] = 7")):
+        t = min(timeit.repeat(stmt, globals=env, number=1_000_000, repeat=5)) * 1000
+        print(f"| {name} | {t:.1f} |")
+    print()
+
+
+GROUPS = {"micro": bench_micro, "pair": bench_pair, "boot": bench_boot, "lazy": bench_lazy, "replay": bench_replay}
 
 
 def main() -> int:

@@ -18,7 +18,8 @@ LAYERS = {
     "physmem.freebsd.vm_phys": 4,
     "physmem.freebsd.sysctl": 5, "physmem.freebsd.invariants": 5,
     "physmem.freebsd.vm_page": 6,
-    "physmem.netbsd.extent": 4, "physmem.netbsd.mirror": 5, "physmem.netbsd.pglist": 6,
+    "physmem.netbsd.extent": 4, "physmem.netbsd.mirror": 5, "physmem.netbsd.pglist": 5,
+    "physmem.dragonfly.alist": 4, "physmem.dragonfly.dma_reserve": 5,
     "physmem.trace": 7, "physmem.extent_ops": 7,
     "physmem.workloads": 8, "physmem.demo": 8, "physmem.bootcost": 8,
     "physmem.cli": 9, "physmem": 9,
@@ -61,7 +62,8 @@ def imports(path: Path, name: str) -> set[str]:
 def test_every_module_has_a_layer():
     for path in SRC.rglob("*.py"):
         name = module_name(path)
-        if name.endswith("__init__") or name == "physmem.freebsd":
+        if name.endswith("__init__") or name in ("physmem.freebsd", "physmem.netbsd",
+                                                  "physmem.dragonfly"):
             continue
         assert name in LAYERS, f"{name} has no layer in tests/test_layering.py"
 
@@ -72,6 +74,7 @@ def test_no_module_imports_a_layer_above_it():
         if name not in LAYERS:
             continue
         for dep in imports(path, name):
-            if dep in ("physmem.freebsd", "physmem.netbsd") or dep not in LAYERS:
+            if dep in ("physmem.freebsd", "physmem.netbsd", "physmem.dragonfly") or \
+                    dep not in LAYERS:
                 continue
             assert LAYERS[dep] <= LAYERS[name], f"{name} imports {dep}, a layer above it"

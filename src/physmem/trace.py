@@ -21,6 +21,7 @@ from typing import TextIO
 
 from .errors import PhysmemError, StateError, TraceFormatError
 from .freebsd.vm_page import Kernel
+from .netbsd.extent import ERRNO_NAMES, Extent, parse_flags
 
 U64 = 1 << 64
 # Lines are written out in chunks of this many results.
@@ -66,7 +67,7 @@ class Replayer:
         self.kernel: Kernel | None = None
         self.arch = "amd64"
         self.nops = 0
-        self.extents: dict = {}
+        self.extents: dict[str, Extent] = {}
         self.errors = 0
         self._ops: dict[str, Callable[[list[str]], str]] = {
             "arch": self.op_arch,
@@ -85,6 +86,12 @@ class Replayer:
             "free_count": self.op_free_count,
             "phys_free": self.op_phys_free,
             "phys_segs": self.op_phys_segs,
+            "extent_create": self.op_extent_create,
+            "extent_alloc_region": self.op_extent_alloc_region,
+            "extent_alloc_subregion": self.op_extent_alloc_subregion,
+            "extent_free": self.op_extent_free,
+            "extent_print": self.op_extent_print,
+            "extent_destroy": self.op_extent_destroy,
         }
 
     # -- driving --------------------------------------------------------------------------
@@ -239,6 +246,64 @@ class Replayer:
     def op_phys_segs(self, tok: list[str]) -> str:
         self._nargs(tok, 0)
         return self._booted().sysctl("vm.phys_segs")
+
+
+    # -- extent(9) ------------------------------------------------------------------------
+    def _extent(self, name: str) -> Extent:
+        ex = self.extents.get(name)
+        if ex is None:
+            raise TraceFormatError(f"no extent named {name!r}")
+        return ex
+
+    def _checked(self, ex: Extent, result: str) -> str:
+        if self.check:
+            ex.check()
+        return result
+
+    def op_extent_create(self, tok: list[str]) -> str:
+        if len(tok) not in (5, 6):
+            raise TraceFormatError(f"extent_create: expected 4 or 5 arguments, got "
+                                   f"{len(tok) - 1}")
+        name = tok[1]
+        if name in self.extents:
+            raise TraceFormatError(f"extent {name!r} already exists")
+        desc = parse_u64(tok[5], "descriptor count") if len(tok) == 6 else None
+        self.extents[name] = Extent(name, parse_u64(tok[2], "start"), parse_u64(tok[3], "end"),
+                                    parse_flags(tok[4]), desc)
+        return "ok"
+
+    def op_extent_alloc_region(self, tok: list[str]) -> str:
+        self._nargs(tok, 4)
+        ex = self._extent(tok[1])
+        rc = ex.alloc_region(parse_u64(tok[2], "start"), parse_u64(tok[3], "size"),
+                             parse_flags(tok[4]))
+        return self._checked(ex, ERRNO_NAMES[rc])
+
+    def op_extent_alloc_subregion(self, tok: list[str]) -> str:
+        self._nargs(tok, 8)
+        ex = self._extent(tok[1])
+        rc, start = ex.alloc_subregion(
+            parse_u64(tok[2], "substart"), parse_u64(tok[3], "subend"),
+            parse_u64(tok[4], "size"), parse_u64(tok[5], "alignment"),
+            parse_u64(tok[6], "skew"), parse_u64(tok[7], "boundary"), parse_flags(tok[8]))
+        return self._checked(ex, f"0 {start:#x}" if rc == 0 else ERRNO_NAMES[rc])
+
+    def op_extent_free(self, tok: list[str]) -> str:
+        self._nargs(tok, 4)
+        ex = self._extent(tok[1])
+        rc = ex.free(parse_u64(tok[2], "start"), parse_u64(tok[3], "size"),
+                     parse_flags(tok[4]))
+        return self._checked(ex, ERRNO_NAMES[rc])
+
+    def op_extent_print(self, tok: list[str]) -> str:
+        self._nargs(tok, 1)
+        return self._extent(tok[1]).print()
+
+    def op_extent_destroy(self, tok: list[str]) -> str:
+        self._nargs(tok, 1)
+        self._extent(tok[1]).destroy()
+        del self.extents[tok[1]]
+        return "ok"
 
 
 def replay_file(path: str, out: TextIO, check: bool = False) -> int:

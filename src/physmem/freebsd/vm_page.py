@@ -33,6 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ..bits import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, c_hex, powerof2
+from ..dragonfly.dma_reserve import DmaReserve
 from ..errors import (
     AddressError,
     ArchError,
@@ -48,6 +49,8 @@ from ..errors import (
     TunableError,
 )
 from ..machine import Machine, get_machine
+from ..netbsd.mirror import FreePageExtent
+from ..netbsd.pglist import PgList
 from ..pagearray import PG_PHYS_ALLOC, SEGIND_SHIFT
 from ..vmparam import AMD64, VmParam, get_arch
 from . import sysctl as _sysctl
@@ -90,6 +93,7 @@ class Tunables:
 
     lazy_page_init: int = 1               # debug.vm.lazy_page_init
     blacklist: list[int] = field(default_factory=list)  # vm.blacklist
+    dma_reserved: int | None = None       # vm.dma_reserved (DragonFly; None: no reserve)
 
     @classmethod
     def parse(cls, items: Iterable[str], param: VmParam = AMD64) -> Tunables:
@@ -112,9 +116,17 @@ class Tunables:
                 t.lazy_page_init = v
             elif name == "vm.blacklist":
                 t.blacklist = parse_blacklist(value)
+            elif name == "vm.dma_reserved":
+                try:
+                    v = int(value, 0)
+                except ValueError:
+                    raise TunableError(f"{name}={value!r}: not a byte count") from None
+                if not 0 <= v < 1 << 64:
+                    raise TunableError(f"{name}={value!r}: out of range")
+                t.dma_reserved = v
             else:
                 raise TunableError(f"unknown tunable {name!r} (known: "
-                                   "debug.vm.lazy_page_init, vm.blacklist)")
+                                   "debug.vm.lazy_page_init, vm.blacklist, vm.dma_reserved)")
         return t
 
 
@@ -173,6 +185,9 @@ class Kernel:
         self.tunables = Tunables(lazy_page_init=1 if self.param.has_lazyinit else 0)
         self.drain_thread: threading.Thread | None = None
         self.machine: Machine | None = None
+        self.dma: DmaReserve | None = None          # DragonFly's DMA reserve (vm.dma_reserved)
+        self.mirror: FreePageExtent | None = None   # seed 002's extent of free pages
+        self.pglist: PgList | None = None           # NetBSD's uvm_pglistalloc
         self._pools = self.param.pool_names()
         self._nfo = self.param.nfreeorder
         self._ndomains = 0                   # vm_ndomains once booted
@@ -275,6 +290,8 @@ class Kernel:
         self._startup(ndomains, bool(tun.lazy_page_init))
         for pa in tun.blacklist:
             self.blacklist_add(pa)
+        if tun.dma_reserved is not None:
+            self.dma = DmaReserve(self, tun.dma_reserved)
         # Everything vm_page_startup initialised, a blacklist's early drain included.
         self._stats.boot = self.phys.pages.ninit
         self._stats.drain = 0
@@ -597,6 +614,9 @@ class Kernel:
         if (pa >> PAGE_SHIFT) & ((1 << order) - 1):
             raise AddressError(f"address {pa:#x} is not aligned to order {order}")
         m, dom = self._owned_run(pa, 1 << order)
+        if self.dma is not None and self.dma.owns(m, 1 << order):
+            self.dma.free_contig(m, 1 << order)
+            return
         with phys.domain_locks[dom]:
             phys.pages.clear_alloc(m, 1 << order)
             phys.free_pages(m, order)
@@ -609,6 +629,9 @@ class Kernel:
         if not isinstance(npages, int):
             raise ArgumentError(f"npages {npages!r} must be an integer")
         m, dom = self._owned_run(pa, npages)
+        if self.dma is not None and self.dma.owns(m, npages):
+            self.dma.free_contig(m, npages)
+            return
         phys = self.phys
         with phys.domain_locks[dom]:
             phys.pages.clear_alloc(m, npages)
@@ -690,6 +713,109 @@ class Kernel:
         self._account_drain(self.phys.drain_inits - before)
 
     # =======================================================================================
+    # Constrained allocation beside vm_phys: seed 002's extent, uvm_pglistalloc, the DMA
+    # reserve
+    # =======================================================================================
+    def _constraints(self, npages: int, low: int, high: int, alignment: int,
+                     boundary: int) -> None:
+        if not isinstance(npages, int) or not 0 < npages < MAX_RUN_PAGES:
+            raise ArgumentError(f"npages {npages!r} out of range")
+        for v, what in ((low, "low"), (high, "high"), (alignment, "alignment"),
+                        (boundary, "boundary")):
+            _check_u64(v, what)
+        if low >= high:
+            raise ArgumentError(f"low {low:#x} is not below high {high:#x}")
+        if alignment == 0 or not powerof2(alignment):
+            raise ArgumentError(f"alignment {alignment:#x} is not a power of 2")
+        if not powerof2(boundary):
+            raise ArgumentError(f"boundary {boundary:#x} is not a power of 2")
+        if boundary and boundary < npages << PAGE_SHIFT:
+            raise ArgumentError(f"boundary {boundary:#x} is smaller than the request "
+                                f"({npages} pages)")
+
+    def _took(self, m: int, npages: int) -> None:
+        """Account for a run taken off the free lists outside vm_phys's own allocators."""
+        phys = self.phys
+        phys.pages.set_alloc(m, npages)
+        p = m
+        while p < m + npages:
+            seg = phys.paddr_to_seg(p << PAGE_SHIFT)
+            assert seg is not None
+            end = min(m + npages, seg.epfn)
+            self.free_counts[seg.domain] -= end - p
+            p = end
+
+    def attach_extent_mirror(self, fast: bool = False) -> FreePageExtent:
+        """Keep an extent map of free pages in step with the free lists (seed 002)."""
+        self._need_booted()
+        if self.mirror is None:
+            self.mirror = FreePageExtent(self.phys, fast)
+        return self.mirror
+
+    def alloc_constrained(self, npages: int, low: int = 0, high: int = (1 << 64) - 1,
+                          alignment: int = PAGE_SIZE, boundary: int = 0) -> int | None:
+        """``npages`` contiguous pages in ``[low, high)``, aligned, not crossing a multiple
+        of ``boundary``, found through the extent mirror; the first page's address or
+        None.  Attaches the mirror if needed."""
+        self._need_booted()
+        self._constraints(npages, low, high, alignment, boundary)
+        mirror = self.attach_extent_mirror()
+        locks = self.phys.domain_locks[:self.phys.ndomains]
+        for lock in locks:
+            lock.acquire()
+        try:
+            m = mirror.alloc_constrained(npages, low, high, alignment, boundary)
+            if m is None:
+                return None
+            self._took(m, npages)
+        finally:
+            for lock in locks:
+                lock.release()
+        return m << PAGE_SHIFT
+
+    def pglist_alloc(self, npages: int, low: int = 0, high: int = (1 << 64) - 1,
+                     alignment: int = PAGE_SIZE, boundary: int = 0,
+                     nsegs: int = 1) -> list[int] | None:
+        """uvm_pglistalloc(): ``npages`` pages in ``[low, high)``, one contiguous run when
+        ``nsegs`` < npages or a constraint is given, else any free pages; their addresses,
+        or None (ENOMEM)."""
+        self._need_booted()
+        self._constraints(npages, low, high, alignment, boundary)
+        if not isinstance(nsegs, int) or nsegs < 1:
+            raise ArgumentError(f"nsegs {nsegs!r} must be at least 1")
+        if self.pglist is None:
+            self.pglist = PgList(self.phys)
+        locks = self.phys.domain_locks[:self.phys.ndomains]
+        for lock in locks:
+            lock.acquire()
+        try:
+            rc, pfns = self.pglist.alloc(npages << PAGE_SHIFT, low, high, alignment,
+                                         boundary, nsegs)
+            if rc == 22:
+                raise ArgumentError("uvm_pglistalloc: EINVAL (no segment in [low, high))")
+            if rc:
+                return None
+            for p in pfns:
+                self._took(p, 1)
+        finally:
+            for lock in locks:
+                lock.release()
+        return [p << PAGE_SHIFT for p in pfns]
+
+    def contigmalloc(self, npages: int, low: int = 0, high: int = (1 << 64) - 1,
+                     alignment: int = PAGE_SIZE, boundary: int = 0,
+                     domain: int = 0) -> int | None:
+        """DragonFly's contigmalloc path: the DMA reserve first (vm_page_alloc_contig, which
+        honours only ``high``), then vm_phys_alloc_contig."""
+        self._need_booted()
+        self._constraints(npages, low, high, alignment, boundary)
+        if self.dma is not None:
+            m = self.dma.alloc_contig(npages, high)
+            if m is not None:
+                return m << PAGE_SHIFT
+        return self.alloc_contig(domain, npages, low, high, alignment, boundary)
+
+    # =======================================================================================
     # Queries
     # =======================================================================================
     def free_count(self, domain: int) -> int:
@@ -711,6 +837,8 @@ class Kernel:
             return _sysctl.sysctl_vm_phys_segs(self.phys)
         if name == "vm.page_blacklist":
             return ",".join(c_hex(pa) for pa in self.blacklist)
+        if name in ("vm.dma_reserved", "vm.dma_free_pages") and self.dma is not None:
+            return self.dma.sysctl(name)
         raise ArgumentError(f"unknown oid {name!r} (vm.phys_free, vm.phys_segs, "
                             "vm.page_blacklist, debug.vm.lazy_page_init)")
 
@@ -719,6 +847,10 @@ class Kernel:
         ``strict_buddies``: see :mod:`physmem.freebsd.invariants`."""
         from .invariants import check_kernel
         check_kernel(self, strict_buddies)
+        if self.mirror is not None:
+            self.mirror.check()
+        if self.dma is not None:
+            self.dma.check()
 
     def digest(self) -> str:
         """A hash of the whole state: equal digests mean equal states."""

@@ -972,6 +972,56 @@ class VmPhys:
         return m_run
 
     # ---------------------------------------------------------------------------------------
+    # physmem's own primitives for other allocators (NetBSD's, DragonFly's) -- not kernel
+    # functions, but built only from the kernel's (freelist_rem, set_pool, enq_beg,
+    # enq_range)
+    # ---------------------------------------------------------------------------------------
+    def free_block_of(self, m: int) -> int | None:
+        """The head of the free block that contains page ``m``, or None if ``m`` is not
+        free (vm_phys_unfree_page's search, without its drain).  Requires: the domain's
+        free lock; page structures on the way initialised (or LAZYINIT heads)."""
+        seg = self.paddr_to_seg(m << PAGE_SHIFT)
+        if seg is None:
+            return None
+        head_order = self.head_order
+        for order in range(self.NFO):
+            h = m & ~((1 << order) - 1)
+            if h < seg.spfn:
+                return None
+            o = head_order.get(h)
+            if o is not None:
+                return h if o >= order and h + (1 << o) > m else None
+        return None
+
+    def take_free_run(self, m: int, npages: int) -> None:
+        """Take exactly the pages ``[m, m + npages)``, all free, off the free lists, the way
+        vm_phys_alloc_contig takes a run: every free block it touches is removed and moved
+        to DEFAULT (initialising it if it was LAZYINIT), and the parts of those blocks
+        outside the run go back to the DEFAULT queues' HEADS as maximal aligned blocks.
+
+        Requires: the domain's free lock; every page of the run free, in one segment."""
+        end = m + npages
+        NFO = self.NFO
+        p = m
+        while p < end:
+            h = self.free_block_of(p)
+            if h is None:
+                raise InvariantError(f"take_free_run: page {p << PAGE_SHIFT:#x} is not free")
+            order = self.head_order[h]
+            seg = self.segs[self.segind_of(h)]
+            pool = self.pool_of(h)
+            self.freelist_rem(seg.fq + pool * NFO + order, h)
+            if pool != self.DEFAULT:
+                self.set_pool(self.DEFAULT, h, order)
+            fl = seg.fq + self.DEFAULT * NFO
+            bend = h + (1 << order)
+            if h < p:
+                self.enq_beg(h, p - h, fl, False)
+            if bend > end:
+                self.enq_range(end, bend - end, fl, False)
+            p = bend
+
+    # ---------------------------------------------------------------------------------------
     # Read-only views (sysctl, checker, reports)
     # ---------------------------------------------------------------------------------------
     def free_blocks(self, domain: int | None = None) -> Iterator[tuple[int, int, int, int,

@@ -1,0 +1,136 @@
+"""Seed 002's proposal: an extent map of free pages kept consistent with the free lists.
+
+Jason Thorpe's tech-kern mail of March 1997 proposed keeping, beside the free list, an
+extent(9) map of physical memory, so that constrained requests ("16 KiB contiguous, aligned
+to 8 KiB, not crossing a 64 KiB line, below 16 MiB") could be answered by
+``extent_alloc_subregion``.  As in his diff, the extent's *regions* are the space that is
+not free: at creation the whole physical range is allocated with ``extent_alloc_region``,
+and every block put on a free queue is ``extent_free``\\ d (it becomes a hole), every block
+taken off is ``extent_alloc_region``\\ ed again.  Here that happens in vm_phys's two queue
+primitives (``on_add`` / ``on_rem`` observers), so every enqueue, split, merge, allocation
+and free keeps the two in step; :meth:`FreePageExtent.check` verifies that the holes are
+exactly the union of the free blocks.
+
+:meth:`FreePageExtent.alloc_constrained` is the allocator the mail calls the "Way Cool
+Allocator", never written in 1997: ``extent_alloc_subregion`` over each segment's part of
+``[low, high)`` finds the run, then exactly those pages come off the buddy lists
+(:meth:`~physmem.freebsd.vm_phys.VmPhys.take_free_run`).
+"""
+
+from __future__ import annotations
+
+from ..bits import PAGE_SHIFT
+from ..errors import InvariantError
+from ..freebsd.vm_phys import VmPhys
+from .extent import EAGAIN, EX_FAST, Extent
+
+
+class FreePageExtent:
+    """An extent over physical memory whose holes are the free pages of ``phys``."""
+
+    def __init__(self, phys: VmPhys, fast: bool = False) -> None:
+        self.phys = phys
+        top = max(s.end for s in phys.segs)
+        self.ex = Extent("vm_page", 0, top - 1)
+        rc = self.ex.alloc_region(0, top)
+        assert rc == 0
+        self.flags = EX_FAST if fast else 0
+        self.attached = False
+        self.attach()
+
+    # -- keeping in step --------------------------------------------------------------------
+    def _on_add(self, m: int, order: int) -> None:
+        rc = self.ex.free(m << PAGE_SHIFT, 1 << (order + PAGE_SHIFT))
+        if rc:
+            raise InvariantError(f"extent mirror: extent_free of {m << PAGE_SHIFT:#x} -> {rc}")
+
+    def _on_rem(self, m: int, order: int) -> None:
+        rc = self.ex.alloc_region(m << PAGE_SHIFT, 1 << (order + PAGE_SHIFT))
+        if rc:
+            raise InvariantError(f"extent mirror: extent_alloc_region of {m << PAGE_SHIFT:#x} "
+                                 f"-> {rc}")
+
+    def attach(self) -> None:
+        """Start mirroring: every block now free becomes a hole, and from now on the queue
+        primitives report each change."""
+        if self.attached:
+            return
+        for _d, _f, _p, order, m in self.phys.free_blocks():
+            self._on_add(m, order)
+        self.phys.on_add.append(self._on_add)
+        self.phys.on_rem.append(self._on_rem)
+        self.attached = True
+
+    def detach(self) -> None:
+        if self.attached:
+            self.phys.on_add.remove(self._on_add)
+            self.phys.on_rem.remove(self._on_rem)
+            self.attached = False
+
+    # -- the constrained allocator ----------------------------------------------------------
+    def alloc_constrained(self, npages: int, low: int, high: int, alignment: int,
+                          boundary: int, domain: int | None = None) -> int | None:
+        """``npages`` free pages in one segment within ``[low, high)``, aligned to
+        ``alignment`` bytes, not crossing a multiple of ``boundary`` (0: none); the first
+        page's pfn, or None.  Segments are tried in address order; within one the extent's
+        best fit (or first fit, ``fast``) picks the run.  Boundary lines count from
+        address 0 (``EX_BOUNDZERO``).  Requires: the free locks."""
+        phys = self.phys
+        size = npages << PAGE_SHIFT
+        for seg in phys.segs:
+            if domain is not None and seg.domain != domain:
+                continue
+            lo, hi = max(low, seg.start), min(high, seg.end)
+            if hi - lo < size:
+                continue
+            from .extent import EX_BOUNDZERO
+            rc, start = self.ex.alloc_subregion(lo, hi - 1, size, max(alignment, 1), 0,
+                                                boundary, self.flags | EX_BOUNDZERO)
+            if rc == EAGAIN:
+                continue
+            if rc:
+                raise InvariantError(f"extent mirror: alloc_subregion -> {rc}")
+            # The extent already holds the run; take it off the buddy lists without the
+            # observers (the leftovers of the blocks it cuts stay holes).
+            self.detach()
+            try:
+                phys.take_free_run(start >> PAGE_SHIFT, npages)
+            finally:
+                phys.on_add.append(self._on_add)
+                phys.on_rem.append(self._on_rem)
+                self.attached = True
+            return start >> PAGE_SHIFT
+        return None
+
+    # -- INVARIANTS ---------------------------------------------------------------------------
+    def holes(self) -> list[tuple[int, int]]:
+        """The extent's free space as [start, end) byte ranges."""
+        out = []
+        pos = self.ex.start
+        for s, e in self.ex.allocated():
+            if s > pos:
+                out.append((pos, s))
+            pos = e + 1
+        if pos <= self.ex.end:
+            out.append((pos, self.ex.end + 1))
+        return out
+
+    def check(self) -> None:
+        """The extent's holes are exactly the union of vm_phys's free blocks."""
+        self.ex.check()
+        spans = sorted((m << PAGE_SHIFT, (m + (1 << o)) << PAGE_SHIFT)
+                       for _d, _f, _p, o, m in self.phys.free_blocks())
+        merged: list[tuple[int, int]] = []
+        for s, e in spans:
+            if merged and merged[-1][1] == s:
+                merged[-1] = (merged[-1][0], e)
+            else:
+                merged.append((s, e))
+        holes = self.holes()
+        if holes != merged:
+            diff = next((i for i, (a, b) in enumerate(zip(holes, merged, strict=False))
+                         if a != b), min(len(holes), len(merged)))
+            raise InvariantError(f"extent mirror disagrees with the free lists: "
+                                 f"{len(holes)} holes, {len(merged)} free runs; first "
+                                 f"difference at #{diff}: "
+                                 f"{holes[diff:diff + 1]} vs {merged[diff:diff + 1]}")
