@@ -213,6 +213,68 @@ def boot_cmd(machine: str, tunables: tuple[str, ...], compare: bool,
                   f"{lazy_ms / (boot_ms - ms + lazy_ms):.1%} of it)")
 
 
+def _int(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a number") from None
+
+
+@main.command()
+@machine_opt
+@tunable_opt
+@click.option("--npages", required=True, type=int, help="Pages wanted.")
+@click.option("--low", default="0", show_default=True, help="Lowest physical address.")
+@click.option("--high", default="0xffffffffffffffff", show_default=True,
+              help="Exclusive upper physical address.")
+@click.option("--align", "align", default="0x1000", show_default=True, help="Alignment, bytes.")
+@click.option("--boundary", default="0", show_default=True,
+              help="Boundary the run may not cross, bytes (0: none).")
+@click.option("--via", type=click.Choice(["buddy", "extent", "pglist", "dma"]),
+              default="buddy", show_default=True,
+              help="vm_phys_alloc_contig, seed 002's extent, uvm_pglistalloc, or DragonFly's "
+                   "contigmalloc (DMA reserve first).")
+@click.option("--fragment", default=0.0, show_default=True,
+              help="First hold this fraction of memory in random blocks of orders 0-3.")
+@click.option("--seed", default=1, show_default=True)
+@_errors
+def contig(machine: str, tunables: tuple[str, ...], npages: int, low: str, high: str,
+           align: str, boundary: str, via: str, fragment: float, seed: int) -> None:
+    """Allocate one physically contiguous, constrained run and say where it landed."""
+    import random
+    import time
+    k = Kernel.from_machine(machine)
+    k.boot(tunables=list(tunables))
+    if via == "extent":
+        k.attach_extent_mirror()
+    if fragment:
+        rng = random.Random(seed)
+        target = int(sum(k.free_counts) * fragment)
+        held = 0
+        while held < target:
+            o = rng.choice((0, 0, 1, 2, 3))
+            if k.alloc_pages(0, rng.choice(("default", "direct")), o) is None:
+                break
+            held += 1 << o
+    lo, hi, al, bd = _int(low), _int(high), _int(align), _int(boundary)
+    t = time.perf_counter()
+    if via == "buddy":
+        pa = k.alloc_contig(0, npages, lo, hi, al, bd)
+    elif via == "extent":
+        pa = k.alloc_constrained(npages, lo, hi, al, bd)
+    elif via == "pglist":
+        pas = k.pglist_alloc(npages, lo, hi, al, bd)
+        pa = pas[0] if pas else None
+    else:
+        pa = k.contigmalloc(npages, lo, hi, al, bd)
+    dt = time.perf_counter() - t
+    k.check()
+    if pa is None:
+        click.echo(f"NULL ({via}, {dt * 1e6:.0f} µs)")
+        sys.exit(1)
+    click.echo(f"{pa:#x} - {pa + npages * 4096 - 1:#x} ({via}, {dt * 1e6:.0f} µs)")
+
+
 def _size(n: int) -> str:
     for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
         if (n >= 1 << shift and n % (1 << (shift - 10)) == 0) or n >= 10 << shift:

@@ -68,6 +68,7 @@ class Replayer:
         self.arch = "amd64"
         self.nops = 0
         self.extents: dict[str, Extent] = {}
+        self.tunables: list[str] = []
         self.errors = 0
         self._ops: dict[str, Callable[[list[str]], str]] = {
             "arch": self.op_arch,
@@ -86,6 +87,12 @@ class Replayer:
             "free_count": self.op_free_count,
             "phys_free": self.op_phys_free,
             "phys_segs": self.op_phys_segs,
+            "tunable": self.op_tunable,
+            "sysctl": self.op_sysctl,
+            "extent_mirror": self.op_extent_mirror,
+            "alloc_constrained": self.op_alloc_constrained,
+            "pglist_alloc": self.op_pglist_alloc,
+            "contigmalloc": self.op_contigmalloc,
             "extent_create": self.op_extent_create,
             "extent_alloc_region": self.op_extent_alloc_region,
             "extent_alloc_subregion": self.op_extent_alloc_subregion,
@@ -177,7 +184,12 @@ class Replayer:
         self._nargs(tok, 1)
         if tok[1] not in ("lazy", "eager"):
             raise TraceFormatError("boot wants lazy or eager")
-        self.k.boot(lazy=tok[1] == "lazy")
+        if self.tunables:
+            from .freebsd.vm_page import Tunables
+            tun = Tunables.parse(self.tunables, self.k.param)
+            self.k.boot(lazy=tok[1] == "lazy", tunables=tun)
+        else:
+            self.k.boot(lazy=tok[1] == "lazy")
         return "ok"
 
     def op_alloc_pages(self, tok: list[str]) -> str:
@@ -247,6 +259,46 @@ class Replayer:
         self._nargs(tok, 0)
         return self._booted().sysctl("vm.phys_segs")
 
+
+    # -- physmem's own operations (docs/trace-format.md, "Extensions") ---------------------
+    def op_tunable(self, tok: list[str]) -> str:
+        self._nargs(tok, 1)
+        if self.k.booted:
+            raise StateError("tunable after boot")
+        from .freebsd.vm_page import Tunables
+        Tunables.parse([*self.tunables, tok[1]], self.k.param)   # validate now
+        self.tunables.append(tok[1])
+        return "ok"
+
+    def op_sysctl(self, tok: list[str]) -> str:
+        self._nargs(tok, 1)
+        return self.k.sysctl(tok[1])
+
+    def op_extent_mirror(self, tok: list[str]) -> str:
+        self._nargs(tok, 0)
+        self._booted().attach_extent_mirror()
+        return "ok"
+
+    def _constraint_args(self, tok: list[str]) -> tuple[int, int, int, int, int]:
+        return (parse_u64(tok[1], "npages"), parse_u64(tok[2], "low"),
+                parse_u64(tok[3], "high"), parse_u64(tok[4], "alignment"),
+                parse_u64(tok[5], "boundary"))
+
+    def op_alloc_constrained(self, tok: list[str]) -> str:
+        self._nargs(tok, 5)
+        pa = self._booted().alloc_constrained(*self._constraint_args(tok))
+        return "NULL" if pa is None else f"{pa:#x}"
+
+    def op_pglist_alloc(self, tok: list[str]) -> str:
+        self._nargs(tok, 6)
+        pas = self._booted().pglist_alloc(*self._constraint_args(tok),
+                                          nsegs=parse_u64(tok[6], "nsegs"))
+        return "NULL" if pas is None else " ".join([str(len(pas)), *map(hex, pas)])
+
+    def op_contigmalloc(self, tok: list[str]) -> str:
+        self._nargs(tok, 5)
+        pa = self._booted().contigmalloc(*self._constraint_args(tok))
+        return "NULL" if pa is None else f"{pa:#x}"
 
     # -- extent(9) ------------------------------------------------------------------------
     def _extent(self, name: str) -> Extent:

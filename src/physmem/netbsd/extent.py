@@ -137,12 +137,9 @@ class Extent:
         self.regions: list[Region] = []
         self._starts: list[int] = []       # region starts, for bisection
         self.free_descriptors = descriptors or 0
+        self.fixed = descriptors is not None
 
     # -- descriptors ----------------------------------------------------------------------
-    @property
-    def fixed(self) -> bool:
-        return bool(self.flags & EXF_FIXED)
-
     def _get_descriptor(self, flags: int) -> bool | None:
         """extent_alloc_region_descriptor(): True for a pool descriptor, False for one from
         fixed storage, None if there is none (the caller returns ENOMEM)."""
@@ -217,12 +214,16 @@ class Extent:
         _u64(size, "size")
         if size == 0:
             raise ArgumentError("extent_alloc_region: size 0")
-        end = start + size - 1
-        if end > M64:
+        if start + size - 1 > M64:
             raise ArgumentError(f"extent_alloc_region: {start:#x} + {size:#x} overflows")
+        return self._alloc_region(start, size, flags)
+
+    def _alloc_region(self, start: int, size: int, flags: int) -> int:
+        """extent_alloc_region() on checked arguments (the extent mirror calls this)."""
+        end = start + size - 1
         if start < self.start or end > self.end:
             return EINVAL
-        rp = self._get_descriptor(flags)
+        rp = self._get_descriptor(flags) if self.fixed else True
         if rp is None:
             return ENOMEM
         # The last region that starts at or before `end` decides: regions are disjoint.
@@ -364,14 +365,18 @@ class Extent:
         _u64(size, "size")
         if size == 0:
             raise ArgumentError("extent_free: size 0")
-        end = start + size - 1
-        if end > M64:
+        if start + size - 1 > M64:
             raise ArgumentError(f"extent_free: {start:#x} + {size:#x} overflows")
+        return self._free(start, size, flags)
+
+    def _free(self, start: int, size: int, flags: int) -> int:
+        """extent_free() on checked arguments (the extent mirror calls this)."""
+        end = start + size - 1
         coalesce = not self.flags & EXF_NOCOALESCE
         nrp = None
         if coalesce:
             # The kernel takes the descriptor a split would need before looking.
-            nrp = self._get_descriptor(flags)
+            nrp = self._get_descriptor(flags) if self.fixed else True
             if nrp is None:
                 return ENOMEM
         # The one region that holds the whole range.

@@ -40,12 +40,12 @@ class FreePageExtent:
 
     # -- keeping in step --------------------------------------------------------------------
     def _on_add(self, m: int, order: int) -> None:
-        rc = self.ex.free(m << PAGE_SHIFT, 1 << (order + PAGE_SHIFT))
+        rc = self.ex._free(m << PAGE_SHIFT, 1 << (order + PAGE_SHIFT), 0)
         if rc:
             raise InvariantError(f"extent mirror: extent_free of {m << PAGE_SHIFT:#x} -> {rc}")
 
     def _on_rem(self, m: int, order: int) -> None:
-        rc = self.ex.alloc_region(m << PAGE_SHIFT, 1 << (order + PAGE_SHIFT))
+        rc = self.ex._alloc_region(m << PAGE_SHIFT, 1 << (order + PAGE_SHIFT), 0)
         if rc:
             raise InvariantError(f"extent mirror: extent_alloc_region of {m << PAGE_SHIFT:#x} "
                                  f"-> {rc}")
