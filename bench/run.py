@@ -398,13 +398,16 @@ def bench_constrained() -> None:
         batch()
         v = statistics.median(batch() for _ in range(101))
         base = base or v
+        verdict = ""
+        if mirror:
+            verdict = f"(target ≤ 2×: {'met' if v / base <= 2 else 'not met'})"
         print(f"| {'with' if mirror else 'without'} | {v * 1e6:.2f} µs | {v / base:.2f}× "
-              f"{'(target ≤ 2×: ' + ('met' if v / base <= 2 else 'not met') + ')' if mirror else ''} |")
+              f"{verdict} |")
     print()
 
 
-GROUPS = {"micro": bench_micro, "pair": bench_pair, "boot": bench_boot, "lazy": bench_lazy, "replay": bench_replay,
-          "constrained": bench_constrained}
+GROUPS = {"micro": bench_micro, "pair": bench_pair, "boot": bench_boot, "lazy": bench_lazy,
+          "replay": bench_replay, "constrained": bench_constrained}
 
 
 def main() -> int:
