@@ -15,6 +15,7 @@ from tests.conftest import ORACLE, read_text
 
 SAMPLES = sorted(ORACLE.glob("samples/vm_phys-*.trace"))
 GENERATED = sorted(ORACLE.glob("generated/*.trace.gz"))
+GOLDEN = sorted((ORACLE.parent / "golden").glob("*.trace"))
 
 
 def _expected(path):
@@ -41,6 +42,15 @@ def test_generated_trace_replays_identically(path):
     got, errors = _replay(read_text(path))
     assert errors == 0
     assert got == _expected(path)
+
+
+@pytest.mark.parametrize("path", GOLDEN, ids=lambda p: p.stem)
+def test_golden_trace_worked_out_by_hand(path):
+    """tests/data/golden: expected output derived by hand (see each trace's comments) and
+    confirmed on the oracle."""
+    got, errors = _replay(path.read_text(), check=True)
+    assert errors == 0
+    assert got == path.with_suffix(".expected").read_text()
 
 
 @pytest.mark.parametrize("name", ["vm_phys-eager-fc128m_basic", "vm_phys-lazy-fc1g_basic"])
