@@ -138,6 +138,10 @@ class Extent:
         self._starts: list[int] = []       # region starts, for bisection
         self.free_descriptors = descriptors or 0
         self.fixed = descriptors is not None
+        # True while the region list is sorted and disjoint, as it is unless a u_long wrap
+        # put a region out of place (the kernel then walks the list as it stands, and so
+        # does physmem: the bisecting shortcuts below need order).
+        self.ordered = True
 
     # -- descriptors ----------------------------------------------------------------------
     def _get_descriptor(self, flags: int) -> bool | None:
@@ -173,6 +177,17 @@ class Extent:
         """extent_insert_and_optimize(): put ``[start, start+size-1]`` after region index
         ``after`` (-1: at the head), merging with neighbours unless EX_NOCOALESCE; ``rp`` is
         the descriptor obtained for it."""
+        i = self._insert(start, size, after, rp)
+        if self.ordered:
+            regs = self.regions
+            r = regs[i]
+            if r.end < r.start or (i > 0 and regs[i - 1].end >= r.start) or \
+                    (i + 1 < len(regs) and r.end >= regs[i + 1].start):
+                self.ordered = False
+
+    def _insert(self, start: int, size: int, after: int, rp: bool) -> int:
+        """The body of extent_insert_and_optimize; returns the index of the region that now
+        holds the range."""
         end = (start + size - 1) & M64
         regs = self.regions
         coalesce = not self.flags & EXF_NOCOALESCE
@@ -181,12 +196,12 @@ class Extent:
                 regs[0].start = start
                 self._starts[0] = start
                 self._release(rp)
-                return
+                return 0
             self._insert_at(0, Region(start, end, rp))
-            return
+            return 0
         if not coalesce:
             self._insert_at(after + 1, Region(start, end, rp))
-            return
+            return after + 1
         a = regs[after]
         appended = False
         if (a.end + 1) & M64 == start:
@@ -197,14 +212,17 @@ class Extent:
             if appended:
                 a.end = regs[nxt].end
                 self._release(self._delete_at(nxt).pool)
-            else:
-                regs[nxt].start = start
-                self._starts[nxt] = start
+                self._release(rp)
+                return after
+            regs[nxt].start = start
+            self._starts[nxt] = start
             self._release(rp)
-        elif appended:
+            return nxt
+        if appended:
             self._release(rp)
-        else:
-            self._insert_at(after + 1, Region(start, end, rp))
+            return after
+        self._insert_at(after + 1, Region(start, end, rp))
+        return after + 1
 
     # -- allocation ---------------------------------------------------------------------------
     def alloc_region(self, start: int, size: int, flags: int = 0) -> int:
@@ -226,9 +244,21 @@ class Extent:
         rp = self._get_descriptor(flags) if self.fixed else True
         if rp is None:
             return ENOMEM
-        # The last region that starts at or before `end` decides: regions are disjoint.
-        i = bisect_left(self._starts, end + 1) - 1
-        if i >= 0 and self.regions[i].end >= start:
+        if self.ordered:
+            # The last region that starts at or before `end` decides: regions are disjoint.
+            i = bisect_left(self._starts, end + 1) - 1
+            busy = i >= 0 and self.regions[i].end >= start
+        else:
+            # the kernel's walk, in list order
+            i, busy = -1, False
+            for j, r in enumerate(self.regions):
+                if r.start > end:
+                    break
+                if r.end >= start:
+                    busy = True
+                    break
+                i = j
+        if busy:
             self._release(rp)
             if flags & EX_WAITSPACE:
                 raise ExtentWouldSleep(f"extent {self.name}: [{start:#x}, {end:#x}] is busy "
@@ -288,7 +318,12 @@ class Extent:
         if newstart < ex_start:
             return (-1, 0)
         # last: the last region with start < newstart; i: the first with start >= newstart
-        i = bisect_left(self._starts, newstart)
+        if self.ordered:
+            i = bisect_left(self._starts, newstart)
+        else:
+            i = 0
+            while i < len(regs) and regs[i].start < newstart:
+                i += 1
         last = i - 1
         if last >= 0 and regs[last].end >= newstart:
             newstart = _align(regs[last].end + 1, alignment, skew)
@@ -380,11 +415,11 @@ class Extent:
             if nrp is None:
                 return ENOMEM
         # The one region that holds the whole range.
-        i = bisect_left(self._starts, start + 1) - 1
         regs = self.regions
+        i = self._find_free_region(start, end, coalesce)
         r = regs[i] if i >= 0 else None
         exact = r is not None and r.start == start and r.end == end
-        if r is None or r.end < start or (not exact and (not coalesce or end > r.end)):
+        if r is None:
             if nrp is not None:
                 self._release(nrp)
             raise ExtentPanic(f"extent_free: start {start:#x}, end {end:#x}: region not found")
@@ -403,6 +438,31 @@ class Extent:
         if nrp is not None:
             self._release(nrp)
         return 0
+
+    def _find_free_region(self, start: int, end: int, coalesce: bool) -> int:
+        """extent_free's search: the index of the region the range may be freed from
+        (whole, or -- coalescing -- its head, tail or middle), or -1 (the kernel panics)."""
+        regs = self.regions
+        if self.ordered:
+            i = bisect_left(self._starts, start + 1) - 1
+            if i < 0:
+                return -1
+            r = regs[i]
+            if r.end < start:
+                return -1
+            if r.start == start and r.end == end:
+                return i
+            return i if coalesce and end <= r.end else -1
+        for i, r in enumerate(regs):
+            if r.end < start:
+                continue
+            if r.start > end:
+                break
+            if r.start == start and r.end == end:
+                return i
+            if coalesce and start >= r.start and end <= r.end:
+                return i
+        return -1
 
     def destroy(self) -> None:
         """extent_destroy(): release every region."""
@@ -427,6 +487,8 @@ class Extent:
         """The extent's invariants: regions sorted, disjoint, inside the map (subend may
         extend one past, see docs), not touching when coalescing; descriptors counted."""
         from ..errors import InvariantError
+        if not self.ordered:
+            return      # a u_long wrap disordered the list, in the kernel too
         prev = None
         for r in self.regions:
             if r.end < r.start:
