@@ -212,12 +212,7 @@ class Kernel:
     def add_segment(self, start: int, end: int, domain: int = 0) -> None:
         """A physical segment ``[start, end)`` in NUMA ``domain`` (the trace's ``seg``)."""
         self._need_not_booted("seg")
-        _check_u64(start, "start")
-        _check_u64(end, "end")
-        if (start | end) & PAGE_MASK:
-            raise SegmentError(f"segment [{start:#x}, {end:#x}) is not page aligned")
-        if end <= start:
-            raise SegmentError(f"segment [{start:#x}, {end:#x}) is empty")
+        _check_page_range("segment", start, end)
         if not 0 <= domain < self.param.maxmemdom:
             raise DomainError(f"domain {domain} out of range (MAXMEMDOM {self.param.maxmemdom})")
         for s, e, _ in self.seg_lines:
@@ -231,12 +226,7 @@ class Kernel:
     def add_avail(self, start: int, end: int) -> None:
         """One ``phys_avail[]`` pair: ``[start, end)`` goes to the allocator at boot."""
         self._need_not_booted("avail")
-        _check_u64(start, "start")
-        _check_u64(end, "end")
-        if (start | end) & PAGE_MASK:
-            raise SegmentError(f"phys_avail [{start:#x}, {end:#x}) is not page aligned")
-        if end <= start:
-            raise SegmentError(f"phys_avail [{start:#x}, {end:#x}) is empty")
+        _check_page_range("phys_avail", start, end)
         if self.phys_avail and start < self.phys_avail[-1][1]:
             raise SegmentError(f"phys_avail [{start:#x}, {end:#x}): entries must ascend "
                                "without overlap")
@@ -876,6 +866,15 @@ class Kernel:
     def segments(self) -> Sequence:
         """The vm_phys segments (after boot's splitting and coalescing)."""
         return self.phys.segs
+
+
+def _check_page_range(what: str, start: int, end: int) -> None:
+    _check_u64(start, "start")
+    _check_u64(end, "end")
+    if (start | end) & PAGE_MASK:
+        raise SegmentError(f"{what} [{start:#x}, {end:#x}) is not page aligned")
+    if end <= start:
+        raise SegmentError(f"{what} [{start:#x}, {end:#x}) is empty")
 
 
 def _check_u64(v: int, what: str) -> None:

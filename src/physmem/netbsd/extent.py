@@ -228,12 +228,7 @@ class Extent:
     def alloc_region(self, start: int, size: int, flags: int = 0) -> int:
         """extent_alloc_region(): claim exactly ``[start, start + size - 1]``; 0, EAGAIN
         (busy), ENOMEM (no descriptor) or EINVAL (outside the extent)."""
-        _u64(start, "start")
-        _u64(size, "size")
-        if size == 0:
-            raise ArgumentError("extent_alloc_region: size 0")
-        if start + size - 1 > M64:
-            raise ArgumentError(f"extent_alloc_region: {start:#x} + {size:#x} overflows")
+        _check_range("extent_alloc_region", start, size)
         return self._alloc_region(start, size, flags)
 
     def _alloc_region(self, start: int, size: int, flags: int) -> int:
@@ -396,12 +391,7 @@ class Extent:
         """extent_free(): release all of one region, or (coalescing extents) its head, tail
         or middle.  0, or ENOMEM when a split would need a descriptor and none is free;
         anything else is the kernel's panic ("region not found")."""
-        _u64(start, "start")
-        _u64(size, "size")
-        if size == 0:
-            raise ArgumentError("extent_free: size 0")
-        if start + size - 1 > M64:
-            raise ArgumentError(f"extent_free: {start:#x} + {size:#x} overflows")
+        _check_range("extent_free", start, size)
         return self._free(start, size, flags)
 
     def _free(self, start: int, size: int, flags: int) -> int:
@@ -501,6 +491,16 @@ class Extent:
             prev = r
         if self._starts != [r.start for r in self.regions]:
             raise InvariantError(f"extent {self.name}: stale start index")
+
+
+def _check_range(fn: str, start: int, size: int) -> None:
+    """The arguments of a [start, start + size - 1] range: u_longs, size > 0, no wrap."""
+    _u64(start, "start")
+    _u64(size, "size")
+    if size == 0:
+        raise ArgumentError(f"{fn}: size 0")
+    if start + size - 1 > M64:
+        raise ArgumentError(f"{fn}: {start:#x} + {size:#x} overflows")
 
 
 def _u64(v: int, what: str) -> None:
