@@ -11,7 +11,7 @@ import physmem
 SRC = Path(physmem.__file__).parent
 
 LAYERS = {
-    "physmem.bits": 0, "physmem.errors": 0,
+    "physmem.bits": 0, "physmem.errors": 0, "physmem.atomic": 0,
     "physmem.vmparam": 1,
     "physmem.machine": 2, "physmem.mapimport": 2,
     "physmem.pagearray": 3,
@@ -20,7 +20,7 @@ LAYERS = {
     "physmem.freebsd.vm_page": 6,
     "physmem.netbsd.extent": 4, "physmem.netbsd.mirror": 5, "physmem.netbsd.pglist": 5,
     "physmem.dragonfly.alist": 4, "physmem.dragonfly.dma_reserve": 5,
-    "physmem.trace": 7, "physmem.extent_ops": 7,
+    "physmem.trace": 7, "physmem.snapshot": 7,
     "physmem.workloads": 8, "physmem.demo": 8, "physmem.bootcost": 8,
     "physmem.cli": 9, "physmem": 9,
 }

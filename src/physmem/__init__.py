@@ -42,6 +42,9 @@ from .errors import (
 )
 from .freebsd.vm_page import Kernel, Tunables
 from .machine import PRESETS, Machine, RamRange, get_machine
+from .snapshot import SnapshotError
+from .snapshot import load as load_snapshot
+from .snapshot import save as save_snapshot
 from .trace import Replayer, replay_file
 
 __version__ = "0.1.0"
@@ -83,6 +86,7 @@ __all__ = [
     "RamRange",
     "Replayer",
     "SegmentError",
+    "SnapshotError",
     "StateError",
     "TraceFormatError",
     "TunableError",
@@ -92,5 +96,7 @@ __all__ = [
     "boot",
     "get_machine",
     "kernel_for",
+    "load_snapshot",
     "replay_file",
+    "save_snapshot",
 ]

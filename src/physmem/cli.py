@@ -139,14 +139,48 @@ def sysctl(oid: str, machine: str, tunables: tuple[str, ...]) -> None:
 @click.argument("trace", type=click.Path(allow_dash=True))
 @click.option("--check", is_flag=True, help="Run the invariant checker after every "
               "operation.")
+@click.option("--load", "load_from", type=click.Path(exists=True, dir_okay=False),
+              help="Start from this snapshot instead of an empty machine.")
+@click.option("--save", "save_to", type=click.Path(dir_okay=False),
+              help="Save a snapshot of the final state (written atomically).")
 @_errors
-def replay(trace: str, check: bool) -> None:
+def replay(trace: str, check: bool, load_from: str | None, save_to: str | None) -> None:
     """Replay a trace (FILE, or - for standard input); exit 1 if any line failed."""
-    from .trace import replay_file
+    from . import snapshot
+    from .trace import Replayer
+    r = Replayer(check=check)
+    if load_from:
+        r.kernel = snapshot.load(load_from)
+        r.arch = r.kernel.param.name
+        r.nops = 1   # an arch line can no longer come first
     out = sys.stdout
-    errors = replay_file(trace, out, check=check)
+    if trace == "-":
+        errors = r.replay(sys.stdin, out)
+    else:
+        with open(trace, encoding="utf-8", errors="replace") as f:
+            errors = r.replay(f, out)
     out.flush()
+    if save_to:
+        snapshot.save(r.k, save_to)
     sys.exit(1 if errors else 0)
+
+
+@main.group("snapshot")
+def snapshot_group() -> None:
+    """Saved model states (physmem replay --save)."""
+
+
+@snapshot_group.command("show")
+@click.argument("file", type=click.Path(dir_okay=False))
+@_errors
+def snapshot_show(file: str) -> None:
+    """Load a snapshot, check its invariants, print vm.phys_segs and vm.phys_free."""
+    from . import snapshot
+    k = snapshot.load(file)
+    click.echo(f"{file}: {k.param.name}, {len(k.phys.segs)} segments, free pages "
+               f"{sum(k.free_counts)}, lazy={int(k.lazy)}; INVARIANTS ok")
+    click.echo("vm.phys_segs: " + k.sysctl("vm.phys_segs"), nl=False)
+    click.echo("vm.phys_free: " + k.sysctl("vm.phys_free"), nl=False)
 
 
 @main.command("boot")
