@@ -30,7 +30,7 @@ bench: $(TSTAMP)
 	$(PY) bench/run.py
 
 torture: $(TSTAMP)
-	$(PY) -m pytest tests -m torture -p no:cacheprovider
+	$(PY) -m tests.torture
 
 lint: $(TSTAMP)
 	$(VENV)/bin/ruff check src tests bench

@@ -166,5 +166,7 @@ def import_map(text: str, name: str = "imported", source: str = "<input>",
     ram = PARSERS[fmt](text, source)
     if not ram:
         raise MapFormatError(f"the {fmt} map has no usable RAM", None, source)
-    return Machine(name=name, ram=[RamRange(s, e, 0) for s, e in ram], arch=arch,
-                   description=f"imported from {fmt} ({source})", source=source)
+    m = Machine(name=name, ram=[RamRange(s, e, 0) for s, e in ram], arch=arch,
+                description=f"imported from {fmt} ({source})", source=source)
+    m.segments()    # refuse a map without one whole page of RAM now, not at boot
+    return m

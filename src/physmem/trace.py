@@ -38,7 +38,7 @@ def parse_u64(s: str, what: str = "number") -> int:
     elif s[:2] in ("0x", "0X"):
         digits = s[2:]
         # int() would also take signs, blanks and underscores: the trace format does not.
-        if digits and digits[0] not in "+-" and "_" not in digits:
+        if digits and digits.isascii() and digits[0] not in "+-" and "_" not in digits:
             try:
                 v = int(digits, 16)
             except ValueError:

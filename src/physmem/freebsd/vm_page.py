@@ -27,6 +27,7 @@ queries (:meth:`~Kernel.free_count`, :meth:`~Kernel.sysctl`, :meth:`~Kernel.chec
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -130,6 +131,10 @@ class Tunables:
         return t
 
 
+# strtoq base 0: hexadecimal with 0x, octal with a leading 0, else decimal (ASCII only)
+_STRTOQ = re.compile(r"0[xX]([0-9a-fA-F]+)|0[0-7]*|[1-9][0-9]*")
+
+
 def parse_blacklist(text: str) -> list[int]:
     """vm.blacklist: addresses separated by blanks, commas or newlines, read as
     vm_page_blacklist_next() reads them (``strtoq`` base 0, each truncated to its page,
@@ -137,13 +142,11 @@ def parse_blacklist(text: str) -> list[int]:
     skipping" and drop the rest, physmem refuses the tunable with a TunableError."""
     out = []
     for tok in text.replace(",", " ").split():
-        try:
-            v = int(tok, 0) if not tok.startswith(("0x", "0X")) else int(tok[2:], 16)
-        except ValueError:
-            if tok.isdigit():          # strtoq base 0 reads "010" as octal 8
-                v = int(tok, 8)
-            else:
-                raise TunableError(f"vm.blacklist: {tok!r} is not an address") from None
+        m = _STRTOQ.fullmatch(tok)
+        if m is None:
+            raise TunableError(f"vm.blacklist: {tok!r} is not an address")
+        v = int(m[1], 16) if m[1] is not None else int(tok, 8) if tok.startswith("0") \
+            else int(tok)
         if v < 0 or v >= 1 << 64:
             raise TunableError(f"vm.blacklist: {tok!r} is out of range")
         if v & ~PAGE_MASK:     # vm_page_blacklist_check skips a page address of 0

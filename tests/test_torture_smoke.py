@@ -1,0 +1,17 @@
+"""A small run of each `make torture` suite, so that the long runs keep working."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests import torture
+
+
+@pytest.mark.parametrize("suite", [
+    lambda tmp: torture.stateful(4000),
+    lambda tmp: torture.threads(4000),
+    lambda tmp: torture.snapshots(5, tmp),
+])
+def test_torture_suite_smoke(suite, tmp_path):
+    line = suite(tmp_path)
+    assert line.endswith("divergences found = 0"), line
