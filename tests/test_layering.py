@@ -21,7 +21,8 @@ LAYERS = {
     "physmem.netbsd.extent": 4, "physmem.netbsd.mirror": 5, "physmem.netbsd.pglist": 5,
     "physmem.dragonfly.alist": 4, "physmem.dragonfly.dma_reserve": 5,
     "physmem.trace": 7, "physmem.snapshot": 7,
-    "physmem.workloads": 8, "physmem.demo": 8, "physmem.bootcost": 8,
+    "physmem.workloads": 8, "physmem.demo": 8, "physmem.bootcost": 8, "physmem.ftrace": 8,
+    "physmem.reports": 8.5, "physmem.sweep": 8.7,
     "physmem.cli": 9, "physmem": 9,
 }
 

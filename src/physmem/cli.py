@@ -5,16 +5,25 @@
     physmem machine show NAME|FILE             segments, free lists, phys_avail, sizes
     physmem sysctl OID --machine NAME          vm.phys_free, vm.phys_segs, ... after boot
     physmem replay FILE|- [--check]            replay a trace (docs/trace-format.md)
-    physmem boot --machine NAME                boot and report what it cost
+    physmem boot --machine NAME [--compare]    boot and report what it cost
+    physmem contig --npages N [--via ...]      one constrained contiguous allocation
+    physmem run WORKLOAD --machine NAME        a seeded workload -> a run directory
+    physmem report RUN_DIR                     summary, PNG plots, report.html
+    physmem compare WORKLOAD --policies a,b    one workload, two configurations
+    physmem ftrace FILE --machine NAME -o T    Linux ftrace page events -> a trace
+    physmem sweep CONFIG.toml                  a grid of runs in parallel (or on Dask)
+    physmem snapshot show FILE                 a saved model state
 
 Errors print one line on stderr and exit non-zero, never a traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any
 
 import click
@@ -307,6 +316,136 @@ def contig(machine: str, tunables: tuple[str, ...], npages: int, low: str, high:
         click.echo(f"NULL ({via}, {dt * 1e6:.0f} µs)")
         sys.exit(1)
     click.echo(f"{pa:#x} - {pa + npages * 4096 - 1:#x} ({via}, {dt * 1e6:.0f} µs)")
+
+
+@main.command("run")
+@click.argument("workload")
+@machine_opt
+@tunable_opt
+@click.option("--ops", default=20_000, show_default=True, help="Workload steps.")
+@click.option("--seed", default=1, show_default=True)
+@click.option("--eager", is_flag=True, help="Boot with debug.vm.lazy_page_init=0.")
+@click.option("--mirror", is_flag=True, help="Keep seed 002's extent mirror attached.")
+@click.option("--interval", default=0, help="Sample metrics every N steps (default ops/100).")
+@click.option("-o", "--out", "out_dir", default=None,
+              help="Run directory (default runs/WORKLOAD-MACHINE-SEED).")
+@click.option("--record", type=click.Path(dir_okay=False), default=None,
+              help="Also write the run's trace to this file.")
+@_errors
+def run_cmd(workload: str, machine: str, tunables: tuple[str, ...], ops: int, seed: int,
+            eager: bool, mirror: bool, interval: int, out_dir: str | None,
+            record: str | None) -> None:
+    """Run a seeded workload (churn, pagecache, forkexec, dma, fragment) and write a run
+    directory: config, trace, metrics over time, summary."""
+    from rich.progress import Progress
+
+    from .atomic import atomic_write
+    from .workloads import RunConfig, run_workload, write_run
+    cfg = RunConfig(workload=workload, machine=machine, ops=ops, seed=seed, lazy=not eager,
+                    tunables=list(tunables), interval=interval, mirror=mirror)
+    cfg.validate()
+    with Progress(transient=True) as prog:
+        task = prog.add_task(f"{workload} on {machine}", total=ops)
+        run = run_workload(cfg, progress=lambda n: prog.update(task, completed=n))
+    out = write_run(run, out_dir or f"runs/{workload}-{Path(machine).stem}-{seed}")
+    if record:
+        with atomic_write(record, "w") as f:
+            f.write("\n".join(run.trace) + "\n")
+    final = run.summary["final"]
+    click.echo(f"{out}: {run.summary['ops']:,} operations, {run.summary['ops_per_second']:,} "
+               f"ops/s; free pages {final['free_pages']}, unusable index (order 9) "
+               f"{final['unusable_o9']}, largest free run {final['largest_free_run']} pages")
+
+
+@main.command("report")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("-o", "--out", "out_dir", default=None, help="Where to write (default RUN_DIR).")
+@_errors
+def report_cmd(run_dir: str, out_dir: str | None) -> None:
+    """Summarise a run directory; write PNG plots and a self-contained report.html."""
+    from .reports import report
+    report(run_dir, out_dir)
+
+
+@main.command("compare")
+@click.argument("workload")
+@machine_opt
+@click.option("--ops", default=20_000, show_default=True)
+@click.option("--seed", default=1, show_default=True)
+@click.option("--policies", default="lazy,eager", show_default=True,
+              help="Comma-separated: lazy, eager, lazy+mirror, eager+mirror.")
+@click.option("-o", "--out", "out_dir", default=None,
+              help="Output directory (default compare-WORKLOAD).")
+@_errors
+def compare_cmd(workload: str, machine: str, ops: int, seed: int, policies: str,
+                out_dir: str | None) -> None:
+    """Run one workload under two (or more) configurations and compare them."""
+    from .reports import compare
+    pols = [p.strip() for p in policies.split(",") if p.strip()]
+    if len(pols) < 2:
+        raise click.BadParameter("give at least two policies", param_hint="--policies")
+    compare(workload, machine, ops, seed, pols, out_dir or f"compare-{workload}")
+
+
+@main.command("ftrace")
+@click.argument("file", type=click.Path(allow_dash=True))
+@machine_opt
+@click.option("-o", "--out", "out_file", required=True, type=click.Path(dir_okay=False),
+              help="The trace to write (atomically).")
+@click.option("--eager", is_flag=True, help="Boot line: eager instead of lazy.")
+@click.option("--strict", is_flag=True, help="Stop at the first malformed event line.")
+@_errors
+def ftrace_cmd(file: str, machine: str, out_file: str, eager: bool, strict: bool) -> None:
+    """Import Linux mm_page_alloc / mm_page_free(_batched) ftrace text as a trace."""
+    from .atomic import atomic_write
+    from .ftrace import import_ftrace
+    from .machine import get_machine
+    m = get_machine(machine)
+    with contextlib.ExitStack() as stack:
+        src = sys.stdin if file == "-" else stack.enter_context(
+            open(file, encoding="utf-8", errors="replace"))
+        with atomic_write(out_file, "w") as out:
+            summary = import_ftrace(src, out, m, lazy=not eager, strict=strict)
+    t = Table(title=f"ftrace import: {file} -> {out_file}")
+    t.add_column("what")
+    t.add_column("count", justify="right")
+    t.add_row("lines read", f"{summary.lines:,}")
+    t.add_row("allocations imported", f"{summary.allocs:,}")
+    t.add_row("frees imported", f"{summary.frees:,}")
+    t.add_row("other lines (headers, stacks, other events)", f"{summary.other_lines:,}")
+    for why, n in sorted(summary.skipped.items()):
+        t.add_row(f"skipped: {why}", f"{n:,}")
+    Console().print(t)
+
+
+@main.command("sweep")
+@click.argument("config", type=click.Path(exists=True, dir_okay=False))
+@click.option("--workers", type=int, default=None, help="Local processes (default: CPUs).")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Run on a Dask cluster (tcp://host:8786) instead; needs physmem[dask].")
+@click.option("-o", "--out", "out_dir", default="sweep", show_default=True)
+@_errors
+def sweep_cmd(config: str, workers: int | None, scheduler: str | None, out_dir: str) -> None:
+    """Run a grid of machines × policies × workloads × seeds in parallel."""
+    from rich.progress import Progress
+
+    from .sweep import load_sweep, run_sweep, write_results
+    specs = load_sweep(Path(config).read_text(), config)
+    with Progress(transient=True) as prog:
+        task = prog.add_task(f"{len(specs)} runs", total=len(specs))
+        rows = run_sweep(specs, workers, scheduler,
+                         progress=lambda n: prog.update(task, completed=n))
+    files = write_results(rows, out_dir)
+    t = Table(title=f"sweep {config}: {len(rows)} runs")
+    for col in ("machine", "policy", "workload", "seed", "ops_per_second", "unusable_o9",
+                "largest_free_run"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(*[str(r[c]) for c in ("machine", "policy", "workload", "seed",
+                                          "ops_per_second", "unusable_o9",
+                                          "largest_free_run")])
+    Console().print(t)
+    click.echo("wrote " + ", ".join(str(f) for f in files))
 
 
 def _size(n: int) -> str:

@@ -24,6 +24,10 @@ from .freebsd.vm_page import Kernel
 from .netbsd.extent import ERRNO_NAMES, Extent, parse_flags
 
 U64 = 1 << 64
+# Operations that may bind a named handle ("-> NAME"), and those that take "$NAME".
+HANDLE_OPS = frozenset(("alloc_pages", "alloc_freelist_pages", "alloc_contig",
+                        "alloc_constrained", "contigmalloc"))
+ADDRESS_OPS = frozenset(("free_pages", "free_contig", "unfree_page"))
 # Lines are written out in chunks of this many results.
 FLUSH_EVERY = 4096
 
@@ -69,6 +73,7 @@ class Replayer:
         self.nops = 0
         self.extents: dict[str, Extent] = {}
         self.tunables: list[str] = []
+        self.handles: dict[str, int | None] = {}
         self.errors = 0
         self._ops: dict[str, Callable[[list[str]], str]] = {
             "arch": self.op_arch,
@@ -115,7 +120,36 @@ class Replayer:
         fn = self._ops.get(tok[0])
         if fn is None:
             raise TraceFormatError(f"unknown operation '{tok[0]}'")
-        return fn(tok)
+        name = None
+        if len(tok) > 2 and tok[-2] == "->":
+            # a named handle: "alloc_pages 0 default 0 -> buf" (docs/trace-format.md)
+            if tok[0] not in HANDLE_OPS:
+                raise TraceFormatError(f"{tok[0]} cannot bind a handle")
+            name = tok[-1]
+            if not name.isidentifier():
+                raise TraceFormatError(f"bad handle name '{name}'")
+            tok = tok[:-2]
+        elif len(tok) > 1 and tok[1].startswith("$"):
+            if tok[0] not in ADDRESS_OPS:
+                raise TraceFormatError(f"{tok[0]} takes no handle")
+            pa = self._resolve(tok[1])
+            if pa is None:
+                return "NULL"     # the handle's allocation failed: nothing to do
+            tok = [tok[0], hex(pa), *tok[2:]]
+        out = fn(tok)
+        if name is not None:
+            self.handles[name] = None if out == "NULL" else int(out, 16)
+        return out
+
+    def _resolve(self, ref: str) -> int | None:
+        """``$NAME`` or ``$NAME+PAGES``: the address a handle was bound to (plus pages)."""
+        name, plus, off = ref[1:].partition("+")
+        if name not in self.handles:
+            raise TraceFormatError(f"unknown handle '{name}'")
+        pa = self.handles[name]
+        if pa is None:
+            return None
+        return pa + (parse_u64(off, "page offset") << 12 if plus else 0)
 
     def run_line(self, line: str) -> str | None:
         """Run one trace line; its output (with newline), or None for a blank line."""
