@@ -3,7 +3,7 @@
 the figures with the command that gives them.
 
     python bench/run.py [GROUP ...]        groups: micro pair boot lazy replay constrained
-                                           (default: all)
+                                           tools (default: all)
 
 Groups (style guide: primitive, targeted, replay):
   pair    primitive: order-0 alloc_pages + free_pages, at the vm_phys level and through the
@@ -406,8 +406,76 @@ def bench_constrained() -> None:
     print()
 
 
+# ---------------------------------------------------------------------------------------
+# tools: ftrace import, workloads, sweeps (issue 8)
+# ---------------------------------------------------------------------------------------
+def synthetic_ftrace(n: int, seed: int = 5) -> list[str]:
+    """``n`` lines shaped like a real trace_pipe capture: page allocations and frees of
+    orders 0-3 with a working set of a few thousand pages, other events and stack lines
+    interleaved."""
+    rng = random.Random(seed)
+    live: list[tuple[int, int]] = []
+    out = []
+    t = 100.0
+    while len(out) < n:
+        t += rng.random() / 1000
+        x = rng.random()
+        pre = f"{'bash':>16}-{2210:<7} [{rng.randrange(8):03d}] .....{t:13.6f}: "
+        if x < 0.05:
+            out.append(pre + "mm_page_alloc_zone_locked: page=00000000f2a1c5d7 "
+                       "pfn=0x12f5c0 order=0 migratetype=1 percpu_refill=1")
+        elif x < 0.08:
+            out.append(" => __alloc_pages+0x1d4/0x350")
+        elif x < 0.55 or not live:
+            o = rng.choice((0, 0, 0, 1, 2, 3))
+            pfn = (rng.randrange(0x10000, 0x30000) >> o) << o
+            live.append((pfn, o))
+            out.append(pre + f"mm_page_alloc: page=000000006b3c09f1 pfn={pfn:#x} order={o} "
+                       f"migratetype={rng.choice((0, 1, 1, 2))} gfp_flags=GFP_KERNEL")
+        else:
+            pfn, o = live.pop(rng.randrange(len(live)))
+            ev = "mm_page_free_batched" if o == 0 and rng.random() < 0.3 else "mm_page_free"
+            out.append(pre + f"{ev}: page=0000000039e4d2a0 pfn={pfn:#x} order={o}")
+    return out
+
+
+def bench_tools() -> None:
+    from physmem.ftrace import FtraceImporter
+    from physmem.sweep import load_sweep, run_sweep
+    from physmem.workloads import WORKLOADS, RunConfig, run_workload
+    print("## tools: ftrace import, workloads, sweeps\n")
+    lines = synthetic_ftrace(400_000)
+    best = None
+    for _ in range(3):
+        imp = FtraceImporter(physmem.get_machine("pc-6g"))
+        t = time.perf_counter()
+        n = sum(1 for _ in imp.convert(lines))
+        dt = time.perf_counter() - t
+        best = dt if best is None else min(best, dt)
+    print(f"ftrace import (parse + convert) of {len(lines):,} synthetic trace_pipe lines "
+          f"({n:,} trace lines out): {best * 1e3:.0f} ms, **{len(lines) / best / 1e3:.0f} k "
+          f"lines/s** (target ≥ 200 k: {'met' if len(lines) / best >= 2e5 else 'not met'}); "
+          "best of 3.\n")
+    print("| workload (firecracker-1g, 20,000 steps) | trace operations | ops/s |")
+    print("|---|---|---|")
+    for w in WORKLOADS:
+        r = run_workload(RunConfig(w, "firecracker-1g", ops=20_000, seed=1))
+        print(f"| {w} | {r.summary['ops']:,} | {r.summary['ops_per_second']:,} |")
+    grid = ('machines = ["firecracker-128m", "firecracker-1g"]\npolicies = ["lazy", "eager"]\n'
+            'workloads = ["churn", "fragment"]\nseeds = [1, 2]\nops = 20000\n')
+    specs = load_sweep(grid)
+    times = {}
+    for workers in (1, 2):
+        t = time.perf_counter()
+        run_sweep(specs, workers=workers)
+        times[workers] = time.perf_counter() - t
+    print(f"\nSweep of {len(specs)} configurations (2 machines × 2 policies × 2 workloads × "
+          f"2 seeds, 20,000 steps each): 1 worker {times[1]:.1f} s, 2 workers "
+          f"{times[2]:.1f} s: **speed-up {times[1] / times[2]:.2f}×** on this 2-core machine.\n")
+
+
 GROUPS = {"micro": bench_micro, "pair": bench_pair, "boot": bench_boot, "lazy": bench_lazy,
-          "replay": bench_replay, "constrained": bench_constrained}
+          "replay": bench_replay, "constrained": bench_constrained, "tools": bench_tools}
 
 
 def main() -> int:
