@@ -115,6 +115,15 @@ def test_ftrace_import_of_old_decimal_perf_script_output():
     assert "alloc_pages 0 direct 2 -> h1" in out.getvalue()   # migratetype 2: reclaimable
 
 
+def test_ftrace_import_of_trace_cmd_report_with_pages_outside_the_machine():
+    out = io.StringIO()
+    s = import_ftrace((DATA / "ftrace" / "trace_cmd_report.txt").open(), out,
+                      get_machine("firecracker-1g"))
+    assert (s.allocs, s.frees, s.outside, s.other_lines) == (2, 2, 2, 2)
+    r = Replayer(check=True)
+    assert r.replay(out.getvalue().splitlines(), io.StringIO()) == 0
+
+
 def test_ftrace_strict_mode_names_the_line():
     text = "x-1 [000] .... 1.0: mm_page_alloc: page=0 pfn=0x10 order=zz migratetype=1\n"
     imp = FtraceImporter(get_machine("firecracker-1g"), strict=True)

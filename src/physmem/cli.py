@@ -413,6 +413,8 @@ def ftrace_cmd(file: str, machine: str, out_file: str, eager: bool, strict: bool
     t.add_row("allocations imported", f"{summary.allocs:,}")
     t.add_row("frees imported", f"{summary.frees:,}")
     t.add_row("other lines (headers, stacks, other events)", f"{summary.other_lines:,}")
+    t.add_row("allocations of pages outside the machine (asked of domain 0)",
+              f"{summary.outside:,}")
     for why, n in sorted(summary.skipped.items()):
         t.add_row(f"skipped: {why}", f"{n:,}")
     Console().print(t)

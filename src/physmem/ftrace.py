@@ -11,7 +11,8 @@ skipped and counted, or fatal with ``strict``.
 
 Each allocation becomes a request on the chosen machine, bound to a named handle
 (docs/trace-format.md): ``alloc_pages DOMAIN POOL ORDER -> hN``.  The domain is that of the
-event's page on the machine (0 if the machine has no such page), the pool DIRECT for
+event's page on the machine (0 if the machine has no such page: counted as "outside the
+machine", the request is made all the same), the pool DIRECT for
 unmovable and reclaimable migratetypes (0, 2) and DEFAULT for the others.  A free refers to
 the handle of the allocation that covers its page (``free_pages $hN+OFFSET ORDER``), so it
 gives back whatever page the model handed out.  Frees of pages whose allocation the trace
@@ -57,6 +58,7 @@ class ImportSummary:
     frees: int = 0
     skipped: Counter = field(default_factory=Counter)
     other_lines: int = 0
+    outside: int = 0       # allocations of pages the machine does not have (domain 0 asked)
 
     @property
     def events(self) -> int:
@@ -102,6 +104,7 @@ class FtraceImporter:
         for s, e, d in self._segs:
             if s <= pa < e:
                 return d
+        self.summary.outside += 1
         return 0
 
     def _skip(self, why: str) -> None:
