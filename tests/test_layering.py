@@ -20,6 +20,11 @@ LAYERS = {
     "physmem.freebsd.vm_page": 6,
     "physmem.netbsd.extent": 4, "physmem.netbsd.mirror": 5, "physmem.netbsd.pglist": 5,
     "physmem.dragonfly.alist": 4, "physmem.dragonfly.dma_reserve": 5,
+    # DragonFly's page layer sits above the free-page allocators (the buddy source).
+    "physmem.dragonfly.locks": 1, "physmem.dragonfly.vm_object": 1,
+    "physmem.dragonfly.vm_page_array": 3.5, "physmem.dragonfly.vm_pageout": 6.5,
+    "physmem.dragonfly.invariants": 6.55, "physmem.dragonfly.vm_page": 6.6,
+    "physmem.trace_dfly": 6.8, "physmem.dfly_workloads": 8,
     "physmem.trace": 7, "physmem.snapshot": 7,
     "physmem.workloads": 8, "physmem.demo": 8, "physmem.bootcost": 8, "physmem.ftrace": 8,
     "physmem.reports": 8.5, "physmem.sweep": 8.7,

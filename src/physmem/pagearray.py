@@ -67,6 +67,16 @@ _MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000 if sys.platform.startswit
 SMALL_RUN = 16
 
 
+def zeros(n: int, dtype) -> np.ndarray:
+    """A zero-filled array whose untouched pages cost no memory: large ones are private
+    anonymous mappings reserved without commitment (``MAP_NORESERVE``)."""
+    nbytes = n * np.dtype(dtype).itemsize
+    if nbytes < 1 << 26:
+        return np.zeros(n, dtype=dtype)
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE
+    return np.frombuffer(mmap.mmap(-1, nbytes, flags=flags), dtype=dtype)
+
+
 def make_word(segind: int, pool: int) -> int:
     """The word vm_page_init_page() leaves: initialised, free, in ``pool`` and ``segind``."""
     return (segind << SEGIND_SHIFT) | PG_INIT | pool
@@ -87,14 +97,8 @@ class PageArray:
         self.npages = npages
         # The pfn ranges that hold pages (the segments); whole-array work visits only these.
         self.spans = spans if spans is not None else [(base_pfn, base_pfn + npages)]
-        nbytes = npages * 2
-        if nbytes >= 1 << 26:
-            flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE
-            self._map: mmap.mmap | None = mmap.mmap(-1, nbytes, flags=flags)
-            self.words = np.frombuffer(self._map, dtype=np.uint16)
-        else:
-            self._map = None
-            self.words = np.zeros(npages, dtype=np.uint16)
+        self.words = zeros(npages, np.uint16)
+        self._map = None
         self.mv = memoryview(self.words)
         self.lone: dict[int, int] = {}
         self.ninit = 0  # vm_page_init_page() calls, for boot-cost accounting

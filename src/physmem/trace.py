@@ -22,12 +22,13 @@ from typing import TextIO
 from .errors import PhysmemError, StateError, TraceFormatError
 from .freebsd.vm_page import Kernel
 from .netbsd.extent import ERRNO_NAMES, Extent, parse_flags
+from .trace_dfly import DFLY_HANDLE_OPS, DFLY_PAGE_OPS, DflyOps
 
 U64 = 1 << 64
 # Operations that may bind a named handle ("-> NAME"), and those that take "$NAME".
 HANDLE_OPS = frozenset(("alloc_pages", "alloc_freelist_pages", "alloc_contig",
-                        "alloc_constrained", "contigmalloc"))
-ADDRESS_OPS = frozenset(("free_pages", "free_contig", "unfree_page"))
+                        "alloc_constrained", "contigmalloc")) | DFLY_HANDLE_OPS
+ADDRESS_OPS = frozenset(("free_pages", "free_contig", "unfree_page")) | DFLY_PAGE_OPS
 # Lines are written out in chunks of this many results.
 FLUSH_EVERY = 4096
 
@@ -75,6 +76,7 @@ class Replayer:
         self.tunables: list[str] = []
         self.handles: dict[str, int | None] = {}
         self.errors = 0
+        self.dfly = DflyOps(parse_u64)
         self._ops: dict[str, Callable[[list[str]], str]] = {
             "arch": self.op_arch,
             "seg": self.op_seg,
@@ -104,6 +106,7 @@ class Replayer:
             "extent_free": self.op_extent_free,
             "extent_print": self.op_extent_print,
             "extent_destroy": self.op_extent_destroy,
+            **self.dfly.ops(),
         }
 
     # -- driving --------------------------------------------------------------------------
@@ -163,6 +166,8 @@ class Replayer:
             return f"error: {e}\n"
         if self.check and self.kernel is not None and self.kernel.booted:
             self.kernel.check()
+        if self.check and self.dfly.vm is not None:
+            self.dfly.vm.check()
         return out if out.endswith("\n") else out + "\n"
 
     def replay(self, lines: Iterable[str], out: TextIO) -> int:

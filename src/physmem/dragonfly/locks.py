@@ -1,0 +1,100 @@
+"""Spinlocks for the DragonFly page layer, and a lock-order checker in the spirit of WITNESS.
+
+DragonFly's rule: a page's spinlock is taken before a queue's spinlock; paths that find a
+page on a queue (holding the queue's lock) may only *try* a page lock.  The object token
+comes before both.  :class:`Spin` is a ``threading.Lock`` with a class name; when the
+checker is on (:func:`Witness.enable`), every acquisition is recorded per thread and one
+that breaks the order raises :class:`LockOrderError` before it blocks.
+
+Page spinlocks are striped: 1024 locks shared by pages whose index is equal modulo 1024
+(a real per-page lock would cost one Python object per page).
+"""
+
+from __future__ import annotations
+
+import threading
+
+from ..errors import InvariantError
+
+# Lock classes in the order they may be acquired (lower rank first).
+RANKS = {"object": 0, "page": 1, "queue": 2, "vmstats": 3}
+PAGE_STRIPES = 1024
+
+
+class LockOrderError(InvariantError):
+    """A lock taken against DragonFly's order (WITNESS would panic)."""
+
+
+class Witness:
+    """Per-thread record of held lock classes; checks the order when enabled."""
+
+    def __init__(self) -> None:
+        self.enabled = False
+        self._tls = threading.local()
+        self.checked = 0
+
+    def enable(self, on: bool = True) -> None:
+        self.enabled = on
+
+    def held(self) -> list[str]:
+        h = getattr(self._tls, "held", None)
+        if h is None:
+            h = self._tls.held = []
+        return h
+
+    def before(self, cls: str, trying: bool) -> None:
+        if not self.enabled:
+            return
+        self.checked += 1
+        h = self.held()
+        if not trying and h:
+            top = max(RANKS[c] for c in h)
+            if RANKS[cls] < top or (RANKS[cls] == top and cls != "page"):
+                raise LockOrderError(f"lock order reversal: {cls} spinlock taken while "
+                                     f"holding {h} (page before queue)")
+
+    def after(self, cls: str) -> None:
+        if self.enabled:
+            self.held().append(cls)
+
+    def release(self, cls: str) -> None:
+        if self.enabled:
+            h = self.held()
+            if cls in h:
+                h.reverse()
+                h.remove(cls)
+                h.reverse()
+
+
+class Spin:
+    """A spinlock of class ``cls`` (``page``, ``queue``, ``object``)."""
+
+    __slots__ = ("_lock", "cls", "witness")
+
+    def __init__(self, cls: str, witness: Witness) -> None:
+        self._lock = threading.Lock()
+        self.cls = cls
+        self.witness = witness
+
+    def acquire(self) -> None:
+        self.witness.before(self.cls, False)
+        self._lock.acquire()
+        self.witness.after(self.cls)
+
+    def try_acquire(self) -> bool:
+        self.witness.before(self.cls, True)
+        ok = self._lock.acquire(blocking=False)
+        if ok:
+            self.witness.after(self.cls)
+        return ok
+
+    def release(self) -> None:
+        self.witness.release(self.cls)
+        self._lock.release()
+
+    def __enter__(self) -> Spin:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -1,0 +1,1232 @@
+"""DragonFly BSD's physical page layer (sys/vm/vm_page.c, seed 004): struct vm_page, page
+queues × colours, allocation classes, freeing, busy/wire/hold, state transitions, objects,
+lookup and the page hash, valid/dirty bits, fictitious pages, per-CPU vmstats, the DMA
+reserve, and the DDB views.  Memory pressure (thresholds, vm_wait, the pageout daemon,
+madvise) is in :mod:`physmem.dragonfly.vm_pageout`, mixed into :class:`DragonflyVm`.
+
+Pages are named by physical address at the API and by page-array index inside.  Every
+operation that the kernel would panic on raises :class:`PageStateError` (a
+:class:`~physmem.errors.StateError`) *before* changing anything.
+
+The free-page source is pluggable (``source=``):
+
+* ``"dragonfly"`` (default): DragonFly's own coloured PQ_FREE queues, built at boot from
+  phys_avail in ascending order, each page at the head of ``PQ_FREE + colour``;
+* ``"buddy"``: FreeBSD's vm_phys (an eagerly booted :class:`~physmem.freebsd.vm_page.Kernel`)
+  hands out and takes back order-0 pages; PQ_FREE stays empty and ``v_free_count`` follows
+  the buddy allocator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..bits import PAGE_SHIFT
+from ..errors import AddressError, ArgumentError, PhysmemError, StateError
+from ..machine import Machine, get_machine
+from .alist import ALIST_BLOCK_NONE, Alist
+from .locks import PAGE_STRIPES, Spin, Witness
+from .vm_object import OBJ_TYPES, OBJT_DEFAULT, PageHash, VmObject
+from .vm_page_array import (
+    ACT_INIT,
+    COUNTER,
+    COUNTS,
+    DEV_BSIZE,
+    PBUSY_LOCKED,
+    PBUSY_MASK,
+    PBUSY_WANTED,
+    PG_FICTITIOUS,
+    PG_MAPPED,
+    PG_MAPPEDMULTI,
+    PG_NEED_COMMIT,
+    PG_NOSYNC,
+    PG_REFERENCED,
+    PG_UNQUEUED,
+    PG_WINATCFLS,
+    PG_WRITEABLE,
+    PQ_ACTIVE,
+    PQ_CACHE,
+    PQ_COUNT,
+    PQ_FREE,
+    PQ_HOLD,
+    PQ_INACTIVE,
+    PQ_L2_MASK,
+    PQ_L2_SIZE,
+    PQ_NONE,
+    VM_PAGE_BITS_ALL,
+    CpuStats,
+    PageArray,
+    Queues,
+    VmStats,
+    queue_base,
+)
+from .vm_pageout import PageoutMixin, Proc
+
+VM_ALLOC_NORMAL = 0x1
+VM_ALLOC_SYSTEM = 0x2
+VM_ALLOC_INTERRUPT = 0x4
+VM_ALLOC_ZERO = 0x8
+VM_ALLOC_QUICK = 0x10
+VM_ALLOC_FORCE_ZERO = 0x20
+VM_ALLOC_NULL_OK = 0x40
+VM_ALLOC_RETRY = 0x80
+VM_ALLOC_USE_GD = 0x100
+VM_ALLOC_CPU_SPEC = 0x200
+ALLOC_CLASSES = VM_ALLOC_NORMAL | VM_ALLOC_QUICK | VM_ALLOC_SYSTEM | VM_ALLOC_INTERRUPT
+REQ_NAMES = {"NORMAL": VM_ALLOC_NORMAL, "SYSTEM": VM_ALLOC_SYSTEM,
+             "INTERRUPT": VM_ALLOC_INTERRUPT, "ZERO": VM_ALLOC_ZERO, "QUICK": VM_ALLOC_QUICK,
+             "FORCE_ZERO": VM_ALLOC_FORCE_ZERO, "NULL_OK": VM_ALLOC_NULL_OK,
+             "RETRY": VM_ALLOC_RETRY, "USE_GD": VM_ALLOC_USE_GD}
+LOW_PHYS_RESERVED = 65536                  # pages (256 MiB)
+DEFAULT_DMA_RESERVED = 128 << 20
+RETRY_LIMIT = 1000        # waits before VM_ALLOC_RETRY gives up (the kernel never does)
+
+
+def VM_ALLOC_CPU(n: int) -> int:
+    return (n << 16) | VM_ALLOC_CPU_SPEC
+
+
+def parse_req(text: str) -> int:
+    """``NORMAL|ZERO``, ``CPU(3)|QUICK`` or a number."""
+    req = 0
+    for part in text.split("|"):
+        part = part.strip().upper().removeprefix("VM_ALLOC_")
+        if part in REQ_NAMES:
+            req |= REQ_NAMES[part]
+        elif part.startswith("CPU(") and part.endswith(")") and part[4:-1].isdigit():
+            req |= VM_ALLOC_CPU(int(part[4:-1]))
+        else:
+            try:
+                req |= int(part, 0)
+            except ValueError:
+                raise ArgumentError(f"unknown allocation flag {part!r}") from None
+    return req
+
+
+class PageStateError(StateError):
+    """What DragonFly would panic on: freeing a busy, wired or held page, unbusying a page
+    that is not busy, wiring a free page, dirtying a free or cached page, ..."""
+
+
+@dataclass(frozen=True)
+class CpuTopology:
+    """Sockets × cores × threads; socket s owns NUMA domain s (mod the domains)."""
+
+    sockets: int = 1
+    cores: int = 2
+    threads: int = 1
+
+    @property
+    def ncpus(self) -> int:
+        return self.sockets * self.cores * self.threads
+
+    def ids(self, cpu: int) -> tuple[int, int, int]:
+        """(physical id, core id, hyperthread id) of a CPU."""
+        per_socket = self.cores * self.threads
+        return cpu // per_socket, (cpu % per_socket) // self.threads, cpu % self.threads
+
+
+@dataclass
+class FakePage:
+    """A fictitious page (vm_page_initfake): device memory outside the page array."""
+
+    paddr: int
+    memattr: int = 0
+    flags: int = PG_FICTITIOUS | PG_UNQUEUED
+    busy_count: int = PBUSY_LOCKED
+    wire_count: int = 1
+
+
+class DragonflyVm(PageoutMixin):
+    """DragonFly's page layer over one machine's memory (see the module docstring)."""
+
+    def __init__(self, machine: str | Machine = "firecracker-1g", source: str = "dragonfly",
+                 cpus: CpuTopology | None = None, dma_reserved: int | None = None,
+                 witness: bool = False, hash_vnode_only: bool = False) -> None:
+        m = get_machine(machine) if isinstance(machine, str) else machine
+        if source not in ("dragonfly", "buddy"):
+            raise ArgumentError(f"unknown free-page source {source!r} (dragonfly, buddy)")
+        self.machine = m
+        self.source = source
+        self.topology = cpus or CpuTopology(sockets=m.ndomains())
+        self.ncpus = self.topology.ncpus
+        self.witness = Witness()
+        self.witness.enable(witness)
+        avail = m.phys_avail()
+        first = min(s for s, _ in avail) >> PAGE_SHIFT
+        last = max(e for _, e in avail) >> PAGE_SHIFT
+        self.first_pfn = first
+        self.pages = PageArray(first, last - first)
+        self.queues = Queues(self.pages)
+        self.vmstats = VmStats()
+        self.cpu = [CpuStats() for _ in range(self.ncpus)]
+        self._tls = threading.local()
+        self.objects: dict[int, VmObject] = {}
+        self._next_obj = 1
+        self.fake: dict[int, FakePage] = {}
+        self.md_refs: dict[int, int] = {}           # pmap reference counts
+        self.md_mod: set[int] = set()              # pmap modified pages
+        self.page_spin = [Spin("page", self.witness) for _ in range(PAGE_STRIPES)]
+        self.queue_spin = [Spin("queue", self.witness) for _ in range(PQ_COUNT)]
+        self.atomic = threading.Lock()             # stands for the CPU's atomic ops
+        self.sleep = threading.Condition(threading.Lock())
+        self.set_assoc_mask = 15
+        self.hash: PageHash | None = None
+        self.hash_vnode_only = hash_vnode_only
+        self.ticks = 0
+        self.deficit = 0                           # vm_pageout_deficit
+        self.dnweight = 0
+        self.zeroed_pages = 0
+        self.kernel = None
+        self.dma_alist: Alist | None = None
+        self.low_phys_reserved = 0
+        self.dma_reserved = 0
+        self.dma_out: dict[int, int] = {}          # pfn -> pages handed out by alloc_contig
+        self.messages: list[str] = []
+        self._init_pageout()
+        self.avail_ranges = avail
+        self._startup(avail, dma_reserved)
+
+    # ======================================================================================
+    # Boot: vm_page_startup, vm_numa_organize, vm_page_startup_finish
+    # ======================================================================================
+    def _startup(self, avail: list[tuple[int, int]], dma_reserved: int | None) -> None:
+        p = self.pages
+        idx = np.concatenate([np.arange(s >> PAGE_SHIFT, e >> PAGE_SHIFT, dtype=np.int64)
+                              for s, e in avail]) - self.first_pfn
+        pfn = idx + self.first_pfn
+        pc = (pfn ^ (pfn // PQ_L2_SIZE) ^ (pfn // (PQ_L2_SIZE * PQ_L2_SIZE))) & PQ_L2_MASK
+        p.arrays["pc"][idx] = pc
+        self.vmstats.v_page_count = len(idx)
+        total = len(idx)
+        if self.source == "buddy":
+            from ..freebsd.vm_page import Kernel
+            k = Kernel.from_machine(self.machine)
+            k.boot(lazy=False)
+            self.kernel = k
+            self.vmstats.v_free_count = sum(k.free_counts)
+            self.dma_reserved = 0
+        else:
+            self.low_phys_reserved = min(LOW_PHYS_RESERVED, total // 4)
+            low = pfn < self.low_phys_reserved
+            reserve = idx[low]
+            free = idx[~low]
+            # vm_add_new_page: ascending order, each at the HEAD of PQ_FREE + pc, so a
+            # queue reads from the highest address down.
+            q_of = np.zeros(len(p.arrays["queue"]), dtype=np.int64)
+            q_of[free] = PQ_FREE + pc[~low]
+            self.queues.build_from(q_of, free[::-1])
+            self.vmstats.v_free_count = len(free)
+            if self.topology.sockets > 1:
+                self._numa_organize()
+            # The DMA reserve: never queued, wired, fictitious, in the alist.
+            self.dma_alist = Alist(LOW_PHYS_RESERVED)
+            if len(reserve):
+                p.arrays["flags"][reserve] = PG_FICTITIOUS | PG_UNQUEUED
+                p.arrays["wire_count"][reserve] = 1
+                for s, e in _runs(reserve + self.first_pfn):
+                    self.dma_alist.free(s, e - s)
+                self.vmstats.v_wire_count += len(reserve)
+                self.vmstats.v_dma_pages = len(reserve)
+            want = DEFAULT_DMA_RESERVED if dma_reserved is None else dma_reserved
+            self.dma_reserved = min(want, (total << PAGE_SHIFT) // 16)
+        for c in self.cpu:
+            c.vmstats = self.vmstats.copy()
+        self._startup_finish()
+
+    def _numa_organize(self) -> None:
+        """vm_numa_organize: give each socket's memory its share of the colours, then
+        vm_numa_organize_finalize: refill colours under 90 % of the average."""
+        p, q = self.pages, self.queues
+        sockets = self.topology.sockets
+        share = PQ_L2_SIZE // sockets
+        for s, e, dom in self.machine.segments():
+            lo = max(s >> PAGE_SHIFT, self.first_pfn) - self.first_pfn
+            hi = min(e >> PAGE_SHIFT, self.first_pfn + p.npages) - self.first_pfn
+            for i in range(lo, hi):
+                if p.queue[i] != PQ_NONE and queue_base(p.queue[i]) == PQ_FREE:
+                    pc = (p.pc[i] % share) + (dom % sockets) * share
+                    q.remove(p.queue[i], i)
+                    p.pc[i] = pc
+                    q.insert(PQ_FREE + pc, i, True)
+        used = [c for c in range(PQ_L2_SIZE) if q.lcnt[PQ_FREE + c]]
+        if not used:
+            return
+        avg = sum(q.lcnt[PQ_FREE + c] for c in used) // len(used)
+        donors = [c for c in used if q.lcnt[PQ_FREE + c] >= avg]
+        d = 0
+        for c in range(PQ_L2_SIZE):
+            while q.lcnt[PQ_FREE + c] < avg * 9 // 10 and donors:
+                src = donors[d % len(donors)]
+                d += 1
+                if q.lcnt[PQ_FREE + src] <= avg:
+                    donors.remove(src)
+                    continue
+                i = q.first(PQ_FREE + src)
+                assert i is not None
+                q.remove(PQ_FREE + src, i)
+                p.pc[i] = c
+                q.insert(PQ_FREE + c, i, True)
+
+    def _startup_finish(self) -> None:
+        """vm_page_startup_finish: return the DMA reserve's excess, size the page hash,
+        set the colour search width; the pagedaemon's thresholds (vm_pageout start)."""
+        if self.dma_alist is not None:
+            reserved = self.dma_reserved >> PAGE_SHIFT
+            while True:
+                bfree, start, count = self.dma_alist.free_info()
+                if bfree <= reserved or count == 0:
+                    break
+                n = 1 << (min(count, bfree - reserved).bit_length() - 1)
+                start = start + count - n
+                blk = self.dma_alist.alloc(start, n)
+                if blk != start:
+                    if blk != ALIST_BLOCK_NONE:
+                        self.dma_alist.free(blk, n)
+                    self.messages.append("vm_page_startup_finish: Unable to return dma "
+                                         f"space @{start << PAGE_SHIFT:#x}")
+                    break
+                self.vmstats.v_dma_pages -= n
+                self.low_phys_reserved = start
+                for pfn in range(start, start + n):
+                    m = pfn - self.first_pfn
+                    self.pages.flags[m] &= ~(PG_FICTITIOUS | PG_UNQUEUED)
+                    self._busy_acquire(m)
+                    self._unwire(m, False)
+                    self.vm_page_free(m)
+            self.messages.append(f"DMA space used: {self.vmstats.v_dma_pages * 4}k, "
+                                 f"remaining available: {self.dma_alist.bfree * 4}k")
+            self.vmstats_rollup()
+        self.hash = PageHash(self.pages.npages)
+        ncpus_fit = 1 << (self.ncpus - 1).bit_length()
+        self.set_assoc_mask = max(15, PQ_L2_SIZE // ncpus_fit - 1)
+        self._derive_thresholds()
+
+    # ======================================================================================
+    # Addresses, CPUs, per-CPU statistics
+    # ======================================================================================
+    def page(self, pa: int) -> int:
+        """PHYS_TO_VM_PAGE: the page-array index of ``pa`` (an AddressError otherwise)."""
+        if not isinstance(pa, int) or pa < 0 or pa & ((1 << PAGE_SHIFT) - 1):
+            raise AddressError(f"address {pa!r} is not a page address")
+        m = (pa >> PAGE_SHIFT) - self.first_pfn
+        if not 0 <= m < self.pages.npages:
+            raise AddressError(f"address {pa:#x} is outside the page array")
+        return m
+
+    def pa(self, m: int) -> int:
+        return (m + self.first_pfn) << PAGE_SHIFT
+
+    def curcpu(self) -> int:
+        return getattr(self._tls, "cpu", 0)
+
+    @contextlib.contextmanager
+    def on_cpu(self, cpu: int) -> Iterator[None]:
+        """Run the block as CPU ``cpu`` (its per-CPU vmstats and colours)."""
+        if not isinstance(cpu, int) or not 0 <= cpu < self.ncpus:
+            raise ArgumentError(f"cpu {cpu!r} out of range 0..{self.ncpus - 1}")
+        old = self.curcpu()
+        self._tls.cpu = cpu
+        try:
+            yield
+        finally:
+            self._tls.cpu = old
+
+    def _count(self, counter: str, delta: int) -> None:
+        """Adjust a count: this CPU's local view and pending delta (vmstats are folded in
+        by vmstats_rollup, or at once when a large negative delta builds up)."""
+        c = self.cpu[self.curcpu()]
+        setattr(c.vmstats, counter, getattr(c.vmstats, counter) + delta)
+        c.adj[counter] += delta
+        if c.adj[counter] < -1024 and self.start(-1024 * self.ncpus):
+            setattr(self.vmstats, counter, getattr(self.vmstats, counter) + c.adj[counter])
+            c.adj[counter] = 0
+
+    def vmstats_rollup(self) -> None:
+        """Fold every CPU's pending deltas into the global vmstats, refresh the copies."""
+        g = self.vmstats
+        for c in self.cpu:
+            for k, v in c.adj.items():
+                if v:
+                    setattr(g, k, getattr(g, k) + v)
+                    c.adj[k] = 0
+        for c in self.cpu:
+            c.vmstats = g.copy()
+
+    def local(self) -> VmStats:
+        """This CPU's view of vmstats (gd_vmstats)."""
+        return self.cpu[self.curcpu()].vmstats
+
+    # ======================================================================================
+    # Queues
+    # ======================================================================================
+    def _add_queue(self, m: int, q: int, athead: bool) -> None:
+        """_vm_page_add_queue_spinlocked: FREE queues always at the head."""
+        p = self.pages
+        base = queue_base(q)
+        assert p.queue[m] == PQ_NONE and not p.flags[m] & (PG_FICTITIOUS | PG_UNQUEUED)
+        with self.queue_spin[q]:
+            self.queues.insert(q, m, athead or base == PQ_FREE)
+            if not athead and base != PQ_FREE:
+                self.queues.adds[q] += 1
+        self._count(COUNTER[base], 1)
+
+    def _rem_queue(self, m: int) -> int:
+        """Dequeue the page; returns its old base (PQ_NONE if it was on none)."""
+        q = self.pages.queue[m]
+        if q == PQ_NONE:
+            return PQ_NONE
+        base = queue_base(q)
+        with self.queue_spin[q]:
+            self.queues.remove(q, m)
+        self._count(COUNTER[base], -1)
+        return base
+
+    def _list_first_trylock(self, q: int) -> int | None:
+        """The first page of queue ``q`` whose page spinlock can be taken (released again:
+        the model's queue moves are atomic under the queue lock)."""
+        if not self.queues.lcnt[q]:
+            return None
+        with self.queue_spin[q]:
+            for m in self.queues.iter(q):
+                spin = self.page_spin[m & (PAGE_STRIPES - 1)]
+                if spin.try_acquire():
+                    spin.release()
+                    return m
+        return None
+
+    def _list_find(self, base: int, idx: int) -> int | None:
+        """_vm_page_list_find: the exact colour, then the widening search."""
+        if not self.queues.total[base]:
+            return None
+        m = self._list_first_trylock(base + idx)
+        if m is not None:
+            self.queues.lastq[base + idx] = -1
+            return m
+        return self._find_wide(base, idx)
+
+    def _find_wide(self, base: int, idx: int) -> int | None:
+        last = self.queues.lastq
+        ne = self.queues.nonempty
+        if last[base + idx] >= 0:
+            idx = last[base + idx]
+        mask = self.set_assoc_mask >> 1
+        count = 0
+        s0 = s1 = -1
+        start = idx
+        while True:
+            mask = mask * 2 + 1
+            q, rng = idx, mask + 1
+            while rng > 0:
+                if s0 <= q < s1:
+                    rng -= s1 - q
+                    q = (q & ~mask) | (s1 & mask)
+                if rng > 0:
+                    if not ne[base + q]:
+                        # Jump over empty colours as the probe loop would step over
+                        # them: not past the block's end, the searched range or rng.
+                        lim = min((q | mask) + 1, q + rng)
+                        if s0 > q:
+                            lim = min(lim, s0)
+                        j = ne.find(1, base + q, base + lim)
+                        d = (j - base if j >= 0 else lim) - q
+                        rng -= d
+                        count += d
+                        q = (q & ~mask) | ((q + d) & mask)
+                        continue
+                    m = self._list_first_trylock(base + q)
+                    if m is not None:
+                        if count >= 8:
+                            last[base + start] = q
+                        return m
+                rng -= 1
+                count += 1
+                q = (q & ~mask) | ((q + 1) & mask)
+            s0, s1 = q & ~mask, (q | mask) + 1
+            if mask >= PQ_L2_MASK:
+                return None
+
+    # ======================================================================================
+    # Busy, wire, hold
+    # ======================================================================================
+    def busy_try(self, m: int, also_m_busy: bool) -> bool:
+        """vm_page_busy_try: True if it FAILED (hard-busied or, ``also``, soft-busied)."""
+        with self.atomic:
+            b = self.pages.busy_count[m]
+            if b & PBUSY_LOCKED or (also_m_busy and b & PBUSY_MASK):
+                return True
+            self.pages.busy_count[m] = b | PBUSY_LOCKED
+            return False
+
+    def _busy_acquire(self, m: int) -> None:
+        if self.busy_try(m, True):
+            raise PageStateError(f"page {self.pa(m):#x} is busy")
+
+    def busy_wait(self, m: int, also_m_busy: bool, timeout: float = 5.0) -> None:
+        """vm_page_busy_wait: hard-busy the page, sleeping while it is busy."""
+        with self.sleep:
+            while self.busy_try(m, also_m_busy):
+                with self.atomic:
+                    self.pages.busy_count[m] |= PBUSY_WANTED
+                    self.pages.flags[m] |= PG_REFERENCED
+                if not self.sleep.wait(timeout):
+                    raise PageStateError(f"page {self.pa(m):#x} stayed busy (deadlock?)")
+
+    def vm_page_wakeup(self, m: int) -> None:
+        """Release a hard busy; wake sleepers if one wanted the page."""
+        with self.atomic:
+            b = self.pages.busy_count[m]
+            if not b & PBUSY_LOCKED:
+                raise PageStateError(f"vm_page_wakeup: page {self.pa(m):#x} is not busied")
+            self.pages.busy_count[m] = b & ~(PBUSY_LOCKED | PBUSY_WANTED)
+        if b & PBUSY_WANTED:
+            with self.sleep:
+                self.sleep.notify_all()
+
+    def sbusy_try(self, m: int) -> bool:
+        """vm_page_sbusy_try: soft-busy unless hard-busied; True if it FAILED."""
+        with self.atomic:
+            b = self.pages.busy_count[m]
+            if b & PBUSY_LOCKED:
+                return True
+            self.pages.busy_count[m] = b + 1
+            return False
+
+    def sbusy_drop(self, m: int) -> None:
+        with self.atomic:
+            b = self.pages.busy_count[m]
+            if not b & PBUSY_MASK:
+                raise PageStateError(f"vm_page_sbusy_drop: page {self.pa(m):#x} is not "
+                                     "soft-busied")
+            b -= 1
+            if b == PBUSY_WANTED:
+                b = 0
+            self.pages.busy_count[m] = b
+        with self.sleep:
+            self.sleep.notify_all()
+
+    def io_start(self, m: int) -> None:
+        self._need_hard_busy(m, "vm_page_io_start")
+        with self.atomic:
+            self.pages.busy_count[m] += 1
+
+    def io_finish(self, m: int) -> None:
+        with self.atomic:
+            if not self.pages.busy_count[m] & PBUSY_MASK:
+                raise PageStateError("vm_page_io_finish: no I/O in progress")
+            self.pages.busy_count[m] -= 1
+
+    def _need_hard_busy(self, m: int, fn: str) -> None:
+        if not self.pages.busy_count[m] & PBUSY_LOCKED:
+            raise PageStateError(f"{fn}: page {self.pa(m):#x} is not hard-busied")
+
+    def vm_page_wire(self, m: int) -> None:
+        """Wire a (hard-busied) page; 0->1 counts in v_wire_count.  It stays queued."""
+        p = self.pages
+        if p.flags[m] & PG_FICTITIOUS:
+            return
+        self._need_hard_busy(m, "vm_page_wire")
+        if queue_base(p.queue[m]) == PQ_FREE:
+            raise PageStateError(f"vm_page_wire: page {self.pa(m):#x} is free")
+        p.wire_count[m] += 1
+        if p.wire_count[m] == 1:
+            self._count("v_wire_count", 1)
+
+    def vm_page_unwire(self, m: int, activate: bool) -> None:
+        """Unwire; on 1->0 the page goes to the active (``activate``, or NEED_COMMIT) or
+        the inactive queue's tail.  Never to cache."""
+        if self.pages.flags[m] & PG_FICTITIOUS:
+            return
+        if self.pages.wire_count[m] <= 0:
+            raise PageStateError(f"vm_page_unwire: page {self.pa(m):#x} is not wired")
+        self._need_hard_busy(m, "vm_page_unwire")
+        self._unwire(m, activate)
+
+    def _unwire(self, m: int, activate: bool) -> None:
+        p = self.pages
+        p.wire_count[m] -= 1
+        if p.wire_count[m] == 0:
+            self._count("v_wire_count", -1)
+            if p.flags[m] & PG_UNQUEUED:
+                return
+            if activate or p.flags[m] & PG_NEED_COMMIT:
+                self.vm_page_activate(m)
+            else:
+                self.vm_page_deactivate(m)
+
+    def vm_page_hold(self, m: int) -> None:
+        if queue_base(self.pages.queue[m]) == PQ_FREE:
+            raise PageStateError(f"vm_page_hold: page {self.pa(m):#x} is free")
+        with self.atomic:
+            self.pages.hold_count[m] += 1
+
+    def vm_page_unhold(self, m: int) -> None:
+        """Drop a hold; the last one moves a page parked on PQ_HOLD to PQ_FREE."""
+        p = self.pages
+        if p.hold_count[m] <= 0:
+            raise PageStateError(f"vm_page_unhold: page {self.pa(m):#x} is not held")
+        if queue_base(p.queue[m]) == PQ_FREE:
+            raise PageStateError(f"vm_page_unhold: page {self.pa(m):#x} is free")
+        with self.atomic:
+            p.hold_count[m] -= 1
+            last = p.hold_count[m] == 0
+        if last and queue_base(p.queue[m]) == PQ_HOLD:
+            self._rem_queue(m)
+            self._give_free(m)
+
+    # ======================================================================================
+    # Allocation
+    # ======================================================================================
+    def vm_get_pg_color(self, cpu: int, obj: VmObject | None, pindex: int) -> int:
+        k = pindex + (obj.pg_color if obj is not None else 0)
+        t = self.topology
+        if t.sockets * t.cores * t.threads > 1:
+            phys = PQ_L2_SIZE // t.sockets
+            grp = phys // t.cores
+            cs = grp // t.threads
+            phys_id, core_id, ht_id = t.ids(cpu)
+            c = phys_id * phys + core_id * grp + ht_id * cs + k % cs
+        else:
+            cs = PQ_L2_SIZE // self.ncpus
+            c = cpu * cs + k % cs
+        return c & PQ_L2_MASK
+
+    def _select_free(self, color: int) -> int | None:
+        """vm_page_select_free: a free page, hard-busied."""
+        while True:
+            if self.source == "buddy":
+                return self._buddy_take(color)
+            m = self._list_find(PQ_FREE, color)
+            if m is None:
+                return None
+            self._rem_queue(m)
+            if self.busy_try(m, True):
+                self._add_queue(m, PQ_INACTIVE + self.pages.pc[m], False)
+                continue
+            p = self.pages
+            assert not p.flags[m] & (PG_UNQUEUED | PG_NEED_COMMIT)
+            assert p.hold_count[m] == 0 and p.wire_count[m] == 0
+            return m
+
+    def _select_cache(self, color: int) -> int | None:
+        """vm_page_select_cache: a reusable cache page, hard-busied (others deactivated)."""
+        p = self.pages
+        while True:
+            m = self._list_find(PQ_CACHE, color)
+            if m is None:
+                return None
+            self._rem_queue(m)
+            if self.busy_try(m, True):
+                self._add_queue(m, PQ_INACTIVE + p.pc[m], False)
+                continue
+            if (p.flags[m] & (PG_NEED_COMMIT | PG_MAPPED) or p.hold_count[m] or
+                    p.wire_count[m] or p.dirty[m] & p.valid[m]):
+                self._add_queue(m, PQ_INACTIVE + p.pc[m], False)
+                self.vm_page_wakeup(m)
+                continue
+            return m
+
+    def _recycle(self, m: int) -> None:
+        """A busied cache page on its way back to PQ_FREE."""
+        p = self.pages
+        p.flags[m] &= ~(PG_MAPPED | PG_WRITEABLE)
+        self.vm_page_free(m)
+
+    def vm_page_alloc(self, obj: VmObject | None, pindex: int, req: int) -> int | None:
+        """Allocate a page for (obj, pindex); returns it hard-busied and unqueued, or None
+        when the class's floor is reached (the pagedaemon is kicked)."""
+        if not req & ALLOC_CLASSES:
+            raise ArgumentError("vm_page_alloc: one of NORMAL, QUICK, SYSTEM, INTERRUPT "
+                                "is required")
+        if not isinstance(pindex, int) or pindex < 0:
+            raise ArgumentError(f"pindex {pindex!r} must be a non-negative integer")
+        if obj is not None and obj.id not in self.objects:
+            raise ArgumentError("vm_page_alloc: unknown object")
+        if obj is not None and pindex in obj.memq:
+            if req & VM_ALLOC_NULL_OK:
+                return None
+            raise PageStateError(f"vm_page_alloc: object {obj.id} already has page "
+                                 f"{pindex} (PAGE RACE)")
+        cpu = req >> 16 if req & VM_ALLOC_CPU_SPEC else self.curcpu()
+        if not 0 <= cpu < self.ncpus:
+            raise ArgumentError(f"VM_ALLOC_CPU({cpu}) out of range 0..{self.ncpus - 1}")
+        color = self.vm_get_pg_color(cpu, obj, pindex)
+        retries = 0
+        while True:
+            s = self.local()
+            if (s.v_free_count >= s.v_free_reserved
+                    or (req & VM_ALLOC_INTERRUPT and s.v_free_count > 0)
+                    or (req & VM_ALLOC_SYSTEM and s.v_cache_count == 0
+                        and s.v_free_count > s.v_interrupt_free_min)):
+                m = self._select_free(color)
+                if m is None and req & VM_ALLOC_NORMAL:
+                    m = self._select_cache(color)
+                    if m is not None:
+                        self._recycle(m)
+                        continue
+                if m is None:
+                    self.vmstats_rollup()          # the count raced: look again
+                    retries += 1
+                    if retries > 2:
+                        break
+                    continue
+                return self._alloc_finish(m, obj, pindex)
+            if req & VM_ALLOC_NORMAL:
+                m = self._select_cache(color)
+                if m is not None:
+                    self._recycle(m)
+                    continue
+            break
+        self.deficit += 1
+        self.pagedaemon_wakeup()
+        return None
+
+    def _alloc_finish(self, m: int, obj: VmObject | None, pindex: int) -> int:
+        p = self.pages
+        assert p.dirty[m] == 0 and p.wire_count[m] == 0 and not p.busy_count[m] & PBUSY_MASK
+        p.flags[m] = 0
+        p.act_count[m] = 0
+        p.valid[m] = 0
+        if obj is not None:
+            self.vm_page_insert(m, obj, pindex)
+        else:
+            p.pindex[m] = pindex
+        self.pagedaemon_wakeup()
+        return m
+
+    def vm_page_grab(self, obj: VmObject, pindex: int, req: int,
+                     proc: Proc | None = None) -> int | None:
+        """vm_page_grab: the object's page at ``pindex`` hard-busied, allocated when absent
+        (with VM_ALLOC_RETRY it waits for memory instead of failing); VM_ALLOC_ZERO zeroes
+        a new page and marks it valid, VM_ALLOC_FORCE_ZERO zeroes even a valid one."""
+        for _ in range(RETRY_LIMIT):
+            m, busy = self.vm_page_lookup_busy_try(obj, pindex, True)
+            if m is not None and busy:
+                if not req & VM_ALLOC_RETRY:
+                    return None
+                self.busy_wait(m, True)
+                self.vm_page_wakeup(m)
+                continue
+            if m is None:
+                m = self.vm_page_alloc(obj, pindex, (req & ~VM_ALLOC_RETRY) |
+                                       (VM_ALLOC_NULL_OK if req & VM_ALLOC_RETRY else 0))
+                if m is None:
+                    self.vm_wait(proc)
+                    if not req & VM_ALLOC_RETRY:
+                        return None
+                    continue
+            if req & VM_ALLOC_FORCE_ZERO or (req & VM_ALLOC_ZERO and
+                                            self.pages.valid[m] != VM_PAGE_BITS_ALL):
+                self.zeroed_pages += 1
+                self.pages.valid[m] = VM_PAGE_BITS_ALL
+            return m
+        raise PageStateError(f"vm_page_grab: no page for {pindex} after {RETRY_LIMIT} waits")
+
+    def vm_page_alloczwq(self, pindex: int, req: int, proc: Proc | None = None) -> int | None:
+        """vm_page_alloczwq: an object-less page, wired and unbusied (zeroed if asked)."""
+        for _ in range(RETRY_LIMIT):
+            m = self.vm_page_alloc(None, pindex, req & ~VM_ALLOC_RETRY)
+            if m is not None:
+                break
+            self.vm_wait(proc)
+            if not req & VM_ALLOC_RETRY:
+                return None
+        else:
+            raise PageStateError(f"vm_page_alloczwq: no page after {RETRY_LIMIT} waits")
+        if req & (VM_ALLOC_ZERO | VM_ALLOC_FORCE_ZERO):
+            self.zeroed_pages += 1
+            self.pages.valid[m] = VM_PAGE_BITS_ALL
+        self.vm_page_wire(m)
+        self.vm_page_wakeup(m)
+        return m
+
+    def vm_page_freezwq(self, m: int) -> None:
+        """vm_page_freezwq: busy, unwire, free a page from vm_page_alloczwq."""
+        if self.pages.wire_count[m] != 1 or self.pages.obj[m]:
+            raise PageStateError(f"vm_page_freezwq: page {self.pa(m):#x} is not a "
+                                 "vm_page_alloczwq page")
+        self.busy_wait(m, False)
+        self._unwire(m, False)
+        self.vm_page_free(m)
+
+    def vm_page_alloc_contig(self, npages: int, high: int = 0) -> int | None:
+        """vm_page_alloc_contig from the DMA reserve: ``npages`` wired, fictitious, unbusied
+        pages, or None (low, alignment and boundary are not looked at, as in the kernel)."""
+        if not isinstance(npages, int) or npages <= 0:
+            raise ArgumentError(f"npages {npages!r} must be a positive integer")
+        if self.dma_alist is None:
+            return None
+        blk = self.dma_alist.alloc(0, npages)
+        if blk == ALIST_BLOCK_NONE:
+            return None
+        if high and ((blk + npages) << PAGE_SHIFT) > high:
+            self.dma_alist.free(blk, npages)
+            return None
+        self.dma_out[blk] = npages
+        return blk - self.first_pfn
+
+    def vm_page_free_contig(self, m: int, npages: int) -> None:
+        """vm_page_free_contig: a run from vm_page_alloc_contig back to the reserve."""
+        pfn = m + self.first_pfn
+        if self.dma_out.get(pfn) != npages:
+            raise PageStateError(f"vm_page_free_contig: {self.pa(m):#x} + {npages} pages "
+                                 "was not allocated by vm_page_alloc_contig")
+        del self.dma_out[pfn]
+        assert self.dma_alist is not None
+        self.dma_alist.free(pfn, npages)
+
+    # ======================================================================================
+    # Freeing
+    # ======================================================================================
+    def vm_page_free(self, m: int) -> None:
+        """vm_page_free_toq: the page (hard-busied) goes to the head of PQ_FREE + pc, or
+        the tail of PQ_HOLD while it is held."""
+        p = self.pages
+        self._need_hard_busy(m, "vm_page_free")
+        if p.busy_count[m] & PBUSY_MASK:
+            raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is soft-busied")
+        if queue_base(p.queue[m]) == PQ_FREE:
+            raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is already free")
+        if p.wire_count[m] and not p.flags[m] & PG_FICTITIOUS:
+            raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is wired")
+        self.cpu[self.curcpu()].cnt["v_tfree"] += 1
+        p.flags[m] &= ~(PG_MAPPED | PG_WRITEABLE)
+        self.vm_page_remove(m)
+        if p.flags[m] & PG_FICTITIOUS:
+            self.vm_page_wakeup(m)
+            return
+        self._rem_queue(m)
+        p.valid[m] = p.dirty[m] = 0
+        self.md_mod.discard(m)
+        self.md_refs.pop(m, None)
+        p.flags[m] &= ~(PG_NEED_COMMIT | PG_UNQUEUED)
+        if p.hold_count[m]:
+            self._add_queue(m, PQ_HOLD + p.pc[m], False)
+        else:
+            self._give_free(m)
+        with self.atomic:
+            b = p.busy_count[m]
+            p.busy_count[m] = b & ~(PBUSY_LOCKED | PBUSY_WANTED)
+        if b & PBUSY_WANTED:
+            with self.sleep:
+                self.sleep.notify_all()
+        self.vm_page_free_wakeup()
+
+    def _give_free(self, m: int) -> None:
+        if self.source == "buddy":
+            self._buddy_give(m)
+        else:
+            self._add_queue(m, PQ_FREE + self.pages.pc[m], True)
+
+    def _buddy_take(self, color: int) -> int | None:
+        k = self.kernel
+        assert k is not None
+        dom = self.topology.ids(self.curcpu())[0] % k.phys.ndomains
+        for d in [dom, *[x for x in range(k.phys.ndomains) if x != dom]]:
+            pa = k.alloc_pages(d, "default", 0)
+            if pa is not None:
+                m = (pa >> PAGE_SHIFT) - self.first_pfn
+                self._count("v_free_count", -1)
+                if self.busy_try(m, True):
+                    raise PageStateError("buddy page came back busy")
+                return m
+        return None
+
+    def _buddy_give(self, m: int) -> None:
+        assert self.kernel is not None
+        self.kernel.free_pages(self.pa(m), 0)
+        self._count("v_free_count", 1)
+
+    # ======================================================================================
+    # State transitions
+    # ======================================================================================
+    def _movable(self, m: int) -> bool:
+        return not self.pages.flags[m] & (PG_FICTITIOUS | PG_UNQUEUED)
+
+    def vm_page_activate(self, m: int) -> None:
+        """To the tail of PQ_ACTIVE + pc with act_count >= ACT_INIT."""
+        p = self.pages
+        if not self._movable(m):
+            return
+        if queue_base(p.queue[m]) == PQ_ACTIVE:
+            p.act_count[m] = max(p.act_count[m], ACT_INIT)
+            return
+        old = self._rem_queue(m)
+        if old == PQ_FREE:
+            raise PageStateError(f"vm_page_activate: page {self.pa(m):#x} is free")
+        if old == PQ_CACHE:
+            self.cpu[self.curcpu()].cnt["v_reactivated"] += 1
+        p.act_count[m] = max(p.act_count[m], ACT_INIT)
+        self._add_queue(m, PQ_ACTIVE + p.pc[m], False)
+        if old in (PQ_FREE, PQ_CACHE):
+            self.pagedaemon_wakeup()
+
+    def vm_page_soft_activate(self, m: int) -> None:
+        if queue_base(self.pages.queue[m]) == PQ_ACTIVE:
+            return
+        self.vm_page_activate(m)
+
+    def vm_page_deactivate(self, m: int, athead: bool = False) -> None:
+        """To PQ_INACTIVE + pc (tail, or head with ``athead``); act_count untouched."""
+        p = self.pages
+        if not self._movable(m) or queue_base(p.queue[m]) == PQ_INACTIVE:
+            return
+        old = self._rem_queue(m)
+        if old == PQ_FREE:
+            raise PageStateError(f"vm_page_deactivate: page {self.pa(m):#x} is free")
+        if old == PQ_CACHE:
+            self.cpu[self.curcpu()].cnt["v_reactivated"] += 1
+        p.flags[m] &= ~PG_WINATCFLS
+        self._add_queue(m, PQ_INACTIVE + p.pc[m], athead)
+
+    def vm_page_cache(self, m: int) -> None:
+        """Move a clean, busied page to PQ_CACHE (a dirty one is deactivated); always
+        unbusies."""
+        p = self.pages
+        self._need_hard_busy(m, "vm_page_cache")
+        try:
+            if (p.flags[m] & (PG_UNQUEUED | PG_NEED_COMMIT | PG_FICTITIOUS) or
+                    p.busy_count[m] & PBUSY_MASK or p.wire_count[m] or p.hold_count[m]):
+                return
+            if queue_base(p.queue[m]) == PQ_CACHE:
+                return
+            p.flags[m] &= ~(PG_MAPPED | PG_WRITEABLE)
+            self.vm_page_test_dirty(m)
+            if p.dirty[m] or p.flags[m] & PG_NEED_COMMIT:
+                self.vm_page_deactivate(m)
+                return
+            self._rem_queue(m)
+            self._add_queue(m, PQ_CACHE + p.pc[m], False)
+            self.vm_page_free_wakeup()
+        finally:
+            self.vm_page_wakeup(m)
+
+    def vm_page_try_to_free(self, m: int) -> bool:
+        p = self.pages
+        if self.busy_try(m, True):
+            return False
+        if (p.dirty[m] or p.hold_count[m] or p.wire_count[m] or
+                p.flags[m] & (PG_UNQUEUED | PG_NEED_COMMIT | PG_FICTITIOUS) or
+                queue_base(p.queue[m]) in (PQ_FREE, PQ_HOLD)):
+            self.vm_page_wakeup(m)
+            return False
+        self.vm_page_test_dirty(m)
+        if p.dirty[m]:
+            self.vm_page_wakeup(m)
+            return False
+        self.vm_page_free(m)
+        return True
+
+    def vm_page_unqueue(self, m: int) -> None:
+        if self._rem_queue(m) in (PQ_FREE, PQ_CACHE):
+            self.pagedaemon_wakeup()
+
+    def vm_page_need_commit(self, m: int) -> None:
+        self.pages.flags[m] |= PG_NEED_COMMIT
+        o = self.objects.get(self.pages.obj[m])
+        if o is not None:
+            o.writeable = o.maybe_dirty = True
+
+    def vm_page_clear_commit(self, m: int) -> None:
+        self.pages.flags[m] &= ~PG_NEED_COMMIT
+
+    # ======================================================================================
+    # Objects, lookup, hash
+    # ======================================================================================
+    def object_create(self, type: str = OBJT_DEFAULT) -> VmObject:
+        """A new VM object; its colour offset steps by PQ_PRIME1 per object."""
+        if type not in OBJ_TYPES:
+            raise ArgumentError(f"unknown object type {type!r} ({', '.join(OBJ_TYPES)})")
+        o = VmObject(self._next_obj, type, (self._next_obj * 31) & PQ_L2_MASK)
+        self.objects[o.id] = o
+        self._next_obj += 1
+        return o
+
+    def vm_page_insert(self, m: int, obj: VmObject, pindex: int) -> bool:
+        p = self.pages
+        if p.obj[m]:
+            raise PageStateError(f"vm_page_insert: page {self.pa(m):#x} already in object")
+        with obj.token:
+            if pindex in obj.memq:
+                return False
+            obj.generation += 1
+            obj.memq[pindex] = m
+            obj.resident_page_count += 1
+            p.obj[m] = obj.id
+            p.pindex[m] = pindex
+            if p.valid[m] & p.dirty[m] or p.flags[m] & (PG_WRITEABLE | PG_NEED_COMMIT):
+                obj.writeable = obj.maybe_dirty = True
+        return True
+
+    def vm_page_remove(self, m: int) -> None:
+        p = self.pages
+        oid = p.obj[m]
+        if not oid:
+            return
+        self._need_hard_busy(m, "vm_page_remove")
+        obj = self.objects[oid]
+        with obj.token:
+            del obj.memq[p.pindex[m]]
+            obj.resident_page_count -= 1
+            obj.generation += 1
+        p.obj[m] = 0
+
+    def vm_page_lookup(self, obj: VmObject, pindex: int) -> int | None:
+        with obj.token:
+            m = obj.memq.get(pindex)
+        if m is not None:
+            self.hash_enter(m)
+        return m
+
+    def vm_page_lookup_busy_try(self, obj: VmObject, pindex: int,
+                                also_m_busy: bool) -> tuple[int | None, bool]:
+        """(page, error): None if absent; the page and True if busy; else hard-busied."""
+        m = self.vm_page_lookup(obj, pindex)
+        if m is None:
+            return None, False
+        if self.busy_try(m, also_m_busy):
+            return m, True
+        return m, False
+
+    def vm_page_rename(self, m: int, obj: VmObject, pindex: int) -> None:
+        self._need_hard_busy(m, "vm_page_rename")
+        if pindex in obj.memq:
+            raise PageStateError(f"vm_page_rename: object {obj.id} already has {pindex}")
+        self.vm_page_remove(m)
+        self.vm_page_insert(m, obj, pindex)
+        if queue_base(self.pages.queue[m]) == PQ_CACHE:
+            self.vm_page_deactivate(m)
+        self.vm_page_dirty(m)
+
+    def vm_page_next(self, m: int) -> int | None:
+        oid = self.pages.obj[m]
+        if not oid:
+            return None
+        return self.objects[oid].memq.get(self.pages.pindex[m] + 1)
+
+    def hash_enter(self, m: int) -> None:
+        """vm_page_hash_enter: only PG_MAPPEDMULTI pages with an object."""
+        h, p = self.hash, self.pages
+        if h is None or not p.flags[m] & PG_MAPPEDMULTI or not p.obj[m]:
+            return
+        obj = self.objects[p.obj[m]]
+        if self.hash_vnode_only and obj.type != "vnode":
+            return
+        pindex = p.pindex[m]
+        i = h.index(obj, pindex)
+        self.ticks += 1
+        best = i
+        best_delta = self.ticks - h.ticks[i]
+        for j in range(i, i + 4):
+            if h.m[j] == m and h.obj[j] == obj.id and h.pindex[j] == pindex:
+                h.ticks[j] = self.ticks
+                return
+            d = self.ticks - h.ticks[j]
+            if d < -1 or best_delta < d:       # DragonFly never updates best_delta
+                best = j
+        h.m[best], h.obj[best], h.pindex[best], h.ticks[best] = m, obj.id, pindex, self.ticks
+
+    def vm_page_hash_get(self, obj: VmObject, pindex: int) -> int | None:
+        """The lockless heuristic lookup: a soft-busied page, or None (try the slow path)."""
+        h, p = self.hash, self.pages
+        if h is None:
+            return None
+        i = h.index(obj, pindex)
+        for j in range(i, i + 4):
+            m = h.m[j]
+            if m < 0 or h.obj[j] != obj.id or h.pindex[j] != pindex:
+                continue
+            if p.obj[m] != obj.id or p.pindex[m] != pindex:
+                continue
+            if self.sbusy_try(m):
+                continue
+            if p.obj[m] != obj.id or p.pindex[m] != pindex:
+                self.sbusy_drop(m)
+                continue
+            if h.ticks[j] != self.ticks:
+                h.ticks[j] = self.ticks
+            return m
+        return None
+
+    # ======================================================================================
+    # Valid and dirty bits
+    # ======================================================================================
+    @staticmethod
+    def vm_page_bits(base: int, size: int) -> int:
+        if not isinstance(base, int) or not isinstance(size, int) or base < 0 or size < 0 \
+                or base + size > 1 << PAGE_SHIFT:
+            raise ArgumentError(f"vm_page_bits: [{base}, {base}+{size}) is not inside the "
+                                "page")
+        if size == 0:
+            return 0
+        return (2 << ((base + size - 1) >> 9)) - (1 << (base >> 9))
+
+    def _zero_valid(self, m: int, base: int, size: int) -> None:
+        """Zero the partial chunks at either end that are not valid yet."""
+        v = self.pages.valid[m]
+        if base & (DEV_BSIZE - 1) and not v & (1 << (base >> 9)):
+            self.zeroed_pages += 1
+        end = base + size
+        if end & (DEV_BSIZE - 1) and not v & (1 << (end >> 9)):
+            self.zeroed_pages += 1
+
+    def vm_page_set_valid(self, m: int, base: int, size: int) -> None:
+        bits = self.vm_page_bits(base, size)
+        self._zero_valid(m, base, size)
+        self.pages.valid[m] |= bits
+
+    def vm_page_set_validclean(self, m: int, base: int, size: int) -> None:
+        bits = self.vm_page_bits(base, size)
+        self._zero_valid(m, base, size)
+        p = self.pages
+        p.valid[m] |= bits
+        p.dirty[m] &= ~bits
+        if bits == VM_PAGE_BITS_ALL:
+            p.flags[m] &= ~PG_NOSYNC
+
+    def vm_page_set_validdirty(self, m: int, base: int, size: int) -> None:
+        bits = self.vm_page_bits(base, size)
+        p = self.pages
+        p.valid[m] |= bits
+        p.dirty[m] |= bits
+        o = self.objects.get(p.obj[m])
+        if o is not None:
+            o.writeable = o.maybe_dirty = True
+
+    def vm_page_clear_dirty(self, m: int, base: int, size: int) -> None:
+        bits = self.vm_page_bits(base, size)
+        p = self.pages
+        p.dirty[m] &= ~bits
+        if bits == VM_PAGE_BITS_ALL:
+            p.flags[m] &= ~PG_NOSYNC
+
+    def vm_page_dirty(self, m: int) -> None:
+        p = self.pages
+        if queue_base(p.queue[m]) in (PQ_FREE, PQ_CACHE):
+            raise PageStateError(f"vm_page_dirty: page {self.pa(m):#x} is free or cached")
+        if p.dirty[m] != VM_PAGE_BITS_ALL:
+            p.dirty[m] = VM_PAGE_BITS_ALL
+            o = self.objects.get(p.obj[m])
+            if o is not None:
+                o.writeable = o.maybe_dirty = True
+
+    def vm_page_set_invalid(self, m: int, base: int, size: int) -> None:
+        bits = self.vm_page_bits(base, size)
+        p = self.pages
+        p.valid[m] &= ~bits
+        p.dirty[m] &= ~bits
+        o = self.objects.get(p.obj[m])
+        if o is not None:
+            o.generation += 1
+
+    def vm_page_zero_invalid(self, m: int, setvalid: bool) -> None:
+        v = self.pages.valid[m]
+        runs, prev = 0, True
+        for c in range(8):
+            inv = not v & (1 << c)
+            if inv and prev:
+                runs += 1
+            prev = not inv
+        self.zeroed_pages += runs
+        if setvalid:
+            self.pages.valid[m] = VM_PAGE_BITS_ALL
+
+    def vm_page_is_valid(self, m: int, base: int, size: int) -> bool:
+        bits = self.vm_page_bits(base, size)
+        v = self.pages.valid[m]
+        return bool(v and v & bits == bits)
+
+    def vm_page_test_dirty(self, m: int) -> None:
+        if self.pages.dirty[m] != VM_PAGE_BITS_ALL and m in self.md_mod:
+            self.vm_page_dirty(m)
+
+    def vm_page_undirty(self, m: int) -> None:
+        self.pages.dirty[m] = 0
+
+    # ======================================================================================
+    # Fictitious pages
+    # ======================================================================================
+    def vm_page_initfake(self, paddr: int, memattr: int = 0) -> FakePage:
+        """A fictitious page for device memory at ``paddr`` (outside RAM): hard-busied,
+        wired, never queued, never hashed."""
+        if not isinstance(paddr, int) or paddr < 0 or paddr & ((1 << PAGE_SHIFT) - 1):
+            raise AddressError(f"vm_page_initfake: {paddr!r} is not a page address")
+        f = self.fake.get(paddr)
+        if f is None:
+            f = self.fake[paddr] = FakePage(paddr)
+        f.memattr = memattr
+        return f
+
+    # ======================================================================================
+    # Views
+    # ======================================================================================
+    def show_page(self) -> str:
+        """DDB ``show page``."""
+        v = self.vmstats
+        names = ("v_free_count", "v_cache_count", "v_inactive_count", "v_active_count",
+                 "v_wire_count", "v_free_reserved", "v_free_min", "v_free_target",
+                 "v_inactive_target", "v_paging_wait", "v_paging_start", "v_paging_target1",
+                 "v_paging_target2")
+        return "".join(f"vmstats.{n}: {getattr(v, n)}\n" for n in names)
+
+    def show_pageq(self) -> str:
+        """DDB ``show pageq``: per colour lcnt of FREE, CACHE, ACTIVE, INACTIVE."""
+        lc = self.queues.lcnt
+        out = []
+        for name, base in (("PQ_FREE", PQ_FREE), ("PQ_CACHE", PQ_CACHE),
+                           ("PQ_ACTIVE", PQ_ACTIVE), ("PQ_INACTIVE", PQ_INACTIVE)):
+            out.append(f"{name}:" + "".join(f" {lc[base + i]}" for i in range(PQ_L2_SIZE))
+                       + "\n")
+        return "".join(out)
+
+    def sysctl(self, name: str) -> str:
+        if name == "vm.dma_reserved":
+            return str(self.dma_reserved)
+        if name == "vm.dma_free_pages":
+            return str(self.dma_alist.bfree if self.dma_alist else 0)
+        if name == "vm.page_hash_vnode_only":
+            return str(int(self.hash_vnode_only))
+        if name == "vm.page_free_hysteresis":
+            return str(self.page_free_hysteresis)
+        raise ArgumentError(f"unknown oid {name!r}")
+
+    def counts(self) -> dict[str, int]:
+        """Pages per queue base, counted from the queues."""
+        lc = self.queues.lcnt
+        return {name: sum(lc[base:base + PQ_L2_SIZE]) for base, name in
+                ((PQ_FREE, "free"), (PQ_CACHE, "cache"), (PQ_INACTIVE, "inactive"),
+                 (PQ_ACTIVE, "active"), (PQ_HOLD, "hold"))}
+
+    def check(self) -> None:
+        """INVARIANTS: every queue's links and lcnt; every page on at most one queue and
+        on the one its ``queue`` field names; vmstats counts equal the queues (after a
+        rollup); free pages unbusied, unwired, unheld and without an object; objects and
+        pages agree."""
+        from .invariants import check_dragonfly
+        check_dragonfly(self)
+
+
+def _runs(pfns: np.ndarray) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for p in pfns.tolist():
+        if out and out[-1][1] == p:
+            out[-1] = (out[-1][0], p + 1)
+        else:
+            out.append((p, p + 1))
+    return out
+
+
+__all__ = [
+    "COUNTS",
+    "VM_ALLOC_CPU",
+    "CpuTopology",
+    "DragonflyVm",
+    "PageStateError",
+    "PhysmemError",
+    "parse_req",
+]

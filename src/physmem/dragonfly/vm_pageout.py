@@ -1,0 +1,636 @@
+"""Memory pressure in DragonFly's page layer (sys/vm/vm_pageout.c, vm_page.h, seed 004):
+the free-count thresholds, their predicates, vm_wait and its variants, the pagedaemon
+(a simple, faithful-in-spirit scan: active -> inactive -> cache -> free toward the
+targets), act_count aging, vm_page_dontneed and vm_object_madvise.
+
+The daemon runs in one of two ways:
+
+* synchronously (the default): a thread that would sleep in ``vm_wait`` runs a daemon pass
+  itself, so a single-threaded workload that overcommits memory sees the kernel's
+  behaviour -- pages move down the queues and the allocation succeeds -- instead of a hang;
+* as a real thread (:meth:`PageoutMixin.start_pagedaemon`), woken by
+  ``pagedaemon_wakeup``; waiters then sleep on a condition until ``vm_page_free_wakeup``.
+
+The mixin expects the attributes and queue primitives of
+:class:`physmem.dragonfly.vm_page.DragonflyVm`.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..errors import ArgumentError
+from .vm_page_array import (
+    ACT_ADVANCE,
+    ACT_INIT,
+    ACT_MAX,
+    PBUSY_MASK,
+    PG_FICTITIOUS,
+    PG_MAPPED,
+    PG_NEED_COMMIT,
+    PG_REFERENCED,
+    PG_UNQUEUED,
+    PG_WINATCFLS,
+    PG_WRITEABLE,
+    PQ_ACTIVE,
+    PQ_CACHE,
+    PQ_INACTIVE,
+    PQ_L2_MASK,
+    PQ_L2_SIZE,
+    PQ_PRIME2,
+    VM_PAGE_BITS_ALL,
+    VmStats,
+    queue_base,
+)
+
+if TYPE_CHECKING:
+    from .vm_object import VmObject
+
+MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_WILLNEED, MADV_DONTNEED, MADV_FREE = range(6)
+MADVICE = {"normal": MADV_NORMAL, "random": MADV_RANDOM, "sequential": MADV_SEQUENTIAL,
+           "willneed": MADV_WILLNEED, "dontneed": MADV_DONTNEED, "free": MADV_FREE}
+PAGE_FREE_HYSTERESIS = 16
+
+
+def pqaverage(n: int) -> int:
+    """PQAVERAGE: the share of a shortage each colour is asked for."""
+    return (n + PQ_L2_SIZE - 1) // (PQ_L2_SIZE // 2) + 1
+
+
+def derive_thresholds(v: VmStats) -> None:
+    """vm_pageout_thread's start-up arithmetic (fact sheet §9.2), from v_page_count."""
+    free_min = 64 + v.v_page_count // 200
+    v.v_free_min = free_min
+    v.v_free_reserved = free_min * 4 // 8 + 7
+    v.v_free_severe = free_min * 4 // 8
+    v.v_pageout_free_min = free_min * 2 // 8 + 7
+    v.v_interrupt_free_min = free_min // 8 + 7
+    v.v_free_target = v.v_paging_wait = 2 * free_min
+    v.v_paging_start = 3 * free_min
+    v.v_paging_target1 = 4 * free_min
+    v.v_paging_target2 = 5 * free_min
+    v.v_inactive_target = v.v_free_count // 16
+
+
+@dataclass(eq=False)
+class Proc:
+    """A process as the wait loops see it: its nice value, its P_LOWMEMKILL mark and the
+    objects whose pages it owns (what the OOM killer frees)."""
+
+    pid: int
+    nice: int = 0
+    lowmemkill: bool = False
+    objects: list[VmObject] = field(default_factory=list)
+
+
+@dataclass
+class PageoutStats:
+    """What the daemon did (cumulative)."""
+
+    passes: int = 0
+    deactivated: int = 0
+    cached: int = 0
+    freed: int = 0
+    laundered: int = 0
+    reactivated: int = 0
+    killed: int = 0
+    waits: int = 0
+
+
+class PageoutMixin:
+    """Thresholds, predicates, waiting and the pagedaemon for :class:`DragonflyVm`."""
+
+    # ---------------------------------------------------------------- set-up
+    def _init_pageout(self) -> None:
+        self.vm_pages_needed = 0
+        self.vm_pages_waiting = 0
+        self.vm_pageout_pages_needed = 0
+        self.page_free_hysteresis = PAGE_FREE_HYSTERESIS
+        self.anonmem_decline = 1
+        self.filemem_decline = 2
+        self.swap_pages = 1 << 62        # swap space in pages (default: effectively none short)
+        self.swap_used = 0
+        self.pageout_stats = PageoutStats()
+        self.procs: dict[int, Proc] = {}
+        self.kill_log: list[str] = []
+        self._inactive_rover = 0
+        self._active_rover = 0
+        self._cache_rover = 0
+        self._stats_rover = 0
+        self._daemon: threading.Thread | None = None
+        self._daemon_stop = False
+        self._daemon_kick = threading.Event()
+        self._in_daemon = threading.local()
+
+    def _derive_thresholds(self) -> None:
+        self.vmstats_rollup()
+        derive_thresholds(self.vmstats)
+        for c in self.cpu:
+            c.vmstats = self.vmstats.copy()
+
+    # ---------------------------------------------------------------- predicates (§9.3)
+    @staticmethod
+    def _avail(s: VmStats) -> int:
+        return s.v_free_count + s.v_cache_count
+
+    def severe(self) -> bool:
+        """vm_paging_severe: below v_free_severe (free+cache) or v_free_reserved (free)."""
+        s = self.local()
+        return s.v_free_severe > self._avail(s) or s.v_free_reserved > s.v_free_count
+
+    def min_dnc(self, n: int) -> bool:
+        s = self.local()
+        return s.v_free_min + n > self._avail(s) or s.v_free_reserved > s.v_free_count
+
+    def min(self) -> bool:
+        """vm_paging_min: below v_free_min."""
+        return self.min_dnc(0)
+
+    def min_nice(self, nice: int) -> bool:
+        """vm_paging_min_nice: v_free_min plus a margin for any nice other than 0."""
+        n = 0
+        if nice:
+            g = self.vmstats
+            d = (g.v_paging_wait - g.v_free_min - 1) >> 1
+            if d > 0:
+                n = int((nice + 20) * d / 40)
+        return self.min_dnc(n)
+
+    def wait(self) -> bool:
+        s = self.local()
+        return s.v_paging_wait > self._avail(s) or s.v_free_reserved > s.v_free_count
+
+    def start(self, adj: int = 0) -> bool:
+        """vm_paging_start(adj): the pagedaemon should run."""
+        s = self.local()
+        return (s.v_paging_start > self._avail(s) + adj or s.v_free_min > s.v_free_count + adj
+                or s.v_free_reserved > s.v_free_count)
+
+    def target1(self) -> bool:
+        s = self.local()
+        return s.v_paging_target1 > self._avail(s) or s.v_free_reserved > s.v_free_count
+
+    def target1_count(self) -> int:
+        s = self.local()
+        return s.v_paging_target1 - self._avail(s)
+
+    def target2(self) -> bool:
+        s = self.local()
+        return s.v_paging_target2 > self._avail(s) or s.v_free_reserved > s.v_free_count
+
+    def target2_count(self) -> int:
+        s = self.local()
+        return s.v_paging_target2 - self._avail(s)
+
+    def inactive(self) -> bool:
+        """vm_paging_inactive: the inactive queue is short."""
+        s = self.local()
+        return (self._avail(s) + s.v_inactive_count <
+                s.v_free_min + s.v_inactive_target)
+
+    # ---------------------------------------------------------------- wake-ups
+    def _is_daemon(self) -> bool:
+        return getattr(self._in_daemon, "on", False)
+
+    def pagedaemon_wakeup(self) -> None:
+        """Kick the pagedaemon when paging should start (never from the daemon itself)."""
+        if self.start(0) and not self._is_daemon():
+            if self.vm_pages_needed <= 1:
+                self.vm_pages_needed = 1
+                self.cpu[self.curcpu()].cnt["v_pdwakeups"] += 1
+                self._daemon_kick.set()
+            elif self.min():
+                self.vm_pages_needed += 1
+
+    def vm_page_free_wakeup(self) -> None:
+        """After a page reached PQ_FREE or PQ_CACHE: wake the daemon's own waiters once
+        v_pageout_free_min is met, and vm_wait sleepers past the hysteresis."""
+        s = self.local()
+        if self.vm_pageout_pages_needed and self._avail(s) >= s.v_pageout_free_min:
+            self.vm_pageout_pages_needed = 0
+            self._wake_waiters()
+        if self.vm_pages_waiting and (not self.min_dnc(self.page_free_hysteresis)
+                                      or not self.target1()):
+            self.vm_pages_waiting = 0
+            self.cpu[self.curcpu()].cnt["v_ppwakeups"] += 1
+            self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        with self.sleep:
+            self.sleep.notify_all()
+
+    # ---------------------------------------------------------------- waiting (§9.4)
+    def _sleep_for_pages(self, timeout: float) -> None:
+        """Sleep until vm_page_free_wakeup, or run the daemon here when none runs."""
+        self.pageout_stats.waits += 1
+        if self._daemon is not None and self._daemon.is_alive():
+            self._daemon_kick.set()
+            with self.sleep:
+                self.sleep.wait(timeout)
+            self.vmstats_rollup()
+        else:
+            self.vm_pageout(force=True)
+
+    def vm_wait(self, proc: Proc | None = None, timeout: float = 1.0) -> None:
+        """vm_wait: the daemon waits for v_pageout_free_min; others, when short for their
+        nice value, kick the daemon and sleep once."""
+        if self._is_daemon():
+            if self.min():
+                self.vm_pageout_pages_needed = 1
+            return
+        nice = proc.nice if proc is not None else 0
+        if self.min_nice(nice + 1):
+            self.pagedaemon_wakeup()
+            self.vm_pages_waiting += 1
+            self._sleep_for_pages(timeout)
+
+    def vm_wait_pfault(self, proc: Proc | None = None, timeout: float = 0.1) -> None:
+        """vm_wait_pfault: loop while severe; a P_LOWMEMKILL process breaks out."""
+        nice = proc.nice if proc is not None else 0
+        if not self.min_nice(nice):
+            return
+        for _ in range(64):
+            self.pagedaemon_wakeup()
+            self.vm_pages_waiting += 1
+            self._sleep_for_pages(timeout)
+            if proc is not None and proc.lowmemkill:
+                break
+            if not self.severe():
+                break
+
+    def vm_wait_nominal(self, proc: Proc | None = None) -> None:
+        """vm_wait_nominal: wait while below v_free_min (bounded: the model gives up
+        after a pass that reclaims nothing, where the kernel would sleep forever)."""
+        while self.min():
+            before = self._avail(self.local())
+            self.vm_wait(proc)
+            if proc is not None and proc.lowmemkill:
+                return
+            if self._avail(self.local()) <= before and self.pageout_stats.killed == 0:
+                return
+
+    def vm_test_nominal(self) -> bool:
+        return self.min()
+
+    # ---------------------------------------------------------------- processes
+    def proc_create(self, nice: int = 0) -> Proc:
+        """A process for the wait loops and the OOM killer."""
+        if not isinstance(nice, int) or not -20 <= nice <= 20:
+            raise ArgumentError(f"nice {nice!r} out of range -20..20")
+        p = Proc(len(self.procs) + 1, nice)
+        self.procs[p.pid] = p
+        return p
+
+    # ---------------------------------------------------------------- pmap stand-ins
+    def vm_page_reference(self, m: int) -> None:
+        """The pmap saw an access (what pmap_ts_referenced will report)."""
+        self.md_refs[m] = self.md_refs.get(m, 0) + 1
+
+    def vm_page_modify(self, m: int) -> None:
+        """The pmap saw a write (what pmap_is_modified will report)."""
+        self.md_mod.add(m)
+
+    def vm_page_mapped(self, m: int) -> None:
+        self.pages.flags[m] |= PG_MAPPED
+
+    def _ts_referenced(self, m: int) -> int:
+        return self.md_refs.pop(m, 0)
+
+    # ---------------------------------------------------------------- madvise
+    def vm_page_dontneed(self, m: int) -> None:
+        """vm_page_dontneed: mostly deactivate to the head (28/32) or tail (3/32), leave
+        1/32 of the calls (and pages already inactive/cached) with act_count - 1."""
+        p = self.pages
+        self.dnweight += 1
+        dnw = self.dnweight
+        if (dnw & 0x1F0) == 0 or queue_base(p.queue[m]) in (PQ_INACTIVE, PQ_CACHE):
+            if p.act_count[m] >= ACT_INIT:
+                p.act_count[m] -= 1
+            return
+        p.flags[m] &= ~PG_REFERENCED
+        self.md_refs.pop(m, None)
+        if p.dirty[m] == 0:
+            self.vm_page_test_dirty(m)
+        athead = not (p.dirty[m] or (dnw & 0x70) == 0)
+        self.vm_page_deactivate(m, athead)
+
+    def vm_object_madvise(self, obj: VmObject, pindex: int, count: int, advice: int) -> int:
+        """vm_object_madvise over [pindex, pindex + count) of ``obj``; returns the number
+        of pages acted on.  Busy pages are skipped (the kernel sleeps and retries)."""
+        if advice not in MADVICE.values():
+            raise ArgumentError(f"unknown madvise advice {advice!r}")
+        if not isinstance(count, int) or count < 0 or not isinstance(pindex, int) \
+                or pindex < 0:
+            raise ArgumentError("madvise: pindex and count must be non-negative integers")
+        if advice not in (MADV_WILLNEED, MADV_DONTNEED, MADV_FREE):
+            return 0
+        if advice == MADV_FREE and (obj.type not in ("default", "swap") or not obj.onemapping):
+            return 0
+        p = self.pages
+        done = 0
+        for pi in range(pindex, pindex + count):
+            m, busy = self.vm_page_lookup_busy_try(obj, pi, True)
+            if m is None or busy:
+                continue
+            try:
+                if (p.wire_count[m] or p.flags[m] & (PG_FICTITIOUS | PG_UNQUEUED |
+                                                     PG_NEED_COMMIT)
+                        or p.valid[m] != VM_PAGE_BITS_ALL):
+                    continue
+                if advice == MADV_WILLNEED:
+                    self.vm_page_activate(m)
+                elif advice == MADV_DONTNEED:
+                    self.vm_page_dontneed(m)
+                else:
+                    self.md_mod.discard(m)
+                    p.dirty[m] = 0
+                    p.act_count[m] = 0
+                    self.vm_page_dontneed(m)
+                done += 1
+            finally:
+                self.vm_page_wakeup(m)
+        return done
+
+    # ---------------------------------------------------------------- the daemon
+    def vm_pageout(self, force: bool = False, max_passes: int = 8) -> int:
+        """Run pagedaemon passes while the free+cache count is short of target1 (or once
+        with ``force``); returns the pages made free or cached."""
+        self._in_daemon.on = True
+        try:
+            made = 0
+            self.vmstats_rollup()
+            for n in range(max_passes):
+                if not (self.target1() or (force and n == 0)):
+                    break
+                got = self.vm_pageout_scan(n)
+                made += got
+                self.vmstats_rollup()
+                if got == 0 and n >= 1:
+                    if self.min() and self.swap_used >= self.swap_pages:
+                        self.vm_pageout_kill_biggest()
+                    break
+            self.vm_pages_needed = 0
+            self.deficit = 0
+            self.vm_page_free_wakeup()
+            self._wake_waiters()
+            return made
+        finally:
+            self._in_daemon.on = False
+
+    def vm_pageout_scan(self, npass: int = 0) -> int:
+        """One pass: the inactive scan (clean pages to cache, dirty ones laundered on
+        their second visit, referenced ones reactivated), the active scan (age, deactivate
+        at act_count 0) to refill inactive, then cache -> free up to v_free_target."""
+        self.pageout_stats.passes += 1
+        shortage = max(0, self.target1_count()) + self.deficit
+        made = self._scan_inactive(shortage)
+        s = self.local()
+        inact_short = (s.v_inactive_target - s.v_inactive_count +
+                       min(2 * max(shortage - made, 0), s.v_inactive_target // 10))
+        if inact_short > 0:
+            self._scan_active(inact_short)
+        if made < shortage:
+            made += self._scan_inactive(shortage - made)
+        self._cache_to_free()
+        return made
+
+    def _scan_inactive(self, shortage: int) -> int:
+        q = self.queues
+        made = 0
+        per = pqaverage(shortage)
+        for _ in range(PQ_L2_SIZE):
+            if made >= shortage:
+                break
+            c = self._inactive_rover
+            self._inactive_rover = (c + 1) & PQ_L2_MASK
+            qi = PQ_INACTIVE + c
+            budget = min(per, q.lcnt[qi])
+            while budget > 0 and made < shortage:
+                budget -= 1
+                m = q.first(qi)
+                if m is None:
+                    break
+                made += self._inactive_page(m, qi)
+        return made
+
+    def _requeue(self, m: int, q: int) -> None:
+        """Move a page to its queue's tail (the scan's way of skipping it)."""
+        self._rem_queue(m)
+        self._add_queue(m, q, False)
+
+    def _inactive_page(self, m: int, qi: int) -> int:
+        """Scan one inactive page; returns 1 if it was cached or freed."""
+        p, st = self.pages, self.pageout_stats
+        if self.busy_try(m, True):
+            self._requeue(m, qi)
+            return 0
+        if p.wire_count[m]:
+            self._rem_queue(m)                   # wired pages leave the queues
+        elif p.hold_count[m] or p.flags[m] & PG_NEED_COMMIT:
+            self._requeue(m, qi)
+        else:
+            refs = (1 if p.flags[m] & PG_REFERENCED else 0) + self._ts_referenced(m)
+            p.flags[m] &= ~PG_REFERENCED
+            if refs:
+                p.act_count[m] = min(ACT_MAX, p.act_count[m] + ACT_ADVANCE + refs)
+                self.vm_page_activate(m)
+                st.reactivated += 1
+            else:
+                self.vm_page_test_dirty(m)
+                if p.dirty[m] and not p.flags[m] & PG_WINATCFLS:
+                    p.flags[m] |= PG_WINATCFLS     # a second chance before laundering
+                    self._requeue(m, qi)
+                elif p.dirty[m] and not self._launder(m):
+                    self._requeue(m, qi)
+                elif not p.obj[m]:
+                    p.flags[m] &= ~(PG_MAPPED | PG_WRITEABLE)
+                    self.vm_page_free(m)         # unbusies
+                    st.freed += 1
+                    return 1
+                else:
+                    self.vm_page_cache(m)        # unbusies
+                    if queue_base(p.queue[m]) == PQ_CACHE:
+                        st.cached += 1
+                        return 1
+                    return 0
+        self.vm_page_wakeup(m)
+        return 0
+
+    def _launder(self, m: int) -> bool:
+        """Write a dirty page out (vnode pages to their file, anonymous ones to swap);
+        False when swap is full."""
+        p = self.pages
+        o = self.objects.get(p.obj[m])
+        if o is None or o.type != "vnode":
+            if self.swap_used >= self.swap_pages:
+                return False
+            self.swap_used += 1
+        self.md_mod.discard(m)
+        p.dirty[m] = 0
+        p.flags[m] &= ~PG_WINATCFLS
+        self.pageout_stats.laundered += 1
+        return True
+
+    def _scan_active(self, shortage: int) -> None:
+        p, q, st = self.pages, self.queues, self.pageout_stats
+        per = pqaverage(shortage)
+        done = 0
+        for _ in range(PQ_L2_SIZE):
+            if done >= shortage:
+                break
+            c = self._active_rover
+            self._active_rover = (c + 1) & PQ_L2_MASK
+            qa = PQ_ACTIVE + c
+            budget = min(per, q.lcnt[qa])
+            while budget > 0 and done < shortage:
+                budget -= 1
+                m = q.first(qa)
+                if m is None:
+                    break
+                if self.busy_try(m, True):
+                    self._requeue(m, qa)
+                    continue
+                try:
+                    if p.wire_count[m]:
+                        self._rem_queue(m)
+                        continue
+                    if p.hold_count[m]:
+                        self._requeue(m, qa)
+                        continue
+                    refs = (1 if p.flags[m] & PG_REFERENCED else 0) + self._ts_referenced(m)
+                    p.flags[m] &= ~PG_REFERENCED
+                    if refs:
+                        p.act_count[m] = min(ACT_MAX, p.act_count[m] + ACT_ADVANCE + refs)
+                        self._requeue(m, qa)
+                        continue
+                    o = self.objects.get(p.obj[m])
+                    decline = (self.filemem_decline if o is not None and o.type == "vnode"
+                               else self.anonmem_decline)
+                    p.act_count[m] = max(0, p.act_count[m] - decline)
+                    if p.act_count[m] == 0:
+                        self.vm_page_deactivate(m)
+                        st.deactivated += 1
+                        done += 1
+                    else:
+                        self._requeue(m, qa)
+                finally:
+                    self.vm_page_wakeup(m)
+
+    def _cache_to_free(self) -> None:
+        """Free cache pages while v_free_count < v_free_target and cache > 16; the rover
+        steps by PQ_PRIME2."""
+        q, st = self.queues, self.pageout_stats
+        tries = 0
+        while tries < PQ_L2_SIZE:
+            s = self.local()
+            if s.v_free_count >= s.v_free_target or s.v_cache_count <= 16:
+                break
+            c = self._cache_rover
+            self._cache_rover = (c + PQ_PRIME2) & PQ_L2_MASK
+            m = q.first(PQ_CACHE + c)
+            if m is None or self.busy_try(m, True):
+                tries += 1
+                continue
+            tries = 0
+            self.pages.flags[m] &= ~(PG_MAPPED | PG_WRITEABLE)
+            self.vm_page_free(m)
+            st.freed += 1
+
+    def vm_pageout_page_stats(self) -> int:
+        """act_count aging of one active colour (the idle-tick scan); returns pages seen."""
+        p, q = self.pages, self.queues
+        s = self.local()
+        if s.v_active_count < s.v_free_count + s.v_cache_count + s.v_inactive_count:
+            return 0
+        c = self._stats_rover
+        self._stats_rover = (c + PQ_PRIME2) & PQ_L2_MASK
+        qa = PQ_ACTIVE + c
+        budget = min(max(16, s.v_free_count // 1024 // 16), q.lcnt[qa])
+        seen = 0
+        for _ in range(budget):
+            m = q.first(qa)
+            if m is None or self.busy_try(m, True):
+                break
+            seen += 1
+            try:
+                if p.wire_count[m]:
+                    self._rem_queue(m)
+                    continue
+                refs = (1 if p.flags[m] & PG_REFERENCED else 0) + self._ts_referenced(m)
+                p.flags[m] &= ~PG_REFERENCED
+                if refs:
+                    p.act_count[m] = min(ACT_MAX, p.act_count[m] + ACT_ADVANCE + refs)
+                    self._requeue(m, qa)
+                elif p.act_count[m] == 0:
+                    if self.inactive():
+                        p.flags[m] &= ~(PG_MAPPED | PG_WRITEABLE)
+                        self.vm_page_deactivate(m)
+                    else:
+                        self._requeue(m, qa)
+                else:
+                    p.act_count[m] -= 1
+                    self._requeue(m, qa)
+            finally:
+                self.vm_page_wakeup(m)
+        return seen
+
+    def vm_pageout_kill_biggest(self) -> Proc | None:
+        """Out of swap and still short: mark the process with the most resident pages
+        P_LOWMEMKILL and free its objects' pages."""
+        best, size = None, 0
+        for proc in self.procs.values():
+            if proc.lowmemkill:
+                continue
+            n = sum(o.resident_page_count for o in proc.objects)
+            if n > size:
+                best, size = proc, n
+        if best is None:
+            return None
+        best.lowmemkill = True
+        self.pageout_stats.killed += 1
+        self.kill_log.append(f"pid {best.pid}, was killed: out of swap space")
+        for o in best.objects:
+            self.vm_object_terminate(o)
+        return best
+
+    def vm_object_terminate(self, obj: VmObject) -> int:
+        """Free every page of ``obj`` that is not busy, wired or held; returns how many."""
+        p = self.pages
+        n = 0
+        for m in list(obj.memq.values()):
+            if p.wire_count[m] or p.hold_count[m] or p.busy_count[m] & PBUSY_MASK:
+                continue
+            if self.busy_try(m, True):
+                continue
+            self.vm_page_free(m)
+            n += 1
+        return n
+
+    # ---------------------------------------------------------------- daemon thread
+    def start_pagedaemon(self) -> None:
+        """Run the pagedaemon as a thread ("pagedaemon") woken by pagedaemon_wakeup."""
+        if self._daemon is not None and self._daemon.is_alive():
+            return
+        self._daemon_stop = False
+
+        def loop() -> None:
+            while not self._daemon_stop:
+                if not self._daemon_kick.wait(0.05):
+                    continue
+                self._daemon_kick.clear()
+                if self._daemon_stop:
+                    break
+                self.vm_pageout(force=True)
+
+        self._daemon = threading.Thread(target=loop, name="pagedaemon", daemon=True)
+        self._daemon.start()
+
+    def stop_pagedaemon(self) -> None:
+        if self._daemon is None:
+            return
+        self._daemon_stop = True
+        self._daemon_kick.set()
+        self._daemon.join()
+        self._daemon = None
