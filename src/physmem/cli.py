@@ -13,6 +13,8 @@
     physmem ftrace FILE --machine NAME -o T    Linux ftrace page events -> a trace
     physmem sweep CONFIG.toml                  a grid of runs in parallel (or on Dask)
     physmem snapshot show FILE                 a saved model state
+    physmem ddb show page|pageq --machine M    DragonFly's DDB views of the page layer
+    physmem dfly run WORKLOAD --machine M      a page-layer workload on both free-page sources
 
 Errors print one line on stderr and exit non-zero, never a traceback.
 """
@@ -128,6 +130,9 @@ def machine_show(name: str) -> None:
     con.print(f"RAM {_size(m.ram_bytes())} in {len(k.phys.segs)} segments, "
               f"{k.phys.ndomains} domain(s), {k.phys.nfreelists} free list(s); "
               f"{total} pages ({_size(total * 4096)}) handed to the allocator at boot")
+    so, co, th = m.topology()
+    con.print(f"CPUs {so * co * th}: {so} socket(s) x {co} core(s) x {th} thread(s)"
+              + ("" if m.cpus else " (default: a socket per domain)"))
 
 
 @main.command()
@@ -385,6 +390,112 @@ def compare_cmd(workload: str, machine: str, ops: int, seed: int, policies: str,
     if len(pols) < 2:
         raise click.BadParameter("give at least two policies", param_hint="--policies")
     compare(workload, machine, ops, seed, pols, out_dir or f"compare-{workload}")
+
+
+# -- DragonFly's page layer ------------------------------------------------------------------
+source_opt = click.option("--source", type=click.Choice(["dragonfly", "buddy"]),
+                          default="dragonfly", show_default=True,
+                          help="Free-page source: DragonFly's coloured PQ_FREE queues or "
+                               "FreeBSD's buddy allocator.")
+cpus_opt = click.option("--cpus", default=None, metavar="SxC[xT]",
+                        help="CPU topology (default: the machine's).")
+
+
+def _dfly_vm(machine: str, source: str, cpus: str | None, trace: str | None):
+    """Boot a DragonFly page layer and replay a trace of page-layer operations on it."""
+    from .dragonfly.vm_page import CpuTopology, DragonflyVm
+    from .machine import parse_cpus
+    topo = CpuTopology(*parse_cpus(cpus)) if cpus else None
+    vm = DragonflyVm(machine, source=source, cpus=topo)
+    if trace is not None:
+        from .trace import Replayer
+        r = Replayer()
+        r.dfly.vm = vm
+        with click.open_file(trace) as f:
+            for n, line in enumerate(f, 1):
+                out = r.run_line(line)
+                if out is not None and out.startswith("error:"):
+                    raise PhysmemError(f"{trace}:{n}: {out[7:].strip()}")
+    return vm
+
+
+@main.group("ddb")
+def ddb_group() -> None:
+    """DragonFly's DDB views of the page layer."""
+
+
+@ddb_group.command("show")
+@click.argument("what", type=click.Choice(["page", "pageq"]))
+@machine_opt
+@source_opt
+@cpus_opt
+@click.option("--trace", type=click.Path(allow_dash=True, dir_okay=False), default=None,
+              help="Page-layer trace operations to run first (docs/trace-format.md).")
+@_errors
+def ddb_show(what: str, machine: str, source: str, cpus: str | None,
+             trace: str | None) -> None:
+    """`show page` (vmstats) or `show pageq` (lcnt per colour), as DragonFly prints them."""
+    vm = _dfly_vm(machine, source, cpus, trace)
+    click.echo(vm.show_page() if what == "page" else vm.show_pageq(), nl=False)
+
+
+@main.group("dfly")
+def dfly_group() -> None:
+    """Workloads on DragonFly's page layer."""
+
+
+@dfly_group.command("run")
+@click.argument("workload", type=click.Choice(["pagecache", "anon"]))
+@machine_opt
+@click.option("--source", type=click.Choice(["dragonfly", "buddy", "both"]),
+              default="both", show_default=True, help="Free-page source(s) to run on.")
+@cpus_opt
+@click.option("--bytes", "nbytes", default=None, help="pagecache: file data to read "
+              "(default twice the RAM), e.g. 4G.")
+@click.option("--ops", default=20_000, show_default=True, help="anon: workload steps.")
+@click.option("--threads", default=1, show_default=True, help="Python threads, one CPU each.")
+@click.option("--seed", default=1, show_default=True)
+@_errors
+def dfly_run(workload: str, machine: str, source: str, cpus: str | None, nbytes: str | None,
+             ops: int, seed: int, threads: int) -> None:
+    """Run a page-layer workload on one or both free-page sources, side by side."""
+    from .dfly_workloads import run
+    from .dragonfly.vm_page import CpuTopology
+    from .machine import parse_cpus
+    topo = CpuTopology(*parse_cpus(cpus)) if cpus else None
+    size = _bytes(nbytes) if nbytes else None
+    sources = ["dragonfly", "buddy"] if source == "both" else [source]
+    results = []
+    for src in sources:
+        res, vm = run(workload, machine, src, size, ops, seed, threads, topo)
+        vm.check()
+        results.append(res.as_dict())
+    t = Table(title=f"{workload} on {machine}")
+    t.add_column("")
+    for r in results:
+        t.add_column(str(r["source"]), justify="right")
+    for key in results[0]:
+        if key in ("workload", "machine", "source"):
+            continue
+        t.add_row(key, *[f"{r[key]:.3f}" if isinstance(r[key], float) else str(r[key])
+                         for r in results])
+    Console().print(t)
+
+
+def _bytes(text: str) -> int:
+    """``4G``, ``512M``, ``64K`` or a number of bytes."""
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    try:
+        if t and t[-1] in mult:
+            v = int(t[:-1], 0) * mult[t[-1]]
+        else:
+            v = int(t, 0)
+    except ValueError:
+        raise click.BadParameter(f"not a size: {text!r}") from None
+    if v <= 0:
+        raise click.BadParameter(f"size must be positive: {text!r}")
+    return v
 
 
 @main.command("ftrace")

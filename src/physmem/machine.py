@@ -70,6 +70,9 @@ class Machine:
     page_array: str = "top"
     avail_override: list[tuple[int, int]] | None = None
     extra: dict = field(default_factory=dict)
+    # CPU topology "SOCKETSxCORES[xTHREADS]" for DragonFly's page colouring; empty: one
+    # socket per NUMA domain, 2 cores each.
+    cpus: str = ""
 
     def __post_init__(self) -> None:
         get_arch(self.arch)
@@ -91,6 +94,8 @@ class Machine:
             if b.start < a.end:
                 raise SegmentError(f"RAM ranges [{a.start:#x}, {a.end:#x}) and "
                                    f"[{b.start:#x}, {b.end:#x}) overlap")
+        if self.cpus:
+            parse_cpus(self.cpus)
         doms = {r.domain for r in self.ram}
         if doms != set(range(len(doms))):
             raise SegmentError(f"machine {self.name!r}: NUMA domains must be 0..n-1, "
@@ -154,6 +159,21 @@ class Machine:
 
     def ndomains(self) -> int:
         return max(d for _, _, d in self.segments()) + 1
+
+    def topology(self) -> tuple[int, int, int]:
+        """(sockets, cores per socket, threads per core)."""
+        return parse_cpus(self.cpus) if self.cpus else (self.ndomains(), 2, 1)
+
+
+def parse_cpus(text: str) -> tuple[int, int, int]:
+    """``SOCKETSxCORES[xTHREADS]`` (e.g. ``2x12x2``) -> (sockets, cores, threads)."""
+    parts = text.lower().split("x")
+    if not 2 <= len(parts) <= 3 or not all(p.isascii() and p.isdigit() for p in parts):
+        raise MapFormatError(f"bad CPU topology {text!r} (SOCKETSxCORES[xTHREADS])")
+    nums = [int(p) for p in parts] + ([1] if len(parts) == 2 else [])
+    if min(nums) < 1 or nums[0] * nums[1] * nums[2] > 1024:
+        raise MapFormatError(f"CPU topology {text!r} out of range (1..1024 CPUs)")
+    return nums[0], nums[1], nums[2]
 
 
 def _subtract(ranges: list[tuple[int, int]], cut: tuple[int, int]) -> list[tuple[int, int]]:
@@ -225,10 +245,10 @@ def _preset_list() -> list[Machine]:
             page_array="none"),
         Machine("server-96g-2dom", _server_96g_2dom(), description=(
             "two-socket amd64 server, 96 GiB, two NUMA domains; DMA32 list present"),
-            source=_server_96g_2dom.__doc__ or ""),
+            source=_server_96g_2dom.__doc__ or "", cpus="2x12x2"),
         Machine("server-1t", _server_1t(), description=(
             "two-socket amd64 server, 1 TiB, two NUMA domains"),
-            source=_server_1t.__doc__ or ""),
+            source=_server_1t.__doc__ or "", cpus="2x32x2"),
         Machine("rpi4-8g", [RamRange(0, 0x3B400000), RamRange(0x40000000, 0xFC000000),
                             RamRange(4 * GIB, 8 * GIB)], arch="arm64", description=(
             "Raspberry Pi 4, 8 GiB (arm64): VideoCore and peripheral holes below 4 GiB"),
@@ -292,7 +312,7 @@ def machine_from_toml(text: str, source: str = "<toml>") -> Machine:
     except tomllib.TOMLDecodeError as e:
         raise MapFormatError(f"{source}: {e}") from None
     known = {"name", "arch", "description", "source", "ram", "kernel", "page_array",
-             "phys_avail"}
+             "phys_avail", "cpus"}
     unknown = set(d) - known
     if unknown:
         raise MapFormatError(f"{source}: unknown keys {sorted(unknown)} (known: "
@@ -316,7 +336,7 @@ def machine_from_toml(text: str, source: str = "<toml>") -> Machine:
                     arch=str(d.get("arch", "amd64")), description=str(d.get("description", "")),
                     source=str(d.get("source", source)), kernel=kernel,  # type: ignore[arg-type]
                     page_array=str(d.get("page_array", "top")),
-                    avail_override=avail)  # type: ignore[arg-type]
+                    avail_override=avail, cpus=str(d.get("cpus", "")))  # type: ignore[arg-type]
     except TypeError as e:
         raise MapFormatError(f"{source}: {e}") from None
     if avail is not None:
@@ -337,6 +357,8 @@ def machine_to_toml(m: Machine) -> str:
     if m.kernel is not None:
         lines.append(f"kernel = [{m.kernel[0]:#x}, {m.kernel[1]:#x}]")
     lines.append(f'page_array = "{m.page_array}"')
+    if m.cpus:
+        lines.append(f'cpus = "{m.cpus}"')
     if m.avail_override is not None:
         lines.append("phys_avail = [" + ", ".join(f"[{s:#x}, {e:#x}]"
                                                   for s, e in m.avail_override) + "]")

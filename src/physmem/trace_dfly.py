@@ -14,6 +14,7 @@ from .dragonfly.vm_page import CpuTopology, DragonflyVm, parse_req
 from .dragonfly.vm_page_array import PQ_NONE, QUEUE_NAMES, queue_base
 from .dragonfly.vm_pageout import MADVICE
 from .errors import StateError, TraceFormatError
+from .machine import parse_cpus as machine_parse_cpus
 
 # The operations that return a page (may bind "-> NAME") and those whose first argument is
 # a page (may be "$NAME").
@@ -33,13 +34,7 @@ DFLY_PAGE_OPS = frozenset((
 
 def parse_cpus(text: str) -> CpuTopology:
     """``SOCKETSxCORES[xTHREADS]``, e.g. ``2x4`` or ``1x4x2``."""
-    parts = text.lower().split("x")
-    if not 2 <= len(parts) <= 3 or not all(p.isascii() and p.isdigit() for p in parts):
-        raise TraceFormatError(f"bad CPU topology '{text}' (SOCKETSxCORES[xTHREADS])")
-    nums = [int(p) for p in parts]
-    if min(nums) < 1 or nums[0] * nums[1] * (nums[2] if len(nums) > 2 else 1) > 1024:
-        raise TraceFormatError(f"CPU topology '{text}' out of range (1..1024 CPUs)")
-    return CpuTopology(*nums)
+    return CpuTopology(*machine_parse_cpus(text))
 
 
 def page_info(vm: DragonflyVm, m: int) -> str:

@@ -153,7 +153,7 @@ class DragonflyVm(PageoutMixin):
             raise ArgumentError(f"unknown free-page source {source!r} (dragonfly, buddy)")
         self.machine = m
         self.source = source
-        self.topology = cpus or CpuTopology(sockets=m.ndomains())
+        self.topology = cpus or CpuTopology(*m.topology())
         self.ncpus = self.topology.ncpus
         self.witness = Witness()
         self.witness.enable(witness)
