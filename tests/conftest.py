@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from physmem.dragonfly.vm_page import DragonflyVm
 from physmem.freebsd.vm_page import Kernel
 
 DATA = Path(__file__).parent / "data"
@@ -25,14 +26,32 @@ def _tracking_init(self, *a, **kw):
 
 Kernel.__init__ = _tracking_init  # type: ignore[method-assign]
 
+_dfly_live: list[weakref.ref] = []
+_orig_dfly_init = DragonflyVm.__init__
+
+
+def _dfly_tracking_init(self, *a, **kw):
+    _orig_dfly_init(self, *a, **kw)
+    _dfly_live.append(weakref.ref(self))
+
+
+DragonflyVm.__init__ = _dfly_tracking_init  # type: ignore[method-assign]
+
 
 @pytest.fixture(autouse=True)
 def invariants_after_each_test(request):
     """Check every kernel the test created, once it is done with them."""
     _live.clear()
+    _dfly_live.clear()
     yield
     if request.node.get_closest_marker("no_final_check"):
         return
+    for ref in list(_dfly_live):
+        vm = ref()
+        if vm is not None:
+            vm.stop_pagedaemon()
+            vm.check()
+    _dfly_live.clear()
     for ref in list(_live):
         k = ref()
         if k is not None and k.booted:
