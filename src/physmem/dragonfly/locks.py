@@ -12,6 +12,7 @@ Page spinlocks are striped: 1024 locks shared by pages whose index is equal modu
 
 from __future__ import annotations
 
+import functools
 import threading
 
 from ..errors import InvariantError
@@ -72,7 +73,9 @@ class Spin:
     __slots__ = ("_lock", "cls", "witness")
 
     def __init__(self, cls: str, witness: Witness) -> None:
-        self._lock = threading.Lock()
+        # Page spinlocks are striped, so one thread may need the same stripe twice (a
+        # page operation calling another on the same page): they are reentrant.
+        self._lock = threading.RLock() if cls == "page" else threading.Lock()
         self.cls = cls
         self.witness = witness
 
@@ -98,3 +101,17 @@ class Spin:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def page_locked(fn):
+    """Run a page operation ``fn(self, m, ...)`` holding page ``m``'s spinlock (striped,
+    reentrant), as the kernel's vm_page_spin_lock around queue changes."""
+    @functools.wraps(fn)
+    def wrapper(self, m, *a, **kw):
+        spin = self.page_spin[m & (PAGE_STRIPES - 1)]
+        spin.acquire()
+        try:
+            return fn(self, m, *a, **kw)
+        finally:
+            spin.release()
+    return wrapper

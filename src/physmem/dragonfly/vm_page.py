@@ -30,7 +30,7 @@ from ..bits import PAGE_SHIFT
 from ..errors import AddressError, ArgumentError, PhysmemError, StateError
 from ..machine import Machine, get_machine
 from .alist import ALIST_BLOCK_NONE, Alist
-from .locks import PAGE_STRIPES, Spin, Witness
+from .locks import PAGE_STRIPES, Spin, Witness, page_locked
 from .vm_object import OBJ_TYPES, OBJT_DEFAULT, PageHash, VmObject
 from .vm_page_array import (
     ACT_INIT,
@@ -174,6 +174,7 @@ class DragonflyVm(PageoutMixin):
         self.page_spin = [Spin("page", self.witness) for _ in range(PAGE_STRIPES)]
         self.queue_spin = [Spin("queue", self.witness) for _ in range(PQ_COUNT)]
         self.atomic = threading.Lock()             # stands for the CPU's atomic ops
+        self.stats_lock = threading.Lock()         # per-CPU deltas vs. their rollup
         self.sleep = threading.Condition(threading.Lock())
         self.set_assoc_mask = 15
         self.hash: PageHash | None = None
@@ -202,6 +203,11 @@ class DragonflyVm(PageoutMixin):
         pfn = idx + self.first_pfn
         pc = (pfn ^ (pfn // PQ_L2_SIZE) ^ (pfn // (PQ_L2_SIZE * PQ_L2_SIZE))) & PQ_L2_MASK
         p.arrays["pc"][idx] = pc
+        # Which entries of the array are pages (phys_avail has holes): a bytearray, read
+        # per call by page() faster than a numpy element.
+        managed = np.zeros(p.npages, dtype=np.uint8)
+        managed[idx] = 1
+        self.managed = bytearray(managed.tobytes())
         self.vmstats.v_page_count = len(idx)
         total = len(idx)
         if self.source == "buddy":
@@ -317,6 +323,9 @@ class DragonflyVm(PageoutMixin):
         m = (pa >> PAGE_SHIFT) - self.first_pfn
         if not 0 <= m < self.pages.npages:
             raise AddressError(f"address {pa:#x} is outside the page array")
+        if not self.managed[m]:
+            raise AddressError(f"address {pa:#x} is in a hole of phys_avail: its vm_page "
+                               "was never initialised")
         return m
 
     def pa(self, m: int) -> int:
@@ -341,22 +350,27 @@ class DragonflyVm(PageoutMixin):
         """Adjust a count: this CPU's local view and pending delta (vmstats are folded in
         by vmstats_rollup, or at once when a large negative delta builds up)."""
         c = self.cpu[self.curcpu()]
-        setattr(c.vmstats, counter, getattr(c.vmstats, counter) + delta)
-        c.adj[counter] += delta
-        if c.adj[counter] < -1024 and self.start(-1024 * self.ncpus):
-            setattr(self.vmstats, counter, getattr(self.vmstats, counter) + c.adj[counter])
-            c.adj[counter] = 0
+        with self.stats_lock:
+            setattr(c.vmstats, counter, getattr(c.vmstats, counter) + delta)
+            c.adj[counter] += delta
+            fold = c.adj[counter] < -1024
+        if fold and self.start(-1024 * self.ncpus):
+            with self.stats_lock:
+                setattr(self.vmstats, counter,
+                        getattr(self.vmstats, counter) + c.adj[counter])
+                c.adj[counter] = 0
 
     def vmstats_rollup(self) -> None:
         """Fold every CPU's pending deltas into the global vmstats, refresh the copies."""
         g = self.vmstats
-        for c in self.cpu:
-            for k, v in c.adj.items():
-                if v:
-                    setattr(g, k, getattr(g, k) + v)
-                    c.adj[k] = 0
-        for c in self.cpu:
-            c.vmstats = g.copy()
+        with self.stats_lock:
+            for c in self.cpu:
+                for k, v in c.adj.items():
+                    if v:
+                        setattr(g, k, getattr(g, k) + v)
+                        c.adj[k] = 0
+            for c in self.cpu:
+                c.vmstats = g.copy()
 
     def local(self) -> VmStats:
         """This CPU's view of vmstats (gd_vmstats)."""
@@ -388,17 +402,44 @@ class DragonflyVm(PageoutMixin):
         return base
 
     def _list_first_trylock(self, q: int) -> int | None:
-        """The first page of queue ``q`` whose page spinlock can be taken (released again:
-        the model's queue moves are atomic under the queue lock)."""
+        """The first page of queue ``q`` whose page spinlock can be taken, dequeued while
+        both locks are held (_vm_page_list_find's loop); None if there is none.  The page
+        is off every queue when this returns, so no other thread can find it."""
         if not self.queues.lcnt[q]:
             return None
+        spins = self.page_spin
         with self.queue_spin[q]:
             for m in self.queues.iter(q):
-                spin = self.page_spin[m & (PAGE_STRIPES - 1)]
+                spin = spins[m & (PAGE_STRIPES - 1)]
                 if spin.try_acquire():
-                    spin.release()
+                    try:
+                        self.queues.remove(q, m)
+                    finally:
+                        spin.release()
+                    break
+            else:
+                return None
+        self._count(COUNTER[queue_base(q)], -1)
+        return m
+
+    def first_locked(self, q: int) -> int | None:
+        """The first page of queue ``q`` whose page spinlock could be taken, returned with
+        that spinlock HELD (the caller releases it with :meth:`page_unlock`); the page
+        stays queued.  The pagedaemon's way into a queue."""
+        if not self.queues.lcnt[q]:
+            return None
+        spins = self.page_spin
+        with self.queue_spin[q]:
+            for m in self.queues.iter(q):
+                if spins[m & (PAGE_STRIPES - 1)].try_acquire():
                     return m
         return None
+
+    def page_lock(self, m: int) -> None:
+        self.page_spin[m & (PAGE_STRIPES - 1)].acquire()
+
+    def page_unlock(self, m: int) -> None:
+        self.page_spin[m & (PAGE_STRIPES - 1)].release()
 
     def _list_find(self, base: int, idx: int) -> int | None:
         """_vm_page_list_find: the exact colour, then the widening search."""
@@ -525,6 +566,7 @@ class DragonflyVm(PageoutMixin):
         if not self.pages.busy_count[m] & PBUSY_LOCKED:
             raise PageStateError(f"{fn}: page {self.pa(m):#x} is not hard-busied")
 
+    @page_locked
     def vm_page_wire(self, m: int) -> None:
         """Wire a (hard-busied) page; 0->1 counts in v_wire_count.  It stays queued."""
         p = self.pages
@@ -537,6 +579,7 @@ class DragonflyVm(PageoutMixin):
         if p.wire_count[m] == 1:
             self._count("v_wire_count", 1)
 
+    @page_locked
     def vm_page_unwire(self, m: int, activate: bool) -> None:
         """Unwire; on 1->0 the page goes to the active (``activate``, or NEED_COMMIT) or
         the inactive queue's tail.  Never to cache."""
@@ -559,12 +602,14 @@ class DragonflyVm(PageoutMixin):
             else:
                 self.vm_page_deactivate(m)
 
+    @page_locked
     def vm_page_hold(self, m: int) -> None:
         if queue_base(self.pages.queue[m]) == PQ_FREE:
             raise PageStateError(f"vm_page_hold: page {self.pa(m):#x} is free")
         with self.atomic:
             self.pages.hold_count[m] += 1
 
+    @page_locked
     def vm_page_unhold(self, m: int) -> None:
         """Drop a hold; the last one moves a page parked on PQ_HOLD to PQ_FREE."""
         p = self.pages
@@ -597,14 +642,13 @@ class DragonflyVm(PageoutMixin):
         return c & PQ_L2_MASK
 
     def _select_free(self, color: int) -> int | None:
-        """vm_page_select_free: a free page, hard-busied."""
+        """vm_page_select_free: a free page, dequeued and hard-busied."""
         while True:
             if self.source == "buddy":
                 return self._buddy_take(color)
             m = self._list_find(PQ_FREE, color)
             if m is None:
                 return None
-            self._rem_queue(m)
             if self.busy_try(m, True):
                 self._add_queue(m, PQ_INACTIVE + self.pages.pc[m], False)
                 continue
@@ -614,13 +658,13 @@ class DragonflyVm(PageoutMixin):
             return m
 
     def _select_cache(self, color: int) -> int | None:
-        """vm_page_select_cache: a reusable cache page, hard-busied (others deactivated)."""
+        """vm_page_select_cache: a reusable cache page, dequeued and hard-busied (others
+        are deactivated)."""
         p = self.pages
         while True:
             m = self._list_find(PQ_CACHE, color)
             if m is None:
                 return None
-            self._rem_queue(m)
             if self.busy_try(m, True):
                 self._add_queue(m, PQ_INACTIVE + p.pc[m], False)
                 continue
@@ -783,6 +827,7 @@ class DragonflyVm(PageoutMixin):
     # ======================================================================================
     # Freeing
     # ======================================================================================
+    @page_locked
     def vm_page_free(self, m: int) -> None:
         """vm_page_free_toq: the page (hard-busied) goes to the head of PQ_FREE + pc, or
         the tail of PQ_HOLD while it is held."""
@@ -848,6 +893,7 @@ class DragonflyVm(PageoutMixin):
     def _movable(self, m: int) -> bool:
         return not self.pages.flags[m] & (PG_FICTITIOUS | PG_UNQUEUED)
 
+    @page_locked
     def vm_page_activate(self, m: int) -> None:
         """To the tail of PQ_ACTIVE + pc with act_count >= ACT_INIT."""
         p = self.pages
@@ -871,6 +917,7 @@ class DragonflyVm(PageoutMixin):
             return
         self.vm_page_activate(m)
 
+    @page_locked
     def vm_page_deactivate(self, m: int, athead: bool = False) -> None:
         """To PQ_INACTIVE + pc (tail, or head with ``athead``); act_count untouched."""
         p = self.pages
@@ -884,6 +931,7 @@ class DragonflyVm(PageoutMixin):
         p.flags[m] &= ~PG_WINATCFLS
         self._add_queue(m, PQ_INACTIVE + p.pc[m], athead)
 
+    @page_locked
     def vm_page_cache(self, m: int) -> None:
         """Move a clean, busied page to PQ_CACHE (a dirty one is deactivated); always
         unbusies."""
@@ -906,6 +954,7 @@ class DragonflyVm(PageoutMixin):
         finally:
             self.vm_page_wakeup(m)
 
+    @page_locked
     def vm_page_try_to_free(self, m: int) -> bool:
         p = self.pages
         if self.busy_try(m, True):
@@ -922,6 +971,7 @@ class DragonflyVm(PageoutMixin):
         self.vm_page_free(m)
         return True
 
+    @page_locked
     def vm_page_unqueue(self, m: int) -> None:
         if self._rem_queue(m) in (PQ_FREE, PQ_CACHE):
             self.pagedaemon_wakeup()
@@ -993,6 +1043,7 @@ class DragonflyVm(PageoutMixin):
             return m, True
         return m, False
 
+    @page_locked
     def vm_page_rename(self, m: int, obj: VmObject, pindex: int) -> None:
         self._need_hard_busy(m, "vm_page_rename")
         if pindex in obj.memq:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import ArgumentError
+from .locks import page_locked
 from .vm_page_array import (
     ACT_ADVANCE,
     ACT_INIT,
@@ -299,6 +300,7 @@ class PageoutMixin:
         return self.md_refs.pop(m, 0)
 
     # ---------------------------------------------------------------- madvise
+    @page_locked
     def vm_page_dontneed(self, m: int) -> None:
         """vm_page_dontneed: mostly deactivate to the head (28/32) or tail (3/32), leave
         1/32 of the calls (and pages already inactive/cached) with act_count - 1."""
@@ -409,10 +411,13 @@ class PageoutMixin:
             budget = min(per, q.lcnt[qi])
             while budget > 0 and made < shortage:
                 budget -= 1
-                m = q.first(qi)
+                m = self.first_locked(qi)
                 if m is None:
                     break
-                made += self._inactive_page(m, qi)
+                try:
+                    made += self._inactive_page(m, qi)
+                finally:
+                    self.page_unlock(m)
         return made
 
     def _requeue(self, m: int, q: int) -> None:
@@ -486,11 +491,12 @@ class PageoutMixin:
             budget = min(per, q.lcnt[qa])
             while budget > 0 and done < shortage:
                 budget -= 1
-                m = q.first(qa)
+                m = self.first_locked(qa)
                 if m is None:
                     break
                 if self.busy_try(m, True):
                     self._requeue(m, qa)
+                    self.page_unlock(m)
                     continue
                 try:
                     if p.wire_count[m]:
@@ -517,11 +523,12 @@ class PageoutMixin:
                         self._requeue(m, qa)
                 finally:
                     self.vm_page_wakeup(m)
+                    self.page_unlock(m)
 
     def _cache_to_free(self) -> None:
         """Free cache pages while v_free_count < v_free_target and cache > 16; the rover
         steps by PQ_PRIME2."""
-        q, st = self.queues, self.pageout_stats
+        st = self.pageout_stats
         tries = 0
         while tries < PQ_L2_SIZE:
             s = self.local()
@@ -529,14 +536,20 @@ class PageoutMixin:
                 break
             c = self._cache_rover
             self._cache_rover = (c + PQ_PRIME2) & PQ_L2_MASK
-            m = q.first(PQ_CACHE + c)
-            if m is None or self.busy_try(m, True):
+            m = self.first_locked(PQ_CACHE + c)
+            if m is None:
                 tries += 1
                 continue
-            tries = 0
-            self.pages.flags[m] &= ~(PG_MAPPED | PG_WRITEABLE)
-            self.vm_page_free(m)
-            st.freed += 1
+            try:
+                if self.busy_try(m, True):
+                    tries += 1
+                    continue
+                tries = 0
+                self.pages.flags[m] &= ~(PG_MAPPED | PG_WRITEABLE)
+                self.vm_page_free(m)
+                st.freed += 1
+            finally:
+                self.page_unlock(m)
 
     def vm_pageout_page_stats(self) -> int:
         """act_count aging of one active colour (the idle-tick scan); returns pages seen."""
@@ -550,8 +563,11 @@ class PageoutMixin:
         budget = min(max(16, s.v_free_count // 1024 // 16), q.lcnt[qa])
         seen = 0
         for _ in range(budget):
-            m = q.first(qa)
-            if m is None or self.busy_try(m, True):
+            m = self.first_locked(qa)
+            if m is None:
+                break
+            if self.busy_try(m, True):
+                self.page_unlock(m)
                 break
             seen += 1
             try:
@@ -574,6 +590,7 @@ class PageoutMixin:
                     self._requeue(m, qa)
             finally:
                 self.vm_page_wakeup(m)
+                self.page_unlock(m)
         return seen
 
     def vm_pageout_kill_biggest(self) -> Proc | None:
