@@ -233,13 +233,20 @@ dfly_counts
 
 
 def test_trace_ops():
+    # firecracker-128m: phys_avail [0x1000, 0x9f000) + [0x2000000, 0x8000000), 24734
+    # pages.  vm_page_startup takes the minidump bitmap (4 KiB) and the page array
+    # (32767 pages x 128 bytes) off the top of the largest range: new_end = 0x7bff000,
+    # so 158 + 23551 = 23709 pages; the 158 below 0x9f000 are the DMA reserve
+    # (vm_low_phys_reserved = total/4 ~ 25 MB), 23551 are free.
+    # Object 1 has pg_color 31, so pindex 0 wants colour 31 (CPU 0 of 1x2); the highest
+    # pfn below 0x7bff with (pfn ^ pfn>>10 ^ pfn>>20) & 1023 == 31 is 0x7801.
     r = Replayer(check=True)
     out = [r.run_line(ln) for ln in TRACE.splitlines()]
-    assert out[0].startswith("pages 24734 free ")
-    assert out[2] == "0x7c00000\n"
-    assert out[3] == ("0x7c00000 queue=PQ_NONE pc=31 flags=0x0 busy=0x80000000 wire=0 "
+    assert out[0] == "pages 23709 free 23551\n"
+    assert out[2] == "0x7801000\n"
+    assert out[3] == ("0x7801000 queue=PQ_NONE pc=31 flags=0x0 busy=0x80000000 wire=0 "
                       "hold=0 act=0 valid=0x00 dirty=0x00 object=1 pindex=0\n")
-    assert out[7].startswith("error: vm_page_free: page 0x7c00000 is not hard-busied")
+    assert out[7].startswith("error: vm_page_free: page 0x7801000 is not hard-busied")
     assert out[8] == "0\n"
     assert " queue=PQ_HOLD+31 " in out[11] and " hold=1 " in out[11]
     assert " queue=PQ_FREE+31 " in out[13] and " busy=0x0 " in out[13]

@@ -88,7 +88,8 @@ class PageHash:
         """The first slot of (obj, pindex)'s set (sets are unaligned)."""
         hi = self._hi_cache.get(obj.id)
         if hi is None:
-            hi = (crc32c(obj.kva.to_bytes(8, "little")) << 2) & 0xFFFFFFFFFFFFFFFF
+            # iscsi_crc32 returns a 32-bit value: the shift drops its top two bits.
+            hi = (crc32c(obj.kva.to_bytes(8, "little")) << 2) & 0xFFFFFFFF
             hi ^= hi >> 21
             self._hi_cache[obj.id] = hi
         return (hi + pindex * 4) & (self.size - 1)

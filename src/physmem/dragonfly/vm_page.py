@@ -20,6 +20,7 @@ The free-page source is pluggable (``source=``):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -83,6 +84,7 @@ REQ_NAMES = {"NORMAL": VM_ALLOC_NORMAL, "SYSTEM": VM_ALLOC_SYSTEM,
              "FORCE_ZERO": VM_ALLOC_FORCE_ZERO, "NULL_OK": VM_ALLOC_NULL_OK,
              "RETRY": VM_ALLOC_RETRY, "USE_GD": VM_ALLOC_USE_GD}
 LOW_PHYS_RESERVED = 65536                  # pages (256 MiB)
+SIZEOF_VM_PAGE = 128                       # bytes of struct vm_page (amd64)
 DEFAULT_DMA_RESERVED = 128 << 20
 RETRY_LIMIT = 1000        # waits before VM_ALLOC_RETRY gives up (the kernel never does)
 
@@ -157,7 +159,12 @@ class DragonflyVm(PageoutMixin):
         self.ncpus = self.topology.ncpus
         self.witness = Witness()
         self.witness.enable(witness)
-        avail = m.phys_avail()
+        if source == "buddy":
+            avail = m.phys_avail()          # the pages FreeBSD's boot hands to vm_phys
+        else:
+            # DragonFly carves its own page array: start from the platform's map
+            avail = (m.phys_avail() if m.avail_override is not None else
+                     dataclasses.replace(m, page_array="none").phys_avail())
         first = min(s for s, _ in avail) >> PAGE_SHIFT
         last = max(e for _, e in avail) >> PAGE_SHIFT
         self.first_pfn = first
@@ -197,9 +204,19 @@ class DragonflyVm(PageoutMixin):
     # Boot: vm_page_startup, vm_numa_organize, vm_page_startup_finish
     # ======================================================================================
     def _startup(self, avail: list[tuple[int, int]], dma_reserved: int | None) -> None:
+        """vm_page_startup: carve the minidump bitmap and the page array from the top of
+        the largest phys_avail range, reserve low memory for DMA, add every other page in
+        ascending order at the head of PQ_FREE + pc; then vm_numa_organize per NUMA
+        range and vm_numa_organize_finalize on multi-socket machines."""
         p = self.pages
-        idx = np.concatenate([np.arange(s >> PAGE_SHIFT, e >> PAGE_SHIFT, dtype=np.int64)
-                              for s, e in avail]) - self.first_pfn
+        avail = [(s, e) for s, e in sorted(avail) if e > s]
+        total = sum(e - s for s, e in avail)
+        if self.source == "buddy":
+            runs = [(s >> PAGE_SHIFT, e >> PAGE_SHIFT) for s, e in avail]
+        else:
+            runs = self._carve(avail, total)
+        idx = np.concatenate([np.arange(s, e, dtype=np.int64) for s, e in runs]) \
+            - self.first_pfn
         pfn = idx + self.first_pfn
         pc = (pfn ^ (pfn // PQ_L2_SIZE) ^ (pfn // (PQ_L2_SIZE * PQ_L2_SIZE))) & PQ_L2_MASK
         p.arrays["pc"][idx] = pc
@@ -209,7 +226,6 @@ class DragonflyVm(PageoutMixin):
         managed[idx] = 1
         self.managed = bytearray(managed.tobytes())
         self.vmstats.v_page_count = len(idx)
-        total = len(idx)
         if self.source == "buddy":
             from ..freebsd.vm_page import Kernel
             k = Kernel.from_machine(self.machine)
@@ -218,18 +234,22 @@ class DragonflyVm(PageoutMixin):
             self.vmstats.v_free_count = sum(k.free_counts)
             self.dma_reserved = 0
         else:
-            self.low_phys_reserved = min(LOW_PHYS_RESERVED, total // 4)
+            # vm_low_phys_reserved: 65536 pages, at most a quarter of the memory (bytes).
+            self.low_phys_reserved = min(LOW_PHYS_RESERVED << PAGE_SHIFT, total // 4) \
+                >> PAGE_SHIFT
+            if dma_reserved:
+                self.dma_reserved = dma_reserved
+            else:
+                self.dma_reserved = min(DEFAULT_DMA_RESERVED, total // 16)
             low = pfn < self.low_phys_reserved
             reserve = idx[low]
             free = idx[~low]
             # vm_add_new_page: ascending order, each at the HEAD of PQ_FREE + pc, so a
             # queue reads from the highest address down.
-            q_of = np.zeros(len(p.arrays["queue"]), dtype=np.int64)
+            q_of = np.zeros(p.npages, dtype=np.int64)
             q_of[free] = PQ_FREE + pc[~low]
             self.queues.build_from(q_of, free[::-1])
             self.vmstats.v_free_count = len(free)
-            if self.topology.sockets > 1:
-                self._numa_organize()
             # The DMA reserve: never queued, wired, fictitious, in the alist.
             self.dma_alist = Alist(LOW_PHYS_RESERVED)
             if len(reserve):
@@ -239,45 +259,111 @@ class DragonflyVm(PageoutMixin):
                     self.dma_alist.free(s, e - s)
                 self.vmstats.v_wire_count += len(reserve)
                 self.vmstats.v_dma_pages = len(reserve)
-            want = DEFAULT_DMA_RESERVED if dma_reserved is None else dma_reserved
-            self.dma_reserved = min(want, (total << PAGE_SHIFT) // 16)
+            t = self.topology
+            if t.sockets > 1 and t.cores > 0:
+                self._numa_organize(avail)
+                self._numa_organize_finalize()
+        # The boot CPU's copy; the others get theirs at the first rollup (hardclock),
+        # which the model does at once.
         for c in self.cpu:
             c.vmstats = self.vmstats.copy()
         self._startup_finish()
 
-    def _numa_organize(self) -> None:
-        """vm_numa_organize: give each socket's memory its share of the colours, then
-        vm_numa_organize_finalize: refill colours under 90 % of the average."""
+    def _carve(self, avail: list[tuple[int, int]], total: int) -> list[tuple[int, int]]:
+        """The pfn runs vm_page_startup adds: every phys_avail range, the largest cut at
+        new_end (below the minidump bitmap and the page array), at most npages pages."""
+        sizes = [e - s for s, e in avail]
+        biggest = sizes.index(max(sizes))               # the first of the largest
+        last_end = avail[-1][1]
+        end = avail[biggest][1]
+        dump_size = _round_page(-(-(last_end >> PAGE_SHIFT) // 8))
+        end -= dump_size
+        first_page = avail[0][0] >> PAGE_SHIFT
+        page_range = (last_end >> PAGE_SHIFT) - first_page
+        npages = (total - page_range * SIZEOF_VM_PAGE) >> PAGE_SHIFT
+        new_end = (end - page_range * SIZEOF_VM_PAGE) & ~((1 << PAGE_SHIFT) - 1)
+        self.array_carve = (new_end, avail[biggest][1])
+        runs = []
+        for i, (s, e) in enumerate(avail):
+            if npages <= 0:
+                break
+            last_pa = new_end if i == biggest else e
+            n = max(0, min((last_pa - s) >> PAGE_SHIFT, npages))
+            if n:
+                runs.append((s >> PAGE_SHIFT, (s >> PAGE_SHIFT) + n))
+            npages -= n
+        return runs
+
+    def _numa_organize(self, avail: list[tuple[int, int]]) -> None:
+        """vm_numa_organize for each NUMA memory range (the machine's segments, in
+        order): every page of the range gets ``pc % share + socket * share``; a queued
+        page moves to the head of its new queue, in ascending address order."""
         p, q = self.pages, self.queues
         sockets = self.topology.sockets
         share = PQ_L2_SIZE // sockets
+        pcs = p.arrays["pc"]
+        queue = p.arrays["queue"]
+        moved = []
         for s, e, dom in self.machine.segments():
-            lo = max(s >> PAGE_SHIFT, self.first_pfn) - self.first_pfn
-            hi = min(e >> PAGE_SHIFT, self.first_pfn + p.npages) - self.first_pfn
-            for i in range(lo, hi):
-                if p.queue[i] != PQ_NONE and queue_base(p.queue[i]) == PQ_FREE:
-                    pc = (p.pc[i] % share) + (dom % sockets) * share
-                    q.remove(p.queue[i], i)
-                    p.pc[i] = pc
-                    q.insert(PQ_FREE + pc, i, True)
-        used = [c for c in range(PQ_L2_SIZE) if q.lcnt[PQ_FREE + c]]
-        if not used:
-            return
-        avg = sum(q.lcnt[PQ_FREE + c] for c in used) // len(used)
-        donors = [c for c in used if q.lcnt[PQ_FREE + c] >= avg]
-        d = 0
-        for c in range(PQ_L2_SIZE):
-            while q.lcnt[PQ_FREE + c] < avg * 9 // 10 and donors:
-                src = donors[d % len(donors)]
-                d += 1
-                if q.lcnt[PQ_FREE + src] <= avg:
-                    donors.remove(src)
+            for a, b in avail:
+                lo, hi = max(a, s), min(b, e)
+                if hi <= lo:
                     continue
-                i = q.first(PQ_FREE + src)
-                assert i is not None
-                q.remove(PQ_FREE + src, i)
-                p.pc[i] = c
-                q.insert(PQ_FREE + c, i, True)
+                i0 = (lo >> PAGE_SHIFT) - self.first_pfn
+                i1 = min((hi >> PAGE_SHIFT) - self.first_pfn, p.npages)
+                seg = np.arange(i0, i1, dtype=np.int64)
+                pcs[seg] = ((pcs[seg] % share) + (dom % sockets) * share) & PQ_L2_MASK
+                moved.append(seg[queue[seg] != PQ_NONE])
+        if not moved:
+            return
+        mv = np.concatenate(moved)
+        # Final order: the moved pages, last moved first (head inserts), then pages that
+        # were queued but outside every range, in their old order.
+        old = [np.fromiter(q.iter(c), dtype=np.int64) for c in range(PQ_FREE, PQ_FREE +
+                                                                        PQ_L2_SIZE)]
+        old_all = np.concatenate(old) if old else np.zeros(0, dtype=np.int64)
+        stay = old_all[~np.isin(old_all, mv)]
+        for c in range(PQ_FREE, PQ_FREE + PQ_L2_SIZE):
+            q.head[c] = q.tail[c] = q.lcnt[c] = 0
+            q.nonempty[c] = 0
+        q.total[PQ_FREE] = 0
+        everyone = np.concatenate([mv[::-1], stay])
+        arr = p.arrays
+        arr["next"][everyone] = 0
+        arr["prev"][everyone] = 0
+        q_of = np.zeros(p.npages, dtype=np.int64)
+        q_of[everyone] = PQ_FREE + pcs[everyone].astype(np.int64)
+        q.build_from(q_of, everyone)
+
+    def _numa_organize_finalize(self) -> None:
+        """vm_numa_organize_finalize: average lcnt over scale_lim queues (the kernel sums
+        vm_page_queues[0 .. scale_lim-1], i.e. PQ_NONE and colours 0..scale_lim-2), then
+        fill each colour below 90 % of it from colours at or above the average, one page
+        at a time from the donor's head to the recipient's head, a cursor walking the
+        colours."""
+        q, p = self.queues, self.pages
+        t = self.topology
+        scale_lim = PQ_L2_SIZE // t.sockets // t.cores // t.threads * t.threads * t.cores \
+            * t.sockets
+        hi = sum(q.lcnt[i] for i in range(scale_lim)) // scale_lim
+        lo = hi - hi // 10
+        self.messages.append(f"vm_page: avg {hi} pages per queue, {scale_lim} queues")
+        it = 0
+        for i in range(scale_lim):
+            misses = 0
+            while q.lcnt[PQ_FREE + i] < lo:
+                it = (it + 1) & PQ_L2_MASK
+                if q.lcnt[PQ_FREE + it] < hi:
+                    misses += 1
+                    if misses > PQ_L2_SIZE:        # no donor left: the kernel would spin
+                        break
+                    continue
+                misses = 0
+                m = q.first(PQ_FREE + it)
+                assert m is not None
+                q.remove(PQ_FREE + it, m)
+                p.pc[m] = i
+                q.insert(PQ_FREE + i, m, True)
 
     def _startup_finish(self) -> None:
         """vm_page_startup_finish: return the DMA reserve's excess, size the page hash,
@@ -305,7 +391,8 @@ class DragonflyVm(PageoutMixin):
                     self._busy_acquire(m)
                     self._unwire(m, False)
                     self.vm_page_free(m)
-            self.messages.append(f"DMA space used: {self.vmstats.v_dma_pages * 4}k, "
+            used = self.vmstats.v_dma_pages - self.dma_alist.bfree
+            self.messages.append(f"DMA space used: {used * 4}k, "
                                  f"remaining available: {self.dma_alist.bfree * 4}k")
             self.vmstats_rollup()
         self.hash = PageHash(self.pages.npages)
@@ -347,18 +434,26 @@ class DragonflyVm(PageoutMixin):
             self._tls.cpu = old
 
     def _count(self, counter: str, delta: int) -> None:
-        """Adjust a count: this CPU's local view and pending delta (vmstats are folded in
-        by vmstats_rollup, or at once when a large negative delta builds up)."""
+        """A queue add (+1) or remove (-1): this CPU's local view and pending delta change
+        at once.  A removal that leaves the delta below -1024 while paging should start
+        folds it into the global vmstats at once (_vm_page_rem_queue_spinlocked)."""
         c = self.cpu[self.curcpu()]
         with self.stats_lock:
             setattr(c.vmstats, counter, getattr(c.vmstats, counter) + delta)
             c.adj[counter] += delta
-            fold = c.adj[counter] < -1024
+            fold = delta < 0 and c.adj[counter] < -1024
         if fold and self.start(-1024 * self.ncpus):
             with self.stats_lock:
                 setattr(self.vmstats, counter,
                         getattr(self.vmstats, counter) + c.adj[counter])
                 c.adj[counter] = 0
+
+    def _count_adj(self, counter: str, delta: int) -> None:
+        """A pending delta only (vm_page_wire/unwire's v_wire_count): no CPU sees it
+        before the next rollup."""
+        c = self.cpu[self.curcpu()]
+        with self.stats_lock:
+            c.adj[counter] += delta
 
     def vmstats_rollup(self) -> None:
         """Fold every CPU's pending deltas into the global vmstats, refresh the copies."""
@@ -386,8 +481,6 @@ class DragonflyVm(PageoutMixin):
         assert p.queue[m] == PQ_NONE and not p.flags[m] & (PG_FICTITIOUS | PG_UNQUEUED)
         with self.queue_spin[q]:
             self.queues.insert(q, m, athead or base == PQ_FREE)
-            if not athead and base != PQ_FREE:
-                self.queues.adds[q] += 1
         self._count(COUNTER[base], 1)
 
     def _rem_queue(self, m: int) -> int:
@@ -442,7 +535,8 @@ class DragonflyVm(PageoutMixin):
         self.page_spin[m & (PAGE_STRIPES - 1)].release()
 
     def _list_find(self, base: int, idx: int) -> int | None:
-        """_vm_page_list_find: the exact colour, then the widening search."""
+        """_vm_page_list_find + removal: the exact colour (which clears its skip hint),
+        then the widening search.  The page comes back dequeued."""
         if not self.queues.total[base]:
             return None
         m = self._list_first_trylock(base + idx)
@@ -452,45 +546,82 @@ class DragonflyVm(PageoutMixin):
         return self._find_wide(base, idx)
 
     def _find_wide(self, base: int, idx: int) -> int | None:
+        """_vm_page_list_find_wide: sets of 16, 32, ... 1024 colours around the start
+        (the queue's ``lastq`` hint if set); a search that probed 8 or more colours
+        leaves the colour it found in the original queue's hint."""
         last = self.queues.lastq
-        ne = self.queues.nonempty
-        if last[base + idx] >= 0:
-            idx = last[base + idx]
+        start = last[base + idx] if last[base + idx] >= 0 else idx
         mask = self.set_assoc_mask >> 1
-        count = 0
-        s0 = s1 = -1
-        start = idx
+        level = (-1, -1, 0)
         while True:
             mask = mask * 2 + 1
-            q, rng = idx, mask + 1
-            while rng > 0:
-                if s0 <= q < s1:
-                    rng -= s1 - q
-                    q = (q & ~mask) | (s1 & mask)
-                if rng > 0:
-                    if not ne[base + q]:
-                        # Jump over empty colours as the probe loop would step over
-                        # them: not past the block's end, the searched range or rng.
-                        lim = min((q | mask) + 1, q + rng)
-                        if s0 > q:
-                            lim = min(lim, s0)
-                        j = ne.find(1, base + q, base + lim)
-                        d = (j - base if j >= 0 else lim) - q
-                        rng -= d
-                        count += d
-                        q = (q & ~mask) | ((q + d) & mask)
-                        continue
-                    m = self._list_first_trylock(base + q)
-                    if m is not None:
-                        if count >= 8:
-                            last[base + start] = q
-                        return m
-                rng -= 1
-                count += 1
-                q = (q & ~mask) | ((q + 1) & mask)
-            s0, s1 = q & ~mask, (q | mask) + 1
-            if mask >= PQ_L2_MASK:
+            m, q, level = self._probe_set(base, start, mask, level)
+            if m is not None:
+                if level[2] >= 8:
+                    last[base + idx] = q
+                return m
+            if mask == PQ_L2_MASK:
                 return None
+
+    def _find2_wide(self, b1: int, b2: int, idx: int) -> tuple[int | None, int]:
+        """_vm_page_list_find2_wide: the free and cache searches interleaved -- free
+        16, free 32, cache 16, free 64, cache 32, ... free 1024, cache 512 -- both from
+        the free queue's hint.  Returns (page, base it came from)."""
+        last = self.queues.lastq
+        start = last[b1 + idx] if last[b1 + idx] >= 0 else idx
+        mask1 = mask2 = self.set_assoc_mask >> 1
+        lv1 = lv2 = (-1, -1, 0)
+        widest = (self.set_assoc_mask << 1) | 1
+        while True:
+            if mask1 != PQ_L2_MASK:
+                mask1 = mask1 * 2 + 1
+                m, q, lv1 = self._probe_set(b1, start, mask1, lv1)
+                if m is not None:
+                    if lv1[2] >= 8:
+                        last[b1 + idx] = q
+                    return m, b1
+            if mask1 >= widest:
+                mask2 = mask2 * 2 + 1
+                m, q, lv2 = self._probe_set(b2, start, mask2, lv2)
+                if m is not None:
+                    if lv2[2] >= 8:
+                        last[b2 + idx] = q
+                    return m, b2
+            if mask1 == PQ_L2_MASK or mask2 == PQ_L2_MASK:
+                return None, b1
+
+    def _probe_set(self, base: int, idx: int, mask: int,
+                   level: tuple[int, int, int]) -> tuple[int | None, int, tuple[int, int, int]]:
+        """One widening step: probe the ``mask + 1`` colours of idx's aligned set from
+        idx on, wrapping, skipping the set already searched (``level`` = skip start,
+        skip end, probe count).  Returns (page or None, colour, new level)."""
+        s0, s1, count = level
+        ne = self.queues.nonempty
+        q, rng = idx, mask + 1
+        while rng > 0:
+            if s0 <= q < s1:
+                rng -= s1 - q
+                q = (q & ~mask) | (s1 & mask)
+            if rng > 0:
+                if not ne[base + q]:
+                    # Jump over empty colours as the probe loop would step over them:
+                    # not past the set's end, the searched set or the range left.
+                    lim = min((q | mask) + 1, q + rng)
+                    if s0 > q:
+                        lim = min(lim, s0)
+                    j = ne.find(1, base + q, base + lim)
+                    d = (j - base if j >= 0 else lim) - q
+                    rng -= d
+                    count += d
+                    q = (q & ~mask) | ((q + d) & mask)
+                    continue
+                m = self._list_first_trylock(base + q)
+                if m is not None:
+                    return m, q, (s0, s1, count)
+            rng -= 1
+            count += 1
+            q = (q & ~mask) | ((q + 1) & mask)
+        return None, q, (q & ~mask, (q | mask) + 1, count)
 
     # ======================================================================================
     # Busy, wire, hold
@@ -577,7 +708,7 @@ class DragonflyVm(PageoutMixin):
             raise PageStateError(f"vm_page_wire: page {self.pa(m):#x} is free")
         p.wire_count[m] += 1
         if p.wire_count[m] == 1:
-            self._count("v_wire_count", 1)
+            self._count_adj("v_wire_count", 1)
 
     @page_locked
     def vm_page_unwire(self, m: int, activate: bool) -> None:
@@ -594,7 +725,7 @@ class DragonflyVm(PageoutMixin):
         p = self.pages
         p.wire_count[m] -= 1
         if p.wire_count[m] == 0:
-            self._count("v_wire_count", -1)
+            self._count_adj("v_wire_count", -1)
             if p.flags[m] & PG_UNQUEUED:
                 return
             if activate or p.flags[m] & PG_NEED_COMMIT:
@@ -642,7 +773,8 @@ class DragonflyVm(PageoutMixin):
         return c & PQ_L2_MASK
 
     def _select_free(self, color: int) -> int | None:
-        """vm_page_select_free: a free page, dequeued and hard-busied."""
+        """vm_page_select_free: a free page, dequeued and hard-busied (one that cannot be
+        busied is deactivated out of the way)."""
         while True:
             if self.source == "buddy":
                 return self._buddy_take(color)
@@ -650,30 +782,67 @@ class DragonflyVm(PageoutMixin):
             if m is None:
                 return None
             if self.busy_try(m, True):
-                self._add_queue(m, PQ_INACTIVE + self.pages.pc[m], False)
+                self._deactivate_locked(m, False)
                 continue
             p = self.pages
             assert not p.flags[m] & (PG_UNQUEUED | PG_NEED_COMMIT)
             assert p.hold_count[m] == 0 and p.wire_count[m] == 0
+            self.pagedaemon_wakeup()
             return m
+
+    def _cache_ok(self, m: int) -> bool:
+        """A busied cache page that can be recycled (vm_page_select_cache's test)."""
+        p = self.pages
+        return not (p.flags[m] & (PG_NEED_COMMIT | PG_MAPPED) or p.hold_count[m] or
+                    p.wire_count[m] or p.dirty[m] & p.valid[m])
 
     def _select_cache(self, color: int) -> int | None:
         """vm_page_select_cache: a reusable cache page, dequeued and hard-busied (others
         are deactivated)."""
-        p = self.pages
         while True:
             m = self._list_find(PQ_CACHE, color)
             if m is None:
                 return None
             if self.busy_try(m, True):
-                self._add_queue(m, PQ_INACTIVE + p.pc[m], False)
+                self._deactivate_locked(m, False)
                 continue
-            if (p.flags[m] & (PG_NEED_COMMIT | PG_MAPPED) or p.hold_count[m] or
-                    p.wire_count[m] or p.dirty[m] & p.valid[m]):
-                self._add_queue(m, PQ_INACTIVE + p.pc[m], False)
-                self.vm_page_wakeup(m)
+            if self._cache_ok(m):
+                self.pagedaemon_wakeup()
+                return m
+            self._deactivate_locked(m, False)
+            self.vm_page_wakeup(m)
+
+    def _select_free_or_cache(self, color: int) -> tuple[int | None, bool]:
+        """vm_page_select_free_or_cache: one search over the free and cache queues
+        (_vm_page_list_find2); returns (page dequeued and hard-busied, from cache)."""
+        if self.source == "buddy":
+            m = self._buddy_take(color)
+            if m is not None:
+                return m, False
+            return self._select_cache(color), True
+        q = self.queues
+        while True:
+            if not q.total[PQ_FREE] and not q.total[PQ_CACHE]:
+                return None, False
+            m = self._list_first_trylock(PQ_FREE + color)
+            base = PQ_FREE
+            if m is not None:
+                q.lastq[PQ_FREE + color] = q.lastq[PQ_CACHE + color] = -1
+            else:
+                m, base = self._find2_wide(PQ_FREE, PQ_CACHE, color)
+                if m is None:
+                    return None, False
+            if self.busy_try(m, True):
+                self._deactivate_locked(m, False)
                 continue
-            return m
+            if base == PQ_FREE:
+                self.pagedaemon_wakeup()
+                return m, False
+            if self._cache_ok(m):
+                self.pagedaemon_wakeup()
+                return m, True
+            self._deactivate_locked(m, False)
+            self.vm_page_wakeup(m)
 
     def _recycle(self, m: int) -> None:
         """A busied cache page on its way back to PQ_FREE."""
@@ -707,16 +876,19 @@ class DragonflyVm(PageoutMixin):
                     or (req & VM_ALLOC_INTERRUPT and s.v_free_count > 0)
                     or (req & VM_ALLOC_SYSTEM and s.v_cache_count == 0
                         and s.v_free_count > s.v_interrupt_free_min)):
-                m = self._select_free(color)
-                if m is None and req & VM_ALLOC_NORMAL:
-                    m = self._select_cache(color)
-                    if m is not None:
+                if req & VM_ALLOC_NORMAL:
+                    m, fromcache = self._select_free_or_cache(color)
+                    if m is not None and fromcache:
                         self._recycle(m)
                         continue
+                else:
+                    m = self._select_free(color)
                 if m is None:
-                    self.vmstats_rollup()          # the count raced: look again
+                    # The count raced (or is stale): fold the per-CPU deltas and look
+                    # again.  The kernel loops forever; the model gives up after a few.
+                    self.vmstats_rollup()
                     retries += 1
-                    if retries > 2:
+                    if retries > 3:
                         break
                     continue
                 return self._alloc_finish(m, obj, pindex)
@@ -902,9 +1074,9 @@ class DragonflyVm(PageoutMixin):
         if queue_base(p.queue[m]) == PQ_ACTIVE:
             p.act_count[m] = max(p.act_count[m], ACT_INIT)
             return
-        old = self._rem_queue(m)
-        if old == PQ_FREE:
+        if queue_base(p.queue[m]) == PQ_FREE:
             raise PageStateError(f"vm_page_activate: page {self.pa(m):#x} is free")
+        old = self._rem_queue(m)
         if old == PQ_CACHE:
             self.cpu[self.curcpu()].cnt["v_reactivated"] += 1
         p.act_count[m] = max(p.act_count[m], ACT_INIT)
@@ -923,13 +1095,21 @@ class DragonflyVm(PageoutMixin):
         p = self.pages
         if not self._movable(m) or queue_base(p.queue[m]) == PQ_INACTIVE:
             return
-        old = self._rem_queue(m)
-        if old == PQ_FREE:
+        if queue_base(p.queue[m]) == PQ_FREE:
             raise PageStateError(f"vm_page_deactivate: page {self.pa(m):#x} is free")
+        old = self._rem_queue(m)
         if old == PQ_CACHE:
             self.cpu[self.curcpu()].cnt["v_reactivated"] += 1
-        p.flags[m] &= ~PG_WINATCFLS
-        self._add_queue(m, PQ_INACTIVE + p.pc[m], athead)
+        self._deactivate_locked(m, athead)
+
+    def _deactivate_locked(self, m: int, athead: bool) -> None:
+        """_vm_page_deactivate_locked's insertion (the page is off every queue): clear
+        PG_WINATCFLS, head or tail of PQ_INACTIVE + pc; tail inserts count in ``adds``."""
+        self.pages.flags[m] &= ~PG_WINATCFLS
+        q = PQ_INACTIVE + self.pages.pc[m]
+        self._add_queue(m, q, athead)
+        if not athead:
+            self.queues.adds[q] += 1
 
     @page_locked
     def vm_page_cache(self, m: int) -> None:
@@ -1260,6 +1440,10 @@ class DragonflyVm(PageoutMixin):
         pages agree."""
         from .invariants import check_dragonfly
         check_dragonfly(self)
+
+
+def _round_page(n: int) -> int:
+    return -(-n >> PAGE_SHIFT) << PAGE_SHIFT
 
 
 def _runs(pfns: np.ndarray) -> list[tuple[int, int]]:
