@@ -1,10 +1,15 @@
 """Spinlocks for the DragonFly page layer, and a lock-order checker in the spirit of WITNESS.
 
 DragonFly's rule: a page's spinlock is taken before a queue's spinlock; paths that find a
-page on a queue (holding the queue's lock) may only *try* a page lock.  The object token
-comes before both.  :class:`Spin` is a ``threading.Lock`` with a class name; when the
-checker is on (:func:`Witness.enable`), every acquisition is recorded per thread and one
-that breaks the order raises :class:`LockOrderError` before it blocks.
+page on a queue (holding the queue's lock) may only *try* a page lock.  (Object tokens
+are ``RLock`` objects outside this checker; the model takes them after a page lock, in
+vm_page_remove, and never blocks on a page lock while holding one.)  :class:`Spin` is a
+lock with a class name; with the checker on (``DragonflyVm(witness=True)``), every
+acquisition is recorded per thread and one that breaks the order raises
+:class:`LockOrderError` before it blocks.
+
+Without the checker the locks are plain ``threading`` locks (no Python-level wrapper on the
+hot paths); the checker is chosen when the page layer is built.
 
 Page spinlocks are striped: 1024 locks shared by pages whose index is equal modulo 1024
 (a real per-page lock would cost one Python object per page).
@@ -67,8 +72,16 @@ class Witness:
                 h.reverse()
 
 
+def make_spin(cls: str, witness: Witness):
+    """A spinlock of class ``cls``: a plain ``threading`` lock (reentrant for the striped
+    page locks), or a checked :class:`Spin` when the lock-order checker is on."""
+    if witness.enabled:
+        return Spin(cls, witness)
+    return threading.RLock() if cls == "page" else threading.Lock()
+
+
 class Spin:
-    """A spinlock of class ``cls`` (``page``, ``queue``, ``object``)."""
+    """A spinlock of class ``cls`` (``page``, ``queue``, ``object``) checked by WITNESS."""
 
     __slots__ = ("_lock", "cls", "witness")
 
@@ -79,17 +92,18 @@ class Spin:
         self.cls = cls
         self.witness = witness
 
-    def acquire(self) -> None:
-        self.witness.before(self.cls, False)
-        self._lock.acquire()
-        self.witness.after(self.cls)
+    def acquire(self, blocking: bool = True) -> bool:
+        """Take the lock (``blocking=False``: only if free; True if taken) -- the
+        signature of ``threading.Lock.acquire``, so hot paths call either alike."""
+        w = self.witness
+        w.before(self.cls, not blocking)
+        ok = self._lock.acquire(blocking)
+        if ok:
+            w.after(self.cls)
+        return ok
 
     def try_acquire(self) -> bool:
-        self.witness.before(self.cls, True)
-        ok = self._lock.acquire(blocking=False)
-        if ok:
-            self.witness.after(self.cls)
-        return ok
+        return self.acquire(False)
 
     def release(self) -> None:
         self.witness.release(self.cls)

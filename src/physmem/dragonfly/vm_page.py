@@ -31,7 +31,7 @@ from ..bits import PAGE_SHIFT
 from ..errors import AddressError, ArgumentError, PhysmemError, StateError
 from ..machine import Machine, get_machine
 from .alist import ALIST_BLOCK_NONE, Alist
-from .locks import PAGE_STRIPES, Spin, Witness, page_locked
+from .locks import PAGE_STRIPES, Witness, make_spin, page_locked
 from .vm_object import OBJ_TYPES, OBJT_DEFAULT, PageHash, VmObject
 from .vm_page_array import (
     ACT_INIT,
@@ -110,6 +110,12 @@ def parse_req(text: str) -> int:
     return req
 
 
+class _CpuLocal(threading.local):
+    """The CPU a thread runs as (0 until :meth:`DragonflyVm.on_cpu` says otherwise)."""
+
+    cpu = 0
+
+
 class PageStateError(StateError):
     """What DragonFly would panic on: freeing a busy, wired or held page, unbusying a page
     that is not busy, wiring a free page, dirtying a free or cached page, ..."""
@@ -157,6 +163,7 @@ class DragonflyVm(PageoutMixin):
         self.source = source
         self.topology = cpus or CpuTopology(*m.topology())
         self.ncpus = self.topology.ncpus
+        self._color_slices()
         self.witness = Witness()
         self.witness.enable(witness)
         if source == "buddy":
@@ -170,16 +177,17 @@ class DragonflyVm(PageoutMixin):
         self.first_pfn = first
         self.pages = PageArray(first, last - first)
         self.queues = Queues(self.pages)
+        self.nonempty = self.queues.nonempty
         self.vmstats = VmStats()
         self.cpu = [CpuStats() for _ in range(self.ncpus)]
-        self._tls = threading.local()
+        self._tls = _CpuLocal()
         self.objects: dict[int, VmObject] = {}
         self._next_obj = 1
         self.fake: dict[int, FakePage] = {}
         self.md_refs: dict[int, int] = {}           # pmap reference counts
         self.md_mod: set[int] = set()              # pmap modified pages
-        self.page_spin = [Spin("page", self.witness) for _ in range(PAGE_STRIPES)]
-        self.queue_spin = [Spin("queue", self.witness) for _ in range(PQ_COUNT)]
+        self.page_spin = [make_spin("page", self.witness) for _ in range(PAGE_STRIPES)]
+        self.queue_spin = [make_spin("queue", self.witness) for _ in range(PQ_COUNT)]
         self.atomic = threading.Lock()             # stands for the CPU's atomic ops
         self.stats_lock = threading.Lock()         # per-CPU deltas vs. their rollup
         self.sleep = threading.Condition(threading.Lock())
@@ -419,7 +427,7 @@ class DragonflyVm(PageoutMixin):
         return (m + self.first_pfn) << PAGE_SHIFT
 
     def curcpu(self) -> int:
-        return getattr(self._tls, "cpu", 0)
+        return self._tls.cpu
 
     @contextlib.contextmanager
     def on_cpu(self, cpu: int) -> Iterator[None]:
@@ -437,16 +445,17 @@ class DragonflyVm(PageoutMixin):
         """A queue add (+1) or remove (-1): this CPU's local view and pending delta change
         at once.  A removal that leaves the delta below -1024 while paging should start
         folds it into the global vmstats at once (_vm_page_rem_queue_spinlocked)."""
-        c = self.cpu[self.curcpu()]
-        with self.stats_lock:
-            setattr(c.vmstats, counter, getattr(c.vmstats, counter) + delta)
-            c.adj[counter] += delta
-            fold = delta < 0 and c.adj[counter] < -1024
-        if fold and self.start(-1024 * self.ncpus):
-            with self.stats_lock:
-                setattr(self.vmstats, counter,
-                        getattr(self.vmstats, counter) + c.adj[counter])
-                c.adj[counter] = 0
+        c = self.cpu[self._tls.cpu]
+        lock = self.stats_lock
+        lock.acquire()
+        c.vmstats.__dict__[counter] += delta     # (dict ops: faster than setattr)
+        adj = c.adj
+        a = adj[counter] = adj[counter] + delta
+        lock.release()
+        if a < -1024 and delta < 0 and self.start(-1024 * self.ncpus):
+            with lock:
+                self.vmstats.__dict__[counter] += adj[counter]
+                adj[counter] = 0
 
     def _count_adj(self, counter: str, delta: int) -> None:
         """A pending delta only (vm_page_wire/unwire's v_wire_count): no CPU sees it
@@ -469,7 +478,7 @@ class DragonflyVm(PageoutMixin):
 
     def local(self) -> VmStats:
         """This CPU's view of vmstats (gd_vmstats)."""
-        return self.cpu[self.curcpu()].vmstats
+        return self.cpu[self._tls.cpu].vmstats
 
     # ======================================================================================
     # Queues
@@ -504,7 +513,7 @@ class DragonflyVm(PageoutMixin):
         with self.queue_spin[q]:
             for m in self.queues.iter(q):
                 spin = spins[m & (PAGE_STRIPES - 1)]
-                if spin.try_acquire():
+                if spin.acquire(False):
                     try:
                         self.queues.remove(q, m)
                     finally:
@@ -524,7 +533,7 @@ class DragonflyVm(PageoutMixin):
         spins = self.page_spin
         with self.queue_spin[q]:
             for m in self.queues.iter(q):
-                if spins[m & (PAGE_STRIPES - 1)].try_acquire():
+                if spins[m & (PAGE_STRIPES - 1)].acquire(False):
                     return m
         return None
 
@@ -628,12 +637,16 @@ class DragonflyVm(PageoutMixin):
     # ======================================================================================
     def busy_try(self, m: int, also_m_busy: bool) -> bool:
         """vm_page_busy_try: True if it FAILED (hard-busied or, ``also``, soft-busied)."""
-        with self.atomic:
-            b = self.pages.busy_count[m]
-            if b & PBUSY_LOCKED or (also_m_busy and b & PBUSY_MASK):
-                return True
-            self.pages.busy_count[m] = b | PBUSY_LOCKED
-            return False
+        bc = self.pages.busy_count
+        lock = self.atomic
+        lock.acquire()
+        b = bc[m]
+        if b & PBUSY_LOCKED or (also_m_busy and b & PBUSY_MASK):
+            lock.release()
+            return True
+        bc[m] = b | PBUSY_LOCKED
+        lock.release()
+        return False
 
     def _busy_acquire(self, m: int) -> None:
         if self.busy_try(m, True):
@@ -759,18 +772,24 @@ class DragonflyVm(PageoutMixin):
     # Allocation
     # ======================================================================================
     def vm_get_pg_color(self, cpu: int, obj: VmObject | None, pindex: int) -> int:
+        """The colour for (obj, pindex) on ``cpu``: the CPU's slice of the colours
+        (socket, core, thread) plus (pindex + the object's colour) modulo the slice."""
         k = pindex + (obj.pg_color if obj is not None else 0)
+        cs = self._color_cs
+        return (self._color_base[cpu] + k % cs) & PQ_L2_MASK
+
+    def _color_slices(self) -> None:
+        """Each CPU's first colour and the slice width, as vm_get_pg_color computes them:
+        phys_id * (1024/sockets) + core_id * (that/cores) + ht_id * (that/threads)."""
         t = self.topology
-        if t.sockets * t.cores * t.threads > 1:
-            phys = PQ_L2_SIZE // t.sockets
-            grp = phys // t.cores
-            cs = grp // t.threads
+        phys = PQ_L2_SIZE // t.sockets
+        grp = phys // t.cores
+        cs = grp // t.threads
+        self._color_cs = cs
+        self._color_base = []
+        for cpu in range(self.ncpus):
             phys_id, core_id, ht_id = t.ids(cpu)
-            c = phys_id * phys + core_id * grp + ht_id * cs + k % cs
-        else:
-            cs = PQ_L2_SIZE // self.ncpus
-            c = cpu * cs + k % cs
-        return c & PQ_L2_MASK
+            self._color_base.append(phys_id * phys + core_id * grp + ht_id * cs)
 
     def _select_free(self, color: int) -> int | None:
         """vm_page_select_free: a free page, dequeued and hard-busied (one that cannot be
@@ -856,19 +875,27 @@ class DragonflyVm(PageoutMixin):
         if not req & ALLOC_CLASSES:
             raise ArgumentError("vm_page_alloc: one of NORMAL, QUICK, SYSTEM, INTERRUPT "
                                 "is required")
-        if not isinstance(pindex, int) or pindex < 0:
+        if type(pindex) is not int or pindex < 0:
             raise ArgumentError(f"pindex {pindex!r} must be a non-negative integer")
-        if obj is not None and obj.id not in self.objects:
-            raise ArgumentError("vm_page_alloc: unknown object")
-        if obj is not None and pindex in obj.memq:
-            if req & VM_ALLOC_NULL_OK:
-                return None
-            raise PageStateError(f"vm_page_alloc: object {obj.id} already has page "
-                                 f"{pindex} (PAGE RACE)")
-        cpu = req >> 16 if req & VM_ALLOC_CPU_SPEC else self.curcpu()
+        if obj is not None:
+            if obj.id not in self.objects:
+                raise ArgumentError("vm_page_alloc: unknown object")
+            if pindex in obj.memq:
+                if req & VM_ALLOC_NULL_OK:
+                    return None
+                raise PageStateError(f"vm_page_alloc: object {obj.id} already has page "
+                                     f"{pindex} (PAGE RACE)")
+            k = pindex + obj.pg_color
+        else:
+            k = pindex
+        cpu = req >> 16 if req & VM_ALLOC_CPU_SPEC else self._tls.cpu
         if not 0 <= cpu < self.ncpus:
             raise ArgumentError(f"VM_ALLOC_CPU({cpu}) out of range 0..{self.ncpus - 1}")
-        color = self.vm_get_pg_color(cpu, obj, pindex)
+        color = (self._color_base[cpu] + k % self._color_cs) & PQ_L2_MASK   # vm_get_pg_color
+        if self.kernel is None and self.nonempty[PQ_FREE + color]:
+            m = self._alloc_fast(obj, pindex, req, color)
+            if m is not None:
+                return m if m >= 0 else None
         retries = 0
         while True:
             s = self.local()
@@ -901,6 +928,82 @@ class DragonflyVm(PageoutMixin):
         self.deficit += 1
         self.pagedaemon_wakeup()
         return None
+
+    def _alloc_fast(self, obj: VmObject | None, pindex: int, req: int,
+                    color: int) -> int | None:
+        """vm_page_alloc's common case, inlined: the class may take a free page and the
+        exact colour's queue gives one whose page lock and busy are free.  Same effects
+        as the general path (select_free, the colour hint reset, the busy, the count,
+        two pagedaemon checks, the insert); None sends the caller there."""
+        c = self.cpu[self._tls.cpu]
+        s = c.vmstats
+        free = s.v_free_count
+        if not (free >= s.v_free_reserved or (req & VM_ALLOC_INTERRUPT and free > 0) or
+                (req & VM_ALLOC_SYSTEM and s.v_cache_count == 0 and
+                 free > s.v_interrupt_free_min)):
+            return None
+        q = PQ_FREE + color
+        qs = self.queues
+        p = self.pages
+        bc = p.busy_count
+        qlock = self.queue_spin[q]
+        qlock.acquire()
+        h = qs.head[q]
+        if not h:
+            qlock.release()
+            return None
+        m = h - 1
+        spin = self.page_spin[m & (PAGE_STRIPES - 1)]
+        if not spin.acquire(False):
+            qlock.release()
+            return None
+        atomic = self.atomic
+        atomic.acquire()
+        b = bc[m]
+        if b & (PBUSY_LOCKED | PBUSY_MASK):
+            atomic.release()
+            spin.release()
+            qlock.release()
+            return None
+        bc[m] = b | PBUSY_LOCKED
+        atomic.release()
+        qs.remove(q, m)
+        spin.release()
+        qlock.release()
+        slock = self.stats_lock                       # _count("v_free_count", -1)
+        slock.acquire()
+        s.v_free_count -= 1
+        a = c.adj["v_free_count"] = c.adj["v_free_count"] - 1
+        slock.release()
+        if a < -1024 and self.start(-1024 * self.ncpus):
+            with slock:
+                self.vmstats.v_free_count += c.adj["v_free_count"]
+                c.adj["v_free_count"] = 0
+        qs.lastq[q] = -1
+        if req & VM_ALLOC_NORMAL:
+            qs.lastq[PQ_CACHE + color] = -1
+        if s.v_free_count < s.v_paging_start:        # select_free's pagedaemon_wakeup
+            self.pagedaemon_wakeup()
+        p.flags[m] = 0
+        p.act_count[m] = 0
+        p.valid[m] = 0
+        p.pindex[m] = pindex
+        if obj is not None:                           # vm_page_insert, inlined
+            with obj.token:
+                if pindex in obj.memq:                # lost a race for (obj, pindex)
+                    p.pindex[m] = 0
+                    self.vm_page_free(m)
+                    if req & VM_ALLOC_NULL_OK:
+                        return -1
+                    raise PageStateError(f"vm_page_alloc: object {obj.id} already has "
+                                         f"page {pindex} (PAGE RACE)")
+                obj.generation += 1
+                obj.memq[pindex] = m
+                obj.resident_page_count += 1
+                p.obj[m] = obj.id
+        if s.v_free_count < s.v_paging_start:        # vm_page_alloc's (start() is false
+            self.pagedaemon_wakeup()                   # at or above v_paging_start)
+        return m
 
     def _alloc_finish(self, m: int, obj: VmObject | None, pindex: int) -> int:
         p = self.pages
@@ -999,40 +1102,66 @@ class DragonflyVm(PageoutMixin):
     # ======================================================================================
     # Freeing
     # ======================================================================================
-    @page_locked
     def vm_page_free(self, m: int) -> None:
         """vm_page_free_toq: the page (hard-busied) goes to the head of PQ_FREE + pc, or
-        the tail of PQ_HOLD while it is held."""
+        the tail of PQ_HOLD while it is held; it leaves its object, loses its valid and
+        dirty bits, and is unbusied.  Takes the page's spinlock."""
+        spin = self.page_spin[m & (PAGE_STRIPES - 1)]
+        spin.acquire()
+        try:
+            self._free_toq(m)
+        finally:
+            spin.release()
+
+    def _free_toq(self, m: int) -> None:
         p = self.pages
-        self._need_hard_busy(m, "vm_page_free")
-        if p.busy_count[m] & PBUSY_MASK:
+        b = p.busy_count[m]
+        if not b & PBUSY_LOCKED:
+            raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is not hard-busied")
+        if b & PBUSY_MASK:
             raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is soft-busied")
-        if queue_base(p.queue[m]) == PQ_FREE:
+        q = p.queue[m]
+        if q and queue_base(q) == PQ_FREE:
             raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is already free")
-        if p.wire_count[m] and not p.flags[m] & PG_FICTITIOUS:
+        flags = p.flags[m]
+        if p.wire_count[m] and not flags & PG_FICTITIOUS:
             raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is wired")
-        self.cpu[self.curcpu()].cnt["v_tfree"] += 1
-        p.flags[m] &= ~(PG_MAPPED | PG_WRITEABLE)
-        self.vm_page_remove(m)
-        if p.flags[m] & PG_FICTITIOUS:
+        self.cpu[self._tls.cpu].cnt["v_tfree"] += 1
+        flags &= ~(PG_MAPPED | PG_WRITEABLE)
+        p.flags[m] = flags
+        if p.obj[m]:
+            self.vm_page_remove(m)
+        if flags & PG_FICTITIOUS:
             self.vm_page_wakeup(m)
             return
-        self._rem_queue(m)
-        p.valid[m] = p.dirty[m] = 0
-        self.md_mod.discard(m)
-        self.md_refs.pop(m, None)
-        p.flags[m] &= ~(PG_NEED_COMMIT | PG_UNQUEUED)
+        if q:
+            self._rem_queue(m)
+        p.valid[m] = 0
+        p.dirty[m] = 0
+        if self.md_mod:
+            self.md_mod.discard(m)
+        if self.md_refs:
+            self.md_refs.pop(m, None)
+        p.flags[m] = flags & ~(PG_NEED_COMMIT | PG_UNQUEUED)
         if p.hold_count[m]:
             self._add_queue(m, PQ_HOLD + p.pc[m], False)
+        elif self.kernel is None:
+            fq = PQ_FREE + p.pc[m]                     # _add_queue, inlined
+            with self.queue_spin[fq]:
+                self.queues.insert(fq, m, True)
+            self._count("v_free_count", 1)
         else:
-            self._give_free(m)
-        with self.atomic:
-            b = p.busy_count[m]
-            p.busy_count[m] = b & ~(PBUSY_LOCKED | PBUSY_WANTED)
+            self._buddy_give(m)
+        lock = self.atomic
+        lock.acquire()
+        b = p.busy_count[m]
+        p.busy_count[m] = b & ~(PBUSY_LOCKED | PBUSY_WANTED)
+        lock.release()
         if b & PBUSY_WANTED:
             with self.sleep:
                 self.sleep.notify_all()
-        self.vm_page_free_wakeup()
+        if self.vm_pageout_pages_needed or self.vm_pages_waiting:
+            self.vm_page_free_wakeup()
 
     def _give_free(self, m: int) -> None:
         if self.source == "buddy":

@@ -197,7 +197,13 @@ class PageoutMixin:
 
     def pagedaemon_wakeup(self) -> None:
         """Kick the pagedaemon when paging should start (never from the daemon itself)."""
-        if self.start(0) and not self._is_daemon():
+        s = self.cpu[self._tls.cpu].vmstats
+        free = s.v_free_count
+        # vm_paging_start(0), inlined: this runs twice per allocation
+        if not (s.v_paging_start > free + s.v_cache_count or s.v_free_min > free or
+                s.v_free_reserved > free):
+            return
+        if not self._is_daemon():
             if self.vm_pages_needed <= 1:
                 self.vm_pages_needed = 1
                 self.cpu[self.curcpu()].cnt["v_pdwakeups"] += 1
@@ -208,6 +214,8 @@ class PageoutMixin:
     def vm_page_free_wakeup(self) -> None:
         """After a page reached PQ_FREE or PQ_CACHE: wake the daemon's own waiters once
         v_pageout_free_min is met, and vm_wait sleepers past the hysteresis."""
+        if not (self.vm_pageout_pages_needed or self.vm_pages_waiting):
+            return
         s = self.local()
         if self.vm_pageout_pages_needed and self._avail(s) >= s.v_pageout_free_min:
             self.vm_pageout_pages_needed = 0
