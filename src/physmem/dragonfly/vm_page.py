@@ -223,16 +223,20 @@ class DragonflyVm(PageoutMixin):
             runs = [(s >> PAGE_SHIFT, e >> PAGE_SHIFT) for s, e in avail]
         else:
             runs = self._carve(avail, total)
-        idx = np.concatenate([np.arange(s, e, dtype=np.int64) for s, e in runs]) \
-            - self.first_pfn
-        pfn = idx + self.first_pfn
-        pc = (pfn ^ (pfn // PQ_L2_SIZE) ^ (pfn // (PQ_L2_SIZE * PQ_L2_SIZE))) & PQ_L2_MASK
+        # Page-array indices of the pages added (int32: 8 TiB of pages), pfn and colour.
+        it = np.int32 if self.first_pfn + p.npages < 1 << 31 else np.int64
+        idx = np.concatenate([np.arange(s - self.first_pfn, e - self.first_pfn, dtype=it)
+                              for s, e in runs])
+        pfn = idx + it(self.first_pfn)
+        pc = ((pfn ^ (pfn >> 10) ^ (pfn >> 20)) & PQ_L2_MASK).astype(np.uint16)
+        del pfn
         p.arrays["pc"][idx] = pc
         # Which entries of the array are pages (phys_avail has holes): a bytearray, read
         # per call by page() faster than a numpy element.
         managed = np.zeros(p.npages, dtype=np.uint8)
         managed[idx] = 1
         self.managed = bytearray(managed.tobytes())
+        del managed
         self.vmstats.v_page_count = len(idx)
         if self.source == "buddy":
             from ..freebsd.vm_page import Kernel
@@ -249,14 +253,24 @@ class DragonflyVm(PageoutMixin):
                 self.dma_reserved = dma_reserved
             else:
                 self.dma_reserved = min(DEFAULT_DMA_RESERVED, total // 16)
-            low = pfn < self.low_phys_reserved
+            low = idx < it(self.low_phys_reserved - self.first_pfn)
             reserve = idx[low]
             free = idx[~low]
+            del idx, low
+            t = self.topology
+            if t.sockets > 1 and t.cores > 0:
+                # vm_numa_organize runs after the queues are built; its head inserts in
+                # ascending address order rebuild each queue from the highest address
+                # down, so the colours are changed first and the queues built once.
+                order = self._numa_organize(avail, free)
+            else:
+                order = free[::-1]
             # vm_add_new_page: ascending order, each at the HEAD of PQ_FREE + pc, so a
             # queue reads from the highest address down.
-            q_of = np.zeros(p.npages, dtype=np.int64)
-            q_of[free] = PQ_FREE + pc[~low]
-            self.queues.build_from(q_of, free[::-1])
+            q_of = p.arrays["pc"].astype(np.uint16)
+            q_of += PQ_FREE
+            self.queues.build_from(q_of, order)
+            del q_of, order
             self.vmstats.v_free_count = len(free)
             # The DMA reserve: never queued, wired, fictitious, in the alist.
             self.dma_alist = Alist(LOW_PHYS_RESERVED)
@@ -267,9 +281,7 @@ class DragonflyVm(PageoutMixin):
                     self.dma_alist.free(s, e - s)
                 self.vmstats.v_wire_count += len(reserve)
                 self.vmstats.v_dma_pages = len(reserve)
-            t = self.topology
             if t.sockets > 1 and t.cores > 0:
-                self._numa_organize(avail)
                 self._numa_organize_finalize()
         # The boot CPU's copy; the others get theirs at the first rollup (hardclock),
         # which the model does at once.
@@ -302,15 +314,18 @@ class DragonflyVm(PageoutMixin):
             npages -= n
         return runs
 
-    def _numa_organize(self, avail: list[tuple[int, int]]) -> None:
+    def _numa_organize(self, avail: list[tuple[int, int]], free: np.ndarray) -> np.ndarray:
         """vm_numa_organize for each NUMA memory range (the machine's segments, in
-        order): every page of the range gets ``pc % share + socket * share``; a queued
-        page moves to the head of its new queue, in ascending address order."""
-        p, q = self.pages, self.queues
+        order): every page of the range, queued or not, gets ``pc % share + socket *
+        share``; each queued page moves to the head of its new queue, in ascending
+        address order.  Returns the free pages in final queue order (head first): the
+        moved ones last moved first, then any outside every range (highest first)."""
+        p = self.pages
         sockets = self.topology.sockets
         share = PQ_L2_SIZE // sockets
         pcs = p.arrays["pc"]
-        queue = p.arrays["queue"]
+        is_free = np.zeros(p.npages, dtype=bool)
+        is_free[free] = True
         moved = []
         for s, e, dom in self.machine.segments():
             for a, b in avail:
@@ -319,29 +334,13 @@ class DragonflyVm(PageoutMixin):
                     continue
                 i0 = (lo >> PAGE_SHIFT) - self.first_pfn
                 i1 = min((hi >> PAGE_SHIFT) - self.first_pfn, p.npages)
-                seg = np.arange(i0, i1, dtype=np.int64)
-                pcs[seg] = ((pcs[seg] % share) + (dom % sockets) * share) & PQ_L2_MASK
-                moved.append(seg[queue[seg] != PQ_NONE])
-        if not moved:
-            return
-        mv = np.concatenate(moved)
-        # Final order: the moved pages, last moved first (head inserts), then pages that
-        # were queued but outside every range, in their old order.
-        old = [np.fromiter(q.iter(c), dtype=np.int64) for c in range(PQ_FREE, PQ_FREE +
-                                                                        PQ_L2_SIZE)]
-        old_all = np.concatenate(old) if old else np.zeros(0, dtype=np.int64)
-        stay = old_all[~np.isin(old_all, mv)]
-        for c in range(PQ_FREE, PQ_FREE + PQ_L2_SIZE):
-            q.head[c] = q.tail[c] = q.lcnt[c] = 0
-            q.nonempty[c] = 0
-        q.total[PQ_FREE] = 0
-        everyone = np.concatenate([mv[::-1], stay])
-        arr = p.arrays
-        arr["next"][everyone] = 0
-        arr["prev"][everyone] = 0
-        q_of = np.zeros(p.npages, dtype=np.int64)
-        q_of[everyone] = PQ_FREE + pcs[everyone].astype(np.int64)
-        q.build_from(q_of, everyone)
+                pcs[i0:i1] = ((pcs[i0:i1] % share) + (dom % sockets) * share) & PQ_L2_MASK
+                seg = np.flatnonzero(is_free[i0:i1]) + i0
+                is_free[seg] = False                # moved: no longer "outside"
+                moved.append(seg)
+        mv = np.concatenate(moved) if moved else np.zeros(0, dtype=np.int64)
+        stay = np.flatnonzero(is_free)[::-1]
+        return np.concatenate([mv[::-1], stay])
 
     def _numa_organize_finalize(self) -> None:
         """vm_numa_organize_finalize: average lcnt over scale_lim queues (the kernel sums

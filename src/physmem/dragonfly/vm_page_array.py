@@ -236,37 +236,34 @@ class Queues:
 
     def build_from(self, q_of_page: np.ndarray, order: np.ndarray) -> None:
         """Bulk boot: link the pages ``order`` (indices, in queue order from head to tail)
-        into their queues ``q_of_page[order]`` -- the state that inserting them one by one
-        at the tail would leave, built with numpy."""
+        into their queues ``q_of_page[order]`` (uint16) -- the state that inserting them
+        one by one at the tail would leave, built with numpy.  The queues must be empty."""
         p = self.pages
         if not len(order):
             return
-        # Group by queue, keeping the given order within each queue.
-        order = order[np.argsort(q_of_page[order], kind="stable")]
-        qs = q_of_page[order].astype(np.int64)
-        idx1 = order.astype(np.int64) + 1
-        same_next = np.empty(len(order), dtype=bool)
-        same_next[:-1] = qs[1:] == qs[:-1]
-        same_next[-1] = False
-        same_prev = np.empty(len(order), dtype=bool)
-        same_prev[1:] = same_next[:-1]
-        same_prev[0] = False
-        nxt = np.zeros(len(order), dtype=np.int64)
-        nxt[:-1] = idx1[1:]
-        nxt[~same_next] = 0
-        prv = np.zeros(len(order), dtype=np.int64)
-        prv[1:] = idx1[:-1]
-        prv[~same_prev] = 0
+        keys = q_of_page[order].astype(np.uint16, copy=False)
+        perm = np.argsort(keys, kind="stable")     # radix sort on 16-bit keys
+        order = order[perm]
+        qs = keys[perm]
+        del keys, perm
+        idx1 = order.astype(np.int32) + 1
+        same = qs[1:] == qs[:-1]                   # page i and i+1 share a queue
+        link = np.zeros(len(order), dtype=np.int32)
+        link[:-1] = np.where(same, idx1[1:], 0)
         arr = p.arrays
-        arr["next"][order] = nxt
-        arr["prev"][order] = prv
+        arr["next"][order] = link
+        link[1:] = np.where(same, idx1[:-1], 0)
+        link[0] = 0
+        arr["prev"][order] = link
         arr["queue"][order] = qs
-        starts = np.flatnonzero(~same_prev)
-        ends = np.flatnonzero(~same_next)
-        for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+        bounds = np.flatnonzero(~same)
+        starts = np.concatenate([[0], bounds + 1]).tolist()
+        ends = np.concatenate([bounds, [len(order) - 1]]).tolist()
+        for s, e in zip(starts, ends, strict=True):
             q = int(qs[s])
+            assert not self.lcnt[q], "build_from: queue not empty"
             self.head[q] = int(idx1[s])
             self.tail[q] = int(idx1[e])
             self.lcnt[q] = e - s + 1
-            self.nonempty[q] = 1
             self.total[((q - 1) & ~PQ_L2_MASK) + 1] += e - s + 1
+            self.nonempty[q] = 1
