@@ -966,7 +966,18 @@ class DragonflyVm(PageoutMixin):
             return None
         bc[m] = b | PBUSY_LOCKED
         atomic.release()
-        qs.remove(q, m)
+        nx = p.next[m]                                # Queues.remove of the head, inlined
+        qs.head[q] = nx
+        if nx:
+            p.prev[nx - 1] = 0
+        else:
+            qs.tail[q] = 0
+        p.next[m] = 0
+        p.queue[m] = 0
+        qs.lcnt[q] -= 1
+        if not qs.lcnt[q]:
+            qs.nonempty[q] = 0
+        qs.total[PQ_FREE] -= 1
         spin.release()
         qlock.release()
         slock = self.stats_lock                       # _count("v_free_count", -1)
@@ -1113,6 +1124,7 @@ class DragonflyVm(PageoutMixin):
             spin.release()
 
     def _free_toq(self, m: int) -> None:
+        """vm_page_free_toq's body (the page spinlock is held)."""
         p = self.pages
         b = p.busy_count[m]
         if not b & PBUSY_LOCKED:
@@ -1128,8 +1140,14 @@ class DragonflyVm(PageoutMixin):
         self.cpu[self._tls.cpu].cnt["v_tfree"] += 1
         flags &= ~(PG_MAPPED | PG_WRITEABLE)
         p.flags[m] = flags
-        if p.obj[m]:
-            self.vm_page_remove(m)
+        oid = p.obj[m]
+        if oid:                                       # vm_page_remove, inlined
+            obj = self.objects[oid]
+            with obj.token:
+                del obj.memq[p.pindex[m]]
+                obj.resident_page_count -= 1
+                obj.generation += 1
+            p.obj[m] = 0
         if flags & PG_FICTITIOUS:
             self.vm_page_wakeup(m)
             return
@@ -1145,10 +1163,25 @@ class DragonflyVm(PageoutMixin):
         if p.hold_count[m]:
             self._add_queue(m, PQ_HOLD + p.pc[m], False)
         elif self.kernel is None:
-            fq = PQ_FREE + p.pc[m]                     # _add_queue, inlined
+            fq = PQ_FREE + p.pc[m]                     # _add_queue at the head, inlined
+            qs = self.queues
             with self.queue_spin[fq]:
-                self.queues.insert(fq, m, True)
-            self._count("v_free_count", 1)
+                h = qs.head[fq]
+                p.next[m] = h
+                p.prev[m] = 0
+                if h:
+                    p.prev[h - 1] = m + 1
+                else:
+                    qs.tail[fq] = m + 1
+                    qs.nonempty[fq] = 1
+                qs.head[fq] = m + 1
+                p.queue[m] = fq
+                qs.lcnt[fq] += 1
+                qs.total[PQ_FREE] += 1
+            c = self.cpu[self._tls.cpu]                # _count("v_free_count", +1)
+            with self.stats_lock:
+                c.vmstats.v_free_count += 1
+                c.adj["v_free_count"] += 1
         else:
             self._buddy_give(m)
         lock = self.atomic
