@@ -183,10 +183,91 @@ SNAPSHOTS = [
         b"PK\x05\x06" + b"\0" * 18)),
 ]
 
-CATALOGUE: list[Case] = API + TRACE + CLI + MAPS + TUNABLES + SNAPSHOTS
 
 _SETUP = ("seg 0x1000 0x9f000 0\nseg 0x100000 0x8000000 0\navail 0x2000000 0x8000000\n"
           "boot eager\nalloc_pages 0 default 3\nextent_create a 0 0xffff 0\n")
+
+
+def _dfly():
+    """A DragonFly page layer on firecracker-128m with page ``a`` (object f, pindex 0)
+    active and unbusied, page ``b`` hard-busied and wired, and a free page ``fr``."""
+    from physmem.dragonfly.vm_page import VM_ALLOC_NORMAL, DragonflyVm
+    vm = DragonflyVm("firecracker-128m")
+    f = vm.object_create("vnode")
+    a = vm.vm_page_alloc(f, 0, VM_ALLOC_NORMAL)
+    vm.vm_page_activate(a)
+    vm.vm_page_wakeup(a)
+    b = vm.vm_page_alloc(f, 1, VM_ALLOC_NORMAL)
+    vm.vm_page_activate(b)
+    vm.vm_page_wire(b)
+    fr = vm.queues.first(1 + 100)
+    return vm, f, a, b, fr
+
+
+def _pl(name, bad, error=E.PhysmemError, prep=None):
+    """A page-layer case: ``prep`` (legal steps, before the digest), then ``bad``."""
+    return Case(f"page layer: {name}", "pagelayer", (prep, bad), error)
+
+
+def _busy_free(vm, f, a, b, fr):
+    assert not vm.busy_try(fr, True)
+
+
+def _busy_a(vm, f, a, b, fr):
+    assert not vm.busy_try(a, True)
+
+
+_N = 1                                     # VM_ALLOC_NORMAL
+PAGELAYER = [
+    _pl("free a page that is not busied", lambda vm, f, a, b, fr: vm.vm_page_free(a),
+        E.StateError),
+    _pl("free a wired page", lambda vm, f, a, b, fr: vm.vm_page_free(b), E.StateError),
+    _pl("free a free page", lambda vm, f, a, b, fr: vm.vm_page_free(fr), E.StateError,
+        _busy_free),
+    _pl("free a soft-busied page", lambda vm, f, a, b, fr: vm.vm_page_free(a),
+        E.StateError, lambda vm, f, a, b, fr: (vm.sbusy_try(a), vm.busy_try(a, False))),
+    _pl("unbusy a page that is not busy", lambda vm, f, a, b, fr: vm.vm_page_wakeup(a),
+        E.StateError),
+    _pl("drop a soft busy never taken", lambda vm, f, a, b, fr: vm.sbusy_drop(a),
+        E.StateError),
+    _pl("wire a free page", lambda vm, f, a, b, fr: vm.vm_page_wire(fr), E.StateError,
+        _busy_free),
+    _pl("unwire a page that is not wired", lambda vm, f, a, b, fr:
+        vm.vm_page_unwire(a, False), E.StateError, _busy_a),
+    _pl("unhold a page that is not held", lambda vm, f, a, b, fr: vm.vm_page_unhold(a),
+        E.StateError),
+    _pl("hold a free page", lambda vm, f, a, b, fr: vm.vm_page_hold(fr), E.StateError),
+    _pl("dirty a free page", lambda vm, f, a, b, fr: vm.vm_page_dirty(fr), E.StateError),
+    _pl("colour out of range (CPU 2 of 2)", lambda vm, f, a, b, fr: vm.vm_page_alloc(
+        None, 0, (2 << 16) | 0x200 | _N), E.ArgumentError),
+    _pl("run as CPU 7 of 2", lambda vm, f, a, b, fr: vm.on_cpu(7).__enter__(),
+        E.ArgumentError),
+    _pl("no allocation class", lambda vm, f, a, b, fr: vm.vm_page_alloc(None, 0, 0x8),
+        E.ArgumentError),
+    _pl("negative pindex", lambda vm, f, a, b, fr: vm.vm_page_alloc(f, -1, _N),
+        E.ArgumentError),
+    _pl("page race", lambda vm, f, a, b, fr: vm.vm_page_alloc(f, 0, _N), E.StateError),
+    _pl("bits beyond the page", lambda vm, f, a, b, fr: vm.vm_page_set_valid(a, 4000, 200),
+        E.ArgumentError),
+    _pl("negative bit range", lambda vm, f, a, b, fr: vm.vm_page_clear_dirty(a, -1, 10),
+        E.ArgumentError),
+    _pl("rename onto a taken pindex", lambda vm, f, a, b, fr: vm.vm_page_rename(b, f, 0),
+        E.StateError),
+    _pl("address in a phys_avail hole", lambda vm, f, a, b, fr: vm.page(0xA0000),
+        E.AddressError),
+    _pl("unaligned address", lambda vm, f, a, b, fr: vm.page(0x2000800), E.AddressError),
+    _pl("unknown object type", lambda vm, f, a, b, fr: vm.object_create("tmpfs"),
+        E.ArgumentError),
+    _pl("madvise with a bad advice", lambda vm, f, a, b, fr: vm.vm_object_madvise(
+        f, 0, 1, 99), E.ArgumentError),
+    _pl("nice out of range", lambda vm, f, a, b, fr: vm.proc_create(nice=40),
+        E.ArgumentError),
+    _pl("free_contig of a run never handed out", lambda vm, f, a, b, fr:
+        vm.vm_page_free_contig(vm.page(0x10000), 4), E.StateError),
+]
+
+
+CATALOGUE: list[Case] = API + TRACE + CLI + MAPS + TUNABLES + SNAPSHOTS + PAGELAYER
 
 
 def run_case(case: Case) -> None:
@@ -226,6 +307,20 @@ def run_case(case: Case) -> None:
         else:
             raise AssertionError(f"{case.name}: accepted")
         assert k.digest() == before and not k.booted, case.name
+    elif case.surface == "pagelayer":
+        from tests.dfly_util import digest
+        state = _dfly()
+        prep, bad = case.action
+        if prep is not None:
+            prep(*state)
+        before = digest(state[0])
+        try:
+            bad(*state)
+        except case.error as e:
+            assert isinstance(e, E.PhysmemError), type(e)
+        else:
+            raise AssertionError(f"{case.name}: accepted")
+        assert digest(state[0]) == before, case.name
     else:
         try:
             case.action()
