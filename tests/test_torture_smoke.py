@@ -11,6 +11,7 @@ from tests import torture
     lambda tmp: torture.stateful(4000),
     lambda tmp: torture.threads(4000),
     lambda tmp: torture.snapshots(5, tmp),
+    lambda tmp: torture.pagelayer(2000, 1),
 ])
 def test_torture_suite_smoke(suite, tmp_path):
     line = suite(tmp_path)

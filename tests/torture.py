@@ -14,6 +14,10 @@ Suites:
   fuzz         the parsers (trace, maps, TOML, tunables) under generated text
   snapshots    save/load round trips at random points of a workload
   oracle       every oracle trace in tests/data replayed: divergences from the kernels' output
+  pagelayer    DragonFly's page layer: 2 threads of anonymous churn with the WITNESS lock-
+               order checker on, then 2 page-cache readers against the pagedaemon thread on a
+               48 MiB machine overcommitted 8x: INVARIANTS after each, no lock-order reversal,
+               every page accounted for
 """
 
 from __future__ import annotations
@@ -241,6 +245,59 @@ def oracle() -> str:
     return f"oracle: {len(pairs)} kernel traces replayed, divergences found = {diverged}"
 
 
+def pagelayer(ops: int, overcommit: int = 8) -> str:
+    from physmem.dfly_workloads import anon_churn, pagecache_fill
+    from physmem.dragonfly.vm_page import DragonflyVm
+    from physmem.machine import Machine, RamRange
+    m = Machine("t48", [RamRange(0x100000, 48 << 20)], page_array="none")
+    problems = 0
+    vm = DragonflyVm(m, witness=True)
+    errors: list[BaseException] = []
+
+    def body(fn, *args) -> None:
+        try:
+            fn(*args)
+        except BaseException as e:     # reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=body, args=(anon_churn, vm, ops // 2, 11 + c, c))
+          for c in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    vm.vmstats_rollup()
+    for check in (vm.check,):
+        try:
+            check()
+        except AssertionError as e:
+            print(f"  pagelayer: {e}", file=sys.stderr)
+            problems += 1
+    checked = vm.witness.checked
+    vm2 = DragonflyVm(m)
+    vm2.start_pagedaemon()
+    size = overcommit * (48 << 20)
+    ts = [threading.Thread(target=body, args=(pagecache_fill, vm2, size // 2, 4, 0.05, c, c))
+          for c in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    vm2.stop_pagedaemon()
+    vm2.vmstats_rollup()
+    try:
+        vm2.check()
+    except AssertionError as e:
+        print(f"  pagelayer: {e}", file=sys.stderr)
+        problems += 1
+    for e in errors:
+        print(f"  pagelayer: {type(e).__name__}: {e}", file=sys.stderr)
+    problems += len(errors)
+    return (f"pagelayer: {ops:,} churn steps on 2 threads ({checked:,} lock acquisitions "
+            f"checked), {size >> 20} MiB read on 2 threads with the pagedaemon thread "
+            f"({vm2.pageout_stats.passes} passes), divergences found = {problems}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=1_000_000)
@@ -256,7 +313,9 @@ def main() -> int:
         for _name, fn in (("stateful", lambda: stateful(a.steps)), ("catalogue", catalogue),
                          ("threads", lambda: threads(a.ops)), ("fuzz", lambda: fuzz(a.fuzz)),
                          ("snapshots", lambda: snapshots(200, Path(tmp))),
-                         ("oracle", oracle)):
+                         ("oracle", oracle),
+                         ("pagelayer", lambda: pagelayer(max(2000, a.ops // 10),
+                                                         2 if a.quick else 8))):
             t = time.perf_counter()
             line = fn()
             line += f" ({time.perf_counter() - t:.0f} s)"
