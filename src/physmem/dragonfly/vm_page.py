@@ -1319,9 +1319,7 @@ class DragonflyVm(PageoutMixin):
 
     def vm_page_need_commit(self, m: int) -> None:
         self.pages.flags[m] |= PG_NEED_COMMIT
-        o = self.objects.get(self.pages.obj[m])
-        if o is not None:
-            o.writeable = o.maybe_dirty = True
+        self._object_maybe_dirty(m)
 
     def vm_page_clear_commit(self, m: int) -> None:
         self.pages.flags[m] &= ~PG_NEED_COMMIT
@@ -1486,9 +1484,7 @@ class DragonflyVm(PageoutMixin):
         p = self.pages
         p.valid[m] |= bits
         p.dirty[m] |= bits
-        o = self.objects.get(p.obj[m])
-        if o is not None:
-            o.writeable = o.maybe_dirty = True
+        self._object_maybe_dirty(m)
 
     def vm_page_clear_dirty(self, m: int, base: int, size: int) -> None:
         bits = self.vm_page_bits(base, size)
@@ -1503,9 +1499,13 @@ class DragonflyVm(PageoutMixin):
             raise PageStateError(f"vm_page_dirty: page {self.pa(m):#x} is free or cached")
         if p.dirty[m] != VM_PAGE_BITS_ALL:
             p.dirty[m] = VM_PAGE_BITS_ALL
-            o = self.objects.get(p.obj[m])
-            if o is not None:
-                o.writeable = o.maybe_dirty = True
+            self._object_maybe_dirty(m)
+
+    def _object_maybe_dirty(self, m: int) -> None:
+        """vm_object_set_writeable_dirty on the page's object, if it has one."""
+        o = self.objects.get(self.pages.obj[m])
+        if o is not None:
+            o.writeable = o.maybe_dirty = True
 
     def vm_page_set_invalid(self, m: int, base: int, size: int) -> None:
         bits = self.vm_page_bits(base, size)

@@ -18,6 +18,7 @@ The mixin expects the attributes and queue primitives of
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -406,27 +407,35 @@ class PageoutMixin:
         self._cache_to_free()
         return made
 
-    def _scan_inactive(self, shortage: int) -> int:
+    def _scan_queues(self, base: int, rover: str, shortage: int,
+                     visit: Callable[[int, int], int]) -> int:
+        """Visit pages from the head of each colour of ``base`` -- PQAVERAGE(shortage) per
+        colour, colours in the order of the rover attribute ``rover`` -- until ``visit``
+        (called with the page locked) has returned ``shortage`` credits in all."""
         q = self.queues
-        made = 0
+        got = 0
         per = pqaverage(shortage)
         for _ in range(PQ_L2_SIZE):
-            if made >= shortage:
+            if got >= shortage:
                 break
-            c = self._inactive_rover
-            self._inactive_rover = (c + 1) & PQ_L2_MASK
-            qi = PQ_INACTIVE + c
+            c = getattr(self, rover)
+            setattr(self, rover, (c + 1) & PQ_L2_MASK)
+            qi = base + c
             budget = min(per, q.lcnt[qi])
-            while budget > 0 and made < shortage:
+            while budget > 0 and got < shortage:
                 budget -= 1
                 m = self.first_locked(qi)
                 if m is None:
                     break
                 try:
-                    made += self._inactive_page(m, qi)
+                    got += visit(m, qi)
                 finally:
                     self.page_unlock(m)
-        return made
+        return got
+
+    def _scan_inactive(self, shortage: int) -> int:
+        return self._scan_queues(PQ_INACTIVE, "_inactive_rover", shortage,
+                                 self._inactive_page)
 
     def _requeue(self, m: int, q: int) -> None:
         """Move a page to its queue's tail (the scan's way of skipping it)."""
@@ -487,51 +496,39 @@ class PageoutMixin:
         return True
 
     def _scan_active(self, shortage: int) -> None:
-        p, q, st = self.pages, self.queues, self.pageout_stats
-        per = pqaverage(shortage)
-        done = 0
-        for _ in range(PQ_L2_SIZE):
-            if done >= shortage:
-                break
-            c = self._active_rover
-            self._active_rover = (c + 1) & PQ_L2_MASK
-            qa = PQ_ACTIVE + c
-            budget = min(per, q.lcnt[qa])
-            while budget > 0 and done < shortage:
-                budget -= 1
-                m = self.first_locked(qa)
-                if m is None:
-                    break
-                if self.busy_try(m, True):
-                    self._requeue(m, qa)
-                    self.page_unlock(m)
-                    continue
-                try:
-                    if p.wire_count[m]:
-                        self._rem_queue(m)
-                        continue
-                    if p.hold_count[m]:
-                        self._requeue(m, qa)
-                        continue
-                    refs = (1 if p.flags[m] & PG_REFERENCED else 0) + self._ts_referenced(m)
-                    p.flags[m] &= ~PG_REFERENCED
-                    if refs:
-                        p.act_count[m] = min(ACT_MAX, p.act_count[m] + ACT_ADVANCE + refs)
-                        self._requeue(m, qa)
-                        continue
-                    o = self.objects.get(p.obj[m])
-                    decline = (self.filemem_decline if o is not None and o.type == "vnode"
-                               else self.anonmem_decline)
-                    p.act_count[m] = max(0, p.act_count[m] - decline)
-                    if p.act_count[m] == 0:
-                        self.vm_page_deactivate(m)
-                        st.deactivated += 1
-                        done += 1
-                    else:
-                        self._requeue(m, qa)
-                finally:
-                    self.vm_page_wakeup(m)
-                    self.page_unlock(m)
+        self._scan_queues(PQ_ACTIVE, "_active_rover", shortage, self._active_page)
+
+    def _active_page(self, m: int, qa: int) -> int:
+        """Age one active page; returns 1 if it was deactivated."""
+        p = self.pages
+        if self.busy_try(m, True):
+            self._requeue(m, qa)
+            return 0
+        try:
+            if p.wire_count[m]:
+                self._rem_queue(m)               # wired pages leave the queues
+                return 0
+            if p.hold_count[m]:
+                self._requeue(m, qa)
+                return 0
+            refs = (1 if p.flags[m] & PG_REFERENCED else 0) + self._ts_referenced(m)
+            p.flags[m] &= ~PG_REFERENCED
+            if refs:
+                p.act_count[m] = min(ACT_MAX, p.act_count[m] + ACT_ADVANCE + refs)
+                self._requeue(m, qa)
+                return 0
+            o = self.objects.get(p.obj[m])
+            decline = (self.filemem_decline if o is not None and o.type == "vnode"
+                       else self.anonmem_decline)
+            p.act_count[m] = max(0, p.act_count[m] - decline)
+            if p.act_count[m]:
+                self._requeue(m, qa)
+                return 0
+            self.vm_page_deactivate(m)
+            self.pageout_stats.deactivated += 1
+            return 1
+        finally:
+            self.vm_page_wakeup(m)
 
     def _cache_to_free(self) -> None:
         """Free cache pages while v_free_count < v_free_target and cache > 16; the rover
