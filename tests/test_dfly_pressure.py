@@ -450,3 +450,40 @@ class PageLifecycle(RuleBasedStateMachine):
 PageLifecycle.TestCase.settings = settings(max_examples=25, stateful_step_count=40,
                                            deadline=None)
 TestPageLifecycle = PageLifecycle.TestCase
+
+
+def test_act_count_aging_scan():
+    # vm_pageout_page_stats on one active colour: referenced pages gain 3 + refs (cap 64),
+    # unreferenced ones lose 1; at 0 a page is deactivated when the inactive queue is short.
+    vm = small(48)
+    o = vm.object_create()
+    # fill memory so that active >= free + cache + inactive (the scan's precondition)
+    pages = []
+    while (m := vm.vm_page_alloc(o, len(pages), VM_ALLOC_NORMAL)) is not None:
+        vm.vm_page_activate(m)
+        vm.vm_page_wakeup(m)
+        pages.append(m)
+    vm.vmstats_rollup()
+    colour = vm._stats_rover
+    q = 2049 + colour
+    on_q = list(vm.queues.iter(q))
+    assert on_q
+    hot, cold = on_q[0], on_q[-1]
+    vm.vm_page_reference(hot)
+    vm.vm_page_reference(hot)
+    vm.pages.act_count[cold] = 0
+    before = {m: vm.pages.act_count[m] for m in on_q}
+    assert vm.vm_pageout_page_stats() == len(on_q)
+    assert vm.pages.act_count[hot] == min(64, before[hot] + 3 + 2)
+    assert queue_base(vm.pages.queue[cold]) == (1025 if vm.inactive() else 2049)
+    for m in on_q[1:-1]:
+        assert vm.pages.act_count[m] == before[m] - 1
+
+
+def test_page_layer_sysctls():
+    vm = small(48)
+    assert vm.sysctl("vm.anonmem_decline") == "1" and vm.sysctl("vm.filemem_decline") == "2"
+    assert vm.sysctl("vm.page_free_hysteresis") == "16"
+    assert vm.sysctl("vm.emerg_launder") == "100"
+    with pytest.raises(PhysmemError):
+        vm.sysctl("vm.nonesuch")

@@ -86,6 +86,7 @@ REQ_NAMES = {"NORMAL": VM_ALLOC_NORMAL, "SYSTEM": VM_ALLOC_SYSTEM,
 LOW_PHYS_RESERVED = 65536                  # pages (256 MiB)
 SIZEOF_VM_PAGE = 128                       # bytes of struct vm_page (amd64)
 DEFAULT_DMA_RESERVED = 128 << 20
+EMERG_LAUNDER = 100                        # vm.emerg_launder (the emergency pager)
 RETRY_LIMIT = 1000        # waits before VM_ALLOC_RETRY gives up (the kernel never does)
 
 
@@ -1585,7 +1586,18 @@ class DragonflyVm(PageoutMixin):
             return str(int(self.hash_vnode_only))
         if name == "vm.page_free_hysteresis":
             return str(self.page_free_hysteresis)
-        raise ArgumentError(f"unknown oid {name!r}")
+        if name == "vm.anonmem_decline":
+            return str(self.anonmem_decline)
+        if name == "vm.filemem_decline":
+            return str(self.filemem_decline)
+        if name == "vm.emerg_launder":
+            return str(EMERG_LAUNDER)
+        if name == "vm.contig_verbose":
+            return "0"
+        raise ArgumentError(f"unknown oid {name!r} (vm.dma_reserved, vm.dma_free_pages, "
+                            "vm.page_hash_vnode_only, vm.page_free_hysteresis, "
+                            "vm.anonmem_decline, vm.filemem_decline, vm.emerg_launder, "
+                            "vm.contig_verbose)")
 
     def counts(self) -> dict[str, int]:
         """Pages per queue base, counted from the queues."""
