@@ -209,10 +209,6 @@ def _pl(name, bad, error=E.PhysmemError, prep=None):
     return Case(f"page layer: {name}", "pagelayer", (prep, bad), error)
 
 
-def _busy_free(vm, f, a, b, fr):
-    assert not vm.busy_try(fr, True)
-
-
 def _busy_a(vm, f, a, b, fr):
     assert not vm.busy_try(a, True)
 
@@ -222,16 +218,44 @@ PAGELAYER = [
     _pl("free a page that is not busied", lambda vm, f, a, b, fr: vm.vm_page_free(a),
         E.StateError),
     _pl("free a wired page", lambda vm, f, a, b, fr: vm.vm_page_free(b), E.StateError),
-    _pl("free a free page", lambda vm, f, a, b, fr: vm.vm_page_free(fr), E.StateError,
-        _busy_free),
+    _pl("free a free page", lambda vm, f, a, b, fr: vm.vm_page_free(fr), E.StateError),
+    _pl("busy a free page", lambda vm, f, a, b, fr: vm.busy_try(fr, True), E.StateError),
+    _pl("free a page parked on PQ_HOLD", lambda vm, f, a, b, fr: vm.vm_page_free(a),
+        E.StateError, lambda vm, f, a, b, fr: (vm.vm_page_hold(a), vm.busy_try(a, True),
+                                               vm.vm_page_free(a))),
+    _pl("wire a page parked on PQ_HOLD", lambda vm, f, a, b, fr: vm.vm_page_wire(a),
+        E.StateError, lambda vm, f, a, b, fr: (vm.vm_page_hold(a), vm.busy_try(a, True),
+                                               vm.vm_page_free(a))),
+    _pl("unqueue a free page", lambda vm, f, a, b, fr: vm.vm_page_unqueue(fr),
+        E.StateError),
+    _pl("set valid bits on a free page", lambda vm, f, a, b, fr:
+        vm.vm_page_set_valid(fr, 0, 4096), E.StateError),
+    _pl("insert a free page", lambda vm, f, a, b, fr: vm.vm_page_insert(fr, f, 9),
+        E.StateError),
+    _pl("page index out of range", lambda vm, f, a, b, fr: vm.vm_page_wire(10 ** 8),
+        E.AddressError),
+    _pl("page index of the wrong type", lambda vm, f, a, b, fr: vm.vm_page_wire(1.0),
+        E.AddressError),
+    _pl("huge pindex", lambda vm, f, a, b, fr: vm.vm_page_alloc(f, 2 ** 70, _N),
+        E.ArgumentError),
+    _pl("object of another page layer", lambda vm, f, a, b, fr: vm.vm_page_alloc(
+        __import__("physmem.dragonfly.vm_object", fromlist=["VmObject"]).VmObject(1), 5,
+        _N), E.ArgumentError),
+    _pl("flags of the wrong type", lambda vm, f, a, b, fr: vm.vm_page_alloc(f, 5, "NORMAL"),
+        E.ArgumentError),
+    _pl("lookup in no object", lambda vm, f, a, b, fr: vm.vm_page_lookup(None, 0),
+        E.ArgumentError),
+    _pl("rename a free page", lambda vm, f, a, b, fr: vm.vm_page_rename(fr, f, 7),
+        E.StateError),
+    _pl("freezwq of a DMA-reserve page", lambda vm, f, a, b, fr: vm.vm_page_freezwq(
+        vm.page(0x1000)), E.StateError, lambda vm, f, a, b, fr: vm.vm_page_alloc_contig(1)),
     _pl("free a soft-busied page", lambda vm, f, a, b, fr: vm.vm_page_free(a),
         E.StateError, lambda vm, f, a, b, fr: (vm.sbusy_try(a), vm.busy_try(a, False))),
     _pl("unbusy a page that is not busy", lambda vm, f, a, b, fr: vm.vm_page_wakeup(a),
         E.StateError),
     _pl("drop a soft busy never taken", lambda vm, f, a, b, fr: vm.sbusy_drop(a),
         E.StateError),
-    _pl("wire a free page", lambda vm, f, a, b, fr: vm.vm_page_wire(fr), E.StateError,
-        _busy_free),
+    _pl("wire a free page", lambda vm, f, a, b, fr: vm.vm_page_wire(fr), E.StateError),
     _pl("unwire a page that is not wired", lambda vm, f, a, b, fr:
         vm.vm_page_unwire(a, False), E.StateError, _busy_a),
     _pl("unhold a page that is not held", lambda vm, f, a, b, fr: vm.vm_page_unhold(a),

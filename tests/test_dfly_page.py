@@ -246,13 +246,13 @@ def test_bad_lifecycle_calls_are_refused_and_change_nothing(vm):
         with pytest.raises(PhysmemError):
             fn()
         assert digest(vm) == before
-    # wiring a free page
-    assert not vm.busy_try(free_page, True)
-    before = digest(vm)
-    with pytest.raises(PageStateError):
-        vm.vm_page_wire(free_page)
-    assert digest(vm) == before
-    vm.vm_page_wakeup(free_page)
+    # wiring, busying, unqueueing, dirtying a free page
+    for fn in (vm.vm_page_wire, lambda m: vm.busy_try(m, True), vm.vm_page_unqueue,
+               lambda m: vm.vm_page_set_validdirty(m, 0, 512)):
+        before = digest(vm)
+        with pytest.raises(PageStateError):
+            fn(free_page)
+        assert digest(vm) == before
 
 
 def test_free_refuses_soft_busy_and_wired(vm):

@@ -141,7 +141,6 @@ def anon_churn(vm: DragonflyVm, ops: int, seed: int = 1, cpu: int = 0) -> int:
                                      rng.choice((MADV_DONTNEED, MADV_FREE)))
             else:
                 vm.vm_object_terminate(o)
-                del vm.objects[o.id]
                 live.pop(k)
     return allocated
 

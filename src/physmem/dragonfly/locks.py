@@ -117,15 +117,24 @@ class Spin:
         self.release()
 
 
-def page_locked(fn):
-    """Run a page operation ``fn(self, m, ...)`` holding page ``m``'s spinlock (striped,
-    reentrant), as the kernel's vm_page_spin_lock around queue changes."""
-    @functools.wraps(fn)
-    def wrapper(self, m, *a, **kw):
-        spin = self.page_spin[m & (PAGE_STRIPES - 1)]
-        spin.acquire()
-        try:
-            return fn(self, m, *a, **kw)
-        finally:
-            spin.release()
-    return wrapper
+def page_op(refuse_free: bool = True, locked: bool = False):
+    """Decorate a public page operation ``fn(self, m, ...)``: check ``m`` first with
+    ``self._check_page(m, name, refuse_free)`` (a page of this machine; not a free page
+    unless ``refuse_free`` is False), then run it -- holding page ``m``'s spinlock (striped,
+    reentrant) when ``locked``, as the kernel's vm_page_spin_lock around queue changes."""
+    def deco(fn):
+        name = fn.__name__
+
+        @functools.wraps(fn)
+        def wrapper(self, m, *a, **kw):
+            self._check_page(m, name, refuse_free)
+            if not locked:
+                return fn(self, m, *a, **kw)
+            spin = self.page_spin[m & (PAGE_STRIPES - 1)]
+            spin.acquire()
+            try:
+                return fn(self, m, *a, **kw)
+            finally:
+                spin.release()
+        return wrapper
+    return deco

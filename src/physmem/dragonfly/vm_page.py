@@ -31,7 +31,7 @@ from ..bits import PAGE_SHIFT
 from ..errors import AddressError, ArgumentError, PhysmemError, StateError
 from ..machine import Machine, get_machine
 from .alist import ALIST_BLOCK_NONE, Alist
-from .locks import PAGE_STRIPES, Witness, make_spin, page_locked
+from .locks import PAGE_STRIPES, Witness, make_spin, page_op
 from .vm_object import OBJ_TYPES, OBJT_DEFAULT, PageHash, VmObject
 from .vm_page_array import (
     ACT_INIT,
@@ -86,6 +86,7 @@ REQ_NAMES = {"NORMAL": VM_ALLOC_NORMAL, "SYSTEM": VM_ALLOC_SYSTEM,
 LOW_PHYS_RESERVED = 65536                  # pages (256 MiB)
 SIZEOF_VM_PAGE = 128                       # bytes of struct vm_page (amd64)
 DEFAULT_DMA_RESERVED = 128 << 20
+PINDEX_LIMIT = 1 << 63                     # vm_pindex_t fits the int64 field
 EMERG_LAUNDER = 100                        # vm.emerg_launder (the emergency pager)
 RETRY_LIMIT = 1000        # waits before VM_ALLOC_RETRY gives up (the kernel never does)
 
@@ -204,6 +205,7 @@ class DragonflyVm(PageoutMixin):
         self.low_phys_reserved = 0
         self.dma_reserved = 0
         self.dma_out: dict[int, int] = {}          # pfn -> pages handed out by alloc_contig
+        self.bfree: bytearray | None = None        # buddy source: 1 = free in vm_phys
         self.messages: list[str] = []
         self._init_pageout()
         self.avail_ranges = avail
@@ -245,6 +247,12 @@ class DragonflyVm(PageoutMixin):
             k.boot(lazy=False)
             self.kernel = k
             self.vmstats.v_free_count = sum(k.free_counts)
+            bfree = np.zeros(p.npages, dtype=np.uint8)
+            for head, order in k.phys.head_order.items():
+                if head >= 0:
+                    lo = max(head - self.first_pfn, 0)
+                    bfree[lo:head - self.first_pfn + (1 << order)] = 1
+            self.bfree = bytearray(bfree.tobytes())
             self.dma_reserved = 0
         else:
             # vm_low_phys_reserved: 65536 pages, at most a quarter of the memory (bytes).
@@ -425,6 +433,33 @@ class DragonflyVm(PageoutMixin):
 
     def pa(self, m: int) -> int:
         return (m + self.first_pfn) << PAGE_SHIFT
+
+    def _is_free(self, m: int) -> bool:
+        """On PQ_FREE, parked on PQ_HOLD after its free, or free in the buddy source."""
+        q = self.pages.queue[m]
+        if q:
+            b = ((q - 1) & ~PQ_L2_MASK) + 1
+            return b in (PQ_FREE, PQ_HOLD)
+        return self.bfree is not None and bool(self.bfree[m])
+
+    def _check_page(self, m: int, fn: str, refuse_free: bool = True) -> None:
+        """A public operation's page argument: a page of this machine (AddressError),
+        and not a free page unless the operation takes those (PageStateError)."""
+        if type(m) is not int or not 0 <= m < self.pages.npages or not self.managed[m]:
+            raise AddressError(f"{fn}: {m!r} is not a page of this machine")
+        if refuse_free and self._is_free(m):
+            raise PageStateError(f"{fn}: page {self.pa(m):#x} is free")
+
+    def _check_obj(self, obj: VmObject, fn: str) -> VmObject:
+        if not isinstance(obj, VmObject) or self.objects.get(obj.id) is not obj:
+            raise ArgumentError(f"{fn}: {obj!r} is not an object of this page layer")
+        return obj
+
+    @staticmethod
+    def _check_pindex(pindex: int, fn: str) -> None:
+        if type(pindex) is not int or not 0 <= pindex < PINDEX_LIMIT:
+            raise ArgumentError(f"{fn}: pindex {pindex!r} must be an integer in "
+                                f"[0, 2**63)")
 
     def curcpu(self) -> int:
         return self._tls.cpu
@@ -635,6 +670,7 @@ class DragonflyVm(PageoutMixin):
     # ======================================================================================
     # Busy, wire, hold
     # ======================================================================================
+    @page_op()
     def busy_try(self, m: int, also_m_busy: bool) -> bool:
         """vm_page_busy_try: True if it FAILED (hard-busied or, ``also``, soft-busied)."""
         bc = self.pages.busy_count
@@ -662,6 +698,7 @@ class DragonflyVm(PageoutMixin):
                 if not self.sleep.wait(timeout):
                     raise PageStateError(f"page {self.pa(m):#x} stayed busy (deadlock?)")
 
+    @page_op(refuse_free=False)
     def vm_page_wakeup(self, m: int) -> None:
         """Release a hard busy; wake sleepers if one wanted the page."""
         with self.atomic:
@@ -673,6 +710,7 @@ class DragonflyVm(PageoutMixin):
             with self.sleep:
                 self.sleep.notify_all()
 
+    @page_op()
     def sbusy_try(self, m: int) -> bool:
         """vm_page_sbusy_try: soft-busy unless hard-busied; True if it FAILED."""
         with self.atomic:
@@ -682,6 +720,7 @@ class DragonflyVm(PageoutMixin):
             self.pages.busy_count[m] = b + 1
             return False
 
+    @page_op(refuse_free=False)
     def sbusy_drop(self, m: int) -> None:
         with self.atomic:
             b = self.pages.busy_count[m]
@@ -695,11 +734,13 @@ class DragonflyVm(PageoutMixin):
         with self.sleep:
             self.sleep.notify_all()
 
+    @page_op()
     def io_start(self, m: int) -> None:
         self._need_hard_busy(m, "vm_page_io_start")
         with self.atomic:
             self.pages.busy_count[m] += 1
 
+    @page_op(refuse_free=False)
     def io_finish(self, m: int) -> None:
         with self.atomic:
             if not self.pages.busy_count[m] & PBUSY_MASK:
@@ -710,7 +751,7 @@ class DragonflyVm(PageoutMixin):
         if not self.pages.busy_count[m] & PBUSY_LOCKED:
             raise PageStateError(f"{fn}: page {self.pa(m):#x} is not hard-busied")
 
-    @page_locked
+    @page_op(locked=True)
     def vm_page_wire(self, m: int) -> None:
         """Wire a (hard-busied) page; 0->1 counts in v_wire_count.  It stays queued."""
         p = self.pages
@@ -723,7 +764,7 @@ class DragonflyVm(PageoutMixin):
         if p.wire_count[m] == 1:
             self._count_adj("v_wire_count", 1)
 
-    @page_locked
+    @page_op(locked=True)
     def vm_page_unwire(self, m: int, activate: bool) -> None:
         """Unwire; on 1->0 the page goes to the active (``activate``, or NEED_COMMIT) or
         the inactive queue's tail.  Never to cache."""
@@ -746,14 +787,16 @@ class DragonflyVm(PageoutMixin):
             else:
                 self.vm_page_deactivate(m)
 
-    @page_locked
+    @page_op(refuse_free=False, locked=True)
     def vm_page_hold(self, m: int) -> None:
-        if queue_base(self.pages.queue[m]) == PQ_FREE:
+        """Hold a page (a free page may not be held; one parked on PQ_HOLD may)."""
+        if queue_base(self.pages.queue[m]) == PQ_FREE or (self.bfree is not None and
+                                                         self.bfree[m]):
             raise PageStateError(f"vm_page_hold: page {self.pa(m):#x} is free")
         with self.atomic:
             self.pages.hold_count[m] += 1
 
-    @page_locked
+    @page_op(refuse_free=False, locked=True)
     def vm_page_unhold(self, m: int) -> None:
         """Drop a hold; the last one moves a page parked on PQ_HOLD to PQ_FREE."""
         p = self.pages
@@ -872,14 +915,14 @@ class DragonflyVm(PageoutMixin):
     def vm_page_alloc(self, obj: VmObject | None, pindex: int, req: int) -> int | None:
         """Allocate a page for (obj, pindex); returns it hard-busied and unqueued, or None
         when the class's floor is reached (the pagedaemon is kicked)."""
-        if not req & ALLOC_CLASSES:
+        if type(req) is not int or not req & ALLOC_CLASSES:
             raise ArgumentError("vm_page_alloc: one of NORMAL, QUICK, SYSTEM, INTERRUPT "
                                 "is required")
-        if type(pindex) is not int or pindex < 0:
-            raise ArgumentError(f"pindex {pindex!r} must be a non-negative integer")
+        if type(pindex) is not int or not 0 <= pindex < PINDEX_LIMIT:
+            self._check_pindex(pindex, "vm_page_alloc")
         if obj is not None:
-            if obj.id not in self.objects:
-                raise ArgumentError("vm_page_alloc: unknown object")
+            if self.objects.get(getattr(obj, "id", None)) is not obj:
+                self._check_obj(obj, "vm_page_alloc")
             if pindex in obj.memq:
                 if req & VM_ALLOC_NULL_OK:
                     return None
@@ -918,7 +961,11 @@ class DragonflyVm(PageoutMixin):
                     if retries > 3:
                         break
                     continue
-                return self._alloc_finish(m, obj, pindex)
+                got = self._alloc_finish(m, obj, pindex)
+                if got is None and not req & VM_ALLOC_NULL_OK:
+                    raise PageStateError(f"vm_page_alloc: object {obj.id} already has "
+                                         f"page {pindex} (PAGE RACE)")
+                return got
             if req & VM_ALLOC_NORMAL:
                 m = self._select_cache(color)
                 if m is not None:
@@ -1023,7 +1070,10 @@ class DragonflyVm(PageoutMixin):
         p.act_count[m] = 0
         p.valid[m] = 0
         if obj is not None:
-            self.vm_page_insert(m, obj, pindex)
+            if not self._insert(m, obj, pindex):
+                # another thread inserted (obj, pindex) since the check: PAGE RACE
+                self.vm_page_free(m)
+                return None
         else:
             p.pindex[m] = pindex
         self.pagedaemon_wakeup()
@@ -1034,6 +1084,8 @@ class DragonflyVm(PageoutMixin):
         """vm_page_grab: the object's page at ``pindex`` hard-busied, allocated when absent
         (with VM_ALLOC_RETRY it waits for memory instead of failing); VM_ALLOC_ZERO zeroes
         a new page and marks it valid, VM_ALLOC_FORCE_ZERO zeroes even a valid one."""
+        self._check_obj(obj, "vm_page_grab")
+        self._check_pindex(pindex, "vm_page_grab")
         for _ in range(RETRY_LIMIT):
             m, busy = self.vm_page_lookup_busy_try(obj, pindex, True)
             if m is not None and busy:
@@ -1075,10 +1127,13 @@ class DragonflyVm(PageoutMixin):
         self.vm_page_wakeup(m)
         return m
 
+    @page_op()
     def vm_page_freezwq(self, m: int) -> None:
         """vm_page_freezwq: busy, unwire, free a page from vm_page_alloczwq."""
-        if self.pages.wire_count[m] != 1 or self.pages.obj[m]:
-            raise PageStateError(f"vm_page_freezwq: page {self.pa(m):#x} is not a "
+        p = self.pages
+        if (p.wire_count[m] != 1 or p.obj[m] or p.flags[m] & PG_FICTITIOUS
+                or p.busy_count[m] & PBUSY_MASK):
+            raise PageStateError(f"vm_page_freezwq: page {self.pa(m):#x} is not an idle "
                                  "vm_page_alloczwq page")
         self.busy_wait(m, False)
         self._unwire(m, False)
@@ -1102,6 +1157,8 @@ class DragonflyVm(PageoutMixin):
 
     def vm_page_free_contig(self, m: int, npages: int) -> None:
         """vm_page_free_contig: a run from vm_page_alloc_contig back to the reserve."""
+        if type(m) is not int or type(npages) is not int:
+            raise ArgumentError("vm_page_free_contig: page and npages must be integers")
         pfn = m + self.first_pfn
         if self.dma_out.get(pfn) != npages:
             raise PageStateError(f"vm_page_free_contig: {self.pa(m):#x} + {npages} pages "
@@ -1117,6 +1174,8 @@ class DragonflyVm(PageoutMixin):
         """vm_page_free_toq: the page (hard-busied) goes to the head of PQ_FREE + pc, or
         the tail of PQ_HOLD while it is held; it leaves its object, loses its valid and
         dirty bits, and is unbusied.  Takes the page's spinlock."""
+        if type(m) is not int or not 0 <= m < self.pages.npages or not self.managed[m]:
+            raise AddressError(f"vm_page_free: {m!r} is not a page of this machine")
         spin = self.page_spin[m & (PAGE_STRIPES - 1)]
         spin.acquire()
         try:
@@ -1133,7 +1192,8 @@ class DragonflyVm(PageoutMixin):
         if b & PBUSY_MASK:
             raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is soft-busied")
         q = p.queue[m]
-        if q and queue_base(q) == PQ_FREE:
+        if (q and queue_base(q) in (PQ_FREE, PQ_HOLD)) or (self.bfree is not None and
+                                                          self.bfree[m]):
             raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is already free")
         flags = p.flags[m]
         if p.wire_count[m] and not flags & PG_FICTITIOUS:
@@ -1210,6 +1270,8 @@ class DragonflyVm(PageoutMixin):
             pa = k.alloc_pages(d, "default", 0)
             if pa is not None:
                 m = (pa >> PAGE_SHIFT) - self.first_pfn
+                assert self.bfree is not None
+                self.bfree[m] = 0
                 self._count("v_free_count", -1)
                 if self.busy_try(m, True):
                     raise PageStateError("buddy page came back busy")
@@ -1219,6 +1281,8 @@ class DragonflyVm(PageoutMixin):
     def _buddy_give(self, m: int) -> None:
         assert self.kernel is not None
         self.kernel.free_pages(self.pa(m), 0)
+        assert self.bfree is not None
+        self.bfree[m] = 1
         self._count("v_free_count", 1)
 
     # ======================================================================================
@@ -1227,7 +1291,7 @@ class DragonflyVm(PageoutMixin):
     def _movable(self, m: int) -> bool:
         return not self.pages.flags[m] & (PG_FICTITIOUS | PG_UNQUEUED)
 
-    @page_locked
+    @page_op(locked=True)
     def vm_page_activate(self, m: int) -> None:
         """To the tail of PQ_ACTIVE + pc with act_count >= ACT_INIT."""
         p = self.pages
@@ -1246,12 +1310,13 @@ class DragonflyVm(PageoutMixin):
         if old in (PQ_FREE, PQ_CACHE):
             self.pagedaemon_wakeup()
 
+    @page_op()
     def vm_page_soft_activate(self, m: int) -> None:
         if queue_base(self.pages.queue[m]) == PQ_ACTIVE:
             return
         self.vm_page_activate(m)
 
-    @page_locked
+    @page_op(locked=True)
     def vm_page_deactivate(self, m: int, athead: bool = False) -> None:
         """To PQ_INACTIVE + pc (tail, or head with ``athead``); act_count untouched."""
         p = self.pages
@@ -1273,7 +1338,7 @@ class DragonflyVm(PageoutMixin):
         if not athead:
             self.queues.adds[q] += 1
 
-    @page_locked
+    @page_op(locked=True)
     def vm_page_cache(self, m: int) -> None:
         """Move a clean, busied page to PQ_CACHE (a dirty one is deactivated); always
         unbusies."""
@@ -1296,8 +1361,10 @@ class DragonflyVm(PageoutMixin):
         finally:
             self.vm_page_wakeup(m)
 
-    @page_locked
+    @page_op(refuse_free=False, locked=True)
     def vm_page_try_to_free(self, m: int) -> bool:
+        if self._is_free(m):
+            return False
         p = self.pages
         if self.busy_try(m, True):
             return False
@@ -1313,15 +1380,17 @@ class DragonflyVm(PageoutMixin):
         self.vm_page_free(m)
         return True
 
-    @page_locked
+    @page_op(locked=True)
     def vm_page_unqueue(self, m: int) -> None:
         if self._rem_queue(m) in (PQ_FREE, PQ_CACHE):
             self.pagedaemon_wakeup()
 
+    @page_op()
     def vm_page_need_commit(self, m: int) -> None:
         self.pages.flags[m] |= PG_NEED_COMMIT
         self._object_maybe_dirty(m)
 
+    @page_op()
     def vm_page_clear_commit(self, m: int) -> None:
         self.pages.flags[m] &= ~PG_NEED_COMMIT
 
@@ -1332,15 +1401,26 @@ class DragonflyVm(PageoutMixin):
         """A new VM object; its colour offset steps by PQ_PRIME1 per object."""
         if type not in OBJ_TYPES:
             raise ArgumentError(f"unknown object type {type!r} ({', '.join(OBJ_TYPES)})")
-        o = VmObject(self._next_obj, type, (self._next_obj * 31) & PQ_L2_MASK)
+        with self.stats_lock:                  # ids are handed out once, on any thread
+            oid = self._next_obj
+            self._next_obj += 1
+        o = VmObject(oid, type, (oid * 31) & PQ_L2_MASK)
         self.objects[o.id] = o
-        self._next_obj += 1
         return o
 
+    @page_op()
     def vm_page_insert(self, m: int, obj: VmObject, pindex: int) -> bool:
-        p = self.pages
-        if p.obj[m]:
+        """Enter a hard-busied page into ``obj`` at ``pindex``; False if that index is
+        taken."""
+        self._check_obj(obj, "vm_page_insert")
+        self._check_pindex(pindex, "vm_page_insert")
+        self._need_hard_busy(m, "vm_page_insert")
+        if self.pages.obj[m]:
             raise PageStateError(f"vm_page_insert: page {self.pa(m):#x} already in object")
+        return self._insert(m, obj, pindex)
+
+    def _insert(self, m: int, obj: VmObject, pindex: int) -> bool:
+        p = self.pages
         with obj.token:
             if pindex in obj.memq:
                 return False
@@ -1353,6 +1433,7 @@ class DragonflyVm(PageoutMixin):
                 obj.writeable = obj.maybe_dirty = True
         return True
 
+    @page_op()
     def vm_page_remove(self, m: int) -> None:
         p = self.pages
         oid = p.obj[m]
@@ -1367,6 +1448,8 @@ class DragonflyVm(PageoutMixin):
         p.obj[m] = 0
 
     def vm_page_lookup(self, obj: VmObject, pindex: int) -> int | None:
+        self._check_obj(obj, "vm_page_lookup")
+        self._check_pindex(pindex, "vm_page_lookup")
         with obj.token:
             m = obj.memq.get(pindex)
         if m is not None:
@@ -1383,17 +1466,22 @@ class DragonflyVm(PageoutMixin):
             return m, True
         return m, False
 
-    @page_locked
+    @page_op(locked=True)
     def vm_page_rename(self, m: int, obj: VmObject, pindex: int) -> None:
+        """Move a hard-busied page to (obj, pindex); a cached page is deactivated; the
+        page is always dirtied."""
+        self._check_obj(obj, "vm_page_rename")
+        self._check_pindex(pindex, "vm_page_rename")
         self._need_hard_busy(m, "vm_page_rename")
         if pindex in obj.memq:
             raise PageStateError(f"vm_page_rename: object {obj.id} already has {pindex}")
         self.vm_page_remove(m)
-        self.vm_page_insert(m, obj, pindex)
+        self._insert(m, obj, pindex)
         if queue_base(self.pages.queue[m]) == PQ_CACHE:
             self.vm_page_deactivate(m)
         self.vm_page_dirty(m)
 
+    @page_op(refuse_free=False)
     def vm_page_next(self, m: int) -> int | None:
         oid = self.pages.obj[m]
         if not oid:
@@ -1424,6 +1512,8 @@ class DragonflyVm(PageoutMixin):
 
     def vm_page_hash_get(self, obj: VmObject, pindex: int) -> int | None:
         """The lockless heuristic lookup: a soft-busied page, or None (try the slow path)."""
+        self._check_obj(obj, "vm_page_hash_get")
+        self._check_pindex(pindex, "vm_page_hash_get")
         h, p = self.hash, self.pages
         if h is None:
             return None
@@ -1466,11 +1556,13 @@ class DragonflyVm(PageoutMixin):
         if end & (DEV_BSIZE - 1) and not v & (1 << (end >> 9)):
             self.zeroed_pages += 1
 
+    @page_op()
     def vm_page_set_valid(self, m: int, base: int, size: int) -> None:
         bits = self.vm_page_bits(base, size)
         self._zero_valid(m, base, size)
         self.pages.valid[m] |= bits
 
+    @page_op()
     def vm_page_set_validclean(self, m: int, base: int, size: int) -> None:
         bits = self.vm_page_bits(base, size)
         self._zero_valid(m, base, size)
@@ -1480,6 +1572,7 @@ class DragonflyVm(PageoutMixin):
         if bits == VM_PAGE_BITS_ALL:
             p.flags[m] &= ~PG_NOSYNC
 
+    @page_op()
     def vm_page_set_validdirty(self, m: int, base: int, size: int) -> None:
         bits = self.vm_page_bits(base, size)
         p = self.pages
@@ -1487,6 +1580,7 @@ class DragonflyVm(PageoutMixin):
         p.dirty[m] |= bits
         self._object_maybe_dirty(m)
 
+    @page_op()
     def vm_page_clear_dirty(self, m: int, base: int, size: int) -> None:
         bits = self.vm_page_bits(base, size)
         p = self.pages
@@ -1494,6 +1588,7 @@ class DragonflyVm(PageoutMixin):
         if bits == VM_PAGE_BITS_ALL:
             p.flags[m] &= ~PG_NOSYNC
 
+    @page_op()
     def vm_page_dirty(self, m: int) -> None:
         p = self.pages
         if queue_base(p.queue[m]) in (PQ_FREE, PQ_CACHE):
@@ -1508,6 +1603,7 @@ class DragonflyVm(PageoutMixin):
         if o is not None:
             o.writeable = o.maybe_dirty = True
 
+    @page_op()
     def vm_page_set_invalid(self, m: int, base: int, size: int) -> None:
         bits = self.vm_page_bits(base, size)
         p = self.pages
@@ -1517,6 +1613,7 @@ class DragonflyVm(PageoutMixin):
         if o is not None:
             o.generation += 1
 
+    @page_op()
     def vm_page_zero_invalid(self, m: int, setvalid: bool) -> None:
         v = self.pages.valid[m]
         runs, prev = 0, True
@@ -1529,15 +1626,18 @@ class DragonflyVm(PageoutMixin):
         if setvalid:
             self.pages.valid[m] = VM_PAGE_BITS_ALL
 
+    @page_op(refuse_free=False)
     def vm_page_is_valid(self, m: int, base: int, size: int) -> bool:
         bits = self.vm_page_bits(base, size)
         v = self.pages.valid[m]
         return bool(v and v & bits == bits)
 
+    @page_op()
     def vm_page_test_dirty(self, m: int) -> None:
         if self.pages.dirty[m] != VM_PAGE_BITS_ALL and m in self.md_mod:
             self.vm_page_dirty(m)
 
+    @page_op()
     def vm_page_undirty(self, m: int) -> None:
         self.pages.dirty[m] = 0
 

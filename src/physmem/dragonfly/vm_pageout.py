@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import ArgumentError
-from .locks import page_locked
+from .locks import page_op
 from .vm_page_array import (
     ACT_ADVANCE,
     ACT_INIT,
@@ -294,14 +294,17 @@ class PageoutMixin:
         return p
 
     # ---------------------------------------------------------------- pmap stand-ins
+    @page_op()
     def vm_page_reference(self, m: int) -> None:
         """The pmap saw an access (what pmap_ts_referenced will report)."""
         self.md_refs[m] = self.md_refs.get(m, 0) + 1
 
+    @page_op()
     def vm_page_modify(self, m: int) -> None:
         """The pmap saw a write (what pmap_is_modified will report)."""
         self.md_mod.add(m)
 
+    @page_op()
     def vm_page_mapped(self, m: int) -> None:
         self.pages.flags[m] |= PG_MAPPED
 
@@ -309,7 +312,7 @@ class PageoutMixin:
         return self.md_refs.pop(m, 0)
 
     # ---------------------------------------------------------------- madvise
-    @page_locked
+    @page_op(locked=True)
     def vm_page_dontneed(self, m: int) -> None:
         """vm_page_dontneed: mostly deactivate to the head (28/32) or tail (3/32), leave
         1/32 of the calls (and pages already inactive/cached) with act_count - 1."""
@@ -330,6 +333,7 @@ class PageoutMixin:
     def vm_object_madvise(self, obj: VmObject, pindex: int, count: int, advice: int) -> int:
         """vm_object_madvise over [pindex, pindex + count) of ``obj``; returns the number
         of pages acted on.  Busy pages are skipped (the kernel sleeps and retries)."""
+        self._check_obj(obj, "vm_object_madvise")
         if advice not in MADVICE.values():
             raise ArgumentError(f"unknown madvise advice {advice!r}")
         if not isinstance(count, int) or count < 0 or not isinstance(pindex, int) \
@@ -618,7 +622,9 @@ class PageoutMixin:
         return best
 
     def vm_object_terminate(self, obj: VmObject) -> int:
-        """Free every page of ``obj`` that is not busy, wired or held; returns how many."""
+        """Free every page of ``obj`` that is not busy, wired or held; returns how many.
+        An object left with no pages is gone (its id is no longer valid)."""
+        self._check_obj(obj, "vm_object_terminate")
         p = self.pages
         n = 0
         for m in list(obj.memq.values()):
@@ -628,6 +634,8 @@ class PageoutMixin:
                 continue
             self.vm_page_free(m)
             n += 1
+        if not obj.memq:
+            self.objects.pop(obj.id, None)
         return n
 
     # ---------------------------------------------------------------- daemon thread
