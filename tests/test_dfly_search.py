@@ -88,19 +88,14 @@ def make(density: float, rng: random.Random, sam: int):
     'page' found is the queue index itself."""
     from physmem.dragonfly.vm_page import DragonflyVm
     vm = DragonflyVm.__new__(DragonflyVm)
-    from physmem.dragonfly.vm_page_array import PQ_COUNT
-
-    class Q:
-        pass
-    q = Q()
+    from physmem.dragonfly.vm_page_array import PQ_COUNT, Queues
+    q = Queues.__new__(Queues)
     q.nonempty = bytearray(PQ_COUNT)
     q.lastq = [-1] * PQ_COUNT
-    q.total = [0] * PQ_COUNT
     for base in (PQ_FREE, PQ_CACHE):
         for c in range(1024):
             if rng.random() < density:
                 q.nonempty[base + c] = 1
-                q.total[base] += 1
     vm.queues = q
     vm.set_assoc_mask = sam
     vm._list_first_trylock = lambda qi: qi if q.nonempty[qi] else None

@@ -7,7 +7,8 @@ Checked:
 * queues: every page's ``next``/``prev`` agree with its neighbours, which are on the same
   queue; each non-empty queue has exactly one first page (its head) and one last (its tail);
   ``lcnt`` equals the pages whose ``queue`` names it -- so every page is on at most one
-  queue, the one its field names; small machines also walk every list (no cycles);
+  queue, the one its field names -- and the non-empty marks agree; small machines also walk
+  every list (no cycles);
 * counts: global vmstats plus the pending per-CPU deltas equal the queues (free, cache,
   inactive, active + hold) and the wired pages; with the buddy source, v_free_count equals
   the buddy allocator's free pages, which pass FreeBSD's own INVARIANTS;
@@ -73,6 +74,10 @@ def check_dragonfly(vm: DragonflyVm) -> None:
                              (tails != (lcnt > 0))).tolist()[:5]:
         errs.append(f"queue {qi}: lcnt {q.lcnt[qi]}, pages naming it {lcnt[qi]}, "
                     f"heads {heads[qi]}, tails {tails[qi]}")
+    ne = np.frombuffer(bytes(q.nonempty), dtype=np.uint8)
+    bad_ne = np.flatnonzero(ne != (lcnt > 0))
+    if len(bad_ne):
+        errs.append(f"queue {bad_ne[0]}: non-empty mark {ne[bad_ne[0]]}, lcnt {lcnt[bad_ne[0]]}")
     for qi in np.flatnonzero(lcnt).tolist():
         h, t = q.head[qi], q.tail[qi]
         if not h or prv[h - 1] != 0 or queue[h - 1] != qi or not t or nxt[t - 1] != 0 \

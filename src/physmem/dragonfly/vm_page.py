@@ -581,7 +581,7 @@ class DragonflyVm(PageoutMixin):
     def _list_find(self, base: int, idx: int) -> int | None:
         """_vm_page_list_find + removal: the exact colour (which clears its skip hint),
         then the widening search.  The page comes back dequeued."""
-        if not self.queues.total[base]:
+        if self.queues.empty(base):
             return None
         m = self._list_first_trylock(base + idx)
         if m is not None:
@@ -884,7 +884,7 @@ class DragonflyVm(PageoutMixin):
             return self._select_cache(color), True
         q = self.queues
         while True:
-            if not q.total[PQ_FREE] and not q.total[PQ_CACHE]:
+            if q.empty(PQ_FREE) and q.empty(PQ_CACHE):
                 return None, False
             m = self._list_first_trylock(PQ_FREE + color)
             base = PQ_FREE
@@ -1025,7 +1025,6 @@ class DragonflyVm(PageoutMixin):
         qs.lcnt[q] -= 1
         if not qs.lcnt[q]:
             qs.nonempty[q] = 0
-        qs.total[PQ_FREE] -= 1
         spin.release()
         qlock.release()
         slock = self.stats_lock                       # _count("v_free_count", -1)
@@ -1238,7 +1237,6 @@ class DragonflyVm(PageoutMixin):
                 qs.head[fq] = m + 1
                 p.queue[m] = fq
                 qs.lcnt[fq] += 1
-                qs.total[PQ_FREE] += 1
             c = self.cpu[self._tls.cpu]                # _count("v_free_count", +1)
             with self.stats_lock:
                 c.vmstats.v_free_count += 1

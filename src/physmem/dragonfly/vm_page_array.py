@@ -170,9 +170,6 @@ class Queues:
         self.lcnt = [0] * PQ_COUNT
         self.lastq = [-1] * PQ_COUNT
         self.adds = [0] * PQ_COUNT
-        # Pages per queue base (index by base): lets a search of an empty base stop at
-        # once instead of probing its 1024 colours.
-        self.total = [0] * PQ_COUNT
         # 1 where a queue is non-empty: the colour search finds the next candidate with
         # bytearray.find (C speed) instead of probing empty colours one by one.
         self.nonempty = bytearray(PQ_COUNT)
@@ -202,7 +199,6 @@ class Queues:
         p.queue[i] = q
         self.lcnt[q] += 1
         self.nonempty[q] = 1
-        self.total[((q - 1) & ~PQ_L2_MASK) + 1] += 1
 
     def remove(self, q: int, i: int) -> None:
         """Unlink page ``i`` from queue ``q``."""
@@ -221,7 +217,12 @@ class Queues:
         self.lcnt[q] -= 1
         if not self.lcnt[q]:
             self.nonempty[q] = 0
-        self.total[((q - 1) & ~PQ_L2_MASK) + 1] -= 1
+
+    def empty(self, base: int) -> bool:
+        """Whether all 1024 colours of ``base`` are empty (a C-speed scan of the
+        non-empty bytes; each byte changes only under its queue's lock, so unlike a shared
+        counter it cannot drift when threads change different queues)."""
+        return self.nonempty.find(1, base, base + PQ_L2_SIZE) < 0
 
     def first(self, q: int) -> int | None:
         h = self.head[q]
@@ -265,5 +266,4 @@ class Queues:
             self.head[q] = int(idx1[s])
             self.tail[q] = int(idx1[e])
             self.lcnt[q] = e - s + 1
-            self.total[((q - 1) & ~PQ_L2_MASK) + 1] += e - s + 1
             self.nonempty[q] = 1
