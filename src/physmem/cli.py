@@ -404,8 +404,7 @@ cpus_opt = click.option("--cpus", default=None, metavar="SxC[xT]",
 def _dfly_vm(machine: str, source: str, cpus: str | None, trace: str | None):
     """Boot a DragonFly page layer and replay a trace of page-layer operations on it."""
     from .dragonfly.vm_page import CpuTopology, DragonflyVm
-    from .machine import parse_cpus
-    topo = CpuTopology(*parse_cpus(cpus)) if cpus else None
+    topo = CpuTopology.parse(cpus) if cpus else None
     vm = DragonflyVm(machine, source=source, cpus=topo)
     if trace is not None:
         from .trace import Replayer
@@ -461,8 +460,7 @@ def dfly_run(workload: str, machine: str, source: str, cpus: str | None, nbytes:
     """Run a page-layer workload on one or both free-page sources, side by side."""
     from .dfly_workloads import run
     from .dragonfly.vm_page import CpuTopology
-    from .machine import parse_cpus
-    topo = CpuTopology(*parse_cpus(cpus)) if cpus else None
+    topo = CpuTopology.parse(cpus) if cpus else None
     size = _bytes(nbytes) if nbytes else None
     sources = ["dragonfly", "buddy"] if source == "both" else [source]
     results = []

@@ -154,10 +154,10 @@ def run(workload: str, machine: str = "firecracker-1g", source: str = "dragonfly
         raise ArgumentError(f"unknown workload {workload!r} ({', '.join(DFLY_WORKLOADS)})")
     if not isinstance(threads, int) or threads < 1:
         raise ArgumentError(f"threads {threads!r} must be a positive integer")
-    topo = cpus or CpuTopology(cores=max(2, threads))
-    vm = DragonflyVm(machine, source=source, cpus=topo)
-    if threads > topo.ncpus:
-        raise ArgumentError(f"{threads} threads but only {topo.ncpus} CPUs")
+    vm = DragonflyVm(machine, source=source, cpus=cpus)   # default: the machine's CPUs
+    if threads > vm.ncpus:
+        raise ArgumentError(f"{threads} threads but only {vm.ncpus} CPUs (give more CPUs, "
+                            "e.g. --cpus 1x4)")
     if nbytes is None:
         nbytes = 2 * vm.vmstats.v_page_count << PAGE_SHIFT
     res = DflyResult(workload, vm.machine.name, source)

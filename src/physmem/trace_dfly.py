@@ -14,7 +14,6 @@ from .dragonfly.vm_page import CpuTopology, DragonflyVm, parse_req
 from .dragonfly.vm_page_array import PQ_NONE, QUEUE_NAMES, queue_base
 from .dragonfly.vm_pageout import MADVICE
 from .errors import StateError, TraceFormatError
-from .machine import parse_cpus as machine_parse_cpus
 
 # The operations that return a page (may bind "-> NAME") and those whose first argument is
 # a page (may be "$NAME").
@@ -30,11 +29,6 @@ DFLY_PAGE_OPS = frozenset((
     "vm_page_test_dirty", "vm_page_reference", "vm_page_modify", "vm_page_info",
     "vm_page_try_to_free", "vm_page_freezwq", "vm_page_free_contig", "vm_page_need_commit",
     "vm_page_io_start", "vm_page_io_finish"))
-
-
-def parse_cpus(text: str) -> CpuTopology:
-    """``SOCKETSxCORES[xTHREADS]``, e.g. ``2x4`` or ``1x4x2``."""
-    return CpuTopology(*machine_parse_cpus(text))
 
 
 def page_info(vm: DragonflyVm, m: int) -> str:
@@ -157,7 +151,7 @@ class DflyOps:
             if not eq or k not in ("source", "cpus", "dma_reserved"):
                 raise TraceFormatError(f"dfly_boot: unknown option '{t}'")
             opts[k] = v
-        cpus = parse_cpus(opts["cpus"]) if "cpus" in opts else None
+        cpus = CpuTopology.parse(opts["cpus"]) if "cpus" in opts else None
         dma = self.u64(opts["dma_reserved"], "dma_reserved") if "dma_reserved" in opts \
             else None
         self.vm = DragonflyVm(tok[1], source=opts.get("source", "dragonfly"), cpus=cpus,

@@ -43,6 +43,15 @@ class Alist:
     def bfree(self) -> int:
         return int(np.count_nonzero(self.free_map))
 
+    def alloc_below(self, count: int, end: int | None) -> int:
+        """vm_page_alloc_contig's use: alist_alloc(0, count), given back (and NONE) if the
+        run would end past block ``end`` (None: no limit)."""
+        blk = self.alloc(0, count)
+        if blk != ALIST_BLOCK_NONE and end is not None and blk + count > end:
+            self.free(blk, count)
+            return ALIST_BLOCK_NONE
+        return blk
+
     def alloc(self, start: int, count: int) -> int:
         """alist_alloc(): see the module docstring."""
         assert count > 0, "alist_alloc: count 0"

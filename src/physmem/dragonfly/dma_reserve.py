@@ -126,11 +126,8 @@ class DmaReserve:
     def alloc_contig(self, npages: int, high: int) -> int | None:
         """vm_page_alloc_contig(): ``npages`` from the reserve, or None (none free, or the run
         would end above ``high``; 0 means no limit)."""
-        blk = self.alist.alloc(0, npages)
+        blk = self.alist.alloc_below(npages, (high >> PAGE_SHIFT) if high else None)
         if blk == ALIST_BLOCK_NONE:
-            return None
-        if high and ((blk + npages) << PAGE_SHIFT) > high:
-            self.alist.free(blk, npages)
             return None
         self.handed_out[blk] = npages
         return blk

@@ -23,7 +23,7 @@ import threading
 from ..errors import InvariantError
 
 # Lock classes in the order they may be acquired (lower rank first).
-RANKS = {"object": 0, "page": 1, "queue": 2, "vmstats": 3}
+RANKS = {"page": 1, "queue": 2}
 PAGE_STRIPES = 1024
 
 

@@ -27,9 +27,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..bits import PAGE_SHIFT
+from ..bits import PAGE_SHIFT, round_page
 from ..errors import AddressError, ArgumentError, PhysmemError, StateError
-from ..machine import Machine, get_machine
+from ..machine import Machine, get_machine, parse_cpus
+from ..pagearray import PG_PHYS_ALLOC
 from .alist import ALIST_BLOCK_NONE, Alist
 from .locks import PAGE_STRIPES, Witness, make_spin, page_op
 from .vm_object import OBJ_TYPES, OBJT_DEFAULT, PageHash, VmObject
@@ -64,6 +65,7 @@ from .vm_page_array import (
     PageArray,
     Queues,
     VmStats,
+    boot_color,
     queue_base,
 )
 from .vm_pageout import PageoutMixin, Proc
@@ -86,6 +88,7 @@ REQ_NAMES = {"NORMAL": VM_ALLOC_NORMAL, "SYSTEM": VM_ALLOC_SYSTEM,
 LOW_PHYS_RESERVED = 65536                  # pages (256 MiB)
 SIZEOF_VM_PAGE = 128                       # bytes of struct vm_page (amd64)
 DEFAULT_DMA_RESERVED = 128 << 20
+_RACE = -1                                 # _alloc_*: lost (obj, pindex) to another thread
 PINDEX_LIMIT = 1 << 63                     # vm_pindex_t fits the int64 field
 EMERG_LAUNDER = 100                        # vm.emerg_launder (the emergency pager)
 RETRY_LIMIT = 1000        # waits before VM_ALLOC_RETRY gives up (the kernel never does)
@@ -134,6 +137,11 @@ class CpuTopology:
     @property
     def ncpus(self) -> int:
         return self.sockets * self.cores * self.threads
+
+    @classmethod
+    def parse(cls, text: str) -> CpuTopology:
+        """``SOCKETSxCORES[xTHREADS]``, e.g. ``2x4`` or ``1x4x2`` (machine files' ``cpus``)."""
+        return cls(*parse_cpus(text))
 
     def ids(self, cpu: int) -> tuple[int, int, int]:
         """(physical id, core id, hyperthread id) of a CPU."""
@@ -205,10 +213,8 @@ class DragonflyVm(PageoutMixin):
         self.low_phys_reserved = 0
         self.dma_reserved = 0
         self.dma_out: dict[int, int] = {}          # pfn -> pages handed out by alloc_contig
-        self.bfree: bytearray | None = None        # buddy source: 1 = free in vm_phys
         self.messages: list[str] = []
         self._init_pageout()
-        self.avail_ranges = avail
         self._startup(avail, dma_reserved)
 
     # ======================================================================================
@@ -231,7 +237,7 @@ class DragonflyVm(PageoutMixin):
         idx = np.concatenate([np.arange(s - self.first_pfn, e - self.first_pfn, dtype=it)
                               for s, e in runs])
         pfn = idx + it(self.first_pfn)
-        pc = ((pfn ^ (pfn >> 10) ^ (pfn >> 20)) & PQ_L2_MASK).astype(np.uint16)
+        pc = boot_color(pfn).astype(np.uint16)
         del pfn
         p.arrays["pc"][idx] = pc
         # Which entries of the array are pages (phys_avail has holes): a bytearray, read
@@ -247,12 +253,6 @@ class DragonflyVm(PageoutMixin):
             k.boot(lazy=False)
             self.kernel = k
             self.vmstats.v_free_count = sum(k.free_counts)
-            bfree = np.zeros(p.npages, dtype=np.uint8)
-            for head, order in k.phys.head_order.items():
-                if head >= 0:
-                    lo = max(head - self.first_pfn, 0)
-                    bfree[lo:head - self.first_pfn + (1 << order)] = 1
-            self.bfree = bytearray(bfree.tobytes())
             self.dma_reserved = 0
         else:
             # vm_low_phys_reserved: 65536 pages, at most a quarter of the memory (bytes).
@@ -305,13 +305,12 @@ class DragonflyVm(PageoutMixin):
         biggest = sizes.index(max(sizes))               # the first of the largest
         last_end = avail[-1][1]
         end = avail[biggest][1]
-        dump_size = _round_page(-(-(last_end >> PAGE_SHIFT) // 8))
+        dump_size = round_page(-(-(last_end >> PAGE_SHIFT) // 8))
         end -= dump_size
         first_page = avail[0][0] >> PAGE_SHIFT
         page_range = (last_end >> PAGE_SHIFT) - first_page
         npages = (total - page_range * SIZEOF_VM_PAGE) >> PAGE_SHIFT
         new_end = (end - page_range * SIZEOF_VM_PAGE) & ~((1 << PAGE_SHIFT) - 1)
-        self.array_carve = (new_end, avail[biggest][1])
         runs = []
         for i, (s, e) in enumerate(avail):
             if npages <= 0:
@@ -440,7 +439,13 @@ class DragonflyVm(PageoutMixin):
         if q:
             b = ((q - 1) & ~PQ_L2_MASK) + 1
             return b in (PQ_FREE, PQ_HOLD)
-        return self.bfree is not None and bool(self.bfree[m])
+        return self.kernel is not None and self._buddy_free(m)
+
+    def _buddy_free(self, m: int) -> bool:
+        """Buddy source: whether vm_phys holds the page (its page word lacks the
+        PG_PHYS_ALLOC bit the FreeBSD layer sets on every page it hands out)."""
+        assert self.kernel is not None
+        return not self.kernel.phys.pages.raw(m + self.first_pfn) & PG_PHYS_ALLOC
 
     def _check_page(self, m: int, fn: str, refuse_free: bool = True) -> None:
         """A public operation's page argument: a page of this machine (AddressError),
@@ -572,9 +577,6 @@ class DragonflyVm(PageoutMixin):
                     return m
         return None
 
-    def page_lock(self, m: int) -> None:
-        self.page_spin[m & (PAGE_STRIPES - 1)].acquire()
-
     def page_unlock(self, m: int) -> None:
         self.page_spin[m & (PAGE_STRIPES - 1)].release()
 
@@ -673,6 +675,11 @@ class DragonflyVm(PageoutMixin):
     @page_op()
     def busy_try(self, m: int, also_m_busy: bool) -> bool:
         """vm_page_busy_try: True if it FAILED (hard-busied or, ``also``, soft-busied)."""
+        return self._busy_try(m, also_m_busy)
+
+    def _busy_try(self, m: int, also_m_busy: bool) -> bool:
+        """busy_try for a page the caller knows to be valid and not free (the internal
+        paths: no argument checks)."""
         bc = self.pages.busy_count
         lock = self.atomic
         lock.acquire()
@@ -685,7 +692,7 @@ class DragonflyVm(PageoutMixin):
         return False
 
     def _busy_acquire(self, m: int) -> None:
-        if self.busy_try(m, True):
+        if self._busy_try(m, True):
             raise PageStateError(f"page {self.pa(m):#x} is busy")
 
     def busy_wait(self, m: int, also_m_busy: bool, timeout: float = 5.0) -> None:
@@ -701,6 +708,10 @@ class DragonflyVm(PageoutMixin):
     @page_op(refuse_free=False)
     def vm_page_wakeup(self, m: int) -> None:
         """Release a hard busy; wake sleepers if one wanted the page."""
+        self._wakeup(m)
+
+    def _wakeup(self, m: int) -> None:
+        """vm_page_wakeup without argument checks (internal paths)."""
         with self.atomic:
             b = self.pages.busy_count[m]
             if not b & PBUSY_LOCKED:
@@ -790,8 +801,8 @@ class DragonflyVm(PageoutMixin):
     @page_op(refuse_free=False, locked=True)
     def vm_page_hold(self, m: int) -> None:
         """Hold a page (a free page may not be held; one parked on PQ_HOLD may)."""
-        if queue_base(self.pages.queue[m]) == PQ_FREE or (self.bfree is not None and
-                                                         self.bfree[m]):
+        if queue_base(self.pages.queue[m]) == PQ_FREE or (self.kernel is not None and
+                                                         self._buddy_free(m)):
             raise PageStateError(f"vm_page_hold: page {self.pa(m):#x} is free")
         with self.atomic:
             self.pages.hold_count[m] += 1
@@ -843,7 +854,7 @@ class DragonflyVm(PageoutMixin):
             m = self._list_find(PQ_FREE, color)
             if m is None:
                 return None
-            if self.busy_try(m, True):
+            if self._busy_try(m, True):
                 self._deactivate_locked(m, False)
                 continue
             p = self.pages
@@ -865,14 +876,14 @@ class DragonflyVm(PageoutMixin):
             m = self._list_find(PQ_CACHE, color)
             if m is None:
                 return None
-            if self.busy_try(m, True):
+            if self._busy_try(m, True):
                 self._deactivate_locked(m, False)
                 continue
             if self._cache_ok(m):
                 self.pagedaemon_wakeup()
                 return m
             self._deactivate_locked(m, False)
-            self.vm_page_wakeup(m)
+            self._wakeup(m)
 
     def _select_free_or_cache(self, color: int) -> tuple[int | None, bool]:
         """vm_page_select_free_or_cache: one search over the free and cache queues
@@ -894,7 +905,7 @@ class DragonflyVm(PageoutMixin):
                 m, base = self._find2_wide(PQ_FREE, PQ_CACHE, color)
                 if m is None:
                     return None, False
-            if self.busy_try(m, True):
+            if self._busy_try(m, True):
                 self._deactivate_locked(m, False)
                 continue
             if base == PQ_FREE:
@@ -904,7 +915,7 @@ class DragonflyVm(PageoutMixin):
                 self.pagedaemon_wakeup()
                 return m, True
             self._deactivate_locked(m, False)
-            self.vm_page_wakeup(m)
+            self._wakeup(m)
 
     def _recycle(self, m: int) -> None:
         """A busied cache page on its way back to PQ_FREE."""
@@ -924,10 +935,7 @@ class DragonflyVm(PageoutMixin):
             if self.objects.get(getattr(obj, "id", None)) is not obj:
                 self._check_obj(obj, "vm_page_alloc")
             if pindex in obj.memq:
-                if req & VM_ALLOC_NULL_OK:
-                    return None
-                raise PageStateError(f"vm_page_alloc: object {obj.id} already has page "
-                                     f"{pindex} (PAGE RACE)")
+                return self._page_race(obj, pindex, req)
             k = pindex + obj.pg_color
         else:
             k = pindex
@@ -938,7 +946,7 @@ class DragonflyVm(PageoutMixin):
         if self.kernel is None and self.nonempty[PQ_FREE + color]:
             m = self._alloc_fast(obj, pindex, req, color)
             if m is not None:
-                return m if m >= 0 else None
+                return m if m != _RACE else self._page_race(obj, pindex, req)
         retries = 0
         while True:
             s = self.local()
@@ -961,11 +969,8 @@ class DragonflyVm(PageoutMixin):
                     if retries > 3:
                         break
                     continue
-                got = self._alloc_finish(m, obj, pindex)
-                if got is None and not req & VM_ALLOC_NULL_OK:
-                    raise PageStateError(f"vm_page_alloc: object {obj.id} already has "
-                                         f"page {pindex} (PAGE RACE)")
-                return got
+                m = self._alloc_finish(m, obj, pindex)
+                return m if m != _RACE else self._page_race(obj, pindex, req)
             if req & VM_ALLOC_NORMAL:
                 m = self._select_cache(color)
                 if m is not None:
@@ -1044,23 +1049,22 @@ class DragonflyVm(PageoutMixin):
         p.flags[m] = 0
         p.act_count[m] = 0
         p.valid[m] = 0
-        p.pindex[m] = pindex
-        if obj is not None:                           # vm_page_insert, inlined
-            with obj.token:
-                if pindex in obj.memq:                # lost a race for (obj, pindex)
-                    p.pindex[m] = 0
-                    self.vm_page_free(m)
-                    if req & VM_ALLOC_NULL_OK:
-                        return -1
-                    raise PageStateError(f"vm_page_alloc: object {obj.id} already has "
-                                         f"page {pindex} (PAGE RACE)")
-                obj.generation += 1
-                obj.memq[pindex] = m
-                obj.resident_page_count += 1
-                p.obj[m] = obj.id
+        if obj is None:
+            p.pindex[m] = pindex
+        elif not self._insert(m, obj, pindex):
+            self.vm_page_free(m)                      # lost (obj, pindex) to another thread
+            return _RACE
         if s.v_free_count < s.v_paging_start:        # vm_page_alloc's (start() is false
             self.pagedaemon_wakeup()                   # at or above v_paging_start)
         return m
+
+    @staticmethod
+    def _page_race(obj: VmObject, pindex: int, req: int) -> None:
+        """(obj, pindex) is taken: NULL with VM_ALLOC_NULL_OK, else the kernel's panic."""
+        if req & VM_ALLOC_NULL_OK:
+            return None
+        raise PageStateError(f"vm_page_alloc: object {obj.id} already has page {pindex} "
+                             "(PAGE RACE)")
 
     def _alloc_finish(self, m: int, obj: VmObject | None, pindex: int) -> int:
         p = self.pages
@@ -1070,9 +1074,8 @@ class DragonflyVm(PageoutMixin):
         p.valid[m] = 0
         if obj is not None:
             if not self._insert(m, obj, pindex):
-                # another thread inserted (obj, pindex) since the check: PAGE RACE
-                self.vm_page_free(m)
-                return None
+                self.vm_page_free(m)                  # lost (obj, pindex) to another thread
+                return _RACE
         else:
             p.pindex[m] = pindex
         self.pagedaemon_wakeup()
@@ -1091,7 +1094,7 @@ class DragonflyVm(PageoutMixin):
                 if not req & VM_ALLOC_RETRY:
                     return None
                 self.busy_wait(m, True)
-                self.vm_page_wakeup(m)
+                self._wakeup(m)
                 continue
             if m is None:
                 m = self.vm_page_alloc(obj, pindex, (req & ~VM_ALLOC_RETRY) |
@@ -1123,7 +1126,7 @@ class DragonflyVm(PageoutMixin):
             self.zeroed_pages += 1
             self.pages.valid[m] = VM_PAGE_BITS_ALL
         self.vm_page_wire(m)
-        self.vm_page_wakeup(m)
+        self._wakeup(m)
         return m
 
     @page_op()
@@ -1145,11 +1148,8 @@ class DragonflyVm(PageoutMixin):
             raise ArgumentError(f"npages {npages!r} must be a positive integer")
         if self.dma_alist is None:
             return None
-        blk = self.dma_alist.alloc(0, npages)
+        blk = self.dma_alist.alloc_below(npages, (high >> PAGE_SHIFT) if high else None)
         if blk == ALIST_BLOCK_NONE:
-            return None
-        if high and ((blk + npages) << PAGE_SHIFT) > high:
-            self.dma_alist.free(blk, npages)
             return None
         self.dma_out[blk] = npages
         return blk - self.first_pfn
@@ -1191,8 +1191,8 @@ class DragonflyVm(PageoutMixin):
         if b & PBUSY_MASK:
             raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is soft-busied")
         q = p.queue[m]
-        if (q and queue_base(q) in (PQ_FREE, PQ_HOLD)) or (self.bfree is not None and
-                                                          self.bfree[m]):
+        if (q and queue_base(q) in (PQ_FREE, PQ_HOLD)) or (self.kernel is not None and
+                                                          self._buddy_free(m)):
             raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is already free")
         flags = p.flags[m]
         if p.wire_count[m] and not flags & PG_FICTITIOUS:
@@ -1209,7 +1209,7 @@ class DragonflyVm(PageoutMixin):
                 obj.generation += 1
             p.obj[m] = 0
         if flags & PG_FICTITIOUS:
-            self.vm_page_wakeup(m)
+            self._wakeup(m)
             return
         if q:
             self._rem_queue(m)
@@ -1268,10 +1268,8 @@ class DragonflyVm(PageoutMixin):
             pa = k.alloc_pages(d, "default", 0)
             if pa is not None:
                 m = (pa >> PAGE_SHIFT) - self.first_pfn
-                assert self.bfree is not None
-                self.bfree[m] = 0
                 self._count("v_free_count", -1)
-                if self.busy_try(m, True):
+                if self._busy_try(m, True):
                     raise PageStateError("buddy page came back busy")
                 return m
         return None
@@ -1279,8 +1277,6 @@ class DragonflyVm(PageoutMixin):
     def _buddy_give(self, m: int) -> None:
         assert self.kernel is not None
         self.kernel.free_pages(self.pa(m), 0)
-        assert self.bfree is not None
-        self.bfree[m] = 1
         self._count("v_free_count", 1)
 
     # ======================================================================================
@@ -1357,23 +1353,23 @@ class DragonflyVm(PageoutMixin):
             self._add_queue(m, PQ_CACHE + p.pc[m], False)
             self.vm_page_free_wakeup()
         finally:
-            self.vm_page_wakeup(m)
+            self._wakeup(m)
 
     @page_op(refuse_free=False, locked=True)
     def vm_page_try_to_free(self, m: int) -> bool:
         if self._is_free(m):
             return False
         p = self.pages
-        if self.busy_try(m, True):
+        if self._busy_try(m, True):
             return False
         if (p.dirty[m] or p.hold_count[m] or p.wire_count[m] or
                 p.flags[m] & (PG_UNQUEUED | PG_NEED_COMMIT | PG_FICTITIOUS) or
                 queue_base(p.queue[m]) in (PQ_FREE, PQ_HOLD)):
-            self.vm_page_wakeup(m)
+            self._wakeup(m)
             return False
         self.vm_page_test_dirty(m)
         if p.dirty[m]:
-            self.vm_page_wakeup(m)
+            self._wakeup(m)
             return False
         self.vm_page_free(m)
         return True
@@ -1418,17 +1414,22 @@ class DragonflyVm(PageoutMixin):
         return self._insert(m, obj, pindex)
 
     def _insert(self, m: int, obj: VmObject, pindex: int) -> bool:
+        """vm_page_insert's work, under the object's token (also on the alloc fast path)."""
         p = self.pages
-        with obj.token:
-            if pindex in obj.memq:
-                return False
-            obj.generation += 1
-            obj.memq[pindex] = m
-            obj.resident_page_count += 1
-            p.obj[m] = obj.id
-            p.pindex[m] = pindex
-            if p.valid[m] & p.dirty[m] or p.flags[m] & (PG_WRITEABLE | PG_NEED_COMMIT):
-                obj.writeable = obj.maybe_dirty = True
+        token = obj.token
+        token.acquire()
+        memq = obj.memq
+        if pindex in memq:
+            token.release()
+            return False
+        obj.generation += 1
+        memq[pindex] = m
+        obj.resident_page_count += 1
+        p.obj[m] = obj.id
+        p.pindex[m] = pindex
+        if p.valid[m] & p.dirty[m] or p.flags[m] & (PG_WRITEABLE | PG_NEED_COMMIT):
+            obj.writeable = obj.maybe_dirty = True
+        token.release()
         return True
 
     @page_op()
@@ -1460,7 +1461,7 @@ class DragonflyVm(PageoutMixin):
         m = self.vm_page_lookup(obj, pindex)
         if m is None:
             return None, False
-        if self.busy_try(m, also_m_busy):
+        if self._busy_try(m, also_m_busy):
             return m, True
         return m, False
 
@@ -1711,10 +1712,6 @@ class DragonflyVm(PageoutMixin):
         pages agree."""
         from .invariants import check_dragonfly
         check_dragonfly(self)
-
-
-def _round_page(n: int) -> int:
-    return -(-n >> PAGE_SHIFT) << PAGE_SHIFT
 
 
 def _runs(pfns: np.ndarray) -> list[tuple[int, int]]:

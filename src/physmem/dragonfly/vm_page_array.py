@@ -89,9 +89,10 @@ def queue_base(q: int) -> int:
     return 0 if q == 0 else ((q - 1) & ~PQ_L2_MASK) + 1
 
 
-def boot_color(pfn: int) -> int:
-    """vm_add_new_page's colour: the pfn twisted by its 1024- and 1M-page groups."""
-    return (pfn ^ (pfn // PQ_L2_SIZE) ^ (pfn // (PQ_L2_SIZE * PQ_L2_SIZE))) & PQ_L2_MASK
+def boot_color(pfn):
+    """vm_add_new_page's colour: the pfn twisted by its 1024- and 1M-page groups (an int,
+    or a numpy array of pfns at boot)."""
+    return (pfn ^ (pfn >> 10) ^ (pfn >> 20)) & PQ_L2_MASK
 
 
 @dataclass

@@ -365,7 +365,7 @@ class PageoutMixin:
                     self.vm_page_dontneed(m)
                 done += 1
             finally:
-                self.vm_page_wakeup(m)
+                self._wakeup(m)
         return done
 
     # ---------------------------------------------------------------- the daemon
@@ -449,7 +449,7 @@ class PageoutMixin:
     def _inactive_page(self, m: int, qi: int) -> int:
         """Scan one inactive page; returns 1 if it was cached or freed."""
         p, st = self.pages, self.pageout_stats
-        if self.busy_try(m, True):
+        if self._busy_try(m, True):
             self._requeue(m, qi)
             return 0
         if p.wire_count[m]:
@@ -481,7 +481,7 @@ class PageoutMixin:
                         st.cached += 1
                         return 1
                     return 0
-        self.vm_page_wakeup(m)
+        self._wakeup(m)
         return 0
 
     def _launder(self, m: int) -> bool:
@@ -505,7 +505,7 @@ class PageoutMixin:
     def _active_page(self, m: int, qa: int) -> int:
         """Age one active page; returns 1 if it was deactivated."""
         p = self.pages
-        if self.busy_try(m, True):
+        if self._busy_try(m, True):
             self._requeue(m, qa)
             return 0
         try:
@@ -532,7 +532,7 @@ class PageoutMixin:
             self.pageout_stats.deactivated += 1
             return 1
         finally:
-            self.vm_page_wakeup(m)
+            self._wakeup(m)
 
     def _cache_to_free(self) -> None:
         """Free cache pages while v_free_count < v_free_target and cache > 16; the rover
@@ -550,7 +550,7 @@ class PageoutMixin:
                 tries += 1
                 continue
             try:
-                if self.busy_try(m, True):
+                if self._busy_try(m, True):
                     tries += 1
                     continue
                 tries = 0
@@ -575,7 +575,7 @@ class PageoutMixin:
             m = self.first_locked(qa)
             if m is None:
                 break
-            if self.busy_try(m, True):
+            if self._busy_try(m, True):
                 self.page_unlock(m)
                 break
             seen += 1
@@ -598,7 +598,7 @@ class PageoutMixin:
                     p.act_count[m] -= 1
                     self._requeue(m, qa)
             finally:
-                self.vm_page_wakeup(m)
+                self._wakeup(m)
                 self.page_unlock(m)
         return seen
 
@@ -630,7 +630,7 @@ class PageoutMixin:
         for m in list(obj.memq.values()):
             if p.wire_count[m] or p.hold_count[m] or p.busy_count[m] & PBUSY_MASK:
                 continue
-            if self.busy_try(m, True):
+            if self._busy_try(m, True):
                 continue
             self.vm_page_free(m)
             n += 1
