@@ -11,7 +11,7 @@ import physmem
 SRC = Path(physmem.__file__).parent
 
 LAYERS = {
-    "physmem.bits": 0, "physmem.errors": 0, "physmem.atomic": 0,
+    "physmem.bits": 0, "physmem.errors": 0, "physmem.atomic": 0, "physmem.checks": 0,
     "physmem.vmparam": 1,
     "physmem.machine": 2, "physmem.mapimport": 2,
     "physmem.pagearray": 3,

@@ -32,9 +32,19 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from .atomic import check_output_dir, check_output_file, refuse_temp, signals_as_exceptions
+from .checks import untrusted
 from .errors import PhysmemError
 from .freebsd.vm_page import Kernel
 from .machine import DEFAULT_MACHINE, PRESETS, get_machine
+
+
+def _fail(message: str) -> None:
+    """Print one line, ``physmem: error: MESSAGE``, on stderr and exit 2."""
+    line = untrusted(" ".join(message.split("\n")) or "unknown error", markup=False,
+                     limit=2000)
+    click.echo(f"physmem: error: {line}", err=True)
+    sys.exit(2)
 
 
 def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -42,13 +52,15 @@ def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(fn)
     def wrapper(*a: Any, **kw: Any) -> Any:
         try:
-            return fn(*a, **kw)
+            with signals_as_exceptions():
+                return fn(*a, **kw)
         except PhysmemError as e:
-            click.echo(f"physmem: error: {e}", err=True)
-            sys.exit(2)
+            _fail(str(e))
         except OSError as e:
-            click.echo(f"physmem: error: {e.filename or ''}: {e.strerror}", err=True)
-            sys.exit(2)
+            why = e.strerror or " ".join(str(e).split()) or type(e).__name__
+            _fail(f"{e.filename}: {why}" if e.filename else why)
+        except MemoryError:
+            _fail("out of memory (is an input far larger than it should be?)")
         except KeyboardInterrupt:
             click.echo("physmem: interrupted", err=True)
             sys.exit(130)
@@ -57,6 +69,8 @@ def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 machine_opt = click.option("--machine", "-m", default=DEFAULT_MACHINE, show_default=True,
                            help="Preset name or machine file (TOML, iomem, e820, SMAP).")
+force_opt = click.option("--force", is_flag=True, help="Replace an existing output that "
+                         "physmem wrote (never anything else).")
 tunable_opt = click.option("--tunable", "-t", "tunables", multiple=True, metavar="NAME=VALUE",
                            help="Loader tunable, e.g. debug.vm.lazy_page_init=0 or "
                                 "vm.blacklist=0x2000000,0x2001000 (repeatable).")
@@ -105,9 +119,10 @@ def machine_show(name: str) -> None:
     k = Kernel.from_machine(m)
     k.boot(lazy=False) if not k.param.has_lazyinit else k.boot(lazy=True)
     con = Console()
-    con.print(f"[bold]{m.name}[/bold] ({m.arch}): {m.description}")
+    con.print(f"[bold]{untrusted(m.name)}[/bold] ({untrusted(m.arch)}): "
+              f"{untrusted(m.description)}")
     if m.source:
-        con.print(f"source: {m.source}", highlight=False)
+        con.print(f"source: {untrusted(m.source)}", highlight=False)
     names = {v: n.upper() for n, v in k.param.freelist_names().items()}
     flind_names: dict[int, list[str]] = {}
     for fl, flind in enumerate(k.phys.flind_of):
@@ -157,11 +172,16 @@ def sysctl(oid: str, machine: str, tunables: tuple[str, ...]) -> None:
               help="Start from this snapshot instead of an empty machine.")
 @click.option("--save", "save_to", type=click.Path(dir_okay=False),
               help="Save a snapshot of the final state (written atomically).")
+@force_opt
 @_errors
-def replay(trace: str, check: bool, load_from: str | None, save_to: str | None) -> None:
+def replay(trace: str, check: bool, load_from: str | None, save_to: str | None,
+           force: bool) -> None:
     """Replay a trace (FILE, or - for standard input); exit 1 if any line failed."""
     from . import snapshot
     from .trace import Replayer
+    refuse_temp(trace)
+    if save_to:
+        check_output_file(save_to, force)
     r = Replayer(check=check)
     if load_from:
         r.kernel = snapshot.load(load_from)
@@ -191,8 +211,8 @@ def snapshot_show(file: str) -> None:
     """Load a snapshot, check its invariants, print vm.phys_segs and vm.phys_free."""
     from . import snapshot
     k = snapshot.load(file)
-    click.echo(f"{file}: {k.param.name}, {len(k.phys.segs)} segments, free pages "
-               f"{sum(k.free_counts)}, lazy={int(k.lazy)}; INVARIANTS ok")
+    click.echo(f"{untrusted(file, markup=False)}: {k.param.name}, {len(k.phys.segs)} "
+               f"segments, free pages {sum(k.free_counts)}, lazy={int(k.lazy)}; INVARIANTS ok")
     click.echo("vm.phys_segs: " + k.sysctl("vm.phys_segs"), nl=False)
     click.echo("vm.phys_free: " + k.sysctl("vm.phys_free"), nl=False)
 
@@ -217,7 +237,7 @@ def boot_cmd(machine: str, tunables: tuple[str, ...], compare: bool,
     if not compare:
         k = Kernel.from_machine(machine)
         k.boot(tunables=list(tunables))
-        t = Table(title=f"boot {machine}")
+        t = Table(title=f"boot {untrusted(machine)}")
         t.add_column("quantity")
         t.add_column("value", justify="right")
         t.add_row("debug.vm.lazy_page_init", str(k.tunables.lazy_page_init))
@@ -231,7 +251,7 @@ def boot_cmd(machine: str, tunables: tuple[str, ...], compare: bool,
         con.print(t)
         return
     rows = bootcost.compare(machine, list(tunables))
-    t = Table(title=f"boot {machine}: lazy vs eager page initialisation "
+    t = Table(title=f"boot {untrusted(machine)}: lazy vs eager page initialisation "
                     f"({ns:.1f} ns per page structure)")
     for col in ("mode", "pages", "page structs initialised at boot",
                 "modelled vm_page init", "model wall time", "peak RSS"):
@@ -336,29 +356,35 @@ def contig(machine: str, tunables: tuple[str, ...], npages: int, low: str, high:
               help="Run directory (default runs/WORKLOAD-MACHINE-SEED).")
 @click.option("--record", type=click.Path(dir_okay=False), default=None,
               help="Also write the run's trace to this file.")
+@force_opt
 @_errors
 def run_cmd(workload: str, machine: str, tunables: tuple[str, ...], ops: int, seed: int,
             eager: bool, mirror: bool, interval: int, out_dir: str | None,
-            record: str | None) -> None:
+            record: str | None, force: bool) -> None:
     """Run a seeded workload (churn, pagecache, forkexec, dma, fragment) and write a run
     directory: config, trace, metrics over time, summary."""
     from rich.progress import Progress
 
     from .atomic import atomic_write
-    from .workloads import RunConfig, run_workload, write_run
+    from .workloads import RUN_OWNED, RunConfig, run_workload, write_run
     cfg = RunConfig(workload=workload, machine=machine, ops=ops, seed=seed, lazy=not eager,
                     tunables=list(tunables), interval=interval, mirror=mirror)
     cfg.validate()
+    out_dir = out_dir or f"runs/{workload}-{Path(machine).stem}-{seed}"
+    check_output_dir(out_dir, "run", force, RUN_OWNED)     # before any work
+    if record:
+        check_output_file(record, force)
     with Progress(transient=True) as prog:
         task = prog.add_task(f"{workload} on {machine}", total=ops)
         run = run_workload(cfg, progress=lambda n: prog.update(task, completed=n))
-    out = write_run(run, out_dir or f"runs/{workload}-{Path(machine).stem}-{seed}")
+    out = write_run(run, out_dir, force)
     if record:
         with atomic_write(record, "w") as f:
             f.write("\n".join(run.trace) + "\n")
     final = run.summary["final"]
-    click.echo(f"{out}: {run.summary['ops']:,} operations, {run.summary['ops_per_second']:,} "
-               f"ops/s; free pages {final['free_pages']}, unusable index (order 9) "
+    click.echo(f"{untrusted(out, markup=False)}: {run.summary['ops']:,} operations, "
+               f"{run.summary['ops_per_second']:,} ops/s; free pages {final['free_pages']}, "
+               "unusable index (order 9) "
                f"{final['unusable_o9']}, largest free run {final['largest_free_run']} pages")
 
 
@@ -381,15 +407,16 @@ def report_cmd(run_dir: str, out_dir: str | None) -> None:
               help="Comma-separated: lazy, eager, lazy+mirror, eager+mirror.")
 @click.option("-o", "--out", "out_dir", default=None,
               help="Output directory (default compare-WORKLOAD).")
+@force_opt
 @_errors
 def compare_cmd(workload: str, machine: str, ops: int, seed: int, policies: str,
-                out_dir: str | None) -> None:
+                out_dir: str | None, force: bool) -> None:
     """Run one workload under two (or more) configurations and compare them."""
     from .reports import compare
     pols = [p.strip() for p in policies.split(",") if p.strip()]
     if len(pols) < 2:
         raise click.BadParameter("give at least two policies", param_hint="--policies")
-    compare(workload, machine, ops, seed, pols, out_dir or f"compare-{workload}")
+    compare(workload, machine, ops, seed, pols, out_dir or f"compare-{workload}", force=force)
 
 
 # -- DragonFly's page layer ------------------------------------------------------------------
@@ -468,7 +495,7 @@ def dfly_run(workload: str, machine: str, source: str, cpus: str | None, nbytes:
         res, vm = run(workload, machine, src, size, ops, seed, threads, topo)
         vm.check()
         results.append(res.as_dict())
-    t = Table(title=f"{workload} on {machine}")
+    t = Table(title=f"{untrusted(workload)} on {untrusted(machine)}")
     t.add_column("")
     for r in results:
         t.add_column(str(r["source"]), justify="right")
@@ -503,19 +530,23 @@ def _bytes(text: str) -> int:
               help="The trace to write (atomically).")
 @click.option("--eager", is_flag=True, help="Boot line: eager instead of lazy.")
 @click.option("--strict", is_flag=True, help="Stop at the first malformed event line.")
+@force_opt
 @_errors
-def ftrace_cmd(file: str, machine: str, out_file: str, eager: bool, strict: bool) -> None:
+def ftrace_cmd(file: str, machine: str, out_file: str, eager: bool, strict: bool,
+               force: bool) -> None:
     """Import Linux mm_page_alloc / mm_page_free(_batched) ftrace text as a trace."""
     from .atomic import atomic_write
     from .ftrace import import_ftrace
     from .machine import get_machine
+    refuse_temp(file)
+    check_output_file(out_file, force)
     m = get_machine(machine)
     with contextlib.ExitStack() as stack:
         src = sys.stdin if file == "-" else stack.enter_context(
             open(file, encoding="utf-8", errors="replace"))
         with atomic_write(out_file, "w") as out:
             summary = import_ftrace(src, out, m, lazy=not eager, strict=strict)
-    t = Table(title=f"ftrace import: {file} -> {out_file}")
+    t = Table(title=f"ftrace import: {untrusted(file)} -> {untrusted(out_file)}")
     t.add_column("what")
     t.add_column("count", justify="right")
     t.add_row("lines read", f"{summary.lines:,}")
@@ -525,38 +556,63 @@ def ftrace_cmd(file: str, machine: str, out_file: str, eager: bool, strict: bool
     t.add_row("allocations of pages outside the machine (asked of domain 0)",
               f"{summary.outside:,}")
     for why, n in sorted(summary.skipped.items()):
-        t.add_row(f"skipped: {why}", f"{n:,}")
+        t.add_row(f"skipped: {untrusted(why)}", f"{n:,}")
     Console().print(t)
 
 
 @main.command("sweep")
 @click.argument("config", type=click.Path(exists=True, dir_okay=False))
-@click.option("--workers", type=int, default=None, help="Local processes (default: CPUs).")
+@click.option("--workers", type=int, default=None,
+              help="Local processes, 1-64 (default: CPUs).")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Run on a Dask cluster (tcp://host:8786) instead; needs physmem[dask].")
 @click.option("-o", "--out", "out_dir", default="sweep", show_default=True)
+@force_opt
 @_errors
-def sweep_cmd(config: str, workers: int | None, scheduler: str | None, out_dir: str) -> None:
-    """Run a grid of machines × policies × workloads × seeds in parallel."""
+def sweep_cmd(config: str, workers: int | None, scheduler: str | None, out_dir: str,
+              force: bool) -> None:
+    """Run a grid of machines × policies × workloads × seeds in parallel.  Each row is
+    written to OUT/results.csv as its run finishes; a failed run is a row with its error."""
     from rich.progress import Progress
 
-    from .sweep import load_sweep, run_sweep, write_results
-    specs = load_sweep(Path(config).read_text(), config)
-    with Progress(transient=True) as prog:
-        task = prog.add_task(f"{len(specs)} runs", total=len(specs))
-        rows = run_sweep(specs, workers, scheduler,
-                         progress=lambda n: prog.update(task, completed=n))
-    files = write_results(rows, out_dir)
-    t = Table(title=f"sweep {config}: {len(rows)} runs")
-    for col in ("machine", "policy", "workload", "seed", "ops_per_second", "unusable_o9",
-                "largest_free_run"):
+    from .sweep import (
+        MAX_SWEEP_BYTES,
+        SweepWriter,
+        check_workers,
+        load_sweep,
+        run_sweep,
+        write_results,
+    )
+    refuse_temp(config)
+    with open(config, "rb") as f:
+        raw = f.read(MAX_SWEEP_BYTES + 1)
+    specs = load_sweep(raw.decode("utf-8", errors="replace"), config)
+    if scheduler is None:
+        check_workers(workers)
+    writer = SweepWriter(out_dir, force)
+    try:
+        with Progress(transient=True) as prog:
+            task = prog.add_task(f"{len(specs)} runs", total=len(specs))
+            rows = run_sweep(specs, workers, scheduler,
+                             progress=lambda n: prog.update(task, completed=n),
+                             on_row=writer.add)
+    finally:
+        writer.close()
+    files = write_results(rows, writer.out)
+    t = Table(title=f"sweep {untrusted(config)}: {len(rows)} runs")
+    cols = ("machine", "policy", "workload", "seed", "ops_per_second", "unusable_o9",
+            "largest_free_run")
+    for col in cols:
         t.add_column(col)
+    t.add_column("error")
     for r in rows:
-        t.add_row(*[str(r[c]) for c in ("machine", "policy", "workload", "seed",
-                                          "ops_per_second", "unusable_o9",
-                                          "largest_free_run")])
+        t.add_row(*[untrusted(str(r[c])) for c in (*cols, "error")])
     Console().print(t)
-    click.echo("wrote " + ", ".join(str(f) for f in files))
+    failed = sum(1 for r in rows if r["error"])
+    click.echo("wrote " + ", ".join(untrusted(f, markup=False) for f in files)
+               + (f"; {failed} run(s) failed (see the error column)" if failed else ""))
+    if failed:
+        sys.exit(1)
 
 
 def _size(n: int) -> str:

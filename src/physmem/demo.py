@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .bits import PAGE_SIZE
+from .checks import check_int, untrusted
 from .freebsd.vm_page import Kernel
 
 
@@ -66,19 +67,24 @@ def churn(k: Kernel, nops: int, seed: int) -> dict[str, int]:
     return counts
 
 
+MAX_OPS = 10_000_000        # the same bound as physmem run
+
+
 def run_demo(machine: str = "firecracker-1g", nops: int = 5000, seed: int = 1,
              console: Console | None = None) -> list[Step]:
     """Run the demo, printing to ``console``; returns the timed steps."""
     con = console or Console()
+    check_int(nops, "demo operations", 1, MAX_OPS)
+    check_int(seed, "seed", 0, (1 << 64) - 1)
     steps: list[Step] = []
     k = Kernel.from_machine(machine)
     t = time.perf_counter()
     k.boot()
-    steps.append(Step("boot", f"{machine}, debug.vm.lazy_page_init="
+    steps.append(Step("boot", f"{untrusted(machine)}, debug.vm.lazy_page_init="
                       f"{k.tunables.lazy_page_init}: {k.free_count(0)} free pages, "
                       f"{k.stats.boot} page structures initialised",
                       time.perf_counter() - t))
-    con.print(f"[bold]sysctl vm.phys_free[/bold] after booting {machine}:")
+    con.print(f"[bold]sysctl vm.phys_free[/bold] after booting {untrusted(machine)}:")
     con.print(k.sysctl("vm.phys_free"), markup=False, highlight=False)
     t = time.perf_counter()
     counts = churn(k, nops, seed)
@@ -96,7 +102,7 @@ def run_demo(machine: str = "firecracker-1g", nops: int = 5000, seed: int = 1,
                       time.perf_counter() - t))
     con.print("[bold]sysctl vm.phys_free[/bold] after the workload:")
     con.print(k.sysctl("vm.phys_free"), markup=False, highlight=False)
-    table = Table(title=f"physmem demo: {machine}, {nops} operations, seed {seed}")
+    table = Table(title=f"physmem demo: {untrusted(machine)}, {nops} operations, seed {seed}")
     table.add_column("step")
     table.add_column("what happened")
     table.add_column("time", justify="right")

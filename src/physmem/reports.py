@@ -26,13 +26,31 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from .atomic import atomic_write
+from .atomic import (
+    MARKER,
+    OutputError,
+    atomic_write,
+    check_output_dir,
+    is_marked,
+    refuse_temp,
+    replace_dir,
+    write_marker,
+)
 from .bootcost import NS_PER_PAGE
+from .checks import untrusted
 from .errors import ArgumentError
 from .freebsd.vm_page import Kernel
 from .machine import Machine, _firecracker
 from .vmparam import GIB, MIB
-from .workloads import Run, RunConfig, read_run, run_workload, write_run
+from .workloads import (
+    REPORT_FILES,
+    RUN_OWNED,
+    Run,
+    RunConfig,
+    read_run,
+    run_workload,
+    write_run,
+)
 
 BOOT_SIZES = (128 * MIB, 512 * MIB, 1 * GIB, 4 * GIB, 16 * GIB, 64 * GIB)
 
@@ -120,13 +138,13 @@ def _summary_table(cfg: dict, summary: dict, title: str) -> Table:
     t.add_column("quantity")
     t.add_column("value", justify="right")
     for k in ("workload", "machine", "ops", "seed", "lazy", "mirror"):
-        t.add_row(k, str(cfg.get(k)))
+        t.add_row(k, untrusted(cfg.get(k)))
     t.add_row("trace operations", f"{summary['ops']:,}")
     t.add_row("model speed", f"{summary['ops_per_second']:,} ops/s")
     final = summary["final"]
     for k in ("free_pages", "largest_free_run", "unusable_o3", "unusable_o9", "extfrag_o9",
               "contig_512_ok", "contig_4096_ok"):
-        t.add_row(k, str(final.get(k)))
+        t.add_row(k, untrusted(final.get(k)))
     inits = summary.get("inits", {})
     t.add_row("page inits (boot / on demand / drain)",
               f"{inits.get('boot', 0):,} / {inits.get('on_demand', 0):,} / "
@@ -142,12 +160,13 @@ def report(run_dir: str | Path, out_dir: str | Path | None = None,
     cfg, samples, summary = read_run(run_dir)
     if not samples:
         raise ArgumentError(f"{run_dir}: no metric samples")
-    out = Path(out_dir) if out_dir else Path(run_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(run_dir) if not out_dir or Path(out_dir).resolve() == Path(run_dir).resolve() \
+        else _report_dir(Path(out_dir))        # a run directory's report files are its own
     title = f"{cfg['workload']} on {cfg['machine']}, seed {cfg['seed']}"
-    con.print(_summary_table(cfg, summary, title))
+    con.print(_summary_table(cfg, summary, untrusted(title)))
     con.print("buddyinfo at the end (free blocks per order, all pools):")
-    con.print(summary["buddyinfo"], markup=False, highlight=False)
+    con.print("\n".join(untrusted(line, markup=False) for line in
+                        summary["buddyinfo"].splitlines()), markup=False, highlight=False)
     files: dict[str, Path] = {}
     steps: list[tuple[str, Callable[[], Figure]]] = [
         ("free-blocks.png", lambda: plot_free_blocks(samples, f"Free blocks by order: {title}")),
@@ -168,8 +187,26 @@ def report(run_dir: str | Path, out_dir: str | Path | None = None,
             f.write(page)
         files["report.html"] = out / "report.html"
         prog.advance(task)
-    con.print(f"wrote {', '.join(str(p) for p in files.values())}")
+    con.print(f"wrote {', '.join(untrusted(p) for p in files.values())}")
     return files
+
+
+def _report_dir(out: Path) -> Path:
+    """Where a report may go: a physmem directory (its report files are physmem's to
+    replace), a new directory (created and marked), or an existing one that has none of the
+    report's file names (nothing of the user's is overwritten)."""
+    refuse_temp(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: exists and is not a directory")
+    if not out.exists():
+        out.mkdir(parents=True)
+        write_marker(out, "report")
+    elif not is_marked(out):
+        clash = [n for n in REPORT_FILES if (out / n).exists() or (out / n).is_symlink()]
+        if clash:
+            raise OutputError(f"{out}: already has {clash[0]!r} and is not a physmem "
+                              "directory; name a new one")
+    return out
 
 
 def _html(title: str, cfg: dict, summary: dict, images: dict[str, Path]) -> str:
@@ -203,15 +240,27 @@ def policy_config(policy: str, **kw) -> RunConfig:
     return RunConfig(**{**kw, **POLICIES[policy]})
 
 
+def _compare_owned(e: Path) -> bool:
+    """What physmem writes in a comparison directory: the plot and one run per policy."""
+    if e.name == "compare-fragmentation.png":
+        return e.is_file() and not e.is_symlink()
+    return (e.name in POLICIES and e.is_dir() and not e.is_symlink() and is_marked(e, "run")
+            and all(x.name == MARKER or RUN_OWNED(x) for x in e.iterdir()))
+
+
 def compare(workload: str, machine: str, ops: int, seed: int, policies: Sequence[str],
-            out_dir: str | Path, console: Console | None = None) -> list[Run]:
+            out_dir: str | Path, console: Console | None = None,
+            force: bool = False) -> list[Run]:
     """Run ``workload`` under each policy and show the differences side by side."""
     con = console or Console()
+    if len(set(policies)) != len(policies):
+        raise ArgumentError(f"a policy is listed twice: {', '.join(policies)}")
+    for p in policies:
+        policy_config(p, workload=workload).validate()
+    check_output_dir(out_dir, "compare", force, _compare_owned)
     runs = [run_workload(policy_config(p, workload=workload, machine=machine, ops=ops,
                                        seed=seed)) for p in policies]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    t = Table(title=f"{workload} on {machine}, {ops} steps, seed {seed}")
+    t = Table(title=untrusted(f"{workload} on {machine}, {ops} steps, seed {seed}"))
     t.add_column("quantity")
     for p in policies:
         t.add_column(p, justify="right")
@@ -226,9 +275,15 @@ def compare(workload: str, machine: str, ops: int, seed: int, policies: Sequence
     con.print(t)
     fig = plot_fragmentation({p: r.samples for p, r in zip(policies, runs, strict=True)},
                              f"{workload}: {' vs '.join(policies)}")
-    save_png(fig, out / "compare-fragmentation.png")
-    plt.close(fig)
-    for p, r in zip(policies, runs, strict=True):
-        write_run(r, out / p)
-    con.print(f"wrote {out / 'compare-fragmentation.png'} and a run directory per policy")
+
+    def build(tmp: Path) -> None:
+        save_png(fig, tmp / "compare-fragmentation.png")
+        for p, r in zip(policies, runs, strict=True):
+            write_run(r, tmp / p)
+    try:
+        out = replace_dir(out_dir, "compare", build, force, _compare_owned)
+    finally:
+        plt.close(fig)
+    con.print(f"wrote {untrusted(out / 'compare-fragmentation.png')} and a run directory "
+              "per policy")
     return runs

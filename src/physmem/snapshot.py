@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write
+from .atomic import atomic_write, refuse_temp
 from .errors import InvariantError, PhysmemError, StateError
 from .freebsd.vm_page import InitStats, Kernel, Tunables, VmDomain
 from .freebsd.vm_phys import MemAffinity, Seg
@@ -90,6 +90,7 @@ def save(k: Kernel, path: str | Path) -> None:
 
 def load(path: str | Path) -> Kernel:
     """Read a snapshot written by :func:`save`; the kernel passes INVARIANTS."""
+    refuse_temp(path)
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {name: z[name] for name in z.files}

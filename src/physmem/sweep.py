@@ -16,22 +16,29 @@ pyarrow is installed) plus a plot, each file atomically.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import itertools
+import math
 import os
 import tomllib
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from .atomic import atomic_write
+from .atomic import atomic_write, check_output_dir, is_marked, owned_names, write_marker
 from .errors import PhysmemError
 from .machine import get_machine
 from .reports import POLICIES, plt, policy_config, save_png
 from .workloads import WORKLOADS, run_workload
 
 KEYS = {"machines": list, "policies": list, "workloads": list, "seeds": list, "ops": int}
+MAX_RUNS = 10_000          # runs in one sweep (the grid's size is checked before anything)
+MAX_WORKERS = 64           # local worker processes
+MAX_OPS = 10_000_000       # steps per run (as physmem run)
+MAX_SWEEP_BYTES = 1 << 20  # a sweep file
 
 
 class SweepConfigError(PhysmemError, ValueError):
@@ -39,27 +46,35 @@ class SweepConfigError(PhysmemError, ValueError):
 
 
 def load_sweep(text: str, source: str = "<sweep>") -> list[dict]:
-    """The runs a sweep file asks for, validated."""
+    """The runs a sweep file asks for, validated (sizes and types before anything is
+    loaded or run)."""
+    if len(text) > MAX_SWEEP_BYTES:
+        raise SweepConfigError(f"{source}: larger than {MAX_SWEEP_BYTES >> 10} KiB; not a "
+                               "sweep file")
     try:
         d = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise SweepConfigError(f"{source}: {e}") from None
+    except (tomllib.TOMLDecodeError, ValueError, RecursionError) as e:
+        raise SweepConfigError(f"{source}: {' '.join(str(e).split())[:200]}") from None
     unknown = set(d) - set(KEYS)
     if unknown:
-        raise SweepConfigError(f"{source}: unknown keys {sorted(unknown)} (known: "
+        raise SweepConfigError(f"{source}: unknown keys {sorted(unknown)[:5]} (known: "
                                f"{', '.join(KEYS)})")
     for k, typ in KEYS.items():
         if k not in d:
             raise SweepConfigError(f"{source}: missing {k!r}")
-        if not isinstance(d[k], typ) or (typ is list and not d[k]):
+        if not isinstance(d[k], typ) or isinstance(d[k], bool) or (typ is list and not d[k]):
             raise SweepConfigError(f"{source}: {k} must be a non-empty {typ.__name__}")
-    if d["ops"] <= 0:
-        raise SweepConfigError(f"{source}: ops must be positive")
-    for m in d["machines"]:
-        try:
-            get_machine(str(m))
-        except PhysmemError as e:
-            raise SweepConfigError(f"{source}: {e}") from None
+    if not 0 < d["ops"] <= MAX_OPS:
+        raise SweepConfigError(f"{source}: ops must be positive and at most {MAX_OPS:,}")
+    nruns = math.prod(len(d[k]) for k in ("machines", "policies", "workloads", "seeds"))
+    if nruns > MAX_RUNS:
+        raise SweepConfigError(f"{source}: {nruns:,} runs; a sweep has at most {MAX_RUNS:,}")
+    for k in ("machines", "policies", "workloads"):
+        if not all(isinstance(v, str) for v in d[k]):
+            raise SweepConfigError(f"{source}: {k} must be strings")
+    if not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 1 << 64
+               for s in d["seeds"]):
+        raise SweepConfigError(f"{source}: seeds must be integers from 0 to 2^64-1")
     for p in d["policies"]:
         if p not in POLICIES:
             raise SweepConfigError(f"{source}: unknown policy {p!r} (known: "
@@ -68,11 +83,22 @@ def load_sweep(text: str, source: str = "<sweep>") -> list[dict]:
         if w not in WORKLOADS:
             raise SweepConfigError(f"{source}: unknown workload {w!r} (known: "
                                    f"{', '.join(WORKLOADS)})")
-    if not all(isinstance(s, int) for s in d["seeds"]):
-        raise SweepConfigError(f"{source}: seeds must be integers")
+    for m in dict.fromkeys(d["machines"]):
+        try:
+            get_machine(m)
+        except PhysmemError as e:
+            raise SweepConfigError(f"{source}: {e}") from None
     return [{"machine": m, "policy": p, "workload": w, "seed": s, "ops": d["ops"]}
             for m, p, w, s in itertools.product(d["machines"], d["policies"],
                                                 d["workloads"], d["seeds"])]
+
+
+RESULT_KEYS = ("trace_ops", "seconds", "ops_per_second", "boot_inits", "on_demand_inits",
+               "free_pages", "largest_free_run", "unusable_o3", "unusable_o9", "extfrag_o9",
+               "contig_4096_ok")
+COLUMNS = ("machine", "policy", "workload", "seed", "ops", *RESULT_KEYS, "error")
+MAX_ATTEMPTS = 3           # runs of one spec whose worker died before it is reported failed
+SCHEDULER_TIMEOUT = 10.0   # seconds to reach a Dask scheduler
 
 
 def run_one(spec: dict) -> dict:
@@ -85,39 +111,164 @@ def run_one(spec: dict) -> dict:
             "ops_per_second": run.summary["ops_per_second"], "boot_inits":
             run.summary["inits"]["boot"], "on_demand_inits": run.summary["inits"]["on_demand"],
             **{k: final[k] for k in ("free_pages", "largest_free_run", "unusable_o3",
-                                     "unusable_o9", "extfrag_o9", "contig_4096_ok")}}
+                                     "unusable_o9", "extfrag_o9", "contig_4096_ok")},
+            "error": ""}
+
+
+def failed_row(spec: dict, error: str) -> dict:
+    """The row of a run that did not finish: its spec, empty results and why."""
+    return {**spec, **dict.fromkeys(RESULT_KEYS, ""), "error": error}
+
+
+def _why(e: BaseException) -> str:
+    return " ".join(f"{type(e).__name__}: {e}".split())[:300]
+
+
+def _safe_one(spec: dict) -> dict:
+    """run_one, with an error in the run (not the death of its worker) as a failed row."""
+    try:
+        return run_one(spec)
+    except Exception as e:          # any error is reported in its row
+        return failed_row(spec, _why(e))
+
+
+def check_workers(workers: int | None) -> int:
+    """The number of local worker processes: 1 .. MAX_WORKERS (default: the CPUs)."""
+    if workers is None:
+        return min(os.cpu_count() or 1, MAX_WORKERS)
+    if not isinstance(workers, int) or isinstance(workers, bool) \
+            or not 1 <= workers <= MAX_WORKERS:
+        raise SweepConfigError(f"workers must be an integer from 1 to {MAX_WORKERS}, "
+                               f"not {workers!r}")
+    return workers
 
 
 def run_sweep(specs: list[dict], workers: int | None = None, scheduler: str | None = None,
-              progress: Callable[[int], None] | None = None) -> list[dict]:
-    """Run every spec; rows come back in the specs' order."""
-    if scheduler:
-        try:
-            from dask.distributed import Client
-        except ImportError:
-            raise SweepConfigError("the Dask backend needs physmem[dask] "
-                                   "(pip install 'physmem[dask]')") from None
-        with Client(scheduler) as client:
-            futures = client.map(run_one, specs, pure=False)
-            rows = client.gather(futures)
+              progress: Callable[[int], None] | None = None,
+              on_row: Callable[[int, dict], None] | None = None) -> list[dict]:
+    """Run every spec; rows come back in the specs' order.  ``on_row(i, row)`` is called as
+    each run finishes (to save it at once).  A run that raises is a row with its error; a
+    run whose worker process died is retried up to MAX_ATTEMPTS times, then is a row with
+    its error."""
+    rows: list[dict | None] = [None] * len(specs)
+    done = 0
+
+    def finish(i: int, row: dict) -> None:
+        nonlocal done
+        rows[i] = row
+        done += 1
+        if on_row:
+            on_row(i, row)
         if progress:
-            progress(len(rows))
-        return list(rows)
-    workers = workers or os.cpu_count() or 1
-    if workers == 1:
-        rows = []
-        for spec in specs:
-            rows.append(run_one(spec))
-            if progress:
-                progress(len(rows))
-        return rows
-    with ProcessPoolExecutor(max_workers=workers) as ex:
-        rows = []
-        for row in ex.map(run_one, specs):
-            rows.append(row)
-            if progress:
-                progress(len(rows))
-    return rows
+            progress(done)
+    if scheduler:
+        _run_dask(specs, scheduler, finish)
+    else:
+        nworkers = min(check_workers(workers), len(specs))
+        if nworkers <= 1:
+            for i, spec in enumerate(specs):
+                finish(i, _safe_one(spec))
+        else:
+            _run_pool(specs, nworkers, finish)
+    assert all(r is not None for r in rows)
+    return rows  # type: ignore[return-value]
+
+
+def _run_pool(specs: list[dict], nworkers: int, finish: Callable[[int, dict], None]) -> None:
+    """At most ``nworkers`` runs in flight (so a dying worker costs an attempt only to the
+    runs it could have been running); a broken pool is replaced."""
+    todo = list(range(len(specs)))[::-1]
+    attempts = [0] * len(specs)
+    while todo:
+        with ProcessPoolExecutor(max_workers=nworkers) as ex:
+            running: dict = {}
+            broken = False
+            while (todo or running) and not broken:
+                while todo and len(running) < nworkers:
+                    i = todo.pop()
+                    attempts[i] += 1
+                    running[ex.submit(_safe_one, specs[i])] = i
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for f in finished:
+                    i = running.pop(f)
+                    try:
+                        finish(i, f.result())
+                    except BrokenProcessPool:
+                        broken = True
+                        _retry_or_fail(i, specs, attempts, todo, finish, "worker process died")
+            if broken:                 # every run still in flight died with the pool
+                for i in running.values():
+                    _retry_or_fail(i, specs, attempts, todo, finish, "worker process died")
+
+
+def _retry_or_fail(i: int, specs: list[dict], attempts: list[int], todo: list[int],
+                   finish: Callable[[int, dict], None], why: str) -> None:
+    if attempts[i] < MAX_ATTEMPTS:
+        todo.append(i)
+    else:
+        finish(i, failed_row(specs[i], f"{why} ({attempts[i]} attempts)"))
+
+
+def _run_dask(specs: list[dict], scheduler: str, finish: Callable[[int, dict], None]) -> None:
+    try:
+        from dask.distributed import Client, as_completed
+    except ImportError:
+        raise SweepConfigError("the Dask backend needs physmem[dask] "
+                               "(pip install 'physmem[dask]')") from None
+    if "://" in scheduler and not scheduler.startswith(("tcp://", "tls://", "inproc://",
+                                                        "ucx://", "ws://", "wss://")):
+        raise SweepConfigError(f"{scheduler!r}: not a Dask scheduler address "
+                               "(tcp://host:8786)")
+    try:
+        client = Client(scheduler, timeout=SCHEDULER_TIMEOUT)
+    except (OSError, TimeoutError, ValueError, TypeError) as e:
+        raise SweepConfigError(f"cannot reach the Dask scheduler at {scheduler!r} within "
+                               f"{SCHEDULER_TIMEOUT:.0f} s ({_why(e)})") from None
+    with client:
+        attempts = [1] * len(specs)
+        futures = {client.submit(_safe_one, s, pure=False): i for i, s in enumerate(specs)}
+        ac = as_completed(futures)
+        for f in ac:
+            i = futures.pop(f)
+            try:
+                finish(i, f.result())
+            except Exception as e:     # KilledWorker, lost connection, ...
+                if attempts[i] < MAX_ATTEMPTS:
+                    attempts[i] += 1
+                    g = client.submit(_safe_one, specs[i], pure=False)
+                    futures[g] = i
+                    ac.add(g)
+                else:
+                    finish(i, failed_row(specs[i], f"{_why(e)} ({attempts[i]} attempts)"))
+
+
+class SweepWriter:
+    """A sweep's output directory: ``results.csv`` gets each row as its run finishes (in
+    finishing order, flushed, so a crash keeps what was done), and is rewritten in the
+    grid's order at the end, with results.parquet (with pyarrow) and the plot."""
+
+    FILES = ("results.csv", "results.parquet", "unusable-index.png")
+
+    def __init__(self, out_dir: str | Path, force: bool = False) -> None:
+        out = check_output_dir(out_dir, "sweep", force, owned_names(self.FILES))
+        out.mkdir(parents=True, exist_ok=True)
+        if not is_marked(out, "sweep"):
+            write_marker(out, "sweep")
+        for name in self.FILES[1:]:          # a result of an earlier sweep must not stay
+            with contextlib.suppress(FileNotFoundError):
+                (out / name).unlink()
+        self.out = out
+        self._f = open(out / "results.csv", "w", newline="", encoding="utf-8")  # noqa: SIM115
+        self._w = csv.DictWriter(self._f, fieldnames=COLUMNS)
+        self._w.writeheader()
+        self._f.flush()
+
+    def add(self, _i: int, row: dict) -> None:
+        self._w.writerow(row)
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
 
 
 def write_results(rows: list[dict], out_dir: str | Path) -> list[Path]:
@@ -125,7 +276,7 @@ def write_results(rows: list[dict], out_dir: str | Path) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w = csv.DictWriter(buf, fieldnames=COLUMNS)
     w.writeheader()
     w.writerows(rows)
     with atomic_write(out / "results.csv", "w") as f:
@@ -137,16 +288,19 @@ def write_results(rows: list[dict], out_dir: str | Path) -> list[Path]:
     except ImportError:
         pass
     else:
-        table = pa.Table.from_pylist(rows)
+        table = pa.Table.from_pylist([{k: str(r[k]) if r["error"] else r[k] for k in COLUMNS}
+                                      for r in rows]
+                                     if any(r["error"] for r in rows) else rows)
         pbuf = io.BytesIO()
         pq.write_table(table, pbuf)
         with atomic_write(out / "results.parquet") as f:
             f.write(pbuf.getvalue())
         files.append(out / "results.parquet")
-    fig, ax = plt.subplots(figsize=(max(6, len(rows) * 0.35), 4.5))
-    labels = [f"{r['machine']}/{r['policy']}/{r['workload']}/{r['seed']}" for r in rows]
-    ax.bar(range(len(rows)), [r["unusable_o9"] for r in rows])
-    ax.set_xticks(range(len(rows)), labels, rotation=90, fontsize="x-small")
+    ok = [r for r in rows if not r["error"]]
+    fig, ax = plt.subplots(figsize=(max(6, len(ok) * 0.35), 4.5))
+    labels = [f"{r['machine']}/{r['policy']}/{r['workload']}/{r['seed']}" for r in ok]
+    ax.bar(range(len(ok)), [r["unusable_o9"] for r in ok])
+    ax.set_xticks(range(len(ok)), labels, rotation=90, fontsize="x-small")
     ax.set_xlabel("run (machine/policy/workload/seed)")
     ax.set_ylabel("unusable free space index, order 9")
     ax.set_title("Fragmentation at the end of each run")

@@ -26,15 +26,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .atomic import owned_names, replace_dir
 from .bits import PAGE_SHIFT
 from .errors import ArgumentError, PhysmemError
 from .freebsd.vm_page import Kernel, Tunables
@@ -344,14 +342,17 @@ def run_workload(cfg: RunConfig, progress: Callable[[int], None] | None = None) 
     return Run(cfg, lines, samples, summary)
 
 
-def write_run(run: Run, out_dir: str | Path) -> Path:
-    """Write a run directory atomically: built in a temporary directory beside it and
-    renamed into place (an existing directory of that name is replaced)."""
-    out = Path(out_dir)
-    parent = out.parent if str(out.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
-    try:
+RUN_FILES = ("config.json", "run.trace", "metrics.csv", "summary.json")
+REPORT_FILES = ("free-blocks.png", "fragmentation.png", "boot-cost.png", "report.html")
+RUN_OWNED = owned_names(RUN_FILES + REPORT_FILES)     # what --force may replace in a run dir
+
+
+def write_run(run: Run, out_dir: str | Path, force: bool = False) -> Path:
+    """Write a run directory atomically: built in a temporary directory beside it, marked
+    as physmem's and renamed into place.  An existing directory is replaced only if it is
+    empty, or -- with ``force`` -- a physmem run directory holding only what physmem writes
+    there (:func:`physmem.atomic.replace_dir`); anything else raises OutputError."""
+    def build(tmp: Path) -> None:
         (tmp / "config.json").write_text(json.dumps(asdict(run.config), indent=2) + "\n")
         (tmp / "run.trace").write_text("\n".join(run.trace) + "\n")
         buf = io.StringIO()
@@ -360,24 +361,7 @@ def write_run(run: Run, out_dir: str | Path) -> Path:
         w.writerows(run.samples)
         (tmp / "metrics.csv").write_text(buf.getvalue())
         (tmp / "summary.json").write_text(json.dumps(run.summary, indent=2) + "\n")
-        os.chmod(tmp, 0o777 & ~_umask())
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=parent))
-            os.replace(out, old / "x")
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    return replace_dir(out_dir, "run", build, force, RUN_OWNED)
 
 
 def read_run(run_dir: str | Path) -> tuple[dict, list[dict], dict]:
