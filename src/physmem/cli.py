@@ -76,7 +76,26 @@ tunable_opt = click.option("--tunable", "-t", "tunables", multiple=True, metavar
                                 "vm.blacklist=0x2000000,0x2001000 (repeatable).")
 
 
-@click.group()
+class _OneLineGroup(click.Group):
+    """The top-level group: a usage error (unknown option, bad value) is one line too."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kw: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kw)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kw)
+        except click.ClickException as e:
+            cmd = e.ctx.command_path + ": " if getattr(e, "ctx", None) else ""
+            click.echo(f"physmem: error: {untrusted(cmd + e.format_message(), markup=False)}",
+                       err=True)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("physmem: interrupted", err=True)
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=_OneLineGroup)
 @click.version_option(package_name="physmem")
 def main() -> None:
     """physmem: FreeBSD's physical page allocator, modelled faithfully."""

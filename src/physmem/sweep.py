@@ -174,9 +174,11 @@ def run_sweep(specs: list[dict], workers: int | None = None, scheduler: str | No
     return rows  # type: ignore[return-value]
 
 
-def _run_pool(specs: list[dict], nworkers: int, finish: Callable[[int, dict], None]) -> None:
-    """At most ``nworkers`` runs in flight (so a dying worker costs an attempt only to the
-    runs it could have been running); a broken pool is replaced."""
+def _run_pool(specs: list[dict], nworkers: int, finish: Callable[[int, dict], None],
+              work: Callable[[dict], dict] = _safe_one) -> None:
+    """``work(spec)`` for every spec on a process pool, at most ``nworkers`` runs in flight
+    (so a dying worker costs an attempt only to the runs it could have been running); a
+    broken pool is replaced."""
     todo = list(range(len(specs)))[::-1]
     attempts = [0] * len(specs)
     while todo:
@@ -187,7 +189,7 @@ def _run_pool(specs: list[dict], nworkers: int, finish: Callable[[int, dict], No
                 while todo and len(running) < nworkers:
                     i = todo.pop()
                     attempts[i] += 1
-                    running[ex.submit(_safe_one, specs[i])] = i
+                    running[ex.submit(work, specs[i])] = i
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for f in finished:
                     i = running.pop(f)

@@ -26,13 +26,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .atomic import owned_names, replace_dir
+from .atomic import clean_stale, owned_names, refuse_temp, replace_dir
 from .bits import PAGE_SHIFT
 from .errors import ArgumentError, PhysmemError
 from .freebsd.vm_page import Kernel, Tunables
@@ -364,17 +365,104 @@ def write_run(run: Run, out_dir: str | Path, force: bool = False) -> Path:
     return replace_dir(out_dir, "run", build, force, RUN_OWNED)
 
 
-def read_run(run_dir: str | Path) -> tuple[dict, list[dict], dict]:
-    """The config, metric samples and summary of a run directory."""
-    d = Path(run_dir)
+MAX_JSON_BYTES = 4 << 20        # config.json, summary.json of a run directory
+MAX_METRICS_BYTES = 64 << 20    # metrics.csv
+MAX_SAMPLES = 1_000_000
+_MAX_VALUE = float(1 << 63)     # every metric is a count, an index or seconds
+_CONFIG_KEYS = {"workload": str, "machine": str, "ops": int, "seed": int, "lazy": bool,
+                "mirror": bool}
+_SAMPLE_KEYS = ("op", "free_pages", "unusable_o3", "unusable_o9", "extfrag_o9",
+                "largest_free_run")
+
+
+def _read_limited(path: Path, limit: int) -> str:
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ArgumentError(f"{path}: larger than {limit >> 20} MiB; not physmem's")
+    return data.decode("utf-8", errors="replace")
+
+
+def _json(path: Path) -> dict:
     try:
-        cfg = json.loads((d / "config.json").read_text())
-        with open(d / "metrics.csv", newline="") as f:
-            samples = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-        summary = json.loads((d / "summary.json").read_text())
+        d = json.loads(_read_limited(path, MAX_JSON_BYTES))
+    except RecursionError:
+        raise ArgumentError(f"{path}: JSON nested too deeply") from None
+    except ValueError as e:
+        raise ArgumentError(f"{path}: not JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise ArgumentError(f"{path}: not a JSON object")
+    return d
+
+
+def _number(v: object) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)
+            and math.isfinite(v) and abs(v) <= _MAX_VALUE)
+
+
+def _check_fields(d: dict, want: dict, where: str) -> None:
+    for k, typ in want.items():
+        v = d.get(k)
+        ok = _number(v) if typ is float else (isinstance(v, typ) and
+                                                (typ is bool or not isinstance(v, bool)))
+        if typ is int and ok and not _number(v):
+            ok = False
+        if not ok:
+            raise ArgumentError(f"{where}: {k!r} is missing or not a "
+                                f"{'number' if typ is float else typ.__name__}")
+
+
+def read_run(run_dir: str | Path) -> tuple[dict, list[dict], dict]:
+    """The config, metric samples and summary of a run directory, validated (sizes,
+    nesting, keys, types, finite numbers, whole CSV rows) so that a damaged or crafted
+    directory is one :class:`ArgumentError` naming the file and what is wrong."""
+    d = Path(run_dir)
+    refuse_temp(d)
+    clean_stale(d)                    # an interrupted replacement is undone first
+    try:
+        cfg = _json(d / "config.json")
+        summary = _json(d / "summary.json")
+        samples = _read_samples(d / "metrics.csv")
     except FileNotFoundError as e:
         raise ArgumentError(f"{run_dir}: not a run directory ({Path(e.filename).name} "
                             "missing)") from None
-    except (ValueError, KeyError) as e:
-        raise ArgumentError(f"{run_dir}: unreadable run directory ({e})") from None
+    except IsADirectoryError as e:
+        raise ArgumentError(f"{e.filename}: is a directory") from None
+    _check_fields(cfg, _CONFIG_KEYS, str(d / "config.json"))
+    _check_fields(summary, {"ops": int, "ops_per_second": float, "final": dict,
+                            "buddyinfo": str, "inits": dict}, str(d / "summary.json"))
+    _check_fields(summary["final"], dict.fromkeys(
+        ("free_pages", "largest_free_run", "unusable_o3", "unusable_o9", "extfrag_o9",
+         "contig_512_ok", "contig_4096_ok"), float), f"{d / 'summary.json'}: final")
+    _check_fields(summary["inits"], dict.fromkeys(("boot", "on_demand", "drain"), int),
+                  f"{d / 'summary.json'}: inits")
+    if not samples:
+        raise ArgumentError(f"{d / 'metrics.csv'}: no metric samples")
     return cfg, samples, summary
+
+
+def _read_samples(path: Path) -> list[dict]:
+    text = _read_limited(path, MAX_METRICS_BYTES)
+    rows = csv.reader(io.StringIO(text, newline=""))
+    header = next(rows, None)
+    if header is None:
+        return []
+    missing = [k for k in _SAMPLE_KEYS if k not in header]
+    if missing or not any(h.startswith("blocks_o") for h in header) \
+            or len(set(header)) != len(header):
+        raise ArgumentError(f"{path}: not physmem's metrics (header lacks "
+                            f"{(missing or ['blocks_oN'])[0]!r} or repeats a column)")
+    out = []
+    for n, row in enumerate(rows, 2):
+        if len(row) != len(header):
+            raise ArgumentError(f"{path}: line {n} has {len(row)} fields, not {len(header)}")
+        try:
+            vals = [float(v) for v in row]
+        except ValueError:
+            raise ArgumentError(f"{path}: line {n}: not a number") from None
+        if not all(_number(v) for v in vals):
+            raise ArgumentError(f"{path}: line {n}: a number out of range")
+        out.append(dict(zip(header, vals, strict=True)))
+        if len(out) > MAX_SAMPLES:
+            raise ArgumentError(f"{path}: more than {MAX_SAMPLES:,} samples")
+    return out

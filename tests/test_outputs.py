@@ -1,0 +1,240 @@
+"""Nothing lost: outputs never replace what physmem did not create, temporary files are
+never taken for input, and a killed writer leaves the old output (or the new one) whole."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from physmem.atomic import MARKER, clean_stale, is_marked
+from physmem.cli import main
+from physmem.sweep import _run_pool, failed_row
+from physmem.workloads import RunConfig, read_run, run_workload, write_run
+
+PHYSMEM = [sys.executable, "-m", "physmem.cli"]
+RUN = ["run", "churn", "-m", "firecracker-128m", "--ops", "300"]
+
+
+def _cli(*argv: str):
+    return CliRunner().invoke(main, list(argv))
+
+
+def _refused(res, what: str = "") -> None:
+    assert res.exit_code != 0 and "Traceback" not in res.output, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("physmem: error: "), res.output
+    assert what in lines[0], lines[0]
+
+
+def _tree(d: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(d)): p.read_bytes() if p.is_file() else b"<dir>"
+            for p in sorted(d.rglob("*"))}
+
+
+def test_run_into_a_users_directory_or_file_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    docs = tmp_path / "mydocs"
+    docs.mkdir()
+    (docs / "thesis.txt").write_text("four years of work")
+    (tmp_path / "notes.txt").write_text("notes")
+    before = _tree(tmp_path)
+    _refused(_cli(*RUN, "-o", "mydocs"), "not a physmem output directory")
+    _refused(_cli(*RUN, "-o", "mydocs", "--force"), "not a physmem output directory")
+    _refused(_cli(*RUN, "-o", "notes.txt", "--force"), "not a directory")
+    _refused(_cli("compare", "churn", "-m", "firecracker-128m", "--ops", "200",
+                  "-o", "mydocs", "--force"), "not a physmem output directory")
+    assert _tree(tmp_path) == before                  # nothing changed, nothing left over
+
+
+@pytest.mark.parametrize("target", [".", "..", "/", "CWD", "sub/..", "~"])
+def test_run_into_the_current_parent_root_or_home_directory_is_refused(
+        tmp_path, monkeypatch, target):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "keep.txt").write_text("x")
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    target = {"CWD": str(work), "~": str(tmp_path)}.get(target, target)
+    root_before = sorted(os.listdir("/"))
+    before = _tree(tmp_path)
+    _refused(_cli(*RUN, "-o", target, "--force"))
+    assert _tree(tmp_path) == before
+    assert sorted(os.listdir("/")) == root_before
+
+
+def test_a_run_directory_is_replaced_only_with_force_and_only_if_all_physmems(tmp_path):
+    out = str(tmp_path / "r")
+    assert _cli(*RUN, "-o", out).exit_code == 0
+    assert is_marked(out, "run")
+    _refused(_cli(*RUN, "-o", out), "--force")
+    res = _cli(*RUN, "--seed", "2", "-o", out, "--force")
+    assert res.exit_code == 0, res.output
+    assert read_run(out)[0]["seed"] == 2
+    (tmp_path / "r" / "mine.txt").write_text("a user's file")
+    _refused(_cli(*RUN, "-o", out, "--force"), "did not write")
+    assert (tmp_path / "r" / "mine.txt").read_text() == "a user's file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
+def test_single_file_outputs_are_not_overwritten_without_force(tmp_path):
+    trace = tmp_path / "t.trace"
+    trace.write_text("my notes\n")
+    snap = tmp_path / "s.npz"
+    snap.write_text("not a snapshot, my data")
+    good = tmp_path / "good.trace"
+    good.write_text("seg 0x100000 0x8000000 0\navail 0x100000 0x8000000\nboot eager\n"
+                    "alloc_pages 0 default 0\n")
+    _refused(_cli(*RUN, "-o", str(tmp_path / "r"), "--record", str(trace)), "--force")
+    assert not (tmp_path / "r").exists()              # refused before running
+    _refused(_cli("replay", str(good), "--save", str(snap)), "--force")
+    src = tmp_path / "f.txt"
+    src.write_text("")
+    _refused(_cli("ftrace", str(src), "-o", str(trace)), "--force")
+    _refused(_cli("ftrace", str(src), "-o", str(tmp_path)), "")
+    assert trace.read_text() == "my notes\n" and snap.read_text() == "not a snapshot, my data"
+    assert _cli("replay", str(good), "--save", str(snap), "--force").exit_code == 0
+
+
+def test_report_does_not_overwrite_a_users_files(tmp_path):
+    out = tmp_path / "r"
+    assert _cli(*RUN, "-o", str(out)).exit_code == 0
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.html").write_text("my page")
+    _refused(_cli("report", str(out), "-o", str(mine)), "report.html")
+    assert (mine / "report.html").read_text() == "my page"
+    assert _cli("report", str(out)).exit_code == 0          # into the run directory
+    assert _cli("report", str(out)).exit_code == 0          # again: its own files
+    res = _cli(*RUN, "-o", str(out), "--force")              # report files are physmem's
+    assert res.exit_code == 0, res.output
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+def test_an_interrupted_replacement_is_undone_on_the_next_start(tmp_path):
+    """The process died between moving the old run aside and moving the new one in: the
+    next read or write of that run directory puts the old one back."""
+    run = run_workload(RunConfig("churn", "firecracker-128m", ops=200, seed=1))
+    out = write_run(run, tmp_path / "r")
+    pid = _dead_pid()
+    aside = tmp_path / f".r.{pid}.abc123.old.physmem-tmp"
+    new = tmp_path / f".r.{pid}.def456.new.physmem-tmp"
+    os.replace(out, aside)
+    new.mkdir()
+    (new / MARKER).write_text((aside / MARKER).read_text())
+    (new / "config.json").write_text("{")
+    _refused(_cli("report", str(aside)), "temporary")
+    cfg, _samples, _summary = read_run(out)               # recovers first
+    assert cfg["seed"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
+def test_readers_refuse_temporary_files(tmp_path):
+    tmp = tmp_path / ".t.trace.1234.abcd.physmem-tmp"
+    tmp.write_text("boot\nalloc_pages 0 default 0\n")
+    _refused(_cli("replay", str(tmp)), "temporary")
+    _refused(_cli("ftrace", str(tmp), "-o", str(tmp_path / "x.trace")), "temporary")
+    _refused(_cli("snapshot", "show", str(tmp)), "temporary")
+    _refused(_cli("replay", str(tmp_path / "t.trace"), "--load", str(tmp)), "temporary")
+
+
+WRITER = """
+import sys
+from physmem.workloads import RunConfig, run_workload, write_run
+runs = [run_workload(RunConfig("churn", "firecracker-128m", ops=100, seed=s)) for s in (1, 2)]
+write_run(runs[0], sys.argv[1], force=True)
+print("ready", flush=True)
+i = 0
+while True:
+    i += 1
+    write_run(runs[i % 2], sys.argv[1], force=True)
+"""
+
+
+def test_kill_9_while_replacing_a_run_directory_never_loses_it(tmp_path):
+    """SIGKILL a process that replaces a run directory in a loop, at several moments:
+    afterwards the directory is always a whole run (old or new), and the next start
+    leaves no temporary behind."""
+    out = tmp_path / "r"
+    for delay in (0.0, 0.05, 0.13, 0.21, 0.34):
+        p = subprocess.Popen([sys.executable, "-c", WRITER, str(out)],
+                             stdout=subprocess.PIPE, text=True)
+        assert p.stdout is not None and p.stdout.readline() == "ready\n"
+        time.sleep(delay)
+        p.kill()
+        p.wait(timeout=30)
+        clean_stale(out)
+        cfg, samples, summary = read_run(out)
+        assert cfg["seed"] in (1, 2) and samples and summary["ops"] > 0
+        assert sorted(x.name for x in tmp_path.iterdir()) == ["r"]
+
+
+def test_kill_9_of_ftrace_leaves_a_file_nobody_reads_and_the_next_run_removes(tmp_path):
+    out = tmp_path / "t.trace"
+    line = ("  bash-1  [000] .... 1.000000: mm_page_alloc: page=0x1 pfn=0x2000 order=0 "
+            "migratetype=0 gfp_flags=GFP_KERNEL\n")
+    p = subprocess.Popen([*PHYSMEM, "ftrace", "-", "-m", "firecracker-128m", "-o", str(out)],
+                         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, text=True)
+    assert p.stdin is not None
+    p.stdin.write(line * 20000)
+    p.stdin.flush()
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".t.trace.*.physmem-tmp")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    p.kill()
+    p.wait(timeout=30)
+    p.stdin.close()
+    (tmp,) = tmp_path.glob(".t.trace.*.physmem-tmp")
+    assert not out.exists()
+    res = subprocess.run([*PHYSMEM, "replay", str(tmp)], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 2 and "temporary file" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    src = tmp_path / "in.txt"
+    src.write_text(line)
+    res = subprocess.run([*PHYSMEM, "ftrace", str(src), "-m", "firecracker-128m", "-o",
+                          str(out)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["in.txt", "t.trace"]
+
+
+def test_sigterm_of_ftrace_removes_its_temporary_file(tmp_path):
+    out = tmp_path / "t.trace"
+    p = subprocess.Popen([*PHYSMEM, "ftrace", "-", "-m", "firecracker-128m", "-o", str(out)],
+                         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".t.trace.*.physmem-tmp")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    p.wait(timeout=30)
+    assert p.returncode != 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def _dies_on_seed_13(spec: dict) -> dict:
+    if spec["seed"] == 13:
+        os._exit(9)                       # the worker process dies (OOM killer, kill -9)
+    return {**spec, "error": ""}
+
+
+def test_a_sweep_whose_worker_dies_keeps_every_other_row():
+    specs = [{"seed": s} for s in range(1, 17)]
+    rows: dict[int, dict] = {}
+    _run_pool(specs, 2, lambda i, r: rows.__setitem__(i, r), _dies_on_seed_13)
+    assert sorted(rows) == list(range(16))
+    assert [r["seed"] for r in rows.values() if r["error"]] == [13]
+    assert rows[12] == failed_row({"seed": 13}, rows[12]["error"])
+    assert "worker process died (3 attempts)" in rows[12]["error"]
