@@ -38,13 +38,15 @@ def untrusted(text: object, markup: bool = True, limit: int = _MAX_SHOWN) -> str
 
 def check_int(value: object, what: str, lo: int | None = None, hi: int | None = None,
               error: type[ArgumentError] = ArgumentError) -> int:
-    """``value`` if it is an integer (not a bool, not a float) in ``lo .. hi`` (inclusive
-    bounds, either optional); otherwise raise ``error`` naming ``what``."""
+    """``value`` if it is an integer (not a bool, not a float) of at most 64 bits in
+    ``lo .. hi`` (inclusive bounds, either optional); otherwise raise ``error`` naming
+    ``what`` (without printing a number too long for ``str()``)."""
     if not isinstance(value, int) or isinstance(value, bool):
         raise error(f"{what} must be an integer, not {type(value).__name__} "
                     f"{untrusted(repr(value), markup=False, limit=60)}")
+    if value.bit_length() > 64:          # beyond every kernel integer (and str()'s limit)
+        raise error(f"{what} is a {value.bit_length()}-bit number; at most 64 bits")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         rng = f"{lo if lo is not None else '-inf'} .. {hi if hi is not None else 'inf'}"
-        shown = value if value.bit_length() < 200 else f"a {value.bit_length()}-bit number"
-        raise error(f"{what} {shown} is out of range ({rng})")
+        raise error(f"{what} {value} is out of range ({rng})")
     return value

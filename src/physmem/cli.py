@@ -33,16 +33,17 @@ from rich.console import Console
 from rich.table import Table
 
 from .atomic import check_output_dir, check_output_file, refuse_temp, signals_as_exceptions
-from .checks import untrusted
+from .checks import check_int, untrusted
 from .errors import PhysmemError
 from .freebsd.vm_page import Kernel
 from .machine import DEFAULT_MACHINE, PRESETS, get_machine
+from .workloads import MAX_OPS
 
 
 def _fail(message: str) -> None:
     """Print one line, ``physmem: error: MESSAGE``, on stderr and exit 2."""
     line = untrusted(" ".join(message.split("\n")) or "unknown error", markup=False,
-                     limit=2000)
+                     limit=600)
     click.echo(f"physmem: error: {line}", err=True)
     sys.exit(2)
 
@@ -328,8 +329,13 @@ def _int(text: str) -> int:
 def contig(machine: str, tunables: tuple[str, ...], npages: int, low: str, high: str,
            align: str, boundary: str, via: str, fragment: float, seed: int) -> None:
     """Allocate one physically contiguous, constrained run and say where it landed."""
+    import math
     import random
     import time
+    if not (math.isfinite(fragment) and 0.0 <= fragment <= 1.0):
+        raise click.BadParameter(f"{fragment} is not a fraction from 0 to 1",
+                                 param_hint="--fragment")
+    check_int(seed, "--seed", 0, (1 << 64) - 1)
     k = Kernel.from_machine(machine)
     k.boot(tunables=list(tunables))
     if via == "extent":
@@ -506,6 +512,8 @@ def dfly_run(workload: str, machine: str, source: str, cpus: str | None, nbytes:
     """Run a page-layer workload on one or both free-page sources, side by side."""
     from .dfly_workloads import run
     from .dragonfly.vm_page import CpuTopology
+    check_int(ops, "--ops", 1, MAX_OPS)
+    check_int(seed, "--seed", 0, (1 << 64) - 1)
     topo = CpuTopology.parse(cpus) if cpus else None
     size = _bytes(nbytes) if nbytes else None
     sources = ["dragonfly", "buddy"] if source == "both" else [source]
@@ -603,11 +611,11 @@ def sweep_cmd(config: str, workers: int | None, scheduler: str | None, out_dir: 
         write_results,
     )
     refuse_temp(config)
+    if scheduler is None:
+        check_workers(workers)
     with open(config, "rb") as f:
         raw = f.read(MAX_SWEEP_BYTES + 1)
     specs = load_sweep(raw.decode("utf-8", errors="replace"), config)
-    if scheduler is None:
-        check_workers(workers)
     writer = SweepWriter(out_dir, force)
     try:
         with Progress(transient=True) as prog:

@@ -13,6 +13,7 @@ from rich.table import Table
 from .bits import PAGE_SIZE
 from .checks import check_int, untrusted
 from .freebsd.vm_page import Kernel
+from .workloads import MAX_OPS
 
 
 @dataclass
@@ -65,9 +66,6 @@ def churn(k: Kernel, nops: int, seed: int) -> dict[str, int]:
             owned -= n
             counts["free"] += 1
     return counts
-
-
-MAX_OPS = 10_000_000        # the same bound as physmem run
 
 
 def run_demo(machine: str = "firecracker-1g", nops: int = 5000, seed: int = 1,

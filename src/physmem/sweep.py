@@ -32,12 +32,11 @@ from .atomic import atomic_write, check_output_dir, is_marked, owned_names, writ
 from .errors import PhysmemError
 from .machine import get_machine
 from .reports import POLICIES, plt, policy_config, save_png
-from .workloads import WORKLOADS, run_workload
+from .workloads import MAX_OPS, WORKLOADS, run_workload
 
 KEYS = {"machines": list, "policies": list, "workloads": list, "seeds": list, "ops": int}
 MAX_RUNS = 10_000          # runs in one sweep (the grid's size is checked before anything)
 MAX_WORKERS = 64           # local worker processes
-MAX_OPS = 10_000_000       # steps per run (as physmem run)
 MAX_SWEEP_BYTES = 1 << 20  # a sweep file
 
 

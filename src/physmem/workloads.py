@@ -35,10 +35,14 @@ from pathlib import Path
 
 from .atomic import clean_stale, owned_names, refuse_temp, replace_dir
 from .bits import PAGE_SHIFT
+from .checks import check_int
 from .errors import ArgumentError, PhysmemError
 from .freebsd.vm_page import Kernel, Tunables
 
 PAGE = 1 << PAGE_SHIFT
+
+
+MAX_OPS = 10_000_000            # steps of one run (about a minute of model time)
 
 
 class WorkloadError(PhysmemError, ValueError):
@@ -300,10 +304,15 @@ class RunConfig:
         if self.workload not in WORKLOADS:
             raise WorkloadError(f"unknown workload {self.workload!r} "
                                 f"(known: {', '.join(WORKLOADS)})")
-        if not isinstance(self.ops, int) or self.ops <= 0:
-            raise WorkloadError(f"ops must be a positive integer, not {self.ops!r}")
-        if self.interval < 0:
-            raise WorkloadError("interval must not be negative")
+        check_int(self.ops, "ops", 1, MAX_OPS, WorkloadError)
+        check_int(self.seed, "seed", 0, (1 << 64) - 1, WorkloadError)
+        check_int(self.interval, "interval", 0, self.ops, WorkloadError)   # 0: ops / 100
+        for name in ("lazy", "mirror"):
+            if not isinstance(getattr(self, name), bool):
+                raise WorkloadError(f"{name} must be true or false")
+        if not isinstance(self.machine, str) or not isinstance(self.tunables, list) \
+                or not all(isinstance(t, str) for t in self.tunables):
+            raise WorkloadError("machine must be a name and tunables a list of strings")
 
 
 @dataclass
@@ -334,6 +343,8 @@ def run_workload(cfg: RunConfig, progress: Callable[[int], None] | None = None) 
             if progress:
                 progress(i + 1)
     elapsed = time.perf_counter() - t0
+    if samples[-1]["op"] != cfg.ops:          # the final state, when ops % interval != 0
+        samples.append(metrics(k, cfg.ops, elapsed))
     k.check()
     ops_run = len(lines) - len(setup_lines(k))
     summary = {"ops": ops_run, "seconds": round(elapsed, 6),

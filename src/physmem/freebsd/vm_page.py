@@ -34,6 +34,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ..bits import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, c_hex, powerof2
+from ..checks import check_int
 from ..dragonfly.dma_reserve import DmaReserve
 from ..errors import (
     AddressError,
@@ -101,10 +102,14 @@ class Tunables:
         """Parse loader.conf-style ``name=value`` strings (as ``--tunable`` takes them)."""
         t = cls(lazy_page_init=1 if param.has_lazyinit else 0)
         for item in items:
+            if not isinstance(item, str):
+                raise TunableError(f"tunable {item!r}: expected a name=value string")
             name, sep, value = item.partition("=")
             name, value = name.strip(), value.strip().strip('"')
             if not sep:
-                raise TunableError(f"tunable {item!r}: expected name=value")
+                raise TunableError(f"tunable {item[:60]!r}: expected name=value")
+            if name != "vm.blacklist" and len(value) > 64:   # no number has 64 characters
+                raise TunableError(f"{name[:60]}={value[:20]!r}...: value too long")
             if name == "debug.vm.lazy_page_init":
                 if not param.has_lazyinit:
                     raise TunableError(f"{name}: {param.name} has no VM_FREEPOOL_LAZYINIT")
@@ -145,6 +150,8 @@ def parse_blacklist(text: str) -> list[int]:
         m = _STRTOQ.fullmatch(tok)
         if m is None:
             raise TunableError(f"vm.blacklist: {tok!r} is not an address")
+        if len(tok.lstrip("0xX")) > 22:     # beyond 64 bits in any base (and int()'s limit)
+            raise TunableError(f"vm.blacklist: {tok[:40]!r}... is out of range")
         v = int(m[1], 16) if m[1] is not None else int(tok, 8) if tok.startswith("0") \
             else int(tok)
         if v < 0 or v >= 1 << 64:
@@ -409,12 +416,16 @@ class Kernel:
             raise StateError(f"{what} after boot")
 
     def _domain(self, domain: int) -> int:
-        if not isinstance(domain, int) or not 0 <= domain < self.phys.ndomains:
+        check_int(domain, "domain", error=DomainError)
+        if not 0 <= domain < self.phys.ndomains:
             raise DomainError(f"domain {domain!r} out of range (vm_ndomains "
                               f"{self.phys.ndomains})")
         return domain
 
     def _pool(self, pool: str) -> int:
+        if not isinstance(pool, str):
+            raise PoolError(f"pool must be a name (default, direct), not "
+                            f"{type(pool).__name__}")
         p = self._pools.get(pool)
         if p is None:
             if pool == "lazyinit" and self.param.has_lazyinit:
@@ -426,6 +437,8 @@ class Kernel:
         return p
 
     def _freelist(self, freelist: str) -> int:
+        if not isinstance(freelist, str):
+            raise FreeListError(f"free list must be a name, not {type(freelist).__name__}")
         f = self._freelists.get(freelist)
         if f is None:
             if freelist in ("default", "dma32", "lowmem"):
@@ -435,7 +448,8 @@ class Kernel:
         return f
 
     def _order(self, order: int) -> int:
-        if not isinstance(order, int) or not 0 <= order < self.param.nfreeorder:
+        check_int(order, "order", error=OrderError)
+        if not 0 <= order < self.param.nfreeorder:
             raise OrderError(f"order {order!r} out of range 0..{self.param.nfreeorder - 1}")
         return order
 
@@ -483,7 +497,10 @@ class Kernel:
             self._need_booted()
         if type(domain) is not int or not 0 <= domain < self._ndomains:
             self._domain(domain)
-        p = self._pools.get(pool)
+        try:
+            p = self._pools.get(pool)
+        except TypeError:           # an unhashable pool; free when none is raised
+            p = None
         if p is None:
             p = self._pool(pool)
         if type(order) is not int or not 0 <= order < self._nfo:
@@ -529,7 +546,8 @@ class Kernel:
         self._need_booted()
         d = self._domain(domain)
         p = self._pool(pool)
-        if not isinstance(npages, int) or not 0 < npages <= self.param.max_npages:
+        check_int(npages, "npages")
+        if not 0 < npages <= self.param.max_npages:
             raise ArgumentError(f"npages {npages!r} out of range 1..{self.param.max_npages}")
         phys = self.phys
         runs: list[tuple[int, int]] = []
@@ -553,7 +571,8 @@ class Kernel:
         address or None."""
         self._need_booted()
         d = self._domain(domain)
-        if not isinstance(npages, int) or npages <= 0:
+        check_int(npages, "npages")
+        if npages <= 0:
             raise ArgumentError(f"npages {npages!r} must be positive")
         if npages >= MAX_RUN_PAGES:
             raise ArgumentError(f"npages {npages} too large (ptoa() would overflow)")
@@ -619,8 +638,7 @@ class Kernel:
         """vm_phys_free_contig(): give back an arbitrary run of allocated pages (one segment,
         one pool)."""
         self._need_booted()
-        if not isinstance(npages, int):
-            raise ArgumentError(f"npages {npages!r} must be an integer")
+        check_int(npages, "npages")
         m, dom = self._owned_run(pa, npages)
         if self.dma is not None and self.dma.owns(m, npages):
             self.dma.free_contig(m, npages)
@@ -669,11 +687,13 @@ class Kernel:
         """vm_page_blacklist_add(): remove the page at ``pa`` from the free lists for good;
         True if it is now blacklisted (or does not exist), False if it was not free."""
         self._need_booted()
+        _check_u64(pa, "address")
         pa &= ~PAGE_MASK
         if self.phys.paddr_to_seg(pa) is None:
             return True  # page does not exist, no failure
-        if pa in self.blacklist:
-            return False
+        # NOTE: a page already blacklisted is allocated, so unfree_page() says False for it
+        # as the kernel's vm_phys_unfree_page() does (no scan of the list: boot stays
+        # linear in the number of vm.blacklist addresses).
         found = self.unfree_page(pa)
         if found:
             self.blacklist.append(pa)
@@ -685,7 +705,8 @@ class Kernel:
         LAZYINIT pool when it returns a segment."""
         self._need_booted()
         d = self._domain(domain)
-        if not isinstance(npages, int) or npages <= 0:
+        check_int(npages, "npages")
+        if npages <= 0:
             raise ArgumentError(f"npages {npages!r} must be positive")
         if npages >= MAX_RUN_PAGES:
             raise ArgumentError(f"npages {npages} too large (ptoa() would overflow)")
@@ -711,7 +732,8 @@ class Kernel:
     # =======================================================================================
     def _constraints(self, npages: int, low: int, high: int, alignment: int,
                      boundary: int) -> None:
-        if not isinstance(npages, int) or not 0 < npages < MAX_RUN_PAGES:
+        check_int(npages, "npages")
+        if not 0 < npages < MAX_RUN_PAGES:
             raise ArgumentError(f"npages {npages!r} out of range")
         for v, what in ((low, "low"), (high, "high"), (alignment, "alignment"),
                         (boundary, "boundary")):
@@ -774,7 +796,8 @@ class Kernel:
         or None (ENOMEM)."""
         self._need_booted()
         self._constraints(npages, low, high, alignment, boundary)
-        if not isinstance(nsegs, int) or nsegs < 1:
+        check_int(nsegs, "nsegs")
+        if nsegs < 1:
             raise ArgumentError(f"nsegs {nsegs!r} must be at least 1")
         if self.pglist is None:
             self.pglist = PgList(self.phys)
@@ -881,7 +904,8 @@ def _check_page_range(what: str, start: int, end: int) -> None:
 
 
 def _check_u64(v: int, what: str) -> None:
-    if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 1 << 64:
+    check_int(v, what)
+    if not 0 <= v < 1 << 64:
         raise ArgumentError(f"{what} {v!r} is not a 64-bit unsigned integer")
 
 
