@@ -269,6 +269,11 @@ PRESETS: dict[str, Machine] = {m.name: m for m in _preset_list()}
 DEFAULT_MACHINE = "firecracker-1g"
 
 
+MAX_MACHINE_FILE = 16 << 20   # bytes of a machine file read (TOML or a memory-map dump)
+MAX_TOML_CHARS = 1 << 20      # a TOML machine
+MAX_RAM_RANGES = 1024         # ram / phys_avail entries (VM_PHYSSEG_MAX is 63 or 64)
+
+
 def get_machine(name_or_path: str) -> Machine:
     """A preset by name, or a machine file (TOML or a memory-map dump) by path."""
     if name_or_path in PRESETS:
@@ -283,9 +288,13 @@ def get_machine(name_or_path: str) -> Machine:
 def load_machine_file(path: Path) -> Machine:
     """Read a machine from a TOML file or a memory-map dump (format detected)."""
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            data = f.read(MAX_MACHINE_FILE + 1)
     except OSError as e:
         raise MapFormatError(f"{path}: {e.strerror}") from None
+    if len(data) > MAX_MACHINE_FILE:
+        raise MapFormatError(f"{path}: larger than {MAX_MACHINE_FILE >> 20} MiB; not a "
+                             "machine description")
     if b"\0" in data[:4096]:
         raise MapFormatError(f"{path}: binary data, not a machine description")
     text = data.decode("utf-8", errors="replace")
@@ -307,10 +316,13 @@ def _looks_like_toml(text: str) -> bool:
 
 def machine_from_toml(text: str, source: str = "<toml>") -> Machine:
     """Parse the TOML machine format (see the module docstring)."""
+    if len(text) > MAX_TOML_CHARS:
+        raise MapFormatError(f"{source}: larger than {MAX_TOML_CHARS >> 10} KiB; a machine "
+                             f"has at most {MAX_RAM_RANGES} RAM ranges")
     try:
         d = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise MapFormatError(f"{source}: {e}") from None
+    except (tomllib.TOMLDecodeError, ValueError, RecursionError) as e:
+        raise MapFormatError(f"{source}: {' '.join(str(e).split())[:200]}") from None
     known = {"name", "arch", "description", "source", "ram", "kernel", "page_array",
              "phys_avail", "cpus"}
     unknown = set(d) - known
@@ -323,10 +335,17 @@ def machine_from_toml(text: str, source: str = "<toml>") -> Machine:
     def pair(v, what: str) -> tuple[int, ...]:
         if not isinstance(v, list) or len(v) not in (2, 3) or not all(
                 isinstance(x, int) and not isinstance(x, bool) for x in v):
+            shown = repr(v)[:60] if not isinstance(v, list) or len(v) < 4 else "a longer list"
             raise MapFormatError(f"{source}: {what} must be [start, end] or "
-                                 f"[start, end, domain] integers, got {v!r}")
+                                 f"[start, end, domain] integers, got {shown}")
+        if any(x.bit_length() > 64 for x in v):
+            raise MapFormatError(f"{source}: {what}: a number beyond 64 bits")
         return tuple(v)
 
+    for k in ("ram", "phys_avail"):
+        if k in d and (not isinstance(d[k], list) or len(d[k]) > MAX_RAM_RANGES):
+            raise MapFormatError(f"{source}: {k} must be a list of at most "
+                                 f"{MAX_RAM_RANGES} ranges")
     try:
         ram = [RamRange(*pair(r, "ram entry")) for r in d["ram"]]
         kernel = pair(d["kernel"], "kernel")[:2] if "kernel" in d else None

@@ -16,17 +16,22 @@ them attached is refused), and a running drain thread (wait for it first).
 from __future__ import annotations
 
 import io
+import itertools
 import json
+import re
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from .atomic import atomic_write, refuse_temp
-from .errors import InvariantError, PhysmemError, StateError
-from .freebsd.vm_page import InitStats, Kernel, Tunables, VmDomain
+from .checks import untrusted
+from .errors import InvariantError, PhysmemError, SegmentError, StateError
+from .freebsd.vm_page import MAX_SPAN_BYTES, InitStats, Kernel, Tunables, VmDomain
 from .freebsd.vm_phys import MemAffinity, Seg
+from .machine import MAX_RAM_RANGES
 from .pagearray import PageArray
+from .vmparam import get_arch
 
 FORMAT = "physmem-snapshot"
 VERSION = 1
@@ -88,31 +93,252 @@ def save(k: Kernel, path: str | Path) -> None:
         f.write(buf.getvalue())
 
 
+MAX_META_BYTES = 1 << 20          # the JSON meta record
+_NPY_HEADER = 4096                 # room for an .npy header beside an array's data
+_ARRAYS = re.compile(r"(meta|words\d{1,6}|lone_pfn|lone_word|queue|queue_len|queue_heads)"
+                     r"\.npy")
+_MAX_LIST = 1 << 16                # any list in the meta record
+
+
 def load(path: str | Path) -> Kernel:
-    """Read a snapshot written by :func:`save`; the kernel passes INVARIANTS."""
+    """Read a snapshot written by :func:`save`; the kernel passes INVARIANTS.
+
+    Before any state is built: only the arrays a snapshot has are accepted, the meta record
+    is size-limited and validated field by field against the machine it names (segments,
+    domains, free lists, pools, page array), and each array's size is checked against what
+    that machine allows before it is read (so a small file cannot unpack into gigabytes).
+    A refusal is one :class:`SnapshotError` line: the first problem and how many more."""
     refuse_temp(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {name: z[name] for name in z.files}
+        zf = zipfile.ZipFile(path)
     except FileNotFoundError:
         raise SnapshotError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise SnapshotError(f"{path}: is a directory") from None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise SnapshotError(f"{path}: not a physmem snapshot ({e})") from None
-    try:
-        meta = json.loads(bytes(data["meta"]).decode())
-    except (KeyError, ValueError, UnicodeDecodeError):
-        raise SnapshotError(f"{path}: no readable meta record") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise SnapshotError(f"{path}: not a physmem snapshot")
-    version = meta.get("version")
-    if not isinstance(version, int) or version > VERSION:
-        raise SnapshotError(f"{path}: snapshot version {version} is newer than this "
-                            f"physmem's ({VERSION})")
+    with zf:
+        infos = {i.filename: i for i in zf.infolist()}
+        unknown = [n for n in infos if not _ARRAYS.fullmatch(n)]
+        if unknown:
+            raise SnapshotError(f"{path}: unknown array {unknown[0]!r}"
+                                + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1
+                                   else "") + "; not a physmem snapshot")
+        info = infos.get("meta.npy")
+        if info is None:
+            raise SnapshotError(f"{path}: no readable meta record")
+        if info.file_size > MAX_META_BYTES + _NPY_HEADER:
+            raise SnapshotError(f"{path}: meta record of {info.file_size:,} bytes (at most "
+                                f"{MAX_META_BYTES:,})")
+        try:
+            meta = json.loads(bytes(_read(zf, "meta.npy")).decode())
+        except RecursionError:
+            raise SnapshotError(f"{path}: meta record nested too deeply") from None
+        except (ValueError, UnicodeDecodeError, zipfile.BadZipFile, OSError, EOFError):
+            raise SnapshotError(f"{path}: no readable meta record") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise SnapshotError(f"{path}: not a physmem snapshot")
+        version = meta.get("version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise SnapshotError(f"{path}: snapshot version {untrusted(version, False, 40)} "
+                                "is not one physmem wrote")
+        if version > VERSION:
+            raise SnapshotError(f"{path}: snapshot version {version} is newer than this "
+                                f"physmem's ({VERSION})")
+        problems, sizes = _validate(meta)
+        if not problems:
+            problems = _check_sizes(infos, sizes)
+        if problems:
+            raise SnapshotError(f"{path}: refused: {problems[0]}"
+                                + (f" (and {len(problems) - 1} more problems)"
+                                   if len(problems) > 1 else ""))
+        try:
+            data = {n[:-4]: _read(zf, n) for n in infos}
+        except (ValueError, zipfile.BadZipFile, OSError, EOFError) as e:
+            raise SnapshotError(f"{path}: unreadable array ({e})") from None
+    problems = _check_arrays(data, sizes)
+    if problems:
+        raise SnapshotError(f"{path}: refused: {problems[0]}"
+                            + (f" (and {len(problems) - 1} more problems)"
+                               if len(problems) > 1 else ""))
     try:
         return _rebuild(meta, data)
     except (KeyError, TypeError, ValueError, IndexError, InvariantError) as e:
-        raise SnapshotError(f"{path}: inconsistent snapshot ({type(e).__name__}: {e})") \
-            from None
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [""]
+        raise SnapshotError(f"{path}: inconsistent snapshot ({type(e).__name__}: "
+                            f"{lines[0]}" + (f"; and {len(lines) - 1} more" if len(lines) > 1
+                                             else "") + ")") from None
+
+
+def _read(zf: zipfile.ZipFile, name: str) -> np.ndarray:
+    with zf.open(name) as f:
+        return np.lib.format.read_array(f, allow_pickle=False)
+
+
+def _is_int(v: object, lo: int = 0, hi: int = (1 << 64) - 1) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _int_list(v: object, n: int | None, lo: int = 0, hi: int = (1 << 64) - 1) -> bool:
+    return (isinstance(v, list) and len(v) <= _MAX_LIST and (n is None or len(v) == n)
+            and all(_is_int(x, lo, hi) for x in v))
+
+
+def _validate(meta: dict) -> tuple[list[str], dict[str, int]]:
+    """Problems with the meta record, checked against the machine it names (rebuilt from
+    its segment lines and phys_avail, without booting); and the largest element count
+    of each array that machine allows."""
+    bad: list[str] = []
+    for key, ok in (("arch", isinstance(meta.get("arch"), str)),
+                    ("seg_lines", isinstance(meta.get("seg_lines"), list)
+                     and len(meta["seg_lines"]) <= MAX_RAM_RANGES
+                     and all(_int_list(x, 3) for x in meta["seg_lines"])),
+                    ("phys_avail", isinstance(meta.get("phys_avail"), list)
+                     and len(meta["phys_avail"]) <= MAX_RAM_RANGES
+                     and all(_int_list(x, 2) for x in meta["phys_avail"])),
+                    ("tunables", isinstance(meta.get("tunables"), dict)),
+                    ("lazy", isinstance(meta.get("lazy"), bool)),
+                    ("pages", isinstance(meta.get("pages"), dict))):
+        if not ok:
+            bad.append(f"{key} is missing or malformed")
+    if bad:
+        return bad, {}
+    try:
+        param = get_arch(meta["arch"])
+        ref = Kernel(param)
+        for s, e, d in meta["seg_lines"]:
+            ref.add_segment(s, e, d)
+        for s, e in meta["phys_avail"]:
+            ref.add_avail(s, e)
+        if not ref.seg_lines:
+            raise SegmentError("no segments")
+        span = max(e for _, e, _ in ref.seg_lines) - min(s for s, _, _ in ref.seg_lines)
+        if span > MAX_SPAN_BYTES[meta["lazy"]]:
+            raise SegmentError(f"RAM spans {span >> 30} GiB, beyond what a boot models")
+        ndomains = max(d for _, _, d in ref.seg_lines) + 1
+        if ndomains > param.maxmemdom or any(
+                not any(sd == d for _, _, sd in ref.seg_lines) for d in range(ndomains)):
+            raise SegmentError("segment domains are not dense and zero-based")
+        phys = ref.phys
+        if ndomains > 1:        # as Kernel._startup, up to the page initialisation
+            phys.register_domains(ndomains, [MemAffinity(s, e, d)
+                                             for s, e, d in sorted(ref.seg_lines)])
+        for s, e, _ in ref.seg_lines:
+            phys.add_seg(s, e)
+        phys.init()
+    except PhysmemError as e:
+        return [f"machine: {e}"], {}
+    pages = phys.pages
+    npages, nq = pages.npages, len(phys.lcnt)
+    lo_pfn, hi_pfn = pages.base_pfn, pages.base_pfn + pages.npages
+    want = {
+        "segs": [[s.start, s.end, s.domain, s.flind, s.fq] for s in phys.segs],
+        "ndomains": phys.ndomains, "nfreelists": phys.nfreelists,
+        "flind_of": phys.flind_of,
+        "mem_affinity": None if phys.mem_affinity is None else
+        [[a.start, a.end, a.domain] for a in phys.mem_affinity],
+    }
+    for key, v in want.items():
+        if meta.get(key) != v:
+            bad.append(f"{key} {untrusted(meta.get(key), False, 60)} is not the machine's "
+                       f"({untrusted(v, False, 60)})")
+    pools = {phys.DEFAULT} | ({phys.LAZYINIT} if phys.LAZYINIT is not None else set())
+    if meta.get("default_freepool") not in pools:
+        bad.append(f"default_freepool {untrusted(meta.get('default_freepool'), False, 40)} "
+                   f"is not one of {sorted(pools)}")
+    if meta["lazy"] and not param.has_lazyinit:
+        bad.append(f"lazy boot on {param.name}, which has no VM_FREEPOOL_LAZYINIT")
+    tun = meta["tunables"]
+    if set(tun) != {"lazy_page_init", "blacklist"} or tun.get("lazy_page_init") not in (0, 1) \
+            or isinstance(tun.get("lazy_page_init"), bool) \
+            or not _int_list(tun.get("blacklist"), None):
+        bad.append("tunables are malformed")
+    nd = phys.ndomains
+    checks = (
+        ("initdone", isinstance(meta.get("initdone"), list)
+         and len(meta["initdone"]) == param.maxmemdom
+         and all(isinstance(x, bool) for x in meta["initdone"])),
+        ("drain_inits", _is_int(meta.get("drain_inits"), 0, npages)),
+        ("domains", isinstance(meta.get("domains"), list) and len(meta["domains"]) == nd
+         and all(_int_list(x, 2) and x[0] <= npages and x[1] < 1 << len(phys.segs)
+                 for x in meta["domains"])),
+        ("free_counts", _int_list(meta.get("free_counts"), nd, 0, npages)),
+        ("count_skew", _int_list(meta.get("count_skew"), nd, -npages, npages)),
+        ("blacklist", _int_list(meta.get("blacklist"), None)
+         and len(meta["blacklist"]) <= npages),
+        ("stats", isinstance(meta.get("stats"), list) and len(meta["stats"]) == 3
+         and _is_int(meta["stats"][0], 0, npages) and _is_int(meta["stats"][1], 0, npages)
+         and isinstance(meta["stats"][2], (int, float))
+         and not isinstance(meta["stats"][2], bool)),
+    )
+    bad += [f"{key} is malformed or out of range for the machine" for key, ok in checks
+            if not ok]
+    pm = meta["pages"]
+    if pm.get("base_pfn") != lo_pfn or pm.get("npages") != npages:
+        bad.append(f"page array base_pfn/npages {untrusted(pm.get('base_pfn'), False, 30)}/"
+                   f"{untrusted(pm.get('npages'), False, 30)} is not the machine's "
+                   f"({lo_pfn}/{npages})")
+    spans = pm.get("spans")
+    if not (isinstance(spans, list) and len(spans) <= _MAX_LIST
+            and all(_int_list(x, 2, lo_pfn, hi_pfn) and x[0] < x[1] for x in spans)
+            and all(a[1] <= b[0] for a, b in itertools.pairwise(spans))):
+        bad.append("page array spans are malformed or outside the machine")
+        spans = []
+    if not _is_int(pm.get("ninit"), 0, 1 << 62):
+        bad.append("page array ninit is malformed")
+    sizes = {f"words{i}": e - s for i, (s, e) in enumerate(spans)}
+    sizes.update(lone_pfn=npages, lone_word=npages, queue=nq, queue_len=nq,
+                 queue_heads=npages, meta=MAX_META_BYTES)
+    sizes["_nq"], sizes["_lo"], sizes["_hi"] = nq, lo_pfn, hi_pfn
+    return bad, sizes
+
+
+_ITEMSIZE = {"lone_word": 2, "meta": 1}
+
+
+def _check_sizes(infos: dict, sizes: dict[str, int]) -> list[str]:
+    """Each array's unpacked size against the most the machine allows, before reading."""
+    bad = []
+    names = {n[:-4] for n in infos}
+    for n in sorted(names):
+        if n not in sizes:
+            bad.append(f"array {n!r} does not belong to this machine's snapshot")
+            continue
+        item = 2 if n.startswith("words") else _ITEMSIZE.get(n, 8)
+        if infos[n + ".npy"].file_size > sizes[n] * item + _NPY_HEADER:
+            bad.append(f"array {n!r} unpacks to {infos[n + '.npy'].file_size:,} bytes, more "
+                       f"than the machine allows ({sizes[n] * item:,})")
+    missing = [n for n in sizes if not n.startswith("_") and n not in names]
+    bad += [f"array {n!r} is missing" for n in missing]
+    return bad
+
+
+def _check_arrays(data: dict[str, np.ndarray], sizes: dict[str, int]) -> list[str]:
+    """Types, shapes and ranges of the arrays (now read)."""
+    bad = []
+    lo, hi, nq = sizes["_lo"], sizes["_hi"], sizes["_nq"]
+    for n, a in data.items():
+        want = np.uint16 if n.startswith("words") or n == "lone_word" else \
+            np.uint8 if n == "meta" else np.int64
+        if a.dtype != want or a.ndim != 1:
+            bad.append(f"array {n!r} is {a.dtype} of {a.ndim} dimensions, not 1-D {want.__name__}")
+        elif n.startswith("words") and len(a) != sizes[n]:
+            bad.append(f"array {n!r} has {len(a)} words, not {sizes[n]}")
+    if bad:
+        return bad
+    if len(data["lone_pfn"]) != len(data["lone_word"]):
+        bad.append("lone_pfn and lone_word differ in length")
+    if len(data["queue"]) != len(data["queue_len"]):
+        bad.append("queue and queue_len differ in length")
+    for n, a, lo_, hi_ in (("lone_pfn", data["lone_pfn"], lo, hi - 1),
+                           ("queue", data["queue"], 0, nq - 1),
+                           ("queue_len", data["queue_len"], 0, hi - lo),
+                           ("queue_heads", data["queue_heads"], lo, hi - 1)):
+        if len(a) and (a.min() < lo_ or a.max() > hi_):
+            bad.append(f"array {n!r} has values outside {lo_}..{hi_}")
+    if not bad and int(data["queue_len"].sum()) != len(data["queue_heads"]):
+        bad.append("queue lengths do not add up to the queue heads")
+    return bad
 
 
 def _rebuild(meta: dict, data: dict) -> Kernel:

@@ -161,6 +161,12 @@ def parse_blacklist(text: str) -> list[int]:
     return out
 
 
+# The largest span of physical addresses (lowest to highest RAM byte) a boot models: the
+# page array holds 2 bytes per page of the span, all of them initialised by an eager boot
+# (and by a full drain after a lazy one).  2 TiB eager is 1 GiB of page words.
+MAX_SPAN_BYTES = {False: 2 << 40, True: 4 << 40}
+
+
 class Kernel:
     """A FreeBSD kernel's physical memory: vm_phys plus vm_page.c's boot and bookkeeping.
 
@@ -285,6 +291,13 @@ class Kernel:
                                f"{self.param.physseg_max}")
         for pa in tun.blacklist:
             _check_u64(pa, "vm.blacklist address")
+        lazy_boot = bool(tun.lazy_page_init)
+        span = max(e for _, e, _ in self.seg_lines) - min(s for s, _, _ in self.seg_lines)
+        if span > MAX_SPAN_BYTES[lazy_boot]:
+            mode = "a lazy" if lazy_boot else "an eager"
+            raise SegmentError(f"RAM spans {span >> 30} GiB; {mode}"
+                               f" boot models at most {MAX_SPAN_BYTES[lazy_boot] >> 40} TiB "
+                               "(2 bytes of page words per page; docs/machines.md)")
         self.tunables = tun
         t0 = time.perf_counter()
         self._startup(ndomains, bool(tun.lazy_page_init))
