@@ -395,6 +395,7 @@ def run_cmd(workload: str, machine: str, tunables: tuple[str, ...], ops: int, se
     cfg = RunConfig(workload=workload, machine=machine, ops=ops, seed=seed, lazy=not eager,
                     tunables=list(tunables), interval=interval, mirror=mirror)
     cfg.validate()
+    get_machine(machine)                      # refused before the progress bar shows
     out_dir = out_dir or f"runs/{workload}-{Path(machine).stem}-{seed}"
     check_output_dir(out_dir, "run", force, RUN_OWNED)     # before any work
     if record:
@@ -605,6 +606,7 @@ def sweep_cmd(config: str, workers: int | None, scheduler: str | None, out_dir: 
     from .sweep import (
         MAX_SWEEP_BYTES,
         SweepWriter,
+        check_scheduler,
         check_workers,
         load_sweep,
         run_sweep,
@@ -613,6 +615,8 @@ def sweep_cmd(config: str, workers: int | None, scheduler: str | None, out_dir: 
     refuse_temp(config)
     if scheduler is None:
         check_workers(workers)
+    else:
+        check_scheduler(scheduler)
     with open(config, "rb") as f:
         raw = f.read(MAX_SWEEP_BYTES + 1)
     specs = load_sweep(raw.decode("utf-8", errors="replace"), config)

@@ -18,7 +18,9 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import os
 import re
+import stat
 import zipfile
 from pathlib import Path
 
@@ -109,6 +111,14 @@ def load(path: str | Path) -> Kernel:
     that machine allows before it is read (so a small file cannot unpack into gigabytes).
     A refusal is one :class:`SnapshotError` line: the first problem and how many more."""
     refuse_temp(path)
+    try:
+        regular = stat.S_ISREG(os.stat(path).st_mode)
+    except FileNotFoundError:
+        raise SnapshotError(f"{path}: no such file") from None
+    except OSError as e:
+        raise SnapshotError(f"{path}: {e.strerror}") from None
+    if not regular:                     # /dev/zero, a FIFO: reading would never end
+        raise SnapshotError(f"{path}: not a regular file")
     try:
         zf = zipfile.ZipFile(path)
     except FileNotFoundError:

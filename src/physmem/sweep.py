@@ -27,8 +27,10 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import IO
 
 from .atomic import atomic_write, check_output_dir, is_marked, owned_names, write_marker
+from .checks import untrusted
 from .errors import PhysmemError
 from .machine import get_machine
 from .reports import POLICIES, plt, policy_config, save_png
@@ -210,16 +212,21 @@ def _retry_or_fail(i: int, specs: list[dict], attempts: list[int], todo: list[in
         finish(i, failed_row(specs[i], f"{why} ({attempts[i]} attempts)"))
 
 
+def check_scheduler(scheduler: str) -> None:
+    """Refuse an address that is no Dask scheduler's before anything connects."""
+    if "://" in scheduler and not scheduler.startswith(("tcp://", "tls://", "inproc://",
+                                                        "ucx://", "ws://", "wss://")):
+        raise SweepConfigError(f"{untrusted(scheduler, False, 80)!r}: not a Dask scheduler "
+                               "address (tcp://host:8786)")
+
+
 def _run_dask(specs: list[dict], scheduler: str, finish: Callable[[int, dict], None]) -> None:
     try:
         from dask.distributed import Client, as_completed
     except ImportError:
         raise SweepConfigError("the Dask backend needs physmem[dask] "
                                "(pip install 'physmem[dask]')") from None
-    if "://" in scheduler and not scheduler.startswith(("tcp://", "tls://", "inproc://",
-                                                        "ucx://", "ws://", "wss://")):
-        raise SweepConfigError(f"{scheduler!r}: not a Dask scheduler address "
-                               "(tcp://host:8786)")
+    check_scheduler(scheduler)
     try:
         client = Client(scheduler, timeout=SCHEDULER_TIMEOUT)
     except (OSError, TimeoutError, ValueError, TypeError) as e:
@@ -251,25 +258,32 @@ class SweepWriter:
     FILES = ("results.csv", "results.parquet", "unusable-index.png")
 
     def __init__(self, out_dir: str | Path, force: bool = False) -> None:
-        out = check_output_dir(out_dir, "sweep", force, owned_names(self.FILES))
+        self.out = check_output_dir(out_dir, "sweep", force, owned_names(self.FILES))
+        self._f: IO[str] | None = None      # opened with the first row: a sweep that
+        self._w: csv.DictWriter | None = None  # never starts leaves nothing behind
+
+    def _open(self) -> None:
+        out = self.out
         out.mkdir(parents=True, exist_ok=True)
         if not is_marked(out, "sweep"):
             write_marker(out, "sweep")
         for name in self.FILES[1:]:          # a result of an earlier sweep must not stay
             with contextlib.suppress(FileNotFoundError):
                 (out / name).unlink()
-        self.out = out
         self._f = open(out / "results.csv", "w", newline="", encoding="utf-8")  # noqa: SIM115
         self._w = csv.DictWriter(self._f, fieldnames=COLUMNS)
         self._w.writeheader()
-        self._f.flush()
 
     def add(self, _i: int, row: dict) -> None:
+        if self._f is None:
+            self._open()
+        assert self._f is not None and self._w is not None
         self._w.writerow(row)
         self._f.flush()
 
     def close(self) -> None:
-        self._f.close()
+        if self._f is not None:
+            self._f.close()
 
 
 def write_results(rows: list[dict], out_dir: str | Path) -> list[Path]:
