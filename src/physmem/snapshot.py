@@ -29,7 +29,7 @@ import numpy as np
 from .atomic import atomic_write, refuse_temp
 from .checks import untrusted
 from .errors import InvariantError, PhysmemError, SegmentError, StateError
-from .freebsd.vm_page import MAX_SPAN_BYTES, InitStats, Kernel, Tunables, VmDomain
+from .freebsd.vm_page import InitStats, Kernel, Tunables, VmDomain, check_boot_size
 from .freebsd.vm_phys import MemAffinity, Seg
 from .machine import MAX_RAM_RANGES
 from .pagearray import PageArray
@@ -222,9 +222,7 @@ def _validate(meta: dict) -> tuple[list[str], dict[str, int]]:
             ref.add_avail(s, e)
         if not ref.seg_lines:
             raise SegmentError("no segments")
-        span = max(e for _, e, _ in ref.seg_lines) - min(s for s, _, _ in ref.seg_lines)
-        if span > MAX_SPAN_BYTES[meta["lazy"]]:
-            raise SegmentError(f"RAM spans {span >> 30} GiB, beyond what a boot models")
+        check_boot_size(ref.seg_lines, meta["lazy"])
         ndomains = max(d for _, _, d in ref.seg_lines) + 1
         if ndomains > param.maxmemdom or any(
                 not any(sd == d for _, _, sd in ref.seg_lines) for d in range(ndomains)):

@@ -161,10 +161,25 @@ def parse_blacklist(text: str) -> list[int]:
     return out
 
 
-# The largest span of physical addresses (lowest to highest RAM byte) a boot models: the
-# page array holds 2 bytes per page of the span, all of them initialised by an eager boot
-# (and by a full drain after a lazy one).  2 TiB eager is 1 GiB of page words.
-MAX_SPAN_BYTES = {False: 2 << 40, True: 4 << 40}
+# What one boot may model (docs/machines.md), checked before anything is allocated: RAM
+# (segment bytes), whose page words (2 bytes a page) an eager boot initialises -- and a
+# drain after a lazy boot too; 2 TiB is 1 GiB of words -- and the span of physical
+# addresses, for which the page array reserves address space (untouched, but it must fit).
+MAX_RAM_BYTES = {False: 2 << 40, True: 4 << 40}      # by lazy boot
+MAX_SPAN_BYTES = 1 << 48                             # 256 TiB: 128 GiB of address space
+
+
+def check_boot_size(seg_lines: Sequence[tuple[int, int, int]], lazy: bool) -> None:
+    """Refuse a machine too large to model before anything is allocated."""
+    ram = sum(e - s for s, e, _ in seg_lines)
+    if ram > MAX_RAM_BYTES[lazy]:
+        raise SegmentError(f"{ram >> 30} GiB of RAM; {'a lazy' if lazy else 'an eager'} "
+                           f"boot models at most {MAX_RAM_BYTES[lazy] >> 40} TiB "
+                           "(docs/machines.md)")
+    span = max(e for _, e, _ in seg_lines) - min(s for s, _, _ in seg_lines)
+    if span > MAX_SPAN_BYTES:
+        raise SegmentError(f"RAM spans {span >> 40} TiB of physical addresses; at most "
+                           f"{MAX_SPAN_BYTES >> 40} TiB (docs/machines.md)")
 
 
 class Kernel:
@@ -291,13 +306,7 @@ class Kernel:
                                f"{self.param.physseg_max}")
         for pa in tun.blacklist:
             _check_u64(pa, "vm.blacklist address")
-        lazy_boot = bool(tun.lazy_page_init)
-        span = max(e for _, e, _ in self.seg_lines) - min(s for s, _, _ in self.seg_lines)
-        if span > MAX_SPAN_BYTES[lazy_boot]:
-            mode = "a lazy" if lazy_boot else "an eager"
-            raise SegmentError(f"RAM spans {span >> 30} GiB; {mode}"
-                               f" boot models at most {MAX_SPAN_BYTES[lazy_boot] >> 40} TiB "
-                               "(2 bytes of page words per page; docs/machines.md)")
+        check_boot_size(self.seg_lines, bool(tun.lazy_page_init))
         self.tunables = tun
         t0 = time.perf_counter()
         self._startup(ndomains, bool(tun.lazy_page_init))
@@ -922,4 +931,4 @@ def _check_u64(v: int, what: str) -> None:
         raise ArgumentError(f"{what} {v!r} is not a 64-bit unsigned integer")
 
 
-__all__ = ["InitStats", "Kernel", "Tunables", "VmDomain", "parse_blacklist"]
+__all__ = ["InitStats", "Kernel", "Tunables", "VmDomain", "check_boot_size", "parse_blacklist"]
