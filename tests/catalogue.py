@@ -290,8 +290,248 @@ PAGELAYER = [
         vm.vm_page_free_contig(vm.page(0x10000), 4), E.StateError),
 ]
 
+# -- Issue 15: hostile and careless input on every surface ----------------------------------
+_HUGE = "9" * 5000                          # beyond Python's 4,300-digit int() limit
+_HERE = os.path.abspath(__file__)          # an existing file, for options checked first
 
-CATALOGUE: list[Case] = API + TRACE + CLI + MAPS + TUNABLES + SNAPSHOTS + PAGELAYER
+API += [
+    _api("pool given as a list", lambda k: k.alloc_pages(0, ["default"], 0), E.PoolError),
+    _api("booleans as domain and order", lambda k: k.alloc_pages(False, "default", True),
+         E.DomainError),
+    _api("float domain 0.0", lambda k: k.alloc_pages(0.0, "default", 0), E.DomainError),
+    _api("float order 1.0", lambda k: k.alloc_pages(0, "default", 1.0), E.OrderError),
+    _api("blacklist_add of a float", lambda k: k.blacklist_add(1.5), E.ArgumentError),
+    _api("npages of 16,610 bits", lambda k: k.alloc_npages(0, "default", 10 ** 5000),
+         E.ArgumentError),
+    _api("address of 16,610 bits", lambda k: k.free_pages(10 ** 5000, 0), E.ArgumentError),
+    _api("contig npages True", lambda k: k.alloc_contig(0, True, 0, 1 << 30, PAGE, 0),
+         E.ArgumentError),
+    _api("free_contig npages 2.0", lambda k: k.free_contig(0x2000000, 2.0), E.ArgumentError),
+    _api("free list given as a list",
+         lambda k: k.alloc_freelist_pages(0, ["default"], "default", 0), E.FreeListError),
+    _api("find_range npages 1.0", lambda k: k.find_range(0, 1.0, 0, 1 << 30),
+         E.ArgumentError),
+    _api("pglist nsegs True", lambda k: k.pglist_alloc(1, 0, 1 << 30, PAGE, 0, True),
+         E.ArgumentError),
+]
+
+CLI += [Case(f"cli: {' '.join(a if len(a) < 40 else a[:30] + '...' for a in argv)}", "cli",
+             argv) for argv in (
+    ["demo", "--ops", "-5"],
+    ["dfly", "run", "anon", "--ops", "-1"],
+    ["contig", "--npages", "4", "--fragment", "inf"],
+    ["contig", "--npages", "4", "--fragment", "nan"],
+    ["contig", "--npages", "4", "--fragment", "2"],
+    ["sweep", _HERE, "--workers", "-1"],
+    ["sweep", _HERE, "--workers", "10000"],
+    ["sweep", _HERE, "--scheduler", "nonsense://x"],
+    ["run", "churn", "--ops", "100", "--interval", "500"],
+    ["run", "churn", "--ops", "-1"],
+    ["run", "churn", "--ops", "100000000000"],
+    ["run", "churn", "--seed", "-1"],
+    ["run", "churn", "--bogus-option"],
+    ["machine", "show", "[/]"],
+    ["run", "[link=https://example.org]churn"],
+    ["run", "churn", "-m", "[bold red]x\x1b[2J"],
+    ["snapshot", "show", "/dev/zero"],
+    ["replay", "-", "--load", "/dev/zero"],
+    ["machine", "show", "/dev/zero"],
+    ["sweep", "/dev/zero"],
+    ["report", "/dev/null"],
+    ["sysctl", "vm.phys_free", "--tunable", "vm.blacklist=" + _HUGE],
+    ["boot", "--tunable", "vm.dma_reserved=" + _HUGE],
+    ["dfly", "run", "anon", "--cpus", _HUGE + "x1"],
+    ["contig", "--npages", "4", "--low", _HUGE],
+)]
+
+MAPS += [
+    Case("map: TOML decimal of 5,000 digits", "map",
+         _bad_map(f"ram = [[0, {_HUGE}, 0]]\n", "toml"), E.MapFormatError),
+    Case("map: TOML hex of 10,000 digits", "map",
+         _bad_map(f"ram = [[0, 0x{'f' * 10000}, 0]]\n", "toml"), E.MapFormatError),
+    Case("map: TOML 2,000 ram ranges", "map", _bad_map("ram = [" + ", ".join(
+        f"[{i << 13}, {(i << 13) + 4096}, 0]" for i in range(2000)) + "]\n", "toml"),
+        E.MapFormatError),
+    Case("map: TOML of 10^6 ram ranges (20 MB) refused by size", "map",
+         lambda: machine_from_toml("ram = [" + "[0, 4096, 0], " * 1_000_000 + "]"),
+         E.MapFormatError),
+    Case("map: TOML arrays nested 100,000 deep", "map",
+         _bad_map("ram = " + "[" * 100_000 + "]" * 100_000 + "\n", "toml"),
+         E.MapFormatError),
+    Case("map: /dev/zero as a machine", "map", lambda: physmem.get_machine("/dev/zero"),
+         E.MapFormatError),
+    Case("map: an eager boot of 16 TiB", "map", lambda: _boot_toml(
+        "ram = [[0x100000, 0x100000000000, 0]]\n", lazy=False), E.SegmentError),
+    Case("map: a lazy boot of 8 TiB", "map", lambda: _boot_toml(
+        "ram = [[0x100000, 0x80000000000, 0]]\n", lazy=True), E.SegmentError),
+    Case("map: addresses spanning 2^63 bytes", "map", lambda: _boot_toml(
+        "ram = [[0x100000, 0x200000, 0], [0x7fff000000000000, 0x7fff000000100000, 0]]\n",
+        lazy=True), E.SegmentError),
+]
+
+
+def _boot_toml(text: str, lazy: bool):
+    k = physmem.Kernel.from_machine(machine_from_toml(text))
+    k.boot(lazy=lazy)
+
+
+TUNABLES += [Case(f"tunable: {t[:40]}...", "tunable", t, E.TunableError) for t in (
+    "vm.blacklist=" + _HUGE, "vm.dma_reserved=" + _HUGE,
+    "debug.vm.lazy_page_init=" + "0" * 70, "vm.blacklist=0x" + "f" * 30,
+)]
+
+
+def _snapshot_arrays() -> tuple[dict, dict]:
+    """The arrays and meta of a snapshot of a lazily booted firecracker-128m (cached)."""
+    global _SNAP
+    if _SNAP is None:
+        import json
+
+        import numpy as np
+        k = physmem.boot("firecracker-128m", lazy=True)
+        k.alloc_pages(0, "default", 3)
+        with tempfile.TemporaryDirectory() as d:
+            physmem.save_snapshot(k, os.path.join(d, "s.npz"))
+            with np.load(os.path.join(d, "s.npz")) as z:
+                arrays = {n: z[n] for n in z.files}
+        _SNAP = arrays, json.loads(bytes(arrays["meta"]).decode())
+    return _SNAP
+
+
+_SNAP = None
+
+
+def _crafted_snapshot(change_meta=None, raw_meta: str | None = None, extra=None):
+    """A snapshot file with its meta record changed, or an array added to its zip."""
+    def run():
+        import json
+        import zipfile
+
+        import numpy as np
+        arrays, meta = _snapshot_arrays()
+        meta = json.loads(json.dumps(meta))
+        if change_meta:
+            change_meta(meta)
+        arrays = {**arrays, "meta": np.frombuffer(
+            (raw_meta or json.dumps(meta)).encode(), dtype=np.uint8)}
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            for n, a in {**arrays, **(extra or {})}.items():
+                b = io.BytesIO()
+                np.lib.format.write_array(b, a)
+                zf.writestr(n + ".npy", b.getvalue())
+        _bad_snapshot(buf.getvalue())()
+    return run
+
+
+def _zeros(n: int, dtype: str):
+    import numpy as np
+    return np.zeros(n, dtype=dtype)
+
+
+SNAPSHOTS += [
+    Case("snapshot: ndomains 100", "snapshot",
+         _crafted_snapshot(lambda m: m.update(ndomains=100)), E.PhysmemError),
+    Case("snapshot: flind_of out of range", "snapshot",
+         _crafted_snapshot(lambda m: m["flind_of"].__setitem__(0, 9))),
+    Case("snapshot: default_freepool 7", "snapshot",
+         _crafted_snapshot(lambda m: m.update(default_freepool=7))),
+    Case("snapshot: npages 2^62", "snapshot",
+         _crafted_snapshot(lambda m: m["pages"].update(npages=2 ** 62))),
+    Case("snapshot: meta nested 100,000 deep", "snapshot", _crafted_snapshot(
+        raw_meta='{"format": "physmem-snapshot", "version": 1, "x": '
+                 + "[" * 100_000 + "]" * 100_000 + "}")),
+    Case("snapshot: an unknown array", "snapshot",
+         _crafted_snapshot(extra={"payload": _zeros(16, "uint8")})),
+    Case("snapshot: a 64 MiB array in a small file (zip bomb)", "snapshot",
+         _crafted_snapshot(extra={"queue_heads": _zeros(8 << 20, "int64")})),
+    Case("snapshot: a segment beyond 64 bits", "snapshot",
+         _crafted_snapshot(lambda m: m.update(seg_lines=[[0, 2 ** 70, 0]]))),
+    Case("snapshot: free counts of another machine", "snapshot",
+         _crafted_snapshot(lambda m: m.update(free_counts=[1, 2]))),
+    Case("snapshot: lazy_page_init true", "snapshot",
+         _crafted_snapshot(lambda m: m["tunables"].update(lazy_page_init=True))),
+    Case("snapshot: version -1", "snapshot", _crafted_snapshot(
+        lambda m: m.update(version=-1))),
+]
+
+
+# Output paths: each case is (set-up in an empty temporary working directory, argv); it
+# must be refused in one line and leave the directory (and /) exactly as it was.
+_RUN = ["run", "churn", "-m", "firecracker-128m", "--ops", "50"]
+
+
+def _userdir(d):
+    os.mkdir(os.path.join(d, "mydocs"))
+    with open(os.path.join(d, "mydocs", "thesis.txt"), "w") as f:
+        f.write("four years")
+    with open(os.path.join(d, "notes.txt"), "w") as f:
+        f.write("notes")
+    os.mkdir(os.path.join(d, "sub"))
+
+
+def _markedrun(d, extra: bool = False):
+    _userdir(d)
+    r = os.path.join(d, "r")
+    os.mkdir(r)
+    with open(os.path.join(r, ".physmem"), "w") as f:
+        f.write('{"format": "physmem-output", "kind": "run"}\n')
+    with open(os.path.join(r, "config.json"), "w") as f:
+        f.write("{}")
+    if extra:
+        with open(os.path.join(r, "mine.txt"), "w") as f:
+            f.write("mine")
+
+
+def _validrun(d):
+    from physmem.workloads import RunConfig, run_workload, write_run
+    _userdir(d)
+    with open(os.path.join(d, "mydocs", "report.html"), "w") as f:
+        f.write("my page")
+    write_run(run_workload(RunConfig("churn", "firecracker-128m", ops=50)),
+              os.path.join(d, "r"))
+
+
+def _tmpfile(d):
+    _userdir(d)
+    with open(os.path.join(d, ".t.trace.99999999.abc.physmem-tmp"), "w") as f:
+        f.write("boot eager\n")
+
+
+FILES = [Case(f"output: {name}", "files", (setup, argv)) for name, setup, argv in (
+    ("run -o a user's directory", _userdir, [*_RUN, "-o", "mydocs"]),
+    ("run -o a user's directory --force", _userdir, [*_RUN, "-o", "mydocs", "--force"]),
+    ("run -o a user's file", _userdir, [*_RUN, "-o", "notes.txt", "--force"]),
+    ("run -o .", _userdir, [*_RUN, "-o", ".", "--force"]),
+    ("run -o ..", _userdir, [*_RUN, "-o", "..", "--force"]),
+    ("run -o /", _userdir, [*_RUN, "-o", "/", "--force"]),
+    ("run -o sub/..", _userdir, [*_RUN, "-o", "sub/..", "--force"]),
+    ("run -o a run directory without --force", _markedrun, [*_RUN, "-o", "r"]),
+    ("run -o a run directory holding a user's file", lambda d: _markedrun(d, True),
+     [*_RUN, "-o", "r", "--force"]),
+    ("run --record over a user's file", _userdir, [*_RUN, "-o", "new", "--record",
+                                                   "notes.txt"]),
+    ("compare -o a user's directory", _userdir,
+     ["compare", "churn", "-m", "firecracker-128m", "--ops", "50", "-o", "mydocs",
+      "--force"]),
+    ("compare with a policy twice", _userdir,
+     ["compare", "churn", "-m", "firecracker-128m", "--ops", "50", "--policies",
+      "lazy,lazy", "-o", "new"]),
+    ("sweep -o a user's directory", _userdir, ["sweep", _HERE, "-o", "mydocs", "--force"]),
+    ("ftrace -o over a user's file", _userdir,
+     ["ftrace", "notes.txt", "-m", "firecracker-128m", "-o", "notes.txt"]),
+    ("ftrace -o a directory", _userdir, ["ftrace", "notes.txt", "-o", "mydocs"]),
+    ("replay --save over a user's file", _userdir,
+     ["replay", "notes.txt", "--save", "notes.txt"]),
+    ("replay of a temporary file", _tmpfile,
+     ["replay", ".t.trace.99999999.abc.physmem-tmp"]),
+    ("ftrace of a temporary file", _tmpfile,
+     ["ftrace", ".t.trace.99999999.abc.physmem-tmp", "-o", "x.trace"]),
+    ("report -o over a user's report.html", _validrun, ["report", "r", "-o", "mydocs"]),
+)]
+
+
+CATALOGUE: list[Case] = API + TRACE + CLI + MAPS + TUNABLES + SNAPSHOTS + PAGELAYER + FILES
 
 
 def run_case(case: Case) -> None:
@@ -321,6 +561,8 @@ def run_case(case: Case) -> None:
         assert "Traceback" not in res.output, case.name
         lines = res.output.strip().splitlines()
         assert len(lines) == 1 and "error" in lines[0].lower(), (case.name, res.output)
+    elif case.surface == "files":
+        _run_files_case(case)
     elif case.surface == "tunable":
         k = physmem.kernel_for("firecracker-128m")
         before = k.digest()
@@ -352,3 +594,38 @@ def run_case(case: Case) -> None:
             assert isinstance(e, E.PhysmemError)
         else:
             raise AssertionError(f"{case.name}: accepted")
+
+
+def _tree(d: str) -> dict[str, bytes]:
+    out = {}
+    for root, dirs, files in os.walk(d):
+        for n in dirs:
+            out[os.path.relpath(os.path.join(root, n), d)] = b"<dir>"
+        for n in files:
+            p = os.path.join(root, n)
+            with open(p, "rb") as f:
+                out[os.path.relpath(p, d)] = f.read()
+    return out
+
+
+def _run_files_case(case: Case) -> None:
+    """An output-path case in a fresh working directory: refused in one line, nothing in
+    the directory (nor in /) created, changed or removed."""
+    setup, argv = case.action
+    cwd = os.getcwd()
+    with tempfile.TemporaryDirectory() as top:
+        work = os.path.join(top, "work")
+        os.mkdir(work)
+        setup(work)
+        before, root = _tree(top), sorted(os.listdir("/"))
+        os.chdir(work)
+        try:
+            res = CliRunner().invoke(main, argv)
+        finally:
+            os.chdir(cwd)
+        assert res.exit_code != 0, (case.name, res.output)
+        lines = res.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("physmem: error: "), \
+            (case.name, res.output)
+        assert _tree(top) == before, f"{case.name}: files changed"
+        assert sorted(os.listdir("/")) == root, f"{case.name}: / changed"

@@ -14,6 +14,7 @@ def test_bad_input_is_refused_cleanly(case):
 
 def test_the_catalogue_covers_every_surface():
     surfaces = {c.surface for c in CATALOGUE}
-    assert surfaces == {"api", "trace", "cli", "map", "tunable", "snapshot", "pagelayer"}
+    assert surfaces == {"api", "trace", "cli", "map", "tunable", "snapshot", "pagelayer",
+                        "files"}
     assert len(CATALOGUE) >= 30
     assert len({c.name for c in CATALOGUE}) == len(CATALOGUE)

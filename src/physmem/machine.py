@@ -169,7 +169,9 @@ def parse_cpus(text: str) -> tuple[int, int, int]:
     """``SOCKETSxCORES[xTHREADS]`` (e.g. ``2x12x2``) -> (sockets, cores, threads)."""
     parts = text.lower().split("x")
     if not 2 <= len(parts) <= 3 or not all(p.isascii() and p.isdigit() for p in parts):
-        raise MapFormatError(f"bad CPU topology {text!r} (SOCKETSxCORES[xTHREADS])")
+        raise MapFormatError(f"bad CPU topology {text[:40]!r} (SOCKETSxCORES[xTHREADS])")
+    if any(len(p.lstrip("0")) > 4 for p in parts):    # above 1024 (and int()'s limit)
+        raise MapFormatError(f"CPU topology {text[:40]!r}... out of range (1..1024 CPUs)")
     nums = [int(p) for p in parts] + ([1] if len(parts) == 2 else [])
     if min(nums) < 1 or nums[0] * nums[1] * nums[2] > 1024:
         raise MapFormatError(f"CPU topology {text!r} out of range (1..1024 CPUs)")
