@@ -531,6 +531,76 @@ FILES = [Case(f"output: {name}", "files", (setup, argv)) for name, setup, argv i
 )]
 
 
+
+def _damaged_run(damage):
+    """A set-up: a real run directory ``r``, then ``damage(path of r)``."""
+    def setup(d):
+        _validrun(d)
+        damage(os.path.join(d, "r"))
+    return setup
+
+
+def _rewrite(name: str, fn):
+    def damage(r):
+        p = os.path.join(r, name)
+        with open(p) as f:
+            text = f.read()
+        with open(p, "w") as f:
+            f.write(fn(text))
+    return damage
+
+
+def _json_edit(name: str, fn):
+    import json
+
+    def edit(text):
+        d = json.loads(text)
+        fn(d)
+        return json.dumps(d)
+    return _rewrite(name, edit)
+
+
+def _csv_edit(fn):
+    def edit(text):
+        lines = text.splitlines()
+        return "\n".join(fn(lines)) + "\n"
+    return _rewrite("metrics.csv", edit)
+
+
+FILES += [Case(f"report: {name}", "files", (_damaged_run(damage), ["report", "r"]))
+          for name, damage in (
+    ("config.json missing", lambda r: os.unlink(os.path.join(r, "config.json"))),
+    ("config.json not JSON", _rewrite("config.json", lambda t: t[:10])),
+    ("config.json a list", _rewrite("config.json", lambda t: "[1, 2]")),
+    ("config.json nested 100,000 deep", _rewrite(
+        "config.json", lambda t: "[" * 100_000 + "]" * 100_000)),
+    ("config without workload", _json_edit("config.json", lambda d: d.pop("workload"))),
+    ("config seed a string", _json_edit("config.json", lambda d: d.update(seed="1"))),
+    ("config lazy a number", _json_edit("config.json", lambda d: d.update(lazy=1))),
+    ("summary without final", _json_edit("summary.json", lambda d: d.pop("final"))),
+    ("summary ops 1e308", _json_edit("summary.json", lambda d: d.update(ops=1e308))),
+    ("summary final free_pages a string",
+     _json_edit("summary.json", lambda d: d["final"].update(free_pages="x"))),
+    ("summary buddyinfo a list",
+     _json_edit("summary.json", lambda d: d.update(buddyinfo=[1]))),
+    ("summary inits missing", _json_edit("summary.json", lambda d: d.pop("inits"))),
+    ("summary.json of 8 MiB", _rewrite("summary.json", lambda t: " " * (8 << 20) + t)),
+    ("metrics.csv missing", lambda r: os.unlink(os.path.join(r, "metrics.csv"))),
+    ("metrics.csv empty", _csv_edit(lambda ls: [])),
+    ("metrics.csv header only", _csv_edit(lambda ls: ls[:1])),
+    ("metrics.csv short row", _csv_edit(lambda ls: [*ls[:2], ls[2].rsplit(",", 3)[0]])),
+    ("metrics.csv long row", _csv_edit(lambda ls: [*ls[:2], ls[2] + ",7"])),
+    ("metrics.csv 1e308", _csv_edit(lambda ls: [ls[0], "1e308" + ls[1][1:]])),
+    ("metrics.csv inf", _csv_edit(lambda ls: [ls[0], "inf," + ls[1].split(",", 1)[1]])),
+    ("metrics.csv nan", _csv_edit(lambda ls: [ls[0], "nan," + ls[1].split(",", 1)[1]])),
+    ("metrics.csv text", _csv_edit(lambda ls: [ls[0], "x," + ls[1].split(",", 1)[1]])),
+    ("metrics.csv without op", _csv_edit(lambda ls: [ls[0].replace("op,", "po,"), *ls[1:]])),
+    ("metrics.csv repeated column",
+     _csv_edit(lambda ls: [ls[0].replace("seconds", "op"), *ls[1:]])),
+    ("run directory is a file", lambda r: (__import__("shutil").rmtree(r),
+                                           open(r, "w").close())),
+)]
+
 CATALOGUE: list[Case] = API + TRACE + CLI + MAPS + TUNABLES + SNAPSHOTS + PAGELAYER + FILES
 
 

@@ -238,3 +238,32 @@ def test_a_sweep_whose_worker_dies_keeps_every_other_row():
     assert [r["seed"] for r in rows.values() if r["error"]] == [13]
     assert rows[12] == failed_row({"seed": 13}, rows[12]["error"])
     assert "worker process died (3 attempts)" in rows[12]["error"]
+
+
+def test_text_from_files_is_printed_escaped(tmp_path):
+    """Rich markup and terminal escapes that came from a file are shown, not obeyed."""
+    evil = "[/][link=https://example.org]x\x1b[2J\x1b]0;title\x07"
+    toml = tmp_path / "m.toml"
+    esc = evil.replace("\x1b", "\\u001b").replace("\x07", "\\u0007")
+    toml.write_text(f'name = "{esc}"\n'
+                    'ram = [[0x100000, 0x8000000, 0]]\n')
+    res = _cli("machine", "show", str(toml))
+    assert res.exit_code == 0, res.output
+    assert "\x1b" not in res.output and "\\x1b[2J" in res.output
+    assert "[/][link=https://example.org]x" in res.output
+    out = tmp_path / "r"
+    assert _cli(*RUN, "-o", str(out)).exit_code == 0
+    cfg = (out / "config.json").read_text().replace('"churn"', '"[/]\\u001b[31mchurn"')
+    (out / "config.json").write_text(cfg)
+    res = _cli("report", str(out))
+    assert res.exit_code == 0, res.output
+    assert "\x1b" not in res.output and "[/]\\x1b[31mchurn" in res.output
+
+
+def test_errors_name_the_file_and_stay_on_one_line(tmp_path):
+    res = _cli("sweep", str(tmp_path / "nope.toml"))
+    _refused(res, "nope.toml")
+    bad = tmp_path / "bad\nname.toml"
+    bad.write_text("machines = [\n")
+    res = _cli("sweep", str(bad))
+    _refused(res, "bad\\x0aname.toml")

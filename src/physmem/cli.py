@@ -42,8 +42,7 @@ from .workloads import MAX_OPS
 
 def _fail(message: str) -> None:
     """Print one line, ``physmem: error: MESSAGE``, on stderr and exit 2."""
-    line = untrusted(" ".join(message.split("\n")) or "unknown error", markup=False,
-                     limit=600)
+    line = untrusted(message.strip() or "unknown error", markup=False, limit=600)
     click.echo(f"physmem: error: {line}", err=True)
     sys.exit(2)
 
