@@ -104,7 +104,10 @@ def clean_stale(target: str | os.PathLike) -> None:
             if m["kind"] == "old" and not target.exists() and not target.is_symlink():
                 os.replace(p, target)            # the replacement died half way: undo it
             elif e.is_dir(follow_symlinks=False):
-                if m["kind"] in ("new", "old") and (is_marked(p) or not any(p.iterdir())):
+                # The marker is written first and removed last: a directory of ours
+                # holds it (perhaps cut short by the kill) or nothing at all.
+                if m["kind"] in ("new", "old") and ((p / MARKER).is_file()
+                                                    or not any(p.iterdir())):
                     remove_marked(p)
             else:
                 os.unlink(p)
