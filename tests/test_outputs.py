@@ -253,7 +253,7 @@ def test_text_from_files_is_printed_escaped(tmp_path):
     assert "[/][link=https://example.org]x" in res.output
     out = tmp_path / "r"
     assert _cli(*RUN, "-o", str(out)).exit_code == 0
-    cfg = (out / "config.json").read_text().replace('"churn"', '"[/]\\u001b[31mchurn"')
+    cfg = (out / "config.json").read_text().replace('"churn"', '"[/]\\u001b[31mchurn$\\\\frac$"')
     (out / "config.json").write_text(cfg)
     res = _cli("report", str(out))
     assert res.exit_code == 0, res.output

@@ -164,14 +164,17 @@ def report(run_dir: str | Path, out_dir: str | Path | None = None,
         else _report_dir(Path(out_dir))        # a run directory's report files are its own
     title = f"{cfg['workload']} on {cfg['machine']}, seed {cfg['seed']}"
     con.print(_summary_table(cfg, summary, untrusted(title)))
+    # Text from the run's files, for matplotlib: controls escaped, no mathtext ($...$).
+    ptitle = untrusted(title, markup=False).replace("$", r"\$")
     con.print("buddyinfo at the end (free blocks per order, all pools):")
     con.print("\n".join(untrusted(line, markup=False) for line in
                         summary["buddyinfo"].splitlines()), markup=False, highlight=False)
     files: dict[str, Path] = {}
     steps: list[tuple[str, Callable[[], Figure]]] = [
-        ("free-blocks.png", lambda: plot_free_blocks(samples, f"Free blocks by order: {title}")),
+        ("free-blocks.png", lambda: plot_free_blocks(samples,
+                                                     f"Free blocks by order: {ptitle}")),
         ("fragmentation.png", lambda: plot_fragmentation({"": samples},
-                                                         f"Fragmentation: {title}")),
+                                                         f"Fragmentation: {ptitle}")),
         ("boot-cost.png", lambda: plot_boot_cost(boot_cost_points())),
     ]
     with Progress(console=con, transient=True) as prog:
