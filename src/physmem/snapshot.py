@@ -158,19 +158,12 @@ def load(path: str | Path) -> Kernel:
         problems, sizes = _validate(meta)
         if not problems:
             problems = _check_sizes(infos, sizes)
-        if problems:
-            raise SnapshotError(f"{path}: refused: {problems[0]}"
-                                + (f" (and {len(problems) - 1} more problems)"
-                                   if len(problems) > 1 else ""))
+        _refuse(path, problems)
         try:
             data = {n[:-4]: _read(zf, n) for n in infos}
         except (ValueError, zipfile.BadZipFile, OSError, EOFError) as e:
             raise SnapshotError(f"{path}: unreadable array ({e})") from None
-    problems = _check_arrays(data, sizes)
-    if problems:
-        raise SnapshotError(f"{path}: refused: {problems[0]}"
-                            + (f" (and {len(problems) - 1} more problems)"
-                               if len(problems) > 1 else ""))
+    _refuse(path, _check_arrays(data, sizes))
     try:
         return _rebuild(meta, data)
     except (KeyError, TypeError, ValueError, IndexError, InvariantError) as e:
@@ -178,6 +171,13 @@ def load(path: str | Path) -> Kernel:
         raise SnapshotError(f"{path}: inconsistent snapshot ({type(e).__name__}: "
                             f"{lines[0]}" + (f"; and {len(lines) - 1} more" if len(lines) > 1
                                              else "") + ")") from None
+
+
+def _refuse(path: str | Path, problems: list[str]) -> None:
+    """One line for a refused snapshot: the first problem and how many more."""
+    if problems:
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise SnapshotError(f"{path}: refused: {problems[0]}{more}")
 
 
 def _read(zf: zipfile.ZipFile, name: str) -> np.ndarray:
