@@ -313,7 +313,26 @@ API += [
          E.ArgumentError),
     _api("pglist nsegs True", lambda k: k.pglist_alloc(1, 0, 1 << 30, PAGE, 0, True),
          E.ArgumentError),
+    _api("boot lazy='yes'", lambda k: physmem.boot("firecracker-128m", lazy="yes"),
+         E.ArgumentError),
+    _api("a machine given as a number", lambda k: physmem.kernel_for(123), E.ArgumentError),
+    _api("arch given as a list", lambda k: physmem.Kernel(["amd64"]), E.ArchError),
+    _api("segment domain True", lambda k: physmem.Kernel("amd64").add_segment(0, PAGE, True),
+         E.DomainError),
+    _api("a workload given as a list", lambda k: _run_cfg(workload=["churn"])),
+    _api("a run of True operations", lambda k: _run_cfg(ops=True)),
+    _api("a run with tunables as one string", lambda k: _run_cfg(tunables="vm.blacklist=1")),
+    _api("snapshot path a number", lambda k: physmem.load_snapshot(5)),
+    _api("snapshot saved over a directory",
+         lambda k: physmem.save_snapshot(k, tempfile.gettempdir())),
+    _api("get_machine of a number", lambda k: physmem.get_machine(5),
+         E.UnknownMachineError),
 ]
+
+
+def _run_cfg(**kw):
+    from physmem.workloads import RunConfig, run_workload
+    run_workload(RunConfig(**{"workload": "churn", "ops": 10, **kw}))
 
 CLI += [Case(f"cli: {' '.join(a if len(a) < 40 else a[:30] + '...' for a in argv)}", "cli",
              argv) for argv in (

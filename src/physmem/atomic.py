@@ -123,6 +123,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             f.write(data)
     """
     target = Path(path)
+    refuse_temp(target)
+    if target.is_dir():
+        raise OutputError(f"{path}: is a directory")
     clean_stale(target)
     prefix, suffix = temp_name(target)
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix,

@@ -35,6 +35,7 @@ read by :mod:`physmem.mapimport`.
 from __future__ import annotations
 
 import itertools
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -278,6 +279,11 @@ MAX_RAM_RANGES = 1024         # ram / phys_avail entries (VM_PHYSSEG_MAX is 63 o
 
 def get_machine(name_or_path: str) -> Machine:
     """A preset by name, or a machine file (TOML or a memory-map dump) by path."""
+    if isinstance(name_or_path, os.PathLike):
+        name_or_path = os.fspath(name_or_path)
+    if not isinstance(name_or_path, str):
+        raise UnknownMachineError(f"a machine is a preset name or a file path, not "
+                                  f"{type(name_or_path).__name__}")
     if name_or_path in PRESETS:
         return PRESETS[name_or_path]
     p = Path(name_or_path)

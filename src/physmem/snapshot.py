@@ -110,6 +110,8 @@ def load(path: str | Path) -> Kernel:
     domains, free lists, pools, page array), and each array's size is checked against what
     that machine allows before it is read (so a small file cannot unpack into gigabytes).
     A refusal is one :class:`SnapshotError` line: the first problem and how many more."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise SnapshotError(f"snapshot path must be a path, not {type(path).__name__}")
     refuse_temp(path)
     try:
         regular = stat.S_ISREG(os.stat(path).st_mode)

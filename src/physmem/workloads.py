@@ -301,7 +301,7 @@ class RunConfig:
     mirror: bool = False
 
     def validate(self) -> None:
-        if self.workload not in WORKLOADS:
+        if not isinstance(self.workload, str) or self.workload not in WORKLOADS:
             raise WorkloadError(f"unknown workload {self.workload!r} "
                                 f"(known: {', '.join(WORKLOADS)})")
         check_int(self.ops, "ops", 1, MAX_OPS, WorkloadError)

@@ -27,6 +27,7 @@ queries (:meth:`~Kernel.free_count`, :meth:`~Kernel.sysctl`, :meth:`~Kernel.chec
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import threading
 import time
@@ -200,6 +201,9 @@ class Kernel:
     """
 
     def __init__(self, arch: str | VmParam = "amd64") -> None:
+        if not isinstance(arch, (str, VmParam)):
+            raise ArchError(f"arch must be a name (amd64, arm64, riscv), not "
+                            f"{type(arch).__name__}")
         self.param = arch if isinstance(arch, VmParam) else get_arch(arch)
         self.phys = VmPhys(self.param)
         self.seg_lines: list[tuple[int, int, int]] = []
@@ -228,7 +232,10 @@ class Kernel:
     def from_machine(cls, machine: str | Machine) -> Kernel:
         """A Kernel with a machine's segments and phys_avail (a preset name, a machine file
         or a :class:`~physmem.machine.Machine`), not yet booted."""
-        m = get_machine(machine) if isinstance(machine, str) else machine
+        if not isinstance(machine, (str, os.PathLike, Machine)):
+            raise ArgumentError(f"machine must be a name, a file path or a Machine, not "
+                                f"{type(machine).__name__}")
+        m = machine if isinstance(machine, Machine) else get_machine(machine)
         k = cls(m.arch)
         for s, e, d in m.segments():
             k.add_segment(s, e, d)
@@ -244,6 +251,7 @@ class Kernel:
         """A physical segment ``[start, end)`` in NUMA ``domain`` (the trace's ``seg``)."""
         self._need_not_booted("seg")
         _check_page_range("segment", start, end)
+        check_int(domain, "domain", error=DomainError)
         if not 0 <= domain < self.param.maxmemdom:
             raise DomainError(f"domain {domain} out of range (MAXMEMDOM {self.param.maxmemdom})")
         for s, e, _ in self.seg_lines:
@@ -285,6 +293,8 @@ class Kernel:
             tun = tunables
         else:
             tun = Tunables.parse(tunables, self.param)
+        if lazy is not None and not isinstance(lazy, bool):
+            raise ArgumentError(f"lazy must be True, False or None, not {lazy!r:.40}")
         if lazy is not None:
             tun.lazy_page_init = 1 if lazy else 0
         if tun.lazy_page_init and not self.param.has_lazyinit:
