@@ -361,6 +361,11 @@ CLI += [Case(f"cli: {' '.join(a if len(a) < 40 else a[:30] + '...' for a in argv
     ["boot", "--tunable", "vm.dma_reserved=" + _HUGE],
     ["dfly", "run", "anon", "--cpus", _HUGE + "x1"],
     ["contig", "--npages", "4", "--low", _HUGE],
+    ["boot", "--ns-per-page", "nan"],
+    ["boot", "--ns-per-page", "inf"],
+    ["run", "churn", "-o", ""],
+    ["sweep", _HERE, "--scheduler", ""],
+    ["dfly", "run", "pagecache", "--bytes", "1" + "0" * 30],
 )]
 
 MAPS += [
@@ -511,6 +516,11 @@ def _validrun(d):
               os.path.join(d, "r"))
 
 
+def _binfile(d):
+    with open(os.path.join(d, "bin.trace"), "wb") as f:
+        f.write(bytes(range(256)) * 8)
+
+
 def _tmpfile(d):
     _userdir(d)
     with open(os.path.join(d, ".t.trace.99999999.abc.physmem-tmp"), "w") as f:
@@ -547,6 +557,8 @@ FILES = [Case(f"output: {name}", "files", (setup, argv)) for name, setup, argv i
     ("ftrace of a temporary file", _tmpfile,
      ["ftrace", ".t.trace.99999999.abc.physmem-tmp", "-o", "x.trace"]),
     ("report -o over a user's report.html", _validrun, ["report", "r", "-o", "mydocs"]),
+    ("ddb show --trace of a binary file", _binfile, ["ddb", "show", "page", "--trace",
+                                                     "bin.trace"]),
 )]
 
 

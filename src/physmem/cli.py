@@ -61,6 +61,8 @@ def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             _fail(f"{e.filename}: {why}" if e.filename else why)
         except MemoryError:
             _fail("out of memory (is an input far larger than it should be?)")
+        except UnicodeDecodeError as e:
+            _fail(f"not UTF-8 text ({e.reason} at byte {e.start})")
         except KeyboardInterrupt:
             click.echo("physmem: interrupted", err=True)
             sys.exit(130)
@@ -250,8 +252,9 @@ def boot_cmd(machine: str, tunables: tuple[str, ...], compare: bool,
     """Boot a machine and report what vm_page_startup did and what it cost."""
     from . import bootcost
     ns = bootcost.NS_PER_PAGE if ns_per_page is None else ns_per_page
-    if ns < 0:
-        raise click.BadParameter("must not be negative", param_hint="--ns-per-page")
+    if not 0 <= ns <= 1e9:                  # also refuses nan and inf
+        raise click.BadParameter(f"{ns} is not a time from 0 to 1e9 ns",
+                                 param_hint="--ns-per-page")
     con = Console()
     if not compare:
         k = Kernel.from_machine(machine)
@@ -395,6 +398,7 @@ def run_cmd(workload: str, machine: str, tunables: tuple[str, ...], ops: int, se
                     tunables=list(tunables), interval=interval, mirror=mirror)
     cfg.validate()
     get_machine(machine)                      # refused before the progress bar shows
+    _not_empty(out_dir, "-o")
     out_dir = out_dir or f"runs/{workload}-{Path(machine).stem}-{seed}"
     check_output_dir(out_dir, "run", force, RUN_OWNED)     # before any work
     if record:
@@ -438,6 +442,7 @@ def compare_cmd(workload: str, machine: str, ops: int, seed: int, policies: str,
                 out_dir: str | None, force: bool) -> None:
     """Run one workload under two (or more) configurations and compare them."""
     from .reports import compare
+    _not_empty(out_dir, "-o")
     pols = [p.strip() for p in policies.split(",") if p.strip()]
     if len(pols) < 2:
         raise click.BadParameter("give at least two policies", param_hint="--policies")
@@ -462,7 +467,8 @@ def _dfly_vm(machine: str, source: str, cpus: str | None, trace: str | None):
         from .trace import Replayer
         r = Replayer()
         r.dfly.vm = vm
-        with click.open_file(trace) as f:
+        refuse_temp(trace)
+        with click.open_file(trace, encoding="utf-8", errors="replace") as f:
             for n, line in enumerate(f, 1):
                 out = r.run_line(line)
                 if out is not None and out.startswith("error:"):
@@ -534,6 +540,15 @@ def dfly_run(workload: str, machine: str, source: str, cpus: str | None, nbytes:
     Console().print(t)
 
 
+def _not_empty(value: str | None, option: str) -> None:
+    """An option given as an empty string is a mistake, not "use the default"."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("must not be empty", param_hint=option)
+
+
+MAX_READ_BYTES = 256 << 30     # dfly run pagecache --bytes: file data read (docs/workloads.md)
+
+
 def _bytes(text: str) -> int:
     """``4G``, ``512M``, ``64K`` or a number of bytes."""
     mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -545,8 +560,9 @@ def _bytes(text: str) -> int:
             v = int(t, 0)
     except ValueError:
         raise click.BadParameter(f"not a size: {text!r}") from None
-    if v <= 0:
-        raise click.BadParameter(f"size must be positive: {text!r}")
+    if not 0 < v <= MAX_READ_BYTES:
+        raise click.BadParameter(f"size must be positive and at most "
+                                 f"{MAX_READ_BYTES >> 30} GiB: {text[:40]!r}")
     return v
 
 
@@ -612,6 +628,8 @@ def sweep_cmd(config: str, workers: int | None, scheduler: str | None, out_dir: 
         write_results,
     )
     refuse_temp(config)
+    _not_empty(scheduler, "--scheduler")
+    _not_empty(out_dir, "-o")
     if scheduler is None:
         check_workers(workers)
     else:
