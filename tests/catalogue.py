@@ -382,6 +382,18 @@ MAPS += [
     Case("map: TOML arrays nested 100,000 deep", "map",
          _bad_map("ram = " + "[" * 100_000 + "]" * 100_000 + "\n", "toml"),
          E.MapFormatError),
+    Case("map: TOML domain 100 (the message names the file)", "map",
+         lambda: _names_file(lambda: machine_from_toml(
+             "ram = [[0x100000, 0x200000, 100]]\n", "m.toml"), "m.toml"), E.SegmentError),
+    Case("sweep: ops of 5,000 digits", "map", lambda: _sweep(ops="9" * 5000)),
+    Case("sweep: seeds true", "map", lambda: _sweep(seeds="[true]")),
+    Case("sweep: a grid of 120,000 runs", "map", lambda: _sweep(
+        seeds="[" + ", ".join(map(str, range(20_000))) + "]",
+        policies='["lazy", "eager", "lazy+mirror", "eager+mirror", "lazy", "eager"]')),
+    Case("sweep: arrays nested 100,000 deep", "map",
+         lambda: _sweep_text("x = " + "[" * 100_000 + "]" * 100_000)),
+    Case("sweep: machines given as numbers", "map", lambda: _sweep(machines="[1]")),
+    Case("sweep: /dev/zero as a machine", "map", lambda: _sweep(machines='["/dev/zero"]')),
     Case("map: /dev/zero as a machine", "map", lambda: physmem.get_machine("/dev/zero"),
          E.MapFormatError),
     Case("map: an eager boot of 16 TiB", "map", lambda: _boot_toml(
@@ -392,6 +404,25 @@ MAPS += [
         "ram = [[0x100000, 0x200000, 0], [0x7fff000000000000, 0x7fff000000100000, 0]]\n",
         lazy=True), E.SegmentError),
 ]
+
+
+def _names_file(fn, name: str):
+    try:
+        fn()
+    except E.PhysmemError as e:
+        assert name in str(e), str(e)
+        raise
+
+
+def _sweep_text(text: str):
+    from physmem.sweep import load_sweep
+    load_sweep(text, "s.toml")
+
+
+def _sweep(**kw):
+    d = {"machines": '["firecracker-128m"]', "policies": '["lazy"]', "workloads": '["churn"]',
+         "seeds": "[1]", "ops": "10", **kw}
+    _sweep_text("".join(f"{k} = {v}\n" for k, v in d.items()))
 
 
 def _boot_toml(text: str, lazy: bool):

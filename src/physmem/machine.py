@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .bits import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, round_page, trunc_page
-from .errors import MapFormatError, SegmentError, UnknownMachineError
+from .errors import MapFormatError, PhysmemError, SegmentError, UnknownMachineError
 from .vmparam import GIB, MIB, get_arch
 
 SIZEOF_VM_PAGE = 104          # amd64/arm64 struct vm_page, bytes
@@ -324,6 +324,7 @@ def _looks_like_toml(text: str) -> bool:
 
 def machine_from_toml(text: str, source: str = "<toml>") -> Machine:
     """Parse the TOML machine format (see the module docstring)."""
+    text = text.removeprefix("\ufeff")      # a byte-order mark from a Windows editor
     if len(text) > MAX_TOML_CHARS:
         raise MapFormatError(f"{source}: larger than {MAX_TOML_CHARS >> 10} KiB; a machine "
                              f"has at most {MAX_RAM_RANGES} RAM ranges")
@@ -366,6 +367,10 @@ def machine_from_toml(text: str, source: str = "<toml>") -> Machine:
                     avail_override=avail, cpus=str(d.get("cpus", "")))  # type: ignore[arg-type]
     except TypeError as e:
         raise MapFormatError(f"{source}: {e}") from None
+    except PhysmemError as e:              # the Machine's own checks: name the file
+        if str(e).startswith(source):
+            raise
+        raise type(e)(f"{source}: {e}") from None
     if avail is not None:
         for s, e in avail:
             if (s | e) & PAGE_MASK or e <= s:

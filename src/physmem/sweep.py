@@ -49,6 +49,7 @@ class SweepConfigError(PhysmemError, ValueError):
 def load_sweep(text: str, source: str = "<sweep>") -> list[dict]:
     """The runs a sweep file asks for, validated (sizes and types before anything is
     loaded or run)."""
+    text = text.removeprefix("\ufeff")      # a byte-order mark from a Windows editor
     if len(text) > MAX_SWEEP_BYTES:
         raise SweepConfigError(f"{source}: larger than {MAX_SWEEP_BYTES >> 10} KiB; not a "
                                "sweep file")
