@@ -404,7 +404,7 @@ def run_cmd(workload: str, machine: str, tunables: tuple[str, ...], ops: int, se
     if record:
         check_output_file(record, force)
     with Progress(transient=True) as prog:
-        task = prog.add_task(f"{workload} on {machine}", total=ops)
+        task = prog.add_task(untrusted(f"{workload} on {machine}"), total=ops)
         run = run_workload(cfg, progress=lambda n: prog.update(task, completed=n))
     out = write_run(run, out_dir, force)
     if record:
