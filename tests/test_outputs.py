@@ -3,6 +3,7 @@ never taken for input, and a killed writer leaves the old output (or the new one
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -267,3 +268,39 @@ def test_errors_name_the_file_and_stay_on_one_line(tmp_path):
     bad.write_text("machines = [\n")
     res = _cli("sweep", str(bad))
     _refused(res, "bad\\x0aname.toml")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux /proc")
+def test_killing_sweep_workers_repeatedly_loses_no_row(tmp_path):
+    """SIGKILL the worker processes of a running sweep again and again: the sweep ends
+    with one row per run (failed ones with their error), no traceback."""
+    cfg = tmp_path / "s.toml"
+    cfg.write_text('machines = ["firecracker-128m"]\npolicies = ["lazy", "eager"]\n'
+                   'workloads = ["churn", "fragment"]\nseeds = [1, 2, 3]\nops = 20000\n')
+    out = tmp_path / "out"
+    p = subprocess.Popen([*PHYSMEM, "sweep", str(cfg), "--workers", "2", "-o", str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    kills = 0
+    deadline = time.monotonic() + 120
+    while p.poll() is None and kills < 8 and time.monotonic() < deadline:
+        time.sleep(0.3)
+        for c in _children(p.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(c, signal.SIGKILL)
+                kills += 1
+    stdout, stderr = p.communicate(timeout=300)
+    assert "Traceback" not in stdout + stderr, stderr
+    assert p.returncode in (0, 1), stderr
+    rows = (out / "results.csv").read_text().splitlines()
+    assert len(rows) == 13 and rows[0].endswith(",error")          # 12 runs, none lost
+    failed = [r for r in rows[1:] if "worker process died" in r]
+    assert (p.returncode == 1) == bool(failed)
+    assert kills > 0
