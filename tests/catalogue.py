@@ -366,6 +366,7 @@ CLI += [Case(f"cli: {' '.join(a if len(a) < 40 else a[:30] + '...' for a in argv
     ["run", "churn", "-o", ""],
     ["sweep", _HERE, "--scheduler", ""],
     ["dfly", "run", "pagecache", "--bytes", "1" + "0" * 30],
+    ["ddb", "show", "page", "--trace", "/dev/zero"],
 )]
 
 MAPS += [

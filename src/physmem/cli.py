@@ -458,6 +458,9 @@ cpus_opt = click.option("--cpus", default=None, metavar="SxC[xT]",
                         help="CPU topology (default: the machine's).")
 
 
+MAX_LINE = 4096                # characters of one page-layer trace line (ddb --trace)
+
+
 def _dfly_vm(machine: str, source: str, cpus: str | None, trace: str | None):
     """Boot a DragonFly page layer and replay a trace of page-layer operations on it."""
     from .dragonfly.vm_page import CpuTopology, DragonflyVm
@@ -469,7 +472,10 @@ def _dfly_vm(machine: str, source: str, cpus: str | None, trace: str | None):
         r.dfly.vm = vm
         refuse_temp(trace)
         with click.open_file(trace, encoding="utf-8", errors="replace") as f:
-            for n, line in enumerate(f, 1):
+            for n, line in enumerate(iter(lambda: f.readline(MAX_LINE + 1), ""), 1):
+                if len(line) > MAX_LINE:        # /dev/zero: never read a whole "line"
+                    raise PhysmemError(f"{trace}:{n}: line longer than {MAX_LINE} "
+                                       "characters; not a trace")
                 out = r.run_line(line)
                 if out is not None and out.startswith("error:"):
                     raise PhysmemError(f"{trace}:{n}: {out[7:].strip()}")
