@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import ArgumentError
+from .errors import ArgumentError, PhysmemError
 
 # C0 and C1 controls, DEL, line/paragraph separators, bidi embeddings/overrides/isolates.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
@@ -37,7 +37,7 @@ def untrusted(text: object, markup: bool = True, limit: int = _MAX_SHOWN) -> str
 
 
 def check_int(value: object, what: str, lo: int | None = None, hi: int | None = None,
-              error: type[ArgumentError] = ArgumentError) -> int:
+              error: type[PhysmemError] = ArgumentError) -> int:
     """``value`` if it is an integer (not a bool, not a float) of at most 64 bits in
     ``lo .. hi`` (inclusive bounds, either optional); otherwise raise ``error`` naming
     ``what`` (without printing a number too long for ``str()``)."""

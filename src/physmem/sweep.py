@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import IO
 
 from .atomic import atomic_write, check_output_dir, is_marked, owned_names, write_marker
-from .checks import untrusted
+from .checks import check_int, untrusted
 from .errors import PhysmemError
 from .machine import get_machine
 from .reports import POLICIES, plt, policy_config, save_png
@@ -138,11 +138,7 @@ def check_workers(workers: int | None) -> int:
     """The number of local worker processes: 1 .. MAX_WORKERS (default: the CPUs)."""
     if workers is None:
         return min(os.cpu_count() or 1, MAX_WORKERS)
-    if not isinstance(workers, int) or isinstance(workers, bool) \
-            or not 1 <= workers <= MAX_WORKERS:
-        raise SweepConfigError(f"workers must be an integer from 1 to {MAX_WORKERS}, "
-                               f"not {workers!r}")
-    return workers
+    return check_int(workers, "workers", 1, MAX_WORKERS, SweepConfigError)
 
 
 def run_sweep(specs: list[dict], workers: int | None = None, scheduler: str | None = None,
