@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from physmem.atomic import MARKER, clean_stale, is_marked
 from physmem.cli import main
-from physmem.sweep import _run_pool, failed_row
+from physmem.sweep import _run_pool, failed_row, run_one, write_results
 from physmem.workloads import RunConfig, read_run, run_workload, write_run
 
 PHYSMEM = [sys.executable, "-m", "physmem.cli"]
@@ -304,3 +304,16 @@ def test_killing_sweep_workers_repeatedly_loses_no_row(tmp_path):
     failed = [r for r in rows[1:] if "worker process died" in r]
     assert (p.returncode == 1) == bool(failed)
     assert kills > 0
+
+
+def test_failed_runs_are_rows_of_the_results(tmp_path):
+    spec = {"machine": "firecracker-128m", "policy": "lazy", "workload": "churn", "seed": 1,
+            "ops": 50}
+    rows = [run_one(spec), failed_row({**spec, "seed": 2}, "WorkloadError: boom")]
+    files = write_results(rows, tmp_path / "o")
+    lines = (tmp_path / "o" / "results.csv").read_text().splitlines()
+    assert len(lines) == 3 and lines[1].endswith(",") and lines[2].endswith(",WorkloadError: boom")
+    if any(f.suffix == ".parquet" for f in files):          # with pyarrow: nulls, not ""
+        import pyarrow.parquet as pq
+        t = pq.read_table(tmp_path / "o" / "results.parquet").to_pylist()
+        assert t[1]["seconds"] is None and t[1]["error"] == "WorkloadError: boom"

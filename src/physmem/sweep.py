@@ -300,9 +300,9 @@ def write_results(rows: list[dict], out_dir: str | Path) -> list[Path]:
     except ImportError:
         pass
     else:
-        table = pa.Table.from_pylist([{k: str(r[k]) if r["error"] else r[k] for k in COLUMNS}
-                                      for r in rows]
-                                     if any(r["error"] for r in rows) else rows)
+        # A failed run's results are nulls (not "" beside numbers in one column).
+        table = pa.Table.from_pylist([{k: None if r["error"] and k in RESULT_KEYS else r[k]
+                                       for k in COLUMNS} for r in rows])
         pbuf = io.BytesIO()
         pq.write_table(table, pbuf)
         with atomic_write(out / "results.parquet") as f:
