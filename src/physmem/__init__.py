@@ -40,6 +40,7 @@ from .errors import (
     UninitializedPageError,
     UnknownMachineError,
 )
+from .atomic import OutputError
 from .freebsd.vm_page import Kernel, Tunables
 from .machine import PRESETS, Machine, RamRange, get_machine
 from .snapshot import SnapshotError
@@ -61,6 +62,9 @@ def boot(machine: str | Machine = "firecracker-1g", lazy: bool | None = None,
 
     ``lazy`` overrides the ``debug.vm.lazy_page_init`` tunable; ``tunables`` are
     loader.conf-style strings (``"vm.blacklist=0x1000000"``)."""
+    if tunables is not None and (isinstance(tunables, (str, bytes))
+                                 or not isinstance(tunables, Iterable)):
+        raise TunableError("tunables must be a list of name=value strings")
     k = kernel_for(machine)
     k.boot(lazy=lazy, tunables=list(tunables) if tunables is not None else None,
            start_aps=start_aps)
@@ -80,6 +84,7 @@ __all__ = [
     "Machine",
     "MapFormatError",
     "OrderError",
+    "OutputError",
     "PhysmemError",
     "PoolError",
     "PoolMixError",
