@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from .atomic import OutputError
 from .errors import (
     AddressError,
     ArchError,
@@ -40,7 +41,6 @@ from .errors import (
     UninitializedPageError,
     UnknownMachineError,
 )
-from .atomic import OutputError
 from .freebsd.vm_page import Kernel, Tunables
 from .machine import PRESETS, Machine, RamRange, get_machine
 from .snapshot import SnapshotError
