@@ -317,3 +317,12 @@ def test_failed_runs_are_rows_of_the_results(tmp_path):
         import pyarrow.parquet as pq
         t = pq.read_table(tmp_path / "o" / "results.parquet").to_pylist()
         assert t[1]["seconds"] is None and t[1]["error"] == "WorkloadError: boom"
+
+
+def test_usage_errors_are_one_line_and_a_bare_group_shows_its_help():
+    _refused(_cli("run"), "Missing argument")
+    _refused(_cli("run", "churn", "--no-such-option"), "no-such-option")
+    _refused(_cli("nosuchcommand"), "nosuchcommand")
+    for argv in ([], ["machine"]):
+        res = _cli(*argv)
+        assert "Commands:" in res.output and "physmem: error" not in res.output

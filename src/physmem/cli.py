@@ -78,6 +78,9 @@ tunable_opt = click.option("--tunable", "-t", "tunables", multiple=True, metavar
                                 "vm.blacklist=0x2000000,0x2001000 (repeatable).")
 
 
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())   # click >= 8.2
+
+
 class _OneLineGroup(click.Group):
     """The top-level group: a usage error (unknown option, bad value) is one line too."""
 
@@ -86,6 +89,9 @@ class _OneLineGroup(click.Group):
             return super().main(*args, standalone_mode=False, **kw)
         try:
             rv = super().main(*args, standalone_mode=False, **kw)
+        except _NO_ARGS_IS_HELP as e:            # `physmem`, `physmem machine`: the help
+            e.show()
+            sys.exit(e.exit_code)
         except click.ClickException as e:
             cmd = e.ctx.command_path + ": " if getattr(e, "ctx", None) else ""
             click.echo(f"physmem: error: {untrusted(cmd + e.format_message(), markup=False)}",
