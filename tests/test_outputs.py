@@ -99,8 +99,17 @@ def test_single_file_outputs_are_not_overwritten_without_force(tmp_path):
     src.write_text("")
     _refused(_cli("ftrace", str(src), "-o", str(trace)), "--force")
     _refused(_cli("ftrace", str(src), "-o", str(tmp_path)), "")
+    _refused(_cli("replay", str(good), "--save", str(snap), "--force"), "not a physmem snapshot")
+    _refused(_cli("ftrace", str(src), "-o", str(trace), "--force"), "not a physmem trace")
     assert trace.read_text() == "my notes\n" and snap.read_text() == "not a snapshot, my data"
-    assert _cli("replay", str(good), "--save", str(snap), "--force").exit_code == 0
+    snap.unlink()
+    assert _cli("replay", str(good), "--save", str(snap)).exit_code == 0
+    res = _cli("replay", str(good), "--save", str(snap), "--force")    # physmem's own
+    assert res.exit_code == 0, res.output
+    rec = tmp_path / "rec.trace"
+    assert _cli(*RUN, "-o", str(tmp_path / "r1"), "--record", str(rec)).exit_code == 0
+    res = _cli(*RUN, "-o", str(tmp_path / "r2"), "--record", str(rec), "--force")
+    assert res.exit_code == 0, res.output
 
 
 def test_report_does_not_overwrite_a_users_files(tmp_path):

@@ -29,6 +29,7 @@ import re
 import shutil
 import signal
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO
@@ -143,10 +144,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         raise
 
 
-def check_output_file(path: str | os.PathLike, force: bool) -> None:
+def check_output_file(path: str | os.PathLike, force: bool,
+                      owned: Callable[[Path], bool] | None = None, what: str = "file") -> None:
     """Refuse, before any work, to write a single output file (a snapshot, a trace) over an
-    existing file without ``force``, over anything but a regular file, or as a temporary
-    name."""
+    existing file without ``force``, over a file ``owned`` does not recognise as physmem's
+    ``what``, over anything but a regular file, or as a temporary name."""
     p = Path(path)
     refuse_temp(p)
     if p.is_dir():
@@ -156,9 +158,33 @@ def check_output_file(path: str | os.PathLike, force: bool) -> None:
             raise OutputError(f"{path}: exists and is not a regular file")
         if not force:
             raise OutputError(f"{path}: exists (use --force to replace it)")
+        if owned is not None and not owned(p):
+            raise OutputError(f"{path}: exists and is not a physmem {what}; not replacing it")
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"{path}: directory {parent} does not exist")
+
+
+def is_snapshot_file(p: Path) -> bool:
+    """Whether ``p`` looks like a snapshot physmem wrote (a zip with a ``meta`` array)."""
+    try:
+        with zipfile.ZipFile(p) as z:
+            return "meta.npy" in z.namelist()
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
+
+
+_TRACE_STARTS = ("#", "arch ", "seg ")
+
+
+def is_trace_file(p: Path) -> bool:
+    """Whether ``p`` looks like a trace physmem wrote (``--record``, ``ftrace -o``): its
+    first line is a comment, ``arch`` or ``seg``."""
+    try:
+        with open(p, encoding="utf-8") as f:
+            return f.readline(256).startswith(_TRACE_STARTS)
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 # ---------------------------------------------------------------------------------------

@@ -32,7 +32,14 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .atomic import check_output_dir, check_output_file, refuse_temp, signals_as_exceptions
+from .atomic import (
+    check_output_dir,
+    check_output_file,
+    is_snapshot_file,
+    is_trace_file,
+    refuse_temp,
+    signals_as_exceptions,
+)
 from .checks import check_int, untrusted
 from .errors import PhysmemError
 from .freebsd.vm_page import Kernel
@@ -208,7 +215,7 @@ def replay(trace: str, check: bool, load_from: str | None, save_to: str | None,
     from .trace import Replayer
     refuse_temp(trace)
     if save_to:
-        check_output_file(save_to, force)
+        check_output_file(save_to, force, is_snapshot_file, "snapshot")
     r = Replayer(check=check)
     if load_from:
         r.kernel = snapshot.load(load_from)
@@ -408,7 +415,7 @@ def run_cmd(workload: str, machine: str, tunables: tuple[str, ...], ops: int, se
     out_dir = out_dir or f"runs/{workload}-{Path(machine).stem}-{seed}"
     check_output_dir(out_dir, "run", force, RUN_OWNED)     # before any work
     if record:
-        check_output_file(record, force)
+        check_output_file(record, force, is_trace_file, "trace")
     with Progress(transient=True) as prog:
         task = prog.add_task(untrusted(f"{workload} on {machine}"), total=ops)
         run = run_workload(cfg, progress=lambda n: prog.update(task, completed=n))
@@ -594,7 +601,7 @@ def ftrace_cmd(file: str, machine: str, out_file: str, eager: bool, strict: bool
     from .ftrace import import_ftrace
     from .machine import get_machine
     refuse_temp(file)
-    check_output_file(out_file, force)
+    check_output_file(out_file, force, is_trace_file, "trace")
     m = get_machine(machine)
     with contextlib.ExitStack() as stack:
         src = sys.stdin if file == "-" else stack.enter_context(
