@@ -34,7 +34,14 @@ from rich.table import Table
 
 from .errors import PhysmemError
 from .freebsd.vm_page import Kernel
-from .machine import DEFAULT_MACHINE, PRESETS, get_machine
+from .machine import (
+    DEFAULT_MACHINE,
+    PRESETS,
+    get_machine,
+    load_machine_file,
+    machine_spec,
+    machine_to_toml,
+)
 
 
 def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -55,8 +62,36 @@ def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-machine_opt = click.option("--machine", "-m", default=DEFAULT_MACHINE, show_default=True,
-                           help="Preset name or machine file (TOML, iomem, e820, SMAP).")
+arch_opt = click.option("--arch", type=click.Choice(["amd64", "arm64", "riscv"]),
+                        default=None, help="Architecture of a memory-map file (default: "
+                        "detected from the map and printed).")
+
+
+def _resolve_machine(machine: str, arch: str | None) -> str:
+    """Check ``--machine``/``--arch`` before the command runs; name the architecture chosen
+    for a memory-map file on stderr.  Returns the machine spec the command passes on."""
+    spec = machine_spec(machine, arch)
+    m = get_machine(spec)
+    reason = m.extra.get("arch_reason")
+    if reason:
+        click.echo(f"machine {machine}: {m.arch} ({reason}); "
+                   f"{len(m.segments())} RAM segment(s) from {m.description.split(' (')[0]}",
+                   err=True)
+    return spec
+
+
+def machine_opt(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--machine`` and ``--arch``; the command receives the resolved machine spec."""
+    @wraps(fn)
+    def wrapper(*a: Any, machine: str, arch: str | None, **kw: Any) -> Any:
+        return fn(*a, machine=_errors(_resolve_machine)(machine, arch), **kw)
+    wrapper = arch_opt(wrapper)
+    return click.option("--machine", "-m", default=DEFAULT_MACHINE, show_default=True,
+                        help="Preset name or machine file (TOML, or a memory map: "
+                             "/proc/iomem, e820 or SMAP lines, FreeBSD memory chunks; "
+                             "`physmem help machines`).")(wrapper)
+
+
 tunable_opt = click.option("--tunable", "-t", "tunables", multiple=True, metavar="NAME=VALUE",
                            help="Loader tunable, e.g. debug.vm.lazy_page_init=0 or "
                                 "vm.blacklist=0x2000000,0x2001000 (repeatable).")
@@ -97,15 +132,24 @@ def machine_list() -> None:
 
 @machine.command("show")
 @click.argument("name")
+@arch_opt
+@click.option("--toml", "as_toml", is_flag=True, help="Print the machine as the TOML "
+              "physmem reads (edit it to add NUMA domains or CPUs, then use the file).")
 @_errors
-def machine_show(name: str) -> None:
+def machine_show(name: str, arch: str | None, as_toml: bool) -> None:
     """Show a machine's vm_phys segments (after splitting and coalescing), free lists,
-    phys_avail and sizes."""
-    m = get_machine(name)
+    phys_avail and sizes.  NAME is a preset, a file, or - for standard input (a pasted
+    memory map)."""
+    m = load_machine_file(None, arch) if name == "-" else get_machine(name, arch)
+    if as_toml:
+        click.echo(machine_to_toml(m), nl=False)
+        return
     k = Kernel.from_machine(m)
     k.boot(lazy=False) if not k.param.has_lazyinit else k.boot(lazy=True)
     con = Console()
     con.print(f"[bold]{m.name}[/bold] ({m.arch}): {m.description}")
+    if m.extra.get("arch_reason"):
+        con.print(f"architecture: {m.arch} ({m.extra['arch_reason']})", highlight=False)
     if m.source:
         con.print(f"source: {m.source}", highlight=False)
     names = {v: n.upper() for n, v in k.param.freelist_names().items()}

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .bits import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, round_page, trunc_page
-from .errors import MapFormatError, SegmentError, UnknownMachineError
+from .errors import ArchError, MapFormatError, SegmentError, UnknownMachineError
 from .vmparam import GIB, MIB, get_arch
 
 SIZEOF_VM_PAGE = 104          # amd64/arm64 struct vm_page, bytes
@@ -269,39 +269,87 @@ PRESETS: dict[str, Machine] = {m.name: m for m in _preset_list()}
 DEFAULT_MACHINE = "firecracker-1g"
 
 
-def get_machine(name_or_path: str) -> Machine:
-    """A preset by name, or a machine file (TOML or a memory-map dump) by path."""
+ARCH_SUFFIX = "?arch="
+
+
+def get_machine(name_or_path: str, arch: str | None = None) -> Machine:
+    """A preset by name, or a machine file (TOML or a memory-map dump) by path.
+
+    ``arch`` chooses the architecture of a memory-map dump (detected when None); for a
+    preset or a TOML file it must agree with the machine's own.  ``PATH?arch=NAME`` is the
+    same as passing ``arch`` (the form run directories record)."""
+    if not isinstance(name_or_path, str):
+        raise UnknownMachineError(f"machine must be a preset name or a file path, not "
+                                  f"{type(name_or_path).__name__}")
+    if arch is None and ARCH_SUFFIX in name_or_path and not Path(name_or_path).exists():
+        name_or_path, arch = name_or_path.rsplit(ARCH_SUFFIX, 1)
+    if arch is not None:
+        get_arch(arch)
     if name_or_path in PRESETS:
-        return PRESETS[name_or_path]
-    p = Path(name_or_path)
-    if p.exists():
-        return load_machine_file(p)
-    raise UnknownMachineError(f"unknown machine {name_or_path!r}: not a preset "
-                              f"({', '.join(PRESETS)}) nor a file")
+        m = PRESETS[name_or_path]
+    else:
+        p = Path(name_or_path)
+        if not p.exists():
+            raise UnknownMachineError(f"unknown machine {name_or_path!r}: not a preset "
+                                      f"({', '.join(PRESETS)}) nor a file")
+        m = load_machine_file(p, arch)
+    if arch is not None and m.arch != arch:
+        raise ArchError(f"machine {m.name!r} is {m.arch}, not {arch} (--arch chooses the "
+                        "architecture of a memory-map dump only)")
+    return m
 
 
-def load_machine_file(path: Path) -> Machine:
-    """Read a machine from a TOML file or a memory-map dump (format detected)."""
+def machine_spec(name_or_path: str, arch: str | None) -> str:
+    """The string that names ``name_or_path`` with ``arch`` (for run configs, children)."""
+    return name_or_path if arch is None else f"{name_or_path}{ARCH_SUFFIX}{arch}"
+
+
+MAX_MACHINE_FILE = 8 << 20      # bytes read from a machine file (a map is a few KiB)
+
+
+def read_machine_text(path: Path | None, source: str) -> str:
+    """The text of a machine file (``None``: standard input), bounded and refused when
+    binary, so /dev/zero or a disk image fails at once with one line."""
+    import sys
     try:
-        data = path.read_bytes()
+        if path is None:
+            data = sys.stdin.buffer.read(MAX_MACHINE_FILE + 1)
+        else:
+            with path.open("rb") as f:
+                data = f.read(MAX_MACHINE_FILE + 1)
     except OSError as e:
-        raise MapFormatError(f"{path}: {e.strerror}") from None
-    if b"\0" in data[:4096]:
-        raise MapFormatError(f"{path}: binary data, not a machine description")
-    text = data.decode("utf-8", errors="replace")
-    if path.suffix == ".toml" or _looks_like_toml(text):
-        return machine_from_toml(text, str(path))
-    from .mapimport import import_map
-    return import_map(text, name=path.stem, source=str(path))
+        raise MapFormatError(f"{source}: {e.strerror}") from None
+    if b"\0" in data[:MAX_MACHINE_FILE]:
+        raise MapFormatError(f"{source}: binary data, not a machine description")
+    if len(data) > MAX_MACHINE_FILE:
+        raise MapFormatError(f"{source}: larger than {MAX_MACHINE_FILE >> 20} MiB, not a "
+                             "machine description")
+    return data.decode("utf-8", errors="replace")
+
+
+def load_machine_file(path: Path | None, arch: str | None = None,
+                      name: str | None = None) -> Machine:
+    """Read a machine from a TOML file or a memory-map dump (format detected); ``None``
+    reads standard input.  TOML is tried for ``.toml`` files, and for others only when no
+    memory-map format matches."""
+    source = "<stdin>" if path is None else str(path)
+    text = read_machine_text(path, source)
+    stem = name or ("stdin" if path is None else path.stem)
+    if path is not None and path.suffix == ".toml":
+        return machine_from_toml(text, source)
+    from .mapimport import import_map, looks_like_a_map
+    if not looks_like_a_map(text, source) and _looks_like_toml(text):
+        return machine_from_toml(text, source)
+    return import_map(text, name=stem, source=source, arch=arch)
 
 
 def _looks_like_toml(text: str) -> bool:
-    for line in text.splitlines():
+    """Whether the first meaningful line is a TOML key or table."""
+    for line in text.splitlines()[:1000]:
         s = line.strip()
         if not s or s.startswith("#"):
             continue
-        return "=" in s and not s.startswith("[mem") and "SMAP" not in s and \
-            "BIOS-e820" not in s and " : " not in s
+        return "=" in s or (s.startswith("[") and s.endswith("]"))
     return False
 
 
@@ -348,18 +396,31 @@ def machine_from_toml(text: str, source: str = "<toml>") -> Machine:
 
 
 def machine_to_toml(m: Machine) -> str:
-    """Write a machine in the TOML format."""
-    lines = [f'name = "{m.name}"', f'arch = "{m.arch}"']
+    """Write a machine in the TOML format that :func:`machine_from_toml` reads back to an
+    equal machine (one RAM range a line, so domains are easy to edit)."""
+    import json
+
+    def q(text: str) -> str:      # a JSON string is a valid TOML basic string
+        return json.dumps(text, ensure_ascii=False)
+
+    lines = [f"name = {q(m.name)}", f"arch = {q(m.arch)}"]
     if m.description:
-        lines.append(f"description = {m.description!r}".replace("'", '"'))
-    lines.append("ram = [" + ", ".join(f"[{r.start:#x}, {r.end:#x}, {r.domain}]"
-                                       for r in m.ram) + "]")
+        lines.append(f"description = {q(m.description)}")
+    if m.source:
+        lines.append(f"source = {q(m.source)}")
+    lines.append("# [start, end) and NUMA domain (0..n-1); split a range to give it two domains")
+    lines.append("ram = [")
+    lines += [f"    [{r.start:#x}, {r.end:#x}, {r.domain}]," for r in m.ram]
+    lines.append("]")
     if m.kernel is not None:
         lines.append(f"kernel = [{m.kernel[0]:#x}, {m.kernel[1]:#x}]")
-    lines.append(f'page_array = "{m.page_array}"')
+    lines.append(f"page_array = {q(m.page_array)}")
     if m.cpus:
-        lines.append(f'cpus = "{m.cpus}"')
+        lines.append(f"cpus = {q(m.cpus)}")
+    else:
+        lines.append('# cpus = "1x4"           # SOCKETSxCORES[xTHREADS]')
     if m.avail_override is not None:
-        lines.append("phys_avail = [" + ", ".join(f"[{s:#x}, {e:#x}]"
-                                                  for s, e in m.avail_override) + "]")
+        lines.append("phys_avail = [")
+        lines += [f"    [{s:#x}, {e:#x}]," for s, e in m.avail_override]
+        lines.append("]")
     return "\n".join(lines) + "\n"

@@ -57,8 +57,6 @@ from ..vmparam import AMD64, VmParam, get_arch
 from . import sysctl as _sysctl
 from .vm_phys import MemAffinity, VmPhys
 
-# The oracle's limit on `seg` lines (VM_PHYSSEG_MAX / 3: each may split in three).
-MAX_SEG_LINES = 21
 # ptoa(npages) must not overflow 64 bits.
 MAX_RUN_PAGES = 1 << 52
 # Blocks the drain thread initialises per batch, between which it yields.
@@ -222,8 +220,9 @@ class Kernel:
             if start < e and s < end:
                 raise SegmentError(f"segment [{start:#x}, {end:#x}) overlaps "
                                    f"[{s:#x}, {e:#x})")
-        if len(self.seg_lines) >= MAX_SEG_LINES:
-            raise SegmentError(f"too many segments (at most {MAX_SEG_LINES})")
+        # Each line is at least one vm_phys segment (boot checks the split total).
+        if len(self.seg_lines) >= self.param.physseg_max:
+            raise SegmentError(f"too many segments (VM_PHYSSEG_MAX {self.param.physseg_max})")
         self.seg_lines.append((start, end, domain))
 
     def add_avail(self, start: int, end: int) -> None:
@@ -235,8 +234,9 @@ class Kernel:
                                "without overlap")
         if not any(start < e and s < end for s, e, _ in self.seg_lines):
             raise SegmentError(f"phys_avail [{start:#x}, {end:#x}) lies outside every segment")
-        if len(self.phys_avail) >= 63:
-            raise SegmentError("too many phys_avail entries (at most 63)")
+        if len(self.phys_avail) >= self.param.physseg_max:    # PHYS_AVAIL_ENTRIES / 2
+            raise SegmentError("too many phys_avail entries (at most "
+                               f"{self.param.physseg_max})")
         self.phys_avail.append((start, end))
 
     # =======================================================================================
