@@ -22,6 +22,7 @@ from physmem.mapimport import import_map
 from physmem.trace import Replayer
 
 PAGE = 4096
+_FTRACE = os.path.join(os.path.dirname(__file__), "data", "ftrace")
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,13 @@ CLI = [Case(f"cli: {' '.join(argv)}", "cli", argv) for argv in (
     ["contig", "--npages", "0"],
     ["boot", "--machine", "firecracker-128m", "--tunable", "vm.dma_reserved=lots"],
     ["snapshot", "show", "/no/such/file.npz"],
+    # Issue 15's ftrace numbers: non-ASCII digits and a 5,000-digit pfn, one line each.
+    ["ftrace", f"{_FTRACE}/arabic_indic_pfn.txt", "--strict", "-o",
+     os.path.join(tempfile.gettempdir(), "physmem-catalogue-ftrace.trace")],
+    ["ftrace", f"{_FTRACE}/huge_decimal_pfn.txt", "--strict", "-o",
+     os.path.join(tempfile.gettempdir(), "physmem-catalogue-ftrace.trace")],
+    ["machine", "show", "/dev/zero"],
+    ["sysctl", "vm.phys_segs", "--machine", "firecracker-1g", "--arch", "arm64"],
 )]
 
 

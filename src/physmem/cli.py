@@ -568,6 +568,9 @@ def ftrace_cmd(file: str, machine: str, out_file: str, eager: bool, strict: bool
     t.add_row("other lines (headers, stacks, other events)", f"{summary.other_lines:,}")
     t.add_row("allocations of pages outside the machine (asked of domain 0)",
               f"{summary.outside:,}")
+    if summary.elided:
+        t.add_row("allocations with the pfn elided (requests of domain 0; no free can "
+                  "name them)", f"{summary.elided:,}")
     for why, n in sorted(summary.skipped.items()):
         t.add_row(f"skipped: {why}", f"{n:,}")
     Console().print(t)
