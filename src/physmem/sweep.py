@@ -28,7 +28,7 @@ from pathlib import Path
 from .atomic import atomic_write
 from .errors import PhysmemError
 from .machine import get_machine
-from .reports import POLICIES, plt, policy_config, save_png
+from .reports import POLICIES, Figure, policy_config, save_png
 from .workloads import WORKLOADS, run_workload
 
 KEYS = {"machines": list, "policies": list, "workloads": list, "seeds": list, "ops": int}
@@ -143,7 +143,8 @@ def write_results(rows: list[dict], out_dir: str | Path) -> list[Path]:
         with atomic_write(out / "results.parquet") as f:
             f.write(pbuf.getvalue())
         files.append(out / "results.parquet")
-    fig, ax = plt.subplots(figsize=(max(6, len(rows) * 0.35), 4.5))
+    fig = Figure(figsize=(max(6, len(rows) * 0.35), 4.5))
+    ax = fig.subplots()
     labels = [f"{r['machine']}/{r['policy']}/{r['workload']}/{r['seed']}" for r in rows]
     ax.bar(range(len(rows)), [r["unusable_o9"] for r in rows])
     ax.set_xticks(range(len(rows)), labels, rotation=90, fontsize="x-small")
@@ -152,6 +153,5 @@ def write_results(rows: list[dict], out_dir: str | Path) -> list[Path]:
     ax.set_title("Fragmentation at the end of each run")
     fig.tight_layout()
     save_png(fig, out / "unusable-index.png")
-    plt.close(fig)
     files.append(out / "unusable-index.png")
     return files

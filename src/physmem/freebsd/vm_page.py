@@ -48,11 +48,13 @@ from ..errors import (
     SegmentError,
     StateError,
     TunableError,
+    UnknownMachineError,
 )
 from ..machine import Machine, get_machine
 from ..netbsd.mirror import FreePageExtent
 from ..netbsd.pglist import PgList
 from ..pagearray import PG_PHYS_ALLOC, SEGIND_SHIFT
+from ..reprs import as_html, as_text, fmt_pages, fmt_ranges, fmt_size
 from ..vmparam import AMD64, VmParam, get_arch
 from . import sysctl as _sysctl
 from .vm_phys import MemAffinity, VmPhys
@@ -98,7 +100,14 @@ class Tunables:
     def parse(cls, items: Iterable[str], param: VmParam = AMD64) -> Tunables:
         """Parse loader.conf-style ``name=value`` strings (as ``--tunable`` takes them)."""
         t = cls(lazy_page_init=1 if param.has_lazyinit else 0)
+        if isinstance(items, str):
+            items = [items]             # one "name=value", not its characters
+        if not isinstance(items, Iterable):
+            raise TunableError(f"tunables must be 'name=value' strings, not "
+                               f"{type(items).__name__}")
         for item in items:
+            if not isinstance(item, str):
+                raise TunableError(f"tunable {item!r}: expected a 'name=value' string")
             name, sep, value = item.partition("=")
             name, value = name.strip(), value.strip().strip('"')
             if not sep:
@@ -198,6 +207,9 @@ class Kernel:
     def from_machine(cls, machine: str | Machine) -> Kernel:
         """A Kernel with a machine's segments and phys_avail (a preset name, a machine file
         or a :class:`~physmem.machine.Machine`), not yet booted."""
+        if not isinstance(machine, (str, Machine)):
+            raise UnknownMachineError(f"machine must be a preset name, a file path or a "
+                                      f"Machine, not {type(machine).__name__}")
         m = get_machine(machine) if isinstance(machine, str) else machine
         k = cls(m.arch)
         for s, e, d in m.segments():
@@ -206,6 +218,29 @@ class Kernel:
             k.add_avail(s, e)
         k.machine = m
         return k
+
+    def _summary(self) -> tuple[str, list[tuple[str, str]]]:
+        """(title, rows) for repr() and Jupyter: machine, segments, free pages, lazy init."""
+        name = self.machine.name if self.machine is not None else "a machine"
+        segs = [(s, e) for s, e, _ in sorted(self.seg_lines)]
+        rows = [("architecture", self.param.name),
+                ("segments", f"{len(segs)}: {fmt_ranges(segs)}"),
+                ("RAM", fmt_size(sum(e - s for s, e in segs)))]
+        if not self.booted:
+            return f"Kernel {name}, not booted", rows
+        total = sum(d.page_count for d in self.domains)
+        st = self.stats
+        rows += [("domains", str(len(self.free_counts))),
+                 ("free", f"{fmt_pages(sum(self.free_counts))} of {total:,} managed"),
+                 ("page init", f"{'lazy' if self.lazy else 'eager'}: {st.boot:,} at boot, "
+                               f"{st.on_demand:,} on demand, {st.drain:,} by the drain")]
+        return f"Kernel {name}, booted", rows
+
+    def __repr__(self) -> str:
+        return as_text(*self._summary())
+
+    def _repr_html_(self) -> str:
+        return as_html(*self._summary())
 
     # =======================================================================================
     # Set-up: the memory map before boot
