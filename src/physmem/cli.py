@@ -15,6 +15,7 @@
     physmem snapshot show FILE                 a saved model state
     physmem ddb show page|pageq --machine M    DragonFly's DDB views of the page layer
     physmem dfly run WORKLOAD --machine M      a page-layer workload on both free-page sources
+    physmem map-image TRACE|SNAPSHOT -o PNG    a picture of physical memory, page states
     physmem help [TOPIC]                       the documentation shipped with physmem
 
 Errors print one line on stderr and exit non-zero, never a traceback.
@@ -128,7 +129,7 @@ def machine_list() -> None:
         t.add_column(col)
     for m in PRESETS.values():
         t.add_row(m.name, m.arch, _size(m.ram_bytes()), str(m.ndomains()), m.description)
-    Console().print(t)
+    Console().print(_fold(t))
 
 
 @machine.command("show")
@@ -249,7 +250,8 @@ def snapshot_show(file: str) -> None:
               "process, and compare what each costs.")
 @click.option("--ns-per-page", type=float, default=None, metavar="NS",
               help="Modelled kernel cost of one vm_page_init_page() (default: 82.0 ns, "
-                   "calibrated on the seed's 21.5 ms for 1 GiB).")
+                   "calibrated on the 21.5 ms FreeBSD commit b16b4c22d2d1 reports for a 1 GiB "
+                   "Firecracker guest).")
 @_errors
 def boot_cmd(machine: str, tunables: tuple[str, ...], compare: bool,
              ns_per_page: float | None) -> None:
@@ -267,25 +269,30 @@ def boot_cmd(machine: str, tunables: tuple[str, ...], compare: bool,
         t.add_column("value", justify="right")
         t.add_row("debug.vm.lazy_page_init", str(k.tunables.lazy_page_init))
         t.add_row("segments", str(len(k.phys.segs)))
-        t.add_row("free pages", str(sum(k.free_counts)))
+        t.add_row("free pages", f"{sum(k.free_counts):,}")
         t.add_row("page structures initialised at boot", f"{k.stats.boot:,}")
         t.add_row("modelled vm_page init time", f"{k.stats.boot * ns / 1e6:.2f} ms")
-        t.add_row("model wall time", f"{k.stats.boot_seconds * 1e3:.2f} ms")
+        t.add_row("physmem's own time to model it (Python)",
+                  f"{k.stats.boot_seconds * 1e3:.2f} ms")
         if k.blacklist:
             t.add_row("vm.page_blacklist", k.sysctl("vm.page_blacklist"))
         con.print(t)
         return
     rows = bootcost.compare(machine, list(tunables))
     t = Table(title=f"boot {machine}: lazy vs eager page initialisation "
-                    f"({ns:.1f} ns per page structure)")
+                    f"({ns:.1f} ns per page structure)", title_justify="left")
     for col in ("mode", "pages", "page structs initialised at boot",
-                "modelled vm_page init", "model wall time", "peak RSS"):
-        t.add_column(col, justify="right" if col != "mode" else "left")
+                "modelled kernel time (vm_page init)", "physmem's own time *",
+                "physmem's peak RSS *"):
+        t.add_column(col, justify="right" if col != "mode" else "left", overflow="fold")
     for r in rows:
         t.add_row(r.mode, f"{r.pages:,}", f"{r.inits_at_boot:,}",
                   f"{r.modelled_ms(ns):.2f} ms", f"{r.model_seconds * 1e3:.2f} ms",
                   f"{r.peak_rss_kb / 1024:.0f} MiB")
     con.print(t)
+    con.print("* what this Python process spent modelling the boot, not what the kernel "
+              "spends: the model initialises page structures in bulk, so its own time says "
+              "nothing about lazy vs eager; the modelled kernel time does.", highlight=False)
     if len(rows) == 2:
         eager, lazy = rows
         saved = eager.modelled_ms(ns) - lazy.modelled_ms(ns)
@@ -300,7 +307,7 @@ def boot_cmd(machine: str, tunables: tuple[str, ...], compare: bool,
         boot_ms = ms / share
         eager_ms = rows[0].modelled_ms(ns)
         lazy_ms = rows[1].modelled_ms(ns)
-        con.print(f"seed b16b4c22d2d1: vm_page init {ms} ms = {share:.0%} of a {boot_ms:.1f} ms "
+        con.print(f"FreeBSD commit b16b4c22d2d1 reports vm_page init {ms} ms = {share:.0%} of a {boot_ms:.1f} ms "
                   f"kernel boot; model: {eager_ms:.2f} ms eager, {lazy_ms:.2f} ms lazy "
                   f"(kernel boot {boot_ms - ms + lazy_ms:.1f} ms, "
                   f"{lazy_ms / (boot_ms - ms + lazy_ms):.1%} of it)")
@@ -579,6 +586,34 @@ def ftrace_cmd(file: str, machine: str, out_file: str, eager: bool, strict: bool
     Console().print(t)
 
 
+@main.command("map-image")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.option("-o", "--out", "out_file", required=True, type=click.Path(dir_okay=False),
+              help="PNG file to write.")
+@click.option("--at", "at", multiple=True, type=int, metavar="N",
+              help="A trace: picture memory after N operations past the boot line "
+                   "(repeatable; default: after boot and at the end).")
+@_errors
+def map_image_cmd(source: str, out_file: str, at: tuple[int, ...]) -> None:
+    """Picture physical memory: each page (or run of pages) coloured by state -- free by
+    order, allocated, LAZYINIT, reserved -- for a trace (replayed) or a snapshot (.npz)."""
+    from .mapimage import memory_map, plot_memory_maps
+    from .reports import map_moments, save_png
+    if source.endswith(".npz"):
+        from .snapshot import load
+        k = load(source)
+        name = k.machine.name if k.machine is not None else Path(source).name
+        maps = [(f"snapshot {Path(source).name}", memory_map(k))]
+    else:
+        lines = (sys.stdin.read() if source == "-" else
+                 Path(source).read_text(encoding="utf-8", errors="replace")).splitlines()
+        name = Path(source).name
+        maps = map_moments(lines, moments=2, at=list(at) or None)
+    save_png(plot_memory_maps(maps, f"Physical memory: {name}"), Path(out_file))
+    click.echo(f"wrote {out_file} ({len(maps)} moment(s), a cell = "
+               f"{maps[0][1].pages_per_cell * 4:,} KiB)")
+
+
 HELP_TOPICS = {
     "trace-format": "the trace format: replay, record, ftrace import, page-layer operations",
     "machines": "machine descriptions, presets, the phys_avail rule, memory maps, TOML",
@@ -639,15 +674,32 @@ def sweep_cmd(config: str, workers: int | None, scheduler: str | None, out_dir: 
                          progress=lambda n: prog.update(task, completed=n))
     files = write_results(rows, out_dir)
     t = Table(title=f"sweep {config}: {len(rows)} runs")
-    for col in ("machine", "policy", "workload", "seed", "ops_per_second", "unusable_o9",
-                "largest_free_run"):
-        t.add_column(col)
+    cols = {"machine": "machine", "policy": "policy", "workload": "workload", "seed": "seed",
+            "ops_per_second": "ops/s", "unusable_o9": "unusable index, order 9",
+            "largest_free_run": "largest free run (pages)"}
+    for key, head in cols.items():
+        t.add_column(head, justify="right" if key in ("seed", "ops_per_second",
+                                                      "unusable_o9",
+                                                      "largest_free_run") else "left")
     for r in rows:
-        t.add_row(*[str(r[c]) for c in ("machine", "policy", "workload", "seed",
-                                          "ops_per_second", "unusable_o9",
-                                          "largest_free_run")])
-    Console().print(t)
+        t.add_row(*[_cell(r[c]) for c in cols])
+    Console().print(_fold(t))
     click.echo("wrote " + ", ".join(str(f) for f in files))
+
+
+def _fold(t: Table) -> Table:
+    """Fold, never truncate, cells on a narrow terminal: two rows must not both read
+    ``firecrack…``."""
+    for c in t.columns:
+        c.overflow = "fold"
+    return t
+
+
+def _cell(v: object) -> str:
+    """A table cell: integers with thousands separators, fractions to 3 places."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    return f"{v:,}" if isinstance(v, int) else f"{v:,.3f}"
 
 
 def _size(n: int) -> str:
