@@ -172,6 +172,33 @@ def test_plot_axes_are_labelled():
     fig = plot_fragmentation({"": run.samples}, "t")
     assert [a.get_ylabel().split("\n")[0] for a in fig.axes] == [
         "unusable free space", "fragmentation index", "largest contiguous"]
+    assert fig.axes[2].get_xlabel() == "operations"
+    pts = boot_cost_points((128 << 20, 1 << 30))
+    assert pts[1][1] > pts[1][2]                      # eager initialises more at boot
+    fig = plot_boot_cost(pts)
+    assert fig.axes[0].get_xlabel() == "guest RAM"
+
+
+def test_compare_cli(tmp_path):
+    res = CliRunner().invoke(main, ["compare", "churn", "-m", "firecracker-128m", "--ops",
+                                    "500", "--policies", "lazy,eager", "-o", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "page inits: boot" in res.output
+    assert (tmp_path / "compare-fragmentation.png").exists()
+    assert (tmp_path / "lazy" / "run.trace").exists()
+
+
+def test_run_and_report_cli(tmp_path):
+    r = CliRunner()
+    res = r.invoke(main, ["run", "dma", "-m", "firecracker-128m", "--ops", "600", "-o",
+                          str(tmp_path / "r"), "--record", str(tmp_path / "r.trace")])
+    assert res.exit_code == 0, res.output
+    res = r.invoke(main, ["replay", str(tmp_path / "r.trace")])
+    assert res.exit_code == 0
+    res = r.invoke(main, ["report", str(tmp_path / "r")])
+    assert res.exit_code == 0 and "report.html" in res.output
+    res = r.invoke(main, ["run", "nosuch"])
+    assert res.exit_code != 0 and "unknown workload" in res.output
 
 
 # -- sweeps ---------------------------------------------------------------------------------

@@ -307,7 +307,8 @@ def boot_cmd(machine: str, tunables: tuple[str, ...], compare: bool,
         boot_ms = ms / share
         eager_ms = rows[0].modelled_ms(ns)
         lazy_ms = rows[1].modelled_ms(ns)
-        con.print(f"FreeBSD commit b16b4c22d2d1 reports vm_page init {ms} ms = {share:.0%} of a {boot_ms:.1f} ms "
+        con.print(f"FreeBSD commit b16b4c22d2d1 reports vm_page init {ms} ms = {share:.0%} "
+                  f"of a {boot_ms:.1f} ms "
                   f"kernel boot; model: {eager_ms:.2f} ms eager, {lazy_ms:.2f} ms lazy "
                   f"(kernel boot {boot_ms - ms + lazy_ms:.1f} ms, "
                   f"{lazy_ms / (boot_ms - ms + lazy_ms):.1%} of it)")
