@@ -202,3 +202,10 @@ def test_machine_show_of_dev_zero_is_one_line():
     r = subprocess.run([sys.executable, "-m", "physmem.cli", "machine", "show", "/dev/zero"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stderr.count("\n") == 1
+
+
+def test_a_pc_map_cut_to_its_ram_lines_stays_amd64():
+    text = ("00001000-0009fbff : System RAM\n00100000-7ffdbfff : System RAM\n"
+            "  1a000000-1ae02b1f : Kernel code\n100000000-27fffffff : System RAM\n")
+    assert import_map(text).arch == "amd64"
+    assert import_map(text.replace("00001000-0009fbff : System RAM\n", "")).arch == "arm64"

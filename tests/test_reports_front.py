@@ -4,6 +4,7 @@ narrow terminals, boot --compare's columns."""
 from __future__ import annotations
 
 import csv
+import itertools
 import random
 
 import numpy as np
@@ -58,7 +59,7 @@ def test_cell_counts_match_a_page_by_page_count():
         runs = [(pts[i], pts[i + 1]) for i in range(0, 20, 2)]
         edges = np.array(sorted({0, 2000, *rng.sample(range(1, 2000), 30)}))
         brute = [sum(1 for s, e in runs for p in range(s, e) if a <= p < b)
-                 for a, b in zip(edges[:-1], edges[1:], strict=True)]
+                 for a, b in itertools.pairwise(edges)]
         assert cell_counts(runs, edges).tolist() == brute
 
 
@@ -67,7 +68,7 @@ def test_metrics_csv_has_lazy_init_progress(tmp_path):
     d = write_run(run, tmp_path / "r")
     rows = list(csv.DictReader((d / "metrics.csv").open()))
     lz = [int(r["lazyinit_pages"]) for r in rows]
-    assert lz[0] > 0 and lz[-1] < lz[0] and all(a >= b for a, b in zip(lz, lz[1:]))
+    assert lz[0] > 0 and lz[-1] < lz[0] and all(a >= b for a, b in itertools.pairwise(lz))
     last = rows[-1]
     assert int(last["init_on_demand"]) > 0
     assert int(last["init_boot"]) == run.summary["inits"]["boot"]

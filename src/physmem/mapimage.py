@@ -28,6 +28,7 @@ from matplotlib.patches import Patch
 
 from .bits import PAGE_SHIFT
 from .freebsd.vm_page import Kernel
+from .reprs import fmt_size
 
 ROW_CELLS = 512                  # cells per row of the image
 TARGET_CELLS = 1 << 18           # the cell size grows (powers of two) to stay near this
@@ -40,7 +41,7 @@ def state_names(nfreeorder: int) -> list[str]:
     """Legend labels, by state number."""
     return (["reserved (kernel, page array, firmware)", "allocated",
              "LAZYINIT (never initialised)"] +
-            [f"free, order {o} ({_size(4096 << o)} blocks)" for o in range(nfreeorder)])
+            [f"free, order {o} ({fmt_size(4096 << o)} blocks)" for o in range(nfreeorder)])
 
 
 def state_colours(nfreeorder: int) -> np.ndarray:
@@ -52,14 +53,6 @@ def state_colours(nfreeorder: int) -> np.ndarray:
 
 
 HOLE_RGB = np.array([255, 255, 255], dtype=np.uint8)
-
-
-def _size(n: int) -> str:
-    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if n >= 1 << shift:
-            v = n / (1 << shift)
-            return f"{v:,.0f} {unit}" if v == int(v) else f"{v:,.1f} {unit}"
-    return f"{n:,} B"
 
 
 def _subtract(ranges: list[tuple[int, int]], cuts: list[tuple[int, int]]
@@ -187,12 +180,12 @@ def plot_memory_maps(maps: Sequence[tuple[str, MemoryMap]], title: str) -> Figur
             if ticks and r - ticks[-1] < min_gap:
                 continue
             ticks.append(r)
-            names.append(f"{s << PAGE_SHIFT:#x}  dom {d}  {_size((e - s) << PAGE_SHIFT)}")
+            names.append(f"{s << PAGE_SHIFT:#x}  dom {d}  {fmt_size((e - s) << PAGE_SHIFT)}")
         ax.set_yticks(ticks, names, fontsize="x-small")
         ax.set_title(label, fontsize="medium")
         for spine in ax.spines.values():
             spine.set_visible(False)
-    cell = _size(first.pages_per_cell * 4096)
+    cell = fmt_size(first.pages_per_cell * 4096)
     fig.suptitle(f"{title}\nrows of {ROW_CELLS} cells, a cell = {cell}, addresses ascend "
                  "left to right, top to bottom; white rows separate segments",
                  fontsize="medium")

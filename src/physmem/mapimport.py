@@ -430,6 +430,8 @@ def detect_arch(ml: MapLines, fmt: str) -> tuple[str, str]:
                 (int(ent[0], 16) < 0x100000 and name not in ("System RAM", "Reserved",
                                                               "reserved")):
             legacy = True       # the PC's legacy ranges below 1 MiB and its chipset
+        if name == "System RAM" and int(ent[1], 16) < 0xA0000:
+            legacy = True       # conventional memory ending below the VGA hole
         if name == "Kernel code" and int(ent[0], 16) < 1 << 32:
             kernel_low = True
         if _DT_NAME.search(name):
