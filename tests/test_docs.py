@@ -55,7 +55,7 @@ def test_help_and_docs_use_no_project_internal_words_or_broken_references():
     texts["README.md"] = (Path(__file__).parents[1] / "README.md").read_text()
     texts["--help"] = "\n".join(_all_help(main))
     for name, text in texts.items():
-        for bad in ("seed 0", "fact sheet", "shared/reference", "formats.md", "§",
+        for bad in ("seed 0", "Seed 0", "fact sheet", "shared/reference", "formats.md", "§",
                     "oracle's pc6g", "not modelled yet"):
             assert bad not in text, (name, bad)
     for name, text in texts.items():      # every docs/X.md link points at a file

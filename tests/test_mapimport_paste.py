@@ -209,3 +209,50 @@ def test_a_pc_map_cut_to_its_ram_lines_stays_amd64():
             "  1a000000-1ae02b1f : Kernel code\n100000000-27fffffff : System RAM\n")
     assert import_map(text).arch == "amd64"
     assert import_map(text.replace("00001000-0009fbff : System RAM\n", "")).arch == "arm64"
+
+
+def test_a_bad_entry_is_not_mended_with_the_next_lines_entry():
+    text = ("BIOS-e820: [mem 0xzz-0x10] usable\n"
+            "BIOS-e820: [mem 0x0000000000100000-0x000000007fffffff] usable\n")
+    with pytest.raises(E.MapFormatError, match="line 1: unreadable e820 entry"):
+        import_map(text)
+
+
+def _indent(t: str) -> str:
+    return "".join("    " + ln + "\n" for ln in t.splitlines())
+
+
+def _fence(t: str) -> str:
+    return "Here it is:\n```\n" + t + "```\nthanks\n"
+
+
+def _quote(t: str) -> str:
+    return "On Monday you wrote:\n" + "".join("> " + ln + "\n" for ln in t.splitlines())
+
+
+def _html(t: str) -> str:
+    import html
+    return ("<html><body><p>My map:</p><div>" +
+            "".join(html.escape(ln).replace(" ", "&nbsp;", 1) + "<br>\n"
+                    for ln in t.splitlines()) + "</div></body></html>\n")
+
+
+def _qp(t: str) -> str:
+    import quopri
+    return ("Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: "
+            "quoted-printable\n\n" + quopri.encodestring(t.encode()).decode())
+
+
+DEBRIS = [_indent, _fence, _quote, _html, _qp]
+
+
+@pytest.mark.parametrize("name", ["pc8g.iomem", "pc8g.dmesg", "pc8g.smap", "rpi4-8g.iomem"])
+@pytest.mark.parametrize("mask", range(1, 32))
+def test_any_combination_of_paste_debris_keeps_the_map(name, mask):
+    clean = (MAPS / name).read_text()
+    text = clean
+    for i, f in enumerate(DEBRIS):
+        if mask >> i & 1:
+            text = f(text)
+    got, want = import_map(text), import_map(clean)
+    assert (got.ram, got.arch) == (want.ram, want.arch), text[:300]

@@ -233,6 +233,8 @@ def _search_joined(rx: re.Pattern[str], lines: list[tuple[int, str]], i: int,
     m = rx.search(line)
     if m is None and marker in line and i + 1 < len(lines) and len(line) < MAX_LINE:
         m = rx.search(line + " " + lines[i + 1][1].strip())
+        if m is not None and m.start() >= len(line):
+            return None         # that is the next line's own entry, not this one's end
     return m
 
 
