@@ -130,3 +130,14 @@ def test_boot_compare_defines_its_time_columns():
     assert res.exit_code == 0, res.output
     assert "model wall time" not in res.output
     assert "not what the kernel" in res.output and "modelled kernel time" in res.output
+
+
+def test_report_of_a_run_without_its_trace_is_a_typed_error(tmp_path):
+    import pytest
+
+    from physmem.reports import report
+    run = run_workload(RunConfig("churn", "firecracker-128m", ops=200, seed=1))
+    d = write_run(run, tmp_path / "r")
+    (d / "run.trace").unlink()
+    with pytest.raises(physmem.PhysmemError, match=r"run\.trace"):
+        report(d)

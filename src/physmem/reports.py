@@ -297,7 +297,10 @@ def report(run_dir: str | Path, out_dir: str | Path | None = None,
     con.print(_summary_table(cfg, summary, title))
     con.print("buddyinfo at the end (free blocks per order, all pools):")
     con.print(summary["buddyinfo"], markup=False, highlight=False)
-    trace = (Path(run_dir) / "run.trace").read_text().splitlines()
+    try:
+        trace = (Path(run_dir) / "run.trace").read_text(errors="replace").splitlines()
+    except OSError as e:
+        raise ArgumentError(f"{run_dir}: run.trace unreadable ({e.strerror})") from None
     own = _own_machine(cfg["machine"])
     files: dict[str, Path] = {}
     steps: list[tuple[str, Callable[[], Figure]]] = [
