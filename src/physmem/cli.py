@@ -608,7 +608,7 @@ def map_image_cmd(source: str, out_file: str, at: tuple[int, ...]) -> None:
     else:
         lines = (sys.stdin.read() if source == "-" else
                  Path(source).read_text(encoding="utf-8", errors="replace")).splitlines()
-        name = Path(source).name
+        name = "standard input" if source == "-" else source
         maps = map_moments(lines, moments=2, at=list(at) or None)
     save_png(plot_memory_maps(maps, f"Physical memory: {name}"), Path(out_file))
     click.echo(f"wrote {out_file} ({len(maps)} moment(s), a cell = "
