@@ -120,6 +120,8 @@ CLI = [Case(f"cli: {' '.join(argv)}", "cli", argv) for argv in (
     ["ftrace", f"{_FTRACE}/huge_decimal_pfn.txt", "--strict", "-o",
      os.path.join(tempfile.gettempdir(), "physmem-catalogue-ftrace.trace")],
     ["machine", "show", "/dev/zero"],
+    ["ftrace", "/dev/zero", "-o",
+     os.path.join(tempfile.gettempdir(), "physmem-catalogue-ftrace.trace")],
     ["sysctl", "vm.phys_segs", "--machine", "firecracker-1g", "--arch", "arm64"],
 )]
 

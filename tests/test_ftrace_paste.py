@@ -62,3 +62,15 @@ def test_hostile_pfn_numbers_are_malformed_in_one_line(pfn):
     with pytest.raises(FtraceFormatError, match="line 1: malformed event") as ei:
         list(strict.convert([line]))
     assert "\n" not in str(ei.value) and len(str(ei.value)) < 300
+
+
+def test_dev_zero_and_endless_lines_are_bounded(tmp_path):
+    with open("/dev/zero", encoding="utf-8", errors="replace") as src, \
+            pytest.raises(FtraceFormatError, match="line 1: binary data"):
+        import_ftrace(src, io.StringIO(), get_machine("firecracker-1g"))
+    text = ("x" * 200_000 + "\n" + "a-1 [000] .... 1.0: mm_page_alloc: page=0 pfn=0x2000 "
+            "order=0 migratetype=1 gfp_flags=GFP_KERNEL\n")
+    s = import_ftrace(io.StringIO(text), io.StringIO(), get_machine("firecracker-1g"))
+    assert (s.allocs, s.lines, s.other_lines) == (1, 2, 1)
+    res = CliRunner().invoke(main, ["ftrace", "/dev/zero", "-o", str(tmp_path / "t")])
+    assert res.exit_code == 2 and res.output.count("\n") == 1

@@ -259,13 +259,41 @@ class FtraceImporter:
         return f"free_pages {ref} {order}"
 
 
+MAX_LINE = 64 << 10     # characters: an event line is ~200; longer lines are skipped
+
+
+def bounded_lines(src: TextIO, limit: int = MAX_LINE) -> Iterator[str]:
+    """The lines of ``src`` read at most ``limit`` characters at a time: a longer line is
+    skipped (read through to its end in bounded pieces) and NUL bytes refuse the input,
+    so /dev/zero or a disk image fails at once with one line instead of exhausting
+    memory."""
+    n = 0
+    while True:
+        line = src.readline(limit + 1)
+        if not line:
+            return
+        n += 1
+        if "\0" in line:
+            raise FtraceFormatError(f"line {n}: binary data (NUL bytes), not ftrace text")
+        if len(line) > limit and not line.endswith("\n"):
+            while line and not line.endswith("\n"):     # drop the rest of the line
+                line = src.readline(limit + 1)
+                if "\0" in line:
+                    raise FtraceFormatError(f"line {n}: binary data (NUL bytes), not "
+                                            "ftrace text")
+            yield ""                                    # counted as an other line
+            continue
+        yield line
+
+
 def import_ftrace(src: TextIO, out: TextIO, machine: Machine, lazy: bool = True,
                   strict: bool = False) -> ImportSummary:
-    """Convert ftrace text from ``src`` into a trace written to ``out``."""
+    """Convert ftrace text from ``src`` into a trace written to ``out`` (lines longer than
+    :data:`MAX_LINE` are passed over; binary input is refused)."""
     imp = FtraceImporter(machine, lazy, strict)
     out.write("\n".join(imp.header()) + "\n")
     buf: list[str] = []
-    for line in imp.convert(src):
+    for line in imp.convert(bounded_lines(src)):
         buf.append(line)
         if len(buf) >= 4096:
             out.write("\n".join(buf) + "\n")
