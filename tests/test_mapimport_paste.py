@@ -256,3 +256,12 @@ def test_any_combination_of_paste_debris_keeps_the_map(name, mask):
             text = f(text)
     got, want = import_map(text), import_map(clean)
     assert (got.ram, got.arch) == (want.ram, want.arch), text[:300]
+
+
+def test_e820_lines_with_a_size_column_read_as_without():
+    text = ("BIOS-e820: [mem 0x0000000000000000-0x000000000009efff]  636 KB System RAM\n"
+            "BIOS-e820: [gap 0x000000000009f000-0x00000000000fffff]  388 KB\n"
+            "BIOS-e820: [mem 0x0000000000100000-0x000000007fffffff]    2.0 GB System RAM\n"
+            "BIOS-e820: [mem 0x0000000080000000-0x00000000803fffff]    4 MB device reserved\n")
+    assert [(r.start, r.end) for r in import_map(text).ram] == [(0, 0x9F000),
+                                                                (0x100000, 0x80000000)]
