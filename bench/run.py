@@ -27,6 +27,7 @@ side in one run.  Nothing here asserts a target: the report says whether it was 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
@@ -547,6 +548,99 @@ def bench_pagelayer() -> None:
 GROUPS = {"micro": bench_micro, "pair": bench_pair, "boot": bench_boot, "lazy": bench_lazy,
           "replay": bench_replay, "constrained": bench_constrained, "tools": bench_tools,
           "pagelayer": bench_pagelayer}
+
+
+# ---------------------------------------------------------------------------------------
+# frontdoor (issue 14): map import as pasted, hostile maps, the memory picture, reports
+# ---------------------------------------------------------------------------------------
+def _old_mapimport():
+    """main's map importer before issue 14, loaded beside the new one for ratios."""
+    import importlib.util
+    import subprocess as sp
+    src = sp.run(["git", "show", "388bdd3:src/physmem/mapimport.py"], capture_output=True,
+                 text=True, cwd=Path(__file__).parents[1]).stdout
+    if not src:
+        return None
+    spec = importlib.util.spec_from_loader("physmem._old_mapimport", loader=None)
+    mod = importlib.util.module_from_spec(spec)
+    mod.__package__ = "physmem"
+    exec(compile(src, "old mapimport", "exec"), mod.__dict__)
+    return mod
+
+
+def _best(fn, reps: int = 3) -> float:
+    best = None
+    for _ in range(reps):
+        t = time.perf_counter()
+        with contextlib.suppress(physmem.PhysmemError):
+            fn()
+        dt = time.perf_counter() - t
+        best = dt if best is None else min(best, dt)
+    return best
+
+
+def bench_frontdoor() -> None:
+    from physmem.mapimage import memory_map
+    from physmem.mapimport import import_map
+    from physmem.reports import report
+    from physmem.workloads import RunConfig, run_workload, write_run
+    print("## frontdoor (issue 14): pasted maps, hostile maps, the memory picture\n")
+    old = _old_mapimport()
+    maps = Path(__file__).parents[1] / "tests" / "data" / "maps"
+    print("| input | new importer | main's importer (388bdd3) |")
+    print("|---|---|---|")
+    for f in sorted(maps.iterdir()):
+        text = f.read_text()
+        new_t = _best(lambda text=text: import_map(text))
+        try:
+            old.import_map(text)
+            old_res = f"{_best(lambda text=text: old.import_map(text)) * 1e3:.2f} ms"
+        except physmem.PhysmemError as e:
+            old_res = f"refused: {str(e)[:50]}"
+        print(f"| {f.name} | {new_t * 1e3:.2f} ms | {old_res} |")
+    # (name, text for the new importer, text for main's, main's share of the new text):
+    # main's importer is run on a slice where it would take minutes on the whole.
+    ram = "".join(f"{i * 0x2000:08x}-{i * 0x2000 + 0xfff:08x} : System RAM\n"
+                  for i in range(100_000))
+    hexline, hex4k = "f" * 50_000 + " : System RAM\n", "1" * 4000 + " : x\n"
+    hostile = [
+        ("10 k System RAM lines", ram[:len(ram) // 10], ram[:len(ram) // 10], ""),
+        ("100 k System RAM lines", ram, None, "quadratic: not run"),
+        ("160 lines of 50 KB hex digits (8 MB)", hexline * 160, hexline, "1 line"),
+        ("2,000 lines of 4,000 hex digits + ' : '", hex4k * 2000, hex4k * 20, "20 lines"),
+    ]
+    print("\n| hostile input | new importer (refused) | main's importer |")
+    print("|---|---|---|")
+    for name, text, old_text, note in hostile:
+        new_t = _best(lambda text=text: import_map(text), reps=1)
+        if old_text is None:
+            old_res = note
+        else:
+            old_t = _best(lambda t=old_text: old.import_map(t), reps=1)
+            old_res = f"{old_t:.2f} s" + (f" for {note}" if note else "")
+        print(f"| {name} | {new_t:.3f} s | {old_res} |")
+    print("\n| memory picture (memory_map, lazy boot) | free blocks | cells | time |")
+    print("|---|---|---|---|")
+    for m in ("firecracker-1g", "firecracker-64g", "server-1t"):
+        k = physmem.boot(m, lazy=True)
+        nblocks = sum(1 for _ in k.phys.free_blocks())
+        t = _best(lambda k=k: memory_map(k))
+        mm = memory_map(k)
+        print(f"| {m} | {nblocks:,} | {sum(len(c) for c in mm.cells):,} "
+              f"({mm.pages_per_cell:,} pages each) | {t * 1e3:.0f} ms |")
+    run = run_workload(RunConfig("fragment", "firecracker-1g", ops=20_000, seed=1))
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        rd = write_run(run, Path(d) / "r")
+        t = time.perf_counter()
+        from rich.console import Console
+        report(rd, console=Console(file=io.StringIO()))
+        dt = time.perf_counter() - t
+    print(f"\n`physmem report` of a 20,000-step fragment run on firecracker-1g (5 PNGs, three "
+          f"memory pictures replayed from the trace, report.html): {dt:.1f} s.\n")
+
+
+GROUPS["frontdoor"] = bench_frontdoor
 
 
 def main() -> int:

@@ -22,6 +22,7 @@ from physmem.mapimport import import_map
 from physmem.trace import Replayer
 
 PAGE = 4096
+_FTRACE = os.path.join(os.path.dirname(__file__), "data", "ftrace")
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,15 @@ CLI = [Case(f"cli: {' '.join(argv)}", "cli", argv) for argv in (
     ["contig", "--npages", "0"],
     ["boot", "--machine", "firecracker-128m", "--tunable", "vm.dma_reserved=lots"],
     ["snapshot", "show", "/no/such/file.npz"],
+    # Issue 15's ftrace numbers: non-ASCII digits and a 5,000-digit pfn, one line each.
+    ["ftrace", f"{_FTRACE}/arabic_indic_pfn.txt", "--strict", "-o",
+     os.path.join(tempfile.gettempdir(), "physmem-catalogue-ftrace.trace")],
+    ["ftrace", f"{_FTRACE}/huge_decimal_pfn.txt", "--strict", "-o",
+     os.path.join(tempfile.gettempdir(), "physmem-catalogue-ftrace.trace")],
+    ["machine", "show", "/dev/zero"],
+    ["ftrace", "/dev/zero", "-o",
+     os.path.join(tempfile.gettempdir(), "physmem-catalogue-ftrace.trace")],
+    ["sysctl", "vm.phys_segs", "--machine", "firecracker-1g", "--arch", "arm64"],
 )]
 
 
@@ -120,6 +130,8 @@ def _bad_map(text: str, via: str = "import"):
     def run():
         if via == "toml":
             machine_from_toml(text)
+        elif via in ("amd64", "arm64", "riscv"):
+            import_map(text, arch=via)
         else:
             import_map(text)
     return run
@@ -147,6 +159,27 @@ MAPS = [
     Case("map: TOML huge number", "map", _bad_map(
         "ram = [[0, 0x10000000000000000000, 0]]\n", "toml"), E.MapFormatError),
     Case("map: binary garbage file", "map", lambda: _garbage_file(), E.MapFormatError),
+    # Issue 15's parser limits: bounded, linear, one line each.
+    Case("map: 100 k System RAM lines", "map", _bad_map("".join(
+        f"{i * 0x2000:08x}-{i * 0x2000 + 0xfff:08x} : System RAM\n" for i in range(100_000))),
+        E.MapFormatError),
+    Case("map: 100 k SMAP RAM lines", "map", _bad_map("".join(
+        f"SMAP type=01 base={i * 0x2000:016x} len=0000000000001000\n"
+        for i in range(100_000))), E.MapFormatError),
+    Case("map: 50 KB line of hex digits", "map", _bad_map("f" * 50_000 + " : System RAM\n"),
+         E.MapFormatError),
+    Case("map: 4 KB hex address in an e820 line", "map", _bad_map(
+        "BIOS-e820: [mem 0x" + "1" * 4000 + "-0x2] usable\n"), E.MapFormatError),
+    Case("map: decimal of 5,000 digits", "map", _bad_map(
+        "0x0000000000010000 - 0x000000000009bfff, " + "9" * 5000 + " bytes (1 pages)\n"),
+        E.MapFormatError),
+    Case("map: decimal of 1,000 digits", "map", _bad_map(
+        "0x0000000000010000 - 0x000000000009bfff, " + "9" * 1000 + " bytes (1 pages)\n"),
+        E.MapFormatError),
+    Case("map: /dev/zero", "map", lambda: physmem.get_machine("/dev/zero"), E.MapFormatError),
+    Case("map: arm64 map forced to amd64 over VM_PHYSSEG_MAX", "map", _bad_map("".join(
+        f"{0x80000000 + i * 0x200000:09x}-{0x80000000 + i * 0x200000 + 0xfffff:09x} : "
+        "System RAM\n" for i in range(64)), "amd64"), E.MapFormatError),
 ]
 
 
@@ -354,7 +387,6 @@ CLI += [Case(f"cli: {' '.join(a if len(a) < 40 else a[:30] + '...' for a in argv
     ["run", "churn", "-m", "[bold red]x\x1b[2J"],
     ["snapshot", "show", "/dev/zero"],
     ["replay", "-", "--load", "/dev/zero"],
-    ["machine", "show", "/dev/zero"],
     ["sweep", "/dev/zero"],
     ["report", "/dev/null"],
     ["sysctl", "vm.phys_free", "--tunable", "vm.blacklist=" + _HUGE],

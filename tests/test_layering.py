@@ -12,7 +12,7 @@ SRC = Path(physmem.__file__).parent
 
 LAYERS = {
     "physmem.bits": 0, "physmem.errors": 0, "physmem.atomic": 0, "physmem.checks": 0,
-    "physmem.vmparam": 1,
+    "physmem.vmparam": 1, "physmem.reprs": 0,
     "physmem.machine": 2, "physmem.mapimport": 2,
     "physmem.pagearray": 3,
     "physmem.freebsd.vm_phys": 4,
@@ -27,7 +27,7 @@ LAYERS = {
     "physmem.trace_dfly": 6.8, "physmem.dfly_workloads": 8,
     "physmem.trace": 7, "physmem.snapshot": 7,
     "physmem.workloads": 8, "physmem.demo": 8, "physmem.bootcost": 8, "physmem.ftrace": 8,
-    "physmem.reports": 8.5, "physmem.sweep": 8.7,
+    "physmem.reports": 8.5, "physmem.sweep": 8.7, "physmem.mapimage": 8.2,
     "physmem.cli": 9, "physmem": 9,
 }
 

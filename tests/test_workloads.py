@@ -158,26 +158,30 @@ def test_report_writes_plots_and_a_self_contained_page(tmp_path):
     run = run_workload(RunConfig("fragment", "firecracker-128m", ops=1000, seed=2))
     d = write_run(run, tmp_path / "run")
     files = report(d)
-    for name in ("free-blocks.png", "fragmentation.png", "boot-cost.png"):
+    pngs = ("memory-map.png", "free-blocks.png", "fragmentation.png", "lazy-init.png",
+            "boot-cost.png")
+    for name in pngs:
         img = mpimg.imread(files[name])
         assert img.shape[0] > 100 and img.shape[1] > 100
     page = files["report.html"].read_text()
-    assert page.count("data:image/png;base64,") == 3
+    assert page.count("data:image/png;base64,") == len(pngs)
     assert "src=\"http" not in page and "<pre>Domain 0" in page
 
 
 def test_plot_axes_are_labelled():
     run = run_workload(RunConfig("churn", "firecracker-128m", ops=400, seed=1))
     fig = plot_free_blocks(run.samples, "t")
-    assert (fig.axes[0].get_xlabel(), fig.axes[0].get_ylabel()) == ("operations",
-                                                                    "free blocks")
+    assert (fig.axes[0].get_xlabel(), fig.axes[0].get_ylabel()) == (
+        "operations", "buddy order (block size)")
+    assert fig.axes[1].get_ylabel().startswith("free blocks")        # the colour bar
     fig = plot_fragmentation({"": run.samples}, "t")
-    assert [a.get_ylabel() for a in fig.axes] == ["index", "pages"]
-    assert fig.axes[1].get_xlabel() == "operations"
+    assert [a.get_ylabel().split("\n")[0] for a in fig.axes] == [
+        "unusable free space", "fragmentation index", "largest contiguous"]
+    assert fig.axes[2].get_xlabel() == "operations"
     pts = boot_cost_points((128 << 20, 1 << 30))
     assert pts[1][1] > pts[1][2]                      # eager initialises more at boot
     fig = plot_boot_cost(pts)
-    assert fig.axes[0].get_xlabel() == "RAM (GiB)"
+    assert fig.axes[0].get_xlabel() == "guest RAM"
 
 
 def test_compare_cli(tmp_path):

@@ -51,23 +51,25 @@ from .trace import Replayer, replay_file
 __version__ = "0.1.0"
 
 
+def __dir__() -> list[str]:
+    """The public API only (not the submodules imported on the way)."""
+    return sorted(__all__)
+
+
 def kernel_for(machine: str | Machine) -> Kernel:
     """A Kernel with ``machine``'s segments and phys_avail, not yet booted."""
     return Kernel.from_machine(machine)
 
 
 def boot(machine: str | Machine = "firecracker-1g", lazy: bool | None = None,
-         tunables: Iterable[str] | None = None, start_aps: bool = False) -> Kernel:
+         tunables: Iterable[str] | str | None = None, start_aps: bool = False) -> Kernel:
     """Boot ``machine`` (a preset name, a file path or a Machine) and return its Kernel.
 
     ``lazy`` overrides the ``debug.vm.lazy_page_init`` tunable; ``tunables`` are
-    loader.conf-style strings (``"vm.blacklist=0x1000000"``)."""
-    if tunables is not None and (isinstance(tunables, (str, bytes))
-                                 or not isinstance(tunables, Iterable)):
-        raise TunableError("tunables must be a list of name=value strings")
+    loader.conf-style strings (``"vm.blacklist=0x1000000"``; one string is one tunable).
+    Arguments of the wrong type raise a :class:`PhysmemError` subclass."""
     k = kernel_for(machine)
-    k.boot(lazy=lazy, tunables=list(tunables) if tunables is not None else None,
-           start_aps=start_aps)
+    k.boot(lazy=lazy, tunables=tunables, start_aps=start_aps)
     return k
 
 

@@ -4,7 +4,7 @@
     physmem machine list                       the presets
     physmem machine show NAME|FILE             segments, free lists, phys_avail, sizes
     physmem sysctl OID --machine NAME          vm.phys_free, vm.phys_segs, ... after boot
-    physmem replay FILE|- [--check]            replay a trace (docs/trace-format.md)
+    physmem replay FILE|- [--check]            replay a trace (physmem help trace-format)
     physmem boot --machine NAME [--compare]    boot and report what it cost
     physmem contig --npages N [--via ...]      one constrained contiguous allocation
     physmem run WORKLOAD --machine NAME        a seeded workload -> a run directory
@@ -15,6 +15,8 @@
     physmem snapshot show FILE                 a saved model state
     physmem ddb show page|pageq --machine M    DragonFly's DDB views of the page layer
     physmem dfly run WORKLOAD --machine M      a page-layer workload on both free-page sources
+    physmem map-image TRACE|SNAPSHOT -o PNG    a picture of physical memory, page states
+    physmem help [TOPIC]                       the documentation shipped with physmem
 
 Errors print one line on stderr and exit non-zero, never a traceback.
 """
@@ -41,9 +43,16 @@ from .atomic import (
     signals_as_exceptions,
 )
 from .checks import check_int, untrusted
-from .errors import PhysmemError
+from .errors import ArgumentError, PhysmemError
 from .freebsd.vm_page import Kernel
-from .machine import DEFAULT_MACHINE, PRESETS, get_machine
+from .machine import (
+    DEFAULT_MACHINE,
+    PRESETS,
+    get_machine,
+    load_machine_file,
+    machine_spec,
+    machine_to_toml,
+)
 from .workloads import MAX_OPS
 
 
@@ -76,10 +85,38 @@ def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-machine_opt = click.option("--machine", "-m", default=DEFAULT_MACHINE, show_default=True,
-                           help="Preset name or machine file (TOML, iomem, e820, SMAP).")
 force_opt = click.option("--force", is_flag=True, help="Replace an existing output that "
                          "physmem wrote (never anything else).")
+arch_opt = click.option("--arch", type=click.Choice(["amd64", "arm64", "riscv"]),
+                        default=None, help="Architecture of a memory-map file (default: "
+                        "detected from the map and printed).")
+
+
+def _resolve_machine(machine: str, arch: str | None) -> str:
+    """Check ``--machine``/``--arch`` before the command runs; name the architecture chosen
+    for a memory-map file on stderr.  Returns the machine spec the command passes on."""
+    spec = machine_spec(machine, arch)
+    m = get_machine(spec)
+    reason = m.extra.get("arch_reason")
+    if reason:
+        click.echo(f"machine {machine}: {m.arch} ({reason}); "
+                   f"{len(m.segments())} RAM segment(s) from {m.description.split(' (')[0]}",
+                   err=True)
+    return spec
+
+
+def machine_opt(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--machine`` and ``--arch``; the command receives the resolved machine spec."""
+    @wraps(fn)
+    def wrapper(*a: Any, machine: str, arch: str | None, **kw: Any) -> Any:
+        return fn(*a, machine=_errors(_resolve_machine)(machine, arch), **kw)
+    wrapper = arch_opt(wrapper)
+    return click.option("--machine", "-m", default=DEFAULT_MACHINE, show_default=True,
+                        help="Preset name or machine file (TOML, or a memory map: "
+                             "/proc/iomem, e820 or SMAP lines, FreeBSD memory chunks; "
+                             "`physmem help machines`).")(wrapper)
+
+
 tunable_opt = click.option("--tunable", "-t", "tunables", multiple=True, metavar="NAME=VALUE",
                            help="Loader tunable, e.g. debug.vm.lazy_page_init=0 or "
                                 "vm.blacklist=0x2000000,0x2001000 (repeatable).")
@@ -140,21 +177,31 @@ def machine_list() -> None:
         t.add_column(col)
     for m in PRESETS.values():
         t.add_row(m.name, m.arch, _size(m.ram_bytes()), str(m.ndomains()), m.description)
-    Console().print(t)
+    Console().print(_fold(t))
 
 
 @machine.command("show")
 @click.argument("name")
+@arch_opt
+@click.option("--toml", "as_toml", is_flag=True, help="Print the machine as the TOML "
+              "physmem reads (edit it to add NUMA domains or CPUs, then use the file).")
 @_errors
-def machine_show(name: str) -> None:
+def machine_show(name: str, arch: str | None, as_toml: bool) -> None:
     """Show a machine's vm_phys segments (after splitting and coalescing), free lists,
-    phys_avail and sizes."""
-    m = get_machine(name)
+    phys_avail and sizes.  NAME is a preset, a file, or - for standard input (a pasted
+    memory map)."""
+    m = load_machine_file(None, arch) if name == "-" else get_machine(name, arch)
+    if as_toml:
+        click.echo(machine_to_toml(m), nl=False)
+        return
     k = Kernel.from_machine(m)
     k.boot(lazy=False) if not k.param.has_lazyinit else k.boot(lazy=True)
     con = Console()
     con.print(f"[bold]{untrusted(m.name)}[/bold] ({untrusted(m.arch)}): "
               f"{untrusted(m.description)}")
+    if m.extra.get("arch_reason"):
+        con.print(f"architecture: {untrusted(m.arch)} ({untrusted(m.extra['arch_reason'])})",
+                  highlight=False)
     if m.source:
         con.print(f"source: {untrusted(m.source)}", highlight=False)
     names = {v: n.upper() for n, v in k.param.freelist_names().items()}
@@ -258,7 +305,8 @@ def snapshot_show(file: str) -> None:
               "process, and compare what each costs.")
 @click.option("--ns-per-page", type=float, default=None, metavar="NS",
               help="Modelled kernel cost of one vm_page_init_page() (default: 82.0 ns, "
-                   "calibrated on the seed's 21.5 ms for 1 GiB).")
+                   "calibrated on the 21.5 ms FreeBSD commit b16b4c22d2d1 reports for a 1 GiB "
+                   "Firecracker guest).")
 @_errors
 def boot_cmd(machine: str, tunables: tuple[str, ...], compare: bool,
              ns_per_page: float | None) -> None:
@@ -277,25 +325,30 @@ def boot_cmd(machine: str, tunables: tuple[str, ...], compare: bool,
         t.add_column("value", justify="right")
         t.add_row("debug.vm.lazy_page_init", str(k.tunables.lazy_page_init))
         t.add_row("segments", str(len(k.phys.segs)))
-        t.add_row("free pages", str(sum(k.free_counts)))
+        t.add_row("free pages", f"{sum(k.free_counts):,}")
         t.add_row("page structures initialised at boot", f"{k.stats.boot:,}")
         t.add_row("modelled vm_page init time", f"{k.stats.boot * ns / 1e6:.2f} ms")
-        t.add_row("model wall time", f"{k.stats.boot_seconds * 1e3:.2f} ms")
+        t.add_row("physmem's own time to model it (Python)",
+                  f"{k.stats.boot_seconds * 1e3:.2f} ms")
         if k.blacklist:
             t.add_row("vm.page_blacklist", k.sysctl("vm.page_blacklist"))
         con.print(t)
         return
     rows = bootcost.compare(machine, list(tunables))
     t = Table(title=f"boot {untrusted(machine)}: lazy vs eager page initialisation "
-                    f"({ns:.1f} ns per page structure)")
+                    f"({ns:.1f} ns per page structure)", title_justify="left")
     for col in ("mode", "pages", "page structs initialised at boot",
-                "modelled vm_page init", "model wall time", "peak RSS"):
-        t.add_column(col, justify="right" if col != "mode" else "left")
+                "modelled kernel time (vm_page init)", "physmem's own time *",
+                "physmem's peak RSS *"):
+        t.add_column(col, justify="right" if col != "mode" else "left", overflow="fold")
     for r in rows:
         t.add_row(r.mode, f"{r.pages:,}", f"{r.inits_at_boot:,}",
                   f"{r.modelled_ms(ns):.2f} ms", f"{r.model_seconds * 1e3:.2f} ms",
                   f"{r.peak_rss_kb / 1024:.0f} MiB")
     con.print(t)
+    con.print("* what this Python process spent modelling the boot, not what the kernel "
+              "spends: the model initialises page structures in bulk, so its own time says "
+              "nothing about lazy vs eager; the modelled kernel time does.", highlight=False)
     if len(rows) == 2:
         eager, lazy = rows
         saved = eager.modelled_ms(ns) - lazy.modelled_ms(ns)
@@ -310,7 +363,8 @@ def boot_cmd(machine: str, tunables: tuple[str, ...], compare: bool,
         boot_ms = ms / share
         eager_ms = rows[0].modelled_ms(ns)
         lazy_ms = rows[1].modelled_ms(ns)
-        con.print(f"seed b16b4c22d2d1: vm_page init {ms} ms = {share:.0%} of a {boot_ms:.1f} ms "
+        con.print(f"FreeBSD commit b16b4c22d2d1 reports vm_page init {ms} ms = {share:.0%} "
+                  f"of a {boot_ms:.1f} ms "
                   f"kernel boot; model: {eager_ms:.2f} ms eager, {lazy_ms:.2f} ms lazy "
                   f"(kernel boot {boot_ms - ms + lazy_ms:.1f} ms, "
                   f"{lazy_ms / (boot_ms - ms + lazy_ms):.1%} of it)")
@@ -335,7 +389,8 @@ def _int(text: str) -> int:
               help="Boundary the run may not cross, bytes (0: none).")
 @click.option("--via", type=click.Choice(["buddy", "extent", "pglist", "dma"]),
               default="buddy", show_default=True,
-              help="vm_phys_alloc_contig, seed 002's extent, uvm_pglistalloc, or DragonFly's "
+              help="vm_phys_alloc_contig, an extent of free pages (NetBSD's 1997 proposal), "
+                   "uvm_pglistalloc, or DragonFly's "
                    "contigmalloc (DMA reserve first).")
 @click.option("--fragment", default=0.0, show_default=True,
               help="First hold this fraction of memory in random blocks of orders 0-3.")
@@ -390,7 +445,8 @@ def contig(machine: str, tunables: tuple[str, ...], npages: int, low: str, high:
 @click.option("--ops", default=20_000, show_default=True, help="Workload steps.")
 @click.option("--seed", default=1, show_default=True)
 @click.option("--eager", is_flag=True, help="Boot with debug.vm.lazy_page_init=0.")
-@click.option("--mirror", is_flag=True, help="Keep seed 002's extent mirror attached.")
+@click.option("--mirror", is_flag=True, help="Keep an extent map of free pages in step with "
+              "the free lists (NetBSD's 1997 proposal).")
 @click.option("--interval", default=0, help="Sample metrics every N steps (default ops/100).")
 @click.option("-o", "--out", "out_dir", default=None,
               help="Run directory (default runs/WORKLOAD-MACHINE-SEED).")
@@ -506,7 +562,7 @@ def ddb_group() -> None:
 @source_opt
 @cpus_opt
 @click.option("--trace", type=click.Path(allow_dash=True, dir_okay=False), default=None,
-              help="Page-layer trace operations to run first (docs/trace-format.md).")
+              help="Page-layer trace operations to run first (physmem help trace-format).")
 @_errors
 def ddb_show(what: str, machine: str, source: str, cpus: str | None,
              trace: str | None) -> None:
@@ -617,9 +673,81 @@ def ftrace_cmd(file: str, machine: str, out_file: str, eager: bool, strict: bool
     t.add_row("other lines (headers, stacks, other events)", f"{summary.other_lines:,}")
     t.add_row("allocations of pages outside the machine (asked of domain 0)",
               f"{summary.outside:,}")
+    if summary.elided:
+        t.add_row("allocations with the pfn elided (requests of domain 0; no free can "
+                  "name them)", f"{summary.elided:,}")
     for why, n in sorted(summary.skipped.items()):
         t.add_row(f"skipped: {untrusted(why)}", f"{n:,}")
     Console().print(t)
+
+
+@main.command("map-image")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.option("-o", "--out", "out_file", required=True, type=click.Path(dir_okay=False),
+              help="PNG file to write.")
+@click.option("--at", "at", multiple=True, type=int, metavar="N",
+              help="A trace: picture memory after N operations past the boot line "
+                   "(repeatable; default: after boot and at the end).")
+@_errors
+def map_image_cmd(source: str, out_file: str, at: tuple[int, ...]) -> None:
+    """Picture physical memory: each page (or run of pages) coloured by state -- free by
+    order, allocated, LAZYINIT, reserved -- for a trace (replayed) or a snapshot (.npz)."""
+    from .mapimage import memory_map, plot_memory_maps
+    from .reports import map_moments, save_png
+    if source.endswith(".npz"):
+        from .snapshot import load
+        k = load(source)
+        name = k.machine.name if k.machine is not None else Path(source).name
+        maps = [(f"snapshot {Path(source).name}", memory_map(k))]
+    else:
+        lines = (sys.stdin.read() if source == "-" else
+                 Path(source).read_text(encoding="utf-8", errors="replace")).splitlines()
+        name = "standard input" if source == "-" else source
+        maps = map_moments(lines, moments=2, at=list(at) or None)
+    save_png(plot_memory_maps(maps, f"Physical memory: {name}"), Path(out_file))
+    click.echo(f"wrote {out_file} ({len(maps)} moment(s), a cell = "
+               f"{maps[0][1].pages_per_cell * 4:,} KiB)")
+
+
+HELP_TOPICS = {
+    "trace-format": "the trace format: replay, record, ftrace import, page-layer operations",
+    "machines": "machine descriptions, presets, the phys_avail rule, memory maps, TOML",
+    "pagelayer": "DragonFly's page layer: lifecycle, colours, locks, memory pressure",
+    "constrained": "constrained allocation: extent(9), uvm_pglistalloc, the DMA reserve",
+    "workloads": "workloads, run directories, ftrace import, reports, sweeps",
+}
+
+
+def help_text(topic: str) -> str:
+    """The text of a documentation topic shipped with the package."""
+    from importlib.resources import files
+    if topic not in HELP_TOPICS:
+        raise ArgumentError(f"no help topic {topic!r} (topics: {', '.join(HELP_TOPICS)})")
+    return files("physmem").joinpath("docs", f"{topic}.md").read_text(encoding="utf-8")
+
+
+@main.command("help")
+@click.argument("topic", required=False)
+@click.option("--raw", is_flag=True, help="Print the Markdown source (the default when "
+              "standard output is not a terminal).")
+@_errors
+def help_cmd(topic: str | None, raw: bool) -> None:
+    """Documentation shipped with physmem: TOPIC is one of trace-format, machines,
+    pagelayer, constrained, workloads (none: list them)."""
+    if topic is None:
+        t = Table(title="physmem help TOPIC")
+        t.add_column("topic", no_wrap=True)
+        t.add_column("what it covers")
+        for name, what in HELP_TOPICS.items():
+            t.add_row(name, what)
+        Console().print(t)
+        return
+    text = help_text(topic)
+    if raw or not sys.stdout.isatty():
+        click.echo(text, nl=False)
+        return
+    from rich.markdown import Markdown
+    Console().print(Markdown(text))
 
 
 @main.command("sweep")
@@ -667,14 +795,16 @@ def sweep_cmd(config: str, workers: int | None, scheduler: str | None, out_dir: 
         writer.close()
     files = write_results(rows, writer.out)
     t = Table(title=f"sweep {untrusted(config)}: {len(rows)} runs")
-    cols = ("machine", "policy", "workload", "seed", "ops_per_second", "unusable_o9",
-            "largest_free_run")
-    for col in cols:
-        t.add_column(col)
-    t.add_column("error")
+    cols = {"machine": "machine", "policy": "policy", "workload": "workload", "seed": "seed",
+            "ops_per_second": "ops/s", "unusable_o9": "unusable index, order 9",
+            "largest_free_run": "largest free run (pages)", "error": "error"}
+    for key, head in cols.items():
+        t.add_column(head, justify="right" if key in ("seed", "ops_per_second",
+                                                      "unusable_o9",
+                                                      "largest_free_run") else "left")
     for r in rows:
-        t.add_row(*[untrusted(str(r[c])) for c in (*cols, "error")])
-    Console().print(t)
+        t.add_row(*[untrusted(_cell(r[c])) for c in cols])
+    Console().print(_fold(t))
     failed = sum(1 for r in rows if r["error"])
     click.echo("wrote " + ", ".join(untrusted(f, markup=False) for f in files)
                + (f"; {failed} run(s) failed (see the error column)" if failed else ""))
@@ -682,12 +812,27 @@ def sweep_cmd(config: str, workers: int | None, scheduler: str | None, out_dir: 
         sys.exit(1)
 
 
+def _fold(t: Table) -> Table:
+    """Fold, never truncate, cells on a narrow terminal: two rows must not both read
+    ``firecrack…``."""
+    for c in t.columns:
+        c.overflow = "fold"
+    return t
+
+
+def _cell(v: object) -> str:
+    """A table cell: integers with thousands separators, fractions to 3 places."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    return f"{v:,}" if isinstance(v, int) else f"{v:,.3f}"
+
+
 def _size(n: int) -> str:
     for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
         if (n >= 1 << shift and n % (1 << (shift - 10)) == 0) or n >= 10 << shift:
             v = n / (1 << shift)
-            return f"{v:.0f} {unit}" if v == int(v) else f"{v:.1f} {unit}"
-    return f"{n} B"
+            return f"{v:,.0f} {unit}" if v == int(v) else f"{v:,.1f} {unit}"
+    return f"{n:,} B"
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """Import Linux page-allocator ftrace events into a replayable physmem trace.
 
 Reads ``mm_page_alloc``, ``mm_page_free`` and ``mm_page_free_batched`` events as people
-capture and paste them (docs/formats.md §7): the ``trace`` / ``trace_pipe`` files,
+capture and paste them (``physmem help workloads``): the ``trace`` / ``trace_pipe`` files,
 ``trace-cmd report``, ``perf script`` (``kmem:`` prefixes); ``pfn=`` in hex (5.14+) or decimal
 (older kernels); with or without the irq-flags column; stack traces and other events
 interleaved; lines wrapped by a mail client (an event whose fields run onto the next line
-is joined with it); a last line cut off.  Other events, headers and stack lines are passed
+is joined with it); a last line cut off; the pfn elided (``pfn=<...>``): the allocation is
+still imported as a request of its order, without a handle, since no later free can name
+its page (counted in the summary).  Other events, headers and stack lines are passed
 over; a line that names one of the three events but cannot be read is *malformed*:
 skipped and counted, or fatal with ``strict``.
 
@@ -36,11 +38,17 @@ from .machine import Machine
 
 _EVENT = re.compile(r"\bmm_page_(alloc|free|free_batched):\s")
 # The common shape of all three events in one search (the general path handles the rest).
-_FAST = re.compile(r"\bmm_page_(alloc|free|free_batched): page=\S+ pfn=(0x[0-9a-fA-F]+|\d+) "
-                   r"order=(\d+)(?: migratetype=(-?\d+))?")
-_PFN = re.compile(r"\bpfn=(0x[0-9a-fA-F]+|[0-9]+)\b")
-_ORDER = re.compile(r"\border=([0-9]+)\b")
-_MT = re.compile(r"\bmigratetype=(-?[0-9]+)\b")
+# Numbers are ASCII digits of bounded length ([0-9], never \d, which matches any script's
+# digits; a 64-bit pfn has at most 16 hex or 20 decimal digits): a longer or non-ASCII
+# number does not match, so the event is malformed, never a huge int() or a backtrack.
+_FAST = re.compile(r"\bmm_page_(alloc|free|free_batched): page=\S{1,40} "
+                   r"pfn=(0x[0-9a-fA-F]{1,16}|[0-9]{1,20}) "
+                   r"order=([0-9]{1,3})(?: migratetype=(-?[0-9]{1,3}))?")
+_PFN = re.compile(r"\bpfn=(0x[0-9a-fA-F]{1,16}|[0-9]{1,20})(?![0-9A-Za-z_])")
+_ORDER = re.compile(r"\border=([0-9]{1,3})(?![0-9A-Za-z_])")
+_MT = re.compile(r"\bmigratetype=(-?[0-9]{1,3})(?![0-9A-Za-z_])")
+# A pfn elided when pasted (``pfn=<...>``, ``pfn=...``): the request is still known.
+_ELIDED = re.compile(r"\bpfn=(?:<[^<>\s]{0,12}>|\.\.\.|\u2026)")
 # The widest order Linux uses (MAX_PAGE_ORDER is 10 on x86-64; some configs go higher).
 LINUX_MAX_ORDER = 16
 
@@ -59,6 +67,7 @@ class ImportSummary:
     skipped: Counter = field(default_factory=Counter)
     other_lines: int = 0
     outside: int = 0       # allocations of pages the machine does not have (domain 0 asked)
+    elided: int = 0        # allocations whose pfn was elided: requests without a handle
 
     @property
     def events(self) -> int:
@@ -152,7 +161,8 @@ class FtraceImporter:
                 self.summary.other_lines += 1
                 continue
             body = line[m.end():]
-            if _ORDER.search(body) is None or _PFN.search(body) is None or (
+            if _ORDER.search(body) is None or (_PFN.search(body) is None and
+                                               _ELIDED.search(body) is None) or (
                     m.group(1) == "alloc" and _MT.search(body) is None and
                     "gfp_flags=" not in body):
                 pending = (lineno, line)
@@ -171,6 +181,8 @@ class FtraceImporter:
         kind = m.group(1)
         body = line[m.end():]
         pm, om = _PFN.search(body), _ORDER.search(body)
+        if pm is None and om is not None and _ELIDED.search(body) is not None:
+            return self._elided(kind, int(om.group(1)), body)
         if pm is None or om is None:
             self._malformed(lineno, line)
             return None
@@ -183,6 +195,21 @@ class FtraceImporter:
             mt = _MT.search(body)
             return self._alloc(pfn, order, int(mt.group(1)) if mt else 1)
         return self._free(pfn, order)
+
+    def _elided(self, kind: str, order: int, body: str) -> str | None:
+        """An event whose pfn was elided: an allocation is still a request of its order
+        (in domain 0, with no handle: no later free can name it); a free is skipped."""
+        if kind != "alloc":
+            self._skip("free with its pfn elided")
+            return None
+        if order > self.maxorder:
+            self._skip(f"order above the machine's {self.maxorder}")
+            return None
+        mt = _MT.search(body)
+        self.summary.allocs += 1
+        self.summary.elided += 1
+        pool = "direct" if mt is not None and int(mt.group(1)) in (0, 2) else "default"
+        return f"alloc_pages 0 {pool} {order}"
 
     def _alloc(self, pfn: int, order: int, migratetype: int) -> str | None:
         if pfn == 0:
@@ -232,13 +259,41 @@ class FtraceImporter:
         return f"free_pages {ref} {order}"
 
 
+MAX_LINE = 64 << 10     # characters: an event line is ~200; longer lines are skipped
+
+
+def bounded_lines(src: TextIO, limit: int = MAX_LINE) -> Iterator[str]:
+    """The lines of ``src`` read at most ``limit`` characters at a time: a longer line is
+    skipped (read through to its end in bounded pieces) and NUL bytes refuse the input,
+    so /dev/zero or a disk image fails at once with one line instead of exhausting
+    memory."""
+    n = 0
+    while True:
+        line = src.readline(limit + 1)
+        if not line:
+            return
+        n += 1
+        if "\0" in line:
+            raise FtraceFormatError(f"line {n}: binary data (NUL bytes), not ftrace text")
+        if len(line) > limit and not line.endswith("\n"):
+            while line and not line.endswith("\n"):     # drop the rest of the line
+                line = src.readline(limit + 1)
+                if "\0" in line:
+                    raise FtraceFormatError(f"line {n}: binary data (NUL bytes), not "
+                                            "ftrace text")
+            yield ""                                    # counted as an other line
+            continue
+        yield line
+
+
 def import_ftrace(src: TextIO, out: TextIO, machine: Machine, lazy: bool = True,
                   strict: bool = False) -> ImportSummary:
-    """Convert ftrace text from ``src`` into a trace written to ``out``."""
+    """Convert ftrace text from ``src`` into a trace written to ``out`` (lines longer than
+    :data:`MAX_LINE` are passed over; binary input is refused)."""
     imp = FtraceImporter(machine, lazy, strict)
     out.write("\n".join(imp.header()) + "\n")
     buf: list[str] = []
-    for line in imp.convert(src):
+    for line in imp.convert(bounded_lines(src)):
         buf.append(line)
         if len(buf) >= 4096:
             out.write("\n".join(buf) + "\n")

@@ -41,7 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .bits import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, round_page, trunc_page
-from .errors import MapFormatError, PhysmemError, SegmentError, UnknownMachineError
+from .errors import ArchError, MapFormatError, PhysmemError, SegmentError, UnknownMachineError
+from .reprs import as_html, as_text, fmt_ranges, fmt_size
 from .vmparam import GIB, MIB, get_arch
 
 SIZEOF_VM_PAGE = 104          # amd64/arm64 struct vm_page, bytes
@@ -76,6 +77,12 @@ class Machine:
     cpus: str = ""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not isinstance(self.arch, str):
+            raise MapFormatError("machine name and arch must be strings")
+        if isinstance(self.ram, (str, bytes)) or not hasattr(self.ram, "__iter__"):
+            raise MapFormatError(f"ram must be a list of RamRange or (start, end[, domain]) "
+                                 f"tuples, not {type(self.ram).__name__}")
+        self.ram = [_ram_range(r) for r in self.ram]
         get_arch(self.arch)
         if self.page_array not in ("top", "none"):
             raise MapFormatError(f"page_array must be 'top' or 'none', not {self.page_array!r}")
@@ -101,6 +108,22 @@ class Machine:
         if doms != set(range(len(doms))):
             raise SegmentError(f"machine {self.name!r}: NUMA domains must be 0..n-1, "
                                f"got {sorted(doms)}")
+
+    def _summary(self) -> tuple[str, list[tuple[str, str]]]:
+        segs = self.segments()
+        rows = [("architecture", self.arch), ("RAM", fmt_size(self.ram_bytes())),
+                ("segments", f"{len(segs)}: {fmt_ranges([(s, e) for s, e, _ in segs])}"),
+                ("phys_avail", fmt_ranges(self.phys_avail())),
+                ("NUMA domains", str(self.ndomains()))]
+        if self.description:
+            rows.append(("description", self.description))
+        return f"Machine {self.name}", rows
+
+    def __repr__(self) -> str:
+        return as_text(*self._summary())
+
+    def _repr_html_(self) -> str:
+        return as_html(*self._summary())
 
     # -- derived maps ------------------------------------------------------------------
     def segments(self) -> list[tuple[int, int, int]]:
@@ -166,6 +189,17 @@ class Machine:
         return parse_cpus(self.cpus) if self.cpus else (self.ndomains(), 2, 1)
 
 
+def _ram_range(r: object) -> RamRange:
+    """A RamRange from a RamRange or a ``(start, end[, domain])`` tuple of ints."""
+    if isinstance(r, RamRange):
+        return r
+    if isinstance(r, (tuple, list)) and len(r) in (2, 3) and all(
+            isinstance(x, int) and not isinstance(x, bool) for x in r):
+        return RamRange(*r)
+    raise MapFormatError(f"RAM range {r!r}: expected a RamRange or (start, end[, domain]) "
+                         "integers")
+
+
 def parse_cpus(text: str) -> tuple[int, int, int]:
     """``SOCKETSxCORES[xTHREADS]`` (e.g. ``2x12x2``) -> (sockets, cores, threads)."""
     parts = text.lower().split("x")
@@ -209,7 +243,7 @@ def _firecracker(mem: int) -> list[RamRange]:
 
 def _server_96g_2dom() -> list[RamRange]:
     """Two sockets of 48 GiB each.  The BIOS maps 3 GiB below the PCI hole at 0xc0000000
-    (like the oracle's pc6g map), the rest from 4 GiB; the SRAT gives socket 0 the first
+    (like a PC's e820 map), the rest from 4 GiB; the SRAT gives socket 0 the first
     48 GiB of RAM.  93 GiB lie above 4 GiB: more than VM_DMA32_NPAGES_THRESHOLD (64 GiB),
     so amd64 creates the DMA32 free list beside DEFAULT and LOWMEM."""
     low_end = 0xC0000000
@@ -230,21 +264,21 @@ def _server_1t() -> list[RamRange]:
 def _preset_list() -> list[Machine]:
     fc_src = ("Firecracker x86_64 memory layout (layout.rs: EBDA_START 0x9fc00, HIMEM_START "
               "1 MiB, 768 MiB MMIO gap below 4 GiB); the FreeBSD kernel and its early "
-              "allocations, page array included, occupy 1-32 MiB (the oracle's fc maps)")
+              "allocations, page array included, occupy 1-32 MiB")
     return [
         Machine("firecracker-128m", _firecracker(128 * MIB), description=(
-            "Firecracker microVM, 128 MiB: the seed's small headline figure (vm_page init "
-            "3 ms, 9% of boot)"), source=fc_src, page_array="none"),
+            "Firecracker microVM, 128 MiB: the lazy-init commit's small figure (vm_page "
+            "init 3 ms, 9% of boot)"), source=fc_src, page_array="none"),
         Machine("firecracker-1g", _firecracker(1 * GIB), description=(
-            "Firecracker microVM, 1 GiB: the seed's large headline figure (vm_page init "
-            "21.5 ms, 37% of boot)"), source=fc_src, page_array="none"),
+            "Firecracker microVM, 1 GiB: the lazy-init commit's large figure (vm_page "
+            "init 21.5 ms, 37% of boot)"), source=fc_src, page_array="none"),
         Machine("firecracker-64g", _firecracker(64 * GIB), description=(
             "Firecracker microVM, 64 GiB: RAM continues at 4 GiB above the MMIO gap"),
             source=fc_src, page_array="none"),
         Machine("pc-6g", [RamRange(0, 0x9FC00), RamRange(0x100000, 0xC0000000),
                           RamRange(4 * GIB, 0x1C0000000)], description=(
-            "6 GiB PC: 3 GiB below the PCI hole, 3 GiB above 4 GiB (the oracle's pc6g map)"),
-            source="oracle trace set (gen_traces.py pc6g); phys_avail by the rule",
+            "6 GiB PC: 3 GiB below the PCI hole, 3 GiB above 4 GiB"),
+            source="a PC's e820 layout (the kernel-comparison traces' pc6g map)",
             page_array="none"),
         Machine("server-96g-2dom", _server_96g_2dom(), description=(
             "two-socket amd64 server, 96 GiB, two NUMA domains; DMA32 list present"),
@@ -255,7 +289,7 @@ def _preset_list() -> list[Machine]:
         Machine("rpi4-8g", [RamRange(0, 0x3B400000), RamRange(0x40000000, 0xFC000000),
                             RamRange(4 * GIB, 8 * GIB)], arch="arm64", description=(
             "Raspberry Pi 4, 8 GiB (arm64): VideoCore and peripheral holes below 4 GiB"),
-            source="the oracle's rpi map (gen_traces.py rpi(4 GiB))", kernel=(
+            source="a Raspberry Pi 4's /proc/iomem (VideoCore and peripheral holes)", kernel=(
                 0x200000, 0x1200000), page_array="none"),
         Machine("qemu-virt-arm64-1g", [RamRange(0x40000000, 0x80000000)], arch="arm64",
                 description="QEMU arm64 'virt', 1 GiB at 1 GiB: DMA32 is the only free list",
@@ -272,53 +306,91 @@ PRESETS: dict[str, Machine] = {m.name: m for m in _preset_list()}
 DEFAULT_MACHINE = "firecracker-1g"
 
 
-MAX_MACHINE_FILE = 16 << 20   # bytes of a machine file read (TOML or a memory-map dump)
 MAX_TOML_CHARS = 1 << 20      # a TOML machine
 MAX_RAM_RANGES = 1024         # ram / phys_avail entries (VM_PHYSSEG_MAX is 63 or 64)
+ARCH_SUFFIX = "?arch="
 
 
-def get_machine(name_or_path: str) -> Machine:
-    """A preset by name, or a machine file (TOML or a memory-map dump) by path."""
+def get_machine(name_or_path: str, arch: str | None = None) -> Machine:
+    """A preset by name, or a machine file (TOML or a memory-map dump) by path.
+
+    ``arch`` chooses the architecture of a memory-map dump (detected when None); for a
+    preset or a TOML file it must agree with the machine's own.  ``PATH?arch=NAME`` is the
+    same as passing ``arch`` (the form run directories record)."""
     if isinstance(name_or_path, os.PathLike):
         name_or_path = os.fspath(name_or_path)
     if not isinstance(name_or_path, str):
-        raise UnknownMachineError(f"a machine is a preset name or a file path, not "
+        raise UnknownMachineError(f"machine must be a preset name or a file path, not "
                                   f"{type(name_or_path).__name__}")
+    if arch is None and ARCH_SUFFIX in name_or_path and not Path(name_or_path).exists():
+        name_or_path, arch = name_or_path.rsplit(ARCH_SUFFIX, 1)
+    if arch is not None:
+        get_arch(arch)
     if name_or_path in PRESETS:
-        return PRESETS[name_or_path]
-    p = Path(name_or_path)
-    if p.exists():
-        return load_machine_file(p)
-    raise UnknownMachineError(f"unknown machine {name_or_path!r}: not a preset "
-                              f"({', '.join(PRESETS)}) nor a file")
+        m = PRESETS[name_or_path]
+    else:
+        p = Path(name_or_path)
+        if not p.exists():
+            raise UnknownMachineError(f"unknown machine {name_or_path!r}: not a preset "
+                                      f"({', '.join(PRESETS)}) nor a file")
+        m = load_machine_file(p, arch)
+    if arch is not None and m.arch != arch:
+        raise ArchError(f"machine {m.name!r} is {m.arch}, not {arch} (--arch chooses the "
+                        "architecture of a memory-map dump only)")
+    return m
 
 
-def load_machine_file(path: Path) -> Machine:
-    """Read a machine from a TOML file or a memory-map dump (format detected)."""
+def machine_spec(name_or_path: str, arch: str | None) -> str:
+    """The string that names ``name_or_path`` with ``arch`` (for run configs, children)."""
+    return name_or_path if arch is None else f"{name_or_path}{ARCH_SUFFIX}{arch}"
+
+
+MAX_MACHINE_FILE = 8 << 20      # bytes read from a machine file (a map is a few KiB)
+
+
+def read_machine_text(path: Path | None, source: str) -> str:
+    """The text of a machine file (``None``: standard input), bounded and refused when
+    binary, so /dev/zero or a disk image fails at once with one line."""
+    import sys
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_MACHINE_FILE + 1)
+        if path is None:
+            data = sys.stdin.buffer.read(MAX_MACHINE_FILE + 1)
+        else:
+            with path.open("rb") as f:
+                data = f.read(MAX_MACHINE_FILE + 1)
     except OSError as e:
-        raise MapFormatError(f"{path}: {e.strerror}") from None
+        raise MapFormatError(f"{source}: {e.strerror}") from None
+    if b"\0" in data[:MAX_MACHINE_FILE]:
+        raise MapFormatError(f"{source}: binary data, not a machine description")
     if len(data) > MAX_MACHINE_FILE:
-        raise MapFormatError(f"{path}: larger than {MAX_MACHINE_FILE >> 20} MiB; not a "
+        raise MapFormatError(f"{source}: larger than {MAX_MACHINE_FILE >> 20} MiB, not a "
                              "machine description")
-    if b"\0" in data[:4096]:
-        raise MapFormatError(f"{path}: binary data, not a machine description")
-    text = data.decode("utf-8", errors="replace")
-    if path.suffix == ".toml" or _looks_like_toml(text):
-        return machine_from_toml(text, str(path))
-    from .mapimport import import_map
-    return import_map(text, name=path.stem, source=str(path))
+    return data.decode("utf-8", errors="replace")
+
+
+def load_machine_file(path: Path | None, arch: str | None = None,
+                      name: str | None = None) -> Machine:
+    """Read a machine from a TOML file or a memory-map dump (format detected); ``None``
+    reads standard input.  TOML is tried for ``.toml`` files, and for others only when no
+    memory-map format matches."""
+    source = "<stdin>" if path is None else str(path)
+    text = read_machine_text(path, source)
+    stem = name or ("stdin" if path is None else path.stem)
+    if path is not None and path.suffix == ".toml":
+        return machine_from_toml(text, source)
+    from .mapimport import import_map, looks_like_a_map
+    if not looks_like_a_map(text, source) and _looks_like_toml(text):
+        return machine_from_toml(text, source)
+    return import_map(text, name=stem, source=source, arch=arch)
 
 
 def _looks_like_toml(text: str) -> bool:
-    for line in text.splitlines():
+    """Whether the first meaningful line is a TOML key or table."""
+    for line in text.splitlines()[:1000]:
         s = line.strip()
         if not s or s.startswith("#"):
             continue
-        return "=" in s and not s.startswith("[mem") and "SMAP" not in s and \
-            "BIOS-e820" not in s and " : " not in s
+        return "=" in s or (s.startswith("[") and s.endswith("]"))
     return False
 
 
@@ -380,18 +452,31 @@ def machine_from_toml(text: str, source: str = "<toml>") -> Machine:
 
 
 def machine_to_toml(m: Machine) -> str:
-    """Write a machine in the TOML format."""
-    lines = [f'name = "{m.name}"', f'arch = "{m.arch}"']
+    """Write a machine in the TOML format that :func:`machine_from_toml` reads back to an
+    equal machine (one RAM range a line, so domains are easy to edit)."""
+    import json
+
+    def q(text: str) -> str:      # a JSON string is a valid TOML basic string
+        return json.dumps(text, ensure_ascii=False)
+
+    lines = [f"name = {q(m.name)}", f"arch = {q(m.arch)}"]
     if m.description:
-        lines.append(f"description = {m.description!r}".replace("'", '"'))
-    lines.append("ram = [" + ", ".join(f"[{r.start:#x}, {r.end:#x}, {r.domain}]"
-                                       for r in m.ram) + "]")
+        lines.append(f"description = {q(m.description)}")
+    if m.source:
+        lines.append(f"source = {q(m.source)}")
+    lines.append("# [start, end) and NUMA domain (0..n-1); split a range to give it two domains")
+    lines.append("ram = [")
+    lines += [f"    [{r.start:#x}, {r.end:#x}, {r.domain}]," for r in m.ram]
+    lines.append("]")
     if m.kernel is not None:
         lines.append(f"kernel = [{m.kernel[0]:#x}, {m.kernel[1]:#x}]")
-    lines.append(f'page_array = "{m.page_array}"')
+    lines.append(f"page_array = {q(m.page_array)}")
     if m.cpus:
-        lines.append(f'cpus = "{m.cpus}"')
+        lines.append(f"cpus = {q(m.cpus)}")
+    else:
+        lines.append('# cpus = "1x4"           # SOCKETSxCORES[xTHREADS]')
     if m.avail_override is not None:
-        lines.append("phys_avail = [" + ", ".join(f"[{s:#x}, {e:#x}]"
-                                                  for s, e in m.avail_override) + "]")
+        lines.append("phys_avail = [")
+        lines += [f"    [{s:#x}, {e:#x}]," for s, e in m.avail_override]
+        lines.append("]")
     return "\n".join(lines) + "\n"

@@ -33,7 +33,7 @@ from .atomic import atomic_write, check_output_dir, is_marked, owned_names, writ
 from .checks import check_int, untrusted
 from .errors import PhysmemError
 from .machine import get_machine
-from .reports import POLICIES, plt, policy_config, save_png
+from .reports import POLICIES, Figure, policy_config, save_png
 from .workloads import MAX_OPS, WORKLOADS, run_workload
 
 KEYS = {"machines": list, "policies": list, "workloads": list, "seeds": list, "ops": int}
@@ -309,7 +309,8 @@ def write_results(rows: list[dict], out_dir: str | Path) -> list[Path]:
             f.write(pbuf.getvalue())
         files.append(out / "results.parquet")
     ok = [r for r in rows if not r["error"]]
-    fig, ax = plt.subplots(figsize=(max(6, len(ok) * 0.35), 4.5))
+    fig = Figure(figsize=(max(6, len(ok) * 0.35), 4.5))
+    ax = fig.subplots()
     labels = [f"{r['machine']}/{r['policy']}/{r['workload']}/{r['seed']}" for r in ok]
     ax.bar(range(len(ok)), [r["unusable_o9"] for r in ok])
     ax.set_xticks(range(len(ok)), labels, rotation=90, fontsize="x-small")
@@ -318,6 +319,5 @@ def write_results(rows: list[dict], out_dir: str | Path) -> list[Path]:
     ax.set_title("Fragmentation at the end of each run")
     fig.tight_layout()
     save_png(fig, out / "unusable-index.png")
-    plt.close(fig)
     files.append(out / "unusable-index.png")
     return files

@@ -22,8 +22,8 @@ page array                     DENSE           SPARSE          SPARSE
 MAXMEMDOM (NUMA)               8 (yes)         8 (yes)         1 (no)
 =============================  ==============  ==============  ==========
 
-Sources: seed 000's vmparam.h hunks; ../shared/freebsd-oracle/README.md §5 for the
-values the commit did not touch.
+Sources: the commit's amd64 and arm64 vmparam.h hunks; for the values it did not touch, the
+architectures' vmparam.h and param.h of the same time.
 """
 
 from __future__ import annotations

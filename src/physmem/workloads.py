@@ -101,7 +101,8 @@ def setup_lines(k: Kernel) -> list[str]:
 # Metrics
 # ---------------------------------------------------------------------------------------
 def unusable_index(nr: list[int], j: int) -> int:
-    """Linux's unusable free space index for order ``j``, times 1000 (formats.md §6)."""
+    """Linux's unusable free space index for order ``j``, times 1000 (mm/vmstat.c's
+    unusable_free_index())."""
     free_pages = sum(n << o for o, n in enumerate(nr))
     if free_pages == 0:
         return 1000
@@ -153,7 +154,8 @@ def largest_free_run(k: Kernel) -> int:
 
 def metrics(k: Kernel, op: int, elapsed: float) -> dict:
     """One sample: free pages, blocks per order, fragmentation indices, largest free run,
-    and which contiguous sizes vm_phys_alloc_contig could still serve."""
+    which contiguous sizes vm_phys_alloc_contig could still serve, and lazy-init progress
+    (page structures initialised at boot, on demand, by the drain; pages still LAZYINIT)."""
     phys = k.phys
     nr = [0] * phys.NFO
     for d in range(phys.ndomains):
@@ -170,6 +172,15 @@ def metrics(k: Kernel, op: int, elapsed: float) -> dict:
     top = max((o for o, n in enumerate(nr) if n), default=-1)
     for pages in (16, 512, 4096):
         row[f"contig_{pages}_ok"] = int(top >= (pages - 1).bit_length())
+    # Lazy-init progress: page structures initialised so far, by phase, and free pages
+    # still in the LAZYINIT pool (never initialised).
+    st = k.stats
+    row["init_boot"], row["init_on_demand"], row["init_drain"] = \
+        st.boot, st.on_demand, st.drain
+    lz = phys.LAZYINIT
+    row["lazyinit_pages"] = 0 if lz is None else sum(
+        phys.count(d, f, lz, o) << o for d in range(phys.ndomains)
+        for f in range(phys.nfreelists) for o in range(phys.NFO))
     return row
 
 
@@ -355,7 +366,8 @@ def run_workload(cfg: RunConfig, progress: Callable[[int], None] | None = None) 
 
 
 RUN_FILES = ("config.json", "run.trace", "metrics.csv", "summary.json")
-REPORT_FILES = ("free-blocks.png", "fragmentation.png", "boot-cost.png", "report.html")
+REPORT_FILES = ("memory-map.png", "free-blocks.png", "fragmentation.png", "lazy-init.png",
+                "boot-cost.png", "report.html")
 RUN_OWNED = owned_names(RUN_FILES + REPORT_FILES)     # what --force may replace in a run dir
 
 

@@ -31,6 +31,7 @@ from ..bits import PAGE_SHIFT, round_page
 from ..errors import AddressError, ArgumentError, PhysmemError, StateError
 from ..machine import Machine, get_machine, parse_cpus
 from ..pagearray import PG_PHYS_ALLOC
+from ..reprs import as_html, as_text, fmt_pages
 from .alist import ALIST_BLOCK_NONE, Alist
 from .locks import PAGE_STRIPES, Witness, make_spin, page_op
 from .vm_object import OBJ_TYPES, OBJT_DEFAULT, PageHash, VmObject
@@ -166,6 +167,9 @@ class DragonflyVm(PageoutMixin):
     def __init__(self, machine: str | Machine = "firecracker-1g", source: str = "dragonfly",
                  cpus: CpuTopology | None = None, dma_reserved: int | None = None,
                  witness: bool = False, hash_vnode_only: bool = False) -> None:
+        if not isinstance(machine, (str, Machine)):
+            raise ArgumentError(f"machine must be a preset name, a file path or a Machine, "
+                                f"not {type(machine).__name__}")
         m = get_machine(machine) if isinstance(machine, str) else machine
         if source not in ("dragonfly", "buddy"):
             raise ArgumentError(f"unknown free-page source {source!r} (dragonfly, buddy)")
@@ -1697,6 +1701,22 @@ class DragonflyVm(PageoutMixin):
                             "vm.page_hash_vnode_only, vm.page_free_hysteresis, "
                             "vm.anonmem_decline, vm.filemem_decline, vm.emerg_launder, "
                             "vm.contig_verbose)")
+
+    def _summary(self) -> tuple[str, list[tuple[str, str]]]:
+        """(title, rows) for repr() and Jupyter: pages per queue, counted from the queues
+        (vmstats lag until vmstats_rollup)."""
+        c = self.counts()
+        rows = [("free-page source", self.source), ("CPUs", str(self.ncpus)),
+                *((q, fmt_pages(n)) for q, n in c.items()),
+                ("wired", fmt_pages(self.vmstats.v_wire_count)),
+                ("objects", f"{len(self.objects):,}")]
+        return f"DragonflyVm {self.machine.name} ({self.machine.arch})", rows
+
+    def __repr__(self) -> str:
+        return as_text(*self._summary())
+
+    def _repr_html_(self) -> str:
+        return as_html(*self._summary())
 
     def counts(self) -> dict[str, int]:
         """Pages per queue base, counted from the queues."""

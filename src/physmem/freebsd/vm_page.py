@@ -55,12 +55,11 @@ from ..machine import Machine, get_machine
 from ..netbsd.mirror import FreePageExtent
 from ..netbsd.pglist import PgList
 from ..pagearray import PG_PHYS_ALLOC, SEGIND_SHIFT
+from ..reprs import as_html, as_text, fmt_pages, fmt_ranges, fmt_size
 from ..vmparam import AMD64, VmParam, get_arch
 from . import sysctl as _sysctl
 from .vm_phys import MemAffinity, VmPhys
 
-# The oracle's limit on `seg` lines (VM_PHYSSEG_MAX / 3: each may split in three).
-MAX_SEG_LINES = 21
 # ptoa(npages) must not overflow 64 bits.
 MAX_RUN_PAGES = 1 << 52
 # Blocks the drain thread initialises per batch, between which it yields.
@@ -102,6 +101,11 @@ class Tunables:
     def parse(cls, items: Iterable[str], param: VmParam = AMD64) -> Tunables:
         """Parse loader.conf-style ``name=value`` strings (as ``--tunable`` takes them)."""
         t = cls(lazy_page_init=1 if param.has_lazyinit else 0)
+        if isinstance(items, str):
+            items = [items]             # one "name=value", not its characters
+        if not isinstance(items, Iterable):
+            raise TunableError(f"tunables must be 'name=value' strings, not "
+                               f"{type(items).__name__}")
         for item in items:
             if not isinstance(item, str):
                 raise TunableError(f"tunable {item!r}: expected a name=value string")
@@ -244,6 +248,29 @@ class Kernel:
         k.machine = m
         return k
 
+    def _summary(self) -> tuple[str, list[tuple[str, str]]]:
+        """(title, rows) for repr() and Jupyter: machine, segments, free pages, lazy init."""
+        name = self.machine.name if self.machine is not None else "a machine"
+        segs = [(s, e) for s, e, _ in sorted(self.seg_lines)]
+        rows = [("architecture", self.param.name),
+                ("segments", f"{len(segs)}: {fmt_ranges(segs)}"),
+                ("RAM", fmt_size(sum(e - s for s, e in segs)))]
+        if not self.booted:
+            return f"Kernel {name}, not booted", rows
+        total = sum(d.page_count for d in self.domains)
+        st = self.stats
+        rows += [("domains", str(len(self.free_counts))),
+                 ("free", f"{fmt_pages(sum(self.free_counts))} of {total:,} managed"),
+                 ("page init", f"{'lazy' if self.lazy else 'eager'}: {st.boot:,} at boot, "
+                               f"{st.on_demand:,} on demand, {st.drain:,} by the drain")]
+        return f"Kernel {name}, booted", rows
+
+    def __repr__(self) -> str:
+        return as_text(*self._summary())
+
+    def _repr_html_(self) -> str:
+        return as_html(*self._summary())
+
     # =======================================================================================
     # Set-up: the memory map before boot
     # =======================================================================================
@@ -258,8 +285,9 @@ class Kernel:
             if start < e and s < end:
                 raise SegmentError(f"segment [{start:#x}, {end:#x}) overlaps "
                                    f"[{s:#x}, {e:#x})")
-        if len(self.seg_lines) >= MAX_SEG_LINES:
-            raise SegmentError(f"too many segments (at most {MAX_SEG_LINES})")
+        # Each line is at least one vm_phys segment (boot checks the split total).
+        if len(self.seg_lines) >= self.param.physseg_max:
+            raise SegmentError(f"too many segments (VM_PHYSSEG_MAX {self.param.physseg_max})")
         self.seg_lines.append((start, end, domain))
 
     def add_avail(self, start: int, end: int) -> None:
@@ -271,8 +299,9 @@ class Kernel:
                                "without overlap")
         if not any(start < e and s < end for s, e, _ in self.seg_lines):
             raise SegmentError(f"phys_avail [{start:#x}, {end:#x}) lies outside every segment")
-        if len(self.phys_avail) >= 63:
-            raise SegmentError("too many phys_avail entries (at most 63)")
+        if len(self.phys_avail) >= self.param.physseg_max:    # PHYS_AVAIL_ENTRIES / 2
+            raise SegmentError("too many phys_avail entries (at most "
+                               f"{self.param.physseg_max})")
         self.phys_avail.append((start, end))
 
     # =======================================================================================
