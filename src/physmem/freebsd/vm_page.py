@@ -189,6 +189,7 @@ class Kernel:
         self.drain_thread: threading.Thread | None = None
         self.machine: Machine | None = None
         self.dma: DmaReserve | None = None          # DragonFly's DMA reserve (vm.dma_reserved)
+        self._dma_lock = threading.Lock()           # guards the reserve's alist
         self.mirror: FreePageExtent | None = None   # seed 002's extent of free pages
         self.pglist: PgList | None = None           # NetBSD's uvm_pglistalloc
         self._pools = self.param.pool_names()
@@ -439,30 +440,36 @@ class Kernel:
             raise OrderError(f"order {order!r} out of range 0..{self.param.nfreeorder - 1}")
         return order
 
-    def _owned_run(self, pa: int, npages: int) -> tuple[int, int]:
-        """Check that ``[pa, pa + npages pages)`` is allocated, in one segment and from one
-        pool; return (first pfn, segment domain).
-
-        The pages of such a run have identical page words (segment, pool, initialised,
-        allocated), so one comparison per page checks everything; the precise error is
-        worked out only when a page differs."""
+    def _run_domain(self, pa: int, npages: int) -> tuple[int, int]:
+        """Check that ``[pa, pa + npages pages)`` is a page-aligned run inside one segment;
+        return (first pfn, segment domain).  Needs no lock: segments never change after
+        boot."""
         _check_u64(pa, "address")
         if pa & PAGE_MASK:
             raise AddressError(f"address {pa:#x} is not page aligned")
         if npages <= 0:
             raise ArgumentError(f"npages {npages} must be positive")
-        phys = self.phys
-        pages = phys.pages
-        m = pa >> PAGE_SHIFT
-        seg = phys.paddr_to_seg(pa)
+        seg = self.phys.paddr_to_seg(pa)
         if seg is None:
             raise AddressError(f"address {pa:#x} is not in a segment")
-        w = pages.mv[m - pages.base_pfn]
-        if not w & PG_PHYS_ALLOC:
-            raise DoubleFreeError(f"page {pa:#x} is not allocated (free of a free page)")
+        m = pa >> PAGE_SHIFT
         if m + npages > seg.epfn:
             raise AddressError(f"run {pa:#x} + {npages} pages crosses the end of its segment "
                                f"({c_hex(seg.end)})")
+        return m, seg.domain
+
+    def _owned_run(self, pa: int, npages: int) -> None:
+        """Check that the run ``_run_domain`` accepted is allocated and from one pool.
+
+        Requires: the lock that guards the run's ownership (the domain's free lock, or the
+        DMA reserve's).  The pages of such a run have identical page words (segment, pool,
+        initialised, allocated), so one comparison per page checks everything; the precise
+        error is worked out only when a page differs."""
+        pages = self.phys.pages
+        m = pa >> PAGE_SHIFT
+        w = pages.mv[m - pages.base_pfn]
+        if not w & PG_PHYS_ALLOC:
+            raise DoubleFreeError(f"page {pa:#x} is not allocated (free of a free page)")
         bad = pages.first_unlike(m, npages, w) if npages > 1 else None
         if bad is not None:
             bw = pages.raw(bad)
@@ -471,7 +478,6 @@ class Kernel:
                                       "(free of a free page)")
             raise PoolMixError(f"page {bad << PAGE_SHIFT:#x} belongs to another pool than "
                                f"{pa:#x} (a freed run must come from one pool)")
-        return m, seg.domain
 
     # =======================================================================================
     # Allocation
@@ -583,6 +589,8 @@ class Kernel:
         if order == 0 and type(pa) is int and self.booted and not pa & PAGE_MASK:
             # NOTE: fast path for one page, inlined for speed: an allocated page is
             # initialised, dense and inside a segment, so its word answers every check.
+            # The segment (hence the domain) of an initialised page never changes, so it
+            # may be read before the lock; ownership is tested and changed under it.
             pages = phys.pages
             m = pa >> PAGE_SHIFT
             i = m - pages.base_pfn
@@ -594,26 +602,43 @@ class Kernel:
                     lock = phys.domain_locks[dom]
                     lock.acquire()
                     try:
-                        w &= ~PG_PHYS_ALLOC
-                        mv[i] = w
-                        phys.free_pages(m, 0, w)
-                        self.free_counts[dom] += 1
+                        w = mv[i]
+                        if w & PG_PHYS_ALLOC:
+                            w &= ~PG_PHYS_ALLOC
+                            mv[i] = w
+                            phys.free_pages(m, 0, w)
+                            self.free_counts[dom] += 1
+                            return
                     finally:
                         lock.release()
-                    return
+                    # Another thread freed it first: the slow path reports the double free.
         self._need_booted()
         self._order(order)
         _check_u64(pa, "address")
         if (pa >> PAGE_SHIFT) & ((1 << order) - 1):
             raise AddressError(f"address {pa:#x} is not aligned to order {order}")
-        m, dom = self._owned_run(pa, 1 << order)
-        if self.dma is not None and self.dma.owns(m, 1 << order):
-            self.dma.free_contig(m, 1 << order)
+        self._free_run(pa, 1 << order, order)
+
+    def _free_run(self, pa: int, npages: int, order: int | None) -> None:
+        """Give back an owned run: the DMA reserve's, or vm_phys's free_pages (``order``)
+        or free_contig (``order`` None).  Ownership is checked and cleared under the lock
+        that guards the run (the domain's free lock, or the reserve's), so two threads
+        freeing the same pages cannot both succeed."""
+        phys = self.phys
+        m, dom = self._run_domain(pa, npages)
+        if self.dma is not None and self.dma.owns(m, npages):
+            with self._dma_lock:
+                self._owned_run(pa, npages)
+                self.dma.free_contig(m, npages)
             return
         with phys.domain_locks[dom]:
-            phys.pages.clear_alloc(m, 1 << order)
-            phys.free_pages(m, order)
-            self.free_counts[dom] += 1 << order
+            self._owned_run(pa, npages)
+            phys.pages.clear_alloc(m, npages)
+            if order is None:
+                phys.free_contig(m, npages)
+            else:
+                phys.free_pages(m, order)
+            self.free_counts[dom] += npages
 
     def free_contig(self, pa: int, npages: int) -> None:
         """vm_phys_free_contig(): give back an arbitrary run of allocated pages (one segment,
@@ -621,15 +646,7 @@ class Kernel:
         self._need_booted()
         if not isinstance(npages, int):
             raise ArgumentError(f"npages {npages!r} must be an integer")
-        m, dom = self._owned_run(pa, npages)
-        if self.dma is not None and self.dma.owns(m, npages):
-            self.dma.free_contig(m, npages)
-            return
-        phys = self.phys
-        with phys.domain_locks[dom]:
-            phys.pages.clear_alloc(m, npages)
-            phys.free_contig(m, npages)
-            self.free_counts[dom] += npages
+        self._free_run(pa, npages, None)
 
     # =======================================================================================
     # Rare operations
@@ -652,17 +669,26 @@ class Kernel:
         if not phys.pages.raw(m) and not self._in_avail(pa):
             raise AddressError(f"page {pa:#x} was never initialised (lazy boot, outside "
                                "phys_avail)")
-        with phys.domain_locks[seg.domain]:
+        # vm_phys_domain(pa) may name the neighbouring domain (the kernel's inclusive-end
+        # quirk): its count changes too, so hold both free locks, in index order.
+        d = phys.domain(pa)
+        # (-1, no affinity entry, indexes the last domain's count, as before.)
+        locks = [phys.domain_locks[x] for x in sorted({seg.domain, d % phys.ndomains})]
+        for lock in locks:
+            lock.acquire()
+        try:
             before = phys.drain_inits
             found = phys.unfree_page(pa)
             self._account_drain(phys.drain_inits - before)
             if found:
                 phys.pages.set_alloc(m, 1)
-                d = phys.domain(pa)
                 self.free_counts[d] -= 1
                 if d != seg.domain:
                     self.count_skew[d] -= 1
                     self.count_skew[seg.domain] += 1
+        finally:
+            for lock in reversed(locks):
+                lock.release()
         return found
 
     def blacklist_add(self, pa: int) -> bool:
@@ -742,7 +768,16 @@ class Kernel:
         """Keep an extent map of free pages in step with the free lists (seed 002)."""
         self._need_booted()
         if self.mirror is None:
-            self.mirror = FreePageExtent(self.phys, fast)
+            # Attaching reads every queue: no domain may change meanwhile.
+            locks = self.phys.domain_locks[:self.phys.ndomains]
+            for lock in locks:
+                lock.acquire()
+            try:
+                if self.mirror is None:
+                    self.mirror = FreePageExtent(self.phys, fast)
+            finally:
+                for lock in locks:
+                    lock.release()
         return self.mirror
 
     def alloc_constrained(self, npages: int, low: int = 0, high: int = (1 << 64) - 1,
@@ -803,7 +838,8 @@ class Kernel:
         self._need_booted()
         self._constraints(npages, low, high, alignment, boundary)
         if self.dma is not None:
-            m = self.dma.alloc_contig(npages, high)
+            with self._dma_lock:
+                m = self.dma.alloc_contig(npages, high)
             if m is not None:
                 return m << PAGE_SHIFT
         return self.alloc_contig(domain, npages, low, high, alignment, boundary)

@@ -19,6 +19,8 @@ Allocator", never written in 1997: ``extent_alloc_subregion`` over each segment'
 
 from __future__ import annotations
 
+import threading
+
 from ..bits import PAGE_SHIFT
 from ..errors import InvariantError
 from ..freebsd.vm_phys import VmPhys
@@ -35,17 +37,23 @@ class FreePageExtent:
         rc = self.ex.alloc_region(0, top)
         assert rc == 0
         self.flags = EX_FAST if fast else 0
+        # One extent covers every domain, but vm_phys's callers hold only their domain's
+        # free lock: the extent needs its own (taken inside the domain lock, never around
+        # one).  alloc_constrained runs with every domain lock held, so no observer can run.
+        self.lock = threading.Lock()
         self.attached = False
         self.attach()
 
     # -- keeping in step --------------------------------------------------------------------
     def _on_add(self, m: int, order: int) -> None:
-        rc = self.ex._free(m << PAGE_SHIFT, 1 << (order + PAGE_SHIFT), 0)
+        with self.lock:
+            rc = self.ex._free(m << PAGE_SHIFT, 1 << (order + PAGE_SHIFT), 0)
         if rc:
             raise InvariantError(f"extent mirror: extent_free of {m << PAGE_SHIFT:#x} -> {rc}")
 
     def _on_rem(self, m: int, order: int) -> None:
-        rc = self.ex._alloc_region(m << PAGE_SHIFT, 1 << (order + PAGE_SHIFT), 0)
+        with self.lock:
+            rc = self.ex._alloc_region(m << PAGE_SHIFT, 1 << (order + PAGE_SHIFT), 0)
         if rc:
             raise InvariantError(f"extent mirror: extent_alloc_region of {m << PAGE_SHIFT:#x} "
                                  f"-> {rc}")
