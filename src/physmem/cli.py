@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import PhysmemError
-from .freebsd.vm_page import Kernel
+from .kernel import Kernel
 from .machine import DEFAULT_MACHINE, PRESETS, get_machine
 
 

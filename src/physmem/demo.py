@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .bits import PAGE_SIZE
-from .freebsd.vm_page import Kernel
+from .kernel import Kernel
 
 
 @dataclass

@@ -29,7 +29,7 @@ from rich.table import Table
 from .atomic import atomic_write
 from .bootcost import NS_PER_PAGE
 from .errors import ArgumentError
-from .freebsd.vm_page import Kernel
+from .kernel import Kernel
 from .machine import Machine, _firecracker
 from .vmparam import GIB, MIB
 from .workloads import Run, RunConfig, read_run, run_workload, write_run

@@ -1,4 +1,4 @@
-"""Snapshots: the whole state of a booted :class:`~physmem.freebsd.vm_page.Kernel` in one
+"""Snapshots: the whole state of a booted :class:`~physmem.kernel.Kernel` in one
 file, and back.
 
 The file is a numpy ``.npz`` archive (no pickles): a JSON ``meta`` record with the format
@@ -24,8 +24,8 @@ import numpy as np
 
 from .atomic import atomic_write
 from .errors import InvariantError, PhysmemError, StateError
-from .freebsd.vm_page import InitStats, Kernel, Tunables, VmDomain
 from .freebsd.vm_phys import MemAffinity, Seg
+from .kernel import InitStats, Kernel, Tunables, VmDomain
 from .pagearray import PageArray
 
 FORMAT = "physmem-snapshot"

@@ -1,7 +1,7 @@
 """Trace replay: the physmem trace format, version 1 (docs/trace-format.md).
 
 A trace is a text file of operations on one model of physical memory; :class:`Replayer`
-runs each line on a :class:`~physmem.freebsd.vm_page.Kernel` (and the named extent maps)
+runs each line on a :class:`~physmem.kernel.Kernel` (and the named extent maps)
 and writes exactly one result line per operation -- the multi-line sysctl and
 ``extent_print`` texts excepted -- so that two implementations can be compared with
 ``diff``.  A bad line prints ``error: <message>``, changes nothing, and replay goes on.
@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from typing import TextIO
 
 from .errors import PhysmemError, StateError, TraceFormatError
-from .freebsd.vm_page import Kernel
+from .kernel import Kernel
 from .netbsd.extent import ERRNO_NAMES, Extent, parse_flags
 from .trace_dfly import DFLY_HANDLE_OPS, DFLY_PAGE_OPS, DflyOps
 
@@ -224,7 +224,7 @@ class Replayer:
         if tok[1] not in ("lazy", "eager"):
             raise TraceFormatError("boot wants lazy or eager")
         if self.tunables:
-            from .freebsd.vm_page import Tunables
+            from .kernel import Tunables
             tun = Tunables.parse(self.tunables, self.k.param)
             self.k.boot(lazy=tok[1] == "lazy", tunables=tun)
         else:
@@ -304,7 +304,7 @@ class Replayer:
         self._nargs(tok, 1)
         if self.k.booted:
             raise StateError("tunable after boot")
-        from .freebsd.vm_page import Tunables
+        from .kernel import Tunables
         Tunables.parse([*self.tunables, tok[1]], self.k.param)   # validate now
         self.tunables.append(tok[1])
         return "ok"

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from .bits import PAGE_SHIFT
 from .errors import ArgumentError, PhysmemError
-from .freebsd.vm_page import Kernel, Tunables
+from .kernel import Kernel, Tunables
 
 PAGE = 1 << PAGE_SHIFT
 

@@ -177,7 +177,7 @@ def check_vm_phys(phys: VmPhys, strict_buddies: bool = False) -> list[tuple[int,
 
 
 def check_kernel(k: Kernel, strict_buddies: bool = False) -> None:
-    """Check vm_phys and the callers' bookkeeping of :class:`~physmem.freebsd.vm_page.Kernel`."""
+    """Check vm_phys and the callers' bookkeeping of :class:`~physmem.kernel.Kernel`."""
     if not k.booted:
         return
     phys = k.phys

@@ -37,7 +37,7 @@ Data layout (figures in bench/RESULTS.md and docs/implementation.md):
 
 Locking: every method that touches the queues requires the free-queue lock of the domain
 concerned (``domain_locks[d]``), as the kernel does; the callers in
-:mod:`physmem.freebsd.vm_page` take it.  The queues of different domains share the dicts,
+:mod:`physmem.kernel` take it.  The queues of different domains share the dicts,
 but their keys are disjoint, and each dict operation is atomic in CPython.
 """
 
