@@ -161,7 +161,7 @@ def sysctl(oid: str, machine: str, tunables: tuple[str, ...]) -> None:
 def replay(trace: str, check: bool, load_from: str | None, save_to: str | None) -> None:
     """Replay a trace (FILE, or - for standard input); exit 1 if any line failed."""
     from . import snapshot
-    from .trace import Replayer
+    from .trace import Replayer, read_trace
     r = Replayer(check=check)
     if load_from:
         r.kernel = snapshot.load(load_from)
@@ -169,10 +169,10 @@ def replay(trace: str, check: bool, load_from: str | None, save_to: str | None) 
         r.nops = 1   # an arch line can no longer come first
     out = sys.stdout
     if trace == "-":
-        errors = r.replay(sys.stdin, out)
+        errors = r.replay(read_trace(sys.stdin.buffer, "-"), out)
     else:
-        with open(trace, encoding="utf-8", errors="replace") as f:
-            errors = r.replay(f, out)
+        with open(trace, "rb") as f:
+            errors = r.replay(read_trace(f, trace), out)
     out.flush()
     if save_to:
         snapshot.save(r.k, save_to)
