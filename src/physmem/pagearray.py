@@ -89,7 +89,8 @@ class PageArray:
     :class:`~physmem.errors.UninitializedPageError`.
     """
 
-    __slots__ = ("_map", "base_pfn", "lone", "mv", "ninit", "npages", "spans", "words")
+    __slots__ = ("_map", "base_pfn", "boot_ranges", "lone", "mv", "ninit", "npages", "spans",
+                 "words")
 
     def __init__(self, base_pfn: int, npages: int,
                  spans: list[tuple[int, int]] | None = None) -> None:
@@ -102,6 +103,10 @@ class PageArray:
         self.mv = memoryview(self.words)
         self.lone: dict[int, int] = {}
         self.ninit = 0  # vm_page_init_page() calls, for boot-cost accounting
+        # While vm_page_startup runs: the pfn ranges its init loop wrote densely (the only
+        # dense entries then), so that boot asks them, not 65 k untouched OS pages, whether
+        # a chunk head is dense.  None once boot is over.
+        self.boot_ranges: list[tuple[int, int]] | None = []
 
     # -- reading ---------------------------------------------------------------------------
     def raw(self, pfn: int) -> int:
@@ -162,6 +167,8 @@ class PageArray:
         if i < 0 or i + npages > self.npages:
             raise InvariantError(f"init_range {pfn:#x}+{npages} outside the page array")
         self.ninit += npages
+        if scan_lone and self.boot_ranges is not None:
+            self.boot_ranges.append((pfn, pfn + npages))
         lone = self.lone
         if lone:
             lone.pop(pfn, None)

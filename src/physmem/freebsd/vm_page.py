@@ -175,6 +175,7 @@ def vm_page_startup(phys: VmPhys, seg_lines: Sequence[tuple[int, int, int]],
             free_counts[seg.domain] += n
             vmd.page_count += n
             vmd.segs |= 1 << segind
+    pages.boot_ranges = None
     return domains, free_counts
 
 

@@ -700,22 +700,27 @@ class VmPhys:
         nxt.update(zip(heads, itertools.chain(range(m + step, end, step), (s,)), strict=True))
         prv.update(zip(heads, itertools.chain((last,), range(m, end - step, step)), strict=True))
         prv[s] = end - step
-        self.head_order.update(zip(heads, itertools.repeat(order)))
+        self.head_order.update(dict.fromkeys(heads, order))
         self.lcnt[q] += nchunks
         if self.LAZYINIT is not None and w & POOL_MASK == self.LAZYINIT:
-            # vm_phys_enq_chunk's vm_page_init_page of each next chunk head.
+            # vm_phys_enq_chunk's vm_page_init_page of each next chunk head.  Only boot
+            # enqueues LAZYINIT runs; its dense entries are the ranges its init loop wrote.
             pages = self.pages
+            assert pages.boot_ranges is not None, "LAZYINIT run enqueued after boot"
             nw = make_word(w >> SEGIND_SHIFT, self.LAZYINIT)
             nexts: range | list[int] = range(m + step, end + step, step)
-            # Entries already materialised (boot's gap loop) are written in place.
-            idx = np.arange(m + step, end + step, step) - pages.base_pfn
-            idx = idx[idx < pages.npages]
-            dense = idx[pages.words[idx] != 0]
-            if dense.size:
-                pages.words[dense] = nw
-                skip = set((dense + pages.base_pfn).tolist())
+            dense: list[int] = []
+            for lo, hi in pages.boot_ranges:
+                if lo < end + step and hi > m + step:
+                    first = m + step + max(0, -(-(lo - m - step) // step)) * step
+                    dense.extend(p for p in range(first, min(hi, end + step), step)
+                                 if pages.is_dense(p))
+            if dense:
+                idx = np.array(dense) - pages.base_pfn
+                pages.words[idx] = nw
+                skip = set(dense)
                 nexts = [p for p in nexts if p not in skip]
-            pages.lone.update(zip(nexts, itertools.repeat(nw)))
+            pages.lone.update(dict.fromkeys(nexts, nw))
             pages.ninit += nchunks
 
     def free_contig(self, m: int, npages: int) -> None:
