@@ -394,6 +394,12 @@ class Kernel:
     def alloc_npages(self, domain: int, pool: str, npages: int) -> list[int]:
         """vm_phys_alloc_npages(): up to ``npages`` single pages (1..2**(NFO-1)), in the order
         the kernel fills its array; fewer if the domain runs short."""
+        return [p for pa, n in self.alloc_npages_runs(domain, pool, npages)
+                for p in range(pa, pa + (n << PAGE_SHIFT), PAGE_SIZE)]
+
+    def alloc_npages_runs(self, domain: int, pool: str, npages: int) -> list[tuple[int, int]]:
+        """:meth:`alloc_npages` as runs: (address, pages) of what was taken from each free
+        block, in the kernel's order (the pages of each run are consecutive)."""
         self._need_booted()
         d = self._domain(domain)
         p = self._pool(pool)
@@ -402,7 +408,7 @@ class Kernel:
         phys = self.phys
         runs: list[tuple[int, int]] = []
         with phys.domain_locks[d]:
-            ma = phys.alloc_npages(d, p, npages, runs)
+            got = phys.alloc_npages_runs(d, p, npages, runs)
             pages = phys.pages
             mv, base = pages.mv, pages.base_pfn
             for m, n in runs:
@@ -411,8 +417,8 @@ class Kernel:
                     mv[m - base] |= PG_PHYS_ALLOC
                 else:
                     pages.set_alloc(m, n)
-            self.free_counts[d] -= len(ma)
-        return [m << PAGE_SHIFT for m in ma]
+            self.free_counts[d] -= got
+        return [(m << PAGE_SHIFT, n) for m, n in runs]
 
     def alloc_contig(self, domain: int, npages: int, low: int = 0, high: int = (1 << 64) - 1,
                      alignment: int = PAGE_SIZE, boundary: int = 0) -> int | None:

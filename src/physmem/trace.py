@@ -356,8 +356,19 @@ class Replayer:
     def op_alloc_npages(self, tok: list[str]) -> str:
         self._nargs(tok, 3)
         k = self._booted()
-        pas = k.alloc_npages(parse_u64(tok[1], "domain"), tok[2], parse_u64(tok[3], "npages"))
-        return " ".join([str(len(pas)), *map(hex, pas)])
+        runs = k.alloc_npages_runs(parse_u64(tok[1], "domain"), tok[2],
+                                   parse_u64(tok[3], "npages"))
+        # The runs are printed as they come: no list of every page in between.
+        out = [""]
+        n = 0
+        for pa, c in runs:
+            n += c
+            if c == 1:
+                out.append(hex(pa))
+            else:
+                out.extend(map(hex, range(pa, pa + (c << 12), 4096)))
+        out[0] = str(n)
+        return " ".join(out)
 
     def op_alloc_contig(self, tok: list[str]) -> str:
         self._nargs(tok, 6)

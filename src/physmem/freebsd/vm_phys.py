@@ -394,6 +394,9 @@ class VmPhys:
         of decreasing size."""
         assert npages == 0 or m & ((1 << (fls(npages) - 1)) - 1) == 0, \
             f"vm_phys_enq_beg: page {m:#x} and npages {npages} are misaligned"
+        if npages > 1 and self._plain(m):
+            self._enq_blocks(m, npages, fl, tail, False)
+            return
         while npages > 0:
             assert m not in self.head_order, f"vm_phys_enq_beg: page {m:#x} is a free head"
             order = npages.bit_length() - 1
@@ -406,10 +409,51 @@ class VmPhys:
         of increasing size.  Returns the page after the range."""
         assert npages == 0 or (m + npages) & ((1 << (fls(npages) - 1)) - 1) == 0, \
             f"vm_phys_enq_range: page {m:#x} and npages {npages} are misaligned"
+        if npages > 1 and self._plain(m):
+            return self._enq_blocks(m, npages, fl, tail, True)
         while npages > 0:
             assert m not in self.head_order, f"vm_phys_enq_range: page {m:#x} is a free head"
             order = (npages & -npages).bit_length() - 1
             self.enq_chunk(fl, m, order, tail)
+            m += 1 << order
+            npages -= 1 << order
+        return m
+
+    def _plain(self, m: int) -> bool:
+        """Whether blocks from page ``m`` on may be queued by :meth:`_enq_blocks`: nobody
+        observes the queues, and m's page (hence the run's: a run is queued from one
+        pool) is initialised and not LAZYINIT, so enq_chunk would initialise nothing."""
+        if self.on_add:
+            return False
+        w = self.pages.raw(m)
+        return w != 0 and (w & POOL_MASK) != self.LAZYINIT
+
+    def _enq_blocks(self, m: int, npages: int, fl: int, tail: bool, ascending: bool) -> int:
+        """enq_range (``ascending``: blocks of increasing size) or enq_beg (decreasing) of
+        a run that :meth:`_plain` accepted, in one call: enq_chunk and vm_freelist_add
+        inlined, same queue order.  Returns the page after the run."""
+        nxt, prv, head_order, lcnt = self.nxt, self.prv, self.head_order, self.lcnt
+        NFO = self.NFO
+        while npages > 0:
+            assert m not in head_order, f"vm_phys_enq_range: page {m:#x} is a free head"
+            order = (npages & -npages if ascending else npages).bit_length() - 1
+            assert order < NFO, f"vm_phys_enq_chunk: invalid order {order}"
+            q = fl + order
+            s = -1 - q
+            head_order[m] = order
+            if tail:
+                last = prv[s]
+                prv[m] = last
+                nxt[m] = s
+                nxt[last] = m
+                prv[s] = m
+            else:
+                first = nxt[s]
+                nxt[m] = first
+                prv[m] = s
+                prv[first] = m
+                nxt[s] = m
+            lcnt[q] += 1
             m += 1 << order
             npages -= 1 << order
         return m
@@ -435,12 +479,25 @@ class VmPhys:
                      runs: list[tuple[int, int]] | None = None) -> list[int]:
         """vm_phys_alloc_npages(): up to ``npages`` pages, not necessarily contiguous, in the
         order the kernel fills ``ma[]``.  May return fewer (the domain ran short).
-        ``runs``, if given, receives the (first page, count) runs taken from each block.
+        ``runs``, if given, receives the (first page, count) runs taken from each block
+        (:meth:`alloc_npages_runs`, which does the work).
+
+        Requires: the domain's free lock; pool valid (not LAZYINIT); npages <= 2**(NFO-1)."""
+        if runs is None:
+            runs = []
+        self.alloc_npages_runs(domain, pool, npages, runs)
+        return [p for m, n in runs for p in range(m, m + n)]
+
+    def alloc_npages_runs(self, domain: int, pool: int, npages: int,
+                          runs: list[tuple[int, int]]) -> int:
+        """vm_phys_alloc_npages() with ``ma[]`` kept as runs: appends to ``runs`` the
+        (first page, count) taken from each block, in the kernel's order, and returns the
+        number of pages (fewer than ``npages`` if the domain ran short).
 
         Requires: the domain's free lock; pool valid (not LAZYINIT); npages <= 2**(NFO-1)."""
         NFO, NFP = self.NFO, self.NFP
         lcnt = self.lcnt
-        ma: list[int] = []
+        nxt, prv, head_order = self.nxt, self.prv, self.head_order
         i = 0
         for freelist in range(self.NFL):
             flind = self.flind_of[freelist]
@@ -450,49 +507,59 @@ class VmPhys:
             fl = base + pool * NFO
             for oind in range(NFO):
                 q = fl + oind
+                nq = lcnt[q]
+                if not nq:
+                    continue
+                whole = (npages - i) >> oind
+                if whole and not self.on_rem:
+                    # NOTE: the blocks consumed whole (the kernel's loop takes the queue head
+                    # each time) are unlinked in one pass: vm_freelist_rem inlined.
+                    k = nq if nq < whole else whole
+                    s = -1 - q
+                    h = nxt[s]
+                    taken = []
+                    for _ in range(k):
+                        taken.append(h)
+                        h = nxt.pop(h)
+                    nxt[s] = h
+                    prv[h] = s
+                    for t in taken:
+                        del prv[t]
+                        del head_order[t]
+                    lcnt[q] = nq - k
+                    runs.extend(zip(taken, itertools.repeat(1 << oind)))
+                    i += k << oind
+                    if i == npages:
+                        return i
                 while lcnt[q]:
-                    m = self.nxt[-1 - q]
-                    if self.on_rem:
-                        self.freelist_rem(q, m)
-                    else:
-                        # NOTE: vm_freelist_rem of the queue head, inlined for speed.
-                        nxt = self.nxt
-                        n = nxt.pop(m)
-                        del self.prv[m]
-                        nxt[-1 - q] = n
-                        self.prv[n] = -1 - q
-                        lcnt[q] -= 1
-                        del self.head_order[m]
+                    m = nxt[-1 - q]
+                    self.freelist_rem(q, m)
                     avail = i + (1 << oind)
                     end = npages if npages < avail else avail
-                    ma.extend(range(m, m + end - i))
-                    if runs is not None and end > i:
-                        runs.append((m, end - i))
+                    runs.append((m, end - i))
                     m += end - i
                     i = end
                     if i == npages:
                         # Return excess pages to fl.  Its order [0, oind) queues are empty.
                         self.enq_range(m, avail - i, fl, True)
-                        return ma
+                        return i
             for oind in range(NFO - 1, -1, -1):
                 for pind in range(self.default_freepool, NFP):
                     alt = base + pind * NFO
                     q = alt + oind
                     while lcnt[q]:
-                        m = self.nxt[-1 - q]
+                        m = nxt[-1 - q]
                         self.freelist_rem(q, m)
                         self.set_pool(pool, m, oind)
                         avail = i + (1 << oind)
                         end = min(npages, avail)
-                        ma.extend(range(m, m + end - i))
-                        if runs is not None and end > i:
-                            runs.append((m, end - i))
+                        runs.append((m, end - i))
                         m += end - i
                         i = end
                         if i == npages:
                             self.enq_range(m, avail - i, fl, True)
-                            return ma
-        return ma
+                            return i
+        return i
 
     def alloc_pages(self, domain: int, pool: int, order: int) -> int | None:
         """vm_phys_alloc_pages(): a 2**order block from the first free list (by
