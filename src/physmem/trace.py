@@ -86,6 +86,12 @@ def parse_u64(s: str, what: str = "number") -> int:
     raise TraceFormatError(f"bad {what} '{_shown(s)}'")
 
 
+# Each Replayer remembers the words parse_u64 accepted, and their values: a trace repeats
+# its numbers (orders, domains, counts, each address allocated then freed), and a dict
+# lookup costs a sixth of parsing.  Cleared when it grows past NUM_CACHE entries.
+NUM_CACHE = 1 << 17
+
+
 def tokenize(line: str) -> list[str]:
     """The words of a trace line, without its comment."""
     i = line.find("#")
@@ -158,6 +164,7 @@ class Replayer:
         self._tun: Tunables | None = None     # self.tunables parsed, one line at a time
         self.handles: dict[str, int | None] = {}
         self.errors = 0
+        self._num: dict[str, int] = {}      # words parsed so far -> values (see NUM_CACHE)
         self.dfly = DflyOps(parse_u64)
         self._ops: dict[str, Callable[[list[str]], str]] = {
             "arch": self.op_arch,
@@ -302,6 +309,15 @@ class Replayer:
         if len(tok) != want + 1:
             raise TraceFormatError(f"{tok[0]}: expected {want} arguments, got {len(tok) - 1}")
 
+    def _u64(self, s: str, what: str) -> int:
+        """parse_u64, remembering the word's value (the handlers look there first)."""
+        v = parse_u64(s, what)
+        num = self._num
+        if len(num) >= NUM_CACHE:
+            num.clear()
+        num[s] = v
+        return v
+
     def _booted(self) -> Kernel:
         k = self.k
         if not k.booted:
@@ -340,10 +356,21 @@ class Replayer:
             self.k.boot(lazy=tok[1] == "lazy")
         return "ok"
 
+    # NOTE: the hot handlers inline their checks: the argument count and "booted" tested
+    # before the helpers that raise are called, numbers looked up in self._num before parse_u64.
     def op_alloc_pages(self, tok: list[str]) -> str:
-        self._nargs(tok, 3)
-        k = self._booted()
-        pa = k.alloc_pages(parse_u64(tok[1], "domain"), tok[2], parse_u64(tok[3], "order"))
+        if len(tok) != 4:
+            self._nargs(tok, 3)
+        k = self.kernel
+        if k is None or not k.booted:
+            k = self._booted()
+        d = self._num.get(tok[1])
+        if d is None:
+            d = self._u64(tok[1], "domain")
+        o = self._num.get(tok[3])
+        if o is None:
+            o = self._u64(tok[3], "order")
+        pa = k.alloc_pages(d, tok[2], o)
         return "NULL" if pa is None else f"{pa:#x}"
 
     def op_alloc_freelist_pages(self, tok: list[str]) -> str:
@@ -354,10 +381,18 @@ class Replayer:
         return "NULL" if pa is None else f"{pa:#x}"
 
     def op_alloc_npages(self, tok: list[str]) -> str:
-        self._nargs(tok, 3)
-        k = self._booted()
-        runs = k.alloc_npages_runs(parse_u64(tok[1], "domain"), tok[2],
-                                   parse_u64(tok[3], "npages"))
+        if len(tok) != 4:
+            self._nargs(tok, 3)
+        k = self.kernel
+        if k is None or not k.booted:
+            k = self._booted()
+        d = self._num.get(tok[1])
+        if d is None:
+            d = self._u64(tok[1], "domain")
+        n = self._num.get(tok[3])
+        if n is None:
+            n = self._u64(tok[3], "npages")
+        runs = k.alloc_npages_runs(d, tok[2], n)
         # The runs are printed as they come: no list of every page in between.
         out = [""]
         n = 0
@@ -371,23 +406,48 @@ class Replayer:
         return " ".join(out)
 
     def op_alloc_contig(self, tok: list[str]) -> str:
-        self._nargs(tok, 6)
-        k = self._booted()
-        pa = k.alloc_contig(parse_u64(tok[1], "domain"), parse_u64(tok[2], "npages"),
-                            parse_u64(tok[3], "low"), parse_u64(tok[4], "high"),
-                            parse_u64(tok[5], "alignment"), parse_u64(tok[6], "boundary"))
+        if len(tok) != 7:
+            self._nargs(tok, 6)
+        k = self.kernel
+        if k is None or not k.booted:
+            k = self._booted()
+        num = self._num.get
+        a = [num(t) for t in tok[1:]]
+        if None in a:
+            a = [v if v is not None else self._u64(t, what) for v, t, what in
+                 zip(a, tok[1:], ("domain", "npages", "low", "high", "alignment", "boundary"),
+                     strict=True)]
+        pa = k.alloc_contig(*a)
         return "NULL" if pa is None else f"{pa:#x}"
 
     def op_free_pages(self, tok: list[str]) -> str:
-        self._nargs(tok, 2)
-        k = self._booted()
-        k.free_pages(parse_u64(tok[1], "address"), parse_u64(tok[2], "order"))
+        if len(tok) != 3:
+            self._nargs(tok, 2)
+        k = self.kernel
+        if k is None or not k.booted:
+            k = self._booted()
+        pa = self._num.get(tok[1])
+        if pa is None:
+            pa = self._u64(tok[1], "address")
+        o = self._num.get(tok[2])
+        if o is None:
+            o = self._u64(tok[2], "order")
+        k.free_pages(pa, o)
         return "ok"
 
     def op_free_contig(self, tok: list[str]) -> str:
-        self._nargs(tok, 2)
-        k = self._booted()
-        k.free_contig(parse_u64(tok[1], "address"), parse_u64(tok[2], "npages"))
+        if len(tok) != 3:
+            self._nargs(tok, 2)
+        k = self.kernel
+        if k is None or not k.booted:
+            k = self._booted()
+        pa = self._num.get(tok[1])
+        if pa is None:
+            pa = self._u64(tok[1], "address")
+        n = self._num.get(tok[2])
+        if n is None:
+            n = self._u64(tok[2], "npages")
+        k.free_contig(pa, n)
         return "ok"
 
     def op_unfree_page(self, tok: list[str]) -> str:
