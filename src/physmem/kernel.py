@@ -454,9 +454,11 @@ class Kernel:
         """vm_phys_free_pages(): give back the 2**order block at ``pa`` (allocated pages,
         aligned to the order, one segment, one pool); it coalesces with free buddies."""
         phys = self.phys
-        if order == 0 and type(pa) is int and self.booted and not pa & PAGE_MASK:
+        if order == 0 and type(pa) is int and self.booted and not pa & PAGE_MASK and \
+                self.dma is None:
             # NOTE: fast path for one page, inlined for speed: an allocated page is
-            # initialised, dense and inside a segment, so its word answers every check.
+            # initialised, dense and inside a segment, so its word answers every check
+            # (with a DMA reserve, whose pages are marked allocated, the slow path decides).
             # The segment (hence the domain) of an initialised page never changes, so it
             # may be read before the lock; ownership is tested and changed under it.
             pages = phys.pages
