@@ -320,6 +320,14 @@ class Kernel:
                                f"({c_hex(seg.end)})")
         return m, seg.domain
 
+    @staticmethod
+    def _run_pages(npages: int) -> None:
+        """A page count of a run: positive, and ptoa() of it fits 64 bits."""
+        if not isinstance(npages, int) or npages <= 0:
+            raise ArgumentError(f"npages {npages!r} must be positive")
+        if npages >= MAX_RUN_PAGES:
+            raise ArgumentError(f"npages {npages} too large (ptoa() would overflow)")
+
     def _owned_run(self, pa: int, npages: int) -> None:
         """Check that the run ``_run_domain`` accepted is allocated and from one pool.
 
@@ -427,10 +435,7 @@ class Kernel:
         address or None."""
         self._need_booted()
         d = self._domain(domain)
-        if not isinstance(npages, int) or npages <= 0:
-            raise ArgumentError(f"npages {npages!r} must be positive")
-        if npages >= MAX_RUN_PAGES:
-            raise ArgumentError(f"npages {npages} too large (ptoa() would overflow)")
+        self._run_pages(npages)
         for v, what in ((low, "low"), (high, "high"), (alignment, "alignment"),
                         (boundary, "boundary")):
             _check_u64(v, what)
@@ -581,10 +586,7 @@ class Kernel:
         LAZYINIT pool when it returns a segment."""
         self._need_booted()
         d = self._domain(domain)
-        if not isinstance(npages, int) or npages <= 0:
-            raise ArgumentError(f"npages {npages!r} must be positive")
-        if npages >= MAX_RUN_PAGES:
-            raise ArgumentError(f"npages {npages} too large (ptoa() would overflow)")
+        self._run_pages(npages)
         _check_u64(low, "low")
         _check_u64(high, "high")
         before = self.phys.drain_inits
