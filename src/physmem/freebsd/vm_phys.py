@@ -27,7 +27,7 @@ Data layout (figures in bench/RESULTS.md and docs/implementation.md):
 * Per-page fields (pool, segind, "initialised") live in :class:`physmem.pagearray.PageArray`.
 * Free-block heads are the only pages with an ``order`` and free-queue links, so those live
   in one dict keyed by the head's pfn, ``heads``: ``heads[m] = [prev, next, order]``, one
-  structure per head (issue 13: a fifth less dict work than three dicts, ``python
+  structure per head (issue 13: a quarter less dict work than three dicts, ``python
   bench/run.py layout``).  The links form one circular doubly-linked list per queue whose
   sentinel is ``heads[-1 - q] = [last, first, -1]`` for queue index ``q``.  A page that is
   not a key of ``heads`` has order ``VM_NFREEORDER`` ("not a free head"), the kernel's
