@@ -471,9 +471,13 @@ class Kernel:
             i = m - pages.base_pfn
             if 0 <= i < pages.npages:
                 mv = pages.mv
-                w = mv[i]
+                if self._ndomains == 1:
+                    w = PG_PHYS_ALLOC        # (one lock: no need to read the word first)
+                    dom = 0
+                else:
+                    w = mv[i]
+                    dom = phys.segs[w >> SEGIND_SHIFT].domain if w else 0
                 if w & PG_PHYS_ALLOC:
-                    dom = phys.segs[w >> SEGIND_SHIFT].domain
                     lock = phys.domain_locks[dom]
                     lock.acquire()
                     try:

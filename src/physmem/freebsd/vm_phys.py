@@ -565,8 +565,10 @@ class VmPhys:
         lcnt = self.lcnt
         for base in self.search_bases[domain]:
             fl = base + pool * NFO
-            # NOTE: alloc_freelist_pages's own-pool search, inlined for speed.
-            for q in range(fl + order, fl + NFO):
+            # NOTE: alloc_freelist_pages's own-pool search, inlined for speed; the exact
+            # order's queue is tested before the loop is built (the common case).
+            q0 = fl + order
+            for q in (q0,) if lcnt[q0] else range(q0 + 1, fl + NFO):
                 if lcnt[q]:
                     if self.on_rem:
                         return self._take_head(q, fl, q - fl, order)
