@@ -2,11 +2,17 @@
 public API, and the policies of the other kernels attached to it.
 
 :class:`Kernel` is a FreeBSD kernel's physical memory as vm_page.c and the trace format see
-it: the segments and ``phys_avail[]`` given before boot, ``vm_page_startup()``'s page
-initialisation and enqueue loop (eager, or lazy as in commit b16b4c22d2d1), the per-domain
-free counts that vm_phys's callers keep (``vmd_free_count``), the RAM blacklist, the lazy
-init thread, and every vm_phys operation as a method that takes and returns physical
-addresses.
+it: the segments and ``phys_avail[]`` given before boot, boot through
+:func:`~physmem.freebsd.vm_page.vm_page_startup` (eager, or lazy as in commit
+b16b4c22d2d1), the per-domain free counts that vm_phys's callers keep
+(``vmd_free_count``), the RAM blacklist, the lazy init thread, and every vm_phys operation
+as a method that takes and returns physical addresses.  Attached policies from the other
+kernels: DragonFly's DMA reserve (``vm.dma_reserved``), seed 002's extent mirror and
+NetBSD's ``uvm_pglistalloc``.
+
+Locking: every queue change happens under the domain's free lock, and so does every test
+and change of a page's ownership bit (two threads freeing one page: one wins, the other
+gets DoubleFreeError); the DMA reserve has its own lock.
 
 Every method validates its arguments and the caller's ownership *before* changing anything
 and raises a :class:`~physmem.errors.PhysmemError` subclass on bad input, so after an error
@@ -18,7 +24,7 @@ allocator has handed out.
 Map: set-up (:meth:`~Kernel.add_segment`, :meth:`~Kernel.add_avail`, :meth:`~Kernel.boot`,
 :meth:`~Kernel.start_aps`); allocation (:meth:`~Kernel.alloc_pages`,
 :meth:`~Kernel.alloc_freelist_pages`, :meth:`~Kernel.alloc_npages`,
-:meth:`~Kernel.alloc_contig`); freeing (:meth:`~Kernel.free_pages`,
+:meth:`~Kernel.alloc_npages_runs`, :meth:`~Kernel.alloc_contig`); freeing (:meth:`~Kernel.free_pages`,
 :meth:`~Kernel.free_contig`); rare operations (:meth:`~Kernel.unfree_page`,
 :meth:`~Kernel.find_range`, :meth:`~Kernel.lazy_init`, :meth:`~Kernel.blacklist_add`);
 queries (:meth:`~Kernel.free_count`, :meth:`~Kernel.sysctl`, :meth:`~Kernel.check`,

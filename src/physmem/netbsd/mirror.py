@@ -78,10 +78,7 @@ class FreePageExtent:
             return
         for _d, _f, _p, order, m in self.phys.free_blocks():
             self._on_add(m, order)
-        add, rem = self._observers()
-        self.phys.on_add.append(add)
-        self.phys.on_rem.append(rem)
-        self.attached = True
+        self.attach_observers_only()
 
     def detach(self) -> None:
         if self.attached:
