@@ -24,9 +24,10 @@ allocator has handed out.
 Map: set-up (:meth:`~Kernel.add_segment`, :meth:`~Kernel.add_avail`, :meth:`~Kernel.boot`,
 :meth:`~Kernel.start_aps`); allocation (:meth:`~Kernel.alloc_pages`,
 :meth:`~Kernel.alloc_freelist_pages`, :meth:`~Kernel.alloc_npages`,
-:meth:`~Kernel.alloc_npages_runs`, :meth:`~Kernel.alloc_contig`); freeing (:meth:`~Kernel.free_pages`,
-:meth:`~Kernel.free_contig`); rare operations (:meth:`~Kernel.unfree_page`,
-:meth:`~Kernel.find_range`, :meth:`~Kernel.lazy_init`, :meth:`~Kernel.blacklist_add`);
+:meth:`~Kernel.alloc_npages_runs`, :meth:`~Kernel.alloc_contig`); freeing
+(:meth:`~Kernel.free_pages`, :meth:`~Kernel.free_contig`); rare operations
+(:meth:`~Kernel.unfree_page`, :meth:`~Kernel.find_range`, :meth:`~Kernel.lazy_init`,
+:meth:`~Kernel.blacklist_add`);
 queries (:meth:`~Kernel.free_count`, :meth:`~Kernel.sysctl`, :meth:`~Kernel.check`,
 :meth:`~Kernel.digest`).
 """
