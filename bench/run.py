@@ -3,7 +3,7 @@
 the figures with the command that gives them.
 
     python bench/run.py [GROUP ...]        groups: micro pair boot lazy replay constrained
-                                           tools pagelayer (default: all)
+                                           tools pagelayer layout (default: all)
 
 Groups (style guide: primitive, targeted, replay):
   pair    primitive: order-0 alloc_pages + free_pages, at the vm_phys level and through the
@@ -545,9 +545,104 @@ def bench_pagelayer() -> None:
     print()
 
 
+# ---------------------------------------------------------------------------------------
+# layout: free-queue data layouts for vm_phys (issue 13)
+# ---------------------------------------------------------------------------------------
+def _pair_three_dicts(nxt: dict, prv: dict, ho: dict) -> None:
+    """State A's queue work with vm_phys's layout: pop the head of the order-2 queue, split
+    it (order-1 and order-0 buddies to their tails), then merge both back and requeue."""
+    s = -3
+    m = nxt[s]
+    n = nxt.pop(m)
+    del prv[m]
+    nxt[s] = n
+    prv[n] = s
+    del ho[m]
+    for q, b, o in ((-2, m + 2, 1), (-1, m + 1, 0)):
+        ho[b] = o
+        last = prv[q]
+        prv[b] = last
+        nxt[b] = q
+        nxt[last] = b
+        prv[q] = b
+    for b, o in ((m ^ 1, 0), (m ^ 2, 1)):
+        if ho.get(b) == o:
+            p = prv.pop(b)
+            n = nxt.pop(b)
+            nxt[p] = n
+            prv[n] = p
+            del ho[b]
+    ho[m] = 2
+    last = prv[s]
+    prv[m] = last
+    nxt[m] = s
+    nxt[last] = m
+    prv[s] = m
+
+
+def _pair_one_dict(h: dict) -> None:
+    """The same work with one structure per head: ``h[m] = [prev, next, order]``."""
+    s = -3
+    sn = h[s]
+    m = sn[1]
+    n = h.pop(m)[1]
+    sn[1] = n
+    h[n][0] = s
+    for q, b, o in ((-2, m + 2, 1), (-1, m + 1, 0)):
+        qn = h[q]
+        last = qn[0]
+        h[b] = [last, q, o]
+        h[last][1] = b
+        qn[0] = b
+    for b, o in ((m ^ 1, 0), (m ^ 2, 1)):
+        bn = h.get(b)
+        if bn is not None and bn[2] == o:
+            h[bn[0]][1] = bn[1]
+            h[bn[1]][0] = bn[0]
+            del h[b]
+    last = sn[0]
+    h[m] = [last, s, 2]
+    h[last][1] = m
+    sn[0] = m
+
+
+def bench_layout() -> None:
+    """The queue work of one state-A pair (1 pop, 2 splits, 2 merges, 1 insert) in vm_phys's
+    three dicts and in one dict of [prev, next, order] lists, 2,000 other heads queued."""
+    import timeit
+    nxt = {-1: -1, -2: -2, -3: -3}
+    prv = dict(nxt)
+    ho: dict[int, int] = {}
+    h: dict[int, list[int]] = {q: [q, q, -1] for q in (-1, -2, -3)}
+    for m in [1 << 20, *range(1 << 22, (1 << 22) + 4 * 2000, 4)]:
+        ho[m] = 2
+        last = prv[-3]
+        prv[m], nxt[m], nxt[last], prv[-3] = last, -3, m, m
+        hn = h[-3]
+        h[m] = [hn[0], -3, 2]
+        h[hn[0]][1] = m
+        hn[0] = m
+    n = 20000
+    res = {}
+    for name, fn, args in (("three dicts (nxt, prv, head_order)", _pair_three_dicts,
+                            (nxt, prv, ho)),
+                           ("one dict of [prev, next, order]", _pair_one_dict, (h,))):
+        res[name] = min(timeit.repeat(lambda fn=fn, args=args: fn(*args), number=n,
+                                      repeat=15)) / n
+    print("## layout: free-queue layouts for vm_phys (issue 13)\n")
+    print("The dict work of one order-0 pair in state A (pop, 2 splits, 2 merges, insert), "
+          "without the rest of vm_phys; min of 15 runs of 20,000.\n")
+    print("| layout | per pair | ratio |")
+    print("|---|---|---|")
+    base = res["three dicts (nxt, prv, head_order)"]
+    for name, v in res.items():
+        print(f"| {name} | {v * 1e9:.0f} ns | {v / base:.2f} |")
+    print()
+
+
 GROUPS = {"micro": bench_micro, "pair": bench_pair, "boot": bench_boot, "lazy": bench_lazy,
           "replay": bench_replay, "constrained": bench_constrained, "tools": bench_tools,
-          "pagelayer": bench_pagelayer}
+          "pagelayer": bench_pagelayer, "layout": bench_layout}
 
 
 # ---------------------------------------------------------------------------------------

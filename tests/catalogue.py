@@ -29,7 +29,7 @@ _FTRACE = os.path.join(os.path.dirname(__file__), "data", "ftrace")
 class Case:
     name: str
     surface: str                  # api, trace, cli, map, tunable, snapshot
-    action: Callable              # api: f(kernel); trace: a line; cli: argv; others: f()
+    action: Callable              # api: f(kernel); trace: a line or f(); cli: argv; others: f()
     error: type = E.PhysmemError
 
 
@@ -102,13 +102,37 @@ TRACE = [Case(f"trace: {line}", "trace", line) for line in (
     "free_contig 0x2000000 0", "find_range 0 0 0 0x1000", "alloc_contig 0 1 0 0x1000 0x3000 0",
     "extent_print nosuch", "extent_alloc_subregion nosuch 0 1 1 1 0 0 0",
     "tunable debug.vm.lazy_page_init=0", "sysctl vm.nope", "unfree_page 0x9f000",
+    "free_pages " + "9" * 5000 + " 0", "free_pages 0x" + "f" * 5000 + " 0",
+    "alloc_pages 0 default " + "0" * 4400 + "1x",
 )]
+
+
+def _bad_trace_file(data: bytes):
+    """A trace file that is not text: replay_file refuses it as a whole."""
+    def run():
+        with tempfile.NamedTemporaryFile(suffix=".trace", delete=False) as f:
+            f.write(data)
+        try:
+            from physmem.trace import replay_file
+            replay_file(f.name, io.StringIO())
+        finally:
+            os.unlink(f.name)
+    return run
+
+
+TRACE += [Case(f"trace file: {name}", "trace", _bad_trace_file(data), E.TraceFormatError)
+          for name, data in (
+              ("NUL bytes", b"seg 0x1000 0x9f000 0\n\0\0\0\0"),
+              ("invalid UTF-8", b"seg 0x1000 0x9f000 0\nboot lazy \xff\xfe\n"),
+              ("a line of 1 MiB", b"# " + b"x" * (1 << 20) + b"\n"),
+              ("binary garbage", bytes(range(256)) * 8))]
 
 CLI = [Case(f"cli: {' '.join(argv)}", "cli", argv) for argv in (
     ["sysctl", "vm.phys_free", "--machine", "no-such-machine"],
     ["sysctl", "vm.phys_free", "--tunable", "debug.vm.lazy_page_init=7"],
     ["sysctl", "vm.bogus"],
     ["replay", "/no/such/file"],
+    ["replay", "/dev/zero"],
     ["machine", "show", "/no/such/file"],
     ["contig", "--npages", "4", "--align", "0x3000"],
     ["contig", "--npages", "0"],
@@ -717,6 +741,13 @@ def run_case(case: Case) -> None:
         else:
             raise AssertionError(f"{case.name}: accepted")
         assert k.digest() == before, f"{case.name}: state changed"
+    elif case.surface == "trace" and callable(case.action):     # a whole trace file
+        try:
+            case.action()
+        except case.error as e:
+            assert isinstance(e, E.PhysmemError) and "\n" not in str(e), (case.name, e)
+        else:
+            raise AssertionError(f"{case.name}: accepted")
     elif case.surface == "trace":
         r = Replayer()
         r.replay(io.StringIO(_SETUP), io.StringIO())

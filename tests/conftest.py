@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from physmem.dragonfly.vm_page import DragonflyVm
-from physmem.freebsd.vm_page import Kernel
+from physmem.kernel import Kernel
 
 DATA = Path(__file__).parent / "data"
 ORACLE = DATA / "oracle"

@@ -93,5 +93,5 @@ def test_a_snapshot_whose_queue_lengths_disagree_with_its_heads_is_refused(tmp_p
         else:                             # same total, a head on the wrong queue
             lens[nz[0]] -= 1
             lens[nz[0] + 1] += 1
-    with pytest.raises(physmem.SnapshotError, match="inconsistent|queue lengths"):
+    with pytest.raises(physmem.SnapshotError, match=r"inconsistent|queue lengths"):
         physmem.load_snapshot(_damaged(tmp_path, change))

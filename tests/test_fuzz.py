@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from physmem.errors import PhysmemError
-from physmem.freebsd.vm_page import Tunables
+from physmem.kernel import Tunables
 from physmem.machine import machine_from_toml
 from physmem.mapimport import import_map
 from physmem.trace import Replayer

@@ -17,7 +17,9 @@ LAYERS = {
     "physmem.pagearray": 3,
     "physmem.freebsd.vm_phys": 4,
     "physmem.freebsd.sysctl": 5, "physmem.freebsd.invariants": 5,
-    "physmem.freebsd.vm_page": 6,
+    "physmem.freebsd.vm_page": 5,
+    # The composite machine: FreeBSD's allocator with NetBSD's and DragonFly's policies.
+    "physmem.kernel": 6,
     "physmem.netbsd.extent": 4, "physmem.netbsd.mirror": 5, "physmem.netbsd.pglist": 5,
     "physmem.dragonfly.alist": 4, "physmem.dragonfly.dma_reserve": 5,
     # DragonFly's page layer sits above the free-page allocators (the buddy source).

@@ -12,8 +12,9 @@ print the kernel's sysctl text, replay traces::
 
 Layers, bottom up: :mod:`physmem.vmparam` and :mod:`physmem.machine` (machine
 description) -> :mod:`physmem.pagearray` (the page array) -> :mod:`physmem.freebsd.vm_phys`
-(free pages) -> :mod:`physmem.freebsd.vm_page` (boot and the callers' bookkeeping) ->
-:mod:`physmem.trace`, :mod:`physmem.cli` (traces, reports, command line).
+(free pages) -> :mod:`physmem.freebsd.vm_page` (boot loops), NetBSD's and DragonFly's
+modules -> :mod:`physmem.kernel` (the composite: boot, the public API, attached policies)
+-> :mod:`physmem.trace`, :mod:`physmem.cli` (traces, reports, command line).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from .errors import (
     UninitializedPageError,
     UnknownMachineError,
 )
-from .freebsd.vm_page import Kernel, Tunables
+from .kernel import Kernel, Tunables
 from .machine import PRESETS, Machine, RamRange, get_machine
 from .snapshot import SnapshotError
 from .snapshot import load as load_snapshot

@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-from .freebsd.vm_page import Kernel
+from .kernel import Kernel
 from .machine import get_machine
 
 SEED_1G_MS = 21.5

@@ -44,7 +44,7 @@ from .atomic import (
 )
 from .checks import check_int, untrusted
 from .errors import ArgumentError, PhysmemError
-from .freebsd.vm_page import Kernel
+from .kernel import Kernel
 from .machine import (
     DEFAULT_MACHINE,
     PRESETS,
@@ -259,7 +259,7 @@ def replay(trace: str, check: bool, load_from: str | None, save_to: str | None,
            force: bool) -> None:
     """Replay a trace (FILE, or - for standard input); exit 1 if any line failed."""
     from . import snapshot
-    from .trace import Replayer
+    from .trace import Replayer, read_trace
     refuse_temp(trace)
     if save_to:
         check_output_file(save_to, force, is_snapshot_file, "snapshot")
@@ -270,10 +270,10 @@ def replay(trace: str, check: bool, load_from: str | None, save_to: str | None,
         r.nops = 1   # an arch line can no longer come first
     out = sys.stdout
     if trace == "-":
-        errors = r.replay(sys.stdin, out)
+        errors = r.replay(read_trace(sys.stdin.buffer, "-"), out)
     else:
-        with open(trace, encoding="utf-8", errors="replace") as f:
-            errors = r.replay(f, out)
+        with open(trace, "rb") as f:
+            errors = r.replay(read_trace(f, trace), out)
     out.flush()
     if save_to:
         snapshot.save(r.k, save_to)

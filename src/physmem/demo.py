@@ -12,7 +12,7 @@ from rich.table import Table
 
 from .bits import PAGE_SIZE
 from .checks import check_int, untrusted
-from .freebsd.vm_page import Kernel
+from .kernel import Kernel
 from .workloads import MAX_OPS
 
 

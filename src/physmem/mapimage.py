@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from .bits import PAGE_SHIFT
-from .freebsd.vm_page import Kernel
+from .kernel import Kernel
 from .reprs import fmt_size
 
 ROW_CELLS = 512                  # cells per row of the image

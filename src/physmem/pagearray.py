@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import mmap
 import sys
+from array import array
 
 import numpy as np
 
@@ -65,6 +66,19 @@ _MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000 if sys.platform.startswit
 
 # Python loops beat a numpy call below this many pages (numpy's per-call overhead is ~1 us).
 SMALL_RUN = 16
+# Runs up to this many pages are written and compared through memoryview slices of a
+# cached run of one word (~0.2 us for any length; a Python loop costs ~30 ns a page and
+# numpy ~0.3 us to write, ~1.6 us to compare: bench/RESULTS.md, issue 13).
+SLICE_RUN = 1024
+_runs: dict[int, memoryview] = {}
+
+
+def _run_of(w: int) -> memoryview:
+    """SLICE_RUN entries of the word ``w``, as a memoryview to slice from (cached)."""
+    r = _runs.get(w)
+    if r is None:
+        r = _runs[w] = memoryview(array("H", [w]) * SLICE_RUN)
+    return r
 
 
 def zeros(n: int, dtype) -> np.ndarray:
@@ -89,7 +103,8 @@ class PageArray:
     :class:`~physmem.errors.UninitializedPageError`.
     """
 
-    __slots__ = ("_map", "base_pfn", "lone", "mv", "ninit", "npages", "spans", "words")
+    __slots__ = ("_map", "base_pfn", "boot_ranges", "lone", "mv", "ninit", "npages", "spans",
+                 "words")
 
     def __init__(self, base_pfn: int, npages: int,
                  spans: list[tuple[int, int]] | None = None) -> None:
@@ -102,6 +117,10 @@ class PageArray:
         self.mv = memoryview(self.words)
         self.lone: dict[int, int] = {}
         self.ninit = 0  # vm_page_init_page() calls, for boot-cost accounting
+        # While vm_page_startup runs: the pfn ranges its init loop wrote densely (the only
+        # dense entries then), so that boot asks them, not 65 k untouched OS pages, whether
+        # a chunk head is dense.  None once boot is over.
+        self.boot_ranges: list[tuple[int, int]] | None = []
 
     # -- reading ---------------------------------------------------------------------------
     def raw(self, pfn: int) -> int:
@@ -162,18 +181,15 @@ class PageArray:
         if i < 0 or i + npages > self.npages:
             raise InvariantError(f"init_range {pfn:#x}+{npages} outside the page array")
         self.ninit += npages
+        if scan_lone and self.boot_ranges is not None:
+            self.boot_ranges.append((pfn, pfn + npages))
         lone = self.lone
         if lone:
             lone.pop(pfn, None)
             if scan_lone:
                 for p in [p for p in lone if pfn <= p < pfn + npages]:
                     del lone[p]
-        if npages <= SMALL_RUN:
-            mv = self.mv
-            for j in range(i, i + npages):
-                mv[j] = w
-        else:
-            self.words[i:i + npages] = w
+        self.fill(i, npages, w)
 
     # -- field updates on initialised runs ---------------------------------------------------
     def set_pool_range(self, pfn: int, npages: int, pool: int) -> None:
@@ -202,10 +218,10 @@ class PageArray:
 
     def fill(self, i: int, npages: int, w: int) -> None:
         """Set entries ``[i, i + npages)`` (array indices) to the word ``w``."""
-        if npages <= SMALL_RUN:
-            mv = self.mv
-            for j in range(i, i + npages):
-                mv[j] = w
+        if npages == 1:
+            self.mv[i] = w
+        elif npages <= SLICE_RUN:
+            self.mv[i:i + npages] = _run_of(w)[:npages]
         else:
             self.words[i:i + npages] = w
 
@@ -213,12 +229,13 @@ class PageArray:
         """The first page of ``[pfn, pfn + npages)`` whose word is not ``w``, or None.
         The run must lie inside the array."""
         i = pfn - self.base_pfn
-        if npages <= SMALL_RUN:
+        if npages <= SLICE_RUN:
             mv = self.mv
+            if mv[i:i + npages] == _run_of(w)[:npages]:
+                return None
             for j in range(i, i + npages):
                 if mv[j] != w:
                     return self.base_pfn + j
-            return None
         bad = np.flatnonzero(self.words[i:i + npages] != w)
         return None if bad.size == 0 else pfn + int(bad[0])
 

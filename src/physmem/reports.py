@@ -39,7 +39,7 @@ from .atomic import (
 from .bootcost import NS_PER_PAGE
 from .checks import untrusted
 from .errors import ArgumentError, PhysmemError
-from .freebsd.vm_page import Kernel
+from .kernel import Kernel
 from .machine import Machine, _firecracker, get_machine
 from .mapimage import MemoryMap, memory_map, plot_memory_maps
 from .trace import Replayer

@@ -1,4 +1,4 @@
-"""Snapshots: the whole state of a booted :class:`~physmem.freebsd.vm_page.Kernel` in one
+"""Snapshots: the whole state of a booted :class:`~physmem.kernel.Kernel` in one
 file, and back.
 
 The file is a numpy ``.npz`` archive (no pickles): a JSON ``meta`` record with the format
@@ -29,8 +29,8 @@ import numpy as np
 from .atomic import atomic_write, refuse_temp
 from .checks import untrusted
 from .errors import InvariantError, PhysmemError, SegmentError, StateError
-from .freebsd.vm_page import InitStats, Kernel, Tunables, VmDomain, check_boot_size
 from .freebsd.vm_phys import MemAffinity, Seg
+from .kernel import InitStats, Kernel, Tunables, VmDomain, check_boot_size
 from .machine import MAX_RAM_RANGES
 from .pagearray import PageArray
 from .vmparam import get_arch

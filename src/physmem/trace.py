@@ -1,10 +1,13 @@
 """Trace replay: the physmem trace format, version 1 (docs/trace-format.md).
 
 A trace is a text file of operations on one model of physical memory; :class:`Replayer`
-runs each line on a :class:`~physmem.freebsd.vm_page.Kernel` (and the named extent maps)
+runs each line on a :class:`~physmem.kernel.Kernel` (and the named extent maps)
 and writes exactly one result line per operation -- the multi-line sysctl and
 ``extent_print`` texts excepted -- so that two implementations can be compared with
-``diff``.  A bad line prints ``error: <message>``, changes nothing, and replay goes on.
+``diff``.  A bad line prints ``error: line N: <message>``, changes nothing, and replay goes
+on.  A file that is not a trace at all (NUL bytes, invalid UTF-8, a line longer than
+:data:`MAX_LINE` characters, more than :data:`MAX_TRACE_BYTES` bytes) is refused as a
+whole with one :class:`~physmem.errors.TraceFormatError` (:func:`read_trace`).
 
 Usage::
 
@@ -12,15 +15,23 @@ Usage::
     errors = r.replay(open("t.trace"), sys.stdout)
 
 or ``physmem replay t.trace`` on the command line.
+
+The replay engine: one handler per operation (``op_*``) that checks its argument count and
+parses its numbers inline, called straight from :meth:`Replayer.replay`'s loop; lines with
+handles (``->``, ``$``) or ``--check`` take the general path (:meth:`Replayer.run_line`).
+Every handler calls the same :class:`~physmem.kernel.Kernel` methods as the Python API.
+Results are written in blocks of :data:`FLUSH_EVERY` lines.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import TextIO
+import codecs
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
+from typing import BinaryIO, TextIO
 
 from .errors import PhysmemError, StateError, TraceFormatError
-from .freebsd.vm_page import Kernel
+from .kernel import Kernel, Tunables
 from .netbsd.extent import ERRNO_NAMES, Extent, parse_flags
 from .trace_dfly import DFLY_HANDLE_OPS, DFLY_PAGE_OPS, DflyOps
 
@@ -31,19 +42,40 @@ HANDLE_OPS = frozenset(("alloc_pages", "alloc_freelist_pages", "alloc_contig",
 ADDRESS_OPS = frozenset(("free_pages", "free_contig", "unfree_page")) | DFLY_PAGE_OPS
 # Lines are written out in chunks of this many results.
 FLUSH_EVERY = 4096
+# Input limits of a trace file (read_trace): no line of the format comes near the first;
+# the second stops a runaway input (a device, a wrong file) long before memory or time do.
+MAX_LINE = 1 << 16
+MAX_TRACE_BYTES = 1 << 36
+READ_BLOCK = 1 << 20
+
+
+def _shown(s: str) -> str:
+    """A word for an error message, shortened if it is huge (one line stays readable)."""
+    return s if len(s) <= 40 else f"{s[:20]}...({len(s)} characters)"
 
 
 def parse_u64(s: str, what: str = "number") -> int:
-    """A trace number: decimal, or ``0x``-prefixed hexadecimal, below 2**64."""
+    """A trace number: decimal, or ``0x``-prefixed hexadecimal, below 2**64.
+
+    Digits beyond the 20 (decimal) or 16 (hexadecimal) that a 64-bit value can have, once
+    leading zeros are dropped, are refused before any conversion: no 4,300-digit limit,
+    no time spent on a huge number."""
     if s.isdigit():
         if s.isascii():
+            if len(s) > 20:
+                s2 = s.lstrip("0")
+                if len(s2) > 20:
+                    raise TraceFormatError(f"bad {what} '{_shown(s)}' (not below 2**64)")
+                s = s2 or "0"
             v = int(s)
             if v < U64:
                 return v
     elif s[:2] in ("0x", "0X"):
         digits = s[2:]
         # int() would also take signs, blanks and underscores: the trace format does not.
-        if digits and digits.isascii() and digits[0] not in "+-" and "_" not in digits:
+        if digits.isalnum() and digits.isascii():
+            if len(digits) > 16 and len(digits.lstrip("0")) > 16:
+                raise TraceFormatError(f"bad {what} '{_shown(s)}' (not below 2**64)")
             try:
                 v = int(digits, 16)
             except ValueError:
@@ -51,7 +83,13 @@ def parse_u64(s: str, what: str = "number") -> int:
             else:
                 if v < U64:
                     return v
-    raise TraceFormatError(f"bad {what} '{s}'")
+    raise TraceFormatError(f"bad {what} '{_shown(s)}'")
+
+
+# Each Replayer remembers the words parse_u64 accepted, and their values: a trace repeats
+# its numbers (orders, domains, counts, each address allocated then freed), and a dict
+# lookup costs a sixth of parsing.  Cleared when it grows past NUM_CACHE entries.
+NUM_CACHE = 1 << 17
 
 
 def tokenize(line: str) -> list[str]:
@@ -60,6 +98,55 @@ def tokenize(line: str) -> list[str]:
     if i >= 0:
         line = line[:i]
     return line.split()
+
+
+def read_trace(f: BinaryIO, name: str = "trace") -> Iterator[str]:
+    """The lines of a trace file opened in binary mode, decoded as UTF-8, without their
+    line ends (``\\n``, ``\\r\\n`` or ``\\r``, as a text file reads them).  A byte-order
+    mark at the start is dropped by :meth:`Replayer.replay`.
+
+    Raises TraceFormatError, naming the line, for a file that is not a trace: a NUL byte,
+    bytes that are not UTF-8, a line longer than MAX_LINE characters, or more than
+    MAX_TRACE_BYTES bytes.  Each block of READ_BLOCK bytes is checked before any of its
+    lines is yielded, so a file shorter than that is refused before anything runs; in a
+    longer one, the blocks before the faulty one have been replayed."""
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    carry = ""
+    lineno = 0       # lines yielded so far
+    total = 0
+    read = getattr(f, "read1", f.read)   # what is there: a pipe need not fill a block
+    while True:
+        block = read(READ_BLOCK)
+        total += len(block)
+        if total > MAX_TRACE_BYTES:
+            raise TraceFormatError(f"{name}: more than {MAX_TRACE_BYTES} bytes: not a trace")
+        nul = block.find(b"\0")
+        if nul >= 0:
+            at = lineno + carry.count("\n") + block.count(b"\n", 0, nul) + 1
+            raise TraceFormatError(f"{name}: line {at}: NUL byte: not a text file")
+        try:
+            text = decoder.decode(block, final=not block)
+        except UnicodeDecodeError as e:
+            at = lineno + block.count(b"\n", 0, max(e.start, 0)) + 1
+            raise TraceFormatError(f"{name}: line {at}: not UTF-8 text") from None
+        data = carry + text if carry else text
+        tail = ""
+        if "\r" in data:
+            if block and data.endswith("\r"):   # its "\n" may be in the next block
+                data, tail = data[:-1], "\r"
+            data = data.replace("\r\n", "\n").replace("\r", "\n")
+        lines = data.split("\n")
+        carry = lines.pop() + tail
+        if len(carry) > MAX_LINE or (lines and max(map(len, lines)) > MAX_LINE):
+            at = lineno + next((i for i, ln in enumerate(lines) if len(ln) > MAX_LINE),
+                               len(lines)) + 1
+            raise TraceFormatError(f"{name}: line {at}: longer than {MAX_LINE} characters")
+        lineno += len(lines)
+        yield from lines
+        if not block:
+            if carry:
+                yield carry
+            return
 
 
 class Replayer:
@@ -74,8 +161,10 @@ class Replayer:
         self.nops = 0
         self.extents: dict[str, Extent] = {}
         self.tunables: list[str] = []
+        self._tun: Tunables | None = None     # self.tunables parsed, one line at a time
         self.handles: dict[str, int | None] = {}
         self.errors = 0
+        self._num: dict[str, int] = {}      # words parsed so far -> values (see NUM_CACHE)
         self.dfly = DflyOps(parse_u64)
         self._ops: dict[str, Callable[[list[str]], str]] = {
             "arch": self.op_arch,
@@ -154,8 +243,9 @@ class Replayer:
             return None
         return pa + (parse_u64(off, "page offset") << 12 if plus else 0)
 
-    def run_line(self, line: str) -> str | None:
-        """Run one trace line; its output (with newline), or None for a blank line."""
+    def run_line(self, line: str, lineno: int | None = None) -> str | None:
+        """Run one trace line; its output (with newline), or None for a blank line.
+        ``lineno``, if given, is named in an error line (``error: line N: ...``)."""
         tok = tokenize(line)
         if not tok:
             return None
@@ -163,7 +253,7 @@ class Replayer:
             out = self.execute(tok)
         except PhysmemError as e:
             self.errors += 1
-            return f"error: {e}\n"
+            return f"error: {e}\n" if lineno is None else f"error: line {lineno}: {e}\n"
         if self.check and self.kernel is not None and self.kernel.booted:
             self.kernel.check()
         if self.check and self.dfly.vm is not None:
@@ -172,17 +262,45 @@ class Replayer:
 
     def replay(self, lines: Iterable[str], out: TextIO) -> int:
         """Replay every line, writing results to ``out``; returns the number of lines that
-        printed ``error:``."""
+        printed ``error:``.  A byte-order mark before the first line is ignored.
+
+        The loop calls each operation's handler directly; a line with a handle (``->``,
+        ``$``), an unknown operation, or ``check`` mode goes through :meth:`run_line`,
+        which does the same with the general checks."""
         buf: list[str] = []
+        append = buf.append
+        ops = self._ops
+        general = self.check
         run_line = self.run_line
-        for line in lines:
-            r = run_line(line)
-            if r is not None:
-                buf.append(r)
+        lineno = 0
+        try:
+            for lineno, line in enumerate(lines, 1):
+                if lineno == 1 and line.startswith("\ufeff"):
+                    line = line[1:]
+                if "#" in line:
+                    line = line[:line.index("#")]
+                tok = line.split()
+                if not tok:
+                    continue
+                fn = ops.get(tok[0])
+                if fn is None or general or "$" in line or "->" in line:
+                    r = run_line(line, lineno)
+                    if r is not None:
+                        append(r)
+                else:
+                    self.nops += 1
+                    try:
+                        r = fn(tok)
+                    except PhysmemError as e:
+                        self.errors += 1
+                        append(f"error: line {lineno}: {e}\n")
+                    else:
+                        append(r if r.endswith("\n") else r + "\n")
                 if len(buf) >= FLUSH_EVERY:
                     out.write("".join(buf))
                     buf.clear()
-        out.write("".join(buf))
+        finally:
+            out.write("".join(buf))
         return self.errors
 
     # -- helpers --------------------------------------------------------------------------
@@ -190,6 +308,33 @@ class Replayer:
     def _nargs(tok: list[str], want: int) -> None:
         if len(tok) != want + 1:
             raise TraceFormatError(f"{tok[0]}: expected {want} arguments, got {len(tok) - 1}")
+
+    def _u64(self, s: str, what: str) -> int:
+        """parse_u64, remembering the word's value (the handlers look there first)."""
+        v = parse_u64(s, what)
+        num = self._num
+        if len(num) >= NUM_CACHE:
+            num.clear()
+        num[s] = v
+        return v
+
+    def _two(self, tok: list[str], want: int, i: int, wi: str, j: int,
+             wj: str) -> tuple[Kernel, int, int]:
+        """The checks of a hot handler with two numbers (words ``i`` and ``j``): argument
+        count, a booted kernel, the numbers looked up in self._num before parse_u64."""
+        if len(tok) != want + 1:
+            self._nargs(tok, want)
+        k = self.kernel
+        if k is None or not k.booted:
+            k = self._booted()
+        num = self._num
+        a = num.get(tok[i])
+        if a is None:
+            a = self._u64(tok[i], wi)
+        b = num.get(tok[j])
+        if b is None:
+            b = self._u64(tok[j], wj)
+        return k, a, b
 
     def _booted(self) -> Kernel:
         k = self.k
@@ -223,18 +368,16 @@ class Replayer:
         self._nargs(tok, 1)
         if tok[1] not in ("lazy", "eager"):
             raise TraceFormatError("boot wants lazy or eager")
-        if self.tunables:
-            from .freebsd.vm_page import Tunables
-            tun = Tunables.parse(self.tunables, self.k.param)
-            self.k.boot(lazy=tok[1] == "lazy", tunables=tun)
+        if self._tun is not None:
+            self.k.boot(lazy=tok[1] == "lazy", tunables=replace(self._tun))
         else:
             self.k.boot(lazy=tok[1] == "lazy")
         return "ok"
 
+    # NOTE: the hot handlers do their checks in _two (one call instead of three).
     def op_alloc_pages(self, tok: list[str]) -> str:
-        self._nargs(tok, 3)
-        k = self._booted()
-        pa = k.alloc_pages(parse_u64(tok[1], "domain"), tok[2], parse_u64(tok[3], "order"))
+        k, d, o = self._two(tok, 3, 1, "domain", 3, "order")
+        pa = k.alloc_pages(d, tok[2], o)
         return "NULL" if pa is None else f"{pa:#x}"
 
     def op_alloc_freelist_pages(self, tok: list[str]) -> str:
@@ -245,29 +388,43 @@ class Replayer:
         return "NULL" if pa is None else f"{pa:#x}"
 
     def op_alloc_npages(self, tok: list[str]) -> str:
-        self._nargs(tok, 3)
-        k = self._booted()
-        pas = k.alloc_npages(parse_u64(tok[1], "domain"), tok[2], parse_u64(tok[3], "npages"))
-        return " ".join([str(len(pas)), *map(hex, pas)])
+        k, d, n = self._two(tok, 3, 1, "domain", 3, "npages")
+        runs = k.alloc_npages_runs(d, tok[2], n)
+        # The runs are printed as they come: no list of every page in between.
+        out = [""]
+        total = 0
+        for pa, c in runs:
+            total += c
+            if c == 1:
+                out.append(hex(pa))
+            else:
+                out.extend(map(hex, range(pa, pa + (c << 12), 4096)))
+        out[0] = str(total)
+        return " ".join(out)
 
     def op_alloc_contig(self, tok: list[str]) -> str:
-        self._nargs(tok, 6)
-        k = self._booted()
-        pa = k.alloc_contig(parse_u64(tok[1], "domain"), parse_u64(tok[2], "npages"),
-                            parse_u64(tok[3], "low"), parse_u64(tok[4], "high"),
-                            parse_u64(tok[5], "alignment"), parse_u64(tok[6], "boundary"))
+        if len(tok) != 7:
+            self._nargs(tok, 6)
+        k = self.kernel
+        if k is None or not k.booted:
+            k = self._booted()
+        num = self._num.get
+        a = [num(t) for t in tok[1:]]
+        if None in a:
+            a = [v if v is not None else self._u64(t, what) for v, t, what in
+                 zip(a, tok[1:], ("domain", "npages", "low", "high", "alignment", "boundary"),
+                     strict=True)]
+        pa = k.alloc_contig(*a)
         return "NULL" if pa is None else f"{pa:#x}"
 
     def op_free_pages(self, tok: list[str]) -> str:
-        self._nargs(tok, 2)
-        k = self._booted()
-        k.free_pages(parse_u64(tok[1], "address"), parse_u64(tok[2], "order"))
+        k, pa, o = self._two(tok, 2, 1, "address", 2, "order")
+        k.free_pages(pa, o)
         return "ok"
 
     def op_free_contig(self, tok: list[str]) -> str:
-        self._nargs(tok, 2)
-        k = self._booted()
-        k.free_contig(parse_u64(tok[1], "address"), parse_u64(tok[2], "npages"))
+        k, pa, n = self._two(tok, 2, 1, "address", 2, "npages")
+        k.free_contig(pa, n)
         return "ok"
 
     def op_unfree_page(self, tok: list[str]) -> str:
@@ -304,8 +461,8 @@ class Replayer:
         self._nargs(tok, 1)
         if self.k.booted:
             raise StateError("tunable after boot")
-        from .freebsd.vm_page import Tunables
-        Tunables.parse([*self.tunables, tok[1]], self.k.param)   # validate now
+        base = self._tun if self._tun is not None else Tunables.parse((), self.k.param)
+        self._tun = base.with_item(tok[1], self.k.param)   # validates; linear in lines
         self.tunables.append(tok[1])
         return "ok"
 
@@ -403,6 +560,6 @@ def replay_file(path: str, out: TextIO, check: bool = False) -> int:
     import sys
     r = Replayer(check=check)
     if path == "-":
-        return r.replay(sys.stdin, out)
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return r.replay(f, out)
+        return r.replay(read_trace(sys.stdin.buffer, "-"), out)
+    with open(path, "rb") as f:
+        return r.replay(read_trace(f, path), out)

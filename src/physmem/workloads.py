@@ -37,7 +37,7 @@ from .atomic import clean_stale, owned_names, refuse_temp, replace_dir
 from .bits import PAGE_SHIFT
 from .checks import check_int
 from .errors import ArgumentError, PhysmemError
-from .freebsd.vm_page import Kernel, Tunables
+from .kernel import Kernel, Tunables
 
 PAGE = 1 << PAGE_SHIFT
 

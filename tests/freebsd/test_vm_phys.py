@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from physmem import errors as E
 from physmem.freebsd.vm_phys import vm_addr_ok
 from tests.conftest import GB, MB, PAGE, make_kernel
 
@@ -108,6 +109,19 @@ def test_alloc_npages_returns_a_short_count_when_memory_runs_out():
     assert len(pas) == 20
     assert pas == [p * PAGE for p in [5, 24, 6, 7, *range(8, 24)]]
     assert k.free_count(0) == 0
+
+
+def test_alloc_npages_runs_are_the_same_pages_as_runs_of_the_kernel_array():
+    a, b = small(), small()
+    runs = a.alloc_npages_runs(0, "default", 19)
+    # one run per block taken: 5 and 24 (order 0), 6-7 (order 1), 8-15, 16-23 (order 3)
+    assert runs == [(5 * PAGE, 1), (24 * PAGE, 1), (6 * PAGE, 2), (8 * PAGE, 8),
+                    (16 * PAGE, 7)]
+    assert [p for pa, n in runs for p in range(pa, pa + n * PAGE, PAGE)] == \
+        b.alloc_npages(0, "default", 19)
+    assert a.digest() == b.digest()
+    with pytest.raises(E.ArgumentError):
+        a.alloc_npages_runs(0, "default", 0)
 
 
 def test_alloc_contig_tests_block_heads_and_puts_the_excess_at_the_queue_heads():

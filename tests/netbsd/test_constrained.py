@@ -126,6 +126,21 @@ def test_dma_reserve_keeps_the_low_pages_and_serves_contig_first():
     k.check()
 
 
+def test_one_page_frees_of_reserve_pages_go_through_the_reserve():
+    """free_pages of one page checks the reserve like any free: a reserve page never
+    handed out is refused (it is free in the alist), a handed-out one goes back there."""
+    k = physmem.boot("firecracker-1g", lazy=False, tunables=["vm.dma_reserved=0x1000000"])
+    before = k.digest()
+    with pytest.raises(E.DoubleFreeError):
+        k.free_pages(0x1000, 0)
+    assert k.digest() == before
+    pa = k.contigmalloc(1, 0, 1 << 32, PAGE, 0)
+    assert pa is not None and pa < k.dma.low_phys_reserved * PAGE
+    k.free_pages(pa, 0)
+    assert k.sysctl("vm.dma_free_pages") == "4096"
+    k.check()
+
+
 def test_dma_reserve_is_capped_at_a_sixteenth_of_memory():
     k = physmem.boot("firecracker-128m", tunables=["vm.dma_reserved=0x8000000"])
     pages = (0x9F000 - 0x1000 + 0x8000000 - 0x100000) // PAGE       # the segments' pages

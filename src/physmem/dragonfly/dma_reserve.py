@@ -35,7 +35,7 @@ from ..pagearray import PG_PHYS_ALLOC
 from .alist import ALIST_BLOCK_NONE, Alist
 
 if TYPE_CHECKING:
-    from ..freebsd.vm_page import Kernel
+    from ..kernel import Kernel
 
 LOW_PHYS_RESERVED = 65536            # pages, 256 MiB
 DEFAULT_DMA_RESERVED = 128 << 20     # bytes

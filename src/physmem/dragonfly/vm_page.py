@@ -12,7 +12,7 @@ The free-page source is pluggable (``source=``):
 
 * ``"dragonfly"`` (default): DragonFly's own coloured PQ_FREE queues, built at boot from
   phys_avail in ascending order, each page at the head of ``PQ_FREE + colour``;
-* ``"buddy"``: FreeBSD's vm_phys (an eagerly booted :class:`~physmem.freebsd.vm_page.Kernel`)
+* ``"buddy"``: FreeBSD's vm_phys (an eagerly booted :class:`~physmem.kernel.Kernel`)
   hands out and takes back order-0 pages; PQ_FREE stays empty and ``v_free_count`` follows
   the buddy allocator.
 """
@@ -252,7 +252,7 @@ class DragonflyVm(PageoutMixin):
         del managed
         self.vmstats.v_page_count = len(idx)
         if self.source == "buddy":
-            from ..freebsd.vm_page import Kernel
+            from ..kernel import Kernel
             k = Kernel.from_machine(self.machine)
             k.boot(lazy=False)
             self.kernel = k

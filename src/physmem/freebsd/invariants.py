@@ -5,7 +5,7 @@ bookkeeping.  Both raise :class:`~physmem.errors.InvariantError` listing what is
 first problems found, then a count).  Checked:
 
 * queue integrity: the links of every queue form one circle through its sentinel, ``lcnt``
-  equals its length, and every key of ``head_order`` is on exactly one queue;
+  equals its length, and every head in ``heads`` is on exactly one queue;
 * every free block: its head's ``order`` equals the queue's order and its pool word the
   queue's pool, the head is initialised, aligned to its order, and the block lies in one
   segment whose free queues (domain, free list) are the queue's;
@@ -61,7 +61,8 @@ def _free_blocks(phys: VmPhys, bad: _Problems) -> list[tuple[int, int, int, int,
     """Walk every queue, checking links and counts; return (head, order, pool, domain,
     flind) for every queued block."""
     NFL, NFP, NFO = phys.NFL, phys.NFP, phys.NFO
-    nxt, prv = phys.nxt, phys.prv
+    heads = phys.heads
+    nheads = sum(1 for m in heads if m >= 0)
     blocks = []
     seen: set[int] = set()
     for q in range(len(phys.lcnt)):
@@ -71,13 +72,18 @@ def _free_blocks(phys: VmPhys, bad: _Problems) -> list[tuple[int, int, int, int,
         flind = (q // (NFO * NFP)) % NFL
         domain = q // (NFO * NFP * NFL)
         n = 0
-        m = nxt[s]
+        sn = heads[s]
+        m = sn[1]
         prev = s
         while m != s:
             if m < 0:
                 bad.add(f"queue {q}: link to foreign sentinel {m}")
                 break
-            if prv.get(m) != prev:
+            node = heads.get(m)
+            if node is None:
+                bad.add(f"queue {q}: link to {m << PAGE_SHIFT:#x}, which is not a head")
+                break
+            if node[0] != prev:
                 bad.add(f"queue {q}: broken back link at {m << PAGE_SHIFT:#x}")
             if m in seen:
                 bad.add(f"block {m << PAGE_SHIFT:#x} is on a queue twice")
@@ -86,21 +92,21 @@ def _free_blocks(phys: VmPhys, bad: _Problems) -> list[tuple[int, int, int, int,
             blocks.append((m, order, pool, domain, flind))
             n += 1
             prev = m
-            m = nxt[m]
-            if n > len(phys.head_order) + 1:
+            m = node[1]
+            if n > nheads + 1:
                 bad.add(f"queue {q}: cycle")
                 break
-        if prv[s] != prev:
+        if sn[0] != prev:
             bad.add(f"queue {q}: sentinel's back link is stale")
         if n != phys.lcnt[q]:
             bad.add(f"queue d{domain} fl{flind} pool{pool} order{order}: lcnt "
                     f"{phys.lcnt[q]} != length {n}")
         if n and (domain >= phys.ndomains or flind >= phys.nfreelists):
             bad.add(f"queue {q} of a domain or free list that does not exist holds blocks")
-    if len(seen) != len(phys.head_order):
-        bad.add(f"{len(phys.head_order)} heads have an order but {len(seen)} are queued")
-    if len(nxt) != len(prv) or len(nxt) != len(phys.lcnt) + len(seen):
-        bad.add("link dicts hold entries that are on no queue")
+    if len(seen) != nheads:
+        bad.add(f"{nheads} heads have an order but {len(seen)} are queued")
+    if len(heads) != len(phys.lcnt) + nheads:
+        bad.add("the head dict holds sentinels that are no queue's")
     return blocks
 
 
@@ -114,9 +120,9 @@ def check_vm_phys(phys: VmPhys, strict_buddies: bool = False) -> list[tuple[int,
     heads: dict[int, int] = {}
     for m, order, pool, domain, flind in blocks:
         pa = m << PAGE_SHIFT
-        if phys.head_order.get(m) != order:
+        if phys.heads[m][2] != order:
             bad.add(f"block {pa:#x} on an order-{order} queue has order "
-                    f"{phys.head_order.get(m)}")
+                    f"{phys.heads[m][2]}")
         w = pages.raw(m)
         if not w:
             bad.add(f"free head {pa:#x} is not initialised")
@@ -177,7 +183,7 @@ def check_vm_phys(phys: VmPhys, strict_buddies: bool = False) -> list[tuple[int,
 
 
 def check_kernel(k: Kernel, strict_buddies: bool = False) -> None:
-    """Check vm_phys and the callers' bookkeeping of :class:`~physmem.freebsd.vm_page.Kernel`."""
+    """Check vm_phys and the callers' bookkeeping of :class:`~physmem.kernel.Kernel`."""
     if not k.booted:
         return
     phys = k.phys

@@ -26,18 +26,19 @@ Data layout (figures in bench/RESULTS.md and docs/implementation.md):
 
 * Per-page fields (pool, segind, "initialised") live in :class:`physmem.pagearray.PageArray`.
 * Free-block heads are the only pages with an ``order`` and free-queue links, so those live
-  in dicts keyed by the head's pfn: ``head_order`` and two link dicts ``nxt`` / ``prv``
-  forming one circular doubly-linked list per queue, whose sentinel key is ``-1 - q`` for
-  queue index ``q``.  A page that is not a key of ``head_order`` has order
-  ``VM_NFREEORDER`` ("not a free head"), the kernel's sentinel.  Dict-linked lists give
-  O(1) insert at either end and O(1) removal of any block (buddy coalescing, contig
-  allocation), and cost memory per free block, not per page.
+  in one dict keyed by the head's pfn, ``heads``: ``heads[m] = [prev, next, order]``, one
+  structure per head (issue 13: a quarter less dict work than three dicts, ``python
+  bench/run.py layout``).  The links form one circular doubly-linked list per queue whose
+  sentinel is ``heads[-1 - q] = [last, first, -1]`` for queue index ``q``.  A page that is
+  not a key of ``heads`` has order ``VM_NFREEORDER`` ("not a free head"), the kernel's
+  sentinel.  Dict-linked lists give O(1) insert at either end and O(1) removal of any block
+  (buddy coalescing, contig allocation), and cost memory per free block, not per page.
 * ``lcnt[q]`` counts the blocks on queue ``q``; ``q = seg.fq + pool * NFO + order``, where
   ``seg.fq`` is the segment's ``free_queues`` (``(domain * NFL + flind) * NFP * NFO``).
 
 Locking: every method that touches the queues requires the free-queue lock of the domain
 concerned (``domain_locks[d]``), as the kernel does; the callers in
-:mod:`physmem.freebsd.vm_page` take it.  The queues of different domains share the dicts,
+:mod:`physmem.kernel` take it.  The queues of different domains share the dict,
 but their keys are disjoint, and each dict operation is atomic in CPython.
 """
 
@@ -111,12 +112,9 @@ class VmPhys:
         self.initdone = [False] * param.maxmemdom  # vm_phys_lazy_init_domain's flags
         nq = param.maxmemdom * self.NFL * self.NFP * self.NFO
         self.lcnt = [0] * nq
-        self.nxt: dict[int, int] = {}
-        self.prv: dict[int, int] = {}
-        for q in range(nq):
-            self.nxt[-1 - q] = -1 - q
-            self.prv[-1 - q] = -1 - q
-        self.head_order: dict[int, int] = {}
+        # heads[m] = [prev, next, order] of free-block head m; heads[-1 - q] = [last, first,
+        # -1] is queue q's sentinel.
+        self.heads: dict[int, list[int]] = {-1 - q: [-1 - q, -1 - q, -1] for q in range(nq)}
         self.pages: PageArray = PageArray(0, 0)
         self.seg_ends: list[int] = []           # seg.end for bisection
         self.domain_locks = [threading.Lock() for _ in range(param.maxmemdom)]
@@ -276,9 +274,9 @@ class VmPhys:
         """``m->order``: the order of the free block that ``m`` heads, else VM_NFREEORDER.
 
         Raises UninitializedPageError for a page structure that was never initialised."""
-        o = self.head_order.get(m)
-        if o is not None:
-            return o
+        node = self.heads.get(m)
+        if node is not None and m >= 0:
+            return node[2]
         if not self.pages.raw(m):
             raise UninitializedPageError(
                 f"page {m << PAGE_SHIFT:#x}: reading order of an uninitialised vm_page")
@@ -292,6 +290,12 @@ class VmPhys:
         """``m->segind``."""
         return self.pages.word(m) >> SEGIND_SHIFT
 
+    @property
+    def head_order(self) -> dict[int, int]:
+        """Every free-block head and its order, as a new dict (for readers and checkers;
+        the allocator reads ``heads``)."""
+        return {m: node[2] for m, node in self.heads.items() if m >= 0}
+
     # ---------------------------------------------------------------------------------------
     # The two queue primitives
     # ---------------------------------------------------------------------------------------
@@ -300,21 +304,19 @@ class VmPhys:
 
         ``q`` is ``fl + order`` for a pool's queue base ``fl``.  Like the kernel, it sets the
         head's order and does not touch its pool."""
-        self.head_order[m] = order
+        heads = self.heads
         s = -1 - q
-        nxt, prv = self.nxt, self.prv
+        sn = heads[s]
         if tail:
-            last = prv[s]
-            prv[m] = last
-            nxt[m] = s
-            nxt[last] = m
-            prv[s] = m
+            last = sn[0]
+            heads[m] = [last, s, order]
+            heads[last][1] = m
+            sn[0] = m
         else:
-            first = nxt[s]
-            nxt[m] = first
-            prv[m] = s
-            prv[first] = m
-            nxt[s] = m
+            first = sn[1]
+            heads[m] = [s, first, order]
+            heads[first][0] = m
+            sn[1] = m
         self.lcnt[q] += 1
         if self.on_add:
             for f in self.on_add:
@@ -323,29 +325,27 @@ class VmPhys:
     def freelist_rem(self, q: int, m: int) -> None:
         """vm_freelist_rem(): unlink head ``m`` from queue ``q``; its order becomes
         VM_NFREEORDER."""
-        nxt, prv = self.nxt, self.prv
-        p = prv.pop(m)
-        n = nxt.pop(m)
-        nxt[p] = n
-        prv[n] = p
+        heads = self.heads
+        p, n, order = heads.pop(m)
+        heads[p][1] = n
+        heads[n][0] = p
         self.lcnt[q] -= 1
-        order = self.head_order.pop(m)
         if self.on_rem:
             for f in self.on_rem:
                 f(m, order)
 
     def queue_first(self, q: int) -> int | None:
         """TAILQ_FIRST of queue ``q``."""
-        m = self.nxt[-1 - q]
+        m = self.heads[-1 - q][1]
         return m if m >= 0 else None
 
     def queue_iter(self, q: int) -> Iterator[int]:
         """TAILQ_FOREACH over queue ``q``, head to tail."""
-        nxt = self.nxt
-        m = nxt[-1 - q]
+        heads = self.heads
+        m = heads[-1 - q][1]
         while m >= 0:
             yield m
-            m = nxt[m]
+            m = heads[m][1]
 
     def qindex(self, domain: int, flind: int, pool: int, order: int) -> int:
         """Index of vm_phys_free_queues[domain][flind][pool][order]."""
@@ -361,22 +361,20 @@ class VmPhys:
             while oind > order:
                 oind -= 1
                 m_buddy = m + (1 << oind)
-                assert m_buddy not in self.head_order, "vm_phys_split_pages: unexpected order"
+                assert m_buddy not in self.heads, "vm_phys_split_pages: unexpected order"
                 self.freelist_add(fl + oind, m_buddy, oind, tail)
             return
         # NOTE: vm_freelist_add (tail) inlined for speed; see docs/implementation.md.
-        nxt, prv, head_order, lcnt = self.nxt, self.prv, self.head_order, self.lcnt
+        heads, lcnt = self.heads, self.lcnt
         while oind > order:
             oind -= 1
             m_buddy = m + (1 << oind)
             q = fl + oind
-            s = -1 - q
-            head_order[m_buddy] = oind
-            last = prv[s]
-            prv[m_buddy] = last
-            nxt[m_buddy] = s
-            nxt[last] = m_buddy
-            prv[s] = m_buddy
+            sn = heads[-1 - q]
+            last = sn[0]
+            heads[m_buddy] = [last, -1 - q, oind]
+            heads[last][1] = m_buddy
+            sn[0] = m_buddy
             lcnt[q] += 1
 
     def enq_chunk(self, fl: int, m: int, order: int, tail: bool) -> None:
@@ -394,8 +392,11 @@ class VmPhys:
         of decreasing size."""
         assert npages == 0 or m & ((1 << (fls(npages) - 1)) - 1) == 0, \
             f"vm_phys_enq_beg: page {m:#x} and npages {npages} are misaligned"
+        if npages > 1 and self._plain(m):
+            self._enq_blocks(m, npages, fl, tail, False)
+            return
         while npages > 0:
-            assert m not in self.head_order, f"vm_phys_enq_beg: page {m:#x} is a free head"
+            assert m not in self.heads, f"vm_phys_enq_beg: page {m:#x} is a free head"
             order = npages.bit_length() - 1
             self.enq_chunk(fl, m, order, tail)
             m += 1 << order
@@ -406,10 +407,49 @@ class VmPhys:
         of increasing size.  Returns the page after the range."""
         assert npages == 0 or (m + npages) & ((1 << (fls(npages) - 1)) - 1) == 0, \
             f"vm_phys_enq_range: page {m:#x} and npages {npages} are misaligned"
+        if npages > 1 and self._plain(m):
+            return self._enq_blocks(m, npages, fl, tail, True)
         while npages > 0:
-            assert m not in self.head_order, f"vm_phys_enq_range: page {m:#x} is a free head"
+            assert m not in self.heads, f"vm_phys_enq_range: page {m:#x} is a free head"
             order = (npages & -npages).bit_length() - 1
             self.enq_chunk(fl, m, order, tail)
+            m += 1 << order
+            npages -= 1 << order
+        return m
+
+    def _plain(self, m: int) -> bool:
+        """Whether blocks from page ``m`` on may be queued by :meth:`_enq_blocks`: nobody
+        observes the queues, and m's page (hence the run's: a run is queued from one
+        pool) is initialised and not LAZYINIT, so enq_chunk would initialise nothing."""
+        if self.on_add:
+            return False
+        w = self.pages.raw(m)
+        return w != 0 and (w & POOL_MASK) != self.LAZYINIT
+
+    def _enq_blocks(self, m: int, npages: int, fl: int, tail: bool, ascending: bool) -> int:
+        """enq_range (``ascending``: blocks of increasing size) or enq_beg (decreasing) of
+        a run that :meth:`_plain` accepted, in one call: enq_chunk and vm_freelist_add
+        inlined, same queue order.  Returns the page after the run."""
+        heads, lcnt = self.heads, self.lcnt
+        NFO = self.NFO
+        while npages > 0:
+            assert m not in heads, f"vm_phys_enq_range: page {m:#x} is a free head"
+            order = (npages & -npages if ascending else npages).bit_length() - 1
+            assert order < NFO, f"vm_phys_enq_chunk: invalid order {order}"
+            q = fl + order
+            s = -1 - q
+            sn = heads[s]
+            if tail:
+                last = sn[0]
+                heads[m] = [last, s, order]
+                heads[last][1] = m
+                sn[0] = m
+            else:
+                first = sn[1]
+                heads[m] = [s, first, order]
+                heads[first][0] = m
+                sn[1] = m
+            lcnt[q] += 1
             m += 1 << order
             npages -= 1 << order
         return m
@@ -435,12 +475,25 @@ class VmPhys:
                      runs: list[tuple[int, int]] | None = None) -> list[int]:
         """vm_phys_alloc_npages(): up to ``npages`` pages, not necessarily contiguous, in the
         order the kernel fills ``ma[]``.  May return fewer (the domain ran short).
-        ``runs``, if given, receives the (first page, count) runs taken from each block.
+        ``runs``, if given, receives the (first page, count) runs taken from each block
+        (:meth:`alloc_npages_runs`, which does the work).
+
+        Requires: the domain's free lock; pool valid (not LAZYINIT); npages <= 2**(NFO-1)."""
+        if runs is None:
+            runs = []
+        self.alloc_npages_runs(domain, pool, npages, runs)
+        return [p for m, n in runs for p in range(m, m + n)]
+
+    def alloc_npages_runs(self, domain: int, pool: int, npages: int,
+                          runs: list[tuple[int, int]]) -> int:
+        """vm_phys_alloc_npages() with ``ma[]`` kept as runs: appends to ``runs`` the
+        (first page, count) taken from each block, in the kernel's order, and returns the
+        number of pages (fewer than ``npages`` if the domain ran short).
 
         Requires: the domain's free lock; pool valid (not LAZYINIT); npages <= 2**(NFO-1)."""
         NFO, NFP = self.NFO, self.NFP
         lcnt = self.lcnt
-        ma: list[int] = []
+        heads = self.heads
         i = 0
         for freelist in range(self.NFL):
             flind = self.flind_of[freelist]
@@ -450,49 +503,57 @@ class VmPhys:
             fl = base + pool * NFO
             for oind in range(NFO):
                 q = fl + oind
+                nq = lcnt[q]
+                if not nq:
+                    continue
+                whole = (npages - i) >> oind
+                if whole and not self.on_rem:
+                    # NOTE: the blocks consumed whole (the kernel's loop takes the queue head
+                    # each time) are unlinked in one pass: vm_freelist_rem inlined.
+                    k = nq if nq < whole else whole
+                    s = -1 - q
+                    sn = heads[s]
+                    h = sn[1]
+                    taken = []
+                    for _ in range(k):
+                        taken.append(h)
+                        h = heads.pop(h)[1]
+                    sn[1] = h
+                    heads[h][0] = s
+                    lcnt[q] = nq - k
+                    runs.extend(zip(taken, itertools.repeat(1 << oind)))
+                    i += k << oind
+                    if i == npages:
+                        return i
                 while lcnt[q]:
-                    m = self.nxt[-1 - q]
-                    if self.on_rem:
-                        self.freelist_rem(q, m)
-                    else:
-                        # NOTE: vm_freelist_rem of the queue head, inlined for speed.
-                        nxt = self.nxt
-                        n = nxt.pop(m)
-                        del self.prv[m]
-                        nxt[-1 - q] = n
-                        self.prv[n] = -1 - q
-                        lcnt[q] -= 1
-                        del self.head_order[m]
+                    m = heads[-1 - q][1]
+                    self.freelist_rem(q, m)
                     avail = i + (1 << oind)
                     end = npages if npages < avail else avail
-                    ma.extend(range(m, m + end - i))
-                    if runs is not None and end > i:
-                        runs.append((m, end - i))
+                    runs.append((m, end - i))
                     m += end - i
                     i = end
                     if i == npages:
                         # Return excess pages to fl.  Its order [0, oind) queues are empty.
                         self.enq_range(m, avail - i, fl, True)
-                        return ma
+                        return i
             for oind in range(NFO - 1, -1, -1):
                 for pind in range(self.default_freepool, NFP):
                     alt = base + pind * NFO
                     q = alt + oind
                     while lcnt[q]:
-                        m = self.nxt[-1 - q]
+                        m = heads[-1 - q][1]
                         self.freelist_rem(q, m)
                         self.set_pool(pool, m, oind)
                         avail = i + (1 << oind)
                         end = min(npages, avail)
-                        ma.extend(range(m, m + end - i))
-                        if runs is not None and end > i:
-                            runs.append((m, end - i))
+                        runs.append((m, end - i))
                         m += end - i
                         i = end
                         if i == npages:
                             self.enq_range(m, avail - i, fl, True)
-                            return ma
-        return ma
+                            return i
+        return i
 
     def alloc_pages(self, domain: int, pool: int, order: int) -> int | None:
         """vm_phys_alloc_pages(): a 2**order block from the first free list (by
@@ -504,21 +565,21 @@ class VmPhys:
         lcnt = self.lcnt
         for base in self.search_bases[domain]:
             fl = base + pool * NFO
-            # NOTE: alloc_freelist_pages's own-pool search, inlined for speed.
-            for q in range(fl + order, fl + NFO):
+            # NOTE: alloc_freelist_pages's own-pool search, inlined for speed; the exact
+            # order's queue is tested before the loop is built (the common case).
+            q0 = fl + order
+            for q in (q0,) if lcnt[q0] else range(q0 + 1, fl + NFO):
                 if lcnt[q]:
                     if self.on_rem:
                         return self._take_head(q, fl, q - fl, order)
                     # NOTE: vm_freelist_rem of the queue head, inlined for speed.
-                    s = -1 - q
-                    nxt = self.nxt
-                    m = nxt[s]
-                    n = nxt.pop(m)
-                    del self.prv[m]
-                    nxt[s] = n
-                    self.prv[n] = s
+                    heads = self.heads
+                    sn = heads[-1 - q]
+                    m = sn[1]
+                    n = heads.pop(m)[1]
+                    sn[1] = n
+                    heads[n][0] = -1 - q
                     lcnt[q] -= 1
-                    del self.head_order[m]
                     if q - fl > order:
                         self.split_pages(m, q - fl, fl, order, True)
                     return m
@@ -551,19 +612,17 @@ class VmPhys:
         """Take the head block of queue ``q`` (order ``oind``, pool base ``fl``) and split
         it down to ``order``; the order [order, oind) queues of ``fl`` are empty."""
         if self.on_rem:
-            m = self.nxt[-1 - q]
+            m = self.heads[-1 - q][1]
             self.freelist_rem(q, m)
         else:
             # NOTE: vm_freelist_rem of the queue head, inlined for speed.
-            s = -1 - q
-            nxt = self.nxt
-            m = nxt[s]
-            n = nxt.pop(m)
-            del self.prv[m]
-            nxt[s] = n
-            self.prv[n] = s
+            heads = self.heads
+            sn = heads[-1 - q]
+            m = sn[1]
+            n = heads.pop(m)[1]
+            sn[1] = n
+            heads[n][0] = -1 - q
             self.lcnt[q] -= 1
-            del self.head_order[m]
         if oind > order:
             self.split_pages(m, oind, fl, order, True)
         return m
@@ -577,7 +636,7 @@ class VmPhys:
             for pind in range(self.default_freepool, self.NFP):
                 q = base + pind * NFO + oind
                 if lcnt[q]:
-                    m = self.nxt[-1 - q]
+                    m = self.heads[-1 - q][1]
                     self.freelist_rem(q, m)
                     self.set_pool(pool, m, oind)
                     self.split_pages(m, oind, fl, order, True)
@@ -603,12 +662,12 @@ class VmPhys:
         pool = w & POOL_MASK
         assert pool != self.LAZYINIT and pool < self.NFP, \
             f"vm_phys_free_pages: page {m << PAGE_SHIFT:#x} has unexpected pool {pool}"
-        head_order = self.head_order
-        assert m not in head_order, "vm_phys_free_pages: page is already a free head"
+        heads = self.heads
+        assert m not in heads, "vm_phys_free_pages: page is already a free head"
         seg = self.segs[w >> SEGIND_SHIFT]
         fq = seg.fq
         NFO = self.NFO
-        nxt, prv, lcnt = self.nxt, self.prv, self.lcnt
+        lcnt = self.lcnt
         observed = self.on_rem or self.on_add
         if order < NFO - 1:
             spfn, epfn = seg.spfn, seg.epfn
@@ -616,9 +675,9 @@ class VmPhys:
                 b = m ^ (1 << order)
                 if b < spfn or b >= epfn:
                     break
-                bo = head_order.get(b)
-                if bo != order:
-                    if bo is None and not pages.raw(b):
+                bn = heads.get(b)
+                if bn is None or bn[2] != order:
+                    if bn is None and not pages.raw(b):
                         raise UninitializedPageError(
                             f"vm_phys_free_pages: buddy {b << PAGE_SHIFT:#x} never initialised")
                     break
@@ -627,12 +686,11 @@ class VmPhys:
                 if observed:
                     self.freelist_rem(fq + bpool * NFO + order, b)
                 else:
-                    p = prv.pop(b)
-                    n = nxt.pop(b)
-                    nxt[p] = n
-                    prv[n] = p
+                    p, n = bn[0], bn[1]
+                    heads[p][1] = n
+                    heads[n][0] = p
+                    del heads[b]
                     lcnt[fq + bpool * NFO + order] -= 1
-                    del head_order[b]
                 if bpool != pool:
                     self.set_pool(pool, b, order)
                 order += 1
@@ -643,13 +701,11 @@ class VmPhys:
         if observed:
             self.freelist_add(q, m, order, True)
             return
-        s = -1 - q
-        head_order[m] = order
-        last = prv[s]
-        prv[m] = last
-        nxt[m] = s
-        nxt[last] = m
-        prv[s] = m
+        sn = heads[-1 - q]
+        last = sn[0]
+        heads[m] = [last, -1 - q, order]
+        heads[last][1] = m
+        sn[0] = m
         lcnt[q] += 1
 
     def enqueue_contig(self, m: int, npages: int) -> None:
@@ -693,29 +749,35 @@ class VmPhys:
         end = m + nchunks * step
         q = fl + order
         s = -1 - q
-        nxt, prv = self.nxt, self.prv
-        last = prv[s]
-        heads = range(m, end, step)
-        nxt[last] = m
-        nxt.update(zip(heads, itertools.chain(range(m + step, end, step), (s,)), strict=True))
-        prv.update(zip(heads, itertools.chain((last,), range(m, end - step, step)), strict=True))
-        prv[s] = end - step
-        self.head_order.update(zip(heads, itertools.repeat(order)))
+        heads = self.heads
+        sn = heads[s]
+        last = sn[0]
+        prevs = itertools.chain((last,), range(m, end - step, step))
+        nexts_ = itertools.chain(range(m + step, end, step), (s,))
+        nodes = map(list, zip(prevs, nexts_, itertools.repeat(order, nchunks), strict=True))
+        heads.update(zip(range(m, end, step), nodes, strict=True))
+        heads[last][1] = m
+        sn[0] = end - step
         self.lcnt[q] += nchunks
         if self.LAZYINIT is not None and w & POOL_MASK == self.LAZYINIT:
-            # vm_phys_enq_chunk's vm_page_init_page of each next chunk head.
+            # vm_phys_enq_chunk's vm_page_init_page of each next chunk head.  Only boot
+            # enqueues LAZYINIT runs; its dense entries are the ranges its init loop wrote.
             pages = self.pages
+            assert pages.boot_ranges is not None, "LAZYINIT run enqueued after boot"
             nw = make_word(w >> SEGIND_SHIFT, self.LAZYINIT)
             nexts: range | list[int] = range(m + step, end + step, step)
-            # Entries already materialised (boot's gap loop) are written in place.
-            idx = np.arange(m + step, end + step, step) - pages.base_pfn
-            idx = idx[idx < pages.npages]
-            dense = idx[pages.words[idx] != 0]
-            if dense.size:
-                pages.words[dense] = nw
-                skip = set((dense + pages.base_pfn).tolist())
+            dense: list[int] = []
+            for lo, hi in pages.boot_ranges:
+                if lo < end + step and hi > m + step:
+                    first = m + step + max(0, -(-(lo - m - step) // step)) * step
+                    dense.extend(p for p in range(first, min(hi, end + step), step)
+                                 if pages.is_dense(p))
+            if dense:
+                idx = np.array(dense) - pages.base_pfn
+                pages.words[idx] = nw
+                skip = set(dense)
                 nexts = [p for p in nexts if p not in skip]
-            pages.lone.update(zip(nexts, itertools.repeat(nw)))
+            pages.lone.update(dict.fromkeys(nexts, nw))
             pages.ninit += nchunks
 
     def free_contig(self, m: int, npages: int) -> None:
@@ -767,7 +829,7 @@ class VmPhys:
                     while self.lcnt[q]:
                         if batch is not None and done >= batch:
                             return False
-                        m = self.nxt[-1 - q]
+                        m = self.heads[-1 - q][1]
                         before = self.pages.ninit
                         self.freelist_rem(q, m)
                         self.set_pool(self.DEFAULT, m, oind)
@@ -897,7 +959,7 @@ class VmPhys:
         NFO = self.NFO
         order = fls(npages - 1)
         size = npages << PAGE_SHIFT
-        nxt = self.nxt
+        heads = self.heads
         # NOTE: vm_addr_ok inlined for speed: the kernel's 64-bit masks, precomputed.
         amask = (alignment - 1) & M64
         bmask = -boundary & M64
@@ -907,13 +969,13 @@ class VmPhys:
                 q = queues + pind * NFO + oind
                 if not self.lcnt[q]:
                     continue
-                m = nxt[-1 - q]
+                m = heads[-1 - q][1]
                 while m >= 0:
                     pa = m << PAGE_SHIFT
                     if low <= pa <= top and not pa & amask and \
                             not (pa ^ (pa + size - 1)) & bmask:
                         return m
-                    m = nxt[m]
+                    m = heads[m][1]
         if order < NFO:
             return None
         for pind in range(self.default_freepool, self.NFP):
@@ -958,7 +1020,7 @@ class VmPhys:
         m = m_run
         end = m_run + npages
         while m < end:
-            oind = self.head_order[m]
+            oind = self.heads[m][2]
             pool = self.pool_of(m)
             self.freelist_rem(queues + pool * NFO + oind, m)
             if pool != self.DEFAULT:
@@ -983,13 +1045,14 @@ class VmPhys:
         seg = self.paddr_to_seg(m << PAGE_SHIFT)
         if seg is None:
             return None
-        head_order = self.head_order
+        heads = self.heads
         for order in range(self.NFO):
             h = m & ~((1 << order) - 1)
             if h < seg.spfn:
                 return None
-            o = head_order.get(h)
-            if o is not None:
+            node = heads.get(h)
+            if node is not None:
+                o = node[2]
                 return h if o >= order and h + (1 << o) > m else None
         return None
 
@@ -1007,7 +1070,7 @@ class VmPhys:
             h = self.free_block_of(p)
             if h is None:
                 raise InvariantError(f"take_free_run: page {p << PAGE_SHIFT:#x} is not free")
-            order = self.head_order[h]
+            order = self.heads[h][2]
             seg = self.segs[self.segind_of(h)]
             pool = self.pool_of(h)
             self.freelist_rem(seg.fq + pool * NFO + order, h)

@@ -19,6 +19,8 @@ Allocator", never written in 1997: ``extent_alloc_subregion`` over each segment'
 
 from __future__ import annotations
 
+import threading
+
 from ..bits import PAGE_SHIFT
 from ..errors import InvariantError
 from ..freebsd.vm_phys import VmPhys
@@ -35,6 +37,12 @@ class FreePageExtent:
         rc = self.ex.alloc_region(0, top)
         assert rc == 0
         self.flags = EX_FAST if fast else 0
+        # One extent covers every domain, but vm_phys's callers hold only their domain's
+        # free lock: with several domains the extent needs its own (taken inside the domain
+        # lock, never around one); with one, the domain lock covers it.  alloc_constrained
+        # runs with every domain lock held, so no observer can run meanwhile.
+        self.lock = threading.Lock()
+        self.locked = phys.ndomains > 1
         self.attached = False
         self.attach()
 
@@ -50,6 +58,19 @@ class FreePageExtent:
             raise InvariantError(f"extent mirror: extent_alloc_region of {m << PAGE_SHIFT:#x} "
                                  f"-> {rc}")
 
+    def _on_add_locked(self, m: int, order: int) -> None:
+        with self.lock:
+            self._on_add(m, order)
+
+    def _on_rem_locked(self, m: int, order: int) -> None:
+        with self.lock:
+            self._on_rem(m, order)
+
+    def _observers(self) -> tuple:
+        if self.locked:
+            return self._on_add_locked, self._on_rem_locked
+        return self._on_add, self._on_rem
+
     def attach(self) -> None:
         """Start mirroring: every block now free becomes a hole, and from now on the queue
         primitives report each change."""
@@ -57,15 +78,21 @@ class FreePageExtent:
             return
         for _d, _f, _p, order, m in self.phys.free_blocks():
             self._on_add(m, order)
-        self.phys.on_add.append(self._on_add)
-        self.phys.on_rem.append(self._on_rem)
-        self.attached = True
+        self.attach_observers_only()
 
     def detach(self) -> None:
         if self.attached:
-            self.phys.on_add.remove(self._on_add)
-            self.phys.on_rem.remove(self._on_rem)
+            add, rem = self._observers()
+            self.phys.on_add.remove(add)
+            self.phys.on_rem.remove(rem)
             self.attached = False
+
+    def attach_observers_only(self) -> None:
+        """Resume mirroring after a change the extent already holds (no re-scan)."""
+        add, rem = self._observers()
+        self.phys.on_add.append(add)
+        self.phys.on_rem.append(rem)
+        self.attached = True
 
     # -- the constrained allocator ----------------------------------------------------------
     def alloc_constrained(self, npages: int, low: int, high: int, alignment: int,
@@ -96,9 +123,7 @@ class FreePageExtent:
             try:
                 phys.take_free_run(start >> PAGE_SHIFT, npages)
             finally:
-                phys.on_add.append(self._on_add)
-                phys.on_rem.append(self._on_rem)
-                self.attached = True
+                self.attach_observers_only()
             return start >> PAGE_SHIFT
         return None
 
