@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..bits import PAGE_SHIFT, round_page
+from ..bits import PAGE_SHIFT, PAGE_SIZE, round_page
 from ..errors import AddressError, ArgumentError, PhysmemError, StateError
 from ..machine import Machine, get_machine, parse_cpus
 from ..pagearray import PG_PHYS_ALLOC
@@ -60,6 +60,7 @@ from .vm_page_array import (
     PQ_L2_MASK,
     PQ_L2_SIZE,
     PQ_NONE,
+    PQ_PRIME2,
     VM_PAGE_BITS_ALL,
     CpuStats,
     PageArray,
@@ -116,9 +117,13 @@ def parse_req(text: str) -> int:
 
 
 class _CpuLocal(threading.local):
-    """The CPU a thread runs as (0 until :meth:`DragonflyVm.on_cpu` says otherwise)."""
+    """The CPU a thread runs as (0 until :meth:`DragonflyVm.on_cpu` says otherwise) and
+    its ``thread_color``: vm_quickcolor()'s ``(intptr_t)curthread >> 10`` term.  A kernel
+    thread address is not knowable, so each thread gets a documented constant: 0 unless
+    :meth:`DragonflyVm.set_thread_color` says otherwise (the oracle's single thread is 0)."""
 
     cpu = 0
+    thread_color = 0
 
 
 class PageStateError(StateError):
@@ -191,6 +196,7 @@ class DragonflyVm(PageoutMixin):
         self.vmstats = VmStats()
         self.cpu = [CpuStats() for _ in range(self.ncpus)]
         self._tls = _CpuLocal()
+        self._quick_color = [0] * self.ncpus     # globaldata gd_quick_color, 0 at boot
         self.objects: dict[int, VmObject] = {}
         self._next_obj = 1
         self.fake: dict[int, FakePage] = {}
@@ -210,7 +216,8 @@ class DragonflyVm(PageoutMixin):
         self.zeroed_pages = 0
         self.kernel = None
         self.dma_alist: Alist | None = None
-        self.low_phys_reserved = 0
+        self.low_phys_reserved = 0           # pages: pfn < it is in the reserve
+        self.low_phys_reserved_pa = 0        # the kernel's byte value
         self.dma_reserved = 0
         self.dma_out: dict[int, int] = {}          # pfn -> pages handed out by alloc_contig
         self.messages: list[str] = []
@@ -255,9 +262,11 @@ class DragonflyVm(PageoutMixin):
             self.vmstats.v_free_count = sum(k.free_counts)
             self.dma_reserved = 0
         else:
-            # vm_low_phys_reserved: 65536 pages, at most a quarter of the memory (bytes).
-            self.low_phys_reserved = min(LOW_PHYS_RESERVED << PAGE_SHIFT, total // 4) \
-                >> PAGE_SHIFT
+            # vm_low_phys_reserved: 65536 pages, at most a quarter of the memory, in
+            # bytes; vm_add_new_page reserves each page with pa < it, so a quarter that
+            # is not page aligned reserves the page it falls in (round up to pages).
+            self.low_phys_reserved_pa = min(LOW_PHYS_RESERVED << PAGE_SHIFT, total // 4)
+            self.low_phys_reserved = -(-self.low_phys_reserved_pa // PAGE_SIZE)
             if dma_reserved:
                 self.dma_reserved = dma_reserved
             else:
@@ -400,6 +409,7 @@ class DragonflyVm(PageoutMixin):
                     break
                 self.vmstats.v_dma_pages -= n
                 self.low_phys_reserved = start
+                self.low_phys_reserved_pa = start << PAGE_SHIFT
                 for pfn in range(start, start + n):
                     m = pfn - self.first_pfn
                     self.pages.flags[m] &= ~(PG_FICTITIOUS | PG_UNQUEUED)
@@ -934,7 +944,11 @@ class DragonflyVm(PageoutMixin):
         if obj is not None:
             if self.objects.get(getattr(obj, "id", None)) is not obj:
                 self._check_obj(obj, "vm_page_alloc")
-            if pindex in obj.memq:
+            # The kernel has no pre-check: it selects a page (recycling PQ_CACHE pages on
+            # the way), vm_page_insert fails, the page is freed again and NULL returned
+            # with VM_ALLOC_NULL_OK.  Without it the kernel panics ("PAGE RACE"): refuse
+            # that before anything changes.
+            if pindex in obj.memq and not req & VM_ALLOC_NULL_OK:
                 return self._page_race(obj, pindex, req)
             k = pindex + obj.pg_color
         else:
@@ -1162,6 +1176,13 @@ class DragonflyVm(PageoutMixin):
         if self.dma_out.get(pfn) != npages:
             raise PageStateError(f"vm_page_free_contig: {self.pa(m):#x} + {npages} pages "
                                  "was not allocated by vm_page_alloc_contig")
+        if pfn < self.low_phys_reserved and \
+                (pfn + npages) << PAGE_SHIFT > self.low_phys_reserved_pa:
+            # KKASSERT(pa + size <= vm_low_phys_reserved): a run that reaches into the
+            # partial page above a reserve line that is not page aligned.
+            raise PageStateError(f"vm_page_free_contig: {self.pa(m):#x} + {npages} pages "
+                                 "ends above vm_low_phys_reserved "
+                                 f"{self.low_phys_reserved_pa:#x}")
         del self.dma_out[pfn]
         assert self.dma_alist is not None
         self.dma_alist.free(pfn, npages)
@@ -1391,14 +1412,34 @@ class DragonflyVm(PageoutMixin):
     # ======================================================================================
     # Objects, lookup, hash
     # ======================================================================================
+    def vm_quickcolor(self) -> int:
+        """vm_object.c's vm_quickcolor(): the creating thread's term plus this CPU's
+        ``gd_quick_color``, which steps by PQ_PRIME2 (23) per object.  Not masked (the
+        colour is used modulo the CPU's slice).  The per-CPU counter is only touched by its
+        own CPU in the kernel (a critical section); here threads may share a CPU, so it is
+        bumped under stats_lock.  Returns the colour."""
+        cpu = self._tls.cpu
+        with self.stats_lock:
+            pg_color = self._tls.thread_color + self._quick_color[cpu]
+            self._quick_color[cpu] += PQ_PRIME2
+        return pg_color
+
+    def set_thread_color(self, value: int) -> None:
+        """Set the calling thread's vm_quickcolor() term (``curthread >> 10``; 0 by
+        default).  Lets a model run give its threads distinct object colours as distinct
+        kernel threads get."""
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 31:
+            raise ArgumentError(f"thread colour {value!r} is not an int in 0..2**31-1")
+        self._tls.thread_color = value
+
     def object_create(self, type: str = OBJT_DEFAULT) -> VmObject:
-        """A new VM object; its colour offset steps by PQ_PRIME1 per object."""
+        """A new VM object (_vm_object_allocate): its colour offset is vm_quickcolor()."""
         if type not in OBJ_TYPES:
             raise ArgumentError(f"unknown object type {type!r} ({', '.join(OBJ_TYPES)})")
         with self.stats_lock:                  # ids are handed out once, on any thread
             oid = self._next_obj
             self._next_obj += 1
-        o = VmObject(oid, type, (oid * 31) & PQ_L2_MASK)
+        o = VmObject(oid, type, self.vm_quickcolor())
         self.objects[o.id] = o
         return o
 
