@@ -555,8 +555,11 @@ class DragonflyVm(PageoutMixin):
 
     def _list_first_trylock(self, q: int) -> int | None:
         """The first page of queue ``q`` whose page spinlock can be taken, dequeued while
-        both locks are held (_vm_page_list_find's loop); None if there is none.  The page
-        is off every queue when this returns, so no other thread can find it."""
+        both locks are held (_vm_page_list_find's loop, then _vm_page_rem_queue_spinlocked);
+        None if there is none.  Returns with the page's spinlock HELD, as the kernel's
+        does: the caller busies the page (or deactivates it) before releasing it with
+        :meth:`page_unlock`, so a thread holding the page busy cannot requeue it
+        meanwhile."""
         if not self.queues.lcnt[q]:
             return None
         spins = self.page_spin
@@ -564,10 +567,7 @@ class DragonflyVm(PageoutMixin):
             for m in self.queues.iter(q):
                 spin = spins[m & (PAGE_STRIPES - 1)]
                 if spin.acquire(False):
-                    try:
-                        self.queues.remove(q, m)
-                    finally:
-                        spin.release()
+                    self.queues.remove(q, m)
                     break
             else:
                 return None
@@ -866,10 +866,12 @@ class DragonflyVm(PageoutMixin):
                 return None
             if self._busy_try(m, True):
                 self._deactivate_locked(m, False)
+                self.page_unlock(m)
                 continue
             p = self.pages
             assert not p.flags[m] & (PG_UNQUEUED | PG_NEED_COMMIT)
             assert p.hold_count[m] == 0 and p.wire_count[m] == 0
+            self.page_unlock(m)
             self.pagedaemon_wakeup()
             return m
 
@@ -888,12 +890,15 @@ class DragonflyVm(PageoutMixin):
                 return None
             if self._busy_try(m, True):
                 self._deactivate_locked(m, False)
+                self.page_unlock(m)
                 continue
             if self._cache_ok(m):
+                self.page_unlock(m)
                 self.pagedaemon_wakeup()
                 return m
             self._deactivate_locked(m, False)
             self._wakeup(m)
+            self.page_unlock(m)
 
     def _select_free_or_cache(self, color: int) -> tuple[int | None, bool]:
         """vm_page_select_free_or_cache: one search over the free and cache queues
@@ -917,21 +922,38 @@ class DragonflyVm(PageoutMixin):
                     return None, False
             if self._busy_try(m, True):
                 self._deactivate_locked(m, False)
+                self.page_unlock(m)
                 continue
             if base == PQ_FREE:
+                self.page_unlock(m)
                 self.pagedaemon_wakeup()
                 return m, False
             if self._cache_ok(m):
+                self.page_unlock(m)
                 self.pagedaemon_wakeup()
                 return m, True
             self._deactivate_locked(m, False)
             self._wakeup(m)
+            self.page_unlock(m)
 
     def _recycle(self, m: int) -> None:
-        """A busied cache page on its way back to PQ_FREE."""
-        p = self.pages
-        p.flags[m] &= ~(PG_MAPPED | PG_WRITEABLE)
-        self.vm_page_free(m)
+        """vm_page_alloc's found_cache: a busied cache page on its way back to PQ_FREE.
+        It belongs to some object the caller may not hold: free it only if that object's
+        token can be had without waiting (vm_object_hold_try), else deactivate and unbusy
+        it (another thread, e.g. vm_object_terminate, is working on that object)."""
+        oid = self.pages.obj[m]
+        obj = self.objects.get(oid) if oid else None
+        if obj is None:
+            self.vm_page_free(m)
+            return
+        if not obj.token.acquire(False):
+            self.vm_page_deactivate(m)
+            self._wakeup(m)
+            return
+        try:
+            self.vm_page_free(m)
+        finally:
+            obj.token.release()
 
     def vm_page_alloc(self, obj: VmObject | None, pindex: int, req: int) -> int | None:
         """Allocate a page for (obj, pindex); returns it hard-busied and unqueued, or None
@@ -1196,15 +1218,6 @@ class DragonflyVm(PageoutMixin):
         dirty bits, and is unbusied.  Takes the page's spinlock."""
         if type(m) is not int or not 0 <= m < self.pages.npages or not self.managed[m]:
             raise AddressError(f"vm_page_free: {m!r} is not a page of this machine")
-        spin = self.page_spin[m & (PAGE_STRIPES - 1)]
-        spin.acquire()
-        try:
-            self._free_toq(m)
-        finally:
-            spin.release()
-
-    def _free_toq(self, m: int) -> None:
-        """vm_page_free_toq's body (the page spinlock is held)."""
         p = self.pages
         b = p.busy_count[m]
         if not b & PBUSY_LOCKED:
@@ -1215,20 +1228,33 @@ class DragonflyVm(PageoutMixin):
         if (q and queue_base(q) in (PQ_FREE, PQ_HOLD)) or (self.kernel is not None and
                                                           self._buddy_free(m)):
             raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is already free")
-        flags = p.flags[m]
-        if p.wire_count[m] and not flags & PG_FICTITIOUS:
+        if p.wire_count[m] and not p.flags[m] & PG_FICTITIOUS:
             raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is wired")
         self.cpu[self._tls.cpu].cnt["v_tfree"] += 1
-        flags &= ~(PG_MAPPED | PG_WRITEABLE)
-        p.flags[m] = flags
         oid = p.obj[m]
-        if oid:                                       # vm_page_remove, inlined
+        if oid:
+            # vm_page_remove, inlined: under the object's token and before the page
+            # spinlock (the kernel's order: token, then page, then queue).
             obj = self.objects[oid]
             with obj.token:
                 del obj.memq[p.pindex[m]]
                 obj.resident_page_count -= 1
                 obj.generation += 1
-            p.obj[m] = 0
+                p.obj[m] = 0
+        spin = self.page_spin[m & (PAGE_STRIPES - 1)]
+        spin.acquire()
+        try:
+            self._free_toq(m)
+        finally:
+            spin.release()
+
+    def _free_toq(self, m: int) -> None:
+        """vm_page_free_toq after vm_page_remove (the page spinlock is held): off its
+        queue, onto PQ_HOLD or PQ_FREE, unbusied."""
+        p = self.pages
+        q = p.queue[m]
+        flags = p.flags[m] & ~(PG_MAPPED | PG_WRITEABLE)    # pmap_mapped_sync
+        p.flags[m] = flags
         if flags & PG_FICTITIOUS:
             self._wakeup(m)
             return
@@ -1290,7 +1316,16 @@ class DragonflyVm(PageoutMixin):
             if pa is not None:
                 m = (pa >> PAGE_SHIFT) - self.first_pfn
                 self._count("v_free_count", -1)
-                if self._busy_try(m, True):
+                # vm_page_free_toq unbusies the page under its spinlock *after* giving it
+                # back (as the kernel does after the PQ_FREE insert, where allocators only
+                # try the page lock): wait for that spinlock before busying.
+                spin = self.page_spin[m & (PAGE_STRIPES - 1)]
+                spin.acquire()
+                try:
+                    busy = self._busy_try(m, True)
+                finally:
+                    spin.release()
+                if busy:
                     raise PageStateError("buddy page came back busy")
                 return m
         return None

@@ -627,15 +627,22 @@ class PageoutMixin:
         self._check_obj(obj, "vm_object_terminate")
         p = self.pages
         n = 0
-        for m in list(obj.memq.values()):
-            if p.wire_count[m] or p.hold_count[m] or p.busy_count[m] & PBUSY_MASK:
-                continue
-            if self._busy_try(m, True):
-                continue
-            self.vm_page_free(m)
-            n += 1
-        if not obj.memq:
-            self.objects.pop(obj.id, None)
+        # The object's token is held throughout (vm_object_terminate holds the object):
+        # no page can leave it meanwhile except through this thread, and allocators that
+        # meet one of its cache pages leave it alone (vm_object_hold_try fails).
+        with obj.token:
+            for pindex, m in list(obj.memq.items()):
+                if p.wire_count[m] or p.hold_count[m] or p.busy_count[m] & PBUSY_MASK:
+                    continue
+                if self._busy_try(m, True):
+                    continue
+                if p.obj[m] != obj.id or p.pindex[m] != pindex:
+                    self._wakeup(m)             # left the object before we busied it
+                    continue
+                self.vm_page_free(m)
+                n += 1
+            if not obj.memq:
+                self.objects.pop(obj.id, None)
         return n
 
     # ---------------------------------------------------------------- daemon thread
