@@ -268,3 +268,45 @@ class Queues:
             self.tail[q] = int(idx1[e])
             self.lcnt[q] = e - s + 1
             self.nonempty[q] = 1
+
+    def push_heads(self, order: np.ndarray, queues: np.ndarray) -> None:
+        """Insert the pages ``order`` (indices, in insertion order) each at the head of
+        its queue (``queues``, uint16, one per page of ``order``): the state that
+        ``insert(q, i, True)`` one by one would leave (a queue gains its new pages
+        last-inserted first, before its old ones), built with numpy.  The pages must be
+        on no queue."""
+        p = self.pages
+        if not len(order):
+            return
+        order = order[::-1]                        # last inserted = nearest the head
+        keys = queues[::-1]
+        perm = np.argsort(keys, kind="stable")
+        order = order[perm]
+        qs = keys[perm]
+        del keys, perm
+        idx1 = order.astype(np.int32) + 1
+        same = qs[1:] == qs[:-1]
+        link = np.zeros(len(order), dtype=np.int32)
+        link[:-1] = np.where(same, idx1[1:], 0)
+        arr = p.arrays
+        arr["next"][order] = link
+        link[1:] = np.where(same, idx1[:-1], 0)
+        link[0] = 0
+        arr["prev"][order] = link
+        arr["queue"][order] = qs
+        bounds = np.flatnonzero(~same)
+        starts = np.concatenate([[0], bounds + 1]).tolist()
+        ends = np.concatenate([bounds, [len(order) - 1]]).tolist()
+        for s, e in zip(starts, ends, strict=True):
+            q = int(qs[s])
+            old = self.head[q]
+            last = int(idx1[e])
+            p.next[last - 1] = old                 # the new run, then the old queue
+            if old:
+                p.prev[old - 1] = last
+            else:
+                self.tail[q] = last
+            self.head[q] = int(idx1[s])
+            self.lcnt[q] += e - s + 1
+            self.nonempty[q] = 1
+
