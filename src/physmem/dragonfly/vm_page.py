@@ -389,8 +389,9 @@ class DragonflyVm(PageoutMixin):
                 p.pc[m] = i
                 q.insert(PQ_FREE + i, m, True)
 
-    def _dma_return(self, i0: int, n: int) -> None:
-        """vm_page_startup_finish's per-page loop over one returned block, in bulk.  The
+    def _dma_return(self, idx: np.ndarray) -> None:
+        """vm_page_startup_finish's per-page loop over the returned blocks (``idx``: their
+        pages in the order the kernel frees them), in bulk.  The
         kernel, page by page in ascending order: clear PG_FICTITIOUS|PG_UNQUEUED, busy,
         vm_page_unwire(m, 0) (wire 1 -> 0: v_wire_count -1, then vm_page_deactivate: the
         tail of PQ_INACTIVE + pc, counted in that queue's ``adds``), vm_page_free (off
@@ -400,7 +401,7 @@ class DragonflyVm(PageoutMixin):
         fields end cleared, and the counters move by n.  Boot only (no other thread,
         nothing waits)."""
         a = self.pages.arrays
-        idx = np.arange(i0, i0 + n, dtype=np.int64)
+        n = len(idx)
         assert (a["wire_count"][idx] == 1).all() and not a["busy_count"][idx].any()
         assert not a["queue"][idx].any() and not a["obj"][idx].any()
         a["flags"][idx] &= np.uint32(~(PG_FICTITIOUS | PG_UNQUEUED | PG_WINATCFLS |
@@ -427,6 +428,7 @@ class DragonflyVm(PageoutMixin):
         set the colour search width; the pagedaemon's thresholds (vm_pageout start)."""
         if self.dma_alist is not None:
             reserved = self.dma_reserved >> PAGE_SHIFT
+            blocks: list[np.ndarray] = []        # returned in this order, page by page
             while True:
                 bfree, start, count = self.dma_alist.free_info()
                 if bfree <= reserved or count == 0:
@@ -443,7 +445,10 @@ class DragonflyVm(PageoutMixin):
                 self.vmstats.v_dma_pages -= n
                 self.low_phys_reserved = start
                 self.low_phys_reserved_pa = start << PAGE_SHIFT
-                self._dma_return(start - self.first_pfn, n)
+                i0 = start - self.first_pfn
+                blocks.append(np.arange(i0, i0 + n, dtype=np.int64))
+            if blocks:
+                self._dma_return(np.concatenate(blocks))
             used = self.vmstats.v_dma_pages - self.dma_alist.bfree
             self.messages.append(f"DMA space used: {used * 4}k, "
                                  f"remaining available: {self.dma_alist.bfree * 4}k")
@@ -1819,13 +1824,13 @@ class DragonflyVm(PageoutMixin):
 
 
 def _runs(pfns: np.ndarray) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for p in pfns.tolist():
-        if out and out[-1][1] == p:
-            out[-1] = (out[-1][0], p + 1)
-        else:
-            out.append((p, p + 1))
-    return out
+    """The runs [start, end) of consecutive values in the ascending array ``pfns``."""
+    if not len(pfns):
+        return []
+    brk = np.flatnonzero(np.diff(pfns) != 1) + 1
+    starts = np.concatenate([[0], brk])
+    ends = np.concatenate([brk, [len(pfns)]])
+    return list(zip(pfns[starts].tolist(), (pfns[ends - 1] + 1).tolist(), strict=True))
 
 
 __all__ = [
