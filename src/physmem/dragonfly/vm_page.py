@@ -281,6 +281,9 @@ class DragonflyVm(PageoutMixin):
                 # ascending address order rebuild each queue from the highest address
                 # down, so the colours are changed first and the queues built once.
                 order = self._numa_organize(avail, free)
+                moves = self._finalize_moves(order)
+                if moves is not None:
+                    order = self._apply_finalize(order, *moves)
             else:
                 order = free[::-1]
             # vm_add_new_page: ascending order, each at the HEAD of PQ_FREE + pc, so a
@@ -299,7 +302,7 @@ class DragonflyVm(PageoutMixin):
                     self.dma_alist.free(s, e - s)
                 self.vmstats.v_wire_count += len(reserve)
                 self.vmstats.v_dma_pages = len(reserve)
-            if t.sockets > 1 and t.cores > 0:
+            if t.sockets > 1 and t.cores > 0 and moves is None:
                 self._numa_organize_finalize()
         # The boot CPU's copy; the others get theirs at the first rollup (hardclock),
         # which the model does at once.
@@ -359,6 +362,82 @@ class DragonflyVm(PageoutMixin):
         stay = np.flatnonzero(is_free)[::-1]
         return np.concatenate([mv[::-1], stay])
 
+    def _finalize_scale(self, lcnt_of_colour: np.ndarray) -> tuple[int, int, int]:
+        """scale_lim, lcnt_hi, lcnt_lo of vm_numa_organize_finalize, from the free pages
+        per colour (the kernel sums vm_page_queues[0 .. scale_lim-1]: PQ_NONE, which is
+        empty, and colours 0 .. scale_lim-2); its message is recorded."""
+        t = self.topology
+        scale_lim = PQ_L2_SIZE // t.sockets // t.cores // t.threads * t.threads * t.cores \
+            * t.sockets
+        hi = int(lcnt_of_colour[:scale_lim - 1].sum()) // scale_lim
+        self.messages.append(f"vm_page: avg {hi} pages per queue, {scale_lim} queues")
+        return scale_lim, hi, hi - hi // 10
+
+    def _finalize_moves(self, order: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """vm_numa_organize_finalize's moves without moving pages: (donor colour,
+        recipient colour) per page moved, in the kernel's order.  The donor cursor walks
+        the colours; within one lap only the colour it visits changes, so a lap's donors
+        are the colours at or above the average when it starts: one numpy step per lap.
+        None when some colour both gives and takes pages (then which pages move depends
+        on the queues as they change: the page-by-page finalize runs instead)."""
+        pcs = self.pages.arrays["pc"]
+        lcnt = np.bincount(pcs[order], minlength=PQ_L2_SIZE).astype(np.int64)
+        scale_lim, hi, lo = self._finalize_scale(lcnt)
+        lap = np.arange(1, PQ_L2_SIZE + 1)
+        donors: list[np.ndarray] = []
+        takers: list[np.ndarray] = []
+        it = 0
+        for i in np.flatnonzero(lcnt[:scale_lim] < lo).tolist():
+            need = lo - int(lcnt[i])
+            while need > 0:
+                cyc = (lap + it) & PQ_L2_MASK
+                e = cyc[lcnt[cyc] >= hi]
+                if not len(e):
+                    break                       # no donor left: the kernel would spin
+                take = e[:need]
+                lcnt[take] -= 1
+                lcnt[i] += len(take)
+                need -= len(take)
+                donors.append(take)
+                takers.append(np.full(len(take), i, dtype=np.int64))
+                if not need:
+                    it = int(take[-1])          # else a full lap: the cursor is back
+        if not donors:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        d, r = np.concatenate(donors), np.concatenate(takers)
+        if np.intersect1d(d, r).size:
+            return None
+        return d, r
+
+    def _apply_finalize(self, order: np.ndarray, d: np.ndarray,
+                        r: np.ndarray) -> np.ndarray:
+        """The queues after the moves (d, r) as a head-first page order: each move takes
+        the donor's head page to the recipient's head, so a donor gives its first pages
+        in order and a recipient's queue starts with what it got, last first."""
+        if not len(d):
+            return order
+        pcs = self.pages.arrays["pc"]
+        col = pcs[order].astype(np.int64)
+        by = np.argsort(col, kind="stable")
+        grouped = order[by]                       # each colour's queue, head first
+        starts = np.searchsorted(col[by], np.arange(PQ_L2_SIZE))
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[by] = np.arange(len(order)) - starts[col[by]]   # place in its queue
+        # the k-th page a donor gives is its k-th page; the k-th a recipient gets sits at
+        # -(k + 1): ahead of its own pages, the last received first
+        od = np.argsort(d, kind="stable")
+        kd = np.empty(len(d), dtype=np.int64)
+        kd[od] = np.arange(len(d)) - np.searchsorted(d[od], d[od])
+        moved = grouped[starts[d] + kd]
+        orr = np.argsort(r, kind="stable")
+        kr = np.empty(len(r), dtype=np.int64)
+        kr[orr] = np.arange(len(r)) - np.searchsorted(r[orr], r[orr])
+        pos = np.empty(self.pages.npages, dtype=np.int64)
+        pos[order] = rank
+        pos[moved] = -(kr + 1)
+        pcs[moved] = r.astype(pcs.dtype)
+        return order[np.lexsort((pos[order], pcs[order]))]
+
     def _numa_organize_finalize(self) -> None:
         """vm_numa_organize_finalize: average lcnt over scale_lim queues (the kernel sums
         vm_page_queues[0 .. scale_lim-1], i.e. PQ_NONE and colours 0..scale_lim-2), then
@@ -366,12 +445,9 @@ class DragonflyVm(PageoutMixin):
         at a time from the donor's head to the recipient's head, a cursor walking the
         colours."""
         q, p = self.queues, self.pages
-        t = self.topology
-        scale_lim = PQ_L2_SIZE // t.sockets // t.cores // t.threads * t.threads * t.cores \
-            * t.sockets
-        hi = sum(q.lcnt[i] for i in range(scale_lim)) // scale_lim
-        lo = hi - hi // 10
-        self.messages.append(f"vm_page: avg {hi} pages per queue, {scale_lim} queues")
+        self.messages.pop()                       # _finalize_moves recorded it already
+        scale_lim, hi, lo = self._finalize_scale(
+            np.array(q.lcnt[PQ_FREE:PQ_FREE + PQ_L2_SIZE], dtype=np.int64))
         it = 0
         for i in range(scale_lim):
             misses = 0
