@@ -549,16 +549,18 @@ class PageoutMixin:
             if m is None:
                 tries += 1
                 continue
-            try:
-                if self._busy_try(m, True):
-                    tries += 1
-                    continue
-                tries = 0
-                self.pages.flags[m] &= ~(PG_MAPPED | PG_WRITEABLE)
-                self.vm_page_free(m)
-                st.freed += 1
-            finally:
-                self.page_unlock(m)
+            busy = self._busy_try(m, True)
+            # unlocked before the free: vm_page_free takes the object's token first
+            self.page_unlock(m)
+            if busy:
+                tries += 1
+                continue
+            tries = 0
+            if queue_base(self.pages.queue[m]) != PQ_CACHE:
+                self._wakeup(m)                   # moved while unlocked: not ours now
+                continue
+            self.vm_page_free(m)
+            st.freed += 1
 
     def vm_pageout_page_stats(self) -> int:
         """act_count aging of one active colour (the idle-tick scan); returns pages seen."""
