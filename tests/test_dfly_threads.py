@@ -59,3 +59,24 @@ def test_the_anon_workload_on_the_buddy_source_with_two_threads(fast_switching):
                       seed=seed)
         vm.check()
         assert res.pages > 0
+
+
+def test_a_run_reports_progress_and_stops_cleanly_on_ctrl_c():
+    # `physmem dfly run` draws its progress bar from these calls and turns Ctrl-C (a
+    # KeyboardInterrupt in the calling thread) into a clean stop between steps.
+    from physmem.dfly_workloads import run
+    seen: list[tuple[int, int]] = []
+
+    def progress(done: int, passes: int) -> None:
+        seen.append((done, passes))
+        if done > 3000:
+            raise KeyboardInterrupt
+
+    total = 64 << 20
+    res, vm = run("pagecache", "firecracker-128m", nbytes=total, threads=2,
+                  progress=progress)
+    assert res.interrupted and 3000 < res.pages < total >> 12
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+    vm.check()                        # no worker was stopped in the middle of a step
+    res2, _ = run("pagecache", "firecracker-128m", nbytes=4 << 20, progress=progress)
+    assert not res2.interrupted and res2.pages == 1024
