@@ -450,16 +450,10 @@ class AllocMixin:
         if p.wire_count[m] and not p.flags[m] & PG_FICTITIOUS:
             raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is wired")
         self.cpu[self._tls.cpu].cnt["v_tfree"] += 1
-        oid = p.obj[m]
-        if oid:
-            # vm_page_remove, inlined: under the object's token and before the page
-            # spinlock (the kernel's order: token, then page, then queue).
-            obj = self.objects[oid]
-            with obj.token:
-                del obj.memq[p.pindex[m]]
-                obj.resident_page_count -= 1
-                obj.generation += 1
-                p.obj[m] = 0
+        if p.obj[m]:
+            # vm_page_remove: under the object's token and before the page spinlock
+            # (the kernel's order: token, then page, then queue).
+            self._remove(m)
         spin = self.page_spin[m & (PAGE_STRIPES - 1)]
         spin.acquire()
         try:

@@ -236,15 +236,15 @@ class Queues:
             yield n - 1
             n = p.next[n - 1]
 
-    def build_from(self, q_of_page: np.ndarray, order: np.ndarray) -> None:
-        """Bulk boot: link the pages ``order`` (indices, in queue order from head to tail)
-        into their queues ``q_of_page[order]`` (uint16) -- the state that inserting them
-        one by one at the tail would leave, built with numpy.  The queues must be empty."""
+    def _link_runs(self, order: np.ndarray, queues: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, list[int], list[int]]:
+        """Group the pages ``order`` by their queues (a stable radix sort on the 16-bit
+        keys, so each queue keeps the pages' order) and link each group through next/prev
+        and ``queue``.  Returns the sorted queues, the sorted page indices + 1 and each
+        group's first and last position: the caller sets the heads, tails and counts."""
         p = self.pages
-        if not len(order):
-            return
-        keys = q_of_page[order].astype(np.uint16, copy=False)
-        perm = np.argsort(keys, kind="stable")     # radix sort on 16-bit keys
+        keys = queues.astype(np.uint16, copy=False)
+        perm = np.argsort(keys, kind="stable")
         order = order[perm]
         qs = keys[perm]
         del keys, perm
@@ -261,6 +261,15 @@ class Queues:
         bounds = np.flatnonzero(~same)
         starts = np.concatenate([[0], bounds + 1]).tolist()
         ends = np.concatenate([bounds, [len(order) - 1]]).tolist()
+        return qs, idx1, starts, ends
+
+    def build_from(self, q_of_page: np.ndarray, order: np.ndarray) -> None:
+        """Bulk boot: link the pages ``order`` (indices, in queue order from head to tail)
+        into their queues ``q_of_page[order]`` (uint16) -- the state that inserting them
+        one by one at the tail would leave, built with numpy.  The queues must be empty."""
+        if not len(order):
+            return
+        qs, idx1, starts, ends = self._link_runs(order, q_of_page[order])
         for s, e in zip(starts, ends, strict=True):
             q = int(qs[s])
             assert not self.lcnt[q], "build_from: queue not empty"
@@ -278,25 +287,8 @@ class Queues:
         p = self.pages
         if not len(order):
             return
-        order = order[::-1]                        # last inserted = nearest the head
-        keys = queues[::-1]
-        perm = np.argsort(keys, kind="stable")
-        order = order[perm]
-        qs = keys[perm]
-        del keys, perm
-        idx1 = order.astype(np.int32) + 1
-        same = qs[1:] == qs[:-1]
-        link = np.zeros(len(order), dtype=np.int32)
-        link[:-1] = np.where(same, idx1[1:], 0)
-        arr = p.arrays
-        arr["next"][order] = link
-        link[1:] = np.where(same, idx1[:-1], 0)
-        link[0] = 0
-        arr["prev"][order] = link
-        arr["queue"][order] = qs
-        bounds = np.flatnonzero(~same)
-        starts = np.concatenate([[0], bounds + 1]).tolist()
-        ends = np.concatenate([bounds, [len(order) - 1]]).tolist()
+        # last inserted = nearest the head
+        qs, idx1, starts, ends = self._link_runs(order[::-1], queues[::-1])
         for s, e in zip(starts, ends, strict=True):
             q = int(qs[s])
             old = self.head[q]

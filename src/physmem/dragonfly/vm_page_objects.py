@@ -97,12 +97,18 @@ class ObjectMixin:
         if not oid:
             return
         self._need_hard_busy(m, "vm_page_remove")
-        obj = self.objects[oid]
+        self._remove(m)
+
+    def _remove(self, m: int) -> None:
+        """vm_page_remove's work on a hard-busied page of an object: out of its object
+        under the object's token (no page or queue lock may be held: token first)."""
+        p = self.pages
+        obj = self.objects[p.obj[m]]
         with obj.token:
             del obj.memq[p.pindex[m]]
             obj.resident_page_count -= 1
             obj.generation += 1
-        p.obj[m] = 0
+            p.obj[m] = 0
 
     def vm_page_lookup(self, obj: VmObject, pindex: int) -> int | None:
         self._check_obj(obj, "vm_page_lookup")
