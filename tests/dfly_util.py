@@ -29,3 +29,49 @@ def digest(vm: DragonflyVm) -> str:
     return h.hexdigest()
 
 
+
+
+MIB = 1 << 20
+
+
+def race_run(source: str, threads: int = 8, ops: int = 600, seed: int = 1,
+             daemon: bool = True, witness: bool = False, mib: int = 48) -> list[str]:
+    """One multi-threaded run on a ``mib`` MiB machine with 1 x ``threads`` CPUs: even
+    threads churn anonymous objects (``ops`` steps), odd ones read 4 x ``ops`` pages of
+    files; returns what went wrong (a thread's exception, the INVARIANTS checker)."""
+    import threading
+
+    from physmem.dfly_workloads import anon_churn, pagecache_fill
+    from physmem.dragonfly.vm_page import CpuTopology
+    from physmem.machine import Machine, RamRange
+
+    m = Machine(f"t{mib}", [RamRange(0x100000, mib * MIB)], page_array="none")
+    vm = DragonflyVm(m, source=source, cpus=CpuTopology(1, threads, 1), witness=witness)
+    problems: list[str] = []
+
+    def body(c: int) -> None:
+        try:
+            if c % 2:
+                pagecache_fill(vm, 4 * ops << 12, files=2, seed=seed * 100 + c, cpu=c)
+            else:
+                anon_churn(vm, ops, seed=seed * 100 + c, cpu=c)
+        except BaseException as e:       # collected: a test thread must not die silently
+            problems.append(f"thread {c}: {type(e).__name__}: {e}")
+
+    if daemon:
+        vm.start_pagedaemon()
+    try:
+        ts = [threading.Thread(target=body, args=(c,)) for c in range(threads)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+    finally:
+        if daemon:
+            vm.stop_pagedaemon()
+    vm.vmstats_rollup()
+    try:
+        vm.check()
+    except AssertionError as e:
+        problems.append(f"INVARIANTS: {e}")
+    return problems

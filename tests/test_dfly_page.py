@@ -118,12 +118,28 @@ def test_dma_reserve_pages_are_wired_fictitious_and_not_free(vm):
 def test_colour_choice_one_socket_two_cores(vm):
     # 1 socket x 2 cores x 1 thread: phys 1024, grp 512, cs 512:
     # colour = core*512 + (pindex + pg_color) % 512
-    o = vm.object_create()
-    assert o.pg_color == 31
-    assert vm.vm_get_pg_color(0, o, 0) == 31
-    assert vm.vm_get_pg_color(1, o, 0) == 512 + 31
-    assert vm.vm_get_pg_color(1, o, 500) == 512 + (531 % 512)
+    vm.object_create()
+    o = vm.object_create()              # vm_quickcolor: 0, 23, 46, ... on this CPU
+    assert o.pg_color == 23
+    assert vm.vm_get_pg_color(0, o, 0) == 23
+    assert vm.vm_get_pg_color(1, o, 0) == 512 + 23
+    assert vm.vm_get_pg_color(1, o, 500) == 512 + (523 % 512)
     assert vm.vm_get_pg_color(0, None, 7) == 7
+
+
+def test_object_colour_is_vm_quickcolor_per_cpu_plus_the_thread_term(vm):
+    # gd_quick_color is per CPU and steps by PQ_PRIME2; the creating thread's term
+    # (curthread >> 10) is added unmasked.
+    assert [vm.object_create().pg_color for _ in range(3)] == [0, 23, 46]
+    with vm.on_cpu(1):
+        assert vm.object_create().pg_color == 0        # CPU 1's own counter
+        vm.set_thread_color(5000)
+        assert vm.object_create().pg_color == 5000 + 23
+    assert vm.object_create().pg_color == 5000 + 69     # CPU 0's counter, this thread's term
+    vm.set_thread_color(0)
+    assert vm.object_create().pg_color == 92
+    with pytest.raises(ArgumentError):
+        vm.set_thread_color(-1)
 
 
 def test_alloc_takes_the_head_of_its_colour_and_free_puts_it_back(vm):

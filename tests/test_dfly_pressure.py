@@ -238,18 +238,19 @@ def test_trace_ops():
     # (32767 pages x 128 bytes) off the top of the largest range: new_end = 0x7bff000,
     # so 158 + 23551 = 23709 pages; the 158 below 0x9f000 are the DMA reserve
     # (vm_low_phys_reserved = total/4 ~ 25 MB), 23551 are free.
-    # Object 1 has pg_color 31, so pindex 0 wants colour 31 (CPU 0 of 1x2); the highest
-    # pfn below 0x7bff with (pfn ^ pfn>>10 ^ pfn>>20) & 1023 == 31 is 0x7801.
+    # Object 1 has pg_color 0 (vm_quickcolor's first), so pindex 0 wants colour 0 (CPU 0
+    # of 1x2); the highest pfn below 0x7bff with (pfn ^ pfn>>10 ^ pfn>>20) & 1023 == 0 is
+    # 0x781e.
     r = Replayer(check=True)
     out = [r.run_line(ln) for ln in TRACE.splitlines()]
     assert out[0] == "pages 23709 free 23551\n"
-    assert out[2] == "0x7801000\n"
-    assert out[3] == ("0x7801000 queue=PQ_NONE pc=31 flags=0x0 busy=0x80000000 wire=0 "
+    assert out[2] == "0x781e000\n"
+    assert out[3] == ("0x781e000 queue=PQ_NONE pc=0 flags=0x0 busy=0x80000000 wire=0 "
                       "hold=0 act=0 valid=0x00 dirty=0x00 object=1 pindex=0\n")
-    assert out[7].startswith("error: vm_page_free: page 0x7801000 is not hard-busied")
+    assert out[7].startswith("error: vm_page_free: page 0x781e000 is not hard-busied")
     assert out[8] == "0\n"
-    assert " queue=PQ_HOLD+31 " in out[11] and " hold=1 " in out[11]
-    assert " queue=PQ_FREE+31 " in out[13] and " busy=0x0 " in out[13]
+    assert " queue=PQ_HOLD+0 " in out[11] and " hold=1 " in out[11]
+    assert " queue=PQ_FREE+0 " in out[13] and " busy=0x0 " in out[13]
     assert out[14] == "NULL\n"
     assert out[15].startswith("free ") and " active 0 hold 0" in out[15]
 
@@ -284,7 +285,7 @@ def test_cli_ddb_show(tmp_path):
     assert r.exit_code == 0, r.output
     lines = r.output.splitlines()
     active = [int(x) for x in lines[2].split(":")[1].split()]
-    assert lines[2].startswith("PQ_ACTIVE:") and sum(active) == 1 and active[31] == 1
+    assert lines[2].startswith("PQ_ACTIVE:") and sum(active) == 1 and active[0] == 1
     r = CliRunner().invoke(main, ["ddb", "show", "page", "-m", "firecracker-128m"])
     assert r.exit_code == 0 and r.output.count("\n") == 13
     t.write_text("vm_page_free 0x7c00000\n")

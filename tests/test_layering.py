@@ -26,6 +26,12 @@ LAYERS = {
     "physmem.dragonfly.locks": 1, "physmem.dragonfly.vm_object": 1,
     "physmem.dragonfly.vm_page_array": 3.5, "physmem.dragonfly.vm_pageout": 6.5,
     "physmem.dragonfly.invariants": 6.55, "physmem.dragonfly.vm_page": 6.6,
+    # vm_page.py's subsystems (mixed into DragonflyVm) and the names they share
+    "physmem.dragonfly.vm_page_defs": 3.6, "physmem.dragonfly.vm_page_boot": 6.5,
+    "physmem.dragonfly.vm_page_search": 6.5, "physmem.dragonfly.vm_page_busy": 6.5,
+    "physmem.dragonfly.vm_page_alloc": 6.5, "physmem.dragonfly.vm_page_transitions": 6.5,
+    "physmem.dragonfly.vm_page_objects": 6.5, "physmem.dragonfly.vm_page_bits": 6.5,
+    "physmem.dragonfly.vm_page_views": 6.57,
     "physmem.trace_dfly": 6.8, "physmem.dfly_workloads": 8,
     "physmem.trace": 7, "physmem.snapshot": 7,
     "physmem.workloads": 8, "physmem.demo": 8, "physmem.bootcost": 8, "physmem.ftrace": 8,

@@ -598,11 +598,34 @@ def dfly_run(workload: str, machine: str, source: str, cpus: str | None, nbytes:
     topo = CpuTopology.parse(cpus) if cpus else None
     size = _bytes(nbytes) if nbytes else None
     sources = ["dragonfly", "buddy"] if source == "both" else [source]
+    import time
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     results = []
-    for src in sources:
-        res, vm = run(workload, machine, src, size, ops, seed, threads, topo)
-        vm.check()
-        results.append(res.as_dict())
+    with Progress(TextColumn("{task.description}"), BarColumn(),
+                  TextColumn("{task.completed:,.0f} pages"),
+                  TextColumn("{task.fields[rate]:,.0f} pages/s"),
+                  TextColumn("{task.fields[passes]} pagedaemon passes"),
+                  TimeElapsedColumn(), transient=True) as prog:
+        for src in sources:
+            # pagecache: the pages to read when --bytes says (else twice the RAM, known
+            # after the boot); anon: open-ended (pages allocated as it goes)
+            total = size >> 12 if workload == "pagecache" and size else None
+            task = prog.add_task(f"{workload} on {src}", total=total, rate=0, passes=0)
+            t0 = time.perf_counter()
+
+            def show(done: int, passes: int, task=task, t0=t0) -> None:
+                dt = time.perf_counter() - t0
+                prog.update(task, completed=done, rate=done / dt if dt else 0,
+                            passes=passes)
+
+            res, vm = run(workload, machine, src, size, ops, seed, threads, topo,
+                          progress=show)
+            prog.update(task, visible=False)
+            vm.check()
+            results.append(res.as_dict())
+            if res.interrupted:
+                break                         # Ctrl-C: report what ran, skip the rest
     t = Table(title=f"{untrusted(workload)} on {untrusted(machine)}")
     t.add_column("")
     for r in results:

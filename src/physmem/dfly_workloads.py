@@ -16,7 +16,8 @@ from __future__ import annotations
 import random
 import threading
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 
 from .bits import PAGE_SHIFT
 from .dragonfly.vm_object import VmObject
@@ -48,6 +49,7 @@ class DflyResult:
     cache: int = 0
     inactive: int = 0
     active: int = 0
+    interrupted: bool = False      # stopped early (Ctrl-C): the counts are up to then
 
     @property
     def pages_per_s(self) -> float:
@@ -59,10 +61,20 @@ class DflyResult:
         return d
 
 
+@dataclass
+class RunControl:
+    """Shared by a run's worker threads and its caller: pages done per worker (each
+    writes only its own slot) and a stop request, checked between steps (Ctrl-C)."""
+
+    done: list[int] = field(default_factory=lambda: [0])
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
 def pagecache_fill(vm: DragonflyVm, nbytes: int, files: int = 8, reref: float = 0.05,
-                   seed: int = 1, cpu: int = 0) -> int:
+                   seed: int = 1, cpu: int = 0, ctl: RunControl | None = None,
+                   slot: int = 0) -> int:
     """Read ``nbytes`` of file data (``files`` vnode objects, round robin in 64 KiB reads);
-    returns the pages allocated."""
+    returns the pages allocated (fewer if ``ctl`` asked it to stop)."""
     rng = random.Random(seed)
     objs = [vm.object_create("vnode") for _ in range(files)]
     npages = nbytes >> PAGE_SHIFT
@@ -72,6 +84,10 @@ def pagecache_fill(vm: DragonflyVm, nbytes: int, files: int = 8, reref: float = 
         pos = [0] * files
         f = 0
         while done < npages:
+            if ctl is not None:
+                ctl.done[slot] = done
+                if ctl.stop.is_set():
+                    break
             o = objs[f]
             for _ in range(16):
                 pi = pos[f]
@@ -99,13 +115,19 @@ def _grab_valid(vm: DragonflyVm, o: VmObject, pi: int) -> None:
     vm.vm_page_wakeup(m)
 
 
-def anon_churn(vm: DragonflyVm, ops: int, seed: int = 1, cpu: int = 0) -> int:
-    """Processes that fault in, dirty, wire, madvise and exit; returns pages allocated."""
+def anon_churn(vm: DragonflyVm, ops: int, seed: int = 1, cpu: int = 0,
+               ctl: RunControl | None = None, slot: int = 0) -> int:
+    """Processes that fault in, dirty, wire, madvise and exit; returns pages allocated
+    (fewer steps if ``ctl`` asked it to stop)."""
     rng = random.Random(seed)
     live: list[tuple[object, VmObject, int]] = []
     allocated = 0
     with vm.on_cpu(cpu):
         for _ in range(ops):
+            if ctl is not None:
+                ctl.done[slot] = allocated
+                if ctl.stop.is_set():
+                    break
             r = rng.random()
             if r < 0.05 or not live:
                 proc = vm.proc_create(rng.choice((0, 0, 5, -5)))
@@ -147,9 +169,13 @@ def anon_churn(vm: DragonflyVm, ops: int, seed: int = 1, cpu: int = 0) -> int:
 
 def run(workload: str, machine: str = "firecracker-1g", source: str = "dragonfly",
         nbytes: int | None = None, ops: int = 20_000, seed: int = 1, threads: int = 1,
-        cpus: CpuTopology | None = None) -> tuple[DflyResult, DragonflyVm]:
+        cpus: CpuTopology | None = None,
+        progress: Callable[[int, int], None] | None = None) -> tuple[DflyResult, DragonflyVm]:
     """Boot a page layer and run a workload on it (``threads`` Python threads, one CPU
-    each); returns the result and the page layer."""
+    each); returns the result and the page layer.  With ``progress`` the work runs on
+    worker threads while this thread calls ``progress(pages so far, pageout passes)``
+    about ten times a second; Ctrl-C then stops the workers between steps and the result
+    (marked ``interrupted``) covers the work done."""
     if workload not in DFLY_WORKLOADS:
         raise ArgumentError(f"unknown workload {workload!r} ({', '.join(DFLY_WORKLOADS)})")
     if not isinstance(threads, int) or threads < 1:
@@ -161,14 +187,16 @@ def run(workload: str, machine: str = "firecracker-1g", source: str = "dragonfly
     if nbytes is None:
         nbytes = 2 * vm.vmstats.v_page_count << PAGE_SHIFT
     res = DflyResult(workload, vm.machine.name, source)
+    ctl = RunControl([0] * threads)
 
     def work(i: int) -> int:
         if workload == "pagecache":
-            return pagecache_fill(vm, nbytes // threads, seed=seed + i, cpu=i)
-        return anon_churn(vm, ops // threads, seed=seed + i, cpu=i)
+            return pagecache_fill(vm, nbytes // threads, seed=seed + i, cpu=i, ctl=ctl,
+                                  slot=i)
+        return anon_churn(vm, ops // threads, seed=seed + i, cpu=i, ctl=ctl, slot=i)
 
     t0 = time.perf_counter()
-    if threads == 1:
+    if threads == 1 and progress is None:
         res.pages = work(0)
     else:
         out = [0] * threads
@@ -180,11 +208,21 @@ def run(workload: str, machine: str = "firecracker-1g", source: str = "dragonfly
             except BaseException as e:     # reported after the join
                 errors.append(e)
 
-        ts = [threading.Thread(target=body, args=(i,)) for i in range(threads)]
+        ts = [threading.Thread(target=body, args=(i,), daemon=True) for i in range(threads)]
         for t in ts:
             t.start()
-        for t in ts:
-            t.join()
+        # Poll with sleep, not Thread.join(timeout): a Ctrl-C that lands inside join can
+        # leave the thread looking finished while it still runs (CPython 3.11).
+        try:
+            while any(t.is_alive() for t in ts):
+                time.sleep(0.1)
+                if progress is not None:
+                    progress(sum(ctl.done), vm.pageout_stats.passes)
+        except KeyboardInterrupt:
+            ctl.stop.set()                 # the workers finish their step and return
+            res.interrupted = True
+            while any(t.is_alive() for t in ts):
+                time.sleep(0.02)
         if errors:
             raise errors[0]
         res.pages = sum(out)

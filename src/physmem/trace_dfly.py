@@ -85,13 +85,14 @@ class DflyOps:
     # -- the table ------------------------------------------------------------------------
     def ops(self) -> dict[str, Callable[[list[str]], str]]:
         simple = {name: self._simple(name) for name in (
-            "vm_page_free", "vm_page_wakeup", "vm_page_sbusy_drop", "vm_page_wire",
+            "vm_page_free", "vm_page_wakeup", "vm_page_wire",
             "vm_page_hold", "vm_page_unhold", "vm_page_activate", "vm_page_cache",
             "vm_page_dontneed", "vm_page_unqueue", "vm_page_dirty", "vm_page_test_dirty",
             "vm_page_reference", "vm_page_modify", "vm_page_freezwq",
             "vm_page_need_commit")}
         simple["vm_page_io_start"] = self._simple("io_start")
         simple["vm_page_io_finish"] = self._simple("io_finish")
+        simple["vm_page_sbusy_drop"] = self._simple("sbusy_drop")
         bits = {name: self._bits(name) for name in (
             "vm_page_set_valid", "vm_page_set_validclean", "vm_page_set_validdirty",
             "vm_page_clear_dirty", "vm_page_is_valid")}

@@ -48,7 +48,8 @@ class DmaReserve:
         phys = k.phys
         self.k = k
         total = sum(s.epfn - s.spfn for s in phys.segs)
-        self.low_phys_reserved = min(LOW_PHYS_RESERVED, total // 4)
+        # pa < total_bytes / 4 per page (vm_add_new_page): a partial page counts.
+        self.low_phys_reserved = min(LOW_PHYS_RESERVED, -(-total // 4))
         want = DEFAULT_DMA_RESERVED if dma_reserved is None else dma_reserved
         self.dma_reserved = min(want, (total << PAGE_SHIFT) // 16)
         self.alist = Alist(LOW_PHYS_RESERVED)

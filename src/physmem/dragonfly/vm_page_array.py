@@ -236,15 +236,15 @@ class Queues:
             yield n - 1
             n = p.next[n - 1]
 
-    def build_from(self, q_of_page: np.ndarray, order: np.ndarray) -> None:
-        """Bulk boot: link the pages ``order`` (indices, in queue order from head to tail)
-        into their queues ``q_of_page[order]`` (uint16) -- the state that inserting them
-        one by one at the tail would leave, built with numpy.  The queues must be empty."""
+    def _link_runs(self, order: np.ndarray, queues: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, list[int], list[int]]:
+        """Group the pages ``order`` by their queues (a stable radix sort on the 16-bit
+        keys, so each queue keeps the pages' order) and link each group through next/prev
+        and ``queue``.  Returns the sorted queues, the sorted page indices + 1 and each
+        group's first and last position: the caller sets the heads, tails and counts."""
         p = self.pages
-        if not len(order):
-            return
-        keys = q_of_page[order].astype(np.uint16, copy=False)
-        perm = np.argsort(keys, kind="stable")     # radix sort on 16-bit keys
+        keys = queues.astype(np.uint16, copy=False)
+        perm = np.argsort(keys, kind="stable")
         order = order[perm]
         qs = keys[perm]
         del keys, perm
@@ -261,6 +261,15 @@ class Queues:
         bounds = np.flatnonzero(~same)
         starts = np.concatenate([[0], bounds + 1]).tolist()
         ends = np.concatenate([bounds, [len(order) - 1]]).tolist()
+        return qs, idx1, starts, ends
+
+    def build_from(self, q_of_page: np.ndarray, order: np.ndarray) -> None:
+        """Bulk boot: link the pages ``order`` (indices, in queue order from head to tail)
+        into their queues ``q_of_page[order]`` (uint16) -- the state that inserting them
+        one by one at the tail would leave, built with numpy.  The queues must be empty."""
+        if not len(order):
+            return
+        qs, idx1, starts, ends = self._link_runs(order, q_of_page[order])
         for s, e in zip(starts, ends, strict=True):
             q = int(qs[s])
             assert not self.lcnt[q], "build_from: queue not empty"
@@ -268,3 +277,28 @@ class Queues:
             self.tail[q] = int(idx1[e])
             self.lcnt[q] = e - s + 1
             self.nonempty[q] = 1
+
+    def push_heads(self, order: np.ndarray, queues: np.ndarray) -> None:
+        """Insert the pages ``order`` (indices, in insertion order) each at the head of
+        its queue (``queues``, uint16, one per page of ``order``): the state that
+        ``insert(q, i, True)`` one by one would leave (a queue gains its new pages
+        last-inserted first, before its old ones), built with numpy.  The pages must be
+        on no queue."""
+        p = self.pages
+        if not len(order):
+            return
+        # last inserted = nearest the head
+        qs, idx1, starts, ends = self._link_runs(order[::-1], queues[::-1])
+        for s, e in zip(starts, ends, strict=True):
+            q = int(qs[s])
+            old = self.head[q]
+            last = int(idx1[e])
+            p.next[last - 1] = old                 # the new run, then the old queue
+            if old:
+                p.prev[old - 1] = last
+            else:
+                self.tail[q] = last
+            self.head[q] = int(idx1[s])
+            self.lcnt[q] += e - s + 1
+            self.nonempty[q] = 1
+

@@ -549,16 +549,18 @@ class PageoutMixin:
             if m is None:
                 tries += 1
                 continue
-            try:
-                if self._busy_try(m, True):
-                    tries += 1
-                    continue
-                tries = 0
-                self.pages.flags[m] &= ~(PG_MAPPED | PG_WRITEABLE)
-                self.vm_page_free(m)
-                st.freed += 1
-            finally:
-                self.page_unlock(m)
+            busy = self._busy_try(m, True)
+            # unlocked before the free: vm_page_free takes the object's token first
+            self.page_unlock(m)
+            if busy:
+                tries += 1
+                continue
+            tries = 0
+            if queue_base(self.pages.queue[m]) != PQ_CACHE:
+                self._wakeup(m)                   # moved while unlocked: not ours now
+                continue
+            self.vm_page_free(m)
+            st.freed += 1
 
     def vm_pageout_page_stats(self) -> int:
         """act_count aging of one active colour (the idle-tick scan); returns pages seen."""
@@ -627,15 +629,22 @@ class PageoutMixin:
         self._check_obj(obj, "vm_object_terminate")
         p = self.pages
         n = 0
-        for m in list(obj.memq.values()):
-            if p.wire_count[m] or p.hold_count[m] or p.busy_count[m] & PBUSY_MASK:
-                continue
-            if self._busy_try(m, True):
-                continue
-            self.vm_page_free(m)
-            n += 1
-        if not obj.memq:
-            self.objects.pop(obj.id, None)
+        # The object's token is held throughout (vm_object_terminate holds the object):
+        # no page can leave it meanwhile except through this thread, and allocators that
+        # meet one of its cache pages leave it alone (vm_object_hold_try fails).
+        with obj.token:
+            for pindex, m in list(obj.memq.items()):
+                if p.wire_count[m] or p.hold_count[m] or p.busy_count[m] & PBUSY_MASK:
+                    continue
+                if self._busy_try(m, True):
+                    continue
+                if p.obj[m] != obj.id or p.pindex[m] != pindex:
+                    self._wakeup(m)             # left the object before we busied it
+                    continue
+                self.vm_page_free(m)
+                n += 1
+            if not obj.memq:
+                self.objects.pop(obj.id, None)
         return n
 
     # ---------------------------------------------------------------- daemon thread

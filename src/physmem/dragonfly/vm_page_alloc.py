@@ -1,0 +1,549 @@
+"""DragonFly's page layer (sys/vm/vm_page.c), part of
+:class:`~physmem.dragonfly.vm_page.DragonflyVm`.
+
+vm_get_pg_color, vm_page_select_free/cache/free_or_cache, vm_page_alloc and its wrappers,
+the DMA reserve's vm_page_alloc_contig/free_contig, vm_page_free_toq; the buddy source's
+take and give.
+"""
+
+from __future__ import annotations
+
+from ..bits import PAGE_SHIFT
+from ..errors import AddressError, ArgumentError
+from .alist import ALIST_BLOCK_NONE
+from .locks import PAGE_STRIPES, page_op
+from .vm_object import VmObject
+from .vm_page_array import (
+    PBUSY_LOCKED,
+    PBUSY_MASK,
+    PBUSY_WANTED,
+    PG_FICTITIOUS,
+    PG_MAPPED,
+    PG_NEED_COMMIT,
+    PG_UNQUEUED,
+    PG_WRITEABLE,
+    PQ_CACHE,
+    PQ_FREE,
+    PQ_HOLD,
+    PQ_L2_MASK,
+    PQ_L2_SIZE,
+    VM_PAGE_BITS_ALL,
+    queue_base,
+)
+from .vm_page_defs import (
+    _RACE,
+    ALLOC_CLASSES,
+    PINDEX_LIMIT,
+    RETRY_LIMIT,
+    VM_ALLOC_CPU_SPEC,
+    VM_ALLOC_FORCE_ZERO,
+    VM_ALLOC_INTERRUPT,
+    VM_ALLOC_NORMAL,
+    VM_ALLOC_NULL_OK,
+    VM_ALLOC_RETRY,
+    VM_ALLOC_SYSTEM,
+    VM_ALLOC_ZERO,
+    PageStateError,
+)
+from .vm_pageout import Proc
+
+
+class AllocMixin:
+    """Mixed into DragonflyVm (its state is set up there)."""
+
+    # ======================================================================================
+    # Allocation
+    # ======================================================================================
+    def vm_get_pg_color(self, cpu: int, obj: VmObject | None, pindex: int) -> int:
+        """The colour for (obj, pindex) on ``cpu``: the CPU's slice of the colours
+        (socket, core, thread) plus (pindex + the object's colour) modulo the slice."""
+        k = pindex + (obj.pg_color if obj is not None else 0)
+        cs = self._color_cs
+        return (self._color_base[cpu] + k % cs) & PQ_L2_MASK
+
+    def _color_slices(self) -> None:
+        """Each CPU's first colour and the slice width, as vm_get_pg_color computes them:
+        phys_id * (1024/sockets) + core_id * (that/cores) + ht_id * (that/threads)."""
+        t = self.topology
+        phys = PQ_L2_SIZE // t.sockets
+        grp = phys // t.cores
+        cs = grp // t.threads
+        self._color_cs = cs
+        self._color_base = []
+        for cpu in range(self.ncpus):
+            phys_id, core_id, ht_id = t.ids(cpu)
+            self._color_base.append(phys_id * phys + core_id * grp + ht_id * cs)
+
+    def _select_free(self, color: int) -> int | None:
+        """vm_page_select_free: a free page, dequeued and hard-busied (one that cannot be
+        busied is deactivated out of the way)."""
+        while True:
+            if self.source == "buddy":
+                return self._buddy_take(color)
+            m = self._list_find(PQ_FREE, color)
+            if m is None:
+                return None
+            if self._busy_try(m, True):
+                self._deactivate_locked(m, False)
+                self.page_unlock(m)
+                continue
+            p = self.pages
+            assert not p.flags[m] & (PG_UNQUEUED | PG_NEED_COMMIT)
+            assert p.hold_count[m] == 0 and p.wire_count[m] == 0
+            self.page_unlock(m)
+            self.pagedaemon_wakeup()
+            return m
+
+    def _cache_ok(self, m: int) -> bool:
+        """A busied cache page that can be recycled (vm_page_select_cache's test)."""
+        p = self.pages
+        return not (p.flags[m] & (PG_NEED_COMMIT | PG_MAPPED) or p.hold_count[m] or
+                    p.wire_count[m] or p.dirty[m] & p.valid[m])
+
+    def _select_cache(self, color: int) -> int | None:
+        """vm_page_select_cache: a reusable cache page, dequeued and hard-busied (others
+        are deactivated)."""
+        while True:
+            m = self._list_find(PQ_CACHE, color)
+            if m is None:
+                return None
+            if self._busy_try(m, True):
+                self._deactivate_locked(m, False)
+                self.page_unlock(m)
+                continue
+            if self._cache_ok(m):
+                self.page_unlock(m)
+                self.pagedaemon_wakeup()
+                return m
+            self._deactivate_locked(m, False)
+            self._wakeup(m)
+            self.page_unlock(m)
+
+    def _select_free_or_cache(self, color: int) -> tuple[int | None, bool]:
+        """vm_page_select_free_or_cache: one search over the free and cache queues
+        (_vm_page_list_find2); returns (page dequeued and hard-busied, from cache)."""
+        if self.source == "buddy":
+            m = self._buddy_take(color)
+            if m is not None:
+                return m, False
+            return self._select_cache(color), True
+        q = self.queues
+        while True:
+            if q.empty(PQ_FREE) and q.empty(PQ_CACHE):
+                return None, False
+            m = self._list_first_trylock(PQ_FREE + color)
+            base = PQ_FREE
+            if m is not None:
+                q.lastq[PQ_FREE + color] = q.lastq[PQ_CACHE + color] = -1
+            else:
+                m, base = self._find2_wide(PQ_FREE, PQ_CACHE, color)
+                if m is None:
+                    return None, False
+            if self._busy_try(m, True):
+                self._deactivate_locked(m, False)
+                self.page_unlock(m)
+                continue
+            if base == PQ_FREE:
+                self.page_unlock(m)
+                self.pagedaemon_wakeup()
+                return m, False
+            if self._cache_ok(m):
+                self.page_unlock(m)
+                self.pagedaemon_wakeup()
+                return m, True
+            self._deactivate_locked(m, False)
+            self._wakeup(m)
+            self.page_unlock(m)
+
+    def _recycle(self, m: int) -> None:
+        """vm_page_alloc's found_cache: a busied cache page on its way back to PQ_FREE.
+        It belongs to some object the caller may not hold: free it only if that object's
+        token can be had without waiting (vm_object_hold_try), else deactivate and unbusy
+        it (another thread, e.g. vm_object_terminate, is working on that object)."""
+        oid = self.pages.obj[m]
+        obj = self.objects.get(oid) if oid else None
+        if obj is None:
+            self.vm_page_free(m)
+            return
+        if not obj.token.acquire(False):
+            self.vm_page_deactivate(m)
+            self._wakeup(m)
+            return
+        try:
+            self.vm_page_free(m)
+        finally:
+            obj.token.release()
+
+    def vm_page_alloc(self, obj: VmObject | None, pindex: int, req: int) -> int | None:
+        """Allocate a page for (obj, pindex); returns it hard-busied and unqueued, or None
+        when the class's floor is reached (the pagedaemon is kicked)."""
+        if type(req) is not int or not req & ALLOC_CLASSES:
+            raise ArgumentError("vm_page_alloc: one of NORMAL, QUICK, SYSTEM, INTERRUPT "
+                                "is required")
+        if type(pindex) is not int or not 0 <= pindex < PINDEX_LIMIT:
+            self._check_pindex(pindex, "vm_page_alloc")
+        if obj is not None:
+            if self.objects.get(getattr(obj, "id", None)) is not obj:
+                self._check_obj(obj, "vm_page_alloc")
+            # The kernel has no pre-check: it selects a page (recycling PQ_CACHE pages on
+            # the way), vm_page_insert fails, the page is freed again and NULL returned
+            # with VM_ALLOC_NULL_OK.  Without it the kernel panics ("PAGE RACE"): refuse
+            # that before anything changes.
+            if pindex in obj.memq and not req & VM_ALLOC_NULL_OK:
+                return self._page_race(obj, pindex, req)
+            k = pindex + obj.pg_color
+        else:
+            k = pindex
+        cpu = req >> 16 if req & VM_ALLOC_CPU_SPEC else self._tls.cpu
+        if not 0 <= cpu < self.ncpus:
+            raise ArgumentError(f"VM_ALLOC_CPU({cpu}) out of range 0..{self.ncpus - 1}")
+        color = (self._color_base[cpu] + k % self._color_cs) & PQ_L2_MASK   # vm_get_pg_color
+        if self.kernel is None and self.nonempty[PQ_FREE + color]:
+            m = self._alloc_fast(obj, pindex, req, color)
+            if m is not None:
+                return m if m != _RACE else self._page_race(obj, pindex, req)
+        retries = 0
+        while True:
+            s = self.local()
+            if (s.v_free_count >= s.v_free_reserved
+                    or (req & VM_ALLOC_INTERRUPT and s.v_free_count > 0)
+                    or (req & VM_ALLOC_SYSTEM and s.v_cache_count == 0
+                        and s.v_free_count > s.v_interrupt_free_min)):
+                if req & VM_ALLOC_NORMAL:
+                    m, fromcache = self._select_free_or_cache(color)
+                    if m is not None and fromcache:
+                        self._recycle(m)
+                        continue
+                else:
+                    m = self._select_free(color)
+                if m is None:
+                    # The count raced (or is stale): fold the per-CPU deltas and look
+                    # again.  The kernel loops forever; the model gives up after a few.
+                    self.vmstats_rollup()
+                    retries += 1
+                    if retries > 3:
+                        break
+                    continue
+                m = self._alloc_finish(m, obj, pindex)
+                return m if m != _RACE else self._page_race(obj, pindex, req)
+            if req & VM_ALLOC_NORMAL:
+                m = self._select_cache(color)
+                if m is not None:
+                    self._recycle(m)
+                    continue
+            break
+        self.deficit += 1
+        self.pagedaemon_wakeup()
+        return None
+
+    def _alloc_fast(self, obj: VmObject | None, pindex: int, req: int,
+                    color: int) -> int | None:
+        """vm_page_alloc's common case, inlined: the class may take a free page and the
+        exact colour's queue gives one whose page lock and busy are free.  Same effects
+        as the general path (select_free, the colour hint reset, the busy, the count,
+        two pagedaemon checks, the insert); None sends the caller there."""
+        c = self.cpu[self._tls.cpu]
+        s = c.vmstats
+        free = s.v_free_count
+        if not (free >= s.v_free_reserved or (req & VM_ALLOC_INTERRUPT and free > 0) or
+                (req & VM_ALLOC_SYSTEM and s.v_cache_count == 0 and
+                 free > s.v_interrupt_free_min)):
+            return None
+        q = PQ_FREE + color
+        qs = self.queues
+        p = self.pages
+        bc = p.busy_count
+        qlock = self.queue_spin[q]
+        qlock.acquire()
+        h = qs.head[q]
+        if not h:
+            qlock.release()
+            return None
+        m = h - 1
+        spin = self.page_spin[m & (PAGE_STRIPES - 1)]
+        if not spin.acquire(False):
+            qlock.release()
+            return None
+        atomic = self.atomic
+        atomic.acquire()
+        b = bc[m]
+        if b & (PBUSY_LOCKED | PBUSY_MASK):
+            atomic.release()
+            spin.release()
+            qlock.release()
+            return None
+        bc[m] = b | PBUSY_LOCKED
+        atomic.release()
+        nx = p.next[m]                                # Queues.remove of the head, inlined
+        qs.head[q] = nx
+        if nx:
+            p.prev[nx - 1] = 0
+        else:
+            qs.tail[q] = 0
+        p.next[m] = 0
+        p.queue[m] = 0
+        qs.lcnt[q] -= 1
+        if not qs.lcnt[q]:
+            qs.nonempty[q] = 0
+        spin.release()
+        qlock.release()
+        slock = self.stats_lock                       # _count("v_free_count", -1)
+        slock.acquire()
+        s.v_free_count -= 1
+        a = c.adj["v_free_count"] = c.adj["v_free_count"] - 1
+        slock.release()
+        if a < -1024 and self.start(-1024 * self.ncpus):
+            with slock:
+                self.vmstats.v_free_count += c.adj["v_free_count"]
+                c.adj["v_free_count"] = 0
+        qs.lastq[q] = -1
+        if req & VM_ALLOC_NORMAL:
+            qs.lastq[PQ_CACHE + color] = -1
+        if s.v_free_count < s.v_paging_start:        # select_free's pagedaemon_wakeup
+            self.pagedaemon_wakeup()
+        p.flags[m] = 0
+        p.act_count[m] = 0
+        p.valid[m] = 0
+        if obj is None:
+            p.pindex[m] = pindex
+        elif not self._insert(m, obj, pindex):
+            self.vm_page_free(m)                      # lost (obj, pindex) to another thread
+            return _RACE
+        if s.v_free_count < s.v_paging_start:        # vm_page_alloc's (start() is false
+            self.pagedaemon_wakeup()                   # at or above v_paging_start)
+        return m
+
+    @staticmethod
+    def _page_race(obj: VmObject, pindex: int, req: int) -> None:
+        """(obj, pindex) is taken: NULL with VM_ALLOC_NULL_OK, else the kernel's panic."""
+        if req & VM_ALLOC_NULL_OK:
+            return None
+        raise PageStateError(f"vm_page_alloc: object {obj.id} already has page {pindex} "
+                             "(PAGE RACE)")
+
+    def _alloc_finish(self, m: int, obj: VmObject | None, pindex: int) -> int:
+        p = self.pages
+        assert p.dirty[m] == 0 and p.wire_count[m] == 0 and not p.busy_count[m] & PBUSY_MASK
+        p.flags[m] = 0
+        p.act_count[m] = 0
+        p.valid[m] = 0
+        if obj is not None:
+            if not self._insert(m, obj, pindex):
+                self.vm_page_free(m)                  # lost (obj, pindex) to another thread
+                return _RACE
+        else:
+            p.pindex[m] = pindex
+        self.pagedaemon_wakeup()
+        return m
+
+    def vm_page_grab(self, obj: VmObject, pindex: int, req: int,
+                     proc: Proc | None = None) -> int | None:
+        """vm_page_grab: the object's page at ``pindex`` hard-busied, allocated when absent
+        (with VM_ALLOC_RETRY it waits for memory instead of failing); VM_ALLOC_ZERO zeroes
+        a new page and marks it valid, VM_ALLOC_FORCE_ZERO zeroes even a valid one."""
+        self._check_obj(obj, "vm_page_grab")
+        self._check_pindex(pindex, "vm_page_grab")
+        for _ in range(RETRY_LIMIT):
+            m, busy = self.vm_page_lookup_busy_try(obj, pindex, True)
+            if m is not None and busy:
+                if not req & VM_ALLOC_RETRY:
+                    return None
+                self.busy_wait(m, True)
+                self._wakeup(m)
+                continue
+            if m is None:
+                m = self.vm_page_alloc(obj, pindex, (req & ~VM_ALLOC_RETRY) |
+                                       (VM_ALLOC_NULL_OK if req & VM_ALLOC_RETRY else 0))
+                if m is None:
+                    self.vm_wait(proc)
+                    if not req & VM_ALLOC_RETRY:
+                        return None
+                    continue
+            if req & VM_ALLOC_FORCE_ZERO or (req & VM_ALLOC_ZERO and
+                                            self.pages.valid[m] != VM_PAGE_BITS_ALL):
+                self.zeroed_pages += 1
+                self.pages.valid[m] = VM_PAGE_BITS_ALL
+            return m
+        raise PageStateError(f"vm_page_grab: no page for {pindex} after {RETRY_LIMIT} waits")
+
+    def vm_page_alloczwq(self, pindex: int, req: int, proc: Proc | None = None) -> int | None:
+        """vm_page_alloczwq: an object-less page, wired and unbusied (zeroed if asked)."""
+        for _ in range(RETRY_LIMIT):
+            m = self.vm_page_alloc(None, pindex, req & ~VM_ALLOC_RETRY)
+            if m is not None:
+                break
+            self.vm_wait(proc)
+            if not req & VM_ALLOC_RETRY:
+                return None
+        else:
+            raise PageStateError(f"vm_page_alloczwq: no page after {RETRY_LIMIT} waits")
+        if req & (VM_ALLOC_ZERO | VM_ALLOC_FORCE_ZERO):
+            self.zeroed_pages += 1
+            self.pages.valid[m] = VM_PAGE_BITS_ALL
+        self.vm_page_wire(m)
+        self._wakeup(m)
+        return m
+
+    @page_op()
+    def vm_page_freezwq(self, m: int) -> None:
+        """vm_page_freezwq: busy, unwire, free a page from vm_page_alloczwq."""
+        p = self.pages
+        if (p.wire_count[m] != 1 or p.obj[m] or p.flags[m] & PG_FICTITIOUS
+                or p.busy_count[m] & PBUSY_MASK):
+            raise PageStateError(f"vm_page_freezwq: page {self.pa(m):#x} is not an idle "
+                                 "vm_page_alloczwq page")
+        self.busy_wait(m, False)
+        self._unwire(m, False)
+        self.vm_page_free(m)
+
+    def vm_page_alloc_contig(self, npages: int, high: int = 0) -> int | None:
+        """vm_page_alloc_contig from the DMA reserve: ``npages`` wired, fictitious, unbusied
+        pages, or None (low, alignment and boundary are not looked at, as in the kernel)."""
+        if not isinstance(npages, int) or npages <= 0:
+            raise ArgumentError(f"npages {npages!r} must be a positive integer")
+        if self.dma_alist is None:
+            return None
+        blk = self.dma_alist.alloc_below(npages, (high >> PAGE_SHIFT) if high else None)
+        if blk == ALIST_BLOCK_NONE:
+            return None
+        self.dma_out[blk] = npages
+        return blk - self.first_pfn
+
+    def vm_page_free_contig(self, m: int, npages: int) -> None:
+        """vm_page_free_contig: a run from vm_page_alloc_contig back to the reserve."""
+        if type(m) is not int or type(npages) is not int:
+            raise ArgumentError("vm_page_free_contig: page and npages must be integers")
+        pfn = m + self.first_pfn
+        if self.dma_out.get(pfn) != npages:
+            raise PageStateError(f"vm_page_free_contig: {self.pa(m):#x} + {npages} pages "
+                                 "was not allocated by vm_page_alloc_contig")
+        if pfn < self.low_phys_reserved and \
+                (pfn + npages) << PAGE_SHIFT > self.low_phys_reserved_pa:
+            # KKASSERT(pa + size <= vm_low_phys_reserved): a run that reaches into the
+            # partial page above a reserve line that is not page aligned.
+            raise PageStateError(f"vm_page_free_contig: {self.pa(m):#x} + {npages} pages "
+                                 "ends above vm_low_phys_reserved "
+                                 f"{self.low_phys_reserved_pa:#x}")
+        del self.dma_out[pfn]
+        assert self.dma_alist is not None
+        self.dma_alist.free(pfn, npages)
+
+    # ======================================================================================
+    # Freeing
+    # ======================================================================================
+    def vm_page_free(self, m: int) -> None:
+        """vm_page_free_toq: the page (hard-busied) goes to the head of PQ_FREE + pc, or
+        the tail of PQ_HOLD while it is held; it leaves its object, loses its valid and
+        dirty bits, and is unbusied.  Takes the page's spinlock."""
+        if type(m) is not int or not 0 <= m < self.pages.npages or not self.managed[m]:
+            raise AddressError(f"vm_page_free: {m!r} is not a page of this machine")
+        p = self.pages
+        b = p.busy_count[m]
+        if not b & PBUSY_LOCKED:
+            raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is not hard-busied")
+        if b & PBUSY_MASK:
+            raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is soft-busied")
+        q = p.queue[m]
+        if (q and queue_base(q) in (PQ_FREE, PQ_HOLD)) or (self.kernel is not None and
+                                                          self._buddy_free(m)):
+            raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is already free")
+        if p.wire_count[m] and not p.flags[m] & PG_FICTITIOUS:
+            raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is wired")
+        self.cpu[self._tls.cpu].cnt["v_tfree"] += 1
+        if p.obj[m]:
+            # vm_page_remove: under the object's token and before the page spinlock
+            # (the kernel's order: token, then page, then queue).
+            self._remove(m)
+        spin = self.page_spin[m & (PAGE_STRIPES - 1)]
+        spin.acquire()
+        try:
+            self._free_toq(m)
+        finally:
+            spin.release()
+
+    def _free_toq(self, m: int) -> None:
+        """vm_page_free_toq after vm_page_remove (the page spinlock is held): off its
+        queue, onto PQ_HOLD or PQ_FREE, unbusied."""
+        p = self.pages
+        q = p.queue[m]
+        flags = p.flags[m] & ~(PG_MAPPED | PG_WRITEABLE)    # pmap_mapped_sync
+        p.flags[m] = flags
+        if flags & PG_FICTITIOUS:
+            self._wakeup(m)
+            return
+        if q:
+            self._rem_queue(m)
+        p.valid[m] = 0
+        p.dirty[m] = 0
+        if self.md_mod:
+            self.md_mod.discard(m)
+        if self.md_refs:
+            self.md_refs.pop(m, None)
+        p.flags[m] = flags & ~(PG_NEED_COMMIT | PG_UNQUEUED)
+        if p.hold_count[m]:
+            self._add_queue(m, PQ_HOLD + p.pc[m], False)
+        elif self.kernel is None:
+            fq = PQ_FREE + p.pc[m]                     # _add_queue at the head, inlined
+            qs = self.queues
+            with self.queue_spin[fq]:
+                h = qs.head[fq]
+                p.next[m] = h
+                p.prev[m] = 0
+                if h:
+                    p.prev[h - 1] = m + 1
+                else:
+                    qs.tail[fq] = m + 1
+                    qs.nonempty[fq] = 1
+                qs.head[fq] = m + 1
+                p.queue[m] = fq
+                qs.lcnt[fq] += 1
+            c = self.cpu[self._tls.cpu]                # _count("v_free_count", +1)
+            with self.stats_lock:
+                c.vmstats.v_free_count += 1
+                c.adj["v_free_count"] += 1
+        else:
+            self._buddy_give(m)
+        lock = self.atomic
+        lock.acquire()
+        b = p.busy_count[m]
+        p.busy_count[m] = b & ~(PBUSY_LOCKED | PBUSY_WANTED)
+        lock.release()
+        if b & PBUSY_WANTED:
+            with self.sleep:
+                self.sleep.notify_all()
+        if self.vm_pageout_pages_needed or self.vm_pages_waiting:
+            self.vm_page_free_wakeup()
+
+    def _give_free(self, m: int) -> None:
+        if self.source == "buddy":
+            self._buddy_give(m)
+        else:
+            self._add_queue(m, PQ_FREE + self.pages.pc[m], True)
+
+    def _buddy_take(self, color: int) -> int | None:
+        k = self.kernel
+        assert k is not None
+        dom = self.topology.ids(self.curcpu())[0] % k.phys.ndomains
+        for d in [dom, *[x for x in range(k.phys.ndomains) if x != dom]]:
+            pa = k.alloc_pages(d, "default", 0)
+            if pa is not None:
+                m = (pa >> PAGE_SHIFT) - self.first_pfn
+                self._count("v_free_count", -1)
+                # vm_page_free_toq unbusies the page under its spinlock *after* giving it
+                # back (as the kernel does after the PQ_FREE insert, where allocators only
+                # try the page lock): wait for that spinlock before busying.
+                spin = self.page_spin[m & (PAGE_STRIPES - 1)]
+                spin.acquire()
+                try:
+                    busy = self._busy_try(m, True)
+                finally:
+                    spin.release()
+                if busy:
+                    raise PageStateError("buddy page came back busy")
+                return m
+        return None
+
+    def _buddy_give(self, m: int) -> None:
+        assert self.kernel is not None
+        self.kernel.free_pages(self.pa(m), 0)
+        self._count("v_free_count", 1)

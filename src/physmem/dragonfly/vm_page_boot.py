@@ -1,0 +1,357 @@
+"""DragonFly's page layer (sys/vm/vm_page.c), part of
+:class:`~physmem.dragonfly.vm_page.DragonflyVm`.
+
+Boot: vm_page_startup (the page array, the colour queues, the DMA reserve),
+vm_numa_organize and its finalize, vm_page_startup_finish (the reserve's excess returned,
+the page hash sized).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..bits import PAGE_SHIFT, PAGE_SIZE, round_page
+from .alist import ALIST_BLOCK_NONE, Alist
+from .vm_object import PageHash
+from .vm_page_array import (
+    PG_FICTITIOUS,
+    PG_MAPPED,
+    PG_NEED_COMMIT,
+    PG_UNQUEUED,
+    PG_WINATCFLS,
+    PG_WRITEABLE,
+    PQ_FREE,
+    PQ_INACTIVE,
+    PQ_L2_MASK,
+    PQ_L2_SIZE,
+    boot_color,
+)
+from .vm_page_defs import (
+    DEFAULT_DMA_RESERVED,
+    LOW_PHYS_RESERVED,
+    SIZEOF_VM_PAGE,
+)
+
+
+class BootMixin:
+    """Mixed into DragonflyVm (its state is set up there)."""
+
+    # ======================================================================================
+    # Boot: vm_page_startup, vm_numa_organize, vm_page_startup_finish
+    # ======================================================================================
+    def _startup(self, avail: list[tuple[int, int]], dma_reserved: int | None) -> None:
+        """vm_page_startup: carve the minidump bitmap and the page array from the top of
+        the largest phys_avail range, reserve low memory for DMA, add every other page in
+        ascending order at the head of PQ_FREE + pc; then vm_numa_organize per NUMA
+        range and vm_numa_organize_finalize on multi-socket machines."""
+        p = self.pages
+        avail = [(s, e) for s, e in sorted(avail) if e > s]
+        total = sum(e - s for s, e in avail)
+        if self.source == "buddy":
+            runs = [(s >> PAGE_SHIFT, e >> PAGE_SHIFT) for s, e in avail]
+        else:
+            runs = self._carve(avail, total)
+        # Page-array indices of the pages added (int32: 8 TiB of pages), pfn and colour.
+        it = np.int32 if self.first_pfn + p.npages < 1 << 31 else np.int64
+        idx = np.concatenate([np.arange(s - self.first_pfn, e - self.first_pfn, dtype=it)
+                              for s, e in runs])
+        pfn = idx + it(self.first_pfn)
+        pc = boot_color(pfn).astype(np.uint16)
+        del pfn
+        p.arrays["pc"][idx] = pc
+        # Which entries of the array are pages (phys_avail has holes): a bytearray, read
+        # per call by page() faster than a numpy element.
+        managed = np.zeros(p.npages, dtype=np.uint8)
+        managed[idx] = 1
+        self.managed = bytearray(managed.tobytes())
+        del managed
+        self.vmstats.v_page_count = len(idx)
+        if self.source == "buddy":
+            from ..kernel import Kernel
+            k = Kernel.from_machine(self.machine)
+            k.boot(lazy=False)
+            self.kernel = k
+            self.vmstats.v_free_count = sum(k.free_counts)
+            self.dma_reserved = 0
+        else:
+            # vm_low_phys_reserved: 65536 pages, at most a quarter of the memory, in
+            # bytes; vm_add_new_page reserves each page with pa < it, so a quarter that
+            # is not page aligned reserves the page it falls in (round up to pages).
+            self.low_phys_reserved_pa = min(LOW_PHYS_RESERVED << PAGE_SHIFT, total // 4)
+            self.low_phys_reserved = -(-self.low_phys_reserved_pa // PAGE_SIZE)
+            if dma_reserved:
+                self.dma_reserved = dma_reserved
+            else:
+                self.dma_reserved = min(DEFAULT_DMA_RESERVED, total // 16)
+            low = idx < it(self.low_phys_reserved - self.first_pfn)
+            reserve = idx[low]
+            free = idx[~low]
+            del idx, low
+            t = self.topology
+            if t.sockets > 1 and t.cores > 0:
+                # vm_numa_organize runs after the queues are built; its head inserts in
+                # ascending address order rebuild each queue from the highest address
+                # down, so the colours are changed first and the queues built once.
+                order = self._numa_organize(avail, free)
+                moves = self._finalize_moves(order)
+                if moves is not None:
+                    order = self._apply_finalize(order, *moves)
+            else:
+                order = free[::-1]
+            # vm_add_new_page: ascending order, each at the HEAD of PQ_FREE + pc, so a
+            # queue reads from the highest address down.
+            q_of = p.arrays["pc"].astype(np.uint16)
+            q_of += PQ_FREE
+            self.queues.build_from(q_of, order)
+            del q_of, order
+            self.vmstats.v_free_count = len(free)
+            # The DMA reserve: never queued, wired, fictitious, in the alist.
+            self.dma_alist = Alist(LOW_PHYS_RESERVED)
+            if len(reserve):
+                p.arrays["flags"][reserve] = PG_FICTITIOUS | PG_UNQUEUED
+                p.arrays["wire_count"][reserve] = 1
+                for s, e in _runs(reserve + self.first_pfn):
+                    self.dma_alist.free(s, e - s)
+                self.vmstats.v_wire_count += len(reserve)
+                self.vmstats.v_dma_pages = len(reserve)
+            if t.sockets > 1 and t.cores > 0 and moves is None:
+                self._numa_organize_finalize()
+        # The boot CPU's copy; the others get theirs at the first rollup (hardclock),
+        # which the model does at once.
+        for c in self.cpu:
+            c.vmstats = self.vmstats.copy()
+        self._startup_finish()
+
+    def _carve(self, avail: list[tuple[int, int]], total: int) -> list[tuple[int, int]]:
+        """The pfn runs vm_page_startup adds: every phys_avail range, the largest cut at
+        new_end (below the minidump bitmap and the page array), at most npages pages."""
+        sizes = [e - s for s, e in avail]
+        biggest = sizes.index(max(sizes))               # the first of the largest
+        last_end = avail[-1][1]
+        end = avail[biggest][1]
+        dump_size = round_page(-(-(last_end >> PAGE_SHIFT) // 8))
+        end -= dump_size
+        first_page = avail[0][0] >> PAGE_SHIFT
+        page_range = (last_end >> PAGE_SHIFT) - first_page
+        npages = (total - page_range * SIZEOF_VM_PAGE) >> PAGE_SHIFT
+        new_end = (end - page_range * SIZEOF_VM_PAGE) & ~((1 << PAGE_SHIFT) - 1)
+        runs = []
+        for i, (s, e) in enumerate(avail):
+            if npages <= 0:
+                break
+            last_pa = new_end if i == biggest else e
+            n = max(0, min((last_pa - s) >> PAGE_SHIFT, npages))
+            if n:
+                runs.append((s >> PAGE_SHIFT, (s >> PAGE_SHIFT) + n))
+            npages -= n
+        return runs
+
+    def _numa_organize(self, avail: list[tuple[int, int]], free: np.ndarray) -> np.ndarray:
+        """vm_numa_organize for each NUMA memory range (the machine's segments, in
+        order): every page of the range, queued or not, gets ``pc % share + socket *
+        share``; each queued page moves to the head of its new queue, in ascending
+        address order.  Returns the free pages in final queue order (head first): the
+        moved ones last moved first, then any outside every range (highest first)."""
+        p = self.pages
+        sockets = self.topology.sockets
+        share = PQ_L2_SIZE // sockets
+        pcs = p.arrays["pc"]
+        is_free = np.zeros(p.npages, dtype=bool)
+        is_free[free] = True
+        moved = []
+        for s, e, dom in self.machine.segments():
+            for a, b in avail:
+                lo, hi = max(a, s), min(b, e)
+                if hi <= lo:
+                    continue
+                i0 = (lo >> PAGE_SHIFT) - self.first_pfn
+                i1 = min((hi >> PAGE_SHIFT) - self.first_pfn, p.npages)
+                pcs[i0:i1] = ((pcs[i0:i1] % share) + (dom % sockets) * share) & PQ_L2_MASK
+                seg = np.flatnonzero(is_free[i0:i1]) + i0
+                is_free[seg] = False                # moved: no longer "outside"
+                moved.append(seg)
+        mv = np.concatenate(moved) if moved else np.zeros(0, dtype=np.int64)
+        stay = np.flatnonzero(is_free)[::-1]
+        return np.concatenate([mv[::-1], stay])
+
+    def _finalize_scale(self, lcnt_of_colour: np.ndarray) -> tuple[int, int, int]:
+        """scale_lim, lcnt_hi, lcnt_lo of vm_numa_organize_finalize, from the free pages
+        per colour (the kernel sums vm_page_queues[0 .. scale_lim-1]: PQ_NONE, which is
+        empty, and colours 0 .. scale_lim-2); its message is recorded."""
+        t = self.topology
+        scale_lim = PQ_L2_SIZE // t.sockets // t.cores // t.threads * t.threads * t.cores \
+            * t.sockets
+        hi = int(lcnt_of_colour[:scale_lim - 1].sum()) // scale_lim
+        self.messages.append(f"vm_page: avg {hi} pages per queue, {scale_lim} queues")
+        return scale_lim, hi, hi - hi // 10
+
+    def _finalize_moves(self, order: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """vm_numa_organize_finalize's moves without moving pages: (donor colour,
+        recipient colour) per page moved, in the kernel's order.  The donor cursor walks
+        the colours; within one lap only the colour it visits changes, so a lap's donors
+        are the colours at or above the average when it starts: one numpy step per lap.
+        None when some colour both gives and takes pages (then which pages move depends
+        on the queues as they change: the page-by-page finalize runs instead)."""
+        pcs = self.pages.arrays["pc"]
+        lcnt = np.bincount(pcs[order], minlength=PQ_L2_SIZE).astype(np.int64)
+        scale_lim, hi, lo = self._finalize_scale(lcnt)
+        lap = np.arange(1, PQ_L2_SIZE + 1)
+        donors: list[np.ndarray] = []
+        takers: list[np.ndarray] = []
+        it = 0
+        for i in np.flatnonzero(lcnt[:scale_lim] < lo).tolist():
+            need = lo - int(lcnt[i])
+            while need > 0:
+                cyc = (lap + it) & PQ_L2_MASK
+                e = cyc[lcnt[cyc] >= hi]
+                if not len(e):
+                    break                       # no donor left: the kernel would spin
+                take = e[:need]
+                lcnt[take] -= 1
+                lcnt[i] += len(take)
+                need -= len(take)
+                donors.append(take)
+                takers.append(np.full(len(take), i, dtype=np.int64))
+                if not need:
+                    it = int(take[-1])          # else a full lap: the cursor is back
+        if not donors:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        d, r = np.concatenate(donors), np.concatenate(takers)
+        if np.intersect1d(d, r).size:
+            return None
+        return d, r
+
+    def _apply_finalize(self, order: np.ndarray, d: np.ndarray,
+                        r: np.ndarray) -> np.ndarray:
+        """The queues after the moves (d, r) as a head-first page order: each move takes
+        the donor's head page to the recipient's head, so a donor gives its first pages
+        in order and a recipient's queue starts with what it got, last first."""
+        if not len(d):
+            return order
+        pcs = self.pages.arrays["pc"]
+        col = pcs[order].astype(np.int64)
+        by = np.argsort(col, kind="stable")
+        grouped = order[by]                       # each colour's queue, head first
+        starts = np.searchsorted(col[by], np.arange(PQ_L2_SIZE))
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[by] = np.arange(len(order)) - starts[col[by]]   # place in its queue
+        # the k-th page a donor gives is its k-th page; the k-th a recipient gets sits at
+        # -(k + 1): ahead of its own pages, the last received first
+        od = np.argsort(d, kind="stable")
+        kd = np.empty(len(d), dtype=np.int64)
+        kd[od] = np.arange(len(d)) - np.searchsorted(d[od], d[od])
+        moved = grouped[starts[d] + kd]
+        orr = np.argsort(r, kind="stable")
+        kr = np.empty(len(r), dtype=np.int64)
+        kr[orr] = np.arange(len(r)) - np.searchsorted(r[orr], r[orr])
+        pos = np.empty(self.pages.npages, dtype=np.int64)
+        pos[order] = rank
+        pos[moved] = -(kr + 1)
+        pcs[moved] = r.astype(pcs.dtype)
+        return order[np.lexsort((pos[order], pcs[order]))]
+
+    def _numa_organize_finalize(self) -> None:
+        """vm_numa_organize_finalize: average lcnt over scale_lim queues (the kernel sums
+        vm_page_queues[0 .. scale_lim-1], i.e. PQ_NONE and colours 0..scale_lim-2), then
+        fill each colour below 90 % of it from colours at or above the average, one page
+        at a time from the donor's head to the recipient's head, a cursor walking the
+        colours."""
+        q, p = self.queues, self.pages
+        self.messages.pop()                       # _finalize_moves recorded it already
+        scale_lim, hi, lo = self._finalize_scale(
+            np.array(q.lcnt[PQ_FREE:PQ_FREE + PQ_L2_SIZE], dtype=np.int64))
+        it = 0
+        for i in range(scale_lim):
+            misses = 0
+            while q.lcnt[PQ_FREE + i] < lo:
+                it = (it + 1) & PQ_L2_MASK
+                if q.lcnt[PQ_FREE + it] < hi:
+                    misses += 1
+                    if misses > PQ_L2_SIZE:        # no donor left: the kernel would spin
+                        break
+                    continue
+                misses = 0
+                m = q.first(PQ_FREE + it)
+                assert m is not None
+                q.remove(PQ_FREE + it, m)
+                p.pc[m] = i
+                q.insert(PQ_FREE + i, m, True)
+
+    def _dma_return(self, idx: np.ndarray) -> None:
+        """vm_page_startup_finish's per-page loop over the returned blocks (``idx``: their
+        pages in the order the kernel frees them), in bulk.  The
+        kernel, page by page in ascending order: clear PG_FICTITIOUS|PG_UNQUEUED, busy,
+        vm_page_unwire(m, 0) (wire 1 -> 0: v_wire_count -1, then vm_page_deactivate: the
+        tail of PQ_INACTIVE + pc, counted in that queue's ``adds``), vm_page_free (off
+        PQ_INACTIVE, to the head of PQ_FREE + pc, unbusied; v_tfree +1).  Net effect:
+        the inactive queues are as before but for ``adds``, each colour queue gains the
+        block's pages of its colour at its head (the highest address first), the page
+        fields end cleared, and the counters move by n.  Boot only (no other thread,
+        nothing waits)."""
+        a = self.pages.arrays
+        n = len(idx)
+        assert (a["wire_count"][idx] == 1).all() and not a["busy_count"][idx].any()
+        assert not a["queue"][idx].any() and not a["obj"][idx].any()
+        a["flags"][idx] &= np.uint32(~(PG_FICTITIOUS | PG_UNQUEUED | PG_WINATCFLS |
+                                        PG_MAPPED | PG_WRITEABLE | PG_NEED_COMMIT)
+                                      & 0xFFFFFFFF)
+        a["wire_count"][idx] = 0
+        a["valid"][idx] = 0
+        a["dirty"][idx] = 0
+        pcs = a["pc"][idx]
+        adds = np.bincount(pcs, minlength=PQ_L2_SIZE)
+        q = self.queues
+        for c in np.flatnonzero(adds).tolist():
+            q.adds[PQ_INACTIVE + c] += int(adds[c])
+        q.push_heads(idx, (pcs + PQ_FREE).astype(np.uint16))
+        c = self.cpu[self._tls.cpu]
+        with self.stats_lock:
+            c.vmstats.v_free_count += n
+            c.adj["v_free_count"] += n
+            c.adj["v_wire_count"] -= n
+        c.cnt["v_tfree"] += n
+
+    def _startup_finish(self) -> None:
+        """vm_page_startup_finish: return the DMA reserve's excess, size the page hash,
+        set the colour search width; the pagedaemon's thresholds (vm_pageout start)."""
+        if self.dma_alist is not None:
+            reserved = self.dma_reserved >> PAGE_SHIFT
+            blocks: list[np.ndarray] = []        # returned in this order, page by page
+            while True:
+                bfree, start, count = self.dma_alist.free_info()
+                if bfree <= reserved or count == 0:
+                    break
+                n = 1 << (min(count, bfree - reserved).bit_length() - 1)
+                start = start + count - n
+                blk = self.dma_alist.alloc(start, n)
+                if blk != start:
+                    if blk != ALIST_BLOCK_NONE:
+                        self.dma_alist.free(blk, n)
+                    self.messages.append("vm_page_startup_finish: Unable to return dma "
+                                         f"space @{start << PAGE_SHIFT:#x}")
+                    break
+                self.vmstats.v_dma_pages -= n
+                self.low_phys_reserved = start
+                self.low_phys_reserved_pa = start << PAGE_SHIFT
+                i0 = start - self.first_pfn
+                blocks.append(np.arange(i0, i0 + n, dtype=np.int64))
+            if blocks:
+                self._dma_return(np.concatenate(blocks))
+            used = self.vmstats.v_dma_pages - self.dma_alist.bfree
+            self.messages.append(f"DMA space used: {used * 4}k, "
+                                 f"remaining available: {self.dma_alist.bfree * 4}k")
+            self.vmstats_rollup()
+        self.hash = PageHash(self.pages.npages)
+        ncpus_fit = 1 << (self.ncpus - 1).bit_length()
+        self.set_assoc_mask = max(15, PQ_L2_SIZE // ncpus_fit - 1)
+        self._derive_thresholds()
+
+
+def _runs(pfns: np.ndarray) -> list[tuple[int, int]]:
+    """The runs [start, end) of consecutive values in the ascending array ``pfns``."""
+    if not len(pfns):
+        return []
+    brk = np.flatnonzero(np.diff(pfns) != 1) + 1
+    starts = np.concatenate([[0], brk])
+    ends = np.concatenate([brk, [len(pfns)]])
+    return list(zip(pfns[starts].tolist(), (pfns[ends - 1] + 1).tolist(), strict=True))
