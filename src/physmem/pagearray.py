@@ -38,6 +38,14 @@ Layout, and why (figures: bench/RESULTS.md, ``make bench``, 2-core x86_64 box):
   materialise one OS page per 16 MiB chunk: 256 MiB for 1 TiB.  They go to ``lone``
   instead, a dict keyed by page frame number, and move to the dense array when their chunk
   is initialised as a whole (:meth:`init_range`).
+* **Lazy runs: chunk heads by rule.**  Boot queues a lazy phys_avail range as consecutive
+  16 MiB LAZYINIT chunks, and vm_phys_enq_chunk initialises the head of each next chunk:
+  65,536 entries for 1 TiB.  vm_phys keeps such a run as one queue node
+  (:mod:`physmem.freebsd.vm_phys`) and registers it here with :meth:`add_run`: the heads
+  of its chunks after the first share one word and are answered by rule, not stored
+  (``runs``; ``lone`` or the dense array, where they hold the entry, win).  A chunk head
+  leaves the rule (becomes an ordinary lone entry) when vm_phys takes its chunk off the
+  run.
 
 Indexing: entry ``pfn - base_pfn``.  The array spans the lowest to the highest segment page
 plus one spare entry (vm_phys_enq_chunk() initialises the page after a boot run, which may
@@ -51,6 +59,7 @@ from __future__ import annotations
 import mmap
 import sys
 from array import array
+from bisect import bisect_right
 
 import numpy as np
 
@@ -103,8 +112,8 @@ class PageArray:
     :class:`~physmem.errors.UninitializedPageError`.
     """
 
-    __slots__ = ("_map", "base_pfn", "boot_ranges", "lone", "mv", "ninit", "npages", "spans",
-                 "words")
+    __slots__ = ("_map", "base_pfn", "boot_ranges", "lone", "mv", "ninit", "npages",
+                 "run_starts", "runs", "spans", "words")
 
     def __init__(self, base_pfn: int, npages: int,
                  spans: list[tuple[int, int]] | None = None) -> None:
@@ -121,6 +130,11 @@ class PageArray:
         # dense entries then), so that boot asks them, not 65 k untouched OS pages, whether
         # a chunk head is dense.  None once boot is over.
         self.boot_ranges: list[tuple[int, int]] | None = []
+        # Lazy runs (see the module docstring): first chunk head -> (chunks, step, word);
+        # the entries first + j * step for 0 < j < chunks hold ``word``.  ``run_starts``
+        # is the sorted list of the keys, for bisection.
+        self.runs: dict[int, tuple[int, int, int]] = {}
+        self.run_starts: list[int] = []
 
     # -- reading ---------------------------------------------------------------------------
     def raw(self, pfn: int) -> int:
@@ -130,7 +144,11 @@ class PageArray:
             w = self.mv[i]
             if w:
                 return w
-        return self.lone.get(pfn, 0)
+        w = self.lone.get(pfn, 0)
+        if w or not self.runs:
+            return w
+        m0 = self.run_of(pfn)
+        return self.runs[m0][2] if m0 >= 0 else 0
 
     def word(self, pfn: int) -> int:
         """The entry's word; raises UninitializedPageError if it was never initialised."""
@@ -152,6 +170,48 @@ class PageArray:
     def is_dense(self, pfn: int) -> bool:
         i = pfn - self.base_pfn
         return 0 <= i < self.npages and self.mv[i] != 0
+
+    # -- lazy runs ----------------------------------------------------------------------------
+    def run_of(self, pfn: int) -> int:
+        """The first chunk head of the lazy run whose entries by rule include ``pfn``
+        (``pfn`` is the head of one of its later chunks), or -1."""
+        i = bisect_right(self.run_starts, pfn) - 1
+        if i < 0:
+            return -1
+        m0 = self.run_starts[i]
+        n, step, _ = self.runs[m0]
+        d = pfn - m0
+        return m0 if 0 < d < n * step and not d % step else -1
+
+    def add_run(self, m0: int, nchunks: int, step: int, w: int) -> None:
+        """Register the run of ``nchunks`` chunks of ``step`` pages from ``m0``: the heads
+        of its chunks after the first hold the word ``w``.  Requires: ``m0`` starts no
+        other run; the first head's entry is stored (lone or dense)."""
+        assert m0 not in self.runs and nchunks > 1
+        self.runs[m0] = (nchunks, step, w)
+        i = bisect_right(self.run_starts, m0)
+        self.run_starts.insert(i, m0)
+
+    def del_run(self, m0: int) -> tuple[int, int, int]:
+        """Unregister the run from ``m0``; returns its (chunks, step, word).  Entries that
+        were answered by rule are no longer answered (the caller stores those it keeps)."""
+        r = self.runs.pop(m0)
+        self.run_starts.pop(bisect_right(self.run_starts, m0) - 1)
+        return r
+
+    def run_entries(self) -> list[tuple[int, int]]:
+        """(pfn, word) of every entry answered by a run's rule, in pfn order."""
+        out = []
+        for m0 in self.run_starts:
+            n, step, w = self.runs[m0]
+            out.extend((p, w) for p in range(m0 + step, m0 + n * step, step)
+                       if not self.is_dense(p) and p not in self.lone)
+        return out
+
+    def lone_items(self) -> list[tuple[int, int]]:
+        """Every entry initialised outside the dense array (lone or by a run's rule), as
+        sorted (pfn, word) pairs: what snapshots and digests record."""
+        return sorted(list(self.lone.items()) + self.run_entries())
 
     # -- vm_page_init_page -------------------------------------------------------------------
     def init_page(self, pfn: int, segind: int, pool: int) -> None:
@@ -250,7 +310,7 @@ class PageArray:
     def initialized_count(self) -> int:
         """Entries initialised, densely or alone (entries outside the spans included)."""
         return sum(int(np.count_nonzero(w)) for _, w in self.span_words()) + sum(
-            1 for p in self.lone if not self.is_dense(p))
+            1 for p in self.lone if not self.is_dense(p)) + len(self.run_entries())
 
     def dense_bytes(self) -> int:
         """Bytes of the dense array in OS pages that hold an initialised entry: what the
