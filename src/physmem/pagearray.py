@@ -79,14 +79,18 @@ SMALL_RUN = 16
 # cached run of one word (~0.2 us for any length; a Python loop costs ~30 ns a page and
 # numpy ~0.3 us to write, ~1.6 us to compare: bench/RESULTS.md, issue 13).
 SLICE_RUN = 1024
+# Runs up to this many pages (a 16 MiB chunk) are *written* through memoryview slices:
+# copying 8 KiB that way costs ~0.1 us, numpy's slice assignment ~0.4 us (the chunk
+# initialised on first touch after a lazy boot, issue 13).
+FILL_RUN = 4096
 _runs: dict[int, memoryview] = {}
 
 
 def _run_of(w: int) -> memoryview:
-    """SLICE_RUN entries of the word ``w``, as a memoryview to slice from (cached)."""
+    """FILL_RUN entries of the word ``w``, as a memoryview to slice from (cached)."""
     r = _runs.get(w)
     if r is None:
-        r = _runs[w] = memoryview(array("H", [w]) * SLICE_RUN)
+        r = _runs[w] = memoryview(array("H", [w]) * FILL_RUN)
     return r
 
 
@@ -199,6 +203,21 @@ class PageArray:
         self.run_starts.pop(bisect_right(self.run_starts, m0) - 1)
         return r
 
+    def shift_run(self, m0: int) -> int:
+        """The run from ``m0`` loses its first chunk: it starts at its second chunk, whose
+        entry is stored (lone, unless it is dense); returns that chunk's head."""
+        n, step, w = self.runs.pop(m0)
+        r = m0 + step
+        i = bisect_right(self.run_starts, m0) - 1
+        if n > 2:
+            self.runs[r] = (n - 1, step, w)
+            self.run_starts[i] = r
+        else:
+            del self.run_starts[i]
+        if not self.is_dense(r):
+            self.lone[r] = w
+        return r
+
     def run_entries(self) -> list[tuple[int, int]]:
         """(pfn, word) of every entry answered by a run's rule, in pfn order."""
         out = []
@@ -280,7 +299,7 @@ class PageArray:
         """Set entries ``[i, i + npages)`` (array indices) to the word ``w``."""
         if npages == 1:
             self.mv[i] = w
-        elif npages <= SLICE_RUN:
+        elif npages <= FILL_RUN:
             self.mv[i:i + npages] = _run_of(w)[:npages]
         else:
             self.words[i:i + npages] = w

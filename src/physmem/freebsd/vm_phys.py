@@ -380,7 +380,17 @@ class VmPhys:
 
         Requires: ``m`` the head of a chunk of a lazy run; the domain's free lock."""
         heads, pages = self.heads, self.pages
-        m0 = m if m in pages.runs else pages.run_of(m)
+        if m in pages.runs:
+            # The first chunk (queue-head pops, the drain): the run moves up one chunk.
+            node = heads[m]
+            p, n, order, c = node
+            r = pages.shift_run(m)
+            heads[r] = [m, n, order, c - 1] if c > 2 else [m, n, order]
+            heads[n][0] = r
+            node[1] = r
+            del node[3]
+            return
+        m0 = pages.run_of(m)
         assert m0 >= 0, f"page {m << PAGE_SHIFT:#x} is not on a free queue"
         p, n, order, c = heads[m0]
         nc, step, w = pages.del_run(m0)
