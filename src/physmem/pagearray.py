@@ -134,11 +134,12 @@ class PageArray:
         # dense entries then), so that boot asks them, not 65 k untouched OS pages, whether
         # a chunk head is dense.  None once boot is over.
         self.boot_ranges: list[tuple[int, int]] | None = []
-        # Lazy runs (see the module docstring): first chunk head -> (chunks, step, word);
-        # the entries first + j * step for 0 < j < chunks hold ``word``.  ``run_starts``
-        # is the sorted list of the keys, for bisection.
-        self.runs: dict[int, tuple[int, int, int]] = {}
-        self.run_starts: list[int] = []
+        # Lazy runs (see the module docstring): first chunk head -> (chunks, step, word,
+        # dense); the entries first + j * step for 0 < j < chunks hold ``word``, those in
+        # ``dense`` (written densely by boot) in the dense array, the others by rule.
+        # ``run_starts`` is the sorted list of the keys, for bisection (None: to rebuild).
+        self.runs: dict[int, tuple[int, int, int, frozenset[int]]] = {}
+        self.run_starts: list[int] | None = None
 
     # -- reading ---------------------------------------------------------------------------
     def raw(self, pfn: int) -> int:
@@ -179,52 +180,53 @@ class PageArray:
     def run_of(self, pfn: int) -> int:
         """The first chunk head of the lazy run whose entries by rule include ``pfn``
         (``pfn`` is the head of one of its later chunks), or -1."""
-        i = bisect_right(self.run_starts, pfn) - 1
+        starts = self.run_starts
+        if starts is None:          # rebuilt after a change: runs are few, changes cheap
+            starts = self.run_starts = sorted(self.runs)
+        i = bisect_right(starts, pfn) - 1
         if i < 0:
             return -1
-        m0 = self.run_starts[i]
-        n, step, _ = self.runs[m0]
+        m0 = starts[i]
+        n, step, _, _ = self.runs[m0]
         d = pfn - m0
         return m0 if 0 < d < n * step and not d % step else -1
 
-    def add_run(self, m0: int, nchunks: int, step: int, w: int) -> None:
+    def add_run(self, m0: int, nchunks: int, step: int, w: int,
+                dense: frozenset[int] = frozenset()) -> None:
         """Register the run of ``nchunks`` chunks of ``step`` pages from ``m0``: the heads
-        of its chunks after the first hold the word ``w``.  Requires: ``m0`` starts no
-        other run; the first head's entry is stored (lone or dense)."""
+        of its chunks after the first hold the word ``w``; ``dense`` holds those (and
+        maybe others) whose entries boot wrote densely -- known, so that nobody reads an
+        untouched page of the array (a page fault) to find out.  Requires: ``m0`` starts
+        no other run; the first head's entry is stored (lone or dense)."""
         assert m0 not in self.runs and nchunks > 1
-        self.runs[m0] = (nchunks, step, w)
-        i = bisect_right(self.run_starts, m0)
-        self.run_starts.insert(i, m0)
+        self.runs[m0] = (nchunks, step, w, dense)
+        self.run_starts = None
 
-    def del_run(self, m0: int) -> tuple[int, int, int]:
-        """Unregister the run from ``m0``; returns its (chunks, step, word).  Entries that
+    def del_run(self, m0: int) -> tuple[int, int, int, frozenset[int]]:
+        """Unregister the run from ``m0``; returns its (chunks, step, word, dense).  Entries that
         were answered by rule are no longer answered (the caller stores those it keeps)."""
-        r = self.runs.pop(m0)
-        self.run_starts.pop(bisect_right(self.run_starts, m0) - 1)
-        return r
+        self.run_starts = None
+        return self.runs.pop(m0)
 
     def shift_run(self, m0: int) -> int:
         """The run from ``m0`` loses its first chunk: it starts at its second chunk, whose
         entry is stored (lone, unless it is dense); returns that chunk's head."""
-        n, step, w = self.runs.pop(m0)
+        n, step, w, dense = self.runs.pop(m0)
         r = m0 + step
-        i = bisect_right(self.run_starts, m0) - 1
         if n > 2:
-            self.runs[r] = (n - 1, step, w)
-            self.run_starts[i] = r
-        else:
-            del self.run_starts[i]
-        if not self.is_dense(r):
+            self.runs[r] = (n - 1, step, w, dense)
+        self.run_starts = None
+        if r not in dense:
             self.lone[r] = w
         return r
 
     def run_entries(self) -> list[tuple[int, int]]:
         """(pfn, word) of every entry answered by a run's rule, in pfn order."""
         out = []
-        for m0 in self.run_starts:
-            n, step, w = self.runs[m0]
+        for m0 in sorted(self.runs):
+            n, step, w, dense = self.runs[m0]
             out.extend((p, w) for p in range(m0 + step, m0 + n * step, step)
-                       if not self.is_dense(p) and p not in self.lone)
+                       if p not in dense)
         return out
 
     def lone_items(self) -> list[tuple[int, int]]:

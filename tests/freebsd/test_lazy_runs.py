@@ -36,7 +36,7 @@ def test_one_tebibyte_lazy_boot_is_a_few_nodes():
     assert chunks > 60_000
     assert len(phys.heads) < 2_000 and len(phys.pages.lone) < 100
     # the readers see every chunk: queue walks, the order and word of a later chunk head
-    m0, (n, st, w) = next(iter(phys.pages.runs.items()))
+    m0, (n, st, w, _dense) = next(iter(phys.pages.runs.items()))
     assert st == step and n > 2
     later = m0 + (n - 1) * step
     assert phys.order_of(later) == phys.NFO - 1

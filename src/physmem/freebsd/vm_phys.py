@@ -343,10 +343,7 @@ class VmPhys:
         heads = self.heads
         node = heads.pop(m, None)
         if node is None or len(node) > 3:
-            if node is not None:
-                heads[m] = node
-            self._run_detach(m)
-            node = heads.pop(m)
+            node = self._run_detach(m, node)
         p, n, order = node
         heads[p][1] = n
         heads[n][0] = p
@@ -373,49 +370,49 @@ class VmPhys:
             m = node[1]
 
     # -- lazy runs ---------------------------------------------------------------------------
-    def _run_detach(self, m: int) -> None:
-        """Make the chunk at ``m`` of a lazy run an ordinary head node, in place in its
-        queue: the run's chunks before and after it stay runs (or single nodes).  Its
-        head's entry and the next chunk's become stored entries.
+    def _run_detach(self, m: int, node: list[int] | None) -> list[int]:
+        """For vm_freelist_rem: take the chunk at ``m`` out of its lazy run, whose chunks
+        before and after it stay runs (or single nodes) in place in the queue, and return
+        m's ``[prev, next, order]`` (out of ``heads``, still linked from its neighbours).
+        Its head's entry and the next chunk's become stored entries.  ``node``: what
+        ``heads`` held at ``m`` (popped), the run's node if ``m`` starts the run.
 
         Requires: ``m`` the head of a chunk of a lazy run; the domain's free lock."""
         heads, pages = self.heads, self.pages
-        if m in pages.runs:
+        if node is not None:
             # The first chunk (queue-head pops, the drain): the run moves up one chunk.
-            node = heads[m]
             p, n, order, c = node
             r = pages.shift_run(m)
             heads[r] = [m, n, order, c - 1] if c > 2 else [m, n, order]
             heads[n][0] = r
-            node[1] = r
-            del node[3]
-            return
+            return [p, r, order]
         m0 = pages.run_of(m)
         assert m0 >= 0, f"page {m << PAGE_SHIFT:#x} is not on a free queue"
         p, n, order, c = heads[m0]
-        nc, step, w = pages.del_run(m0)
+        nc, step, w, dense = pages.del_run(m0)
         assert nc == c and step == 1 << order
         j = (m - m0) >> order                  # chunks before m
         rear = c - j - 1                        # chunks after m
         if j:
             heads[m0] = [p, m, order, j] if j > 1 else [p, m, order]
             if j > 1:
-                pages.add_run(m0, j, step, w)
+                pages.add_run(m0, j, step, w, dense)
             p = m0
         for h in (m, m + step) if rear else (m,):
-            if not pages.is_dense(h):
+            if h not in dense:
                 pages.lone[h] = w       # by rule until now; initialised, LAZYINIT
         if rear:
             r = m + step
             heads[m] = [p, r, order]
             heads[r] = [m, n, order, rear] if rear > 1 else [m, n, order]
             if rear > 1:
-                pages.add_run(r, rear, step, w)
+                pages.add_run(r, rear, step, w, dense)
             heads[n][0] = r
         else:
             heads[m] = [p, n, order]
             heads[n][0] = m
         heads[p][1] = m
+        return heads.pop(m)
 
     def qindex(self, domain: int, flind: int, pool: int, order: int) -> int:
         """Index of vm_phys_free_queues[domain][flind][pool][order]."""
@@ -843,7 +840,6 @@ class VmPhys:
         pages = self.pages
         assert pages.boot_ranges is not None, "LAZYINIT run enqueued after boot"
         nw = make_word(w >> SEGIND_SHIFT, self.LAZYINIT)
-        pages.add_run(m, nchunks, step, nw)
         dense: list[int] = []
         for lo, hi in pages.boot_ranges:
             if lo < end + step and hi > m + step:
@@ -852,6 +848,7 @@ class VmPhys:
                              if pages.is_dense(p))
         if dense:
             pages.words[np.array(dense) - pages.base_pfn] = nw
+        pages.add_run(m, nchunks, step, nw, frozenset(dense))
         if end not in dense:
             pages.lone[end] = nw
         pages.ninit += nchunks
