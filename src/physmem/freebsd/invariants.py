@@ -166,6 +166,9 @@ def check_vm_phys(phys: VmPhys, strict_buddies: bool = False) -> list[tuple[int,
     for (a0, a1), (b0, _b1) in itertools.pairwise(spans):
         if b0 < a1:
             bad.add(f"free blocks at {a0 << PAGE_SHIFT:#x} and {b0 << PAGE_SHIFT:#x} overlap")
+    for p in pages.lone:
+        if pages.is_dense(p):
+            bad.add(f"page {p << PAGE_SHIFT:#x} has a lone entry and a dense one")
     # Pages inside free blocks: initialised unless the block is LAZYINIT, never allocated.
     words = pages.words
     base = pages.base_pfn

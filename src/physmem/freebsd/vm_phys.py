@@ -527,7 +527,9 @@ class VmPhys:
         A LAZYINIT block has only its head initialised: this is where the rest of its page
         structures are initialised, on demand (a whole chunk of up to 4096 pages)."""
         pages = self.pages
-        w = pages.word(m)
+        # A lone entry is never shadowed by a dense one (INVARIANTS): asking ``lone``
+        # first spares a LAZYINIT head the read of its untouched array page (a fault).
+        w = pages.lone.get(m) or pages.word(m)
         if w & POOL_MASK == self.LAZYINIT and self.LAZYINIT is not None:
             # The head is already initialised: the kernel re-inits only m + 1 .. (counts).
             pages.init_range(m, 1 << order, w >> SEGIND_SHIFT, pool)
