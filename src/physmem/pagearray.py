@@ -152,8 +152,8 @@ class PageArray:
         w = self.lone.get(pfn, 0)
         if w or not self.runs:
             return w
-        m0 = self.run_of(pfn)
-        return self.runs[m0][2] if m0 >= 0 else 0
+        r = self.runs.get(self.run_of(pfn))
+        return r[2] if r is not None else 0
 
     def word(self, pfn: int) -> int:
         """The entry's word; raises UninitializedPageError if it was never initialised."""
@@ -187,7 +187,13 @@ class PageArray:
         if i < 0:
             return -1
         m0 = starts[i]
-        n, step, _, _ = self.runs[m0]
+        # (``runs`` is shared by the domains and each changes its own runs under its own
+        # lock: a list built before another domain's change may name a start that is
+        # gone, never one of the caller's domain's runs -- runs are disjoint ranges.)
+        r = self.runs.get(m0)
+        if r is None:
+            return -1
+        n, step, _, _ = r
         d = pfn - m0
         return m0 if 0 < d < n * step and not d % step else -1
 
@@ -223,8 +229,7 @@ class PageArray:
     def run_entries(self) -> list[tuple[int, int]]:
         """(pfn, word) of every entry answered by a run's rule, in pfn order."""
         out = []
-        for m0 in sorted(self.runs):
-            n, step, w, dense = self.runs[m0]
+        for m0, (n, step, w, dense) in sorted(self.runs.items()):
             out.extend((p, w) for p in range(m0 + step, m0 + n * step, step)
                        if p not in dense)
         return out
