@@ -847,7 +847,7 @@ class Kernel:
                                               for d in self.domains])).encode())
             h.update(repr((phys.default_freepool, phys.initdone, phys.lcnt)).encode())
             h.update(repr(list(phys.free_blocks())).encode())
-            h.update(repr(sorted(phys.pages.lone.items())).encode())
+            h.update(repr(phys.pages.lone_items()).encode())
             for pfn, w in phys.pages.span_words():
                 h.update(pfn.to_bytes(8, "little"))
                 h.update(w.tobytes())

@@ -38,6 +38,14 @@ Layout, and why (figures: bench/RESULTS.md, ``make bench``, 2-core x86_64 box):
   materialise one OS page per 16 MiB chunk: 256 MiB for 1 TiB.  They go to ``lone``
   instead, a dict keyed by page frame number, and move to the dense array when their chunk
   is initialised as a whole (:meth:`init_range`).
+* **Lazy runs: chunk heads by rule.**  Boot queues a lazy phys_avail range as consecutive
+  16 MiB LAZYINIT chunks, and vm_phys_enq_chunk initialises the head of each next chunk:
+  65,536 entries for 1 TiB.  vm_phys keeps such a run as one queue node
+  (:mod:`physmem.freebsd.vm_phys`) and registers it here with :meth:`add_run`: the heads
+  of its chunks after the first share one word and are answered by rule, not stored
+  (``runs``; ``lone`` or the dense array, where they hold the entry, win).  A chunk head
+  leaves the rule (becomes an ordinary lone entry) when vm_phys takes its chunk off the
+  run.
 
 Indexing: entry ``pfn - base_pfn``.  The array spans the lowest to the highest segment page
 plus one spare entry (vm_phys_enq_chunk() initialises the page after a boot run, which may
@@ -51,6 +59,7 @@ from __future__ import annotations
 import mmap
 import sys
 from array import array
+from bisect import bisect_right
 
 import numpy as np
 
@@ -70,14 +79,18 @@ SMALL_RUN = 16
 # cached run of one word (~0.2 us for any length; a Python loop costs ~30 ns a page and
 # numpy ~0.3 us to write, ~1.6 us to compare: bench/RESULTS.md, issue 13).
 SLICE_RUN = 1024
+# Runs up to this many pages (a 16 MiB chunk) are *written* through memoryview slices:
+# copying 8 KiB that way costs ~0.1 us, numpy's slice assignment ~0.4 us (the chunk
+# initialised on first touch after a lazy boot, issue 13).
+FILL_RUN = 4096
 _runs: dict[int, memoryview] = {}
 
 
 def _run_of(w: int) -> memoryview:
-    """SLICE_RUN entries of the word ``w``, as a memoryview to slice from (cached)."""
+    """FILL_RUN entries of the word ``w``, as a memoryview to slice from (cached)."""
     r = _runs.get(w)
     if r is None:
-        r = _runs[w] = memoryview(array("H", [w]) * SLICE_RUN)
+        r = _runs[w] = memoryview(array("H", [w]) * FILL_RUN)
     return r
 
 
@@ -103,8 +116,8 @@ class PageArray:
     :class:`~physmem.errors.UninitializedPageError`.
     """
 
-    __slots__ = ("_map", "base_pfn", "boot_ranges", "lone", "mv", "ninit", "npages", "spans",
-                 "words")
+    __slots__ = ("_map", "base_pfn", "boot_ranges", "lone", "mv", "ninit", "npages",
+                 "run_starts", "runs", "spans", "words")
 
     def __init__(self, base_pfn: int, npages: int,
                  spans: list[tuple[int, int]] | None = None) -> None:
@@ -121,6 +134,12 @@ class PageArray:
         # dense entries then), so that boot asks them, not 65 k untouched OS pages, whether
         # a chunk head is dense.  None once boot is over.
         self.boot_ranges: list[tuple[int, int]] | None = []
+        # Lazy runs (see the module docstring): first chunk head -> (chunks, step, word,
+        # dense); the entries first + j * step for 0 < j < chunks hold ``word``, those in
+        # ``dense`` (written densely by boot) in the dense array, the others by rule.
+        # ``run_starts`` is the sorted list of the keys, for bisection (None: to rebuild).
+        self.runs: dict[int, tuple[int, int, int, frozenset[int]]] = {}
+        self.run_starts: list[int] | None = None
 
     # -- reading ---------------------------------------------------------------------------
     def raw(self, pfn: int) -> int:
@@ -130,7 +149,11 @@ class PageArray:
             w = self.mv[i]
             if w:
                 return w
-        return self.lone.get(pfn, 0)
+        w = self.lone.get(pfn, 0)
+        if w or not self.runs:
+            return w
+        r = self.runs.get(self.run_of(pfn))
+        return r[2] if r is not None else 0
 
     def word(self, pfn: int) -> int:
         """The entry's word; raises UninitializedPageError if it was never initialised."""
@@ -152,6 +175,69 @@ class PageArray:
     def is_dense(self, pfn: int) -> bool:
         i = pfn - self.base_pfn
         return 0 <= i < self.npages and self.mv[i] != 0
+
+    # -- lazy runs ----------------------------------------------------------------------------
+    def run_of(self, pfn: int) -> int:
+        """The first chunk head of the lazy run whose entries by rule include ``pfn``
+        (``pfn`` is the head of one of its later chunks), or -1."""
+        starts = self.run_starts
+        if starts is None:          # rebuilt after a change: runs are few, changes cheap
+            starts = self.run_starts = sorted(self.runs)
+        i = bisect_right(starts, pfn) - 1
+        if i < 0:
+            return -1
+        m0 = starts[i]
+        # (``runs`` is shared by the domains and each changes its own runs under its own
+        # lock: a list built before another domain's change may name a start that is
+        # gone, never one of the caller's domain's runs -- runs are disjoint ranges.)
+        r = self.runs.get(m0)
+        if r is None:
+            return -1
+        n, step, _, _ = r
+        d = pfn - m0
+        return m0 if 0 < d < n * step and not d % step else -1
+
+    def add_run(self, m0: int, nchunks: int, step: int, w: int,
+                dense: frozenset[int] = frozenset()) -> None:
+        """Register the run of ``nchunks`` chunks of ``step`` pages from ``m0``: the heads
+        of its chunks after the first hold the word ``w``; ``dense`` holds those (and
+        maybe others) whose entries boot wrote densely -- known, so that nobody reads an
+        untouched page of the array (a page fault) to find out.  Requires: ``m0`` starts
+        no other run; the first head's entry is stored (lone or dense)."""
+        assert m0 not in self.runs and nchunks > 1
+        self.runs[m0] = (nchunks, step, w, dense)
+        self.run_starts = None
+
+    def del_run(self, m0: int) -> tuple[int, int, int, frozenset[int]]:
+        """Unregister the run from ``m0``; returns its (chunks, step, word, dense).  Entries that
+        were answered by rule are no longer answered (the caller stores those it keeps)."""
+        self.run_starts = None
+        return self.runs.pop(m0)
+
+    def shift_run(self, m0: int) -> int:
+        """The run from ``m0`` loses its first chunk: it starts at its second chunk, whose
+        entry is stored (lone, unless it is dense); returns that chunk's head."""
+        n, step, w, dense = self.runs.pop(m0)
+        r = m0 + step
+        if n > 2:
+            self.runs[r] = (n - 1, step, w, dense)
+        self.run_starts = None
+        if r not in dense:
+            self.lone[r] = w
+        return r
+
+    def run_entries(self) -> list[tuple[int, int]]:
+        """(pfn, word) of every entry answered by a run's rule, in pfn order."""
+        out = []
+        for m0, (n, step, w, dense) in sorted(self.runs.items()):
+            out.extend((p, w) for p in range(m0 + step, m0 + n * step, step)
+                       if p not in dense)
+        return out
+
+    def lone_items(self) -> list[tuple[int, int]]:
+        """Every entry initialised outside the dense array (lone or by a run's rule), as
+        sorted (pfn, word) pairs: what snapshots and digests record."""
+        return sorted(list(self.lone.items()) + self.run_entries())
 
     # -- vm_page_init_page -------------------------------------------------------------------
     def init_page(self, pfn: int, segind: int, pool: int) -> None:
@@ -220,7 +306,7 @@ class PageArray:
         """Set entries ``[i, i + npages)`` (array indices) to the word ``w``."""
         if npages == 1:
             self.mv[i] = w
-        elif npages <= SLICE_RUN:
+        elif npages <= FILL_RUN:
             self.mv[i:i + npages] = _run_of(w)[:npages]
         else:
             self.words[i:i + npages] = w
@@ -250,7 +336,7 @@ class PageArray:
     def initialized_count(self) -> int:
         """Entries initialised, densely or alone (entries outside the spans included)."""
         return sum(int(np.count_nonzero(w)) for _, w in self.span_words()) + sum(
-            1 for p in self.lone if not self.is_dense(p))
+            1 for p in self.lone if not self.is_dense(p)) + len(self.run_entries())
 
     def dense_bytes(self) -> int:
         """Bytes of the dense array in OS pages that hold an initialised entry: what the

@@ -76,7 +76,7 @@ def save(k: Kernel, path: str | Path) -> None:
         "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
     for i, (_pfn, w) in enumerate(pages.span_words()):
         arrays[f"words{i}"] = np.ascontiguousarray(w)
-    lone = sorted(pages.lone.items())
+    lone = pages.lone_items()
     arrays["lone_pfn"] = np.array([p for p, _ in lone], dtype=np.int64)
     arrays["lone_word"] = np.array([w for _, w in lone], dtype=np.uint16)
     qs, lens, heads = [], [], []

@@ -63,6 +63,8 @@ def _free_blocks(phys: VmPhys, bad: _Problems) -> list[tuple[int, int, int, int,
     NFL, NFP, NFO = phys.NFL, phys.NFP, phys.NFO
     heads = phys.heads
     nheads = sum(1 for m in heads if m >= 0)
+    # heads stood for by lazy runs beyond their first (their own keys are in nheads)
+    nchunks = sum(node[3] - 1 for m, node in heads.items() if m >= 0 and len(node) > 3)
     blocks = []
     seen: set[int] = set()
     for q in range(len(phys.lcnt)):
@@ -91,9 +93,20 @@ def _free_blocks(phys: VmPhys, bad: _Problems) -> list[tuple[int, int, int, int,
             seen.add(m)
             blocks.append((m, order, pool, domain, flind))
             n += 1
+            if len(node) > 3:           # a lazy run: its later chunks
+                c = node[3]
+                run = phys.pages.runs.get(m)
+                if run is None or run[0] != c or run[1] != 1 << order or c < 2 or \
+                        order != NFO - 1 or pool != phys.LAZYINIT:
+                    bad.add(f"lazy run at {m << PAGE_SHIFT:#x} ({c} chunks) on queue {q} "
+                            f"does not match the page array's {run}")
+                    break
+                blocks.extend((p, order, pool, domain, flind)
+                              for p in range(m + (1 << order), m + (c << order), 1 << order))
+                n += c - 1
             prev = m
             m = node[1]
-            if n > nheads + 1:
+            if n > nheads + nchunks + 1:
                 bad.add(f"queue {q}: cycle")
                 break
         if sn[0] != prev:
@@ -103,6 +116,8 @@ def _free_blocks(phys: VmPhys, bad: _Problems) -> list[tuple[int, int, int, int,
                     f"{phys.lcnt[q]} != length {n}")
         if n and (domain >= phys.ndomains or flind >= phys.nfreelists):
             bad.add(f"queue {q} of a domain or free list that does not exist holds blocks")
+    if len(phys.pages.runs) != sum(1 for m, node in heads.items() if m >= 0 and len(node) > 3):
+        bad.add("the page array's lazy runs are not the queues' run nodes")
     if len(seen) != nheads:
         bad.add(f"{nheads} heads have an order but {len(seen)} are queued")
     if len(heads) != len(phys.lcnt) + nheads:
@@ -120,9 +135,9 @@ def check_vm_phys(phys: VmPhys, strict_buddies: bool = False) -> list[tuple[int,
     heads: dict[int, int] = {}
     for m, order, pool, domain, flind in blocks:
         pa = m << PAGE_SHIFT
-        if phys.heads[m][2] != order:
+        if phys.order_of(m) != order:
             bad.add(f"block {pa:#x} on an order-{order} queue has order "
-                    f"{phys.heads[m][2]}")
+                    f"{phys.order_of(m)}")
         w = pages.raw(m)
         if not w:
             bad.add(f"free head {pa:#x} is not initialised")
@@ -151,6 +166,9 @@ def check_vm_phys(phys: VmPhys, strict_buddies: bool = False) -> list[tuple[int,
     for (a0, a1), (b0, _b1) in itertools.pairwise(spans):
         if b0 < a1:
             bad.add(f"free blocks at {a0 << PAGE_SHIFT:#x} and {b0 << PAGE_SHIFT:#x} overlap")
+    for p in pages.lone:
+        if pages.is_dense(p):
+            bad.add(f"page {p << PAGE_SHIFT:#x} has a lone entry and a dense one")
     # Pages inside free blocks: initialised unless the block is LAZYINIT, never allocated.
     words = pages.words
     base = pages.base_pfn

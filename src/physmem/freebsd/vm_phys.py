@@ -33,8 +33,19 @@ Data layout (figures in bench/RESULTS.md and docs/implementation.md):
   not a key of ``heads`` has order ``VM_NFREEORDER`` ("not a free head"), the kernel's
   sentinel.  Dict-linked lists give O(1) insert at either end and O(1) removal of any block
   (buddy coalescing, contig allocation), and cost memory per free block, not per page.
-* ``lcnt[q]`` counts the blocks on queue ``q``; ``q = seg.fq + pool * NFO + order``, where
-  ``seg.fq`` is the segment's ``free_queues`` (``(domain * NFL + flind) * NFP * NFO``).
+* **Lazy runs.**  A lazy boot queues each phys_avail range as consecutive max-order
+  LAZYINIT chunks (65,536 for 1 TiB).  An untouched run of them is one node,
+  ``heads[m0] = [prev, next, NFO - 1, nchunks]``: it stands for the chunk heads ``m0, m0 +
+  step, ...`` in that queue order, and the page array answers their entries by rule
+  (:meth:`physmem.pagearray.PageArray.add_run`).  A chunk becomes an ordinary node when it
+  is taken (:meth:`VmPhys._run_detach`, from vm_freelist_rem: queue-head pops,
+  alloc_contig, the drain); walks expand the run (:meth:`VmPhys.queue_iter`) and lookups
+  of a later chunk's head ask the page array (:meth:`VmPhys.order_of`,
+  :meth:`VmPhys.free_block_of`).  Boot of 1 TiB writes a handful of nodes instead of
+  131 k dict entries (bench/RESULTS.md, issue 13).
+* ``lcnt[q]`` counts the blocks on queue ``q`` (each chunk of a run counts);
+  ``q = seg.fq + pool * NFO + order``, where ``seg.fq`` is the segment's ``free_queues``
+  (``(domain * NFL + flind) * NFP * NFO``).
 
 Locking: every method that touches the queues requires the free-queue lock of the domain
 concerned (``domain_locks[d]``), as the kernel does; the callers in
@@ -277,6 +288,8 @@ class VmPhys:
         node = self.heads.get(m)
         if node is not None and m >= 0:
             return node[2]
+        if self.pages.runs and self.pages.run_of(m) >= 0:
+            return self.NFO - 1      # the head of a later chunk of a lazy run
         if not self.pages.raw(m):
             raise UninitializedPageError(
                 f"page {m << PAGE_SHIFT:#x}: reading order of an uninitialised vm_page")
@@ -294,7 +307,9 @@ class VmPhys:
     def head_order(self) -> dict[int, int]:
         """Every free-block head and its order, as a new dict (for readers and checkers;
         the allocator reads ``heads``)."""
-        return {m: node[2] for m, node in self.heads.items() if m >= 0}
+        step = 1 << (self.NFO - 1)
+        return {p: node[2] for m, node in self.heads.items() if m >= 0
+                for p in range(m, m + (node[3] if len(node) > 3 else 1) * step, step)}
 
     # ---------------------------------------------------------------------------------------
     # The two queue primitives
@@ -324,9 +339,12 @@ class VmPhys:
 
     def freelist_rem(self, q: int, m: int) -> None:
         """vm_freelist_rem(): unlink head ``m`` from queue ``q``; its order becomes
-        VM_NFREEORDER."""
+        VM_NFREEORDER.  A chunk of a lazy run leaves the run first."""
         heads = self.heads
-        p, n, order = heads.pop(m)
+        node = heads.pop(m, None)
+        if node is None or len(node) > 3:
+            node = self._run_detach(m, node)
+        p, n, order = node
         heads[p][1] = n
         heads[n][0] = p
         self.lcnt[q] -= 1
@@ -344,8 +362,57 @@ class VmPhys:
         heads = self.heads
         m = heads[-1 - q][1]
         while m >= 0:
-            yield m
-            m = heads[m][1]
+            node = heads[m]
+            if len(node) > 3:       # a lazy run: its chunk heads in queue order
+                yield from range(m, m + (node[3] << node[2]), 1 << node[2])
+            else:
+                yield m
+            m = node[1]
+
+    # -- lazy runs ---------------------------------------------------------------------------
+    def _run_detach(self, m: int, node: list[int] | None) -> list[int]:
+        """For vm_freelist_rem: take the chunk at ``m`` out of its lazy run, whose chunks
+        before and after it stay runs (or single nodes) in place in the queue, and return
+        m's ``[prev, next, order]`` (out of ``heads``, still linked from its neighbours).
+        Its head's entry and the next chunk's become stored entries.  ``node``: what
+        ``heads`` held at ``m`` (popped), the run's node if ``m`` starts the run.
+
+        Requires: ``m`` the head of a chunk of a lazy run; the domain's free lock."""
+        heads, pages = self.heads, self.pages
+        if node is not None:
+            # The first chunk (queue-head pops, the drain): the run moves up one chunk.
+            p, n, order, c = node
+            r = pages.shift_run(m)
+            heads[r] = [m, n, order, c - 1] if c > 2 else [m, n, order]
+            heads[n][0] = r
+            return [p, r, order]
+        m0 = pages.run_of(m)
+        assert m0 >= 0, f"page {m << PAGE_SHIFT:#x} is not on a free queue"
+        p, n, order, c = heads[m0]
+        nc, step, w, dense = pages.del_run(m0)
+        assert nc == c and step == 1 << order
+        j = (m - m0) >> order                  # chunks before m
+        rear = c - j - 1                        # chunks after m
+        if j:
+            heads[m0] = [p, m, order, j] if j > 1 else [p, m, order]
+            if j > 1:
+                pages.add_run(m0, j, step, w, dense)
+            p = m0
+        for h in (m, m + step) if rear else (m,):
+            if h not in dense:
+                pages.lone[h] = w       # by rule until now; initialised, LAZYINIT
+        if rear:
+            r = m + step
+            heads[m] = [p, r, order]
+            heads[r] = [m, n, order, rear] if rear > 1 else [m, n, order]
+            if rear > 1:
+                pages.add_run(r, rear, step, w, dense)
+            heads[n][0] = r
+        else:
+            heads[m] = [p, n, order]
+            heads[n][0] = m
+        heads[p][1] = m
+        return heads.pop(m)
 
     def qindex(self, domain: int, flind: int, pool: int, order: int) -> int:
         """Index of vm_phys_free_queues[domain][flind][pool][order]."""
@@ -460,7 +527,9 @@ class VmPhys:
         A LAZYINIT block has only its head initialised: this is where the rest of its page
         structures are initialised, on demand (a whole chunk of up to 4096 pages)."""
         pages = self.pages
-        w = pages.word(m)
+        # A lone entry is never shadowed by a dense one (INVARIANTS): asking ``lone``
+        # first spares a LAZYINIT head the read of its untouched array page (a fault).
+        w = pages.lone.get(m) or pages.word(m)
         if w & POOL_MASK == self.LAZYINIT and self.LAZYINIT is not None:
             # The head is already initialised: the kernel re-inits only m + 1 .. (counts).
             pages.init_range(m, 1 << order, w >> SEGIND_SHIFT, pool)
@@ -741,9 +810,11 @@ class VmPhys:
 
         The same final state as the loop -- max-order heads appended at the tail in
         ascending order, and for a LAZYINIT run the page after each chunk initialised --
-        built with dict.update over ranges instead of one Python call per chunk, so that
-        booting 1 TiB (65,536 chunks) costs milliseconds.  ``w`` is the run's first page
-        word (all its chunk heads share segment and pool)."""
+        without one Python call per chunk.  A LAZYINIT run becomes one lazy-run node (the
+        module docstring) whose later chunk heads the page array answers by rule, so that
+        booting 1 TiB (65,536 chunks) writes a few entries; other runs get one node per
+        chunk through dict.update over ranges.  ``w`` is the run's first page word (all
+        its chunk heads share segment and pool)."""
         order = self.NFO - 1
         step = 1 << order
         end = m + nchunks * step
@@ -752,33 +823,37 @@ class VmPhys:
         heads = self.heads
         sn = heads[s]
         last = sn[0]
-        prevs = itertools.chain((last,), range(m, end - step, step))
-        nexts_ = itertools.chain(range(m + step, end, step), (s,))
-        nodes = map(list, zip(prevs, nexts_, itertools.repeat(order, nchunks), strict=True))
-        heads.update(zip(range(m, end, step), nodes, strict=True))
-        heads[last][1] = m
-        sn[0] = end - step
         self.lcnt[q] += nchunks
-        if self.LAZYINIT is not None and w & POOL_MASK == self.LAZYINIT:
-            # vm_phys_enq_chunk's vm_page_init_page of each next chunk head.  Only boot
-            # enqueues LAZYINIT runs; its dense entries are the ranges its init loop wrote.
-            pages = self.pages
-            assert pages.boot_ranges is not None, "LAZYINIT run enqueued after boot"
-            nw = make_word(w >> SEGIND_SHIFT, self.LAZYINIT)
-            nexts: range | list[int] = range(m + step, end + step, step)
-            dense: list[int] = []
-            for lo, hi in pages.boot_ranges:
-                if lo < end + step and hi > m + step:
-                    first = m + step + max(0, -(-(lo - m - step) // step)) * step
-                    dense.extend(p for p in range(first, min(hi, end + step), step)
-                                 if pages.is_dense(p))
-            if dense:
-                idx = np.array(dense) - pages.base_pfn
-                pages.words[idx] = nw
-                skip = set(dense)
-                nexts = [p for p in nexts if p not in skip]
-            pages.lone.update(dict.fromkeys(nexts, nw))
-            pages.ninit += nchunks
+        heads[last][1] = m
+        if self.LAZYINIT is None or w & POOL_MASK != self.LAZYINIT:
+            prevs = itertools.chain((last,), range(m, end - step, step))
+            nexts_ = itertools.chain(range(m + step, end, step), (s,))
+            nodes = map(list, zip(prevs, nexts_, itertools.repeat(order, nchunks),
+                                  strict=True))
+            heads.update(zip(range(m, end, step), nodes, strict=True))
+            sn[0] = end - step
+            return
+        heads[m] = [last, s, order, nchunks]
+        sn[0] = m
+        # vm_phys_enq_chunk's vm_page_init_page of each next chunk head: by the run's
+        # rule, the last one (the page after the run) stored.  Only boot enqueues
+        # LAZYINIT runs; its dense entries are the ranges its init loop wrote, and those
+        # are written here (an entry written densely wins over the rule).
+        pages = self.pages
+        assert pages.boot_ranges is not None, "LAZYINIT run enqueued after boot"
+        nw = make_word(w >> SEGIND_SHIFT, self.LAZYINIT)
+        dense: list[int] = []
+        for lo, hi in pages.boot_ranges:
+            if lo < end + step and hi > m + step:
+                first = m + step + max(0, -(-(lo - m - step) // step)) * step
+                dense.extend(p for p in range(first, min(hi, end + step), step)
+                             if pages.is_dense(p))
+        if dense:
+            pages.words[np.array(dense) - pages.base_pfn] = nw
+        pages.add_run(m, nchunks, step, nw, frozenset(dense))
+        if end not in dense:
+            pages.lone[end] = nw
+        pages.ninit += nchunks
 
     def free_contig(self, m: int, npages: int) -> None:
         """vm_phys_free_contig(): free an arbitrary run; its interior goes through
@@ -969,6 +1044,13 @@ class VmPhys:
                 q = queues + pind * NFO + oind
                 if not self.lcnt[q]:
                     continue
+                if pind == self.LAZYINIT and oind == NFO - 1:
+                    for m in self.queue_iter(q):        # lazy runs: chunk by chunk
+                        pa = m << PAGE_SHIFT
+                        if low <= pa <= top and not pa & amask and \
+                                not (pa ^ (pa + size - 1)) & bmask:
+                            return m
+                    continue
                 m = heads[-1 - q][1]
                 while m >= 0:
                     pa = m << PAGE_SHIFT
@@ -1020,7 +1102,7 @@ class VmPhys:
         m = m_run
         end = m_run + npages
         while m < end:
-            oind = self.heads[m][2]
+            oind = self.order_of(m)
             pool = self.pool_of(m)
             self.freelist_rem(queues + pool * NFO + oind, m)
             if pool != self.DEFAULT:
@@ -1054,6 +1136,8 @@ class VmPhys:
             if node is not None:
                 o = node[2]
                 return h if o >= order and h + (1 << o) > m else None
+            if order == self.NFO - 1 and self.pages.runs and self.pages.run_of(h) >= 0:
+                return h                # a later chunk of a lazy run
         return None
 
     def take_free_run(self, m: int, npages: int) -> None:
@@ -1070,7 +1154,7 @@ class VmPhys:
             h = self.free_block_of(p)
             if h is None:
                 raise InvariantError(f"take_free_run: page {p << PAGE_SHIFT:#x} is not free")
-            order = self.heads[h][2]
+            order = self.order_of(h)
             seg = self.segs[self.segind_of(h)]
             pool = self.pool_of(h)
             self.freelist_rem(seg.fq + pool * NFO + order, h)
