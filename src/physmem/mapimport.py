@@ -78,6 +78,14 @@ _TAG = re.compile(r"<[^<>\n]{0,300}>")
 _BR = re.compile(r"<\s{0,4}(?:br|/p|/div|/li|/tr|p|div|li|tr)\b[^<>\n]{0,200}>", re.I)
 _QP_ESC = re.compile(r"=([0-9A-F]{2})")
 _MIME = re.compile(r"(?:Content-[A-Za-z-]{1,40}|MIME-Version|X-[A-Za-z-]{1,40}):\s", re.I)
+# Characters a web page or word processor puts where the map had plain spaces, and
+# invisible ones (byte-order mark, zero-width spaces) that a copy carries along.
+_SPACES = str.maketrans({c: " " for c in "\xa0\u2000\u2001\u2002\u2003\u2004\u2005"
+                         "\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000"}
+                        | {c: None for c in "\ufeff\u200b\u200c\u200d\u2060"})
+# An SMAP key with its '=' encoded as quoted-printable's =3D (a raw SMAP line cannot hold
+# it: every SMAP number is zero-padded, so no real one starts with 3D).
+_QP_SMAP = re.compile(r"(?:type|base|len|attr)=3D[0-9a-fA-F]")
 _DT_NAME = re.compile(r"\b[a-z][a-z0-9_-]{0,40}@[0-9a-f]{1,16}\b")
 
 
@@ -106,10 +114,11 @@ def clean_lines(text: str, source: str = "<input>") -> MapLines:
     Runs in time linear in the input: no pattern repeats without a bound, and lines
     longer than :data:`MAX_LINE` are counted, not searched."""
     _check_text(text, source)
+    text = text.translate(_SPACES)
     raw = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     htmlish = "<br" in text.lower() or "&gt;" in text or "&lt;" in text or \
         "&nbsp;" in text or "&amp;" in text or "<pre" in text.lower()
-    qp = "quoted-printable" in text.lower() or any(
+    qp = "quoted-printable" in text.lower() or _QP_SMAP.search(text) is not None or any(
         len(ln) > 1 and ln.endswith("=") and ln[-2] not in "= " for ln in raw[:20000])
     out = MapLines([])
     pending: tuple[int, str] | None = None      # a quoted-printable line cut by a soft break
@@ -346,7 +355,7 @@ def _kind(line: str) -> str | None:
     if ("BIOS-e820" in line or ("user: " in line and "[mem" in line)) and (
             line.rstrip().endswith("[mem") or _E820.search(line) or _E820_OLD.search(line)):
         return "e820"
-    if " - 0x" in line and line.lstrip().startswith("0x") and _CHUNK.search(line):
+    if " - 0x" in line and _CHUNK.search(line):     # (also behind a syslog prefix)
         return "chunks"
     if " : " in line and _iomem_entry(line) is not None:
         return "iomem"
@@ -375,8 +384,12 @@ def detect_format(text: str | MapLines, source: str = "<input>") -> str:
     chunk lines beside SMAP lines count for ``smap`` (import_map uses both)."""
     ml = _lines(text, source)
     counts = dict.fromkeys(PARSERS, 0)
-    for _, line in ml.lines:
+    for i, (_, line) in enumerate(ml.lines):
         k = _kind(line)
+        if k is None and i + 1 < len(ml.lines) and len(line) < MAX_LINE and (
+                "e820" in line or "SMAP" in line or "0x" in line):
+            # an entry a mail client wrapped onto the next line (the parsers join it too)
+            k = _kind(line + " " + ml.lines[i + 1][1].strip())
         if k is not None:
             counts[k] += 1
     if counts["smap"] and counts["chunks"]:
@@ -414,8 +427,8 @@ def detect_arch(ml: MapLines, fmt: str) -> tuple[str, str]:
         return "amd64", f"{FORMATS[fmt]} come from PCs"
     if fmt == "chunks":
         # amd64 prints 0x%016jx (16 digits); arm64 and riscv %#016jx (14 after the 0x)
-        for _, line in ml.lines:
-            m = _CHUNK.search(line)
+        for i in range(len(ml.lines)):
+            m = _search_joined(_CHUNK, ml.lines, i, " - 0x")
             if m is not None:
                 if len(m["s"]) == 14:
                     return "arm64", "chunk lines in the arm64/riscv %#016jx format"
