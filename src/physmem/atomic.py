@@ -149,6 +149,8 @@ def check_output_file(path: str | os.PathLike, force: bool,
     """Refuse, before any work, to write a single output file (a snapshot, a trace) over an
     existing file without ``force``, over a file ``owned`` does not recognise as physmem's
     ``what``, over anything but a regular file, or as a temporary name."""
+    if not str(path).strip():
+        raise OutputError("an empty output path")
     p = Path(path)
     refuse_temp(p)
     if p.is_dir():
@@ -171,6 +173,15 @@ def is_snapshot_file(p: Path) -> bool:
         with zipfile.ZipFile(p) as z:
             return "meta.npy" in z.namelist()
     except (OSError, zipfile.BadZipFile, ValueError):
+        return False
+
+
+def is_png_file(p: Path) -> bool:
+    """Whether ``p`` is a PNG image (map-image replaces nothing else)."""
+    try:
+        with open(p, "rb") as f:
+            return f.read(8) == b"\x89PNG\r\n\x1a\n"
+    except OSError:
         return False
 
 

@@ -396,6 +396,8 @@ def _looks_like_toml(text: str) -> bool:
 
 def machine_from_toml(text: str, source: str = "<toml>") -> Machine:
     """Parse the TOML machine format (see the module docstring)."""
+    if not isinstance(text, str):
+        raise MapFormatError(f"{source}: expected TOML text, got {type(text).__name__}")
     text = text.removeprefix("\ufeff")      # a byte-order mark from a Windows editor
     if len(text) > MAX_TOML_CHARS:
         raise MapFormatError(f"{source}: larger than {MAX_TOML_CHARS >> 10} KiB; a machine "

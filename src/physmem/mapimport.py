@@ -101,6 +101,9 @@ class MapLines:
 
 def _check_text(text: str, source: str) -> None:
     """Refuse input that cannot be a memory map before looking at its lines."""
+    if not isinstance(text, str):
+        raise MapFormatError(f"expected the map's text, got {type(text).__name__}", None,
+                             source)
     if len(text) > MAX_MAP_BYTES:
         raise MapFormatError(f"{len(text):,} characters: larger than {MAX_MAP_BYTES >> 20} "
                              "MiB, not a memory map", None, source)

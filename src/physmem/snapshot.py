@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write, refuse_temp
+from .atomic import atomic_write, check_output_file, is_snapshot_file, refuse_temp
 from .checks import untrusted
-from .errors import InvariantError, PhysmemError, SegmentError, StateError
+from .errors import ArgumentError, InvariantError, PhysmemError, SegmentError, StateError
 from .freebsd.vm_phys import MemAffinity, Seg
 from .kernel import InitStats, Kernel, Tunables, VmDomain, check_boot_size
 from .machine import MAX_RAM_RANGES
@@ -44,7 +44,13 @@ class SnapshotError(PhysmemError, ValueError):
 
 
 def save(k: Kernel, path: str | Path) -> None:
-    """Write the state of booted kernel ``k`` to ``path`` (atomically)."""
+    """Write the state of booted kernel ``k`` to ``path`` (atomically).  An existing file
+    at ``path`` is replaced only if it is a snapshot (physmem replaces nothing else)."""
+    if not isinstance(k, Kernel):
+        raise ArgumentError(f"snapshot: expected a Kernel, got {type(k).__name__}")
+    if not isinstance(path, (str, os.PathLike)):
+        raise ArgumentError(f"snapshot: the path must be a string, got {type(path).__name__}")
+    check_output_file(path, True, is_snapshot_file, "snapshot")
     if not k.booted:
         raise StateError("snapshot: the kernel is not booted")
     if k.mirror is not None or k.pglist is not None or k.dma is not None:
