@@ -37,7 +37,8 @@ class Attack:
     api: Callable[[], object] | None = None  # API attack (on a fresh kernel: see _K)
     ok: bool = False                        # a careless input that must simply work
     # "error": one error line; "replay": replay's own report (each bad line an
-    # "error: line N: ..." line, exit 1); "fail": a kernel failure (NULL), one line, exit 1
+    # "error: line N: ..." line, exit 1); "fail": a kernel failure (NULL), one line, exit 1;
+    # "last": the output could not be written after the work: the last line says so
     expect: str = "error"
     replaces: tuple[str, ...] = ()          # files the attack may replace (``--force``)
 
@@ -85,7 +86,9 @@ def _files(d: str) -> dict[str, str]:
         for n in names + dirs:
             p = os.path.join(root, n)
             rel = os.path.relpath(p, d)
-            if os.path.isdir(p):
+            if os.path.islink(p):
+                out[rel] = "link to " + os.readlink(p)
+            elif os.path.isdir(p):
                 out[rel] = "dir"
             else:
                 with open(p, "rb") as f:
@@ -156,6 +159,9 @@ def _cli(a: Attack) -> list[str]:
         errs = [ln for ln in lines if ln.startswith("error")]
         if not errs or any(not ln.startswith("error: line ") for ln in errs):
             problems.append(f"replay errors without their line: {errs[:3]}")
+    elif a.expect == "last":      # the work's output, then the one line saying why not saved
+        if not lines[-1].startswith("physmem: error: /proc/x.npz: ") or "tmp" in lines[-1]:
+            problems.append(f"last line: {lines[-1][:200]!r}")
     elif a.expect == "fail":
         if len(lines) != 1:
             problems.append(f"not one line: {out.strip()[:300]!r}")
@@ -337,6 +343,56 @@ OK = [
     _cli_a(["map-image", "s.npz", "-o", "new.png"], ok=True),
 ]
 
+def _link(name: str, target: str) -> Callable[[str], None]:
+    def setup(d: str) -> None:
+        os.symlink(target, os.path.join(d, name))
+    return setup
+
+
+def _run_dir(d: str) -> None:
+    res = CliRunner().invoke(main, [*_RUN, "-o", os.path.join(d, "r")])
+    assert res.exit_code == 0, res.output
+
+
+_LONG = "a" * 300
+
+# Paths: symlinks, names too long, files where directories should be.
+PATHS = [
+    _cli_a([*_RUN, "-o", "link"], setup=_link("link", "mydocs"), name="run -o a link to a "
+           "user's directory"),
+    _cli_a([*_RUN, "-o", "link", "--force"], setup=_link("link", "mydocs"),
+           name="run -o a link to a user's directory --force"),
+    _cli_a([*_RUN, "-o", "dangling"], setup=_link("dangling", "nowhere"),
+           name="run -o a dangling link"),
+    _cli_a(["replay", "t.trace", "--save", "link.npz", "--force"],
+           setup=_link("link.npz", "notes.txt"), name="--save --force over a link to notes"),
+    _cli_a(["map-image", "s.npz", "-o", "link.png", "--force"],
+           setup=_link("link.png", "notes.txt"), name="map-image --force over a link to notes"),
+    _cli_a([*_RUN, "-o", _LONG], name="run -o a name of 300 characters"),
+    _cli_a(["replay", "t.trace", "--save", _LONG + ".npz"], name="--save a name of 300 "
+           "characters"),
+    _cli_a(["map-image", "s.npz", "-o", _LONG + ".png"], name="map-image -o 300 characters"),
+    _cli_a([*_RUN, "-o", "notes.txt/r"], name="run -o below a file"),
+    _cli_a(["replay", "t.trace", "--save", "notes.txt/x.npz"], name="--save below a file"),
+    _cli_a(["map-image", "s.npz", "-o", "notes.txt/x.png"], name="map-image -o below a file"),
+    _cli_a(["ftrace", "notes.txt", "-o", "notes.txt/x.trace"], name="ftrace -o below a file"),
+    _cli_a([*_RUN, "-o", "/proc/r"], name="run -o in /proc"),
+    _cli_a(["replay", "t.trace", "--save", "/proc/x.npz"], name="--save in /proc",
+           expect="last"),
+    _cli_a(["report", "r", "-o", "notes.txt"], setup=_run_dir, name="report -o a user's file"),
+    _cli_a(["report", "r", "-o", "mydocs"], setup=_run_dir,
+           name="report -o a user's directory", ok=True),
+    _cli_a(["report", "r"], setup=_run_dir, name="report of a fresh run", ok=True),
+    _cli_a(["machine", "show", "%s%n{0}"], name="a machine named like a format string"),
+    _cli_a(["help", "[bold]machines"], name="help of markup"),
+    _cli_a(["compare", "churn", *_M, "--ops", "50", "-o", "link"],
+           setup=_link("link", "mydocs"), name="compare -o a link to a user's directory"),
+    _cli_a(["sweep", "x.toml", "-o", "link", "--force"], setup=lambda d: (_link(
+        "link", "mydocs")(d), _mk("x.toml", 'machines = ["firecracker-128m"]\n'
+                              'policies = ["lazy"]\nworkloads = ["churn"]\nseeds = [1]\n'
+                              "ops = 10\n")(d)), name="sweep -o a link to a user's directory"),
+]
+
 # Stdin and crafted files.
 FILES = [
     _cli_a(["map-image", "s.npz", "-o", "old.png"], setup=_mk("old.png", _PNG),
@@ -511,7 +567,7 @@ API = [
         "notes.txt")),
 ]
 
-ATTACKS: list[Attack] = CLI + OK + FILES + API
+ATTACKS: list[Attack] = CLI + OK + PATHS + FILES + API
 
 
 def surfaces() -> dict[str, int]:

@@ -129,15 +129,21 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         raise OutputError(f"{path}: is a directory")
     clean_stale(target)
     prefix, suffix = temp_name(target)
-    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix,
-                               dir=target.parent if str(target.parent) else ".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix,
+                                   dir=target.parent if str(target.parent) else ".")
+    except OSError as e:        # name the file the user asked for, not the temporary one
+        raise OutputError(f"{path}: cannot write here: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())      # mkstemp makes 0600; use the usual mode
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError as e:
+            raise OutputError(f"{path}: cannot write here: {e.strerror or e}") from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
