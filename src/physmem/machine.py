@@ -63,8 +63,10 @@ class RamRange:
 class Machine:
     """A physical machine: architecture, RAM, and how its phys_avail is derived."""
 
-    name: str
-    ram: list[RamRange]
+    # Both have defaults so that Machine(ram=[...]) works as the README's readers write it
+    # (a Machine without RAM is refused below with a typed error).
+    name: str = "custom"
+    ram: list[RamRange] = field(default_factory=list)
     arch: str = "amd64"
     description: str = ""
     source: str = ""
