@@ -514,6 +514,50 @@ FILES = [
 ]
 
 
+_EV = "  bash-1 [000] .....   1.000000: "
+
+
+def _ftrace(body: str, *extra: str, **kw) -> Attack:
+    """``physmem ftrace`` of a crafted event file: malformed events are skipped and counted
+    (the summary says so), so the attack must be handled: exit 0 with a summary, or one
+    error line; never a traceback."""
+    return _cli_a(["ftrace", "f.txt", *_M, "-o", "out.trace", *extra], setup=_mk("f.txt", body),
+                  **kw)
+
+
+FTRACE = [
+    _ftrace(_EV + "mm_page_alloc: page=1 pfn=0x" + "f" * 5000 + " order=0\n",
+            name="ftrace pfn of 5,000 hex digits", ok=True),
+    _ftrace(_EV + "mm_page_alloc: page=1 pfn=" + "9" * 5000 + " order=0\n",
+            name="ftrace pfn of 5,000 decimal digits", ok=True),
+    _ftrace(_EV + "mm_page_alloc: page=1 pfn=0x100 order=" + "9" * 5000 + "\n",
+            name="ftrace order of 5,000 digits", ok=True),
+    _ftrace(_EV + "mm_page_alloc: page=1 pfn=0x100 order=99\n", name="ftrace order 99",
+            ok=True),
+    _ftrace(_EV + "mm_page_alloc: page=1 pfn=0x100 order=-1\n", name="ftrace order -1",
+            ok=True),
+    _ftrace(_EV + "mm_page_alloc: page=1 pfn=０x100 order=0\n", name="ftrace full-width pfn",
+            ok=True),
+    _ftrace(_EV + "mm_page_alloc: page=1 pfn=0x100 order=٣\n", name="ftrace Arabic order",
+            ok=True),
+    _ftrace((_EV + "mm_page_free: page=1 pfn=0x100 order=0\r\n") * 1000,
+            name="ftrace 1,000 frees of a page never allocated, CRLF", ok=True),
+    _ftrace(_EV + "mm_page_alloc: page=1 pfn=0xffffffffffff order=0\n",
+            name="ftrace pfn beyond the machine", ok=True),
+    _ftrace((_EV + "mm_page_alloc: page=<...> pfn=<...> order=10\n") * 5000,
+            name="ftrace 5,000 elided order-10 allocations (more than RAM)", ok=True),
+    _ftrace(_EV + "mm_page_alloc: " + "x=" * 100_000 + "\n", name="ftrace 200 KB event line",
+            ok=True),
+    _ftrace(_EV + "mm_page_alloc: page=1 pfn=0x100 order=0\n", "--strict",
+            name="ftrace --strict of a good event", ok=True),
+    _ftrace(_EV + "mm_page_alloc: page=1 pfn=zzz order=0\n", "--strict",
+            name="ftrace --strict of a bad pfn"),
+    _ftrace("\0" * 100, name="ftrace of NUL bytes"),
+    _ftrace("\ufeff" + _EV + "mm_page_alloc: page=1 pfn=0x100 order=0\n",
+            name="ftrace behind a BOM", ok=True),
+]
+
+
 def _sysctl(k, name):
     return k.sysctl(name)
 
@@ -567,7 +611,7 @@ API = [
         "notes.txt")),
 ]
 
-ATTACKS: list[Attack] = CLI + OK + PATHS + FILES + API
+ATTACKS: list[Attack] = CLI + OK + PATHS + FILES + FTRACE + API
 
 
 def surfaces() -> dict[str, int]:
