@@ -393,6 +393,33 @@ PATHS = [
                               "ops = 10\n")(d)), name="sweep -o a link to a user's directory"),
 ]
 
+def _show(file: str, text: str, **kw) -> Attack:
+    """``physmem machine show`` of a crafted machine or map file."""
+    return _cli_a(["machine", "show", file], setup=_mk(file, text), **kw)
+
+
+def _sweep(name: str, **fields: str) -> Attack:
+    """``physmem sweep`` of a small valid sweep file with ``fields`` replaced."""
+    d = {"machines": '["firecracker-128m"]', "policies": '["lazy"]',
+         "workloads": '["churn"]', "seeds": "[1]", "ops": "10", **fields}
+    return _cli_a(["sweep", "x.toml"], name=name,
+                  setup=_mk("x.toml", "".join(f"{k} = {v}\n" for k, v in d.items())))
+
+
+_TOMLS = [
+    ("TOML with no RAM", "ram = []\n"),
+    ("TOML negative address", "ram = [[-4096, 0, 0]]\n"),
+    ("TOML addresses as strings", 'ram = [["0", "1", "0"]]\n'),
+    ("TOML arch sparc", 'arch = "sparc"\nram = [[0x100000, 0x8000000, 0]]\n'),
+    ("TOML cpus 0x0", 'cpus = "0x0"\nram = [[0x100000, 0x8000000, 0]]\n'),
+    ("TOML cpus 10^14", 'cpus = "9999999x9999999"\nram = [[0x100000, 0x8000000, 0]]\n'),
+    ("TOML page_array sideways", 'page_array = "sideways"\nram = [[0x100000, 0x8000000, 0]]\n'),
+    ("TOML unknown key and a markup name",
+     'name = "[/]\\u001b[2J"\nram = [[0x100000, 0x8000000, 0]]\nbogus = 1\n'),
+    ("TOML overlapping ranges", "ram = [[0x100000, 0x8000000, 0], [0x4000000, 0x9000000, 0]]\n"),
+]
+
+
 # Stdin and crafted files.
 FILES = [
     _cli_a(["map-image", "s.npz", "-o", "old.png"], setup=_mk("old.png", _PNG),
@@ -404,69 +431,39 @@ FILES = [
            name="machine show - of binary"),
     _cli_a(["machine", "show", "-"], stdin=b"\xff\xfe0\x001\x00", name="machine show - UTF-16"),
     _cli_a(["sweep", "-"], stdin=b"", name="sweep - of nothing"),
-    _cli_a(["machine", "show", "x.toml"], setup=_mk("x.toml", "ram = []\n"),
-           name="TOML with no RAM"),
-    _cli_a(["machine", "show", "x.toml"], setup=_mk("x.toml", "ram = [[-4096, 0, 0]]\n"),
-           name="TOML negative address"),
-    _cli_a(["machine", "show", "x.toml"], setup=_mk("x.toml", 'ram = [["0", "1", "0"]]\n'),
-           name="TOML addresses as strings"),
-    _cli_a(["machine", "show", "x.toml"], setup=_mk(
-        "x.toml", 'arch = "sparc"\nram = [[0x100000, 0x8000000, 0]]\n'), name="TOML arch sparc"),
-    _cli_a(["machine", "show", "x.toml"], setup=_mk(
-        "x.toml", 'cpus = "0x0"\nram = [[0x100000, 0x8000000, 0]]\n'), name="TOML cpus 0x0"),
-    _cli_a(["machine", "show", "x.toml"], setup=_mk(
-        "x.toml", 'cpus = "9999999x9999999"\nram = [[0x100000, 0x8000000, 0]]\n'),
-        name="TOML cpus 10^14"),
-    _cli_a(["machine", "show", "x.toml"], setup=_mk(
-        "x.toml", 'page_array = "sideways"\nram = [[0x100000, 0x8000000, 0]]\n'),
-        name="TOML page_array sideways"),
-    _cli_a(["machine", "show", "x.toml"], setup=_mk(
-        "x.toml", 'name = "[/]\\u001b[2J"\nram = [[0x100000, 0x8000000, 0]]\nbogus = 1\n'),
-        name="TOML unknown key and a markup name"),
-    _cli_a(["machine", "show", "x.toml"], setup=_mk(
-        "x.toml", "ram = [[0x100000, 0x8000000, 0], [0x4000000, 0x9000000, 0]]\n"),
-        name="TOML overlapping ranges"),
-    _cli_a(["machine", "show", "x.toml"], setup=_mk(
-        "x.toml", "ram = [[0x100800, 0x8000000, 0]]\n"), name="TOML unaligned start",
+    *(_show("x.toml", text, name=name) for name, text in _TOMLS),
+    _show("x.toml", "ram = [[0x100800, 0x8000000, 0]]\n", name="TOML unaligned start",
         ok=True),
-    _cli_a(["machine", "show", "x.toml"], setup=_mk("x.toml", "ram = 5\n"),
+    _show("x.toml", "ram = 5\n",
            name="TOML ram a number"),
-    _cli_a(["machine", "show", "x.toml"], setup=_mk("x.toml", "[ram]\nx = 1\n"),
+    _show("x.toml", "[ram]\nx = 1\n",
            name="TOML ram a table"),
-    _cli_a(["machine", "show", "x.iomem"], setup=_mk(
-        "x.iomem", "00000000-ffffffffffffffffff : System RAM\n"), name="iomem beyond 64 bits"),
-    _cli_a(["machine", "show", "x.iomem"], setup=_mk(
-        "x.iomem", "08000000-00100000 : System RAM\n"), name="iomem inverted range"),
-    _cli_a(["machine", "show", "x.iomem"], setup=_mk(
-        "x.iomem", "00000000-00000fff : System RAM\n"), name="iomem one page at 0"),
-    _cli_a(["machine", "show", "x.iomem"], setup=_mk(
-        "x.iomem", "".join(f"{i << 21:08x}-{(i << 21) + 4095:08x} : System RAM\n"
-                           for i in range(2000))), name="iomem 2,000 fragments"),
-    _cli_a(["machine", "show", "x.dmesg"], setup=_mk(
-        "x.dmesg", "BIOS-e820: [mem 0x0000000000100000-0x0000000000000fff] usable\n"),
+    _show("x.iomem", "00000000-ffffffffffffffffff : System RAM\n", name="iomem beyond 64 bits"),
+    _show("x.iomem", "08000000-00100000 : System RAM\n", name="iomem inverted range"),
+    _show("x.iomem", "00000000-00000fff : System RAM\n", name="iomem one page at 0"),
+    _show("x.iomem", "".join(f"{i << 21:08x}-{(i << 21) + 4095:08x} : System RAM\n"
+                           for i in range(2000)), name="iomem 2,000 fragments"),
+    _show("x.dmesg", "BIOS-e820: [mem 0x0000000000100000-0x0000000000000fff] usable\n",
         name="e820 inverted"),
-    _cli_a(["machine", "show", "x.smap"], setup=_mk(
-        "x.smap", "SMAP type=01 base=ffffffffffff0000 len=0000000000100000\n"),
+    _show("x.smap", "SMAP type=01 base=ffffffffffff0000 len=0000000000100000\n",
         name="SMAP wrapping past 2^64"),
-    _cli_a(["machine", "show", "x.smap"], setup=_mk(
-        "x.smap", "SMAP type=01 base=0000000000100000 len=" + "f" * 5000 + "\n"),
+    _show("x.smap", "SMAP type=01 base=0000000000100000 len=" + "f" * 5000 + "\n",
         name="SMAP length of 5,000 hex digits"),
-    _cli_a(["machine", "show", "x.txt"], setup=_mk(
-        "x.txt", "0x0000000000100000 - 0x0000000007ffffff, 133169152 bytes (32512 pages)\n"
-        * 3), name="chunks repeated", ok=True),
-    _cli_a(["machine", "show", "x.txt"], setup=_mk("x.txt", ("a" * 60 + " : ") * 2000),
+    _show("x.txt", "0x0000000000100000 - 0x0000000007ffffff, 133169152 bytes (32512 pages)\n"
+        * 3, name="chunks repeated", ok=True),
+    _show("x.txt", ("a" * 60 + " : ") * 2000,
            name="a 100 KB line of ' : '"),
-    _cli_a(["machine", "show", "x.txt"], setup=_mk("x.txt", "BIOS-e820: [mem " * 20000),
+    _show("x.txt", "BIOS-e820: [mem " * 20000,
            name="e820 openers repeated"),
-    _cli_a(["machine", "show", "x.txt"], setup=_mk("x.txt", "SMAP type=01 base=" * 20000),
+    _show("x.txt", "SMAP type=01 base=" * 20000,
            name="SMAP openers repeated"),
-    _cli_a(["machine", "show", "x.txt"], setup=_mk("x.txt", "<br>" * 500_000),
+    _show("x.txt", "<br>" * 500_000,
            name="half a million <br>"),
-    _cli_a(["machine", "show", "x.txt"], setup=_mk("x.txt", "=\n" * 200_000),
+    _show("x.txt", "=\n" * 200_000,
            name="200,000 soft line breaks"),
-    _cli_a(["machine", "show", "x.txt"], setup=_mk("x.txt", "> " * 100_000 + "\n"),
+    _show("x.txt", "> " * 100_000 + "\n",
            name="quote markers 100,000 deep"),
-    _cli_a(["machine", "show", "x.txt"], setup=_mk("x.txt", " - 0x\n" * 200_000),
+    _show("x.txt", " - 0x\n" * 200_000,
            name="200,000 chunk openers"),
     _cli_a(["replay", "x.trace"], setup=_trace(_SEGS + "boot lazy\n" + "sysctl vm.phys_free\n"
                                                 * 20000), name="20,000 sysctl lines", ok=True),
@@ -492,25 +489,12 @@ FILES = [
         expect="replay"),
     _cli_a(["replay", "x.trace", "--load", "s.npz"], setup=_trace("seg 0x1000 0x2000 0\n"),
            name="seg after a loaded snapshot"),
-    _cli_a(["sweep", "x.toml"], setup=_mk("x.toml", 'machines = []\npolicies = ["lazy"]\n'
-                                          'workloads = ["churn"]\nseeds = [1]\nops = 10\n'),
-           name="sweep of no machines"),
-    _cli_a(["sweep", "x.toml"], setup=_mk("x.toml", 'machines = ["firecracker-128m"]\n'
-                                          'policies = ["nope"]\nworkloads = ["churn"]\n'
-                                          'seeds = [1]\nops = 10\n'), name="sweep policy nope"),
-    _cli_a(["sweep", "x.toml"], setup=_mk("x.toml", 'machines = ["firecracker-128m"]\n'
-                                          'policies = ["lazy"]\nworkloads = ["nope"]\n'
-                                          'seeds = [1]\nops = 10\n'), name="sweep workload nope"),
-    _cli_a(["sweep", "x.toml"], setup=_mk("x.toml", 'machines = ["firecracker-128m"]\n'
-                                          'policies = ["lazy"]\nworkloads = ["churn"]\n'
-                                          'seeds = [1]\nops = 0\n'), name="sweep ops 0"),
-    _cli_a(["sweep", "x.toml"], setup=_mk("x.toml", 'machines = ["firecracker-128m"]\n'
-                                          'policies = ["lazy"]\nworkloads = ["churn"]\n'
-                                          'seeds = []\nops = 10\n'), name="sweep no seeds"),
-    _cli_a(["sweep", "x.toml"], setup=_mk("x.toml", 'machines = ["notes.txt"]\n'
-                                          'policies = ["lazy"]\nworkloads = ["churn"]\n'
-                                          'seeds = [1]\nops = 10\n'),
-           name="sweep of a machine that is a user's notes"),
+    _sweep(name="sweep of no machines", machines="[]"),
+    _sweep(name="sweep policy nope", policies='["nope"]'),
+    _sweep(name="sweep workload nope", workloads='["nope"]'),
+    _sweep(name="sweep ops 0", ops="0"),
+    _sweep(name="sweep no seeds", seeds="[]"),
+    _sweep(name="sweep of a machine that is a user's notes", machines='["notes.txt"]'),
 ]
 
 
