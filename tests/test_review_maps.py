@@ -34,6 +34,12 @@ EXPECTED = {
                                  (0x6ebff000, 0x70000000), (4 * G, 0x8080000000)]),
     "sysctl.smap": ("amd64", [(0x0, 0x9f000), (0x100000, 0x7fffe000), (4 * G, 6 * G)]),
     "vf2.iomem": ("riscv", [(0x42000000, 0x200000000)]),
+    # a Xen guest prints the hypervisor's map as "Xen: [mem ...]" instead of "BIOS-e820:"
+    "xen-guest.dmesg": ("amd64", [(0x0, 0xa0000), (0x100000, 0xf0000000),
+                                  (4 * G, 0x210000000)]),
+    # FreeBSD booted by UEFI prints no SMAP lines: its chunks alone, in amd64's format
+    "fbsd-uefi-amd64.boot": ("amd64", [(0x1000, 0xa0000), (0x100000, 0x200000),
+                                       (0x4c00000, 0x73f3f000), (4 * G, 0x47f800000)]),
 }
 
 

@@ -4,7 +4,8 @@ Formats (docs/machines.md shows each), detected from the content:
 
 * Linux ``/proc/iomem``: ``start-end : name`` (inclusive hex ends, two spaces of indent per
   nesting level).  Usable RAM is every ``System RAM`` entry not nested inside another one.
-* Linux boot log, ``BIOS-e820: [mem 0x…-0x…] usable`` (inclusive end); the pre-3.7 form
+* Linux boot log, ``BIOS-e820: [mem 0x…-0x…] usable`` (inclusive end; ``Xen:`` instead of
+  ``BIOS-e820:`` in a Xen guest, which prints the map the hypervisor gave); the pre-3.7 form
   ``BIOS-e820: 0000…- 0000… (usable)`` (exclusive end); and the newer table with a size
   column, ``System RAM`` / ``device reserved`` labels and ``[gap …]`` lines.  If the log
   also holds a ``user:`` map (``mem=``/``memmap=``), that map is the one Linux used.
@@ -62,7 +63,7 @@ FORMATS = {
 _HEX = r"[0-9a-fA-F]{1,40}"
 _IOMEM_RANGE = re.compile(rf"(?P<s>{_HEX})-(?P<e>{_HEX})")
 _E820 = re.compile(
-    r"(?P<who>BIOS-e820|user|modified|reserve setup_data|e820): \[(?P<kind>mem|gap) {1,4}"
+    r"(?P<who>BIOS-e820|Xen|user|modified|reserve setup_data|e820): \[(?P<kind>mem|gap) {1,4}"
     rf"0x(?P<s>{_HEX}) ?- ?0x(?P<e>{_HEX})\](?P<type>[^\r\n]{{0,200}})")
 _E820_OLD = re.compile(
     rf"(?P<who>BIOS-e820|user): (?P<s>{_HEX}) - (?P<e>{_HEX}) \((?P<type>[^()]{{0,60}})\)")
@@ -255,13 +256,13 @@ def parse_e820(text: str | MapLines, source: str = "<e820>") -> list[tuple[int, 
     maps: dict[str, list[tuple[int, int]]] = {}
     lines = _lines(text, source).lines
     for i, (n, line) in enumerate(lines):
-        if "e820" not in line and "user: " not in line:
+        if "e820" not in line and "user: " not in line and "Xen: " not in line:
             continue
         if "e820: update" in line or "e820: remove" in line or "RAM buffer" in line:
             continue
         m = _search_joined(_E820, lines, i, "[mem")
         if m is not None:
-            if m["who"] not in ("BIOS-e820", "user") or m["kind"] == "gap":
+            if m["who"] not in ("BIOS-e820", "Xen", "user") or m["kind"] == "gap":
                 continue
             kind = m["type"].strip()
             if not kind and i + 1 < len(lines) and not _E820.search(lines[i + 1][1]):
@@ -283,7 +284,7 @@ def parse_e820(text: str | MapLines, source: str = "<e820>") -> list[tuple[int, 
         if _e820_is_ram(kind):
             ram.append((s, e))
             _count_ram(ram, n, source)
-    chosen = maps.get("user") or maps.get("BIOS-e820") or []
+    chosen = maps.get("user") or maps.get("BIOS-e820") or maps.get("Xen") or []
     return _merge(chosen)
 
 
@@ -355,7 +356,7 @@ def _kind(line: str) -> str | None:
     """Which format a cleaned line belongs to, by cheap substring tests."""
     if "SMAP type=" in line and ("base=" not in line or _SMAP.search(line)):
         return "smap"           # (a line cut before its base= is a wrapped entry)
-    if ("BIOS-e820" in line or ("user: " in line and "[mem" in line)) and (
+    if ("BIOS-e820" in line or (("user: " in line or "Xen: " in line) and "[mem" in line)) and (
             line.rstrip().endswith("[mem") or _E820.search(line) or _E820_OLD.search(line)):
         return "e820"
     if " - 0x" in line and _CHUNK.search(line):     # (also behind a syslog prefix)
