@@ -542,6 +542,73 @@ FTRACE = [
 ]
 
 
+def _snapshot_parts() -> tuple[dict, dict]:
+    """The arrays and meta record of the real snapshot in ``_fixture("snap")``."""
+    import io
+    import json
+
+    import numpy as np
+    with np.load(io.BytesIO(_fixture("snap"))) as z:
+        arrays = {n: z[n] for n in z.files}
+    return arrays, json.loads(bytes(arrays["meta"]).decode())
+
+
+def _crafted(name: str, change) -> Attack:
+    """Load a snapshot whose meta record or arrays ``change(meta, arrays)`` altered (the
+    crafted file is written by the set-up: it is the attacker's, not physmem's output)."""
+    def setup(d: str) -> None:
+        import io
+        import json
+        import zipfile
+
+        import numpy as np
+        arrays, meta = _snapshot_parts()
+        change(meta, arrays)
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        with zipfile.ZipFile(os.path.join(d, "crafted.npz"), "w") as zf:
+            for n, a in arrays.items():
+                b = io.BytesIO()
+                np.lib.format.write_array(b, a)
+                zf.writestr(n + ".npy", b.getvalue())
+    return Attack(name, setup=setup, api=lambda: physmem.load_snapshot("crafted.npz"))
+
+
+def _snapshot_attacks() -> list[Attack]:
+    """Every meta field (and each field of its dicts) replaced by a value of another type,
+    and every array emptied, halved, made float or negative: each load must be refused."""
+    import json
+
+    import numpy as np
+    arrays, meta = _snapshot_parts()
+    out = []
+
+    def put(path, v):
+        def change(m, _a):
+            for p in path[:-1]:
+                m = m[p]
+            m[path[-1]] = v
+        return change
+
+    fields = [(k,) for k in meta] + [(k, sub) for k in meta if isinstance(meta[k], dict)
+                                     for sub in meta[k]]
+    for path in fields:
+        orig = meta[path[0]] if len(path) == 1 else meta[path[0]][path[1]]
+        for v in ([], {}, "x", True, None, -1, [[1, 2, 3]]):
+            if json.dumps(v) != json.dumps(orig):
+                out.append(_crafted(f"snapshot: meta {'.'.join(path)} = {v!r}",
+                                    put(path, v)))
+    for name, a in arrays.items():
+        if name == "meta":
+            continue
+        for what, f in (("empty", lambda a: a[:0]), ("halved", lambda a: a[: len(a) // 2]),
+                        ("float", lambda a: a.astype(np.float64)),
+                        ("negative", lambda a: -np.abs(a.astype(np.int64)) - 1)):
+            out.append(_crafted(f"snapshot: array {name} {what}",
+                                lambda _m, arr, name=name, f=f: arr.__setitem__(
+                                    name, f(arr[name]))))
+    return out
+
+
 def _sysctl(k, name):
     return k.sysctl(name)
 
@@ -595,7 +662,7 @@ API = [
         "notes.txt")),
 ]
 
-ATTACKS: list[Attack] = CLI + OK + PATHS + FILES + FTRACE + API
+ATTACKS: list[Attack] = CLI + OK + PATHS + FILES + FTRACE + API + _snapshot_attacks()
 
 
 def surfaces() -> dict[str, int]:
