@@ -111,3 +111,12 @@ def test_fresh_captures_import_under_every_kind_of_debris(name):
         if (m.arch, m.ram, m.avail_override) != (base.arch, base.ram, base.avail_override):
             failed.append(what)
     assert failed == []
+
+
+def test_the_architecture_line_names_the_format_once():
+    from click.testing import CliRunner
+
+    from physmem.cli import main
+    res = CliRunner().invoke(main, ["sysctl", "vm.phys_segs", "-m", str(MAPS / "vf2.iomem")])
+    line = next(x for x in res.output.splitlines() if x.startswith("machine "))
+    assert "riscv (" in line and line.endswith("1 RAM segment(s) from Linux /proc/iomem")

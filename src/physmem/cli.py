@@ -100,7 +100,8 @@ def _resolve_machine(machine: str, arch: str | None) -> str:
     reason = m.extra.get("arch_reason")
     if reason:
         click.echo(f"machine {machine}: {m.arch} ({reason}); "
-                   f"{len(m.segments())} RAM segment(s) from {m.description.split(' (')[0]}",
+                   f"{len(m.segments())} RAM segment(s) from "
+                   f"{m.description.split(' (')[0].removeprefix('imported from ')}",
                    err=True)
     return spec
 
