@@ -9,6 +9,7 @@ Suites:
                against a set-of-free-pages model: every result checked against the model,
                the INVARIANTS checker every 2,000 steps and at the end
   catalogue    every entry of the bad-input catalogue (tests/catalogue.py)
+  attacks      the review's hostile inputs on every command (tests/attacks.py)
   threads      the lazy-init drain thread plus 4 allocating/freeing threads: no page handed
                out twice, none lost, invariants clean, free counts exact
   fuzz         the parsers (trace, maps, TOML, tunables) under generated text
@@ -125,6 +126,17 @@ def catalogue() -> str:
     surfaces = len({c.surface for c in CATALOGUE})
     return (f"catalogue: {len(CATALOGUE)} bad inputs tried on {surfaces} surfaces, "
             f"divergences found = {failed}")
+
+
+def attacks() -> str:
+    from tests.attacks import ATTACKS, run_attack
+    failed = 0
+    for a in ATTACKS:
+        problems = run_attack(a)
+        if problems:
+            failed += 1
+            print(f"  attacks: {a.name}: {problems}", file=sys.stderr)
+    return f"attacks: {len(ATTACKS)} hostile inputs (review), divergences found = {failed}"
 
 
 def threads(total_ops: int, nthreads: int = 4) -> str:
@@ -339,6 +351,7 @@ def main() -> int:
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
         for _name, fn in (("stateful", lambda: stateful(a.steps)), ("catalogue", catalogue),
+                         ("attacks", attacks),
                          ("threads", lambda: threads(a.ops)), ("fuzz", lambda: fuzz(a.fuzz)),
                          ("snapshots", lambda: snapshots(200, Path(tmp))),
                          ("oracle", oracle),

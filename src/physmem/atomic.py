@@ -129,15 +129,21 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         raise OutputError(f"{path}: is a directory")
     clean_stale(target)
     prefix, suffix = temp_name(target)
-    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix,
-                               dir=target.parent if str(target.parent) else ".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix,
+                                   dir=target.parent if str(target.parent) else ".")
+    except OSError as e:        # name the file the user asked for, not the temporary one
+        raise OutputError(f"{path}: cannot write here: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())      # mkstemp makes 0600; use the usual mode
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError as e:
+            raise OutputError(f"{path}: cannot write here: {e.strerror or e}") from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -149,6 +155,8 @@ def check_output_file(path: str | os.PathLike, force: bool,
     """Refuse, before any work, to write a single output file (a snapshot, a trace) over an
     existing file without ``force``, over a file ``owned`` does not recognise as physmem's
     ``what``, over anything but a regular file, or as a temporary name."""
+    if not str(path).strip():
+        raise OutputError("an empty output path")
     p = Path(path)
     refuse_temp(p)
     if p.is_dir():
@@ -171,6 +179,15 @@ def is_snapshot_file(p: Path) -> bool:
         with zipfile.ZipFile(p) as z:
             return "meta.npy" in z.namelist()
     except (OSError, zipfile.BadZipFile, ValueError):
+        return False
+
+
+def is_png_file(p: Path) -> bool:
+    """Whether ``p`` is a PNG image (map-image replaces nothing else)."""
+    try:
+        with open(p, "rb") as f:
+            return f.read(8) == b"\x89PNG\r\n\x1a\n"
+    except OSError:
         return False
 
 

@@ -100,7 +100,8 @@ def _resolve_machine(machine: str, arch: str | None) -> str:
     reason = m.extra.get("arch_reason")
     if reason:
         click.echo(f"machine {machine}: {m.arch} ({reason}); "
-                   f"{len(m.segments())} RAM segment(s) from {m.description.split(' (')[0]}",
+                   f"{len(m.segments())} RAM segment(s) from "
+                   f"{m.description.split(' (')[0].removeprefix('imported from ')}",
                    err=True)
     return spec
 
@@ -261,7 +262,7 @@ def replay(trace: str, check: bool, load_from: str | None, save_to: str | None,
     from . import snapshot
     from .trace import Replayer, read_trace
     refuse_temp(trace)
-    if save_to:
+    if save_to is not None:         # (an empty --save is refused, not ignored)
         check_output_file(save_to, force, is_snapshot_file, "snapshot")
     r = Replayer(check=check)
     if load_from:
@@ -470,8 +471,11 @@ def run_cmd(workload: str, machine: str, tunables: tuple[str, ...], ops: int, se
     _not_empty(out_dir, "-o")
     out_dir = out_dir or f"runs/{workload}-{Path(machine).stem}-{seed}"
     check_output_dir(out_dir, "run", force, RUN_OWNED)     # before any work
-    if record:
+    if record is not None:          # (an empty --record is refused, not ignored)
         check_output_file(record, force, is_trace_file, "trace")
+        if _inside(record, out_dir):
+            raise click.BadParameter(f"{record} is inside the run directory {out_dir}",
+                                     param_hint="--record")
     with Progress(transient=True) as prog:
         task = prog.add_task(untrusted(f"{workload} on {machine}"), total=ops)
         run = run_workload(cfg, progress=lambda n: prog.update(task, completed=n))
@@ -638,6 +642,12 @@ def dfly_run(workload: str, machine: str, source: str, cpus: str | None, nbytes:
     Console().print(t)
 
 
+def _inside(path: str, directory: str) -> bool:
+    """Whether ``path`` is ``directory`` or lies inside it (after resolving links)."""
+    p, d = Path(path).resolve(), Path(directory).resolve()
+    return p == d or d in p.parents
+
+
 def _not_empty(value: str | None, option: str) -> None:
     """An option given as an empty string is a mistake, not "use the default"."""
     if value is not None and not value.strip():
@@ -711,12 +721,15 @@ def ftrace_cmd(file: str, machine: str, out_file: str, eager: bool, strict: bool
 @click.option("--at", "at", multiple=True, type=int, metavar="N",
               help="A trace: picture memory after N operations past the boot line "
                    "(repeatable; default: after boot and at the end).")
+@force_opt
 @_errors
-def map_image_cmd(source: str, out_file: str, at: tuple[int, ...]) -> None:
+def map_image_cmd(source: str, out_file: str, at: tuple[int, ...], force: bool) -> None:
     """Picture physical memory: each page (or run of pages) coloured by state -- free by
     order, allocated, LAZYINIT, reserved -- for a trace (replayed) or a snapshot (.npz)."""
+    from .atomic import is_png_file
     from .mapimage import memory_map, plot_memory_maps
     from .reports import map_moments, save_png
+    check_output_file(out_file, force, is_png_file, "PNG image")      # before any work
     if source.endswith(".npz"):
         from .snapshot import load
         k = load(source)

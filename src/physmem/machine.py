@@ -63,8 +63,10 @@ class RamRange:
 class Machine:
     """A physical machine: architecture, RAM, and how its phys_avail is derived."""
 
-    name: str
-    ram: list[RamRange]
+    # Both have defaults so that Machine(ram=[...]) works as the README's readers write it
+    # (a Machine without RAM is refused below with a typed error).
+    name: str = "custom"
+    ram: list[RamRange] = field(default_factory=list)
     arch: str = "amd64"
     description: str = ""
     source: str = ""
@@ -396,6 +398,8 @@ def _looks_like_toml(text: str) -> bool:
 
 def machine_from_toml(text: str, source: str = "<toml>") -> Machine:
     """Parse the TOML machine format (see the module docstring)."""
+    if not isinstance(text, str):
+        raise MapFormatError(f"{source}: expected TOML text, got {type(text).__name__}")
     text = text.removeprefix("\ufeff")      # a byte-order mark from a Windows editor
     if len(text) > MAX_TOML_CHARS:
         raise MapFormatError(f"{source}: larger than {MAX_TOML_CHARS >> 10} KiB; a machine "

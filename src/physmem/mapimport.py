@@ -4,7 +4,8 @@ Formats (docs/machines.md shows each), detected from the content:
 
 * Linux ``/proc/iomem``: ``start-end : name`` (inclusive hex ends, two spaces of indent per
   nesting level).  Usable RAM is every ``System RAM`` entry not nested inside another one.
-* Linux boot log, ``BIOS-e820: [mem 0x…-0x…] usable`` (inclusive end); the pre-3.7 form
+* Linux boot log, ``BIOS-e820: [mem 0x…-0x…] usable`` (inclusive end; ``Xen:`` instead of
+  ``BIOS-e820:`` in a Xen guest, which prints the map the hypervisor gave); the pre-3.7 form
   ``BIOS-e820: 0000…- 0000… (usable)`` (exclusive end); and the newer table with a size
   column, ``System RAM`` / ``device reserved`` labels and ``[gap …]`` lines.  If the log
   also holds a ``user:`` map (``mem=``/``memmap=``), that map is the one Linux used.
@@ -62,7 +63,7 @@ FORMATS = {
 _HEX = r"[0-9a-fA-F]{1,40}"
 _IOMEM_RANGE = re.compile(rf"(?P<s>{_HEX})-(?P<e>{_HEX})")
 _E820 = re.compile(
-    r"(?P<who>BIOS-e820|user|modified|reserve setup_data|e820): \[(?P<kind>mem|gap) {1,4}"
+    r"(?P<who>BIOS-e820|Xen|user|modified|reserve setup_data|e820): \[(?P<kind>mem|gap) {1,4}"
     rf"0x(?P<s>{_HEX}) ?- ?0x(?P<e>{_HEX})\](?P<type>[^\r\n]{{0,200}})")
 _E820_OLD = re.compile(
     rf"(?P<who>BIOS-e820|user): (?P<s>{_HEX}) - (?P<e>{_HEX}) \((?P<type>[^()]{{0,60}})\)")
@@ -78,6 +79,14 @@ _TAG = re.compile(r"<[^<>\n]{0,300}>")
 _BR = re.compile(r"<\s{0,4}(?:br|/p|/div|/li|/tr|p|div|li|tr)\b[^<>\n]{0,200}>", re.I)
 _QP_ESC = re.compile(r"=([0-9A-F]{2})")
 _MIME = re.compile(r"(?:Content-[A-Za-z-]{1,40}|MIME-Version|X-[A-Za-z-]{1,40}):\s", re.I)
+# Characters a web page or word processor puts where the map had plain spaces, and
+# invisible ones (byte-order mark, zero-width spaces) that a copy carries along.
+_SPACES = str.maketrans({c: " " for c in "\xa0\u2000\u2001\u2002\u2003\u2004\u2005"
+                         "\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000"}
+                        | {c: None for c in "\ufeff\u200b\u200c\u200d\u2060"})
+# An SMAP key with its '=' encoded as quoted-printable's =3D (a raw SMAP line cannot hold
+# it: every SMAP number is zero-padded, so no real one starts with 3D).
+_QP_SMAP = re.compile(r"(?:type|base|len|attr)=3D[0-9a-fA-F]")
 _DT_NAME = re.compile(r"\b[a-z][a-z0-9_-]{0,40}@[0-9a-f]{1,16}\b")
 
 
@@ -93,6 +102,9 @@ class MapLines:
 
 def _check_text(text: str, source: str) -> None:
     """Refuse input that cannot be a memory map before looking at its lines."""
+    if not isinstance(text, str):
+        raise MapFormatError(f"expected the map's text, got {type(text).__name__}", None,
+                             source)
     if len(text) > MAX_MAP_BYTES:
         raise MapFormatError(f"{len(text):,} characters: larger than {MAX_MAP_BYTES >> 20} "
                              "MiB, not a memory map", None, source)
@@ -106,10 +118,11 @@ def clean_lines(text: str, source: str = "<input>") -> MapLines:
     Runs in time linear in the input: no pattern repeats without a bound, and lines
     longer than :data:`MAX_LINE` are counted, not searched."""
     _check_text(text, source)
+    text = text.translate(_SPACES)
     raw = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     htmlish = "<br" in text.lower() or "&gt;" in text or "&lt;" in text or \
         "&nbsp;" in text or "&amp;" in text or "<pre" in text.lower()
-    qp = "quoted-printable" in text.lower() or any(
+    qp = "quoted-printable" in text.lower() or _QP_SMAP.search(text) is not None or any(
         len(ln) > 1 and ln.endswith("=") and ln[-2] not in "= " for ln in raw[:20000])
     out = MapLines([])
     pending: tuple[int, str] | None = None      # a quoted-printable line cut by a soft break
@@ -243,13 +256,13 @@ def parse_e820(text: str | MapLines, source: str = "<e820>") -> list[tuple[int, 
     maps: dict[str, list[tuple[int, int]]] = {}
     lines = _lines(text, source).lines
     for i, (n, line) in enumerate(lines):
-        if "e820" not in line and "user: " not in line:
+        if "e820" not in line and "user: " not in line and "Xen: " not in line:
             continue
         if "e820: update" in line or "e820: remove" in line or "RAM buffer" in line:
             continue
         m = _search_joined(_E820, lines, i, "[mem")
         if m is not None:
-            if m["who"] not in ("BIOS-e820", "user") or m["kind"] == "gap":
+            if m["who"] not in ("BIOS-e820", "Xen", "user") or m["kind"] == "gap":
                 continue
             kind = m["type"].strip()
             if not kind and i + 1 < len(lines) and not _E820.search(lines[i + 1][1]):
@@ -271,7 +284,7 @@ def parse_e820(text: str | MapLines, source: str = "<e820>") -> list[tuple[int, 
         if _e820_is_ram(kind):
             ram.append((s, e))
             _count_ram(ram, n, source)
-    chosen = maps.get("user") or maps.get("BIOS-e820") or []
+    chosen = maps.get("user") or maps.get("BIOS-e820") or maps.get("Xen") or []
     return _merge(chosen)
 
 
@@ -343,10 +356,10 @@ def _kind(line: str) -> str | None:
     """Which format a cleaned line belongs to, by cheap substring tests."""
     if "SMAP type=" in line and ("base=" not in line or _SMAP.search(line)):
         return "smap"           # (a line cut before its base= is a wrapped entry)
-    if ("BIOS-e820" in line or ("user: " in line and "[mem" in line)) and (
+    if ("BIOS-e820" in line or (("user: " in line or "Xen: " in line) and "[mem" in line)) and (
             line.rstrip().endswith("[mem") or _E820.search(line) or _E820_OLD.search(line)):
         return "e820"
-    if " - 0x" in line and line.lstrip().startswith("0x") and _CHUNK.search(line):
+    if " - 0x" in line and _CHUNK.search(line):     # (also behind a syslog prefix)
         return "chunks"
     if " : " in line and _iomem_entry(line) is not None:
         return "iomem"
@@ -375,8 +388,12 @@ def detect_format(text: str | MapLines, source: str = "<input>") -> str:
     chunk lines beside SMAP lines count for ``smap`` (import_map uses both)."""
     ml = _lines(text, source)
     counts = dict.fromkeys(PARSERS, 0)
-    for _, line in ml.lines:
+    for i, (_, line) in enumerate(ml.lines):
         k = _kind(line)
+        if k is None and i + 1 < len(ml.lines) and len(line) < MAX_LINE and (
+                "e820" in line or "SMAP" in line or "0x" in line):
+            # an entry a mail client wrapped onto the next line (the parsers join it too)
+            k = _kind(line + " " + ml.lines[i + 1][1].strip())
         if k is not None:
             counts[k] += 1
     if counts["smap"] and counts["chunks"]:
@@ -414,8 +431,8 @@ def detect_arch(ml: MapLines, fmt: str) -> tuple[str, str]:
         return "amd64", f"{FORMATS[fmt]} come from PCs"
     if fmt == "chunks":
         # amd64 prints 0x%016jx (16 digits); arm64 and riscv %#016jx (14 after the 0x)
-        for _, line in ml.lines:
-            m = _CHUNK.search(line)
+        for i in range(len(ml.lines)):
+            m = _search_joined(_CHUNK, ml.lines, i, " - 0x")
             if m is not None:
                 if len(m["s"]) == 14:
                     return "arm64", "chunk lines in the arm64/riscv %#016jx format"

@@ -86,6 +86,7 @@ def _fmt(v: object) -> str:
 def plot_free_blocks(samples: Sequence[dict], title: str) -> Figure:
     """A heat map of free blocks: time across, buddy order up, colour = blocks (log)."""
     from matplotlib.colors import LogNorm
+    from matplotlib.ticker import LogLocator
     orders = sorted(int(k[8:]) for k in samples[0] if k.startswith("blocks_o"))
     ops = np.array([s["op"] for s in samples], dtype=float)
     grid = np.array([[s[f"blocks_o{o}"] for s in samples] for o in orders], dtype=float)
@@ -104,6 +105,8 @@ def plot_free_blocks(samples: Sequence[dict], title: str) -> Figure:
     ax.set_title(title, fontsize="medium", loc="left")
     cb = fig.colorbar(mesh, ax=ax, pad=0.01)
     cb.set_label("free blocks (log scale; grey: none)")
+    # ticks at 1, 2, 5, 10, 20, 50, ...: two decades of counts must be readable off the bar
+    cb.ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     cb.ax.yaxis.set_major_formatter(lambda v, _pos: f"{v:,.0f}")
     cb.ax.yaxis.set_minor_formatter(lambda v, _pos: "")
     return fig
@@ -141,8 +144,8 @@ def plot_fragmentation(series: dict[str, Sequence[dict]], title: str) -> Figure:
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     ax2.set_ylim(0, 1)
     if all(s["extfrag_o9"] <= -1 for ss in series.values() for s in ss):
-        ax2.text(0.5, 0.5, "an order-9 (2 MiB) block was free throughout: the index stayed "
-                 "-1 (would succeed)", transform=ax2.transAxes, ha="center", va="center",
+        ax2.text(0.5, 0.5, "an order-9 (2 MiB) block was free throughout:\nthe index "
+                 "stayed -1 (would succeed)", transform=ax2.transAxes, ha="center", va="center",
                  fontsize="small", color="0.25")
     ax2.set_ylabel("fragmentation index\n(0: no memory, 1: fragmented)")
     ax2.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write, refuse_temp
+from .atomic import atomic_write, check_output_file, is_snapshot_file, refuse_temp
 from .checks import untrusted
-from .errors import InvariantError, PhysmemError, SegmentError, StateError
+from .errors import ArgumentError, InvariantError, PhysmemError, SegmentError, StateError
 from .freebsd.vm_phys import MemAffinity, Seg
 from .kernel import InitStats, Kernel, Tunables, VmDomain, check_boot_size
 from .machine import MAX_RAM_RANGES
@@ -44,7 +44,13 @@ class SnapshotError(PhysmemError, ValueError):
 
 
 def save(k: Kernel, path: str | Path) -> None:
-    """Write the state of booted kernel ``k`` to ``path`` (atomically)."""
+    """Write the state of booted kernel ``k`` to ``path`` (atomically).  An existing file
+    at ``path`` is replaced only if it is a snapshot (physmem replaces nothing else)."""
+    if not isinstance(k, Kernel):
+        raise ArgumentError(f"snapshot: expected a Kernel, got {type(k).__name__}")
+    if not isinstance(path, (str, os.PathLike)):
+        raise ArgumentError(f"snapshot: the path must be a string, got {type(path).__name__}")
+    check_output_file(path, True, is_snapshot_file, "snapshot")
     if not k.booted:
         raise StateError("snapshot: the kernel is not booted")
     if k.mirror is not None or k.pglist is not None or k.dma is not None:
@@ -191,6 +197,12 @@ def _is_int(v: object, lo: int = 0, hi: int = (1 << 64) - 1) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
 
+def _same(a: object, b: object) -> bool:
+    """Whether a meta value is exactly the expected one: ``True`` is not ``1``, and a list
+    or dict where a number belongs is a mismatch, not a TypeError."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
 def _int_list(v: object, n: int | None, lo: int = 0, hi: int = (1 << 64) - 1) -> bool:
     return (isinstance(v, list) and len(v) <= _MAX_LIST and (n is None or len(v) == n)
             and all(_is_int(x, lo, hi) for x in v))
@@ -249,11 +261,11 @@ def _validate(meta: dict) -> tuple[list[str], dict[str, int]]:
         [[a.start, a.end, a.domain] for a in phys.mem_affinity],
     }
     for key, v in want.items():
-        if meta.get(key) != v:
+        if not _same(meta.get(key), v):
             bad.append(f"{key} {untrusted(meta.get(key), False, 60)} is not the machine's "
                        f"({untrusted(v, False, 60)})")
     pools = {phys.DEFAULT} | ({phys.LAZYINIT} if phys.LAZYINIT is not None else set())
-    if meta.get("default_freepool") not in pools:
+    if not any(_same(meta.get("default_freepool"), p) for p in pools):
         bad.append(f"default_freepool {untrusted(meta.get('default_freepool'), False, 40)} "
                    f"is not one of {sorted(pools)}")
     if meta["lazy"] and not param.has_lazyinit:
@@ -284,7 +296,7 @@ def _validate(meta: dict) -> tuple[list[str], dict[str, int]]:
     bad += [f"{key} is malformed or out of range for the machine" for key, ok in checks
             if not ok]
     pm = meta["pages"]
-    if pm.get("base_pfn") != lo_pfn or pm.get("npages") != npages:
+    if not (_same(pm.get("base_pfn"), lo_pfn) and _same(pm.get("npages"), npages)):
         bad.append(f"page array base_pfn/npages {untrusted(pm.get('base_pfn'), False, 30)}/"
                    f"{untrusted(pm.get('npages'), False, 30)} is not the machine's "
                    f"({lo_pfn}/{npages})")
