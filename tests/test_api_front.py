@@ -73,3 +73,9 @@ def test_importing_reports_leaves_the_matplotlib_backend_alone():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=120)
     assert r.stdout.strip() == "svg", r.stderr
+
+
+def test_page_counts_in_reprs_read_as_english():
+    from physmem.reprs import fmt_pages
+    assert fmt_pages(1) == "1 page (4 KiB)"
+    assert fmt_pages(262144) == "262,144 pages (1 GiB)"

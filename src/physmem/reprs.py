@@ -25,7 +25,7 @@ def fmt_size(nbytes: int) -> str:
 
 def fmt_pages(n: int) -> str:
     """A page count and its size: ``262,144 pages (1 GiB)``."""
-    return f"{n:,} pages ({fmt_size(n * 4096)})"
+    return f"{n:,} {'page' if n == 1 else 'pages'} ({fmt_size(n * 4096)})"
 
 
 def fmt_ranges(rs: Sequence[tuple[int, int]], limit: int = 4) -> str:
