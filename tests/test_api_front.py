@@ -33,7 +33,7 @@ def test_dragonfly_repr_counts_from_the_queues_not_the_lagging_vmstats():
     vm.vm_page_wakeup(m)
     r = repr(vm)
     assert f"free              {free0 - 1:,} pages" in r
-    assert "active            1 pages" in r and "objects           1" in r
+    assert "active            1 page (4 KiB)" in r and "objects           1" in r
     assert "<table>" in vm._repr_html_()
 
 
