@@ -96,16 +96,17 @@ class BootMixin:
                 # vm_numa_organize runs after the queues are built; its head inserts in
                 # ascending address order rebuild each queue from the highest address
                 # down, so the colours are changed first and the queues built once.
-                pieces = self._numa_organize(avail, free, it)
-                moves = self._finalize_moves(pieces)
+                ranges = self._numa_organize(avail, free)
+                moves = self._finalize_moves(ranges)
                 if moves is not None and len(moves[0]):
-                    pieces = [self._apply_finalize(np.concatenate(pieces), *moves)]
+                    order = np.concatenate(list(_descending(ranges, it)))
+                    pieces = iter([self._apply_finalize(order, *moves)])
+                else:
+                    pieces = _descending(ranges, it)
             else:
                 # vm_add_new_page: ascending order, each at the HEAD of PQ_FREE + pc, so
                 # a queue reads from the highest address down.
-                pieces = (np.arange(hi - 1, max(hi - _CHUNK, i0) - 1, -1, dtype=it)
-                          for i0, i1 in reversed(free)
-                          for hi in range(i1, i0, -_CHUNK))
+                pieces = _descending(free[::-1], it)
             self.queues.build_from(pieces, pcs, PQ_FREE)
             del pieces
             self.vmstats.v_free_count = nfree
@@ -150,22 +151,19 @@ class BootMixin:
             npages -= n
         return runs
 
-    def _numa_organize(self, avail: list[tuple[int, int]], free: list[tuple[int, int]],
-                       it: type) -> list[np.ndarray]:
+    def _numa_organize(self, avail: list[tuple[int, int]], free: list[tuple[int, int]]
+                       ) -> list[tuple[int, int]]:
         """vm_numa_organize for each NUMA memory range (the machine's segments, in
         order): every page of the range, queued or not, gets ``pc % share + socket *
-        share``; each queued page (``free``: index ranges) moves to the head of its new
-        queue, in ascending address order.  Returns the free pages in final queue order
-        (head first) as pieces of dtype ``it``: the moved ones last moved first, then any
-        outside every range (highest first)."""
+        share``; each queued page (``free``: ascending index ranges) moves to the head of
+        its new queue, in ascending address order.  Returns the free pages in final queue
+        order (head first) as index ranges, each read from its top down: the moved ones
+        last moved first, then any outside every range (highest first)."""
         p = self.pages
         sockets = self.topology.sockets
         share = PQ_L2_SIZE // sockets
         pcs = p.arrays["pc"]
-        is_free = np.zeros(p.npages, dtype=bool)
-        for i0, i1 in free:
-            is_free[i0:i1] = True
-        moved = []
+        moved: list[tuple[int, int]] = []          # in the order the kernel moves them
         for s, e, dom in self.machine.segments():
             for a, b in avail:
                 lo, hi = max(a, s), min(b, e)
@@ -176,15 +174,19 @@ class BootMixin:
                 for c in range(i0, i1, _CHUNK):    # bounded temporaries
                     d = min(c + _CHUNK, i1)
                     pcs[c:d] = ((pcs[c:d] % share) + (dom % sockets) * share) & PQ_L2_MASK
-                    seg = np.flatnonzero(is_free[c:d]).astype(it)
-                    seg += c
-                    is_free[seg] = False            # moved: no longer "outside"
-                    moved.append(seg)
-        # the moved pages last moved first, then those outside every range (highest
-        # first): each piece reversed
-        moved.reverse()
-        moved.append(np.flatnonzero(is_free).astype(it))
-        return [m[::-1] for m in moved if len(m)]
+                moved += [(max(f0, i0), min(f1, i1)) for f0, f1 in free
+                          if min(f1, i1) > max(f0, i0)]
+        # the queued pages no range covers keep their place: after the moved ones
+        outside = []
+        for f0, f1 in free:
+            cuts = sorted((m0, m1) for m0, m1 in moved if f0 <= m0 < f1)
+            for m0, m1 in cuts:
+                if m0 > f0:
+                    outside.append((f0, m0))
+                f0 = max(f0, m1)
+            if f1 > f0:
+                outside.append((f0, f1))
+        return moved[::-1] + outside[::-1]
 
     def _finalize_scale(self, lcnt_of_colour: np.ndarray) -> tuple[int, int, int]:
         """scale_lim, lcnt_hi, lcnt_lo of vm_numa_organize_finalize, from the free pages
@@ -197,7 +199,7 @@ class BootMixin:
         self.messages.append(f"vm_page: avg {hi} pages per queue, {scale_lim} queues")
         return scale_lim, hi, hi - hi // 10
 
-    def _finalize_moves(self, pieces: list[np.ndarray]
+    def _finalize_moves(self, ranges: list[tuple[int, int]]
                         ) -> tuple[np.ndarray, np.ndarray] | None:
         """vm_numa_organize_finalize's moves without moving pages: (donor colour,
         recipient colour) per page moved, in the kernel's order.  The donor cursor walks
@@ -207,8 +209,9 @@ class BootMixin:
         on the queues as they change: the page-by-page finalize runs instead)."""
         pcs = self.pages.arrays["pc"]
         lcnt = np.zeros(PQ_L2_SIZE, dtype=np.int64)   # free pages per colour
-        for o in pieces:
-            lcnt += np.bincount(pcs[o], minlength=PQ_L2_SIZE)
+        for i0, i1 in ranges:
+            for c in range(i0, i1, _CHUNK):
+                lcnt += np.bincount(pcs[c:min(c + _CHUNK, i1)], minlength=PQ_L2_SIZE)
         scale_lim, hi, lo = self._finalize_scale(lcnt)
         lap = np.arange(1, PQ_L2_SIZE + 1)
         donors: list[np.ndarray] = []
@@ -364,6 +367,14 @@ class BootMixin:
 
 # Pages per numpy step where boot computes per page (bounds the temporaries: 32 MiB of int64).
 _CHUNK = 1 << 22
+
+
+def _descending(ranges: list[tuple[int, int]], it: type):
+    """The page indices of each range [i0, i1) from i1 - 1 down to i0, range after range,
+    as arrays of dtype ``it`` of at most _CHUNK pages."""
+    for i0, i1 in ranges:
+        for hi in range(i1, i0, -_CHUNK):
+            yield np.arange(hi - 1, max(hi - _CHUNK, i0) - 1, -1, dtype=it)
 
 
 def _runs(pfns: np.ndarray) -> list[tuple[int, int]]:
