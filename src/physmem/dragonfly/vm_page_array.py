@@ -242,29 +242,35 @@ class Queues:
         keys, so each queue keeps the pages' order) and link each group through next/prev
         and ``queue``.  Returns, per group: its queue, the page index + 1 of its first and
         last page, and its length: the caller sets the heads, tails and counts.  The
-        temporaries are the sort's permutation and one int32 array per page (boot builds
-        every free queue here)."""
+        temporaries are the sort's permutation and two int32 arrays per page (boot builds
+        every free queue here, a piece at a time)."""
         p = self.pages
         n = len(order)
         keys = queues.astype(np.uint16, copy=False)
         perm = np.argsort(keys, kind="stable")
         qs = keys[perm]
         idx = order[perm].astype(np.int32, copy=False)
-        del perm
         bounds = np.flatnonzero(qs[1:] != qs[:-1])  # group ends (last position)
         arr = p.arrays
-        arr["queue"][idx] = qs
-        # next: the following entry + 1, 0 at a group's end; prev: the preceding one
+        # The links are computed in queue order and written back in the pages' order
+        # (through a piece-sized scratch array): at boot ``order`` is a run of
+        # consecutive pages, so the page-array writes are sequential, not a scatter
+        # across the whole array.
+        arr["queue"][order] = keys
         link = np.empty(n, dtype=np.int32)
+        back = np.empty(n, dtype=np.int32)
+        # next: the following entry + 1, 0 at a group's end; prev: the preceding one
         np.add(idx[1:], 1, out=link[:-1])
         link[-1] = 0
         link[bounds] = 0
-        arr["next"][idx] = link
+        back[perm] = link
+        arr["next"][order] = back
         np.add(idx[:-1], 1, out=link[1:])
         link[0] = 0
         link[bounds + 1] = 0
-        arr["prev"][idx] = link
-        del link
+        back[perm] = link
+        arr["prev"][order] = back
+        del link, back, perm
         starts = np.concatenate([[0], bounds + 1])
         ends = np.concatenate([bounds, [n - 1]])
         return (qs[starts].tolist(), (idx[starts] + 1).tolist(), (idx[ends] + 1).tolist(),

@@ -365,8 +365,9 @@ class BootMixin:
         self._derive_thresholds()
 
 
-# Pages per numpy step where boot computes per page (bounds the temporaries: 32 MiB of int64).
-_CHUNK = 1 << 22
+# Pages per numpy step where boot computes per page: bounds the temporaries (8 MiB of
+# int64) and keeps them in cache (server-96g-2dom boot: 1.9 s with 4 M, 1.3 s with 1 M).
+_CHUNK = 1 << 20
 
 
 def _descending(ranges: list[tuple[int, int]], it: type):
