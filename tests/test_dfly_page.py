@@ -549,3 +549,68 @@ def test_buddy_source_runs_the_same_calls():
     vm.vm_page_free(m)
     vm.vmstats_rollup()
     assert vm.vmstats.v_free_count == sum(vm.kernel.free_counts)
+
+
+# -- bulk boot against the kernel's page-by-page boot ---------------------------------------
+def _queues_page_by_page(vm: DragonflyVm) -> dict[int, list[int]]:
+    """The free queues as the kernel builds them: vm_add_new_page for each pfn of the
+    model's phys_avail runs in ascending order (the reserve below vm_low_phys_reserved
+    stays off the queues), at the head of its colour; then, on several sockets,
+    vm_numa_organize moves each queued page of each NUMA range (ascending) to the head of
+    pc % share + socket * share, and vm_numa_organize_finalize evens the colours out.
+    Returns colour -> page indices, head first (before the DMA return)."""
+    managed = [i for i in range(vm.pages.npages) if vm.managed[i]]
+    q: dict[int, list[int]] = {}
+    pc: dict[int, int] = {}
+    for i in managed:
+        pfn = i + vm.first_pfn
+        pc[i] = (pfn ^ (pfn >> 10) ^ (pfn >> 20)) & 1023
+        if pfn >= vm.low_phys_reserved:         # nothing returned: as at boot
+            q.setdefault(pc[i], []).insert(0, i)
+    t = vm.topology
+    if t.sockets > 1:
+        share = 1024 // t.sockets
+        where = {i: c for c, pages in q.items() for i in pages}
+        for s, e, dom in vm.machine.segments():
+            for i in managed:
+                if not s <= (i + vm.first_pfn) << 12 < e:
+                    continue
+                new = pc[i] % share + (dom % t.sockets) * share
+                if i in where:
+                    q[where[i]].remove(i)
+                    q.setdefault(new, []).insert(0, i)
+                    where[i] = new
+                pc[i] = new
+        # vm_numa_organize_finalize: the average over vm_page_queues[0 .. scale_lim-1]
+        # (PQ_NONE, empty, and colours 0 .. scale_lim-2); colours below 90 % of it take
+        # pages, head to head, from a cursor's colours at or above it
+        scale_lim = 1024 // t.sockets // t.cores // t.threads * t.threads * t.cores \
+            * t.sockets
+        hi = sum(len(q.get(c, [])) for c in range(scale_lim - 1)) // scale_lim
+        lo = hi - hi // 10
+        it = 0
+        for i in range(scale_lim):
+            while len(q.get(i, [])) < lo:
+                it = (it + 1) & 1023
+                if len(q.get(it, [])) >= hi:
+                    q.setdefault(i, []).insert(0, q[it].pop(0))
+    return {c: pages for c, pages in q.items() if pages}
+
+
+@pytest.mark.parametrize("chunk", [1000, 1 << 22])
+@pytest.mark.parametrize("cpus", [None, "2x2"])
+def test_bulk_boot_queues_are_the_kernels_page_by_page_order(monkeypatch, chunk, cpus):
+    # The boot builds its queues piece by piece (bounded temporaries): pieces that cut
+    # 1024-page colour blocks anywhere must give the kernel's order (no DMA return here:
+    # dma_reserved = the whole reserve; on 2 sockets finalize moves ~500 pages).
+    import physmem.dragonfly.vm_page_boot as boot
+    monkeypatch.setattr(boot, "_CHUNK", chunk)
+    m = Machine("t2", [RamRange(0x100000, 160 * MIB, 0), RamRange(160 * MIB, 224 * MIB, 1)],
+                page_array="none", cpus=cpus or "1x2")
+    vm = DragonflyVm(m, dma_reserved=1 << 40)
+    assert vm.vmstats.v_dma_pages > 1_000             # a reserve, kept off the queues
+    want = _queues_page_by_page(vm)
+    got = {c: list(vm.queues.iter(PQ_FREE + c)) for c in range(1024)
+           if vm.queues.lcnt[PQ_FREE + c]}
+    assert got == want
+    vm.check()

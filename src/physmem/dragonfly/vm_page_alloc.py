@@ -28,7 +28,7 @@ from .vm_page_array import (
     PQ_L2_MASK,
     PQ_L2_SIZE,
     VM_PAGE_BITS_ALL,
-    queue_base,
+    CpuStats,
 )
 from .vm_page_defs import (
     _RACE,
@@ -444,12 +444,14 @@ class AllocMixin:
         if b & PBUSY_MASK:
             raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is soft-busied")
         q = p.queue[m]
-        if (q and queue_base(q) in (PQ_FREE, PQ_HOLD)) or (self.kernel is not None and
-                                                          self._buddy_free(m)):
+        # queue_base(q) in (PQ_FREE, PQ_HOLD), inlined: the colour bits dropped
+        if (q and (q - 1) >> 10 in (0, 4)) or (self.kernel is not None and
+                                               self._buddy_free(m)):
             raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is already free")
         if p.wire_count[m] and not p.flags[m] & PG_FICTITIOUS:
             raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is wired")
-        self.cpu[self._tls.cpu].cnt["v_tfree"] += 1
+        c = self.cpu[self._tls.cpu]
+        c.cnt["v_tfree"] += 1
         if p.obj[m]:
             # vm_page_remove: under the object's token and before the page spinlock
             # (the kernel's order: token, then page, then queue).
@@ -457,13 +459,13 @@ class AllocMixin:
         spin = self.page_spin[m & (PAGE_STRIPES - 1)]
         spin.acquire()
         try:
-            self._free_toq(m)
+            self._free_toq(m, c)
         finally:
             spin.release()
 
-    def _free_toq(self, m: int) -> None:
-        """vm_page_free_toq after vm_page_remove (the page spinlock is held): off its
-        queue, onto PQ_HOLD or PQ_FREE, unbusied."""
+    def _free_toq(self, m: int, c: CpuStats) -> None:
+        """vm_page_free_toq after vm_page_remove (the page spinlock is held; ``c``: this
+        CPU's statistics): off its queue, onto PQ_HOLD or PQ_FREE, unbusied."""
         p = self.pages
         q = p.queue[m]
         flags = p.flags[m] & ~(PG_MAPPED | PG_WRITEABLE)    # pmap_mapped_sync
@@ -497,8 +499,7 @@ class AllocMixin:
                 qs.head[fq] = m + 1
                 p.queue[m] = fq
                 qs.lcnt[fq] += 1
-            c = self.cpu[self._tls.cpu]                # _count("v_free_count", +1)
-            with self.stats_lock:
+            with self.stats_lock:                      # _count("v_free_count", +1)
                 c.vmstats.v_free_count += 1
                 c.adj["v_free_count"] += 1
         else:

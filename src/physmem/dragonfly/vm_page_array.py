@@ -237,46 +237,68 @@ class Queues:
             n = p.next[n - 1]
 
     def _link_runs(self, order: np.ndarray, queues: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray, list[int], list[int]]:
+                   ) -> tuple[list[int], list[int], list[int], list[int]]:
         """Group the pages ``order`` by their queues (a stable radix sort on the 16-bit
         keys, so each queue keeps the pages' order) and link each group through next/prev
-        and ``queue``.  Returns the sorted queues, the sorted page indices + 1 and each
-        group's first and last position: the caller sets the heads, tails and counts."""
+        and ``queue``.  Returns, per group: its queue, the page index + 1 of its first and
+        last page, and its length: the caller sets the heads, tails and counts.  The
+        temporaries are the sort's permutation and two int32 arrays per page (boot builds
+        every free queue here, a piece at a time)."""
         p = self.pages
+        n = len(order)
         keys = queues.astype(np.uint16, copy=False)
         perm = np.argsort(keys, kind="stable")
-        order = order[perm]
         qs = keys[perm]
-        del keys, perm
-        idx1 = order.astype(np.int32) + 1
-        same = qs[1:] == qs[:-1]                   # page i and i+1 share a queue
-        link = np.zeros(len(order), dtype=np.int32)
-        link[:-1] = np.where(same, idx1[1:], 0)
+        idx = order[perm].astype(np.int32, copy=False)
+        bounds = np.flatnonzero(qs[1:] != qs[:-1])  # group ends (last position)
         arr = p.arrays
-        arr["next"][order] = link
-        link[1:] = np.where(same, idx1[:-1], 0)
+        # The links are computed in queue order and written back in the pages' order
+        # (through a piece-sized scratch array): at boot ``order`` is a run of
+        # consecutive pages, so the page-array writes are sequential, not a scatter
+        # across the whole array.
+        arr["queue"][order] = keys
+        link = np.empty(n, dtype=np.int32)
+        back = np.empty(n, dtype=np.int32)
+        # next: the following entry + 1, 0 at a group's end; prev: the preceding one
+        np.add(idx[1:], 1, out=link[:-1])
+        link[-1] = 0
+        link[bounds] = 0
+        back[perm] = link
+        arr["next"][order] = back
+        np.add(idx[:-1], 1, out=link[1:])
         link[0] = 0
-        arr["prev"][order] = link
-        arr["queue"][order] = qs
-        bounds = np.flatnonzero(~same)
-        starts = np.concatenate([[0], bounds + 1]).tolist()
-        ends = np.concatenate([bounds, [len(order) - 1]]).tolist()
-        return qs, idx1, starts, ends
+        link[bounds + 1] = 0
+        back[perm] = link
+        arr["prev"][order] = back
+        del link, back, perm
+        starts = np.concatenate([[0], bounds + 1])
+        ends = np.concatenate([bounds, [n - 1]])
+        return (qs[starts].tolist(), (idx[starts] + 1).tolist(), (idx[ends] + 1).tolist(),
+                (ends - starts + 1).tolist())
 
-    def build_from(self, q_of_page: np.ndarray, order: np.ndarray) -> None:
-        """Bulk boot: link the pages ``order`` (indices, in queue order from head to tail)
-        into their queues ``q_of_page[order]`` (uint16) -- the state that inserting them
-        one by one at the tail would leave, built with numpy.  The queues must be empty."""
-        if not len(order):
-            return
-        qs, idx1, starts, ends = self._link_runs(order, q_of_page[order])
-        for s, e in zip(starts, ends, strict=True):
-            q = int(qs[s])
-            assert not self.lcnt[q], "build_from: queue not empty"
-            self.head[q] = int(idx1[s])
-            self.tail[q] = int(idx1[e])
-            self.lcnt[q] = e - s + 1
-            self.nonempty[q] = 1
+    def build_from(self, pieces, colours: np.ndarray, base: int) -> None:
+        """Bulk boot: link the pages of ``pieces`` (arrays of indices, together in queue
+        order from head to tail) into their queues ``base + colours[page]`` -- the state
+        that inserting them one by one at the tail would leave, built with numpy one
+        piece at a time (each piece's runs appended to its queues' tails, so the
+        temporaries are bounded by a piece).  The queues must be empty."""
+        p = self.pages
+        assert not any(self.lcnt[base:base + PQ_L2_SIZE]), "build_from: queue not empty"
+        for order in pieces:
+            if not len(order):
+                continue
+            queues = colours[order]
+            queues += base
+            for q, first, last, n in zip(*self._link_runs(order, queues), strict=True):
+                t = self.tail[q]
+                if t:
+                    p.next[t - 1] = first
+                    p.prev[first - 1] = t
+                else:
+                    self.head[q] = first
+                self.tail[q] = last
+                self.lcnt[q] += n
+                self.nonempty[q] = 1
 
     def push_heads(self, order: np.ndarray, queues: np.ndarray) -> None:
         """Insert the pages ``order`` (indices, in insertion order) each at the head of
@@ -288,17 +310,15 @@ class Queues:
         if not len(order):
             return
         # last inserted = nearest the head
-        qs, idx1, starts, ends = self._link_runs(order[::-1], queues[::-1])
-        for s, e in zip(starts, ends, strict=True):
-            q = int(qs[s])
+        for q, first, last, n in zip(*self._link_runs(order[::-1], queues[::-1]),
+                                     strict=True):
             old = self.head[q]
-            last = int(idx1[e])
             p.next[last - 1] = old                 # the new run, then the old queue
             if old:
                 p.prev[old - 1] = last
             else:
                 self.tail[q] = last
-            self.head[q] = int(idx1[s])
-            self.lcnt[q] += e - s + 1
+            self.head[q] = first
+            self.lcnt[q] += n
             self.nonempty[q] = 1
 
