@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from physmem.atomic import MARKER, clean_stale, is_marked
 from physmem.cli import main
-from physmem.sweep import _run_pool, failed_row, run_one, write_results
+from physmem.sweep import _run_dask, _run_pool, failed_row, run_one, write_results
 from physmem.workloads import RunConfig, read_run, run_workload, write_run
 
 PHYSMEM = [sys.executable, "-m", "physmem.cli"]
@@ -248,6 +248,28 @@ def test_a_sweep_whose_worker_dies_keeps_every_other_row():
     assert [r["seed"] for r in rows.values() if r["error"]] == [13]
     assert rows[12] == failed_row({"seed": 13}, rows[12]["error"])
     assert "worker process died (3 attempts)" in rows[12]["error"]
+
+
+def test_a_dask_sweep_whose_worker_dies_keeps_every_other_row():
+    """Dask's KilledWorker (the worker process died under a run) is retried and then a
+    row with its error; every other row arrives (issue 15: "KilledWorker traceback and no
+    results")."""
+    dask = pytest.importorskip("dask")
+    dd = pytest.importorskip("dask.distributed")
+    specs = [{"seed": s} for s in range(10, 16)]
+    rows: dict[int, dict] = {}
+    # A death is the run's fault at once (no scheduler-side retries): physmem's own
+    # attempts are what is tested.  One task per worker thread, so a dying worker takes
+    # no other run down with it.
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0,
+                          "distributed.scheduler.worker-saturation": 1.0}), \
+            dd.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                            dashboard_address=None) as cluster:
+        _run_dask(specs, cluster.scheduler_address, lambda i, r: rows.__setitem__(i, r),
+                  _dies_on_seed_13)
+    assert sorted(rows) == list(range(6))
+    assert [r["seed"] for r in rows.values() if r["error"]] == [13]
+    assert "(3 attempts)" in rows[3]["error"]
 
 
 def test_text_from_files_is_printed_escaped(tmp_path):

@@ -217,7 +217,10 @@ def check_scheduler(scheduler: str) -> None:
                                "address (tcp://host:8786)")
 
 
-def _run_dask(specs: list[dict], scheduler: str, finish: Callable[[int, dict], None]) -> None:
+def _run_dask(specs: list[dict], scheduler: str, finish: Callable[[int, dict], None],
+              work: Callable[[dict], dict] = _safe_one) -> None:
+    """``work(spec)`` for every spec on a Dask cluster; a run whose worker died
+    (KilledWorker) or was lost is submitted again, up to MAX_ATTEMPTS times in all."""
     try:
         from dask.distributed import Client, as_completed
     except ImportError:
@@ -231,7 +234,7 @@ def _run_dask(specs: list[dict], scheduler: str, finish: Callable[[int, dict], N
                                f"{SCHEDULER_TIMEOUT:.0f} s ({_why(e)})") from None
     with client:
         attempts = [1] * len(specs)
-        futures = {client.submit(_safe_one, s, pure=False): i for i, s in enumerate(specs)}
+        futures = {client.submit(work, s, pure=False): i for i, s in enumerate(specs)}
         ac = as_completed(futures)
         for f in ac:
             i = futures.pop(f)
@@ -240,7 +243,7 @@ def _run_dask(specs: list[dict], scheduler: str, finish: Callable[[int, dict], N
             except Exception as e:     # KilledWorker, lost connection, ...
                 if attempts[i] < MAX_ATTEMPTS:
                     attempts[i] += 1
-                    g = client.submit(_safe_one, specs[i], pure=False)
+                    g = client.submit(work, specs[i], pure=False)
                     futures[g] = i
                     ac.add(g)
                 else:
