@@ -4,6 +4,7 @@ vmstats, views.  Expectations are derived by hand from the kernel's rules (comme
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from physmem.dragonfly.vm_page import (
@@ -559,7 +560,7 @@ def _queues_page_by_page(vm: DragonflyVm) -> dict[int, list[int]]:
     vm_numa_organize moves each queued page of each NUMA range (ascending) to the head of
     pc % share + socket * share, and vm_numa_organize_finalize evens the colours out.
     Returns colour -> page indices, head first (before the DMA return)."""
-    managed = [i for i in range(vm.pages.npages) if vm.managed[i]]
+    managed = [i for i in range(vm.pages.npages) if not vm.unmanaged[i]]
     q: dict[int, list[int]] = {}
     pc: dict[int, int] = {}
     for i in managed:
@@ -614,3 +615,26 @@ def test_bulk_boot_queues_are_the_kernels_page_by_page_order(monkeypatch, chunk,
            if vm.queues.lcnt[PQ_FREE + c]}
     assert got == want
     vm.check()
+
+
+@pytest.mark.parametrize("source", ["dragonfly", "buddy"])
+def test_holes_and_the_carved_top_are_no_pages(source):
+    """Every page address inside the page array but outside the runs boot added (holes
+    of phys_avail, and on the DragonFly source the carved top of the largest range) is
+    refused; the pages on either side of each edge are pages."""
+    vm = DragonflyVm("pc-6g", source=source)
+    hole = np.asarray(vm.unmanaged, dtype=np.uint8)
+    pages = int((hole == 0).sum())
+    assert pages == vm.vmstats.v_page_count and 0 < pages < vm.pages.npages
+    edges = np.flatnonzero(np.diff(hole)).tolist()
+    assert edges
+    for i in edges:                      # i and i + 1 differ: one is a page, one is not
+        for m in (i, i + 1):
+            pa = vm.pa(m)
+            if hole[m]:
+                with pytest.raises(AddressError, match="hole"):
+                    vm.page(pa)
+                with pytest.raises(AddressError):
+                    vm.vm_page_free(m)
+            else:
+                assert vm.page(pa) == m

@@ -17,6 +17,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
+import numpy as np
+
 OBJT_DEFAULT = "default"
 OBJT_SWAP = "swap"
 OBJT_VNODE = "vnode"
@@ -70,7 +72,12 @@ class VmObject:
 
 
 class PageHash:
-    """``vm_page_hash``: entries of (page, object id, pindex, ticks)."""
+    """``vm_page_hash``: entries of (page index + 1, 0 = empty; object id, pindex, ticks).
+
+    The entries are zero-filled numpy arrays read through memoryviews: an empty slot is
+    all zeros, and a large ``np.zeros`` is fresh anonymous memory (calloc), so the slots
+    no lookup has written cost no memory (8 Mi entries at 1 TiB were 256 MiB as Python
+    lists)."""
 
     def __init__(self, array_size: int) -> None:
         size = 4096
@@ -78,10 +85,10 @@ class PageHash:
             size <<= 1
         self.size = size
         n = size + VM_PAGE_HASH_SET
-        self.m = [-1] * n
-        self.obj = [0] * n
-        self.pindex = [0] * n
-        self.ticks = [0] * n
+        self.m = memoryview(np.zeros(n, np.int64))
+        self.obj = memoryview(np.zeros(n, np.int64))
+        self.pindex = memoryview(np.zeros(n, np.int64))
+        self.ticks = memoryview(np.zeros(n, np.int64))
         self._hi_cache: dict[int, int] = {}
 
     def index(self, obj: VmObject, pindex: int) -> int:

@@ -145,7 +145,7 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
         m = (pa >> PAGE_SHIFT) - self.first_pfn
         if not 0 <= m < self.pages.npages:
             raise AddressError(f"address {pa:#x} is outside the page array")
-        if not self.managed[m]:
+        if self.unmanaged[m]:
             raise AddressError(f"address {pa:#x} is in a hole of phys_avail: its vm_page "
                                "was never initialised")
         return m
@@ -170,7 +170,7 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
     def _check_page(self, m: int, fn: str, refuse_free: bool = True) -> None:
         """A public operation's page argument: a page of this machine (AddressError),
         and not a free page unless the operation takes those (PageStateError)."""
-        if type(m) is not int or not 0 <= m < self.pages.npages or not self.managed[m]:
+        if type(m) is not int or not 0 <= m < self.pages.npages or self.unmanaged[m]:
             raise AddressError(f"{fn}: {m!r} is not a page of this machine")
         if refuse_free and self._is_free(m):
             raise PageStateError(f"{fn}: page {self.pa(m):#x} is free")

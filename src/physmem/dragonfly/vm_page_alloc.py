@@ -435,7 +435,7 @@ class AllocMixin:
         """vm_page_free_toq: the page (hard-busied) goes to the head of PQ_FREE + pc, or
         the tail of PQ_HOLD while it is held; it leaves its object, loses its valid and
         dirty bits, and is unbusied.  Takes the page's spinlock."""
-        if type(m) is not int or not 0 <= m < self.pages.npages or not self.managed[m]:
+        if type(m) is not int or not 0 <= m < self.pages.npages or self.unmanaged[m]:
             raise AddressError(f"vm_page_free: {m!r} is not a page of this machine")
         p = self.pages
         b = p.busy_count[m]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..bits import PAGE_SHIFT, PAGE_SIZE, round_page
+from ..pagearray import zeros
 from .alist import ALIST_BLOCK_NONE, Alist
 from .vm_object import PageHash
 from .vm_page_array import (
@@ -52,18 +53,24 @@ class BootMixin:
         else:
             runs = self._carve(avail, total)
         # Page-array indices of the pages added (int32 up to 8 TiB of pages); the colour
-        # is computed and stored run by run (no full-size pfn/colour temporaries), and
-        # which entries are pages (phys_avail has holes) is a bytearray, read per call by
-        # page() faster than a numpy element.
+        # is computed and stored run by run (no full-size pfn/colour temporaries).  Which
+        # entries are no page (phys_avail's holes, the carved top) is a zero-filled
+        # uint8 map with 1 in the holes, read per call through a memoryview: the pages
+        # stay 0, so the map costs memory only where there are holes (a bytearray of
+        # every page was 256 MiB at 1 TiB).
         it = np.int32 if self.first_pfn + p.npages < 1 << 31 else np.int64
         pcs = p.arrays["pc"]
-        managed = bytearray(p.npages)
+        unmanaged = zeros(p.npages, np.uint8)
+        assert all(self.first_pfn <= s <= e <= self.first_pfn + p.npages for s, e in runs)
+        end = self.first_pfn
         for s, e in runs:
+            unmanaged[end - self.first_pfn:s - self.first_pfn] = 1
+            end = e
             for c in range(s, e, _CHUNK):
                 i0, i1 = c - self.first_pfn, min(c + _CHUNK, e) - self.first_pfn
                 pcs[i0:i1] = boot_color(np.arange(c, c + i1 - i0, dtype=it))
-                managed[i0:i1] = b"\1" * (i1 - i0)
-        self.managed = managed
+        unmanaged[end - self.first_pfn:] = 1
+        self.unmanaged = memoryview(unmanaged)
         self.vmstats.v_page_count = sum(e - s for s, e in runs)
         if self.source == "buddy":
             from ..kernel import Kernel

@@ -165,13 +165,13 @@ class ObjectMixin:
         best = i
         best_delta = self.ticks - h.ticks[i]
         for j in range(i, i + 4):
-            if h.m[j] == m and h.obj[j] == obj.id and h.pindex[j] == pindex:
+            if h.m[j] == m + 1 and h.obj[j] == obj.id and h.pindex[j] == pindex:
                 h.ticks[j] = self.ticks
                 return
             d = self.ticks - h.ticks[j]
             if d < -1 or best_delta < d:       # DragonFly never updates best_delta
                 best = j
-        h.m[best], h.obj[best], h.pindex[best], h.ticks[best] = m, obj.id, pindex, self.ticks
+        h.m[best], h.obj[best], h.pindex[best], h.ticks[best] = m + 1, obj.id, pindex, self.ticks
 
     def vm_page_hash_get(self, obj: VmObject, pindex: int) -> int | None:
         """The lockless heuristic lookup: a soft-busied page, or None (try the slow path)."""
@@ -182,7 +182,7 @@ class ObjectMixin:
             return None
         i = h.index(obj, pindex)
         for j in range(i, i + 4):
-            m = h.m[j]
+            m = h.m[j] - 1                     # index + 1; 0: empty
             if m < 0 or h.obj[j] != obj.id or h.pindex[j] != pindex:
                 continue
             if p.obj[m] != obj.id or p.pindex[m] != pindex:
