@@ -1,89 +1,115 @@
 #!/usr/bin/env python3
-"""Issue 12, third round: how implicit is the page layer's free-queue layout after boot?
+"""Issue 12: the page layer's implicit blocks -- what boot leaves implicit, and whether
+the state is the same as a tree that links every page.
 
-    PYTHONPATH=src python bench/pagelayer_implicit.py [MACHINE ...]
+    python bench/pagelayer_implicit.py layout [MACHINE ...]
+    python bench/pagelayer_implicit.py digests --base /tmp/main12a/src [SPEC ...]
 
-The design of the implicit representation rests on one fact: the boot colour
-``pc = (pfn ^ pfn/1024 ^ pfn/1M) & 1023`` gives every 1024-page block exactly one page of
-each colour (``sockets`` pages of each colour after vm_numa_organize's ``pc % share +
-socket * share``), and the queues read from the highest address down, so a page's queue
-neighbours are computable from its pfn and colour alone.  This script boots each machine
-(the real bulk boot) and checks, for every free page at once (numpy, in pieces), that its
-stored ``next``/``prev`` equal the ones the rule computes; the pages where they differ are
-the ones an implicit layout would keep as real links (range edges, domain edges, the DMA
-reserve's returned pages, vm_numa_organize_finalize's moves).  Prints per machine: free
-pages, pages the rule explains, explicit pages, the 1024-page blocks holding them (what a
-block-lazy layout would materialise at boot) out of all blocks, and the time of the check
-(the cost of computing every page's links by rule in numpy).
+``layout`` boots each machine in a fresh child (this tree) and prints: boot time, the
+child's peak RSS, the 1024-page blocks left implicit (their pages' ``pc``/``queue``/
+``next``/``prev`` given by the boot colour rule, see ``Queues``) and the ones materialised.
+
+``digests`` runs, for each SPEC (``MACHINE`` or ``MACHINE@SxCxT``), the same boot and
+workload in this tree and in ``--base`` (each in a fresh child) and prints the SHA-256 of
+the whole page-layer state (every page field of every page -- implicit blocks as the rule
+gives them --, queues, counters, objects) after boot, after a page-cache fill with
+pagedaemon passes, and after anonymous churn: a base tree without implicit blocks must give
+the same digests.
 """
+import argparse
 import json
+import os
+import subprocess
 import sys
-import time
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.join(HERE, "..", "src")
+
+CHILD_LAYOUT = r"""
+import json, resource, sys, time
 import numpy as np
-
 from physmem.dragonfly.vm_page import DragonflyVm
-from physmem.dragonfly.vm_page_array import PQ_FREE, PQ_L2_MASK, PQ_L2_SIZE
+t = time.perf_counter()
+vm = DragonflyVm(sys.argv[1])
+boot = time.perf_counter() - t
+imp = vm.queues.implicit_arr
+print(json.dumps({"machine": sys.argv[1], "boot_s": round(boot, 3),
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10,
+                  "blocks": len(imp), "implicit": int(np.count_nonzero(imp)),
+                  "materialised": int(len(imp) - np.count_nonzero(imp)),
+                  "free_pages": vm.vmstats.v_free_count}))
+"""
 
-PIECE = 1 << 20
+CHILD_DIGESTS = r"""
+import hashlib, json, sys
+from physmem.dfly_workloads import anon_churn, pagecache_fill
+from physmem.dragonfly.vm_page import CpuTopology, DragonflyVm
+
+def digest(vm):
+    h = hashlib.sha256()
+    q = vm.queues
+    arrays = q.fields() if hasattr(q, "fields") else vm.pages.arrays
+    for name, a in arrays.items():
+        h.update(name.encode())
+        h.update(a.tobytes())
+    h.update(repr((q.head, q.tail, q.lcnt, q.lastq, bytes(q.nonempty))).encode())
+    h.update(repr(vm.vmstats).encode())
+    for c in vm.cpu:
+        h.update(repr((c.vmstats, c.adj, c.cnt)).encode())
+    for o in vm.objects.values():
+        h.update(repr((o.id, sorted(o.memq.items()), o.resident_page_count,
+                       o.generation)).encode())
+    h.update(repr((vm.md_refs, sorted(vm.md_mod), vm.deficit, vm.dnweight)).encode())
+    if vm.dma_alist is not None:
+        h.update(vm.dma_alist.free_map.tobytes())
+    return h.hexdigest()[:16]
+
+machine, _, cpus = sys.argv[1].partition("@")
+kw = {"cpus": CpuTopology(*map(int, cpus.split("x")))} if cpus else {}
+vm = DragonflyVm(machine, **kw)
+out = {"boot": digest(vm)}
+mem = vm.vmstats.v_page_count << 12
+pagecache_fill(vm, min(mem * 5 // 4, 1536 << 20), files=4, seed=3)
+vm.vm_pageout(force=True)
+out["fill"] = digest(vm)
+anon_churn(vm, 3000, seed=5)
+vm.vm_pageout(force=True)
+out["churn"] = digest(vm)
+print(json.dumps(out))
+"""
 
 
-def rule_links(pfn: np.ndarray, pc: np.ndarray, sockets: int) -> tuple[np.ndarray, np.ndarray]:
-    """The pfns of each page's queue neighbours by rule over an untouched range: next = the
-    next lower-addressed page of the same final colour (same block, else the block below),
-    prev = the next higher one.  The colour class of final colour c in block b is the
-    ``sockets`` offsets ``(c % share + j * share) ^ x(b)``, x(b) = (b ^ b >> 10) & 1023."""
-    share = PQ_L2_SIZE // sockets
-    b = pfn >> 10
-    low = pfn & PQ_L2_MASK
-    base = (pc % share).astype(np.int64)
-
-    def offsets(blk: np.ndarray) -> np.ndarray:     # (n, sockets): the class in block blk
-        x = (blk ^ (blk >> 10)) & PQ_L2_MASK
-        return np.stack([(base + j * share) ^ x for j in range(sockets)], axis=1)
-
-    here = offsets(b)
-    below = np.where(here < low[:, None], here, -1).max(axis=1)
-    above = np.where(here > low[:, None], here, PQ_L2_SIZE).min(axis=1)
-    nxt = np.where(below >= 0, (b << 10) | below, ((b - 1) << 10) | offsets(b - 1).max(axis=1))
-    prv = np.where(above < PQ_L2_SIZE, (b << 10) | above,
-                   ((b + 1) << 10) | offsets(b + 1).min(axis=1))
-    return nxt, prv
+def child(code: str, src: str, *args: str) -> dict:
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(src))
+    r = subprocess.run([sys.executable, "-c", code, *args], env=env, check=True,
+                       capture_output=True, text=True)
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def probe(machine: str) -> dict:
-    t = time.perf_counter()
-    vm = DragonflyVm(machine)
-    boot = time.perf_counter() - t
-    a = vm.pages.arrays
-    sockets = vm.topology.sockets if vm.topology.cores > 0 else 1
-    t = time.perf_counter()
-    free = explained = explicit = 0
-    blocks: set[int] = set()                      # 1024-page blocks holding explicit pages
-    for i0 in range(0, vm.pages.npages, PIECE):
-        i1 = min(i0 + PIECE, vm.pages.npages)
-        q = a["queue"][i0:i1].astype(np.int64)
-        sel = np.flatnonzero((q >= PQ_FREE) & (q < PQ_FREE + PQ_L2_SIZE))
-        if not len(sel):
-            continue
-        idx = sel + i0
-        pfn = idx.astype(np.int64) + vm.first_pfn
-        nxt, prv = rule_links(pfn, a["pc"][idx], sockets)
-        # stored links are index + 1 (0 = none); the rule's neighbour must also be on the
-        # same queue for the link to be implicit
-        ok = (a["next"][idx] == nxt - vm.first_pfn + 1) & (a["prev"][idx] == prv - vm.first_pfn + 1)
-        free += len(idx)
-        explained += int(ok.sum())
-        explicit += len(idx) - int(ok.sum())
-        blocks.update(np.unique(pfn[~ok] >> 10).tolist())
-    check = time.perf_counter() - t
-    return {"machine": machine, "sockets": sockets, "boot_s": round(boot, 3),
-            "free_pages": free, "rule_explains": explained, "explicit_pages": explicit,
-            "explicit_share": round(explicit / max(free, 1), 6),
-            "explicit_blocks": len(blocks), "blocks": -(-vm.pages.npages // PQ_L2_SIZE),
-            "check_s": round(check, 3)}
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mode", choices=("layout", "digests"))
+    ap.add_argument("specs", nargs="*")
+    ap.add_argument("--base", help="the other tree's src directory (digests)")
+    ap.add_argument("--src", default=SRC, help="this tree's src directory")
+    a = ap.parse_intermixed_args()
+    if a.mode == "layout":
+        for m in a.specs or ["firecracker-1g", "pc-6g", "server-96g-2dom", "server-1t"]:
+            print(json.dumps(child(CHILD_LAYOUT, a.src, m)), flush=True)
+        return
+    if not a.base:
+        ap.error("digests needs --base")
+    specs = a.specs or ["firecracker-1g", "pc-6g@1x2x1", "pc-6g@2x4x2", "pc-6g@4x2x1",
+                        "server-96g-2dom"]
+    same = 0
+    for spec in specs:
+        mine, base = child(CHILD_DIGESTS, a.src, spec), child(CHILD_DIGESTS, a.base, spec)
+        ok = mine == base
+        same += ok
+        print(json.dumps({"spec": spec, "identical": ok, "this": mine, "base": base}),
+              flush=True)
+    print(f"{same} of {len(specs)} identical")
 
 
 if __name__ == "__main__":
-    for m in sys.argv[1:] or ["firecracker-1g", "pc-6g", "server-96g-2dom"]:
-        print(json.dumps(probe(m)), flush=True)
+    main()

@@ -10,7 +10,7 @@ from physmem.dragonfly.vm_page import DragonflyVm
 def digest(vm: DragonflyVm) -> str:
     """A hash of the whole page-layer state: page fields, queues, counters, objects."""
     h = hashlib.sha256()
-    for name, a in vm.pages.arrays.items():
+    for name, a in vm.queues.fields().items():     # implicit blocks as materialised
         h.update(name.encode())
         h.update(a.tobytes())
     q = vm.queues

@@ -4,7 +4,9 @@ folds the per-CPU deltas into a private sum, not into vmstats.
 
 Checked:
 
-* queues: every page's ``next``/``prev`` agree with its neighbours, which are on the same
+* queues (implicit blocks read by rule, see :class:`~.vm_page_array.Queues`, so the
+  rule's links are checked against their materialised neighbours): every page's
+  ``next``/``prev`` agree with its neighbours, which are on the same
   queue; each non-empty queue has exactly one first page (its head) and one last (its tail);
   ``lcnt`` equals the pages whose ``queue`` names it -- so every page is on at most one
   queue, the one its field names -- and the non-empty marks agree; small machines also walk
@@ -48,8 +50,11 @@ WALK_LIMIT = 1 << 19
 def check_dragonfly(vm: DragonflyVm) -> None:
     """Raise InvariantError if the page layer's state is inconsistent."""
     errs: list[str] = []
-    a = vm.pages.arrays
     q = vm.queues
+    a = q.fields()                        # implicit blocks filled by rule, nothing written
+    imp = q.implicit_arr
+    if np.any(imp > PQ_L2_SIZE // q.share):
+        errs.append("an implicit block names a socket the machine does not have")
     queue = a["queue"].astype(np.int64)
     nxt = a["next"].astype(np.int64)
     prv = a["prev"].astype(np.int64)
@@ -86,11 +91,12 @@ def check_dragonfly(vm: DragonflyVm) -> None:
             break
     if len(on) <= WALK_LIMIT:
         for qi in np.flatnonzero(lcnt).tolist():
-            n = 0
-            for _ in q.iter(qi):
+            n, i = 0, q.head[qi]
+            while i:
                 n += 1
                 if n > lcnt[qi]:
                     break
+                i = int(nxt[i - 1])
             if n != lcnt[qi]:
                 errs.append(f"queue {qi}: walking it finds {n} pages, lcnt {lcnt[qi]}")
                 break

@@ -104,6 +104,8 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
         self.pages = PageArray(first, last - first)
         self.queues = Queues(self.pages)
         self.nonempty = self.queues.nonempty
+        self._implicit = self.queues.implicit     # untouched blocks (see Queues)
+        self._implicit_off = self.queues.off
         self.vmstats = VmStats()
         self.cpu = [CpuStats() for _ in range(self.ncpus)]
         self._tls = _CpuLocal()
@@ -148,6 +150,8 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
         if self.unmanaged[m]:
             raise AddressError(f"address {pa:#x} is in a hole of phys_avail: its vm_page "
                                "was never initialised")
+        if self._implicit[(m + self._implicit_off) >> 10]:
+            self.queues.materialise(m)          # its fields are read from here on
         return m
 
     def pa(self, m: int) -> int:
@@ -172,6 +176,8 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
         and not a free page unless the operation takes those (PageStateError)."""
         if type(m) is not int or not 0 <= m < self.pages.npages or self.unmanaged[m]:
             raise AddressError(f"{fn}: {m!r} is not a page of this machine")
+        if self._implicit[(m + self._implicit_off) >> 10]:
+            self.queues.materialise(m)          # its fields are read from here on
         if refuse_free and self._is_free(m):
             raise PageStateError(f"{fn}: page {self.pa(m):#x} is free")
 

@@ -274,17 +274,7 @@ class AllocMixin:
             return None
         bc[m] = b | PBUSY_LOCKED
         atomic.release()
-        nx = p.next[m]                                # Queues.remove of the head, inlined
-        qs.head[q] = nx
-        if nx:
-            p.prev[nx - 1] = 0
-        else:
-            qs.tail[q] = 0
-        p.next[m] = 0
-        p.queue[m] = 0
-        qs.lcnt[q] -= 1
-        if not qs.lcnt[q]:
-            qs.nonempty[q] = 0
+        qs.remove_head(q, m)
         spin.release()
         qlock.release()
         slock = self.stats_lock                       # _count("v_free_count", -1)

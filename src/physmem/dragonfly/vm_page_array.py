@@ -29,6 +29,7 @@ cache-hot); the others at the head only when asked.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -162,7 +163,18 @@ class PageArray:
 
 class Queues:
     """``vm_page_queues[PQ_COUNT]``: doubly linked lists through the page array's
-    next/prev fields (index + 1, 0 = none), with ``lcnt`` and ``lastq`` per queue."""
+    next/prev fields (index + 1, 0 = none), with ``lcnt`` and ``lastq`` per queue.
+
+    Untouched free pages cost nothing: a 1024-page block (pfn >> 10) that boot left
+    untouched is *implicit* (``implicit[block]`` = socket + 1): its pages' ``pc``,
+    ``queue``, ``next`` and ``prev`` are not stored but given by the boot colour rule
+    (:meth:`rule`), and are written (the block *materialised*) before anything reads or
+    writes one of them.  Every reader of those fields gets its page from a queue method
+    (which materialises what it returns or links to), from
+    :meth:`~physmem.dragonfly.vm_page.DragonflyVm.page` or ``_check_page`` (which
+    materialise), or reads all pages at once through :meth:`fields`.  A link changes only
+    through a write to the page that holds it, so the blocks not yet materialised stay
+    true to the rule; heads and tails are always in materialised blocks."""
 
     def __init__(self, pages: PageArray) -> None:
         self.pages = pages
@@ -174,9 +186,109 @@ class Queues:
         # 1 where a queue is non-empty: the colour search finds the next candidate with
         # bytearray.find (C speed) instead of probing empty colours one by one.
         self.nonempty = bytearray(PQ_COUNT)
+        # The implicit blocks: block of page i = (i + off) >> 10; 0 = materialised (or
+        # never implicit), s = implicit, its pages in socket s - 1's share of the colours.
+        self.off = pages.first_pfn & PQ_L2_MASK
+        nblocks = (pages.npages + self.off + PQ_L2_MASK) >> 10
+        self.implicit_arr = np.zeros(nblocks, dtype=np.uint8)
+        self.implicit = memoryview(self.implicit_arr)
+        self.share = PQ_L2_SIZE          # colours per socket (vm_numa_organize's share)
+        self._mlock = threading.Lock()   # materialisation (a leaf lock: nothing inside)
 
+    # -- the implicit blocks ----------------------------------------------------------------
+    def rule(self, idx: np.ndarray, sock: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The boot layout of implicit pages ``idx`` (their blocks' sockets ``sock``):
+        (``pc``, ``next``, ``prev``), links as index + 1.  The boot colour gives block b
+        the pages of original colour o at low bits ``o ^ x(b)``, x(b) = (b ^ b >> 10) &
+        1023; after vm_numa_organize the final colour is ``o % share + socket * share``,
+        so final colour c owns the low bits ``(c % share + j * share) ^ x(b)`` for the
+        j with ``c % share + j * share < 1024``, and a queue reads from the highest
+        address down: ``next`` is the next lower of those in the block, else the highest
+        in block b - 1; ``prev`` symmetrically (the neighbour blocks of an implicit
+        block are whole free blocks of the same range and socket: boot guarantees it)."""
+        first = self.pages.first_pfn
+        share = self.share
+        pfn = idx.astype(np.int64) + first
+        b = pfn >> 10
+        low = pfn & PQ_L2_MASK
+        res = (low ^ ((b ^ (b >> 10)) & PQ_L2_MASK)) % share
+        pc = (res + sock.astype(np.int64) * share).astype(np.uint16)
+        # the original colours res + j * share below 1024 (a share that does not divide
+        # 1024, e.g. 3 sockets, gives some residues one more)
+        orig = res[:, None] + share * np.arange(-(-PQ_L2_SIZE // share))
+        there = orig < PQ_L2_SIZE
+
+        def owned(blk: np.ndarray, missing: int) -> np.ndarray:   # the low bits in blk
+            x = ((blk ^ (blk >> 10)) & PQ_L2_MASK)[:, None]
+            return np.where(there, orig ^ x, missing)
+
+        here = owned(b, -1)
+        below = np.where(here < low[:, None], here, -1).max(axis=1)
+        here = owned(b, PQ_L2_SIZE)
+        above = np.where(here > low[:, None], here, PQ_L2_SIZE).min(axis=1)
+        nxt = np.where(below >= 0, (b << 10) | below,
+                       ((b - 1) << 10) | owned(b - 1, -1).max(axis=1))
+        prv = np.where(above < PQ_L2_SIZE, (b << 10) | above,
+                       ((b + 1) << 10) | owned(b + 1, PQ_L2_SIZE).min(axis=1))
+        return pc, (nxt - first + 1).astype(np.int32), (prv - first + 1).astype(np.int32)
+
+    def _block_pages(self, blocks: np.ndarray) -> np.ndarray:
+        """The page indices of whole blocks ``blocks`` (block order, ascending within)."""
+        return ((blocks.astype(np.int64) << 10) - self.off)[:, None] + \
+            np.arange(PQ_L2_SIZE, dtype=np.int64)
+
+    def materialise(self, i: int) -> None:
+        """Write the rule's pc/queue/next/prev into page ``i``'s block if it is implicit
+        (any thread, any locks held: the materialisation lock is a leaf).  The fields are
+        written before the block is marked materialised, so a reader that sees the mark
+        cleared sees them."""
+        k = (i + self.off) >> 10
+        with self._mlock:
+            s = self.implicit[k]
+            if not s:
+                return                      # another thread did it meanwhile
+            idx = self._block_pages(np.array([k]))[0]
+            pc, nxt, prv = self.rule(idx, np.full(PQ_L2_SIZE, s - 1))
+            i0, i1 = int(idx[0]), int(idx[-1]) + 1
+            a = self.pages.arrays
+            a["pc"][i0:i1] = pc
+            a["queue"][i0:i1] = pc + PQ_FREE
+            a["next"][i0:i1] = nxt
+            a["prev"][i0:i1] = prv
+            self.implicit[k] = 0
+
+    def materialise_all(self) -> None:
+        """Materialise every implicit block (the explicit layout, as boot linked every
+        page before the implicit representation)."""
+        for k in np.flatnonzero(self.implicit_arr).tolist():
+            self.materialise((k << 10) - self.off)
+
+    def fields(self) -> dict[str, np.ndarray]:
+        """Every field of the page array, implicit blocks included: the live arrays, and
+        for ``pc``/``queue``/``next``/``prev`` copies with the implicit blocks filled by
+        rule (read-only: nothing is materialised).  For INVARIANTS, digests, tests."""
+        a = dict(self.pages.arrays)
+        blocks = np.flatnonzero(self.implicit_arr)
+        if not len(blocks):
+            return a
+        for name in ("pc", "queue", "next", "prev"):
+            a[name] = a[name].copy()
+        for c in range(0, len(blocks), 1024):       # bounded temporaries
+            blk = blocks[c:c + 1024]
+            idx = self._block_pages(blk).ravel()
+            sock = np.repeat(self.implicit_arr[blk].astype(np.int64) - 1, PQ_L2_SIZE)
+            pc, nxt, prv = self.rule(idx, sock)
+            a["pc"][idx] = pc
+            a["queue"][idx] = pc + PQ_FREE
+            a["next"][idx] = nxt
+            a["prev"][idx] = prv
+        return a
+
+    # -- list operations (the caller holds the queue's spinlock) ---------------------------
     def insert(self, q: int, i: int, athead: bool) -> None:
-        """Link page ``i`` into queue ``q`` (the caller holds the queue spinlock)."""
+        """Link page ``i`` (materialised: the caller got it from a queue method or a
+        checked call) into queue ``q``; the old head/tail is materialised."""
         p = self.pages
         n = i + 1
         if athead:
@@ -202,19 +314,41 @@ class Queues:
         self.nonempty[q] = 1
 
     def remove(self, q: int, i: int) -> None:
-        """Unlink page ``i`` from queue ``q``."""
+        """Unlink page ``i`` from queue ``q`` (its neighbours materialised first)."""
         p = self.pages
         nx, pv = p.next[i], p.prev[i]
+        imp, off = self.implicit, self.off
         if pv:
+            if imp[(pv - 1 + off) >> 10]:
+                self.materialise(pv - 1)
             p.next[pv - 1] = nx
         else:
             self.head[q] = nx
         if nx:
+            if imp[(nx - 1 + off) >> 10]:
+                self.materialise(nx - 1)
             p.prev[nx - 1] = pv
         else:
             self.tail[q] = pv
         p.next[i] = p.prev[i] = 0
         p.queue[i] = PQ_NONE
+        self.lcnt[q] -= 1
+        if not self.lcnt[q]:
+            self.nonempty[q] = 0
+
+    def remove_head(self, q: int, m: int) -> None:
+        """``remove(q, m)`` for the queue's head ``m`` (vm_page_alloc's fast path)."""
+        p = self.pages
+        nx = p.next[m]
+        self.head[q] = nx
+        if nx:
+            if self.implicit[(nx - 1 + self.off) >> 10]:
+                self.materialise(nx - 1)
+            p.prev[nx - 1] = 0
+        else:
+            self.tail[q] = 0
+        p.next[m] = 0
+        p.queue[m] = 0
         self.lcnt[q] -= 1
         if not self.lcnt[q]:
             self.nonempty[q] = 0
@@ -230,20 +364,27 @@ class Queues:
         return h - 1 if h else None
 
     def iter(self, q: int):
+        """The pages of queue ``q`` from the head, each materialised before it is
+        yielded (the caller holds the queue's spinlock)."""
         p = self.pages
+        imp, off = self.implicit, self.off
         n = self.head[q]
         while n:
+            if imp[(n - 1 + off) >> 10]:
+                self.materialise(n - 1)
             yield n - 1
             n = p.next[n - 1]
 
-    def _link_runs(self, order: np.ndarray, queues: np.ndarray
+    def _link_runs(self, order: np.ndarray, queues: np.ndarray,
+                   write: np.ndarray | None = None
                    ) -> tuple[list[int], list[int], list[int], list[int]]:
         """Group the pages ``order`` by their queues (a stable radix sort on the 16-bit
         keys, so each queue keeps the pages' order) and link each group through next/prev
         and ``queue``.  Returns, per group: its queue, the page index + 1 of its first and
-        last page, and its length: the caller sets the heads, tails and counts.  The
-        temporaries are the sort's permutation and two int32 arrays per page (boot builds
-        every free queue here, a piece at a time)."""
+        last page, and its length: the caller sets the heads, tails and counts.  With
+        ``write`` (a bool per entry of ``order``) only those entries' fields are written
+        (boot's order also holds pages of implicit blocks, linked but not stored).  The
+        temporaries are the sort's permutation and two int32 arrays per page."""
         p = self.pages
         n = len(order)
         keys = queues.astype(np.uint16, copy=False)
@@ -256,7 +397,12 @@ class Queues:
         # (through a piece-sized scratch array): at boot ``order`` is a run of
         # consecutive pages, so the page-array writes are sequential, not a scatter
         # across the whole array.
-        arr["queue"][order] = keys
+        dest = order if write is None else order[write]
+
+        def put(name: str, v: np.ndarray) -> None:
+            arr[name][dest] = v if write is None else v[write]
+
+        put("queue", keys)
         link = np.empty(n, dtype=np.int32)
         back = np.empty(n, dtype=np.int32)
         # next: the following entry + 1, 0 at a group's end; prev: the preceding one
@@ -264,41 +410,46 @@ class Queues:
         link[-1] = 0
         link[bounds] = 0
         back[perm] = link
-        arr["next"][order] = back
+        put("next", back)
         np.add(idx[:-1], 1, out=link[1:])
         link[0] = 0
         link[bounds + 1] = 0
         back[perm] = link
-        arr["prev"][order] = back
+        put("prev", back)
         del link, back, perm
         starts = np.concatenate([[0], bounds + 1])
         ends = np.concatenate([bounds, [n - 1]])
         return (qs[starts].tolist(), (idx[starts] + 1).tolist(), (idx[ends] + 1).tolist(),
                 (ends - starts + 1).tolist())
 
-    def build_from(self, pieces, colours: np.ndarray, base: int) -> None:
-        """Bulk boot: link the pages of ``pieces`` (arrays of indices, together in queue
-        order from head to tail) into their queues ``base + colours[page]`` -- the state
-        that inserting them one by one at the tail would leave, built with numpy one
-        piece at a time (each piece's runs appended to its queues' tails, so the
-        temporaries are bounded by a piece).  The queues must be empty."""
-        p = self.pages
-        assert not any(self.lcnt[base:base + PQ_L2_SIZE]), "build_from: queue not empty"
-        for order in pieces:
-            if not len(order):
-                continue
-            queues = colours[order]
-            queues += base
-            for q, first, last, n in zip(*self._link_runs(order, queues), strict=True):
-                t = self.tail[q]
-                if t:
-                    p.next[t - 1] = first
-                    p.prev[first - 1] = t
-                else:
-                    self.head[q] = first
+    def build_boot(self, order: np.ndarray, queues: np.ndarray, write: np.ndarray,
+                   implicit: np.ndarray, sockets: np.ndarray) -> None:
+        """Bulk boot: the free queues as ``order`` (page indices, head first per queue;
+        ``queues``: each entry's queue) links them, with the pages of the blocks
+        ``implicit`` (their sockets ``sockets``) left implicit.  ``order`` holds every
+        page of the materialised blocks and, of each stretch of implicit blocks, its
+        first and last block (so the pages beside a stretch link into it by the rule);
+        only the ``write`` entries (materialised blocks) are stored.  Each implicit block
+        not in ``order`` adds its pages to the colours of its socket's share.
+        The queues must be empty."""
+        assert not any(self.lcnt), "build_boot: queues not empty"
+        if len(order):
+            for q, first, last, n in zip(*self._link_runs(order, queues, write),
+                                         strict=True):
+                self.head[q] = first
                 self.tail[q] = last
                 self.lcnt[q] += n
                 self.nonempty[q] = 1
+        share = self.share
+        self.implicit_arr[implicit] = (sockets + 1).astype(np.uint8)
+        per = np.bincount(sockets[~np.isin(implicit, np.unique(
+            (order[~write] + self.off) >> 10))], minlength=-(-PQ_L2_SIZE // share))
+        in_block = np.bincount(np.arange(PQ_L2_SIZE) % share)   # pages per colour
+        for s, nb in enumerate(per.tolist()):
+            for r in range(share) if nb else ():
+                c = PQ_FREE + s * share + r
+                self.lcnt[c] += nb * int(in_block[r])
+                self.nonempty[c] = 1
 
     def push_heads(self, order: np.ndarray, queues: np.ndarray) -> None:
         """Insert the pages ``order`` (indices, in insertion order) each at the head of

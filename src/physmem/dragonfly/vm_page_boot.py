@@ -46,6 +46,7 @@ class BootMixin:
         ascending order at the head of PQ_FREE + pc; then vm_numa_organize per NUMA
         range and vm_numa_organize_finalize on multi-socket machines."""
         p = self.pages
+        self._numa_spans: list[tuple[int, int, int]] = []
         avail = [(s, e) for s, e in sorted(avail) if e > s]
         total = sum(e - s for s, e in avail)
         if self.source == "buddy":
@@ -66,9 +67,10 @@ class BootMixin:
         for s, e in runs:
             unmanaged[end - self.first_pfn:s - self.first_pfn] = 1
             end = e
-            for c in range(s, e, _CHUNK):
-                i0, i1 = c - self.first_pfn, min(c + _CHUNK, e) - self.first_pfn
-                pcs[i0:i1] = boot_color(np.arange(c, c + i1 - i0, dtype=it))
+            if self.source == "buddy":            # (the DragonFly source: below, only
+                for c in range(s, e, _CHUNK):     # where blocks are materialised)
+                    i0, i1 = c - self.first_pfn, min(c + _CHUNK, e) - self.first_pfn
+                    pcs[i0:i1] = boot_color(np.arange(c, c + i1 - i0, dtype=it))
         unmanaged[end - self.first_pfn:] = 1
         self.unmanaged = memoryview(unmanaged)
         self.vmstats.v_page_count = sum(e - s for s, e in runs)
@@ -99,23 +101,20 @@ class BootMixin:
             free = [(max(i0, cut), i1) for i0, i1 in spans if i1 > cut]
             nfree = sum(i1 - i0 for i0, i1 in free)
             t = self.topology
-            if t.sockets > 1 and t.cores > 0:
+            numa = t.sockets > 1 and t.cores > 0
+            if numa:
                 # vm_numa_organize runs after the queues are built; its head inserts in
                 # ascending address order rebuild each queue from the highest address
-                # down, so the colours are changed first and the queues built once.
-                ranges = self._numa_organize(avail, free)
-                moves = self._finalize_moves(ranges)
-                if moves is not None and len(moves[0]):
-                    order = np.concatenate(list(_descending(ranges, it)))
-                    pieces = iter([self._apply_finalize(order, *moves)])
-                else:
-                    pieces = _descending(ranges, it)
+                # down, so the colours are decided first and the queues built once.
+                ranges, self._numa_spans = self._numa_organize(avail, free)
+                self.queues.share = PQ_L2_SIZE // t.sockets
+                moves = self._finalize_moves(self._colour_counts(ranges))
             else:
                 # vm_add_new_page: ascending order, each at the HEAD of PQ_FREE + pc, so
                 # a queue reads from the highest address down.
-                pieces = _descending(free[::-1], it)
-            self.queues.build_from(pieces, pcs, PQ_FREE)
-            del pieces
+                ranges, self._numa_spans = [(i0, i1, 0) for i0, i1 in free[::-1]], []
+                moves = None
+            self._build_free_queues(ranges, moves)
             self.vmstats.v_free_count = nfree
             # The DMA reserve: never queued, wired, fictitious, in the alist.
             self.dma_alist = Alist(LOW_PHYS_RESERVED)
@@ -126,7 +125,7 @@ class BootMixin:
                     self.dma_alist.free(s, e - s)
                 self.vmstats.v_wire_count += len(reserve)
                 self.vmstats.v_dma_pages = len(reserve)
-            if t.sockets > 1 and t.cores > 0 and moves is None:
+            if numa and moves is None:
                 self._numa_organize_finalize()
         # The boot CPU's copy; the others get theirs at the first rollup (hardclock),
         # which the model does at once.
@@ -159,18 +158,21 @@ class BootMixin:
         return runs
 
     def _numa_organize(self, avail: list[tuple[int, int]], free: list[tuple[int, int]]
-                       ) -> list[tuple[int, int]]:
+                       ) -> tuple[list[tuple[int, int, int | None]],
+                                  list[tuple[int, int, int]]]:
         """vm_numa_organize for each NUMA memory range (the machine's segments, in
         order): every page of the range, queued or not, gets ``pc % share + socket *
         share``; each queued page (``free``: ascending index ranges) moves to the head of
         its new queue, in ascending address order.  Returns the free pages in final queue
-        order (head first) as index ranges, each read from its top down: the moved ones
-        last moved first, then any outside every range (highest first)."""
+        order (head first) as index ranges, each read from its top down, with the socket
+        whose share their colours are in (None: outside every range, colours unchanged):
+        the moved ones last moved first, then any outside every range (highest first);
+        and the ranges whose colours change, (i0, i1, socket) in the kernel's order (the
+        colours are computed from them where pages are materialised)."""
         p = self.pages
         sockets = self.topology.sockets
-        share = PQ_L2_SIZE // sockets
-        pcs = p.arrays["pc"]
-        moved: list[tuple[int, int]] = []          # in the order the kernel moves them
+        spans: list[tuple[int, int, int]] = []
+        moved: list[tuple[int, int, int | None]] = []   # in the order the kernel moves them
         for s, e, dom in self.machine.segments():
             for a, b in avail:
                 lo, hi = max(a, s), min(b, e)
@@ -178,22 +180,61 @@ class BootMixin:
                     continue
                 i0 = (lo >> PAGE_SHIFT) - self.first_pfn
                 i1 = min((hi >> PAGE_SHIFT) - self.first_pfn, p.npages)
-                for c in range(i0, i1, _CHUNK):    # bounded temporaries
-                    d = min(c + _CHUNK, i1)
-                    pcs[c:d] = ((pcs[c:d] % share) + (dom % sockets) * share) & PQ_L2_MASK
-                moved += [(max(f0, i0), min(f1, i1)) for f0, f1 in free
+                if i1 > i0:
+                    spans.append((i0, i1, dom % sockets))
+                moved += [(max(f0, i0), min(f1, i1), dom % sockets) for f0, f1 in free
                           if min(f1, i1) > max(f0, i0)]
         # the queued pages no range covers keep their place: after the moved ones
-        outside = []
+        outside: list[tuple[int, int, int | None]] = []
         for f0, f1 in free:
-            cuts = sorted((m0, m1) for m0, m1 in moved if f0 <= m0 < f1)
+            cuts = sorted((m0, m1) for m0, m1, _ in moved if f0 <= m0 < f1)
             for m0, m1 in cuts:
                 if m0 > f0:
-                    outside.append((f0, m0))
+                    outside.append((f0, m0, None))
                 f0 = max(f0, m1)
             if f1 > f0:
-                outside.append((f0, f1))
-        return moved[::-1] + outside[::-1]
+                outside.append((f0, f1, None))
+        return moved[::-1] + outside[::-1], spans
+
+    def _boot_colours(self, i0: int, i1: int) -> np.ndarray:
+        """The ``pc`` boot leaves on pages [i0, i1) (uint16): the boot colour on the pages
+        vm_page_startup added (0 elsewhere), then vm_numa_organize's ``pc % share +
+        socket * share`` over its ranges."""
+        pfn = np.arange(i0 + self.first_pfn, i1 + self.first_pfn, dtype=np.int64)
+        pc = boot_color(pfn).astype(np.uint16)
+        pc[np.frombuffer(self.unmanaged, dtype=np.uint8)[i0:i1] != 0] = 0
+        share = self.queues.share
+        for s0, s1, sock in self._numa_spans:
+            a, b = max(s0, i0), min(s1, i1)
+            if a < b:
+                c = pc[a - i0:b - i0]
+                c %= share
+                c += sock * share
+        return pc
+
+    def _colour_counts(self, ranges: list[tuple[int, int, int | None]]) -> np.ndarray:
+        """Free pages per final colour over ``ranges``, without a pass over the pages:
+        each whole 1024-page block holds one page of each boot colour; the partial
+        blocks at a range's ends are counted page by page."""
+        share = self.queues.share
+        lcnt = np.zeros(PQ_L2_SIZE, dtype=np.int64)
+        for i0, i1, sock in ranges:
+            p0, p1 = i0 + self.first_pfn, i1 + self.first_pfn
+            b0, b1 = -(-p0 >> 10), p1 >> 10
+            orig = np.zeros(PQ_L2_SIZE, dtype=np.int64)
+            parts = [(p0, p1)] if b1 <= b0 else [(p0, b0 << 10), (b1 << 10, p1)]
+            if b1 > b0:
+                orig += b1 - b0
+            for a, b in parts:
+                if b > a:
+                    orig += np.bincount(boot_color(np.arange(a, b, dtype=np.int64)),
+                                        minlength=PQ_L2_SIZE)
+            if sock is None:
+                lcnt += orig
+            else:
+                lcnt += np.bincount(np.arange(PQ_L2_SIZE) % share + sock * share,
+                                    weights=orig, minlength=PQ_L2_SIZE).astype(np.int64)
+        return lcnt
 
     def _finalize_scale(self, lcnt_of_colour: np.ndarray) -> tuple[int, int, int]:
         """scale_lim, lcnt_hi, lcnt_lo of vm_numa_organize_finalize, from the free pages
@@ -206,19 +247,15 @@ class BootMixin:
         self.messages.append(f"vm_page: avg {hi} pages per queue, {scale_lim} queues")
         return scale_lim, hi, hi - hi // 10
 
-    def _finalize_moves(self, ranges: list[tuple[int, int]]
-                        ) -> tuple[np.ndarray, np.ndarray] | None:
-        """vm_numa_organize_finalize's moves without moving pages: (donor colour,
-        recipient colour) per page moved, in the kernel's order.  The donor cursor walks
-        the colours; within one lap only the colour it visits changes, so a lap's donors
-        are the colours at or above the average when it starts: one numpy step per lap.
+    def _finalize_moves(self, lcnt: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """vm_numa_organize_finalize's moves without moving pages (``lcnt``: free pages
+        per colour before): (donor colour, recipient colour) per page moved, in the
+        kernel's order.  The donor cursor walks the colours; within one lap only the
+        colour it visits changes, so a lap's donors are the colours at or above the
+        average when it starts: one numpy step per lap.
         None when some colour both gives and takes pages (then which pages move depends
         on the queues as they change: the page-by-page finalize runs instead)."""
-        pcs = self.pages.arrays["pc"]
-        lcnt = np.zeros(PQ_L2_SIZE, dtype=np.int64)   # free pages per colour
-        for i0, i1 in ranges:
-            for c in range(i0, i1, _CHUNK):
-                lcnt += np.bincount(pcs[c:min(c + _CHUNK, i1)], minlength=PQ_L2_SIZE)
+        lcnt = lcnt.copy()
         scale_lim, hi, lo = self._finalize_scale(lcnt)
         lap = np.arange(1, PQ_L2_SIZE + 1)
         donors: list[np.ndarray] = []
@@ -246,34 +283,132 @@ class BootMixin:
             return None
         return d, r
 
-    def _apply_finalize(self, order: np.ndarray, d: np.ndarray,
-                        r: np.ndarray) -> np.ndarray:
-        """The queues after the moves (d, r) as a head-first page order: each move takes
-        the donor's head page to the recipient's head, so a donor gives its first pages
-        in order and a recipient's queue starts with what it got, last first."""
-        if not len(d):
-            return order
-        pcs = self.pages.arrays["pc"]
-        col = pcs[order].astype(np.int64)
-        by = np.argsort(col, kind="stable")
-        grouped = order[by]                       # each colour's queue, head first
-        starts = np.searchsorted(col[by], np.arange(PQ_L2_SIZE))
-        rank = np.empty(len(order), dtype=np.int64)
-        rank[by] = np.arange(len(order)) - starts[col[by]]   # place in its queue
-        # the k-th page a donor gives is its k-th page; the k-th a recipient gets sits at
-        # -(k + 1): ahead of its own pages, the last received first
+    def _moved_pages(self, ranges: list[tuple[int, int, int | None]],
+                     d: np.ndarray) -> np.ndarray:
+        """The pages the finalize moves (``d``: donor colour per move, in order): a donor
+        gives its queue's pages from the head, so its k-th move takes its k-th page in
+        queue order.  Walks ``ranges`` in queue order a piece at a time until every
+        donor's pages are found (the first piece, unless a donor gives more pages than
+        a piece holds of its colour)."""
+        need = np.bincount(d, minlength=PQ_L2_SIZE)
+        found_pages: list[np.ndarray] = []
+        found_cols: list[np.ndarray] = []
+        for idx in _descending([(i0, i1) for i0, i1, _ in ranges], np.int64):
+            if not need.any():
+                break
+            col = self._boot_colours(int(idx[-1]), int(idx[0]) + 1)[::-1].astype(np.int64)
+            sel = np.flatnonzero(need[col] > 0)
+            by = sel[np.argsort(col[sel], kind="stable")]
+            cs = col[by]
+            rank = np.arange(len(cs)) - np.searchsorted(cs, cs)
+            take = by[rank < need[cs]]
+            found_pages.append(idx[take])
+            found_cols.append(col[take])
+            need -= np.bincount(col[take], minlength=PQ_L2_SIZE)
+        assert not need.any(), "finalize: a donor has fewer pages than it gives"
+        pages, cols = np.concatenate(found_pages), np.concatenate(found_cols)
+        o = np.argsort(cols, kind="stable")          # each donor's pages, in queue order
+        grouped, starts = pages[o], np.searchsorted(cols[o], np.arange(PQ_L2_SIZE))
         od = np.argsort(d, kind="stable")
         kd = np.empty(len(d), dtype=np.int64)
         kd[od] = np.arange(len(d)) - np.searchsorted(d[od], d[od])
-        moved = grouped[starts[d] + kd]
+        return grouped[starts[d] + kd]
+
+    def _build_free_queues(self, ranges: list[tuple[int, int, int | None]],
+                           moves: tuple[np.ndarray, np.ndarray] | None) -> None:
+        """Build the free queues over ``ranges`` (queue order, each read top down, with
+        its socket) after vm_numa_organize_finalize's ``moves``, leaving implicit every
+        whole free block whose neighbours are whole free blocks of the same range and
+        socket and that no move touches (:class:`Queues`).  Materialised blocks get
+        their ``pc`` (and their free pages their links) written; of each stretch of
+        implicit blocks only the first and last are walked, to link their neighbours
+        into the stretch.  Temporaries: per block (a byte or two), and per page of the
+        materialised blocks."""
+        q = self.queues
+        off = q.off
+        nb = len(q.implicit_arr)
+        sock = np.full(nb, -1, dtype=np.int16)     # socket of whole free blocks
+        rid = np.full(nb, -1, dtype=np.int32)      # their range
+        for r, (i0, i1, s) in enumerate(ranges):
+            k0, k1 = -(-(i0 + off) >> 10), (i1 + off) >> 10
+            if s is not None and k1 > k0:
+                sock[k0:k1] = s
+                rid[k0:k1] = r
+        if moves is not None and len(moves[0]):
+            moved = self._moved_pages(ranges, moves[0])
+            rid[(moved + off) >> 10] = -1
+        else:
+            moved = np.zeros(0, dtype=np.int64)
+        lazy = np.zeros(nb, dtype=bool)
+        if nb > 2:
+            lazy[1:-1] = (rid[1:-1] >= 0) & (rid[:-2] == rid[1:-1]) & (rid[2:] == rid[1:-1])
+        # the first and last block of each stretch of implicit blocks stay in the order
+        edge = lazy.copy()
+        edge[1:-1] &= ~(lazy[:-2] & lazy[2:])
+        walked = ~lazy | edge
+        pieces: list[np.ndarray] = []
+        for i0, i1, _ in ranges:                  # each from its top down
+            k0, k1 = (i0 + off) >> 10, ((i1 - 1 + off) >> 10) + 1
+            w = walked[k0:k1]
+            brk = np.flatnonzero(np.diff(w.astype(np.int8))) + 1
+            for a, b in zip(np.concatenate([brk, [len(w)]])[::-1].tolist(),
+                            np.concatenate([[0], brk])[::-1].tolist(), strict=True):
+                if w[b]:
+                    lo = max(i0, ((k0 + b) << 10) - off)
+                    hi = min(i1, ((k0 + a) << 10) - off)
+                    pieces.append(np.arange(hi - 1, lo - 1, -1, dtype=np.int64))
+        order = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
+        del pieces
+        col = np.empty(len(order), dtype=np.int64)
+        # colours per entry, computed over the ascending spans of the order
+        brk = np.flatnonzero(np.diff(order) != -1) + 1
+        for a, b in zip(np.concatenate([[0], brk]).tolist(),
+                        np.concatenate([brk, [len(order)]]).tolist(), strict=True):
+            col[a:b] = self._boot_colours(int(order[b - 1]), int(order[a]) + 1)[::-1]
+        if len(moved):
+            order, col = self._apply_finalize(order, col, moved, moves[1])
+        write = ~lazy[(order + off) >> 10]
+        implicit = np.flatnonzero(lazy)
+        q.build_boot(order, (col + PQ_FREE).astype(np.uint16), write, implicit,
+                     sock[implicit].astype(np.int64))
+        # pc of the materialised blocks (pages in holes and outside the NUMA ranges
+        # keep 0: nothing is written where there is nothing to write)
+        pcs = self.pages.arrays["pc"]
+        brk = np.flatnonzero(np.diff(lazy.astype(np.int8))) + 1
+        for a, b in zip(np.concatenate([[0], brk]).tolist(),
+                        np.concatenate([brk, [nb]]).tolist(), strict=True):
+            if lazy[a]:
+                continue
+            i0, i1 = max(0, (a << 10) - off), min(self.pages.npages, (b << 10) - off)
+            for c in range(i0, i1, _CHUNK):
+                d = min(c + _CHUNK, i1)
+                pc = self._boot_colours(c, d)
+                if pc.any():
+                    pcs[c:d] = pc
+        if len(moved):
+            pcs[moved] = moves[1].astype(pcs.dtype)
+
+    @staticmethod
+    def _apply_finalize(order: np.ndarray, col: np.ndarray, moved: np.ndarray,
+                        r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The queues after the finalize's moves as a page order grouped by colour, head
+        first (``order``/``col``: the queues before, as entries and their colours;
+        ``moved``: the page each move takes, ``r``: its recipient): a donor gives its
+        first pages in order and a recipient's queue starts with what it got, last
+        first."""
+        by = np.argsort(order, kind="stable")
+        at = by[np.searchsorted(order[by], moved)]   # the moved pages' entries
+        assert (order[at] == moved).all()
+        pos = np.arange(len(order), dtype=np.int64)
         orr = np.argsort(r, kind="stable")
         kr = np.empty(len(r), dtype=np.int64)
         kr[orr] = np.arange(len(r)) - np.searchsorted(r[orr], r[orr])
-        pos = np.empty(self.pages.npages, dtype=np.int64)
-        pos[order] = rank
-        pos[moved] = -(kr + 1)
-        pcs[moved] = r.astype(pcs.dtype)
-        return order[np.lexsort((pos[order], pcs[order]))]
+        # the k-th page a recipient gets sits at -(k + 1): ahead of its own pages
+        pos[at] = -(kr + 1)
+        col = col.copy()
+        col[at] = r
+        final = np.lexsort((pos, col))
+        return order[final], col[final]
 
     def _numa_organize_finalize(self) -> None:
         """vm_numa_organize_finalize: average lcnt over scale_lim queues (the kernel sums

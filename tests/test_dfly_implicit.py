@@ -1,0 +1,158 @@
+"""The page layer's implicit blocks (issue 12): boot leaves most whole free 1024-page
+blocks unwritten, their pages' pc/queue/next/prev given by the boot colour rule, and a
+block is written when one of its pages is first touched.  Whether a block is implicit or
+materialised must never show: the same operations give the same answers and the same
+whole state on a machine booted implicitly and on the same machine with every block
+materialised at once (the layout boot wrote before)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from physmem.dragonfly.vm_page import CpuTopology, DragonflyVm
+from physmem.dragonfly.vm_page_array import PQ_FREE
+from physmem.errors import InvariantError, PhysmemError
+from physmem.machine import Machine, RamRange
+from physmem.trace_dfly import page_info
+from tests.dfly_util import digest
+
+MIB = 1 << 20
+
+
+def _machines():
+    two = Machine("t2", [RamRange(0x100000, 160 * MIB, 0), RamRange(160 * MIB, 288 * MIB, 1)],
+                  page_array="none")
+    return [("firecracker-128m", None), ("firecracker-128m", CpuTopology(3, 2, 1)),
+            (two, CpuTopology(1, 2, 1)), (two, CpuTopology(2, 2, 1)),
+            (two, CpuTopology(4, 1, 1))]
+
+
+def _boot(machine, cpus, materialised: bool) -> DragonflyVm:
+    vm = DragonflyVm(machine, cpus=cpus)
+    if materialised:
+        vm.queues.materialise_all()
+    return vm
+
+
+def _run(vm: DragonflyVm, seed: int, steps: int) -> list[str]:
+    """Random operations, pages picked by address anywhere in the machine (free pages of
+    untouched blocks included); returns what each answered."""
+    rng = random.Random(seed)
+    objs = [vm.object_create(t) for t in ("default", "vnode", "swap")]
+    busy: list[int] = []
+    idle: list[int] = []
+    lo, hi = vm.first_pfn, vm.first_pfn + vm.pages.npages
+    out: list[str] = []
+    for step in range(steps):
+        op = rng.random()
+        try:
+            if op < 0.35 or not (busy or idle):
+                m = vm.vm_page_alloc(rng.choice([*objs, None]), rng.randrange(1 << 20),
+                                     rng.choice([1, 2, 4]))     # NORMAL, QUICK, SYSTEM
+                if m is not None:
+                    busy.append(m)
+                out.append(f"alloc {m}")
+            elif op < 0.5 and busy:
+                m = busy.pop(rng.randrange(len(busy)))
+                if rng.random() < 0.5:
+                    vm.vm_page_free(m)
+                    out.append(f"free {m}")
+                else:
+                    vm.vm_page_wakeup(m)
+                    idle.append(m)
+                    out.append(f"wakeup {m}")
+            elif op < 0.65 and idle:
+                m = rng.choice(idle)
+                name = rng.choice(["vm_page_activate", "vm_page_deactivate",
+                                   "vm_page_cache", "vm_page_dontneed"])
+                getattr(vm, name)(m)
+                out.append(f"{name} {m} {page_info(vm, m)}")
+            elif op < 0.72 and idle:
+                m = idle.pop(rng.randrange(len(idle)))
+                if vm.busy_try(m, True):
+                    idle.append(m)
+                    out.append(f"busy_try {m} busy")
+                else:
+                    busy.append(m)
+                    out.append(f"busy_try {m} got")
+            elif op < 0.95:
+                # any page by address: most are free pages never touched since boot
+                m = vm.page(rng.randrange(lo, hi) << 12)
+                name = rng.choice(["info", "vm_page_hold", "vm_page_wire", "busy_try",
+                                   "vm_page_activate", "vm_page_is_valid"])
+                if name == "info":
+                    out.append(page_info(vm, m))
+                elif name == "busy_try":
+                    out.append(f"busy_try {m} {vm.busy_try(m, False)}")
+                elif name == "vm_page_is_valid":
+                    out.append(f"valid {m} {vm.vm_page_is_valid(m, 0, 4096)}")
+                else:
+                    getattr(vm, name)(m)
+                    out.append(f"{name} {m} {page_info(vm, m)}")
+            else:
+                out.append(f"pageout {vm.vm_pageout(force=True)}")
+        except PhysmemError as e:
+            out.append(f"{type(e).__name__}: {e}")
+        if step % 500 == 0:
+            out.append(digest(vm))
+    vm.vmstats_rollup()
+    vm.check()
+    out.append(digest(vm))
+    return out
+
+
+@pytest.mark.parametrize("machine,cpus", _machines(),
+                         ids=lambda x: getattr(x, "name", None) or str(x))
+def test_implicit_boot_is_the_materialised_layout(machine, cpus):
+    lazy = _boot(machine, cpus, False)
+    full = _boot(machine, cpus, True)
+    imp = lazy.queues.implicit_arr
+    # (on 3 sockets over one domain the finalize moves pages out of most blocks)
+    assert np.count_nonzero(imp) > (len(imp) // 2 if cpus is None else 0)
+    assert not full.queues.implicit_arr.any()
+    for name, a in lazy.queues.fields().items():          # the rule = the links written
+        assert np.array_equal(a, full.pages.arrays[name]), name
+    assert digest(lazy) == digest(full)
+    lazy.check()
+    full.check()
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("machine,cpus", _machines(),
+                         ids=lambda x: getattr(x, "name", None) or str(x))
+def test_random_operations_cannot_tell_implicit_blocks(machine, cpus, seed):
+    got = _run(_boot(machine, cpus, False), seed, 1500)
+    want = _run(_boot(machine, cpus, True), seed, 1500)
+    assert got == want
+
+
+def test_touching_a_page_materialises_its_block_only():
+    vm = DragonflyVm("firecracker-128m")
+    q = vm.queues
+    k = int(np.flatnonzero(q.implicit_arr)[len(np.flatnonzero(q.implicit_arr)) // 2])
+    m = (k << 10) - q.off + 517
+    before = np.count_nonzero(q.implicit_arr)
+    assert vm.pages.queue[m] == 0                          # not written yet
+    assert vm.page(vm.pa(m)) == m
+    assert q.implicit_arr[k] == 0 and np.count_nonzero(q.implicit_arr) == before - 1
+    assert vm.pages.queue[m] == PQ_FREE + vm.pages.pc[m]
+    assert f"queue=PQ_FREE+{vm.pages.pc[m]}" in page_info(vm, m)
+    vm.check()
+
+
+@pytest.mark.no_final_check
+def test_a_broken_implicit_block_is_caught_by_invariants():
+    # the rule's links are checked against their materialised neighbours: a page of an
+    # implicit block written by hand (as a bug would) breaks the mutual links
+    vm = DragonflyVm("firecracker-128m")
+    q = vm.queues
+    k = int(np.flatnonzero(q.implicit_arr)[3])
+    m = (k << 10) - q.off
+    nxt = int(q.fields()["next"][m]) - 1                  # its neighbour, materialised
+    vm.page(vm.pa(nxt))
+    q.pages.prev[nxt] = 0
+    with pytest.raises(InvariantError, match="not mutual"):
+        vm.check()
