@@ -3,7 +3,9 @@
 The fields live in numpy arrays, one entry per page from the first to the last available
 page (``vm_page_array``), with the names and bit values of DragonFly's ``vm_page.h``; the
 hot paths read and write single entries through memoryviews.  The arrays are anonymous
-mappings (:func:`physmem.pagearray.zeros`), so memory follows what boot and use touch.
+mappings (:func:`physmem.pagearray.zeros`), so memory follows what boot and use touch;
+the free pages of untouched 1024-page blocks are not written at all (their ``pc``,
+``queue``, ``next``, ``prev`` follow from the boot colour rule: :class:`Queues`).
 
 =================  =======  ============================================================
 field              type     meaning
