@@ -7,7 +7,8 @@ the state is the same as a tree that links every page.
 
 ``layout`` boots each machine in a fresh child (this tree) and prints: boot time, the
 child's peak RSS, the 1024-page blocks left implicit (their pages' ``pc``/``queue``/
-``next``/``prev`` given by the boot colour rule, see ``Queues``) and the ones materialised.
+``next``/``prev`` given by the boot colour rule, see ``Queues``), the ones materialised
+and the ones holding no page (holes, the carved top).
 
 ``digests`` runs, for each SPEC (``MACHINE`` or ``MACHINE@SxCxT``), the same boot and
 workload in this tree and in ``--base`` (each in a fresh child) and prints the SHA-256 of
@@ -23,7 +24,8 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SRC = os.path.join(HERE, "..", "src")
+REPO = os.path.abspath(os.path.join(HERE, ".."))
+SRC = os.path.join(REPO, "src")
 
 CHILD_LAYOUT = r"""
 import json, resource, sys, time
@@ -33,36 +35,30 @@ t = time.perf_counter()
 vm = DragonflyVm(sys.argv[1])
 boot = time.perf_counter() - t
 imp = vm.queues.implicit_arr
+# blocks with no page at all (holes, the carved top): nothing to write there
+hole = np.ones(len(imp) << 10, dtype=np.uint8)
+off = vm.queues.off
+hole[off:off + vm.pages.npages] = np.frombuffer(vm.unmanaged, dtype=np.uint8)
+empty = int(np.count_nonzero(hole.reshape(-1, 1024).all(axis=1)))
 print(json.dumps({"machine": sys.argv[1], "boot_s": round(boot, 3),
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10,
                   "blocks": len(imp), "implicit": int(np.count_nonzero(imp)),
-                  "materialised": int(len(imp) - np.count_nonzero(imp)),
-                  "free_pages": vm.vmstats.v_free_count}))
+                  "materialised": int(len(imp) - np.count_nonzero(imp)) - empty,
+                  "no_pages": empty, "free_pages": vm.vmstats.v_free_count}))
 """
 
 CHILD_DIGESTS = r"""
-import hashlib, json, sys
+import json, sys
+sys.path.insert(0, sys.argv[2])                 # this repository: tests.dfly_util.digest
 from physmem.dfly_workloads import anon_churn, pagecache_fill
 from physmem.dragonfly.vm_page import CpuTopology, DragonflyVm
+from physmem.dragonfly.vm_page_array import Queues
+from tests.dfly_util import digest as full_digest
+if not hasattr(Queues, "fields"):               # a tree without implicit blocks
+    Queues.fields = lambda self: self.pages.arrays
 
 def digest(vm):
-    h = hashlib.sha256()
-    q = vm.queues
-    arrays = q.fields() if hasattr(q, "fields") else vm.pages.arrays
-    for name, a in arrays.items():
-        h.update(name.encode())
-        h.update(a.tobytes())
-    h.update(repr((q.head, q.tail, q.lcnt, q.lastq, bytes(q.nonempty))).encode())
-    h.update(repr(vm.vmstats).encode())
-    for c in vm.cpu:
-        h.update(repr((c.vmstats, c.adj, c.cnt)).encode())
-    for o in vm.objects.values():
-        h.update(repr((o.id, sorted(o.memq.items()), o.resident_page_count,
-                       o.generation)).encode())
-    h.update(repr((vm.md_refs, sorted(vm.md_mod), vm.deficit, vm.dnweight)).encode())
-    if vm.dma_alist is not None:
-        h.update(vm.dma_alist.free_map.tobytes())
-    return h.hexdigest()[:16]
+    return full_digest(vm)[:16]
 
 machine, _, cpus = sys.argv[1].partition("@")
 kw = {"cpus": CpuTopology(*map(int, cpus.split("x")))} if cpus else {}
@@ -103,7 +99,8 @@ def main() -> None:
                         "server-96g-2dom"]
     same = 0
     for spec in specs:
-        mine, base = child(CHILD_DIGESTS, a.src, spec), child(CHILD_DIGESTS, a.base, spec)
+        mine = child(CHILD_DIGESTS, a.src, spec, REPO)
+        base = child(CHILD_DIGESTS, a.base, spec, REPO)
         ok = mine == base
         same += ok
         print(json.dumps({"spec": spec, "identical": ok, "this": mine, "base": base}),
