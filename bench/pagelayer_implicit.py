@@ -34,6 +34,7 @@ from physmem.dragonfly.vm_page import DragonflyVm
 t = time.perf_counter()
 vm = DragonflyVm(sys.argv[1])
 boot = time.perf_counter() - t
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10     # before the count
 imp = vm.queues.implicit_arr
 # blocks with no page at all (holes, the carved top): nothing to write there
 hole = np.ones(len(imp) << 10, dtype=np.uint8)
@@ -41,7 +42,7 @@ off = vm.queues.off
 hole[off:off + vm.pages.npages] = np.frombuffer(vm.unmanaged, dtype=np.uint8)
 empty = int(np.count_nonzero(hole.reshape(-1, 1024).all(axis=1)))
 print(json.dumps({"machine": sys.argv[1], "boot_s": round(boot, 3),
-                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10,
+                  "peak_rss_mib": rss,
                   "blocks": len(imp), "implicit": int(np.count_nonzero(imp)),
                   "materialised": int(len(imp) - np.count_nonzero(imp)) - empty,
                   "no_pages": empty, "free_pages": vm.vmstats.v_free_count}))
