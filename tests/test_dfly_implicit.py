@@ -156,3 +156,23 @@ def test_a_broken_implicit_block_is_caught_by_invariants():
     q.pages.prev[nxt] = 0
     with pytest.raises(InvariantError, match="not mutual"):
         vm.check()
+
+
+def test_threads_materialising_blocks_race_nothing():
+    # 8 CPUs allocate from their colours at once on a machine whose free pages start
+    # almost all implicit: pops of different queues materialise the same blocks under
+    # different queue locks (the materialisation lock is a leaf), with the pagedaemon
+    # thread and with WITNESS; Python switches threads every microsecond.
+    import sys
+
+    from tests.dfly_util import race_run
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for seed, daemon, witness in ((1, True, False), (2, False, True)):
+            problems = race_run("dragonfly", threads=8, ops=300, seed=seed, daemon=daemon,
+                                witness=witness, mib=256)
+            assert problems == [], problems
+    finally:
+        sys.setswitchinterval(old)
