@@ -257,6 +257,26 @@ class Queues:
         p.queue[i] = q
         self.lcnt[q] += 1
 
+    def move_to_tail(self, q: int, i: int) -> None:
+        """``remove(q, i)`` then ``insert(q, i, False)`` fused: page ``i`` of queue ``q``
+        moves to its tail (the pagedaemon's requeue; the caller holds the queue
+        spinlock).  ``lcnt`` does not change."""
+        n = i + 1
+        t = self.tail[q]
+        if t == n:
+            return
+        p = self.pages
+        nx, pv = p.next[i], p.prev[i]
+        if pv:
+            p.next[pv - 1] = nx
+        else:
+            self.head[q] = nx
+        p.prev[nx - 1] = pv                        # nx != 0: i is not the tail
+        p.prev[i] = t
+        p.next[i] = 0
+        p.next[t - 1] = n
+        self.tail[q] = n
+
     def empty(self, base: int) -> bool:
         """Whether all 1024 colours of ``base`` are empty (a C-speed scan of the
         non-empty bytes; each byte changes only under its queue's lock, so unlike a shared
