@@ -71,13 +71,21 @@ class QueueSearchMixin:
         """The first page of queue ``q`` whose page spinlock could be taken, returned with
         that spinlock HELD (the caller releases it with :meth:`page_unlock`); the page
         stays queued.  The pagedaemon's way into a queue."""
-        if not self.queues.lcnt[q]:
+        qs = self.queues
+        if not qs.lcnt[q]:
             return None
         spins = self.page_spin
-        with self.queue_spin[q]:
-            for m in self.queues.iter(q):
+        lock = self.queue_spin[q]
+        lock.acquire()
+        try:
+            m = qs.first(q)                         # the head, nearly always free
+            if m is not None and spins[m & (PAGE_STRIPES - 1)].acquire(False):
+                return m
+            for m in qs.iter(q):
                 if spins[m & (PAGE_STRIPES - 1)].acquire(False):
                     return m
+        finally:
+            lock.release()
         return None
 
     def page_unlock(self, m: int) -> None:

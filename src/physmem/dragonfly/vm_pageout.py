@@ -28,6 +28,7 @@ from .vm_page_array import (
     ACT_ADVANCE,
     ACT_INIT,
     ACT_MAX,
+    COUNTER,
     PBUSY_MASK,
     PG_FICTITIOUS,
     PG_MAPPED,
@@ -204,11 +205,13 @@ class PageoutMixin:
         if not (s.v_paging_start > free + s.v_cache_count or s.v_free_min > free or
                 s.v_free_reserved > free):
             return
-        if not self._is_daemon():
+        if not getattr(self._in_daemon, "on", False):       # not from the daemon itself
             if self.vm_pages_needed <= 1:
                 self.vm_pages_needed = 1
-                self.cpu[self.curcpu()].cnt["v_pdwakeups"] += 1
-                self._daemon_kick.set()
+                self.cpu[self._tls.cpu].cnt["v_pdwakeups"] += 1
+                kick = self._daemon_kick
+                if not kick.is_set():                # (set() takes its condition's lock)
+                    kick.set()
             elif self.min():
                 self.vm_pages_needed += 1
 
@@ -326,9 +329,9 @@ class PageoutMixin:
         p.flags[m] &= ~PG_REFERENCED
         self.md_refs.pop(m, None)
         if p.dirty[m] == 0:
-            self.vm_page_test_dirty(m)
+            self._test_dirty(m)
         athead = not (p.dirty[m] or (dnw & 0x70) == 0)
-        self.vm_page_deactivate(m, athead)
+        self._deactivate(m, athead)
 
     def vm_object_madvise(self, obj: VmObject, pindex: int, count: int, advice: int) -> int:
         """vm_object_madvise over [pindex, pindex + count) of ``obj``; returns the number
@@ -442,9 +445,22 @@ class PageoutMixin:
                                  self._inactive_page)
 
     def _requeue(self, m: int, q: int) -> None:
-        """Move a page to its queue's tail (the scan's way of skipping it)."""
-        self._rem_queue(m)
-        self._add_queue(m, q, False)
+        """Move a page to its queue's tail (the scan's way of skipping it): _rem_queue then
+        _add_queue, fused under one hold of the queue's spinlock.  The counter's -1 and +1
+        cancel; the removal's fold check stays (start() does not read the active and
+        inactive counts, the only queues requeued)."""
+        base = ((q - 1) & ~PQ_L2_MASK) + 1
+        assert base in (PQ_ACTIVE, PQ_INACTIVE)
+        lock = self.queue_spin[q]
+        lock.acquire()
+        self.queues.move_to_tail(q, m)
+        lock.release()
+        counter = COUNTER[base]
+        adj = self.cpu[self._tls.cpu].adj
+        if adj[counter] - 1 < -1024 and self.start(-1024 * self.ncpus):
+            with self.stats_lock:                   # _count's fold, then the +1
+                self.vmstats.__dict__[counter] += adj[counter] - 1
+                adj[counter] = 1
 
     def _inactive_page(self, m: int, qi: int) -> int:
         """Scan one inactive page; returns 1 if it was cached or freed."""
@@ -461,10 +477,10 @@ class PageoutMixin:
             p.flags[m] &= ~PG_REFERENCED
             if refs:
                 p.act_count[m] = min(ACT_MAX, p.act_count[m] + ACT_ADVANCE + refs)
-                self.vm_page_activate(m)
+                self._activate(m)
                 st.reactivated += 1
             else:
-                self.vm_page_test_dirty(m)
+                self._test_dirty(m)
                 if p.dirty[m] and not p.flags[m] & PG_WINATCFLS:
                     p.flags[m] |= PG_WINATCFLS     # a second chance before laundering
                     self._requeue(m, qi)
@@ -476,7 +492,7 @@ class PageoutMixin:
                     st.freed += 1
                     return 1
                 else:
-                    self.vm_page_cache(m)        # unbusies
+                    self._cache(m)               # unbusies
                     if queue_base(p.queue[m]) == PQ_CACHE:
                         st.cached += 1
                         return 1
@@ -528,7 +544,7 @@ class PageoutMixin:
             if p.act_count[m]:
                 self._requeue(m, qa)
                 return 0
-            self.vm_page_deactivate(m)
+            self._deactivate(m)
             self.pageout_stats.deactivated += 1
             return 1
         finally:
@@ -593,7 +609,7 @@ class PageoutMixin:
                 elif p.act_count[m] == 0:
                     if self.inactive():
                         p.flags[m] &= ~(PG_MAPPED | PG_WRITEABLE)
-                        self.vm_page_deactivate(m)
+                        self._deactivate(m)
                     else:
                         self._requeue(m, qa)
                 else:
