@@ -20,6 +20,7 @@ from .vm_page_array import (
     PG_FICTITIOUS,
     PG_MAPPED,
     PG_NEED_COMMIT,
+    PG_NOSYNC,
     PG_UNQUEUED,
     PG_WRITEABLE,
     PQ_CACHE,
@@ -371,8 +372,8 @@ class AllocMixin:
         self._check_obj(obj, "vm_page_grab")
         self._check_pindex(pindex, "vm_page_grab")
         for _ in range(RETRY_LIMIT):
-            m, busy = self.vm_page_lookup_busy_try(obj, pindex, True)
-            if m is not None and busy:
+            m = self._lookup(obj, pindex)          # vm_page_lookup_busy_try(..., TRUE)
+            if m is not None and self._busy_try(m, True):
                 if not req & VM_ALLOC_RETRY:
                     return None
                 self.busy_wait(m, True)
@@ -392,6 +393,29 @@ class AllocMixin:
                 self.pages.valid[m] = VM_PAGE_BITS_ALL
             return m
         raise PageStateError(f"vm_page_grab: no page for {pindex} after {RETRY_LIMIT} waits")
+
+    def pagecache_read(self, obj: VmObject, pindex: int, proc: Proc | None = None) -> int:
+        """One file page read through the buffer cache, as the page-cache workloads do it:
+        ``vm_page_grab(obj, pindex, NORMAL | RETRY)``; unless the page is all valid,
+        ``vm_page_set_validclean`` over the whole page; ``vm_page_activate``;
+        ``vm_page_wakeup`` -- the same steps in the same order, the arguments checked
+        once.  Returns the page (unbusied, active)."""
+        m = self.vm_page_grab(obj, pindex, VM_ALLOC_NORMAL | VM_ALLOC_RETRY, proc)
+        assert m is not None
+        p = self.pages
+        if p.valid[m] != VM_PAGE_BITS_ALL:
+            # vm_page_set_validclean(m, 0, PAGE_SIZE): no partial chunk to zero
+            p.valid[m] = VM_PAGE_BITS_ALL
+            p.dirty[m] = 0
+            p.flags[m] &= ~PG_NOSYNC
+        spin = self.page_spin[m & (PAGE_STRIPES - 1)]
+        spin.acquire()
+        try:
+            self._activate(m)
+        finally:
+            spin.release()
+        self._wakeup(m)
+        return m
 
     def vm_page_alloczwq(self, pindex: int, req: int, proc: Proc | None = None) -> int | None:
         """vm_page_alloczwq: an object-less page, wired and unbusied (zeroed if asked)."""

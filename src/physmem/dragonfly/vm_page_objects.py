@@ -111,11 +111,19 @@ class ObjectMixin:
             p.obj[m] = 0
 
     def vm_page_lookup(self, obj: VmObject, pindex: int) -> int | None:
+        """The page of ``obj`` at ``pindex`` (entered in the page hash), or None."""
         self._check_obj(obj, "vm_page_lookup")
         self._check_pindex(pindex, "vm_page_lookup")
-        with obj.token:
-            m = obj.memq.get(pindex)
-        if m is not None:
+        return self._lookup(obj, pindex)
+
+    def _lookup(self, obj: VmObject, pindex: int) -> int | None:
+        """vm_page_lookup's work, under the object's token (``obj`` and ``pindex``
+        checked by the caller)."""
+        token = obj.token
+        token.acquire()
+        m = obj.memq.get(pindex)
+        token.release()
+        if m is not None and self.hash is not None:
             self.hash_enter(m)
         return m
 
