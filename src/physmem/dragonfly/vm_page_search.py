@@ -27,22 +27,33 @@ class QueueSearchMixin:
     # Queues
     # ======================================================================================
     def _add_queue(self, m: int, q: int, athead: bool) -> None:
-        """_vm_page_add_queue_spinlocked: FREE queues always at the head."""
+        """_vm_page_add_queue_spinlocked: FREE queues always at the head.  Counts the page
+        in this CPU's view and pending delta (an addition never folds)."""
         p = self.pages
-        base = queue_base(q)
+        base = ((q - 1) & ~PQ_L2_MASK) + 1                  # queue_base(q), q != PQ_NONE
         assert p.queue[m] == PQ_NONE and not p.flags[m] & (PG_FICTITIOUS | PG_UNQUEUED)
-        with self.queue_spin[q]:
-            self.queues.insert(q, m, athead or base == PQ_FREE)
-        self._count(COUNTER[base], 1)
+        lock = self.queue_spin[q]
+        lock.acquire()
+        self.queues.insert(q, m, athead or base == PQ_FREE)
+        lock.release()
+        counter = COUNTER[base]                            # _count(counter, +1)
+        c = self.cpu[self._tls.cpu]
+        lock = self.stats_lock
+        lock.acquire()
+        c.vmstats.__dict__[counter] += 1
+        c.adj[counter] += 1
+        lock.release()
 
     def _rem_queue(self, m: int) -> int:
         """Dequeue the page; returns its old base (PQ_NONE if it was on none)."""
         q = self.pages.queue[m]
         if q == PQ_NONE:
             return PQ_NONE
-        base = queue_base(q)
-        with self.queue_spin[q]:
-            self.queues.remove(q, m)
+        base = ((q - 1) & ~PQ_L2_MASK) + 1
+        lock = self.queue_spin[q]
+        lock.acquire()
+        self.queues.remove(q, m)
+        lock.release()
         self._count(COUNTER[base], -1)
         return base
 

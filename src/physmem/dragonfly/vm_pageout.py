@@ -29,7 +29,9 @@ from .vm_page_array import (
     ACT_INIT,
     ACT_MAX,
     COUNTER,
+    PBUSY_LOCKED,
     PBUSY_MASK,
+    PBUSY_WANTED,
     PG_FICTITIOUS,
     PG_MAPPED,
     PG_NEED_COMMIT,
@@ -519,11 +521,20 @@ class PageoutMixin:
         self._scan_queues(PQ_ACTIVE, "_active_rover", shortage, self._active_page)
 
     def _active_page(self, m: int, qa: int) -> int:
-        """Age one active page; returns 1 if it was deactivated."""
+        """Age one active page (its spinlock held); returns 1 if it was deactivated.  The
+        busy try, the pmap reference count and the unbusy are written out (this runs a
+        few times per page the workloads bring in)."""
         p = self.pages
-        if self._busy_try(m, True):
+        bc = p.busy_count
+        atomic = self.atomic
+        atomic.acquire()
+        b = bc[m]
+        if b & (PBUSY_LOCKED | PBUSY_MASK):         # _busy_try(m, True) failed
+            atomic.release()
             self._requeue(m, qa)
             return 0
+        bc[m] = b | PBUSY_LOCKED
+        atomic.release()
         try:
             if p.wire_count[m]:
                 self._rem_queue(m)               # wired pages leave the queues
@@ -531,24 +542,35 @@ class PageoutMixin:
             if p.hold_count[m]:
                 self._requeue(m, qa)
                 return 0
-            refs = (1 if p.flags[m] & PG_REFERENCED else 0) + self._ts_referenced(m)
-            p.flags[m] &= ~PG_REFERENCED
+            flags = p.flags[m]
+            md_refs = self.md_refs
+            refs = (1 if flags & PG_REFERENCED else 0) + (md_refs.pop(m, 0) if md_refs
+                                                           else 0)   # _ts_referenced
+            if flags & PG_REFERENCED:
+                p.flags[m] = flags & ~PG_REFERENCED
+            act = p.act_count[m]
             if refs:
-                p.act_count[m] = min(ACT_MAX, p.act_count[m] + ACT_ADVANCE + refs)
+                p.act_count[m] = min(ACT_MAX, act + ACT_ADVANCE + refs)
                 self._requeue(m, qa)
                 return 0
             o = self.objects.get(p.obj[m])
-            decline = (self.filemem_decline if o is not None and o.type == "vnode"
-                       else self.anonmem_decline)
-            p.act_count[m] = max(0, p.act_count[m] - decline)
-            if p.act_count[m]:
+            act -= (self.filemem_decline if o is not None and o.type == "vnode"
+                    else self.anonmem_decline)
+            if act > 0:
+                p.act_count[m] = act
                 self._requeue(m, qa)
                 return 0
+            p.act_count[m] = 0
             self._deactivate(m)
             self.pageout_stats.deactivated += 1
             return 1
         finally:
-            self._wakeup(m)
+            atomic.acquire()                     # _wakeup(m)
+            b = bc[m]
+            bc[m] = b & ~(PBUSY_LOCKED | PBUSY_WANTED)
+            atomic.release()
+            if b & PBUSY_WANTED:
+                self._wake_waiters()
 
     def _cache_to_free(self) -> None:
         """Free cache pages while v_free_count < v_free_target and cache > 16; the rover
