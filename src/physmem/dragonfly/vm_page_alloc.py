@@ -518,9 +518,42 @@ class AllocMixin:
         spin = self.page_spin[m & (PAGE_STRIPES - 1)]
         spin.acquire()
         try:
-            self._free_toq(m, c)
+            flags = p.flags[m]
+            if (flags & PG_FICTITIOUS or p.queue[m] or p.hold_count[m] or
+                    self.kernel is not None):
+                self._free_toq(m, c)
+                return
+            # _free_toq's common case written out: an unqueued, unheld page of the
+            # DragonFly source straight to the head of PQ_FREE + pc.
+            p.flags[m] = flags & ~(PG_MAPPED | PG_WRITEABLE | PG_NEED_COMMIT | PG_UNQUEUED)
+            p.valid[m] = 0
+            p.dirty[m] = 0
+            if self.md_mod:
+                self.md_mod.discard(m)
+            if self.md_refs:
+                self.md_refs.pop(m, None)
+            fq = PQ_FREE + p.pc[m]
+            qlock = self.queue_spin[fq]
+            qlock.acquire()
+            self.queues.insert_head(fq, m)
+            qlock.release()
+            slock = self.stats_lock                    # _count("v_free_count", +1)
+            slock.acquire()
+            c.vmstats.v_free_count += 1
+            c.adj["v_free_count"] += 1
+            slock.release()
+            atomic = self.atomic
+            atomic.acquire()
+            b = p.busy_count[m]
+            p.busy_count[m] = b & ~(PBUSY_LOCKED | PBUSY_WANTED)
+            atomic.release()
         finally:
             spin.release()
+        if b & PBUSY_WANTED:
+            with self.sleep:
+                self.sleep.notify_all()
+        if self.vm_pageout_pages_needed or self.vm_pages_waiting:
+            self.vm_page_free_wakeup()
 
     def _free_toq(self, m: int, c: CpuStats) -> None:
         """vm_page_free_toq after vm_page_remove (the page spinlock is held; ``c``: this
