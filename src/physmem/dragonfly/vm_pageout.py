@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import ArgumentError
-from .locks import page_op
+from .locks import PAGE_STRIPES, page_op
 from .vm_page_array import (
     ACT_ADVANCE,
     ACT_INIT,
@@ -422,24 +422,30 @@ class PageoutMixin:
         colour, colours in the order of the rover attribute ``rover`` -- until ``visit``
         (called with the page locked) has returned ``shortage`` credits in all."""
         q = self.queues
+        lcnt = q.lcnt
+        first_locked = self.first_locked
+        spins = self.page_spin
         got = 0
         per = pqaverage(shortage)
-        for _ in range(PQ_L2_SIZE):
-            if got >= shortage:
-                break
-            c = getattr(self, rover)
-            setattr(self, rover, (c + 1) & PQ_L2_MASK)
-            qi = base + c
-            budget = min(per, q.lcnt[qi])
-            while budget > 0 and got < shortage:
-                budget -= 1
-                m = self.first_locked(qi)
-                if m is None:
+        c = getattr(self, rover)
+        try:
+            for _ in range(PQ_L2_SIZE):
+                if got >= shortage:
                     break
-                try:
-                    got += visit(m, qi)
-                finally:
-                    self.page_unlock(m)
+                qi = base + c
+                c = (c + 1) & PQ_L2_MASK
+                budget = min(per, lcnt[qi])
+                while budget > 0 and got < shortage:
+                    budget -= 1
+                    m = first_locked(qi)
+                    if m is None:
+                        break
+                    try:
+                        got += visit(m, qi)
+                    finally:
+                        spins[m & (PAGE_STRIPES - 1)].release()     # page_unlock(m)
+        finally:
+            setattr(self, rover, c)          # (only this scan reads its rover)
         return got
 
     def _scan_inactive(self, shortage: int) -> int:
