@@ -519,12 +519,11 @@ class AllocMixin:
         spin.acquire()
         try:
             flags = p.flags[m]
-            if (flags & PG_FICTITIOUS or p.queue[m] or p.hold_count[m] or
-                    self.kernel is not None):
+            if flags & PG_FICTITIOUS or p.queue[m] or p.hold_count[m]:
                 self._free_toq(m, c)
                 return
-            # _free_toq's common case written out: an unqueued, unheld page of the
-            # DragonFly source straight to the head of PQ_FREE + pc.
+            # _free_toq's common case written out: an unqueued, unheld page straight to
+            # the head of PQ_FREE + pc (or back to vm_phys on the buddy source).
             p.flags[m] = flags & ~(PG_MAPPED | PG_WRITEABLE | PG_NEED_COMMIT | PG_UNQUEUED)
             p.valid[m] = 0
             p.dirty[m] = 0
@@ -532,11 +531,15 @@ class AllocMixin:
                 self.md_mod.discard(m)
             if self.md_refs:
                 self.md_refs.pop(m, None)
-            fq = PQ_FREE + p.pc[m]
-            qlock = self.queue_spin[fq]
-            qlock.acquire()
-            self.queues.insert_head(fq, m)
-            qlock.release()
+            k = self.kernel
+            if k is None:
+                fq = PQ_FREE + p.pc[m]
+                qlock = self.queue_spin[fq]
+                qlock.acquire()
+                self.queues.insert_head(fq, m)
+                qlock.release()
+            else:
+                k.free_pages((m + self.first_pfn) << PAGE_SHIFT, 0)    # _buddy_give
             slock = self.stats_lock                    # _count("v_free_count", +1)
             slock.acquire()
             c.vmstats.v_free_count += 1
