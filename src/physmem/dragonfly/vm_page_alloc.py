@@ -318,22 +318,9 @@ class AllocMixin:
         p.valid[m] = 0
         if obj is None:
             p.pindex[m] = pindex
-        else:
-            # vm_page_insert, inlined: the page has no flags and no valid bits, so the
-            # object's writeable/maybe-dirty marks stay as they are.
-            token = obj.token
-            token.acquire()
-            memq = obj.memq
-            if pindex in memq:
-                token.release()
-                self.vm_page_free(m)                  # lost (obj, pindex) to another thread
-                return _RACE
-            obj.generation += 1
-            memq[pindex] = m
-            obj.resident_page_count += 1
-            p.obj[m] = obj.id
-            p.pindex[m] = pindex
-            token.release()
+        elif not self._insert(m, obj, pindex):
+            self.vm_page_free(m)                      # lost (obj, pindex) to another thread
+            return _RACE
         if s.v_free_count < s.v_paging_start:        # vm_page_alloc's
             self.pagedaemon_wakeup()
         return m
@@ -518,57 +505,22 @@ class AllocMixin:
         spin = self.page_spin[m & (PAGE_STRIPES - 1)]
         spin.acquire()
         try:
-            flags = p.flags[m]
-            if flags & PG_FICTITIOUS or p.queue[m] or p.hold_count[m]:
-                self._free_toq(m, c)
-                return
-            # _free_toq's common case written out: an unqueued, unheld page straight to
-            # the head of PQ_FREE + pc (or back to vm_phys on the buddy source).
-            p.flags[m] = flags & ~(PG_MAPPED | PG_WRITEABLE | PG_NEED_COMMIT | PG_UNQUEUED)
-            p.valid[m] = 0
-            p.dirty[m] = 0
-            if self.md_mod:
-                self.md_mod.discard(m)
-            if self.md_refs:
-                self.md_refs.pop(m, None)
-            k = self.kernel
-            if k is None:
-                fq = PQ_FREE + p.pc[m]
-                qlock = self.queue_spin[fq]
-                qlock.acquire()
-                self.queues.insert_head(fq, m)
-                qlock.release()
-            else:
-                k.free_pages((m + self.first_pfn) << PAGE_SHIFT, 0)    # _buddy_give
-            slock = self.stats_lock                    # _count("v_free_count", +1)
-            slock.acquire()
-            c.vmstats.v_free_count += 1
-            c.adj["v_free_count"] += 1
-            slock.release()
-            atomic = self.atomic
-            atomic.acquire()
-            b = p.busy_count[m]
-            p.busy_count[m] = b & ~(PBUSY_LOCKED | PBUSY_WANTED)
-            atomic.release()
+            self._free_toq(m, c)
         finally:
             spin.release()
-        if b & PBUSY_WANTED:
-            with self.sleep:
-                self.sleep.notify_all()
-        if self.vm_pageout_pages_needed or self.vm_pages_waiting:
-            self.vm_page_free_wakeup()
 
     def _free_toq(self, m: int, c: CpuStats) -> None:
         """vm_page_free_toq after vm_page_remove (the page spinlock is held; ``c``: this
-        CPU's statistics): off its queue, onto PQ_HOLD or PQ_FREE, unbusied."""
+        CPU's statistics): off its queue, onto PQ_HOLD, or to the head of PQ_FREE + pc
+        (back to vm_phys on the buddy source), unbusied.  Written out with
+        acquire/release: every page the layer frees comes through here."""
         p = self.pages
-        q = p.queue[m]
         flags = p.flags[m] & ~(PG_MAPPED | PG_WRITEABLE)    # pmap_mapped_sync
-        p.flags[m] = flags
         if flags & PG_FICTITIOUS:
+            p.flags[m] = flags
             self._wakeup(m)
             return
-        if q:
+        if p.queue[m]:
             self._rem_queue(m)
         p.valid[m] = 0
         p.dirty[m] = 0
@@ -579,24 +531,26 @@ class AllocMixin:
         p.flags[m] = flags & ~(PG_NEED_COMMIT | PG_UNQUEUED)
         if p.hold_count[m]:
             self._add_queue(m, PQ_HOLD + p.pc[m], False)
-        elif self.kernel is None:
-            fq = PQ_FREE + p.pc[m]                     # _add_queue at the head, inlined
-            qlock = self.queue_spin[fq]
-            qlock.acquire()
-            self.queues.insert_head(fq, m)
-            qlock.release()
+        else:
+            k = self.kernel
+            if k is None:
+                fq = PQ_FREE + p.pc[m]                 # _add_queue at the head, inlined
+                qlock = self.queue_spin[fq]
+                qlock.acquire()
+                self.queues.insert(fq, m, True)
+                qlock.release()
+            else:
+                k.free_pages((m + self.first_pfn) << PAGE_SHIFT, 0)    # _buddy_give
             slock = self.stats_lock                    # _count("v_free_count", +1)
             slock.acquire()
             c.vmstats.v_free_count += 1
             c.adj["v_free_count"] += 1
             slock.release()
-        else:
-            self._buddy_give(m)
-        lock = self.atomic
-        lock.acquire()
+        atomic = self.atomic
+        atomic.acquire()
         b = p.busy_count[m]
         p.busy_count[m] = b & ~(PBUSY_LOCKED | PBUSY_WANTED)
-        lock.release()
+        atomic.release()
         if b & PBUSY_WANTED:
             with self.sleep:
                 self.sleep.notify_all()

@@ -240,42 +240,12 @@ class Queues:
             self.nonempty[q] = 0
         return m
 
-    def insert_head(self, q: int, i: int) -> None:
-        """``insert(q, i, True)`` without the tail branch: vm_page_free_toq's PQ_FREE
-        insert (the caller holds the queue spinlock)."""
-        p = self.pages
-        n = i + 1
-        h = self.head[q]
-        p.next[i] = h
-        p.prev[i] = 0
-        if h:
-            p.prev[h - 1] = n
-        else:
-            self.tail[q] = n
-            self.nonempty[q] = 1
-        self.head[q] = n
-        p.queue[i] = q
-        self.lcnt[q] += 1
-
     def move_to_tail(self, q: int, i: int) -> None:
-        """``remove(q, i)`` then ``insert(q, i, False)`` fused: page ``i`` of queue ``q``
-        moves to its tail (the pagedaemon's requeue; the caller holds the queue
-        spinlock).  ``lcnt`` does not change."""
-        n = i + 1
-        t = self.tail[q]
-        if t == n:
-            return
-        p = self.pages
-        nx, pv = p.next[i], p.prev[i]
-        if pv:
-            p.next[pv - 1] = nx
-        else:
-            self.head[q] = nx
-        p.prev[nx - 1] = pv                        # nx != 0: i is not the tail
-        p.prev[i] = t
-        p.next[i] = 0
-        p.next[t - 1] = n
-        self.tail[q] = n
+        """``remove(q, i)`` then ``insert(q, i, False)``: page ``i`` of queue ``q`` moves to
+        its tail (the pagedaemon's requeue, under one hold of the queue spinlock)."""
+        if self.tail[q] != i + 1:
+            self.remove(q, i)
+            self.insert(q, i, False)
 
     def empty(self, base: int) -> bool:
         """Whether all 1024 colours of ``base`` are empty (a C-speed scan of the

@@ -72,7 +72,8 @@ class ObjectMixin:
         return self._insert(m, obj, pindex)
 
     def _insert(self, m: int, obj: VmObject, pindex: int) -> bool:
-        """vm_page_insert's work, under the object's token (also on the alloc fast path)."""
+        """vm_page_insert's work, under the object's token (also on the alloc fast path,
+        where the page has no flags and no valid bits yet)."""
         p = self.pages
         token = obj.token
         token.acquire()
@@ -85,7 +86,7 @@ class ObjectMixin:
         obj.resident_page_count += 1
         p.obj[m] = obj.id
         p.pindex[m] = pindex
-        if p.valid[m] & p.dirty[m] or p.flags[m] & (PG_WRITEABLE | PG_NEED_COMMIT):
+        if p.flags[m] & (PG_WRITEABLE | PG_NEED_COMMIT) or p.valid[m] & p.dirty[m]:
             obj.writeable = obj.maybe_dirty = True
         token.release()
         return True
