@@ -16,7 +16,6 @@ from .vm_page_array import (
     PQ_FREE,
     PQ_L2_MASK,
     PQ_NONE,
-    queue_base,
 )
 
 
@@ -64,18 +63,26 @@ class QueueSearchMixin:
         does: the caller busies the page (or deactivates it) before releasing it with
         :meth:`page_unlock`, so a thread holding the page busy cannot requeue it
         meanwhile."""
-        if not self.queues.lcnt[q]:
+        qs = self.queues
+        if not qs.lcnt[q]:
             return None
         spins = self.page_spin
-        with self.queue_spin[q]:
-            for m in self.queues.iter(q):
-                spin = spins[m & (PAGE_STRIPES - 1)]
-                if spin.acquire(False):
-                    self.queues.remove(q, m)
-                    break
+        lock = self.queue_spin[q]
+        lock.acquire()
+        try:
+            m = qs.first(q)                         # the head, nearly always free
+            if m is not None and spins[m & (PAGE_STRIPES - 1)].acquire(False):
+                qs.remove_head(q)
             else:
-                return None
-        self._count(COUNTER[queue_base(q)], -1)
+                for m in qs.iter(q):
+                    if spins[m & (PAGE_STRIPES - 1)].acquire(False):
+                        qs.remove(q, m)
+                        break
+                else:
+                    return None
+        finally:
+            lock.release()
+        self._count(COUNTER[((q - 1) & ~PQ_L2_MASK) + 1], -1)
         return m
 
     def first_locked(self, q: int) -> int | None:
