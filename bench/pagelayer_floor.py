@@ -1,8 +1,15 @@
 #!/usr/bin/env python3
 """What one vm_page_alloc + vm_page_free pair costs in this model, beside what its locks
-and Python calls cost alone (one process, medians of 31 batches of 2,000):
+and Python calls cost alone, and where the buddy source's pair goes (one process,
+medians of 31 batches of 2,000, CPU time):
 
     PYTHONPATH=src python bench/pagelayer_floor.py
+
+The buddy lines: right after boot every free block of firecracker-1g is of the top order
+(4096 pages), so each order-0 allocation splits 12 times and its free merges 12 times
+("split"); with one page held first, the pair's page has an allocated buddy and neither
+splits nor merges ("no split").  "vm_phys pair" is the FreeBSD layer's Kernel API alone
+(alloc_pages + free_pages), the rest of a buddy pair is the DragonFly page layer's.
 """
 import statistics
 import threading
@@ -10,28 +17,49 @@ import time
 
 from physmem.dragonfly.vm_page import VM_ALLOC_NORMAL, DragonflyVm
 
-vm = DragonflyVm("firecracker-1g")
-o = vm.object_create()
-alloc, free = vm.vm_page_alloc, vm.vm_page_free
+
+def median_us(fn) -> float:
+    fn()
+    return statistics.median(fn() for _ in range(31)) * 1e6
+
+
+def pair_of(vm: DragonflyVm):
+    o = vm.object_create()
+    alloc, free = vm.vm_page_alloc, vm.vm_page_free
+
+    def pair(n: int = 2000) -> float:
+        t = time.process_time()
+        for i in range(n):
+            free(alloc(o, i, VM_ALLOC_NORMAL))
+        return (time.process_time() - t) / n
+    return pair
+
+
+def kernel_pair_of(vm: DragonflyVm):
+    k = vm.kernel
+    assert k is not None
+
+    def pair(n: int = 2000) -> float:
+        a, f = k.alloc_pages, k.free_pages
+        t = time.process_time()
+        for _ in range(n):
+            f(a(0, "default", 0), 0)
+        return (time.process_time() - t) / n
+    return pair
+
+
 plain, reentrant = threading.Lock(), threading.RLock()
-
-
-def pair(n: int = 2000) -> float:
-    t = time.perf_counter()
-    for i in range(n):
-        free(alloc(o, i, VM_ALLOC_NORMAL))
-    return (time.perf_counter() - t) / n
 
 
 def locks(n: int = 2000) -> float:
     # the pair's ten: queue, page (reentrant), busy atomic, stats, object token; twice
     seq = (plain, reentrant, plain, plain, plain) * 2
-    t = time.perf_counter()
+    t = time.process_time()
     for _ in range(n):
         for lk in seq:
             lk.acquire()
             lk.release()
-    return (time.perf_counter() - t) / n
+    return (time.process_time() - t) / n
 
 
 class _C:
@@ -40,16 +68,23 @@ class _C:
 
 
 def calls(n: int = 2000) -> float:
-    # the pair's six Python calls (alloc, _alloc_fast, _insert, free, _remove, _free_toq)
+    # four Python calls with arguments (alloc, _alloc_fast, free, insert_head/remove_head)
     f = _C().f
-    t = time.perf_counter()
+    t = time.process_time()
     for i in range(n):
-        f(f(f(i, 1, 2), 1, 2), 1, 2)
-        f(f(f(i, 1, 2), 1, 2), 1, 2)
-    return (time.perf_counter() - t) / n
+        f(f(i, 1, 2), 1, 2)
+        f(f(i, 1, 2), 1, 2)
+    return (time.process_time() - t) / n
 
 
-for name, fn in (("pair", pair), ("10 lock acquire+release", locks),
-                 ("6 method calls", calls)):
-    fn()
-    print(f"{name}: {statistics.median(fn() for _ in range(31)) * 1e6:.2f} µs")
+rows = [("pair (dragonfly source)", pair_of(DragonflyVm("firecracker-1g"))),
+        ("10 lock acquire+release", locks), ("4 method calls", calls)]
+buddy = DragonflyVm("firecracker-1g", source="buddy")
+rows += [("buddy pair, split", pair_of(buddy)),
+         ("  vm_phys pair (Kernel API), split", kernel_pair_of(buddy))]
+held = DragonflyVm("firecracker-1g", source="buddy")
+held.vm_page_alloc(held.object_create(), 0, VM_ALLOC_NORMAL)   # its buddy: never merged
+rows += [("buddy pair, no split", pair_of(held)),
+         ("  vm_phys pair (Kernel API), no split", kernel_pair_of(held))]
+for name, fn in rows:
+    print(f"{name}: {median_us(fn):.2f} µs")

@@ -12,11 +12,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from physmem.cli import main
-from physmem.dfly_workloads import run
+from physmem.dfly_workloads import pagecache_fill, run
 from physmem.dragonfly.locks import LockOrderError
 from physmem.dragonfly.vm_page import (
     VM_ALLOC_NORMAL,
     VM_ALLOC_RETRY,
+    CpuTopology,
     DragonflyVm,
     PageStateError,
 )
@@ -62,6 +63,28 @@ def test_pagecache_fill_beyond_ram_is_served_by_the_pagedaemon():
         s = vm.vmstats
         assert s.v_free_count + s.v_cache_count >= s.v_free_reserved
         vm.check()
+
+
+@pytest.mark.parametrize("mib, source, seed, cpus, cpu", [
+    (48, "dragonfly", 1, None, 0),
+    (48, "buddy", 2, None, 1),
+    (40, "dragonfly", 3, CpuTopology(2, 2, 1), 3),
+])
+def test_pagecache_read_leaves_the_state_of_its_calls_one_by_one(mib, source, seed, cpus,
+                                                                 cpu):
+    # The workload's one-call read (pagecache_read) against the public calls it stands
+    # for (grab, set_validclean, activate, wakeup), over 2.5x RAM: the pagedaemon runs
+    # in both, and the whole state must come out the same.
+    digests, passes = [], []
+    for per_call in (False, True):
+        vm = small(mib, source=source, cpus=cpus)
+        pagecache_fill(vm, 5 * mib * MIB // 2, seed=seed, cpu=cpu, per_call=per_call)
+        digests.append(digest(vm))
+        passes.append(vm.pageout_stats.passes)
+        vm.vmstats_rollup()
+        vm.check()
+    assert passes[0] == passes[1] > 0
+    assert digests[0] == digests[1]
 
 
 def test_referenced_pages_survive_the_scan():

@@ -72,10 +72,13 @@ class RunControl:
 
 def pagecache_fill(vm: DragonflyVm, nbytes: int, files: int = 8, reref: float = 0.05,
                    seed: int = 1, cpu: int = 0, ctl: RunControl | None = None,
-                   slot: int = 0) -> int:
+                   slot: int = 0, per_call: bool = False) -> int:
     """Read ``nbytes`` of file data (``files`` vnode objects, round robin in 64 KiB reads);
-    returns the pages allocated (fewer if ``ctl`` asked it to stop)."""
+    returns the pages allocated (fewer if ``ctl`` asked it to stop).  Each page is one
+    :meth:`DragonflyVm.pagecache_read`, or with ``per_call`` the public calls it stands
+    for one by one (the same state: tests compare the two)."""
     rng = random.Random(seed)
+    read = (lambda o, pi: _grab_valid(vm, o, pi)) if per_call else vm.pagecache_read
     objs = [vm.object_create("vnode") for _ in range(files)]
     npages = nbytes >> PAGE_SHIFT
     per = max(1, npages // files)
@@ -92,7 +95,7 @@ def pagecache_fill(vm: DragonflyVm, nbytes: int, files: int = 8, reref: float = 
             for _ in range(16):
                 pi = pos[f]
                 pos[f] += 1
-                _grab_valid(vm, o, pi)
+                read(o, pi)
                 done += 1
                 if rng.random() < reref and pi:
                     back = vm.vm_page_lookup(o, rng.randrange(max(0, pi - 64), pi))
@@ -105,7 +108,8 @@ def pagecache_fill(vm: DragonflyVm, nbytes: int, files: int = 8, reref: float = 
 
 
 def _grab_valid(vm: DragonflyVm, o: VmObject, pi: int) -> None:
-    """Fault one file page in: grab, fill, mark valid, activate, unbusy."""
+    """Fault one file page in, call by call: grab, fill, mark valid, activate, unbusy
+    (what :meth:`DragonflyVm.pagecache_read` does in one call; kept to check it)."""
     m = vm.vm_page_grab(o, pi, VM_ALLOC_NORMAL | VM_ALLOC_RETRY)
     assert m is not None
     p = vm.pages

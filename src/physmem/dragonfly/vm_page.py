@@ -136,6 +136,7 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
         self.messages: list[str] = []
         self._init_pageout()
         self._startup(avail, dma_reserved)
+        self._buddy_domains = self._buddy_domains_by_cpu() if self.kernel is not None else []
 
     # ======================================================================================
     # Addresses, CPUs, per-CPU statistics

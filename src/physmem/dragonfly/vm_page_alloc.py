@@ -20,6 +20,7 @@ from .vm_page_array import (
     PG_FICTITIOUS,
     PG_MAPPED,
     PG_NEED_COMMIT,
+    PG_NOSYNC,
     PG_UNQUEUED,
     PG_WRITEABLE,
     PQ_CACHE,
@@ -194,14 +195,31 @@ class AllocMixin:
             k = pindex + obj.pg_color
         else:
             k = pindex
-        cpu = req >> 16 if req & VM_ALLOC_CPU_SPEC else self._tls.cpu
-        if not 0 <= cpu < self.ncpus:
-            raise ArgumentError(f"VM_ALLOC_CPU({cpu}) out of range 0..{self.ncpus - 1}")
+        here = self._tls.cpu
+        if req & VM_ALLOC_CPU_SPEC:
+            cpu = req >> 16
+            if not 0 <= cpu < self.ncpus:
+                raise ArgumentError(f"VM_ALLOC_CPU({cpu}) out of range 0..{self.ncpus - 1}")
+        else:
+            cpu = here
         color = (self._color_base[cpu] + k % self._color_cs) & PQ_L2_MASK   # vm_get_pg_color
-        if self.kernel is None and self.nonempty[PQ_FREE + color]:
-            m = self._alloc_fast(obj, pindex, req, color)
-            if m is not None:
-                return m if m != _RACE else self._page_race(obj, pindex, req)
+        if self.kernel is None:
+            if self.nonempty[PQ_FREE + color]:
+                m = self._alloc_fast(obj, pindex, req, color, self.cpu[here])
+                if m is not None:
+                    return m if m != _RACE else self._page_race(obj, pindex, req)
+        else:
+            # The buddy source: the general loop's first step when the class may take a
+            # free page (both selects begin with the buddy take), without the loop.
+            s = self.cpu[here].vmstats
+            free = s.v_free_count
+            if free >= s.v_free_reserved or (req & VM_ALLOC_INTERRUPT and free > 0) or (
+                    req & VM_ALLOC_SYSTEM and s.v_cache_count == 0 and
+                    free > s.v_interrupt_free_min):
+                m = self._buddy_take(color)
+                if m is not None:
+                    m = self._alloc_finish(m, obj, pindex)
+                    return m if m != _RACE else self._page_race(obj, pindex, req)
         retries = 0
         while True:
             s = self.local()
@@ -236,13 +254,15 @@ class AllocMixin:
         self.pagedaemon_wakeup()
         return None
 
-    def _alloc_fast(self, obj: VmObject | None, pindex: int, req: int,
-                    color: int) -> int | None:
+    def _alloc_fast(self, obj: VmObject | None, pindex: int, req: int, color: int,
+                    c: CpuStats) -> int | None:
         """vm_page_alloc's common case, inlined: the class may take a free page and the
         exact colour's queue gives one whose page lock and busy are free.  Same effects
         as the general path (select_free, the colour hint reset, the busy, the count,
-        two pagedaemon checks, the insert); None sends the caller there."""
-        c = self.cpu[self._tls.cpu]
+        two pagedaemon checks, the insert); None sends the caller there.  Locks: takes
+        and drops the queue spinlock, the page spinlock (try), the busy atomic, the
+        per-CPU statistics lock and the object's token, one after the other.  ``c``:
+        the running CPU's statistics."""
         s = c.vmstats
         free = s.v_free_count
         if not (free >= s.v_free_reserved or (req & VM_ALLOC_INTERRUPT and free > 0) or
@@ -251,19 +271,18 @@ class AllocMixin:
             return None
         q = PQ_FREE + color
         qs = self.queues
-        p = self.pages
-        bc = p.busy_count
         qlock = self.queue_spin[q]
         qlock.acquire()
-        h = qs.head[q]
-        if not h:
+        m = qs.first(q)
+        if m is None:
             qlock.release()
             return None
-        m = h - 1
         spin = self.page_spin[m & (PAGE_STRIPES - 1)]
         if not spin.acquire(False):
             qlock.release()
             return None
+        p = self.pages
+        bc = p.busy_count
         atomic = self.atomic
         atomic.acquire()
         b = bc[m]
@@ -274,23 +293,26 @@ class AllocMixin:
             return None
         bc[m] = b | PBUSY_LOCKED
         atomic.release()
-        qs.remove_head(q, m)
+        qs.remove_head(q)
         spin.release()
         qlock.release()
         slock = self.stats_lock                       # _count("v_free_count", -1)
         slock.acquire()
         s.v_free_count -= 1
-        a = c.adj["v_free_count"] = c.adj["v_free_count"] - 1
+        adj = c.adj
+        a = adj["v_free_count"] = adj["v_free_count"] - 1
         slock.release()
         if a < -1024 and self.start(-1024 * self.ncpus):
-            with slock:
-                self.vmstats.v_free_count += c.adj["v_free_count"]
-                c.adj["v_free_count"] = 0
-        qs.lastq[q] = -1
+            slock.acquire()
+            self.vmstats.v_free_count += adj["v_free_count"]
+            adj["v_free_count"] = 0
+            slock.release()
+        lastq = qs.lastq
+        lastq[q] = -1
         if req & VM_ALLOC_NORMAL:
-            qs.lastq[PQ_CACHE + color] = -1
+            lastq[PQ_CACHE + color] = -1
         if s.v_free_count < s.v_paging_start:        # select_free's pagedaemon_wakeup
-            self.pagedaemon_wakeup()
+            self.pagedaemon_wakeup()                   # (start() is false at or above it)
         p.flags[m] = 0
         p.act_count[m] = 0
         p.valid[m] = 0
@@ -299,8 +321,8 @@ class AllocMixin:
         elif not self._insert(m, obj, pindex):
             self.vm_page_free(m)                      # lost (obj, pindex) to another thread
             return _RACE
-        if s.v_free_count < s.v_paging_start:        # vm_page_alloc's (start() is false
-            self.pagedaemon_wakeup()                   # at or above v_paging_start)
+        if s.v_free_count < s.v_paging_start:        # vm_page_alloc's
+            self.pagedaemon_wakeup()
         return m
 
     @staticmethod
@@ -312,6 +334,9 @@ class AllocMixin:
                              "(PAGE RACE)")
 
     def _alloc_finish(self, m: int, obj: VmObject | None, pindex: int) -> int:
+        """vm_page_alloc after the select: the page's flags, act_count and valid bits
+        cleared, the insert (_RACE if another thread took (obj, pindex) meanwhile: the
+        page is freed again), the pagedaemon check.  Returns the page."""
         p = self.pages
         assert p.dirty[m] == 0 and p.wire_count[m] == 0 and not p.busy_count[m] & PBUSY_MASK
         p.flags[m] = 0
@@ -334,8 +359,8 @@ class AllocMixin:
         self._check_obj(obj, "vm_page_grab")
         self._check_pindex(pindex, "vm_page_grab")
         for _ in range(RETRY_LIMIT):
-            m, busy = self.vm_page_lookup_busy_try(obj, pindex, True)
-            if m is not None and busy:
+            m = self._lookup(obj, pindex)          # vm_page_lookup_busy_try(..., TRUE)
+            if m is not None and self._busy_try(m, True):
                 if not req & VM_ALLOC_RETRY:
                     return None
                 self.busy_wait(m, True)
@@ -355,6 +380,29 @@ class AllocMixin:
                 self.pages.valid[m] = VM_PAGE_BITS_ALL
             return m
         raise PageStateError(f"vm_page_grab: no page for {pindex} after {RETRY_LIMIT} waits")
+
+    def pagecache_read(self, obj: VmObject, pindex: int, proc: Proc | None = None) -> int:
+        """One file page read through the buffer cache, as the page-cache workloads do it:
+        ``vm_page_grab(obj, pindex, NORMAL | RETRY)``; unless the page is all valid,
+        ``vm_page_set_validclean`` over the whole page; ``vm_page_activate``;
+        ``vm_page_wakeup`` -- the same steps in the same order, the arguments checked
+        once.  Returns the page (unbusied, active)."""
+        m = self.vm_page_grab(obj, pindex, VM_ALLOC_NORMAL | VM_ALLOC_RETRY, proc)
+        assert m is not None
+        p = self.pages
+        if p.valid[m] != VM_PAGE_BITS_ALL:
+            # vm_page_set_validclean(m, 0, PAGE_SIZE): no partial chunk to zero
+            p.valid[m] = VM_PAGE_BITS_ALL
+            p.dirty[m] = 0
+            p.flags[m] &= ~PG_NOSYNC
+        spin = self.page_spin[m & (PAGE_STRIPES - 1)]
+        spin.acquire()
+        try:
+            self._activate(m)
+        finally:
+            spin.release()
+        self._wakeup(m)
+        return m
 
     def vm_page_alloczwq(self, pindex: int, req: int, proc: Proc | None = None) -> int | None:
         """vm_page_alloczwq: an object-less page, wired and unbusied (zeroed if asked)."""
@@ -424,15 +472,15 @@ class AllocMixin:
     def vm_page_free(self, m: int) -> None:
         """vm_page_free_toq: the page (hard-busied) goes to the head of PQ_FREE + pc, or
         the tail of PQ_HOLD while it is held; it leaves its object, loses its valid and
-        dirty bits, and is unbusied.  Takes the page's spinlock."""
-        if type(m) is not int or not 0 <= m < self.pages.npages or self.unmanaged[m]:
-            raise AddressError(f"vm_page_free: {m!r} is not a page of this machine")
+        dirty bits, and is unbusied.  Takes the object's token, then the page's
+        spinlock (the kernel's order: token, page, queue)."""
         p = self.pages
+        if type(m) is not int or not 0 <= m < p.npages or self.unmanaged[m]:
+            raise AddressError(f"vm_page_free: {m!r} is not a page of this machine")
         b = p.busy_count[m]
-        if not b & PBUSY_LOCKED:
-            raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is not hard-busied")
-        if b & PBUSY_MASK:
-            raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is soft-busied")
+        if b & (PBUSY_LOCKED | PBUSY_MASK) != PBUSY_LOCKED:
+            what = "soft-busied" if b & PBUSY_LOCKED else "not hard-busied"
+            raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is {what}")
         q = p.queue[m]
         # queue_base(q) in (PQ_FREE, PQ_HOLD), inlined: the colour bits dropped
         if (q and (q - 1) >> 10 in (0, 4)) or (self.kernel is not None and
@@ -442,10 +490,18 @@ class AllocMixin:
             raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is wired")
         c = self.cpu[self._tls.cpu]
         c.cnt["v_tfree"] += 1
-        if p.obj[m]:
-            # vm_page_remove: under the object's token and before the page spinlock
-            # (the kernel's order: token, then page, then queue).
-            self._remove(m)
+        oid = p.obj[m]
+        if oid:
+            # vm_page_remove, inlined: out of the object under its token, before the page
+            # spinlock.
+            obj = self.objects[oid]
+            token = obj.token
+            token.acquire()
+            del obj.memq[p.pindex[m]]
+            obj.resident_page_count -= 1
+            obj.generation += 1
+            p.obj[m] = 0
+            token.release()
         spin = self.page_spin[m & (PAGE_STRIPES - 1)]
         spin.acquire()
         try:
@@ -455,15 +511,16 @@ class AllocMixin:
 
     def _free_toq(self, m: int, c: CpuStats) -> None:
         """vm_page_free_toq after vm_page_remove (the page spinlock is held; ``c``: this
-        CPU's statistics): off its queue, onto PQ_HOLD or PQ_FREE, unbusied."""
+        CPU's statistics): off its queue, onto PQ_HOLD, or to the head of PQ_FREE + pc
+        (back to vm_phys on the buddy source), unbusied.  Written out with
+        acquire/release: every page the layer frees comes through here."""
         p = self.pages
-        q = p.queue[m]
         flags = p.flags[m] & ~(PG_MAPPED | PG_WRITEABLE)    # pmap_mapped_sync
-        p.flags[m] = flags
         if flags & PG_FICTITIOUS:
+            p.flags[m] = flags
             self._wakeup(m)
             return
-        if q:
+        if p.queue[m]:
             self._rem_queue(m)
         p.valid[m] = 0
         p.dirty[m] = 0
@@ -474,31 +531,26 @@ class AllocMixin:
         p.flags[m] = flags & ~(PG_NEED_COMMIT | PG_UNQUEUED)
         if p.hold_count[m]:
             self._add_queue(m, PQ_HOLD + p.pc[m], False)
-        elif self.kernel is None:
-            fq = PQ_FREE + p.pc[m]                     # _add_queue at the head, inlined
-            qs = self.queues
-            with self.queue_spin[fq]:
-                h = qs.head[fq]
-                p.next[m] = h
-                p.prev[m] = 0
-                if h:
-                    p.prev[h - 1] = m + 1
-                else:
-                    qs.tail[fq] = m + 1
-                    qs.nonempty[fq] = 1
-                qs.head[fq] = m + 1
-                p.queue[m] = fq
-                qs.lcnt[fq] += 1
-            with self.stats_lock:                      # _count("v_free_count", +1)
-                c.vmstats.v_free_count += 1
-                c.adj["v_free_count"] += 1
         else:
-            self._buddy_give(m)
-        lock = self.atomic
-        lock.acquire()
+            k = self.kernel
+            if k is None:
+                fq = PQ_FREE + p.pc[m]                 # _add_queue at the head, inlined
+                qlock = self.queue_spin[fq]
+                qlock.acquire()
+                self.queues.insert(fq, m, True)
+                qlock.release()
+            else:
+                k.free_pages((m + self.first_pfn) << PAGE_SHIFT, 0)    # _buddy_give
+            slock = self.stats_lock                    # _count("v_free_count", +1)
+            slock.acquire()
+            c.vmstats.v_free_count += 1
+            c.adj["v_free_count"] += 1
+            slock.release()
+        atomic = self.atomic
+        atomic.acquire()
         b = p.busy_count[m]
         p.busy_count[m] = b & ~(PBUSY_LOCKED | PBUSY_WANTED)
-        lock.release()
+        atomic.release()
         if b & PBUSY_WANTED:
             with self.sleep:
                 self.sleep.notify_all()
@@ -512,11 +564,15 @@ class AllocMixin:
             self._add_queue(m, PQ_FREE + self.pages.pc[m], True)
 
     def _buddy_take(self, color: int) -> int | None:
+        """The buddy source's select: an order-0 page from vm_phys, this CPU's domain
+        first, then the others in order; hard-busied (the colour is not used).  Counts
+        it out of v_free_count.  Returns the page or None."""
         k = self.kernel
         assert k is not None
-        dom = self.topology.ids(self.curcpu())[0] % k.phys.ndomains
-        for d in [dom, *[x for x in range(k.phys.ndomains) if x != dom]]:
-            pa = k.alloc_pages(d, "default", 0)
+        alloc = k.alloc_pages
+        here = self._tls.cpu
+        for d in self._buddy_domains[here]:
+            pa = alloc(d, "default", 0)
             if pa is not None:
                 m = (pa >> PAGE_SHIFT) - self.first_pfn
                 self._count("v_free_count", -1)
@@ -525,16 +581,32 @@ class AllocMixin:
                 # try the page lock): wait for that spinlock before busying.
                 spin = self.page_spin[m & (PAGE_STRIPES - 1)]
                 spin.acquire()
-                try:
-                    busy = self._busy_try(m, True)
-                finally:
-                    spin.release()
-                if busy:
+                atomic = self.atomic
+                atomic.acquire()
+                bc = self.pages.busy_count
+                b = bc[m]
+                if not b & (PBUSY_LOCKED | PBUSY_MASK):
+                    bc[m] = b | PBUSY_LOCKED
+                atomic.release()
+                spin.release()
+                if b & (PBUSY_LOCKED | PBUSY_MASK):
                     raise PageStateError("buddy page came back busy")
                 return m
         return None
 
-    def _buddy_give(self, m: int) -> None:
+    def _buddy_domains_by_cpu(self) -> list[list[int]]:
+        """Per CPU, the vm_phys domains the buddy source tries: the CPU's socket's domain
+        (socket modulo the domains), then the others in order."""
         assert self.kernel is not None
-        self.kernel.free_pages(self.pa(m), 0)
+        nd = self.kernel.phys.ndomains
+        out = []
+        for cpu in range(self.ncpus):
+            dom = self.topology.ids(cpu)[0] % nd
+            out.append([dom, *[d for d in range(nd) if d != dom]])
+        return out
+
+    def _buddy_give(self, m: int) -> None:
+        """The buddy source's free: the page back to vm_phys, counted in v_free_count."""
+        assert self.kernel is not None
+        self.kernel.free_pages((m + self.first_pfn) << PAGE_SHIFT, 0)
         self._count("v_free_count", 1)

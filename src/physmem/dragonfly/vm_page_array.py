@@ -338,9 +338,14 @@ class Queues:
         if not self.lcnt[q]:
             self.nonempty[q] = 0
 
-    def remove_head(self, q: int, m: int) -> None:
-        """``remove(q, m)`` for the queue's head ``m`` (vm_page_alloc's fast path)."""
+    def remove_head(self, q: int) -> int:
+        """Unlink the head page of queue ``q`` and return its index (the queue is not
+        empty; the caller holds the queue spinlock).  ``remove(q, first(q))`` fused: the
+        allocation fast path's one queue operation.  The head is always materialised; its
+        successor is materialised before its link is written."""
         p = self.pages
+        n = self.head[q]
+        m = n - 1
         nx = p.next[m]
         self.head[q] = nx
         if nx:
@@ -350,10 +355,19 @@ class Queues:
         else:
             self.tail[q] = 0
         p.next[m] = 0
-        p.queue[m] = 0
-        self.lcnt[q] -= 1
-        if not self.lcnt[q]:
+        p.queue[m] = PQ_NONE
+        c = self.lcnt[q] - 1
+        self.lcnt[q] = c
+        if not c:
             self.nonempty[q] = 0
+        return m
+
+    def move_to_tail(self, q: int, i: int) -> None:
+        """``remove(q, i)`` then ``insert(q, i, False)``: page ``i`` of queue ``q`` moves to
+        its tail (the pagedaemon's requeue, under one hold of the queue spinlock)."""
+        if self.tail[q] != i + 1:
+            self.remove(q, i)
+            self.insert(q, i, False)
 
     def empty(self, base: int) -> bool:
         """Whether all 1024 colours of ``base`` are empty (a C-speed scan of the

@@ -127,7 +127,12 @@ class BitsMixin:
 
     @page_op()
     def vm_page_test_dirty(self, m: int) -> None:
-        if self.pages.dirty[m] != VM_PAGE_BITS_ALL and m in self.md_mod:
+        self._test_dirty(m)
+
+    def _test_dirty(self, m: int) -> None:
+        """vm_page_test_dirty's work (page valid and not free): a page the pmap saw
+        written becomes all dirty."""
+        if m in self.md_mod and self.pages.dirty[m] != VM_PAGE_BITS_ALL:
             self.vm_page_dirty(m)
 
     @page_op()

@@ -71,11 +71,15 @@ class BusyMixin:
 
     def _wakeup(self, m: int) -> None:
         """vm_page_wakeup without argument checks (internal paths)."""
-        with self.atomic:
-            b = self.pages.busy_count[m]
-            if not b & PBUSY_LOCKED:
-                raise PageStateError(f"vm_page_wakeup: page {self.pa(m):#x} is not busied")
-            self.pages.busy_count[m] = b & ~(PBUSY_LOCKED | PBUSY_WANTED)
+        bc = self.pages.busy_count
+        lock = self.atomic
+        lock.acquire()
+        b = bc[m]
+        if not b & PBUSY_LOCKED:
+            lock.release()
+            raise PageStateError(f"vm_page_wakeup: page {self.pa(m):#x} is not busied")
+        bc[m] = b & ~(PBUSY_LOCKED | PBUSY_WANTED)
+        lock.release()
         if b & PBUSY_WANTED:
             with self.sleep:
                 self.sleep.notify_all()

@@ -72,7 +72,8 @@ class ObjectMixin:
         return self._insert(m, obj, pindex)
 
     def _insert(self, m: int, obj: VmObject, pindex: int) -> bool:
-        """vm_page_insert's work, under the object's token (also on the alloc fast path)."""
+        """vm_page_insert's work, under the object's token (also on the alloc fast path,
+        where the page has no flags and no valid bits yet)."""
         p = self.pages
         token = obj.token
         token.acquire()
@@ -85,7 +86,7 @@ class ObjectMixin:
         obj.resident_page_count += 1
         p.obj[m] = obj.id
         p.pindex[m] = pindex
-        if p.valid[m] & p.dirty[m] or p.flags[m] & (PG_WRITEABLE | PG_NEED_COMMIT):
+        if p.flags[m] & (PG_WRITEABLE | PG_NEED_COMMIT) or p.valid[m] & p.dirty[m]:
             obj.writeable = obj.maybe_dirty = True
         token.release()
         return True
@@ -111,11 +112,19 @@ class ObjectMixin:
             p.obj[m] = 0
 
     def vm_page_lookup(self, obj: VmObject, pindex: int) -> int | None:
+        """The page of ``obj`` at ``pindex`` (entered in the page hash), or None."""
         self._check_obj(obj, "vm_page_lookup")
         self._check_pindex(pindex, "vm_page_lookup")
-        with obj.token:
-            m = obj.memq.get(pindex)
-        if m is not None:
+        return self._lookup(obj, pindex)
+
+    def _lookup(self, obj: VmObject, pindex: int) -> int | None:
+        """vm_page_lookup's work, under the object's token (``obj`` and ``pindex``
+        checked by the caller)."""
+        token = obj.token
+        token.acquire()
+        m = obj.memq.get(pindex)
+        token.release()
+        if m is not None and self.hash is not None:
             self.hash_enter(m)
         return m
 

@@ -16,7 +16,6 @@ from .vm_page_array import (
     PQ_FREE,
     PQ_L2_MASK,
     PQ_NONE,
-    queue_base,
 )
 
 
@@ -27,22 +26,33 @@ class QueueSearchMixin:
     # Queues
     # ======================================================================================
     def _add_queue(self, m: int, q: int, athead: bool) -> None:
-        """_vm_page_add_queue_spinlocked: FREE queues always at the head."""
+        """_vm_page_add_queue_spinlocked: FREE queues always at the head.  Counts the page
+        in this CPU's view and pending delta (an addition never folds)."""
         p = self.pages
-        base = queue_base(q)
+        base = ((q - 1) & ~PQ_L2_MASK) + 1                  # queue_base(q), q != PQ_NONE
         assert p.queue[m] == PQ_NONE and not p.flags[m] & (PG_FICTITIOUS | PG_UNQUEUED)
-        with self.queue_spin[q]:
-            self.queues.insert(q, m, athead or base == PQ_FREE)
-        self._count(COUNTER[base], 1)
+        lock = self.queue_spin[q]
+        lock.acquire()
+        self.queues.insert(q, m, athead or base == PQ_FREE)
+        lock.release()
+        counter = COUNTER[base]                            # _count(counter, +1)
+        c = self.cpu[self._tls.cpu]
+        lock = self.stats_lock
+        lock.acquire()
+        c.vmstats.__dict__[counter] += 1
+        c.adj[counter] += 1
+        lock.release()
 
     def _rem_queue(self, m: int) -> int:
         """Dequeue the page; returns its old base (PQ_NONE if it was on none)."""
         q = self.pages.queue[m]
         if q == PQ_NONE:
             return PQ_NONE
-        base = queue_base(q)
-        with self.queue_spin[q]:
-            self.queues.remove(q, m)
+        base = ((q - 1) & ~PQ_L2_MASK) + 1
+        lock = self.queue_spin[q]
+        lock.acquire()
+        self.queues.remove(q, m)
+        lock.release()
         self._count(COUNTER[base], -1)
         return base
 
@@ -53,31 +63,47 @@ class QueueSearchMixin:
         does: the caller busies the page (or deactivates it) before releasing it with
         :meth:`page_unlock`, so a thread holding the page busy cannot requeue it
         meanwhile."""
-        if not self.queues.lcnt[q]:
+        qs = self.queues
+        if not qs.lcnt[q]:
             return None
         spins = self.page_spin
-        with self.queue_spin[q]:
-            for m in self.queues.iter(q):
-                spin = spins[m & (PAGE_STRIPES - 1)]
-                if spin.acquire(False):
-                    self.queues.remove(q, m)
-                    break
+        lock = self.queue_spin[q]
+        lock.acquire()
+        try:
+            m = qs.first(q)                         # the head, nearly always free
+            if m is not None and spins[m & (PAGE_STRIPES - 1)].acquire(False):
+                qs.remove_head(q)
             else:
-                return None
-        self._count(COUNTER[queue_base(q)], -1)
+                for m in qs.iter(q):
+                    if spins[m & (PAGE_STRIPES - 1)].acquire(False):
+                        qs.remove(q, m)
+                        break
+                else:
+                    return None
+        finally:
+            lock.release()
+        self._count(COUNTER[((q - 1) & ~PQ_L2_MASK) + 1], -1)
         return m
 
     def first_locked(self, q: int) -> int | None:
         """The first page of queue ``q`` whose page spinlock could be taken, returned with
         that spinlock HELD (the caller releases it with :meth:`page_unlock`); the page
         stays queued.  The pagedaemon's way into a queue."""
-        if not self.queues.lcnt[q]:
+        qs = self.queues
+        if not qs.lcnt[q]:
             return None
         spins = self.page_spin
-        with self.queue_spin[q]:
-            for m in self.queues.iter(q):
+        lock = self.queue_spin[q]
+        lock.acquire()
+        try:
+            m = qs.first(q)                         # the head, nearly always free
+            if m is not None and spins[m & (PAGE_STRIPES - 1)].acquire(False):
+                return m
+            for m in qs.iter(q):
                 if spins[m & (PAGE_STRIPES - 1)].acquire(False):
                     return m
+        finally:
+            lock.release()
         return None
 
     def page_unlock(self, m: int) -> None:

@@ -35,24 +35,29 @@ class TransitionMixin:
     # ======================================================================================
     # State transitions
     # ======================================================================================
-    def _movable(self, m: int) -> bool:
-        return not self.pages.flags[m] & (PG_FICTITIOUS | PG_UNQUEUED)
-
     @page_op(locked=True)
     def vm_page_activate(self, m: int) -> None:
         """To the tail of PQ_ACTIVE + pc with act_count >= ACT_INIT."""
+        self._activate(m)
+
+    def _activate(self, m: int) -> None:
+        """vm_page_activate's work: the caller holds the page's spinlock and knows the
+        page is valid and not free (the internal paths: no argument checks)."""
         p = self.pages
-        if not self._movable(m):
+        if p.flags[m] & (PG_FICTITIOUS | PG_UNQUEUED):
             return
-        if queue_base(p.queue[m]) == PQ_ACTIVE:
-            p.act_count[m] = max(p.act_count[m], ACT_INIT)
+        base = queue_base(p.queue[m])
+        if base == PQ_ACTIVE:
+            if p.act_count[m] < ACT_INIT:
+                p.act_count[m] = ACT_INIT
             return
-        if queue_base(p.queue[m]) == PQ_FREE:
+        if base == PQ_FREE:
             raise PageStateError(f"vm_page_activate: page {self.pa(m):#x} is free")
         old = self._rem_queue(m)
         if old == PQ_CACHE:
-            self.cpu[self.curcpu()].cnt["v_reactivated"] += 1
-        p.act_count[m] = max(p.act_count[m], ACT_INIT)
+            self.cpu[self._tls.cpu].cnt["v_reactivated"] += 1
+        if p.act_count[m] < ACT_INIT:
+            p.act_count[m] = ACT_INIT
         self._add_queue(m, PQ_ACTIVE + p.pc[m], False)
         if old in (PQ_FREE, PQ_CACHE):
             self.pagedaemon_wakeup()
@@ -66,14 +71,21 @@ class TransitionMixin:
     @page_op(locked=True)
     def vm_page_deactivate(self, m: int, athead: bool = False) -> None:
         """To PQ_INACTIVE + pc (tail, or head with ``athead``); act_count untouched."""
+        self._deactivate(m, athead)
+
+    def _deactivate(self, m: int, athead: bool = False) -> None:
+        """vm_page_deactivate's work (page spinlock held, page valid and not free)."""
         p = self.pages
-        if not self._movable(m) or queue_base(p.queue[m]) == PQ_INACTIVE:
+        if p.flags[m] & (PG_FICTITIOUS | PG_UNQUEUED):
             return
-        if queue_base(p.queue[m]) == PQ_FREE:
+        base = queue_base(p.queue[m])
+        if base == PQ_INACTIVE:
+            return
+        if base == PQ_FREE:
             raise PageStateError(f"vm_page_deactivate: page {self.pa(m):#x} is free")
         old = self._rem_queue(m)
         if old == PQ_CACHE:
-            self.cpu[self.curcpu()].cnt["v_reactivated"] += 1
+            self.cpu[self._tls.cpu].cnt["v_reactivated"] += 1
         self._deactivate_locked(m, athead)
 
     def _deactivate_locked(self, m: int, athead: bool) -> None:
@@ -89,8 +101,13 @@ class TransitionMixin:
     def vm_page_cache(self, m: int) -> None:
         """Move a clean, busied page to PQ_CACHE (a dirty one is deactivated); always
         unbusies."""
-        p = self.pages
         self._need_hard_busy(m, "vm_page_cache")
+        self._cache(m)
+
+    def _cache(self, m: int) -> None:
+        """vm_page_cache's work on a hard-busied page (page spinlock held, page valid and
+        not free)."""
+        p = self.pages
         try:
             if (p.flags[m] & (PG_UNQUEUED | PG_NEED_COMMIT | PG_FICTITIOUS) or
                     p.busy_count[m] & PBUSY_MASK or p.wire_count[m] or p.hold_count[m]):
@@ -98,9 +115,9 @@ class TransitionMixin:
             if queue_base(p.queue[m]) == PQ_CACHE:
                 return
             p.flags[m] &= ~(PG_MAPPED | PG_WRITEABLE)
-            self.vm_page_test_dirty(m)
+            self._test_dirty(m)
             if p.dirty[m] or p.flags[m] & PG_NEED_COMMIT:
-                self.vm_page_deactivate(m)
+                self._deactivate(m)
                 return
             self._rem_queue(m)
             self._add_queue(m, PQ_CACHE + p.pc[m], False)
@@ -120,7 +137,7 @@ class TransitionMixin:
                 queue_base(p.queue[m]) in (PQ_FREE, PQ_HOLD)):
             self._wakeup(m)
             return False
-        self.vm_page_test_dirty(m)
+        self._test_dirty(m)
         if p.dirty[m]:
             self._wakeup(m)
             return False

@@ -23,12 +23,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import ArgumentError
-from .locks import page_op
+from .locks import PAGE_STRIPES, page_op
 from .vm_page_array import (
     ACT_ADVANCE,
     ACT_INIT,
     ACT_MAX,
+    COUNTER,
+    PBUSY_LOCKED,
     PBUSY_MASK,
+    PBUSY_WANTED,
     PG_FICTITIOUS,
     PG_MAPPED,
     PG_NEED_COMMIT,
@@ -204,11 +207,13 @@ class PageoutMixin:
         if not (s.v_paging_start > free + s.v_cache_count or s.v_free_min > free or
                 s.v_free_reserved > free):
             return
-        if not self._is_daemon():
+        if not getattr(self._in_daemon, "on", False):       # not from the daemon itself
             if self.vm_pages_needed <= 1:
                 self.vm_pages_needed = 1
-                self.cpu[self.curcpu()].cnt["v_pdwakeups"] += 1
-                self._daemon_kick.set()
+                self.cpu[self._tls.cpu].cnt["v_pdwakeups"] += 1
+                kick = self._daemon_kick
+                if not kick.is_set():                # (set() takes its condition's lock)
+                    kick.set()
             elif self.min():
                 self.vm_pages_needed += 1
 
@@ -326,9 +331,9 @@ class PageoutMixin:
         p.flags[m] &= ~PG_REFERENCED
         self.md_refs.pop(m, None)
         if p.dirty[m] == 0:
-            self.vm_page_test_dirty(m)
+            self._test_dirty(m)
         athead = not (p.dirty[m] or (dnw & 0x70) == 0)
-        self.vm_page_deactivate(m, athead)
+        self._deactivate(m, athead)
 
     def vm_object_madvise(self, obj: VmObject, pindex: int, count: int, advice: int) -> int:
         """vm_object_madvise over [pindex, pindex + count) of ``obj``; returns the number
@@ -417,24 +422,30 @@ class PageoutMixin:
         colour, colours in the order of the rover attribute ``rover`` -- until ``visit``
         (called with the page locked) has returned ``shortage`` credits in all."""
         q = self.queues
+        lcnt = q.lcnt
+        first_locked = self.first_locked
+        spins = self.page_spin
         got = 0
         per = pqaverage(shortage)
-        for _ in range(PQ_L2_SIZE):
-            if got >= shortage:
-                break
-            c = getattr(self, rover)
-            setattr(self, rover, (c + 1) & PQ_L2_MASK)
-            qi = base + c
-            budget = min(per, q.lcnt[qi])
-            while budget > 0 and got < shortage:
-                budget -= 1
-                m = self.first_locked(qi)
-                if m is None:
+        c = getattr(self, rover)
+        try:
+            for _ in range(PQ_L2_SIZE):
+                if got >= shortage:
                     break
-                try:
-                    got += visit(m, qi)
-                finally:
-                    self.page_unlock(m)
+                qi = base + c
+                c = (c + 1) & PQ_L2_MASK
+                budget = min(per, lcnt[qi])
+                while budget > 0 and got < shortage:
+                    budget -= 1
+                    m = first_locked(qi)
+                    if m is None:
+                        break
+                    try:
+                        got += visit(m, qi)
+                    finally:
+                        spins[m & (PAGE_STRIPES - 1)].release()     # page_unlock(m)
+        finally:
+            setattr(self, rover, c)          # (only this scan reads its rover)
         return got
 
     def _scan_inactive(self, shortage: int) -> int:
@@ -442,9 +453,22 @@ class PageoutMixin:
                                  self._inactive_page)
 
     def _requeue(self, m: int, q: int) -> None:
-        """Move a page to its queue's tail (the scan's way of skipping it)."""
-        self._rem_queue(m)
-        self._add_queue(m, q, False)
+        """Move a page to its queue's tail (the scan's way of skipping it): _rem_queue then
+        _add_queue, fused under one hold of the queue's spinlock.  The counter's -1 and +1
+        cancel; the removal's fold check stays (start() does not read the active and
+        inactive counts, the only queues requeued)."""
+        base = ((q - 1) & ~PQ_L2_MASK) + 1
+        assert base in (PQ_ACTIVE, PQ_INACTIVE)
+        lock = self.queue_spin[q]
+        lock.acquire()
+        self.queues.move_to_tail(q, m)
+        lock.release()
+        counter = COUNTER[base]
+        adj = self.cpu[self._tls.cpu].adj
+        if adj[counter] - 1 < -1024 and self.start(-1024 * self.ncpus):
+            with self.stats_lock:                   # _count's fold, then the +1
+                self.vmstats.__dict__[counter] += adj[counter] - 1
+                adj[counter] = 1
 
     def _inactive_page(self, m: int, qi: int) -> int:
         """Scan one inactive page; returns 1 if it was cached or freed."""
@@ -461,10 +485,10 @@ class PageoutMixin:
             p.flags[m] &= ~PG_REFERENCED
             if refs:
                 p.act_count[m] = min(ACT_MAX, p.act_count[m] + ACT_ADVANCE + refs)
-                self.vm_page_activate(m)
+                self._activate(m)
                 st.reactivated += 1
             else:
-                self.vm_page_test_dirty(m)
+                self._test_dirty(m)
                 if p.dirty[m] and not p.flags[m] & PG_WINATCFLS:
                     p.flags[m] |= PG_WINATCFLS     # a second chance before laundering
                     self._requeue(m, qi)
@@ -476,7 +500,7 @@ class PageoutMixin:
                     st.freed += 1
                     return 1
                 else:
-                    self.vm_page_cache(m)        # unbusies
+                    self._cache(m)               # unbusies
                     if queue_base(p.queue[m]) == PQ_CACHE:
                         st.cached += 1
                         return 1
@@ -503,11 +527,20 @@ class PageoutMixin:
         self._scan_queues(PQ_ACTIVE, "_active_rover", shortage, self._active_page)
 
     def _active_page(self, m: int, qa: int) -> int:
-        """Age one active page; returns 1 if it was deactivated."""
+        """Age one active page (its spinlock held); returns 1 if it was deactivated.  The
+        busy try, the pmap reference count and the unbusy are written out (this runs a
+        few times per page the workloads bring in)."""
         p = self.pages
-        if self._busy_try(m, True):
+        bc = p.busy_count
+        atomic = self.atomic
+        atomic.acquire()
+        b = bc[m]
+        if b & (PBUSY_LOCKED | PBUSY_MASK):         # _busy_try(m, True) failed
+            atomic.release()
             self._requeue(m, qa)
             return 0
+        bc[m] = b | PBUSY_LOCKED
+        atomic.release()
         try:
             if p.wire_count[m]:
                 self._rem_queue(m)               # wired pages leave the queues
@@ -515,24 +548,35 @@ class PageoutMixin:
             if p.hold_count[m]:
                 self._requeue(m, qa)
                 return 0
-            refs = (1 if p.flags[m] & PG_REFERENCED else 0) + self._ts_referenced(m)
-            p.flags[m] &= ~PG_REFERENCED
+            flags = p.flags[m]
+            md_refs = self.md_refs
+            refs = (1 if flags & PG_REFERENCED else 0) + (md_refs.pop(m, 0) if md_refs
+                                                           else 0)   # _ts_referenced
+            if flags & PG_REFERENCED:
+                p.flags[m] = flags & ~PG_REFERENCED
+            act = p.act_count[m]
             if refs:
-                p.act_count[m] = min(ACT_MAX, p.act_count[m] + ACT_ADVANCE + refs)
+                p.act_count[m] = min(ACT_MAX, act + ACT_ADVANCE + refs)
                 self._requeue(m, qa)
                 return 0
             o = self.objects.get(p.obj[m])
-            decline = (self.filemem_decline if o is not None and o.type == "vnode"
-                       else self.anonmem_decline)
-            p.act_count[m] = max(0, p.act_count[m] - decline)
-            if p.act_count[m]:
+            act -= (self.filemem_decline if o is not None and o.type == "vnode"
+                    else self.anonmem_decline)
+            if act > 0:
+                p.act_count[m] = act
                 self._requeue(m, qa)
                 return 0
-            self.vm_page_deactivate(m)
+            p.act_count[m] = 0
+            self._deactivate(m)
             self.pageout_stats.deactivated += 1
             return 1
         finally:
-            self._wakeup(m)
+            atomic.acquire()                     # _wakeup(m)
+            b = bc[m]
+            bc[m] = b & ~(PBUSY_LOCKED | PBUSY_WANTED)
+            atomic.release()
+            if b & PBUSY_WANTED:
+                self._wake_waiters()
 
     def _cache_to_free(self) -> None:
         """Free cache pages while v_free_count < v_free_target and cache > 16; the rover
@@ -593,7 +637,7 @@ class PageoutMixin:
                 elif p.act_count[m] == 0:
                     if self.inactive():
                         p.flags[m] &= ~(PG_MAPPED | PG_WRITEABLE)
-                        self.vm_page_deactivate(m)
+                        self._deactivate(m)
                     else:
                         self._requeue(m, qa)
                 else:
