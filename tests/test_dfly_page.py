@@ -94,6 +94,44 @@ def test_parse_req():
 
 
 # -- boot -----------------------------------------------------------------------------------
+def test_queue_fast_operations_are_their_plain_ones():
+    # Queues.remove_head and move_to_tail (the allocation's and the pagedaemon's fused
+    # operations) must leave what remove/insert leave, whatever the representation.
+    import random
+
+    from physmem.dragonfly.vm_page_array import PageArray, Queues
+
+    rng = random.Random(5)
+    fast, plain = Queues(PageArray(0, 64)), Queues(PageArray(0, 64))
+    where = {}                                     # page -> queue, the same in both
+    for _ in range(3000):
+        q = rng.choice((1, 2, 3))
+        members = [i for i, qq in where.items() if qq == q]
+        op = rng.random()
+        if op < 0.4:
+            free = [i for i in range(64) if i not in where]
+            if free:
+                i, head = rng.choice(free), rng.random() < 0.5
+                fast.insert(q, i, head)
+                plain.insert(q, i, head)
+                where[i] = q
+        elif op < 0.7 and members:
+            m = fast.remove_head(q)
+            first = plain.first(q)
+            plain.remove(q, first)
+            assert m == first
+            del where[m]
+        elif members:
+            i = rng.choice(members)
+            fast.move_to_tail(q, i)
+            plain.remove(q, i)
+            plain.insert(q, i, False)
+        for qq in (1, 2, 3):
+            assert list(fast.iter(qq)) == list(plain.iter(qq))
+            assert fast.lcnt[qq] == plain.lcnt[qq] and fast.nonempty[qq] == plain.nonempty[qq]
+        assert bytes(fast.pages.arrays["queue"]) == bytes(plain.pages.arrays["queue"])
+
+
 def test_boot_counts_and_queue_order(vm):
     c = vm.counts()
     assert c["free"] == vm.vmstats.v_free_count and c["active"] == c["cache"] == 0
