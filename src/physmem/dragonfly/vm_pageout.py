@@ -200,7 +200,11 @@ class PageoutMixin:
         return getattr(self._in_daemon, "on", False)
 
     def pagedaemon_wakeup(self) -> None:
-        """Kick the pagedaemon when paging should start (never from the daemon itself)."""
+        """Kick the pagedaemon when paging should start (never from the daemon itself):
+        vm_pages_needed 0 or 1 becomes 1 and the daemon is woken; above 1 it grows while
+        below v_free_min.  Counts nothing: v_pdwakeups is the daemon's own count, taken
+        in vm_pageout once per pass (vm_pageout.c's pagedaemon_wakeup touches no counter).
+        """
         s = self.cpu[self._tls.cpu].vmstats
         free = s.v_free_count
         # vm_paging_start(0), inlined: this runs twice per allocation
@@ -210,7 +214,6 @@ class PageoutMixin:
         if not getattr(self._in_daemon, "on", False):       # not from the daemon itself
             if self.vm_pages_needed <= 1:
                 self.vm_pages_needed = 1
-                self.cpu[self._tls.cpu].cnt["v_pdwakeups"] += 1
                 kick = self._daemon_kick
                 if not kick.is_set():                # (set() takes its condition's lock)
                     kick.set()
@@ -384,6 +387,11 @@ class PageoutMixin:
             for n in range(max_passes):
                 if not (self.target1() or (force and n == 0)):
                     break
+                # vm_pageout_thread: each turn of the daemon's loop that goes on to scan
+                # counts one v_pdwakeups on the daemon's CPU, whether it slept first (a
+                # kick, or a timeout that found paging needed) or looped at once with
+                # vm_pages_needed still set; a timeout with nothing to do counts nothing.
+                self.cpu[self._tls.cpu].cnt["v_pdwakeups"] += 1
                 got = self.vm_pageout_scan(n)
                 made += got
                 self.vmstats_rollup()
@@ -497,6 +505,7 @@ class PageoutMixin:
                 elif not p.obj[m]:
                     p.flags[m] &= ~(PG_MAPPED | PG_WRITEABLE)
                     self.vm_page_free(m)         # unbusies
+                    self.cpu[self._tls.cpu].cnt["v_dfree"] += 1     # vm_pageout_page
                     st.freed += 1
                     return 1
                 else:
@@ -604,6 +613,7 @@ class PageoutMixin:
                 self._wakeup(m)                   # moved while unlocked: not ours now
                 continue
             self.vm_page_free(m)
+            self.cpu[self._tls.cpu].cnt["v_dfree"] += 1     # vm_pageout_scan_cache
             st.freed += 1
 
     def vm_pageout_page_stats(self) -> int:
@@ -700,7 +710,10 @@ class PageoutMixin:
 
         def loop() -> None:
             while not self._daemon_stop:
-                if not self._daemon_kick.wait(0.05):
+                # vm_pageout_thread's idle sleep: woken by a kick, or on the timeout when
+                # paging is needed anyway (a wakeup that raced the sleep)
+                if not self._daemon_kick.wait(0.05) and not (self.vm_pages_needed or
+                                                             self.start()):
                     continue
                 self._daemon_kick.clear()
                 if self._daemon_stop:
