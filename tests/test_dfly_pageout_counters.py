@@ -45,6 +45,17 @@ def kick_while_asleep(vm: DragonflyVm) -> int:
     return 200
 
 
+def daemon_thread_until_a_pass(vm: DragonflyVm) -> None:
+    """Run the pagedaemon thread until it has made a pass (20 s at most), then stop it."""
+    vm.start_pagedaemon()
+    try:
+        deadline = time.monotonic() + 20
+        while vm.pageout_stats.passes == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        vm.stop_pagedaemon()
+
+
 def test_kicks_to_a_sleeping_daemon_count_no_wakeup_its_passes_do():
     vm = small(48)
     kicks = kick_while_asleep(vm)
@@ -70,13 +81,7 @@ def test_the_daemon_thread_counts_its_own_wakeups():
     vm = small(48)
     kick_while_asleep(vm)
     assert total(vm, "v_pdwakeups") == 0
-    vm.start_pagedaemon()
-    try:
-        deadline = time.monotonic() + 20
-        while vm.pageout_stats.passes == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
-    finally:
-        vm.stop_pagedaemon()
+    daemon_thread_until_a_pass(vm)
     passes = vm.pageout_stats.passes
     assert passes >= 1
     assert total(vm, "v_pdwakeups") == passes
@@ -91,13 +96,7 @@ def test_daemon_thread_wakes_on_its_timeout_when_paging_is_needed():
     vm = small(48)
     kick_while_asleep(vm)
     vm._daemon_kick.clear()
-    vm.start_pagedaemon()
-    try:
-        deadline = time.monotonic() + 20
-        while vm.pageout_stats.passes == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
-    finally:
-        vm.stop_pagedaemon()
+    daemon_thread_until_a_pass(vm)
     assert vm.pageout_stats.passes >= 1
     assert total(vm, "v_pdwakeups") == vm.pageout_stats.passes
 
