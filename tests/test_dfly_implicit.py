@@ -213,3 +213,53 @@ def test_bulk_finalize_is_the_page_by_page_finalize(machine, cpus, monkeypatch):
     assert bulk.messages == loop.messages
     assert digest(bulk) == digest(loop)
     bulk.check()
+
+
+
+def test_threads_materialising_moved_blocks_race_nothing(monkeypatch):
+    # 4 sockets over 2 domains, WITNESS on: 4 threads churn anonymous objects (CPUs on
+    # all four sockets: donors' and recipients' queues) while 4 look up pages of MOVED
+    # blocks by address (materialising them by the finalize's program), with a 1 us
+    # switch interval.  Then no MOVED block is left, the links are mutual, and every
+    # page has the colour the page-by-page finalize gives it (a page's pc never changes).
+    import sys
+    import threading
+
+    from physmem.dfly_workloads import anon_churn
+
+    cpus = CpuTopology(4, 2, 1)
+    vm = DragonflyVm(UNEVEN, cpus=cpus, witness=True)
+    q = vm.queues
+    flagged = np.flatnonzero(q.implicit_arr & MOVED)
+    assert len(flagged) > 10
+    pages = [(int(k) << 10) - q.off + j for k in flagged for j in range(0, 1024, 61)]
+    problems: list[str] = []
+
+    def body(c: int) -> None:
+        try:
+            if c % 2:
+                order = random.Random(c).sample(pages, len(pages))
+                for m in order:
+                    assert vm.page(vm.pa(m)) == m
+            else:
+                anon_churn(vm, 150, seed=c, cpu=c)
+        except BaseException as e:
+            problems.append(f"thread {c}: {type(e).__name__}: {e}")
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        ts = [threading.Thread(target=body, args=(c,)) for c in range(8)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert problems == [], problems
+    assert not (q.implicit_arr & MOVED).any()
+    vm.vmstats_rollup()
+    vm.check()
+    monkeypatch.setattr(BootMixin, "bulk_finalize", False)
+    ref = DragonflyVm(UNEVEN, cpus=cpus)
+    assert np.array_equal(q.fields()["pc"], ref.queues.fields()["pc"])
