@@ -194,7 +194,10 @@ def test_threads_materialising_blocks_race_nothing():
     (TWO, CpuTopology(2, 2, 1)), (TWO, CpuTopology(3, 1, 1)), (TWO, CpuTopology(4, 1, 1)),
     ("firecracker-128m", CpuTopology(3, 2, 1)), ("firecracker-1g", CpuTopology(4, 2, 1)),
     (HOLE, CpuTopology(2, 1, 1)), (HOLE, CpuTopology(3, 2, 1)), (HOLE, CpuTopology(8, 1, 1)),
-    (UNEVEN, CpuTopology(3, 2, 1)), (UNEVEN, CpuTopology(4, 2, 1))],
+    (UNEVEN, CpuTopology(3, 2, 1)), (UNEVEN, CpuTopology(4, 2, 1)),
+    # an average of 11 pages per colour: the smallest the program takes (lo < hi)
+    (Machine("t80", [RamRange(0x100000, 80 * MIB)], page_array="none"),
+     CpuTopology(3, 1, 1))],
     ids=lambda x: getattr(x, "name", None) or str(x))
 def test_bulk_finalize_is_the_page_by_page_finalize(machine, cpus, monkeypatch):
     # vm_numa_organize_finalize as a program (moved pages left implicit, their fields

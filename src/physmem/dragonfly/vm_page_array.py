@@ -210,13 +210,12 @@ class FinalizeMoves:
                  share: int, counts: np.ndarray) -> None:
         self.first = first_pfn
         nr = len(ranges)
-        # ranges in queue order: page index bounds, colouring (share, socket)
+        # ranges in queue order: page index bounds, colouring (a range's colours are in
+        # its socket's share, so c % share names them; 1024: outside every NUMA range)
         self.r_i0 = np.array([r[0] for r in ranges], dtype=np.int64)
         self.r_i1 = np.array([r[1] for r in ranges], dtype=np.int64)
         self.r_share = np.array([PQ_L2_SIZE if r[2] is None else share for r in ranges],
                                 dtype=np.int64)
-        self.r_sock = np.array([0 if r[2] is None else r[2] for r in ranges],
-                               dtype=np.int64)
         self.by_start = np.argsort(self.r_i0)
         self.cnt = counts                               # [range, colour]
         self.base = np.zeros((nr, PQ_L2_SIZE), dtype=np.int64)
@@ -238,8 +237,9 @@ class FinalizeMoves:
     def run(self, lcnt: np.ndarray, scale_lim: int, hi: int, lo: int) -> None:
         """Simulate the finalize (``lcnt``: free pages per colour before) a stretch at a
         time: recipients are the colours below ``lo`` (in order, each filled to lo),
-        donors those at or above ``hi`` when the cursor reaches them.  Needs lo < hi - 1
-        ... i.e. hi >= 10 (else a recipient could become a donor: the caller checks)."""
+        donors those at or above ``hi`` when the cursor reaches them.  Needs lo < hi, i.e.
+        hi >= 10: a recipient then never reaches hi and a donor never falls below lo, so
+        the two sets are fixed at the start (the caller checks)."""
         lcnt = lcnt.astype(np.int64).copy()
         recip = np.flatnonzero(lcnt[:scale_lim] < lo)
         need = lo - lcnt[recip]

@@ -258,10 +258,10 @@ class BootMixin:
         """vm_numa_organize_finalize's moves without moving pages (``counts``: free pages
         per range and colour before), as a :class:`FinalizeMoves` program.
         None (the page-by-page finalize runs instead) when a recipient could become a
-        donor (an average under 10 pages: lo >= hi - 1) or bulk_finalize is off."""
+        donor (an average under 10 pages: lo >= hi) or bulk_finalize is off."""
         lcnt = counts.sum(axis=0)
         scale_lim, hi, lo = self._finalize_scale(lcnt)
-        if not self.bulk_finalize or lo >= hi - 1:
+        if not self.bulk_finalize or lo >= hi:
             return None
         prog = FinalizeMoves(self.first_pfn, ranges, self.queues.share, counts)
         prog.run(lcnt, scale_lim, hi, lo)
