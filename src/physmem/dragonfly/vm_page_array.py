@@ -355,12 +355,25 @@ class FinalizeMoves:
         g = self._g(c[mv], k[mv])
         j = np.searchsorted(self.rend, g, side="right")
         first, last = g == self.rstart[j], g + 1 == self.rend[j]
+        # the neighbouring moves' pages: mostly among these pages (a block's moves are
+        # consecutive runs), else computed
+        order = np.argsort(g)
+        gs, ps = g[order], idx[mv][order]
+
+        def page_of(t: np.ndarray) -> np.ndarray:
+            at = np.minimum(np.searchsorted(gs, t), len(gs) - 1)
+            hit = gs[at] == t
+            out = ps[at]
+            if not hit.all():
+                out[~hit] = self.page(*self._move(t[~hit]))
+            return out
+
         nxt = self.ohead[j].copy()
         prv = np.zeros(len(g), dtype=np.int64)
         if (~first).any():
-            nxt[~first] = self.page(*self._move(g[~first] - 1)) + 1
+            nxt[~first] = page_of(g[~first] - 1) + 1
         if (~last).any():
-            prv[~last] = self.page(*self._move(g[~last] + 1)) + 1
+            prv[~last] = page_of(g[~last] + 1) + 1
         return mv, self.recip[j], nxt, prv
 
 
