@@ -30,6 +30,7 @@ from ..errors import InvariantError
 from .vm_page_array import (
     ACT_MAX,
     COUNTS,
+    MOVED,
     PG_FICTITIOUS,
     PG_UNQUEUED,
     PQ_ACTIVE,
@@ -53,8 +54,10 @@ def check_dragonfly(vm: DragonflyVm) -> None:
     q = vm.queues
     a = q.fields()                        # implicit blocks filled by rule, nothing written
     imp = q.implicit_arr
-    if np.any(imp > PQ_L2_SIZE // q.share):
+    if np.any((imp & (MOVED - 1)) > PQ_L2_SIZE // q.share):
         errs.append("an implicit block names a socket the machine does not have")
+    if q.moves is None and np.any(imp & MOVED):
+        errs.append("an implicit block flagged MOVED without the finalize's moves")
     queue = a["queue"].astype(np.int64)
     nxt = a["next"].astype(np.int64)
     prv = a["prev"].astype(np.int64)

@@ -163,6 +163,220 @@ class PageArray:
         return sum(np.dtype(dt).itemsize for _, dt in self.FIELDS)
 
 
+MOVED = 0x80      # implicit-block flag: some of its pages may be finalize's moved pages
+
+
+def pfn_of(blk: np.ndarray, low: np.ndarray) -> np.ndarray:
+    """The pfn at low bits ``low`` of block ``blk``."""
+    return (blk << 10) | low
+
+
+def _owned(c: np.ndarray, share: np.ndarray, blk: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """The low bits (ascending, 1024 past the end) of the pages of colour ``c`` in
+    blocks ``blk`` under a colouring of ``share`` colours per socket (1024: the boot
+    colours), and how many there are: the original colours ``c % share + j * share``
+    below 1024, at low bits ``orig ^ x(b)``."""
+    cols = np.arange(-(-PQ_L2_SIZE // int(share.min())) if len(share) else 1)
+    orig = (c % share)[:, None] + share[:, None] * cols
+    there = orig < PQ_L2_SIZE
+    x = ((blk ^ (blk >> 10)) & PQ_L2_MASK)[:, None]
+    pos = np.sort(np.where(there, orig ^ x, PQ_L2_SIZE), axis=1)
+    return pos, there.sum(axis=1)
+
+
+def _lowest(c: np.ndarray, share: np.ndarray, blk: np.ndarray) -> np.ndarray:
+    """The lowest low bits of colour c in blocks ``blk`` for a power-of-two ``share``:
+    ``(c % share) ^ (x(b) % share)``."""
+    return (c & (share - 1)) ^ ((blk ^ (blk >> 10)) & (share - 1))
+
+
+class FinalizeMoves:
+    """vm_numa_organize_finalize's moves as a program, not as a list of pages: what a
+    page of a colour queue becomes, by arithmetic.
+
+    Before the finalize, colour queue c reads the free ranges in queue order (each from
+    its top down), taking the pages of colour c: a page's rank ``k`` in its queue is
+    the count of colour-c pages before it (:meth:`rank`, :meth:`page`: closed forms,
+    each 1024-page block holding ``in_block`` pages of a colour).  The finalize's donor
+    cursor walks the colours at or above the average; while that set stays the same
+    (a *stretch*: it changes only when a donor falls below the average, so at most
+    1025 stretches), move g of the stretch takes the next page of donor
+    ``order[g % m]`` (m donors).  Donor d gives its first ``given[d]`` pages; recipient
+    j gets moves [rstart[j], rend[j]) and puts each at its head, so its queue reads
+    the moves last first, then its own pages (old head ``ohead[j]``, index + 1)."""
+
+    def __init__(self, first_pfn: int, ranges: list[tuple[int, int, int | None]],
+                 share: int, counts: np.ndarray) -> None:
+        self.first = first_pfn
+        nr = len(ranges)
+        # ranges in queue order: page index bounds, colouring (a range's colours are in
+        # its socket's share, so c % share names them; 1024: outside every NUMA range)
+        self.r_i0 = np.array([r[0] for r in ranges], dtype=np.int64)
+        self.r_i1 = np.array([r[1] for r in ranges], dtype=np.int64)
+        self.r_share = np.array([PQ_L2_SIZE if r[2] is None else share for r in ranges],
+                                dtype=np.int64)
+        self.by_start = np.argsort(self.r_i0)
+        self.cnt = counts                               # [range, colour]
+        self.base = np.zeros((nr, PQ_L2_SIZE), dtype=np.int64)
+        if nr > 1:
+            self.base[1:] = np.cumsum(counts[:-1], axis=0)
+        self._rkey = ((np.arange(PQ_L2_SIZE)[None, :] << 40) | self.base).T.ravel()
+        self.given = np.zeros(PQ_L2_SIZE, dtype=np.int64)
+        self.g0 = np.zeros(0, dtype=np.int64)          # per stretch
+        self.m = np.zeros(0, dtype=np.int64)
+        self.order = np.zeros((0, PQ_L2_SIZE), dtype=np.int64)
+        self.pos = np.zeros((0, PQ_L2_SIZE), dtype=np.int64)
+        self.kb = np.zeros((0, PQ_L2_SIZE), dtype=np.int64)
+        self.recip = np.zeros(0, dtype=np.int64)       # per recipient
+        self.rstart = np.zeros(0, dtype=np.int64)
+        self.rend = np.zeros(0, dtype=np.int64)
+        self.ohead = np.zeros(0, dtype=np.int64)
+        self.total = 0
+
+    def run(self, lcnt: np.ndarray, scale_lim: int, hi: int, lo: int) -> None:
+        """Simulate the finalize (``lcnt``: free pages per colour before) a stretch at a
+        time: recipients are the colours below ``lo`` (in order, each filled to lo),
+        donors those at or above ``hi`` when the cursor reaches them.  Needs lo < hi, i.e.
+        hi >= 10: a recipient then never reaches hi and a donor never falls below lo, so
+        the two sets are fixed at the start (the caller checks)."""
+        lcnt = lcnt.astype(np.int64).copy()
+        recip = np.flatnonzero(lcnt[:scale_lim] < lo)
+        need = lo - lcnt[recip]
+        total = int(need.sum())
+        g, it = 0, 0
+        kb = np.zeros(PQ_L2_SIZE, dtype=np.int64)
+        g0s, ms, orders, poss, kbs = [], [], [], [], []
+        while g < total:
+            e = np.flatnonzero(lcnt >= hi)
+            if not len(e):
+                break                          # no donor left: the kernel would spin
+            m = len(e)
+            o = e[(np.searchsorted(e, it, side="right") + np.arange(m)) % m]
+            rem = lcnt[o] - hi + 1             # visits until each drops below hi
+            drop = np.arange(m) + (rem - 1) * m + 1
+            n = min(int(drop.min()), total - g)
+            pos = np.full(PQ_L2_SIZE, -1, dtype=np.int64)
+            pos[o] = np.arange(m)
+            g0s.append(g)
+            ms.append(m)
+            orders.append(np.concatenate([o, np.zeros(PQ_L2_SIZE - m, np.int64)]))
+            poss.append(pos)
+            kbs.append(kb.copy())
+            v = np.maximum(0, (n - np.arange(m) + m - 1) // m)
+            lcnt[o] -= v
+            kb[o] += v
+            it = int(o[(n - 1) % m])
+            g += n
+        self.total = g
+        self.given = kb
+        if g0s:
+            self.g0, self.m = np.array(g0s, np.int64), np.array(ms, np.int64)
+            self.order, self.pos = np.array(orders), np.array(poss)
+            self.kb = np.array(kbs)
+            # donor d's stretches by rank: key d << 40 | kb (kb ascends per donor)
+            self._key = ((np.arange(PQ_L2_SIZE)[None, :] << 40) | self.kb).T.ravel()
+        got = np.minimum(need, np.maximum(0, g - np.concatenate([[0], np.cumsum(need)[:-1]])))
+        keep = got > 0
+        self.recip = recip[keep]
+        self.rstart = (np.cumsum(need) - need)[keep]
+        self.rend = self.rstart + got[keep]
+        self.ohead = np.zeros(len(self.recip), dtype=np.int64)
+
+    def moves(self) -> tuple[np.ndarray, np.ndarray]:
+        """(donor, recipient) of every move, in order (tests; M entries)."""
+        g = np.arange(self.total, dtype=np.int64)
+        d, _ = self._move(g)
+        return d, self.recip[np.searchsorted(self.rend, g, side="right")]
+
+    def _move(self, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Donor and rank of moves ``g``."""
+        s = np.searchsorted(self.g0, g, side="right") - 1
+        i = g - self.g0[s]
+        d = self.order[s, i % self.m[s]]
+        return d, self.kb[s, d] + i // self.m[s]
+
+    def _g(self, d: np.ndarray, k: np.ndarray) -> np.ndarray:
+        """The move that takes donor d's rank-k page (k < given[d])."""
+        row = np.searchsorted(self._key, (d << 40) | k, side="right") - 1
+        s = row - d * len(self.g0)
+        return self.g0[s] + self.pos[s, d] + (k - self.kb[s, d]) * self.m[s]
+
+    def rank(self, idx: np.ndarray, c: np.ndarray) -> np.ndarray:
+        """Rank of free pages ``idx`` (colour ``c`` before the finalize) in their queue."""
+        r = self.by_start[np.searchsorted(self.r_i0[self.by_start], idx, side="right") - 1]
+        share = self.r_share[r]
+        top = self.r_i1[r] + self.first
+        return self.base[r, c] + self._below(c, share, top) - \
+            self._below(c, share, idx + self.first + 1)
+
+    @staticmethod
+    def _below(c: np.ndarray, share: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Pages of colour c with pfn < x under the colouring ``share``."""
+        blk, lx = x >> 10, x & PQ_L2_MASK
+        if not (share & (share - 1)).any():     # evenly spaced: lowest + t * share
+            lo = _lowest(c, share, blk)
+            return blk * (PQ_L2_SIZE // share) + np.maximum(0, lx - lo + share - 1) // share
+        pos, inb = _owned(c, share, blk)
+        return blk * inb + (pos < lx[:, None]).sum(axis=1)
+
+    @staticmethod
+    def _nth(c: np.ndarray, share: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """The pfn of the t-th page (from 0, ascending) of colour c."""
+        if not (share & (share - 1)).any():
+            inb = PQ_L2_SIZE // share
+            blk = t // inb
+            return pfn_of(blk, _lowest(c, share, blk) + t % inb * share)
+        _, inb = _owned(c, share, t >> 62)      # (the count does not depend on the block)
+        blk = t // inb
+        pos, _ = _owned(c, share, blk)
+        return pfn_of(blk, pos[np.arange(len(c)), t % inb])
+
+    def page(self, c: np.ndarray, k: np.ndarray) -> np.ndarray:
+        """Page index of the rank-k page of colour queue c before the finalize."""
+        # its range: the last with base <= k (key c << 40 | base, ascending per colour)
+        row = np.searchsorted(self._rkey, (c << 40) | k, side="right") - 1
+        r = row - c * len(self.r_i0)
+        assert (k < self.base[r, c] + self.cnt[r, c]).all(), "finalize: a rank past its queue"
+        share = self.r_share[r]
+        top = self.r_i1[r] + self.first
+        t = self._below(c, share, top) - (k - self.base[r, c]) - 1     # c-pages below it
+        return self._nth(c, share, t) - self.first
+
+    def moved(self, idx: np.ndarray, c: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Of free pages ``idx`` (colours ``c`` before): which moved (a bool mask) and,
+        for those, their colour after and links (index + 1)."""
+        k = self.rank(idx, c)
+        mv = k < self.given[c]
+        if not mv.any():
+            z = np.zeros(0, dtype=np.int64)
+            return mv, z, z, z
+        g = self._g(c[mv], k[mv])
+        j = np.searchsorted(self.rend, g, side="right")
+        first, last = g == self.rstart[j], g + 1 == self.rend[j]
+        # the neighbouring moves' pages: mostly among these pages (a block's moves are
+        # consecutive runs), else computed
+        order = np.argsort(g)
+        gs, ps = g[order], idx[mv][order]
+
+        def page_of(t: np.ndarray) -> np.ndarray:
+            at = np.minimum(np.searchsorted(gs, t), len(gs) - 1)
+            hit = gs[at] == t
+            out = ps[at]
+            if not hit.all():
+                out[~hit] = self.page(*self._move(t[~hit]))
+            return out
+
+        nxt = self.ohead[j].copy()
+        prv = np.zeros(len(g), dtype=np.int64)
+        if (~first).any():
+            nxt[~first] = page_of(g[~first] - 1) + 1
+        if (~last).any():
+            prv[~last] = page_of(g[~last] + 1) + 1
+        return mv, self.recip[j], nxt, prv
+
+
 class Queues:
     """``vm_page_queues[PQ_COUNT]``: doubly linked lists through the page array's
     next/prev fields (index + 1, 0 = none), with ``lcnt`` and ``lastq`` per queue.
@@ -176,7 +390,12 @@ class Queues:
     :meth:`~physmem.dragonfly.vm_page.DragonflyVm.page` or ``_check_page`` (which
     materialise), or reads all pages at once through :meth:`fields`.  A link changes only
     through a write to the page that holds it, so the blocks not yet materialised stay
-    true to the rule; heads and tails are always in materialised blocks."""
+    true to the rule; heads and tails are always in materialised blocks.
+
+    On machines with more sockets than NUMA domains vm_numa_organize_finalize moves
+    pages between colours (115 M of them at 1 TiB over 4 sockets): the blocks holding
+    moved pages stay implicit too, flagged MOVED, their moved pages' fields given by the
+    finalize's program (:class:`FinalizeMoves`, ``moves``) and the others' by the rule."""
 
     def __init__(self, pages: PageArray) -> None:
         self.pages = pages
@@ -195,12 +414,14 @@ class Queues:
         self.implicit_arr = np.zeros(nblocks, dtype=np.uint8)
         self.implicit = memoryview(self.implicit_arr)
         self.share = PQ_L2_SIZE          # colours per socket (vm_numa_organize's share)
+        self.moves: FinalizeMoves | None = None    # the finalize's moves (MOVED blocks)
         self._mlock = threading.Lock()   # materialisation (a leaf lock: nothing inside)
 
     # -- the implicit blocks ----------------------------------------------------------------
-    def rule(self, idx: np.ndarray, sock: np.ndarray
+    def rule(self, idx: np.ndarray, state: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The boot layout of implicit pages ``idx`` (their blocks' sockets ``sock``):
+        """The boot layout of implicit pages ``idx`` (their blocks' states ``state``:
+        socket + 1, | MOVED where the finalize's moves apply, see :class:`FinalizeMoves`):
         (``pc``, ``next``, ``prev``), links as index + 1.  The boot colour gives block b
         the pages of original colour o at low bits ``o ^ x(b)``, x(b) = (b ^ b >> 10) &
         1023; after vm_numa_organize the final colour is ``o % share + socket * share``,
@@ -211,11 +432,48 @@ class Queues:
         block are whole free blocks of the same range and socket: boot guarantees it)."""
         first = self.pages.first_pfn
         share = self.share
+        state = state.astype(np.int64)
+        sock = (state & ~MOVED) - 1
         pfn = idx.astype(np.int64) + first
         b = pfn >> 10
         low = pfn & PQ_L2_MASK
         res = (low ^ ((b ^ (b >> 10)) & PQ_L2_MASK)) % share
         pc = (res + sock.astype(np.int64) * share).astype(np.uint16)
+        if not share & (share - 1):
+            nxt, prv = self._rule_pow2(b, low, res)
+        else:
+            nxt, prv = self._rule_any(b, low, res)
+        nxt, prv = nxt - first + 1, prv - first + 1
+        fl = np.flatnonzero(state & MOVED)
+        if len(fl):
+            # the finalize's moved pages: a recipient's colour, links along its moves
+            mv, rc, n2, p2 = self.moves.moved(idx[fl].astype(np.int64),
+                                              pc[fl].astype(np.int64))
+            at = fl[mv]
+            pc[at], nxt[at], prv[at] = rc, n2, p2
+        return pc, nxt.astype(np.int32), prv.astype(np.int32)
+
+    def _rule_pow2(self, b: np.ndarray, low: np.ndarray, res: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """rule()'s next/prev (pfns) when the share is a power of two (1, 2, 4 sockets):
+        colour res owns the low bits ``(res ^ x(b) % share) + t * share``, t = 0 ..
+        1024 / share - 1, evenly spaced (no search)."""
+        share = self.share
+        mask = share - 1
+
+        def base(blk: np.ndarray) -> np.ndarray:      # the lowest owned low bits in blk
+            return res ^ ((blk ^ (blk >> 10)) & mask)
+
+        nxt = np.where(low >= share, pfn_of(b, low - share),
+                       pfn_of(b - 1, base(b - 1) + (PQ_L2_SIZE - share)))
+        prv = np.where(low + share < PQ_L2_SIZE, pfn_of(b, low + share),
+                       pfn_of(b + 1, base(b + 1)))
+        return nxt, prv
+
+    def _rule_any(self, b: np.ndarray, low: np.ndarray, res: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """rule()'s next/prev (pfns) for any share (a search among the owned bits)."""
+        share = self.share
         # the original colours res + j * share below 1024 (a share that does not divide
         # 1024, e.g. 3 sockets, gives some residues one more)
         orig = res[:, None] + share * np.arange(-(-PQ_L2_SIZE // share))
@@ -233,7 +491,7 @@ class Queues:
                        ((b - 1) << 10) | owned(b - 1, -1).max(axis=1))
         prv = np.where(above < PQ_L2_SIZE, (b << 10) | above,
                        ((b + 1) << 10) | owned(b + 1, PQ_L2_SIZE).min(axis=1))
-        return pc, (nxt - first + 1).astype(np.int32), (prv - first + 1).astype(np.int32)
+        return nxt, prv
 
     def _block_pages(self, blocks: np.ndarray) -> np.ndarray:
         """The page indices of whole blocks ``blocks`` (block order, ascending within)."""
@@ -247,18 +505,28 @@ class Queues:
         cleared sees them."""
         k = (i + self.off) >> 10
         with self._mlock:
-            s = self.implicit[k]
-            if not s:
-                return                      # another thread did it meanwhile
-            idx = self._block_pages(np.array([k]))[0]
-            pc, nxt, prv = self.rule(idx, np.full(PQ_L2_SIZE, s - 1))
-            i0, i1 = int(idx[0]), int(idx[-1]) + 1
-            a = self.pages.arrays
-            a["pc"][i0:i1] = pc
-            a["queue"][i0:i1] = pc + PQ_FREE
-            a["next"][i0:i1] = nxt
-            a["prev"][i0:i1] = prv
-            self.implicit[k] = 0
+            if self.implicit[k]:            # (else another thread did it meanwhile)
+                self._write_rule(np.array([k]))
+
+    def materialise_pages(self, idx: np.ndarray) -> None:
+        """materialise() for every page of ``idx`` at once (boot: one numpy pass)."""
+        ks = np.unique((np.asarray(idx, dtype=np.int64) + self.off) >> 10)
+        with self._mlock:
+            ks = ks[self.implicit_arr[ks] != 0]
+            for c in range(0, len(ks), 1024):        # bounded temporaries
+                self._write_rule(ks[c:c + 1024])
+
+    def _write_rule(self, blocks: np.ndarray) -> None:
+        """Write the rule's fields into the implicit ``blocks`` (ascending) and mark them
+        materialised (the caller holds the materialisation lock)."""
+        idx = self._block_pages(blocks).ravel()     # (implicit blocks are whole)
+        pc, nxt, prv = self.rule(idx, np.repeat(self.implicit_arr[blocks], PQ_L2_SIZE))
+        a = self.pages.arrays
+        a["pc"][idx] = pc
+        a["queue"][idx] = pc + PQ_FREE
+        a["next"][idx] = nxt
+        a["prev"][idx] = prv
+        self.implicit_arr[blocks] = 0
 
     def materialise_all(self) -> None:
         """Materialise every implicit block (the explicit layout, as boot linked every
@@ -279,8 +547,7 @@ class Queues:
         for c in range(0, len(blocks), 1024):       # bounded temporaries
             blk = blocks[c:c + 1024]
             idx = self._block_pages(blk).ravel()
-            sock = np.repeat(self.implicit_arr[blk].astype(np.int64) - 1, PQ_L2_SIZE)
-            pc, nxt, prv = self.rule(idx, sock)
+            pc, nxt, prv = self.rule(idx, np.repeat(self.implicit_arr[blk], PQ_L2_SIZE))
             a["pc"][idx] = pc
             a["queue"][idx] = pc + PQ_FREE
             a["next"][idx] = nxt

@@ -15,6 +15,7 @@ from ..pagearray import zeros
 from .alist import ALIST_BLOCK_NONE, Alist
 from .vm_object import PageHash
 from .vm_page_array import (
+    MOVED,
     PG_FICTITIOUS,
     PG_MAPPED,
     PG_NEED_COMMIT,
@@ -25,6 +26,7 @@ from .vm_page_array import (
     PQ_INACTIVE,
     PQ_L2_MASK,
     PQ_L2_SIZE,
+    FinalizeMoves,
     boot_color,
 )
 from .vm_page_defs import (
@@ -108,7 +110,7 @@ class BootMixin:
                 # down, so the colours are decided first and the queues built once.
                 ranges, self._numa_spans = self._numa_organize(avail, free)
                 self.queues.share = PQ_L2_SIZE // t.sockets
-                moves = self._finalize_moves(self._colour_counts(ranges))
+                moves = self._finalize_moves(ranges, self._colour_counts(ranges))
             else:
                 # vm_add_new_page: ascending order, each at the HEAD of PQ_FREE + pc, so
                 # a queue reads from the highest address down.
@@ -213,12 +215,12 @@ class BootMixin:
         return pc
 
     def _colour_counts(self, ranges: list[tuple[int, int, int | None]]) -> np.ndarray:
-        """Free pages per final colour over ``ranges``, without a pass over the pages:
-        each whole 1024-page block holds one page of each boot colour; the partial
-        blocks at a range's ends are counted page by page."""
+        """Free pages per range of ``ranges`` and colour (after vm_numa_organize), without
+        a pass over the pages: each whole 1024-page block holds one page of each boot
+        colour; the partial blocks at a range's ends are counted page by page."""
         share = self.queues.share
-        lcnt = np.zeros(PQ_L2_SIZE, dtype=np.int64)
-        for i0, i1, sock in ranges:
+        counts = np.zeros((len(ranges), PQ_L2_SIZE), dtype=np.int64)
+        for lcnt, (i0, i1, sock) in zip(counts, ranges, strict=True):
             p0, p1 = i0 + self.first_pfn, i1 + self.first_pfn
             b0, b1 = -(-p0 >> 10), p1 >> 10
             orig = np.zeros(PQ_L2_SIZE, dtype=np.int64)
@@ -234,7 +236,7 @@ class BootMixin:
             else:
                 lcnt += np.bincount(np.arange(PQ_L2_SIZE) % share + sock * share,
                                     weights=orig, minlength=PQ_L2_SIZE).astype(np.int64)
-        return lcnt
+        return counts
 
     def _finalize_scale(self, lcnt_of_colour: np.ndarray) -> tuple[int, int, int]:
         """scale_lim, lcnt_hi, lcnt_lo of vm_numa_organize_finalize, from the free pages
@@ -247,83 +249,35 @@ class BootMixin:
         self.messages.append(f"vm_page: avg {hi} pages per queue, {scale_lim} queues")
         return scale_lim, hi, hi - hi // 10
 
-    def _finalize_moves(self, lcnt: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """vm_numa_organize_finalize's moves without moving pages (``lcnt``: free pages
-        per colour before): (donor colour, recipient colour) per page moved, in the
-        kernel's order.  The donor cursor walks the colours; within one lap only the
-        colour it visits changes, so a lap's donors are the colours at or above the
-        average when it starts: one numpy step per lap.
-        None when some colour both gives and takes pages (then which pages move depends
-        on the queues as they change: the page-by-page finalize runs instead)."""
-        lcnt = lcnt.copy()
-        scale_lim, hi, lo = self._finalize_scale(lcnt)
-        lap = np.arange(1, PQ_L2_SIZE + 1)
-        donors: list[np.ndarray] = []
-        takers: list[np.ndarray] = []
-        it = 0
-        for i in np.flatnonzero(lcnt[:scale_lim] < lo).tolist():
-            need = lo - int(lcnt[i])
-            while need > 0:
-                cyc = (lap + it) & PQ_L2_MASK
-                e = cyc[lcnt[cyc] >= hi]
-                if not len(e):
-                    break                       # no donor left: the kernel would spin
-                take = e[:need]
-                lcnt[take] -= 1
-                lcnt[i] += len(take)
-                need -= len(take)
-                donors.append(take)
-                takers.append(np.full(len(take), i, dtype=np.int64))
-                if not need:
-                    it = int(take[-1])          # else a full lap: the cursor is back
-        if not donors:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        d, r = np.concatenate(donors), np.concatenate(takers)
-        if np.intersect1d(d, r).size:
-            return None
-        return d, r
+    # Boot takes the finalize's moves as a program (FinalizeMoves) when this is set; the
+    # page-by-page transcription (_numa_organize_finalize) otherwise (tests compare them).
+    bulk_finalize = True
 
-    def _moved_pages(self, ranges: list[tuple[int, int, int | None]],
-                     d: np.ndarray) -> np.ndarray:
-        """The pages the finalize moves (``d``: donor colour per move, in order): a donor
-        gives its queue's pages from the head, so its k-th move takes its k-th page in
-        queue order.  Walks ``ranges`` in queue order a piece at a time until every
-        donor's pages are found (the first piece, unless a donor gives more pages than
-        a piece holds of its colour)."""
-        need = np.bincount(d, minlength=PQ_L2_SIZE)
-        found_pages: list[np.ndarray] = []
-        found_cols: list[np.ndarray] = []
-        for idx in _descending([(i0, i1) for i0, i1, _ in ranges], np.int64):
-            if not need.any():
-                break
-            col = self._boot_colours(int(idx[-1]), int(idx[0]) + 1)[::-1].astype(np.int64)
-            sel = np.flatnonzero(need[col] > 0)
-            by = sel[np.argsort(col[sel], kind="stable")]
-            cs = col[by]
-            rank = np.arange(len(cs)) - np.searchsorted(cs, cs)
-            take = by[rank < need[cs]]
-            found_pages.append(idx[take])
-            found_cols.append(col[take])
-            need -= np.bincount(col[take], minlength=PQ_L2_SIZE)
-        assert not need.any(), "finalize: a donor has fewer pages than it gives"
-        pages, cols = np.concatenate(found_pages), np.concatenate(found_cols)
-        o = np.argsort(cols, kind="stable")          # each donor's pages, in queue order
-        grouped, starts = pages[o], np.searchsorted(cols[o], np.arange(PQ_L2_SIZE))
-        od = np.argsort(d, kind="stable")
-        kd = np.empty(len(d), dtype=np.int64)
-        kd[od] = np.arange(len(d)) - np.searchsorted(d[od], d[od])
-        return grouped[starts[d] + kd]
+    def _finalize_moves(self, ranges: list[tuple[int, int, int | None]],
+                        counts: np.ndarray) -> FinalizeMoves | None:
+        """vm_numa_organize_finalize's moves without moving pages (``counts``: free pages
+        per range and colour before), as a :class:`FinalizeMoves` program.
+        None (the page-by-page finalize runs instead) when a recipient could become a
+        donor (an average under 10 pages: lo >= hi) or bulk_finalize is off."""
+        lcnt = counts.sum(axis=0)
+        scale_lim, hi, lo = self._finalize_scale(lcnt)
+        if not self.bulk_finalize or lo >= hi:
+            return None
+        prog = FinalizeMoves(self.first_pfn, ranges, self.queues.share, counts)
+        prog.run(lcnt, scale_lim, hi, lo)
+        return prog
 
     def _build_free_queues(self, ranges: list[tuple[int, int, int | None]],
-                           moves: tuple[np.ndarray, np.ndarray] | None) -> None:
+                           moves: FinalizeMoves | None) -> None:
         """Build the free queues over ``ranges`` (queue order, each read top down, with
         its socket) after vm_numa_organize_finalize's ``moves``, leaving implicit every
         whole free block whose neighbours are whole free blocks of the same range and
-        socket and that no move touches (:class:`Queues`).  Materialised blocks get
-        their ``pc`` (and their free pages their links) written; of each stretch of
-        implicit blocks only the first and last are walked, to link their neighbours
-        into the stretch.  Temporaries: per block (a byte or two), and per page of the
-        materialised blocks."""
+        socket (:class:`Queues`; blocks holding moved pages are flagged MOVED).
+        Materialised blocks get their ``pc`` (and their free pages their links) written;
+        of each stretch of implicit blocks only the first and last are walked, to link
+        their neighbours into the stretch; then the moves are applied (_apply_moves).
+        Temporaries: per block (a byte or two), and per page of the materialised
+        blocks."""
         q = self.queues
         off = q.off
         nb = len(q.implicit_arr)
@@ -334,11 +288,6 @@ class BootMixin:
             if s is not None and k1 > k0:
                 sock[k0:k1] = s
                 rid[k0:k1] = r
-        if moves is not None and len(moves[0]):
-            moved = self._moved_pages(ranges, moves[0])
-            rid[(moved + off) >> 10] = -1
-        else:
-            moved = np.zeros(0, dtype=np.int64)
         lazy = np.zeros(nb, dtype=bool)
         if nb > 2:
             lazy[1:-1] = (rid[1:-1] >= 0) & (rid[:-2] == rid[1:-1]) & (rid[2:] == rid[1:-1])
@@ -365,8 +314,6 @@ class BootMixin:
         for a, b in zip(np.concatenate([[0], brk]).tolist(),
                         np.concatenate([brk, [len(order)]]).tolist(), strict=True):
             col[a:b] = self._boot_colours(int(order[b - 1]), int(order[a]) + 1)[::-1]
-        if len(moved):
-            order, col = self._apply_finalize(order, col, moved, moves[1])
         write = ~lazy[(order + off) >> 10]
         implicit = np.flatnonzero(lazy)
         q.build_boot(order, (col + PQ_FREE).astype(np.uint16), write, implicit,
@@ -385,30 +332,68 @@ class BootMixin:
                 pc = self._boot_colours(c, d)
                 if pc.any():
                     pcs[c:d] = pc
-        if len(moved):
-            pcs[moved] = moves[1].astype(pcs.dtype)
+        if moves is not None and moves.total:
+            self._apply_moves(moves, ranges, order[write], col[write])
 
-    @staticmethod
-    def _apply_finalize(order: np.ndarray, col: np.ndarray, moved: np.ndarray,
-                        r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The queues after the finalize's moves as a page order grouped by colour, head
-        first (``order``/``col``: the queues before, as entries and their colours;
-        ``moved``: the page each move takes, ``r``: its recipient): a donor gives its
-        first pages in order and a recipient's queue starts with what it got, last
-        first."""
-        by = np.argsort(order, kind="stable")
-        at = by[np.searchsorted(order[by], moved)]   # the moved pages' entries
-        assert (order[at] == moved).all()
-        pos = np.arange(len(order), dtype=np.int64)
-        orr = np.argsort(r, kind="stable")
-        kr = np.empty(len(r), dtype=np.int64)
-        kr[orr] = np.arange(len(r)) - np.searchsorted(r[orr], r[orr])
-        # the k-th page a recipient gets sits at -(k + 1): ahead of its own pages
-        pos[at] = -(kr + 1)
-        col = col.copy()
-        col[at] = r
-        final = np.lexsort((pos, col))
-        return order[final], col[final]
+    def _apply_moves(self, prog: FinalizeMoves, ranges: list[tuple[int, int, int | None]],
+                     written: np.ndarray, col: np.ndarray) -> None:
+        """vm_numa_organize_finalize on the queues just built, by its program ``prog``:
+        the implicit blocks holding moved pages are flagged MOVED (the rule gives them),
+        the moved pages of materialised blocks (``written``, colours ``col`` before) are
+        rewritten, and each donor's new head and each recipient's old head (the only
+        unmoved pages whose links change) are materialised and relinked; heads, tails
+        and counts follow."""
+        q, p = self.queues, self.pages
+        prog.ohead = np.array([q.head[PQ_FREE + int(r)] for r in prog.recip], dtype=np.int64)
+        q.moves = prog
+        imp, off = q.implicit_arr, q.off
+        cols = np.arange(PQ_L2_SIZE)
+        for r, (_, i1, _) in enumerate(ranges):   # each range's moved pages: its top part
+            last = np.minimum(prog.given, prog.base[r] + prog.cnt[r]) - 1
+            c = np.flatnonzero(last >= prog.base[r])
+            if len(c):
+                low = int(prog.page(cols[c], last[c]).min())
+                blk = imp[(low + off) >> 10:((i1 - 1 + off) >> 10) + 1]
+                blk[blk != 0] |= MOVED
+        a = p.arrays
+        for c0 in range(0, len(written), _CHUNK):   # moved pages of materialised blocks
+            idx, c = written[c0:c0 + _CHUNK], col[c0:c0 + _CHUNK]
+            mv, rc, nxt, prv = prog.moved(idx.astype(np.int64), c)
+            at = idx[mv]
+            a["pc"][at] = rc
+            a["queue"][at] = rc + PQ_FREE
+            a["next"][at] = nxt
+            a["prev"][at] = prv
+        # donors: the first unmoved page is the head; recipients: their moves, last
+        # first, then their own pages.  These pages' blocks are materialised first.
+        d = np.flatnonzero(prog.given)
+        left = np.array([q.lcnt[PQ_FREE + int(x)] for x in d], dtype=np.int64) - prog.given[d]
+        heads = np.full(len(d), -1, dtype=np.int64)
+        heads[left > 0] = prog.page(d[left > 0], prog.given[d[left > 0]])
+        first = prog.page(*prog._move(prog.rstart))
+        last = prog.page(*prog._move(prog.rend - 1))
+        q.materialise_pages(np.concatenate([heads[heads >= 0], first, last,
+                                            prog.ohead[prog.ohead > 0] - 1]))
+        for x, h, n in zip(d.tolist(), heads.tolist(), left.tolist(), strict=True):
+            qi = PQ_FREE + x
+            q.lcnt[qi] = n
+            if h >= 0:
+                p.prev[h] = 0
+                q.head[qi] = h + 1
+            else:
+                q.head[qi] = q.tail[qi] = 0
+                q.nonempty[qi] = 0
+        for r, f, t, oh, n in zip(prog.recip.tolist(), first.tolist(), last.tolist(),
+                                  prog.ohead.tolist(), (prog.rend - prog.rstart).tolist(),
+                                  strict=True):
+            qi = PQ_FREE + r
+            q.head[qi] = t + 1
+            if oh:
+                p.prev[oh - 1] = f + 1
+            else:
+                q.tail[qi] = f + 1
+            q.lcnt[qi] += n
+            q.nonempty[qi] = 1
 
     def _numa_organize_finalize(self) -> None:
         """vm_numa_organize_finalize: average lcnt over scale_lim queues (the kernel sums
@@ -510,14 +495,6 @@ class BootMixin:
 # Pages per numpy step where boot computes per page: bounds the temporaries (8 MiB of
 # int64) and keeps them in cache (server-96g-2dom boot: 1.9 s with 4 M, 1.3 s with 1 M).
 _CHUNK = 1 << 20
-
-
-def _descending(ranges: list[tuple[int, int]], it: type):
-    """The page indices of each range [i0, i1) from i1 - 1 down to i0, range after range,
-    as arrays of dtype ``it`` of at most _CHUNK pages."""
-    for i0, i1 in ranges:
-        for hi in range(i1, i0, -_CHUNK):
-            yield np.arange(hi - 1, max(hi - _CHUNK, i0) - 1, -1, dtype=it)
 
 
 def _runs(pfns: np.ndarray) -> list[tuple[int, int]]:
