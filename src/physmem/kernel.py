@@ -264,6 +264,9 @@ class Kernel:
         self._stats.boot = self.phys.pages.ninit
         self._stats.drain = 0
         self._stats.boot_seconds = time.perf_counter() - t0
+        # From here on vm_phys's queue core runs compiled (numba is imported and the
+        # functions compiled on their first call, not during boot: docs/implementation.md).
+        self.phys.use_jit(True)
         if start_aps:
             self.start_aps()
 
@@ -845,7 +848,7 @@ class Kernel:
             phys = self.phys
             h.update(repr((self.free_counts, [(d.page_count, d.segs)
                                               for d in self.domains])).encode())
-            h.update(repr((phys.default_freepool, phys.initdone, phys.lcnt)).encode())
+            h.update(repr((phys.default_freepool, phys.initdone, list(phys.lcnt))).encode())
             h.update(repr(list(phys.free_blocks())).encode())
             h.update(repr(phys.pages.lone_items()).encode())
             for pfn, w in phys.pages.span_words():

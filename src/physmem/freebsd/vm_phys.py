@@ -55,17 +55,19 @@ but their keys are disjoint, and each dict operation is atomic in CPython.
 
 from __future__ import annotations
 
-import itertools
 import threading
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from ..bits import PAGE_SHIFT, fls, powerof2, roundup2
 from ..errors import InvariantError, UninitializedPageError
-from ..pagearray import POOL_MASK, SEGIND_SHIFT, PageArray, make_word
+from ..jit import enabled as jit_enabled
+from ..jit import njit
+from ..pagearray import POOL_MASK, SEGIND_SHIFT, PageArray, make_word, zeros
 from ..vmparam import VmParam
 
 M64 = (1 << 64) - 1
@@ -101,6 +103,352 @@ def vm_addr_ok(pa: int, size: int, alignment: int, boundary: int) -> bool:
         ((pa ^ ((pa + size - 1) & M64)) & (-boundary & M64)) == 0
 
 
+# -------------------------------------------------------------------------------------------
+# The queue core over arrays (issue 13, third round; docs/implementation.md, section 3).
+#
+# Free-block heads are nodes of one int64 array ``nv``, NODE words each:
+#   PREV, NEXT  slot numbers of the neighbours on the queue (a circle through the sentinel)
+#   INFO        (order + 1) | nchunks << NCH_SHIFT | q << Q_SHIFT; 0 = not a head
+#   PFN         the head page (a sentinel holds -1 - q)
+# Slots 0 .. nq-1 are the queues' sentinels, slot nq the configuration (NFO, NFP, LAZYINIT
+# or -1, queues per domain), slot nq + 1 + d domain d's meta (free-slot list, high-water
+# mark, log length, log base); each domain's heads use slots of their own range, so the
+# domains never share a slot list (their locks differ).  ``sm[m - B]`` is m's slot, 0 if m
+# is no head: zero-filled, so it costs memory only where heads have been.  A lazy run
+# (nchunks >= 2) is one node for its chunks; only Python code (VmPhys) meets those.
+#
+# The functions below are the kernel's loops on those arrays.  They are compiled
+# (physmem.jit) once boot is over, and run as plain Python on memoryviews during boot and
+# with the JIT off.  Queue changes go to the domain's ``log`` as (kind, m, order) when
+# ``obs`` is set (observers attached: the extent mirror), and LAZYINIT blocks initialised
+# here always do (kind LOG_INIT: VmPhys moves the head's lone entry and counts them).
+# Callers validate; these assume a consistent state.
+# -------------------------------------------------------------------------------------------
+PREV, NEXT, INFO, PFN = 0, 1, 2, 3
+NODE = 4
+ORDER_MASK = 0x1F
+NCH_SHIFT = 8
+NCH_MASK = 0xFFFFFF
+Q_SHIFT = 32
+LOG_ADD, LOG_REM, LOG_INIT = 1, 2, 3
+
+
+@njit
+def _meta(nv, lcnt, q):
+    """Offset in ``nv`` of the meta node of queue q's domain."""
+    nq = len(lcnt)
+    return NODE * (nq + 1 + q // nv[NODE * nq + 3])
+
+
+@njit
+def _log(nv, log, md, kind, m, order):
+    """Append (kind, m, order) to the domain's log (meta node at ``md``)."""
+    n = nv[md + 2]
+    at = nv[md + 3] + 3 * n
+    log[at] = kind
+    log[at + 1] = m
+    log[at + 2] = order
+    nv[md + 2] = n + 1
+
+
+@njit
+def vm_freelist_add(nv, sm, lcnt, log, B, q, m, order, tail, obs):
+    """vm_freelist_add(): head ``m`` of a 2**order block onto queue ``q``, at its tail or
+    head.  Sets the head's order; does not touch its pool (as the kernel)."""
+    md = _meta(nv, lcnt, q)
+    s = nv[md]                      # a free slot: the domain's free list, else a new one
+    if s:
+        nv[md] = nv[NODE * s + NEXT]
+    else:
+        s = nv[md + 1]
+        nv[md + 1] = s + 1
+    sm[m - B] = s
+    o = NODE * s
+    nv[o + INFO] = (order + 1) | (q << Q_SHIFT)
+    nv[o + PFN] = m
+    so = NODE * q
+    if tail:
+        last = nv[so + PREV]
+        nv[o + PREV] = last
+        nv[o + NEXT] = q
+        nv[NODE * last + NEXT] = s
+        nv[so + PREV] = s
+    else:
+        first = nv[so + NEXT]
+        nv[o + PREV] = q
+        nv[o + NEXT] = first
+        nv[NODE * first + PREV] = s
+        nv[so + NEXT] = s
+    lcnt[q] += 1
+    if obs:
+        _log(nv, log, md, LOG_ADD, m, order)
+
+
+@njit
+def vm_freelist_rem(nv, sm, lcnt, log, B, q, m, obs):
+    """vm_freelist_rem(): unlink head ``m`` (not a lazy run) from queue ``q``; its order
+    becomes VM_NFREEORDER.  Returns the order it had."""
+    md = _meta(nv, lcnt, q)
+    s = sm[m - B]
+    o = NODE * s
+    p = nv[o + PREV]
+    n = nv[o + NEXT]
+    nv[NODE * p + NEXT] = n
+    nv[NODE * n + PREV] = p
+    order = (nv[o + INFO] & ORDER_MASK) - 1
+    nv[o + INFO] = 0
+    nv[o + NEXT] = nv[md]           # the slot goes to the domain's free list
+    nv[md] = s
+    sm[m - B] = 0
+    lcnt[q] -= 1
+    if obs:
+        _log(nv, log, md, LOG_REM, m, order)
+    return order
+
+
+@njit
+def vm_phys_split_pages(nv, sm, lcnt, log, B, m, oind, fl, order, tail, obs):
+    """vm_phys_split_pages(): keep the lowest 2**order pages of the 2**oind block at ``m``
+    and queue the upper halves on pool queue base ``fl``, largest first."""
+    while oind > order:
+        oind -= 1
+        vm_freelist_add(nv, sm, lcnt, log, B, fl + oind, m + (1 << oind), oind, tail, obs)
+
+
+@njit
+def enq_blocks(nv, sm, lcnt, log, B, m, npages, fl, tail, ascending, obs):
+    """vm_phys_enq_range (``ascending``: blocks of increasing size) or vm_phys_enq_beg
+    (decreasing) of a run whose pool is not LAZYINIT: enq_chunk is then
+    vm_freelist_add.  Returns the page after the run."""
+    while npages > 0:
+        if ascending:
+            order = _fls(npages & -npages) - 1
+        else:
+            order = _fls(npages) - 1
+        vm_freelist_add(nv, sm, lcnt, log, B, fl + order, m, order, tail, obs)
+        m += 1 << order
+        npages -= 1 << order
+    return m
+
+
+@njit
+def _fls(x):
+    """flsll(): the position of the highest set bit of ``x``, 0 for 0."""
+    n = 0
+    while x:
+        x >>= 1
+        n += 1
+    return n
+
+
+@njit
+def enq_chunks(nv, sm, lcnt, log, B, fl, m, nchunks, order, obs):
+    """vm_phys_enqueue_contig's middle loop for a run that is not LAZYINIT: ``nchunks``
+    max-order chunks from ``m`` at the tail, ascending."""
+    for i in range(nchunks):
+        vm_freelist_add(nv, sm, lcnt, log, B, fl + order, m + (i << order), order, True,
+                        obs)
+
+
+@njit
+def alloc_freelist_own(nv, sm, lcnt, log, B, fl, order, obs):
+    """vm_phys_alloc_freelist_pages()'s first loop: the head of the requested pool's
+    smallest sufficient non-empty queue (pool queue base ``fl``), split down to
+    ``order``.  Returns the page, or -1 (the caller steals: nothing was changed)."""
+    nfo = nv[NODE * len(lcnt)]
+    for oind in range(order, nfo):
+        q = fl + oind
+        if lcnt[q]:
+            m = nv[NODE * nv[NODE * q + NEXT] + PFN]
+            vm_freelist_rem(nv, sm, lcnt, log, B, q, m, obs)
+            vm_phys_split_pages(nv, sm, lcnt, log, B, m, oind, fl, order, True, obs)
+            return m
+    return -1
+
+
+@njit
+def alloc_npages_own(nv, sm, lcnt, log, B, fl, npages, i, out, obs):
+    """vm_phys_alloc_npages()'s loop over the requested pool's queues (base ``fl``) for
+    one free list, from ``i`` pages taken.  Appends (first page, count) runs to ``out``
+    (``out[0]`` counts them) and returns the pages taken so far; the excess of the last
+    block returns to the pool's queues (their orders below it are empty)."""
+    nfo = nv[NODE * len(lcnt)]
+    for oind in range(nfo):
+        q = fl + oind
+        while lcnt[q]:
+            m = nv[NODE * nv[NODE * q + NEXT] + PFN]
+            vm_freelist_rem(nv, sm, lcnt, log, B, q, m, obs)
+            avail = i + (1 << oind)
+            end = npages if npages < avail else avail
+            k = out[0]
+            out[1 + 2 * k] = m
+            out[2 + 2 * k] = end - i
+            out[0] = k + 1
+            m += end - i
+            i = end
+            if i == npages:
+                enq_blocks(nv, sm, lcnt, log, B, m, avail - i, fl, True, True, obs)
+                return i
+    return i
+
+
+@njit
+def vm_phys_free_pages(nv, sm, lcnt, log, words, segs, B, m, order, stop, obs):
+    """vm_phys_free_pages(): free the 2**order block at ``m`` (dense page word, pool not
+    LAZYINIT, not a head) into m's pool, merging with free buddies of any pool within the
+    segment below the maximum order; the result goes to the TAIL of its queue.
+
+    A buddy that is no head and whose word is not in the dense array may be initialised
+    alone (the page array's ``lone``) or not at all, which only Python can tell: the merge
+    chain is checked first and that buddy's pfn returned, nothing changed; the caller
+    decides and calls again with ``stop`` = that pfn if it is initialised.  Returns -1
+    when the block is freed.  A LAZYINIT buddy is initialised here (vm_phys_set_pool) and
+    logged (LOG_INIT)."""
+    cfg = NODE * len(lcnt)
+    nfo = nv[cfg]
+    nfp = nv[cfg + 1]
+    lazy = nv[cfg + 2]
+    w = words[m - B]
+    pool = w & 3
+    segind = w >> 8
+    spfn = segs[3 * segind]
+    epfn = segs[3 * segind + 1]
+    fq = segs[3 * segind + 2]
+    # The merge chain, read only.
+    o = order
+    b0 = m
+    while o < nfo - 1:
+        b = b0 ^ (1 << o)
+        if b < spfn or b >= epfn:
+            break
+        s = sm[b - B]
+        if s == 0:
+            if words[b - B] == 0 and b != stop:
+                return b
+            break
+        if (nv[NODE * s + INFO] & ORDER_MASK) - 1 != o:
+            break
+        o += 1
+        b0 &= ~((1 << o) - 1)
+    # The merges.
+    while order < o:
+        b = m ^ (1 << order)
+        bq = nv[NODE * sm[b - B] + INFO] >> Q_SHIFT
+        bpool = (bq // nfo) % nfp
+        vm_freelist_rem(nv, sm, lcnt, log, B, bq, b, obs)
+        if bpool != pool:
+            n = 1 << order
+            if bpool == lazy:       # only its head is initialised: the kernel inits the rest
+                nw = (segind << 8) | 4 | pool
+                for j in range(b - B, b - B + n):
+                    words[j] = nw
+                _log(nv, log, _meta(nv, lcnt, bq), LOG_INIT, b, order)
+            else:
+                for j in range(b - B, b - B + n):
+                    words[j] = (words[j] & 0xFFFC) | pool
+        order += 1
+        m &= ~((1 << order) - 1)
+    vm_freelist_add(nv, sm, lcnt, log, B, fq + pool * nfo + order, m, order, True, obs)
+    return -1
+
+
+@njit
+def _slot_new(nv, md):
+    """A free node slot of the domain whose meta node is at ``md``."""
+    s = nv[md]
+    if s:
+        nv[md] = nv[NODE * s + NEXT]
+    else:
+        s = nv[md + 1]
+        nv[md + 1] = s + 1
+    return s
+
+
+@njit
+def node_insert(nv, sm, lcnt, log, B, sp, m, info):
+    """A node for head ``m`` with ``info`` linked after slot ``sp`` on its queue, the
+    count unchanged (a lazy run's chunk made a node of its own).  Returns its slot."""
+    md = _meta(nv, lcnt, info >> Q_SHIFT)
+    s = _slot_new(nv, md)
+    sm[m - B] = s
+    o = NODE * s
+    n = nv[NODE * sp + NEXT]
+    nv[o + PREV] = sp
+    nv[o + NEXT] = n
+    nv[o + INFO] = info
+    nv[o + PFN] = m
+    nv[NODE * n + PREV] = s
+    nv[NODE * sp + NEXT] = s
+    return s
+
+
+class _Core(NamedTuple):
+    """The queue core's functions, compiled or plain (:meth:`VmPhys.use_jit`)."""
+
+    add: Callable
+    rem: Callable
+    split: Callable
+    enq_blocks: Callable
+    enq_chunks: Callable
+    alloc_own: Callable
+    npages_own: Callable
+    free: Callable
+    insert: Callable
+
+
+_CORE = (vm_freelist_add, vm_freelist_rem, vm_phys_split_pages, enq_blocks, enq_chunks,
+         alloc_freelist_own, alloc_npages_own, vm_phys_free_pages, node_insert)
+
+
+class HeadsView(Mapping):
+    """The free-block heads as a read-only mapping, as the dict they were before issue
+    13's third round (:attr:`VmPhys.heads`).  Slow: for readers and tests."""
+
+    def __init__(self, phys: VmPhys) -> None:
+        self.phys = phys
+
+    def _slot(self, m: int) -> int:
+        p = self.phys
+        if m < 0:
+            return -1 - m if -1 - m < p.nq else -1
+        s = p.slot_of(m)
+        return s if s else -1
+
+    def __getitem__(self, m: int) -> list[int]:
+        s = self._slot(m)
+        if s < 0:
+            raise KeyError(m)
+        nv = self.phys.nv
+        o = NODE * s
+        node = [nv[NODE * nv[o + PREV] + PFN], nv[NODE * nv[o + NEXT] + PFN]]
+        info = nv[o + INFO]
+        if s < self.phys.nq:
+            return [*node, -1]
+        node.append((info & ORDER_MASK) - 1)
+        nch = (info >> NCH_SHIFT) & NCH_MASK
+        return [*node, nch] if nch else node
+
+    def __contains__(self, m: object) -> bool:
+        return isinstance(m, int) and self._slot(m) >= 0
+
+    def slots(self) -> Iterator[int]:
+        """The slots in use (sentinels excluded)."""
+        nv = self.phys.nv
+        for d, (lo, _hi) in enumerate(self.phys.slot_ranges):
+            for s in range(lo, nv[NODE * (self.phys.nq + 1 + d) + 1]):
+                if nv[NODE * s + INFO]:
+                    yield s
+
+    def __iter__(self) -> Iterator[int]:
+        yield from range(-1, -1 - self.phys.nq, -1)
+        nv = self.phys.nv
+        for s in self.slots():
+            yield nv[NODE * s + PFN]
+
+    def __len__(self) -> int:
+        return self.phys.nq + sum(1 for _ in self.slots())
+
+
 class VmPhys:
     """The state of sys/vm/vm_phys.c: segments, free lists, free queues, default pool."""
 
@@ -122,18 +470,124 @@ class VmPhys:
         self.default_freepool = self.DEFAULT    # vm_default_freepool
         self.initdone = [False] * param.maxmemdom  # vm_phys_lazy_init_domain's flags
         nq = param.maxmemdom * self.NFL * self.NFP * self.NFO
-        self.lcnt = [0] * nq
-        # heads[m] = [prev, next, order] of free-block head m; heads[-1 - q] = [last, first,
-        # -1] is queue q's sentinel.
-        self.heads: dict[int, list[int]] = {-1 - q: [-1 - q, -1 - q, -1] for q in range(nq)}
+        self.nq = nq
         self.pages: PageArray = PageArray(0, 0)
+        self._arrays(0, 0, [])
         self.seg_ends: list[int] = []           # seg.end for bisection
         self.domain_locks = [threading.Lock() for _ in range(param.maxmemdom)]
         self.initialized = False
         self.drain_inits = 0  # page structures the LAZYINIT drain initialised
-        # Observers of queue changes (the extent mirror); called after each add / rem.
+        # Observers of queue changes (the extent mirror, pglist); called after each add /
+        # rem, in order (from the domain's log after a compiled call).
         self.on_add: list = []
         self.on_rem: list = []
+        self.segs_a = np.zeros(1, np.int64)    # (spfn, epfn, fq) per segment, for the core
+        self.use_jit(False)
+
+    def _arrays(self, base: int, npages: int, dom_pages: list[int]) -> None:
+        """Create the queue arrays (the module's "queue core") for pages [base, base +
+        npages), with ``dom_pages[d]`` pages in domain d: sentinels, configuration, one
+        meta node and a slot range per domain, the slot map, the counts and the logs."""
+        NFO, NFP, NFL = self.NFO, self.NFP, self.NFL
+        nq = self.nq
+        ndom = self.param.maxmemdom
+        dom_pages = list(dom_pages) + [0] * (ndom - len(dom_pages))
+        first = nq + 1 + ndom
+        nslots = first + sum(dom_pages) + ndom
+        self.nodes = zeros(NODE * nslots, np.int64)
+        self.sm = zeros(max(npages, 1), np.int32)
+        self.lcnt_a = np.zeros(nq, np.int64)
+        # A log holds what one compiled call changes: at most a block's worth of pages of
+        # alloc_npages, or one entry per max-order chunk of a run enqueued, plus splits.
+        per = [(n >> (NFO - 1)) + 4 * (1 << (NFO - 1)) + 8 * NFO for n in dom_pages]
+        self.log = zeros(3 * sum(per), np.int64)
+        self.B = base
+        self.span = npages
+        self.nv = nv = memoryview(self.nodes)
+        self.smv = memoryview(self.sm)
+        self.lcnt = memoryview(self.lcnt_a)
+        self.logv = memoryview(self.log)
+        for q in range(nq):
+            nv[NODE * q + PREV] = nv[NODE * q + NEXT] = q
+            nv[NODE * q + INFO] = q << Q_SHIFT
+            nv[NODE * q + PFN] = -1 - q
+        c = NODE * nq
+        nv[c], nv[c + 1], nv[c + 2], nv[c + 3] = (
+            NFO, NFP, -1 if self.LAZYINIT is None else self.LAZYINIT, NFL * NFP * NFO)
+        slot, at = first, 0
+        self.slot_ranges = []
+        for d in range(ndom):
+            md = NODE * (nq + 1 + d)
+            nv[md + 1] = slot
+            nv[md + 3] = at
+            self.slot_ranges.append((slot, slot + dom_pages[d] + 1))
+            slot += dom_pages[d] + 1
+            at += 3 * per[d]
+        self.log_cap = per
+        self._outs = [np.zeros(2 * (1 << (NFO - 1)) + 2, np.int64) for _ in range(ndom)]
+
+    def use_jit(self, on: bool) -> None:
+        """Run the queue core compiled (``on``, once boot is over: the first call imports
+        numba and compiles) or as plain Python on memoryviews (boot, PHYSMEM_JIT=0)."""
+        self.jitted = on = bool(on) and jit_enabled()
+        if on:
+            # Each compiles on its first call (and then calls numba's dispatcher).
+            self._k = _Core(*_CORE)
+            self._arr = (self.nodes, self.sm, self.lcnt_a, self.log)
+            self._segs = self.segs_a
+            self._outv = self._outs
+        else:
+            self._k = _Core(*(f.py for f in _CORE))
+            self._arr = (self.nv, self.smv, self.lcnt, self.logv)
+            self._segs = memoryview(self.segs_a)
+            self._outv = [memoryview(o) for o in self._outs]
+
+    def _words(self):
+        """The page words as the queue core takes them (array or memoryview)."""
+        return self.pages.words if self.jitted else self.pages.mv
+
+    def _obs(self) -> int:
+        return 1 if self.on_add or self.on_rem else 0
+
+    def _flush(self, domain: int) -> None:
+        """Hand the domain's logged queue changes to the observers, in order, and move the
+        lone entries of LAZYINIT blocks the queue core initialised."""
+        nv = self.nv
+        md = NODE * (self.nq + 1 + domain)
+        n = nv[md + 2]
+        if not n:
+            return
+        at = nv[md + 3]
+        assert n <= self.log_cap[domain], "queue core: log overflow"
+        entries = self.log[at:at + 3 * n].tolist()
+        nv[md + 2] = 0
+        pages = self.pages
+        for j in range(0, 3 * n, 3):
+            kind, m, order = entries[j], entries[j + 1], entries[j + 2]
+            if kind == LOG_ADD:
+                for f in self.on_add:
+                    f(m, order)
+            elif kind == LOG_REM:
+                for f in self.on_rem:
+                    f(m, order)
+            else:               # LOG_INIT: vm_phys_set_pool of a LAZYINIT block
+                pages.lone.pop(m, None)
+                pages.ninit += (1 << order) - 1
+
+    def _dom(self, q: int) -> int:
+        return q // (self.NFL * self.NFP * self.NFO)
+
+    def slot_of(self, m: int) -> int:
+        """m's node slot, 0 if ``m`` is no head (nor the first chunk of a lazy run)."""
+        i = m - self.B
+        return self.smv[i] if 0 <= i < self.span else 0
+
+    @property
+    def heads(self) -> HeadsView:
+        """The heads as the mapping they were before issue 13's third round, read only:
+        ``heads[m] = [prev, next, order]`` (``+ [nchunks]`` for a lazy run) and the
+        sentinels ``heads[-1 - q] = [last, first, -1]`` (readers, INVARIANTS, tests)."""
+        return HeadsView(self)
 
     # ---------------------------------------------------------------------------------------
     # Segments and initialisation
@@ -249,7 +703,19 @@ class VmPhys:
             lo = segs[0].spfn
             hi = max(s.epfn for s in segs)
             self.pages = PageArray(lo, hi - lo + 1, [(s.spfn, s.epfn) for s in segs])
+        self.setup_queues()
         self.initialized = True
+
+    def setup_queues(self) -> None:
+        """Empty queues for the segments and the page array (vm_phys_init; a snapshot's
+        rebuild), run as plain Python until :meth:`use_jit`."""
+        dom_pages = [0] * self.param.maxmemdom
+        for seg in self.segs:
+            dom_pages[seg.domain] += seg.epfn - seg.spfn
+        self._arrays(self.pages.base_pfn, self.pages.npages, dom_pages)
+        self.segs_a = np.array([v for seg in self.segs for v in (seg.spfn, seg.epfn, seg.fq)]
+                               or [0], np.int64)
+        self.use_jit(False)
 
     # -- address lookups ---------------------------------------------------------------------
     def lookup_segind(self, pa: int) -> int:
@@ -285,9 +751,11 @@ class VmPhys:
         """``m->order``: the order of the free block that ``m`` heads, else VM_NFREEORDER.
 
         Raises UninitializedPageError for a page structure that was never initialised."""
-        node = self.heads.get(m)
-        if node is not None and m >= 0:
-            return node[2]
+        i = m - self.B
+        if 0 <= i < self.span:
+            s = self.smv[i]
+            if s:
+                return (self.nv[NODE * s + INFO] & ORDER_MASK) - 1
         if self.pages.runs and self.pages.run_of(m) >= 0:
             return self.NFO - 1      # the head of a later chunk of a lazy run
         if not self.pages.raw(m):
@@ -305,114 +773,100 @@ class VmPhys:
 
     @property
     def head_order(self) -> dict[int, int]:
-        """Every free-block head and its order, as a new dict (for readers and checkers;
-        the allocator reads ``heads``)."""
+        """Every free-block head and its order, as a new dict (for readers and checkers)."""
         step = 1 << (self.NFO - 1)
         return {p: node[2] for m, node in self.heads.items() if m >= 0
                 for p in range(m, m + (node[3] if len(node) > 3 else 1) * step, step)}
 
     # ---------------------------------------------------------------------------------------
-    # The two queue primitives
+    # The two queue primitives (the queue core's, plus lazy runs and observers)
     # ---------------------------------------------------------------------------------------
     def freelist_add(self, q: int, m: int, order: int, tail: bool) -> None:
         """vm_freelist_add(): put head ``m`` of a 2**order block on queue ``q``.
 
         ``q`` is ``fl + order`` for a pool's queue base ``fl``.  Like the kernel, it sets the
         head's order and does not touch its pool."""
-        heads = self.heads
-        s = -1 - q
-        sn = heads[s]
-        if tail:
-            last = sn[0]
-            heads[m] = [last, s, order]
-            heads[last][1] = m
-            sn[0] = m
-        else:
-            first = sn[1]
-            heads[m] = [s, first, order]
-            heads[first][0] = m
-            sn[1] = m
-        self.lcnt[q] += 1
-        if self.on_add:
-            for f in self.on_add:
-                f(m, order)
+        obs = self._obs()
+        self._k.add(*self._arr, self.B, q, m, order, tail, obs)
+        if obs:
+            self._flush(self._dom(q))
 
     def freelist_rem(self, q: int, m: int) -> None:
         """vm_freelist_rem(): unlink head ``m`` from queue ``q``; its order becomes
         VM_NFREEORDER.  A chunk of a lazy run leaves the run first."""
-        heads = self.heads
-        node = heads.pop(m, None)
-        if node is None or len(node) > 3:
-            node = self._run_detach(m, node)
-        p, n, order = node
-        heads[p][1] = n
-        heads[n][0] = p
-        self.lcnt[q] -= 1
-        if self.on_rem:
-            for f in self.on_rem:
-                f(m, order)
+        s = self.slot_of(m)
+        if not s or (self.nv[NODE * s + INFO] >> NCH_SHIFT) & NCH_MASK:
+            self._run_detach(m, s)
+        obs = self._obs()
+        self._k.rem(*self._arr, self.B, q, m, obs)
+        if obs:
+            self._flush(self._dom(q))
 
     def queue_first(self, q: int) -> int | None:
         """TAILQ_FIRST of queue ``q``."""
-        m = self.heads[-1 - q][1]
-        return m if m >= 0 else None
+        s = self.nv[NODE * q + NEXT]
+        return self.nv[NODE * s + PFN] if s != q else None
 
     def queue_iter(self, q: int) -> Iterator[int]:
         """TAILQ_FOREACH over queue ``q``, head to tail."""
-        heads = self.heads
-        m = heads[-1 - q][1]
-        while m >= 0:
-            node = heads[m]
-            if len(node) > 3:       # a lazy run: its chunk heads in queue order
-                yield from range(m, m + (node[3] << node[2]), 1 << node[2])
+        nv = self.nv
+        s = nv[NODE * q + NEXT]
+        while s != q:
+            o = NODE * s
+            info = nv[o + INFO]
+            m = nv[o + PFN]
+            nch = (info >> NCH_SHIFT) & NCH_MASK
+            if nch:                 # a lazy run: its chunk heads in queue order
+                order = (info & ORDER_MASK) - 1
+                yield from range(m, m + (nch << order), 1 << order)
             else:
                 yield m
-            m = node[1]
+            s = nv[o + NEXT]
 
     # -- lazy runs ---------------------------------------------------------------------------
-    def _run_detach(self, m: int, node: list[int] | None) -> list[int]:
-        """For vm_freelist_rem: take the chunk at ``m`` out of its lazy run, whose chunks
-        before and after it stay runs (or single nodes) in place in the queue, and return
-        m's ``[prev, next, order]`` (out of ``heads``, still linked from its neighbours).
-        Its head's entry and the next chunk's become stored entries.  ``node``: what
-        ``heads`` held at ``m`` (popped), the run's node if ``m`` starts the run.
+    def _run_detach(self, m: int, s: int) -> None:
+        """For vm_freelist_rem: make the chunk at ``m`` of a lazy run an ordinary node in
+        place; the run's chunks before and after it stay runs (or single nodes) around it
+        in the queue.  Its head's entry and the next chunk's become stored entries.  ``s``:
+        m's slot if ``m`` starts the run (else 0).
 
         Requires: ``m`` the head of a chunk of a lazy run; the domain's free lock."""
-        heads, pages = self.heads, self.pages
-        if node is not None:
+        nv, pages = self.nv, self.pages
+        ins = self._k.insert
+        arr = self._arr
+        if s:
             # The first chunk (queue-head pops, the drain): the run moves up one chunk.
-            p, n, order, c = node
+            o = NODE * s
+            info = nv[o + INFO]
+            c = (info >> NCH_SHIFT) & NCH_MASK
+            plain = info & ~(NCH_MASK << NCH_SHIFT)
             r = pages.shift_run(m)
-            heads[r] = [m, n, order, c - 1] if c > 2 else [m, n, order]
-            heads[n][0] = r
-            return [p, r, order]
+            nv[o + INFO] = plain
+            ins(*arr, self.B, s, r, plain | ((c - 1 if c > 2 else 0) << NCH_SHIFT))
+            return
         m0 = pages.run_of(m)
         assert m0 >= 0, f"page {m << PAGE_SHIFT:#x} is not on a free queue"
-        p, n, order, c = heads[m0]
+        s0 = self.slot_of(m0)
+        o0 = NODE * s0
+        info = nv[o0 + INFO]
+        c = (info >> NCH_SHIFT) & NCH_MASK
+        order = (info & ORDER_MASK) - 1
+        plain = info & ~(NCH_MASK << NCH_SHIFT)
         nc, step, w, dense = pages.del_run(m0)
         assert nc == c and step == 1 << order
-        j = (m - m0) >> order                  # chunks before m
+        j = (m - m0) >> order                  # chunks before m (at least one)
         rear = c - j - 1                        # chunks after m
-        if j:
-            heads[m0] = [p, m, order, j] if j > 1 else [p, m, order]
-            if j > 1:
-                pages.add_run(m0, j, step, w, dense)
-            p = m0
+        nv[o0 + INFO] = plain | ((j if j > 1 else 0) << NCH_SHIFT)
+        if j > 1:
+            pages.add_run(m0, j, step, w, dense)
         for h in (m, m + step) if rear else (m,):
             if h not in dense:
                 pages.lone[h] = w       # by rule until now; initialised, LAZYINIT
+        sm_ = ins(*arr, self.B, s0, m, plain)
         if rear:
-            r = m + step
-            heads[m] = [p, r, order]
-            heads[r] = [m, n, order, rear] if rear > 1 else [m, n, order]
+            ins(*arr, self.B, sm_, m + step, plain | ((rear if rear > 1 else 0) << NCH_SHIFT))
             if rear > 1:
-                pages.add_run(r, rear, step, w, dense)
-            heads[n][0] = r
-        else:
-            heads[m] = [p, n, order]
-            heads[n][0] = m
-        heads[p][1] = m
-        return heads.pop(m)
+                pages.add_run(m + step, rear, step, w, dense)
 
     def qindex(self, domain: int, flind: int, pool: int, order: int) -> int:
         """Index of vm_phys_free_queues[domain][flind][pool][order]."""
@@ -424,25 +878,10 @@ class VmPhys:
     def split_pages(self, m: int, oind: int, fl: int, order: int, tail: bool) -> None:
         """vm_phys_split_pages(): keep the lowest 2**order pages of the 2**oind block at
         ``m`` and queue the upper halves on pool queue base ``fl``, largest first."""
-        if self.on_add or not tail:
-            while oind > order:
-                oind -= 1
-                m_buddy = m + (1 << oind)
-                assert m_buddy not in self.heads, "vm_phys_split_pages: unexpected order"
-                self.freelist_add(fl + oind, m_buddy, oind, tail)
-            return
-        # NOTE: vm_freelist_add (tail) inlined for speed; see docs/implementation.md.
-        heads, lcnt = self.heads, self.lcnt
-        while oind > order:
-            oind -= 1
-            m_buddy = m + (1 << oind)
-            q = fl + oind
-            sn = heads[-1 - q]
-            last = sn[0]
-            heads[m_buddy] = [last, -1 - q, oind]
-            heads[last][1] = m_buddy
-            sn[0] = m_buddy
-            lcnt[q] += 1
+        obs = self._obs()
+        self._k.split(*self._arr, self.B, m, oind, fl, order, tail, obs)
+        if obs:
+            self._flush(self._dom(fl))
 
     def enq_chunk(self, fl: int, m: int, order: int, tail: bool) -> None:
         """vm_phys_enq_chunk(): queue a block; if it is in the LAZYINIT pool, initialise the
@@ -463,7 +902,7 @@ class VmPhys:
             self._enq_blocks(m, npages, fl, tail, False)
             return
         while npages > 0:
-            assert m not in self.heads, f"vm_phys_enq_beg: page {m:#x} is a free head"
+            assert not self.slot_of(m), f"vm_phys_enq_beg: page {m:#x} is a free head"
             order = npages.bit_length() - 1
             self.enq_chunk(fl, m, order, tail)
             m += 1 << order
@@ -477,7 +916,7 @@ class VmPhys:
         if npages > 1 and self._plain(m):
             return self._enq_blocks(m, npages, fl, tail, True)
         while npages > 0:
-            assert m not in self.heads, f"vm_phys_enq_range: page {m:#x} is a free head"
+            assert not self.slot_of(m), f"vm_phys_enq_range: page {m:#x} is a free head"
             order = (npages & -npages).bit_length() - 1
             self.enq_chunk(fl, m, order, tail)
             m += 1 << order
@@ -485,40 +924,20 @@ class VmPhys:
         return m
 
     def _plain(self, m: int) -> bool:
-        """Whether blocks from page ``m`` on may be queued by :meth:`_enq_blocks`: nobody
-        observes the queues, and m's page (hence the run's: a run is queued from one
-        pool) is initialised and not LAZYINIT, so enq_chunk would initialise nothing."""
-        if self.on_add:
-            return False
+        """Whether blocks from page ``m`` on may be queued by the queue core's enq_blocks:
+        m's page (hence the run's: a run is queued from one pool) is initialised and not
+        LAZYINIT, so enq_chunk would initialise nothing."""
         w = self.pages.raw(m)
         return w != 0 and (w & POOL_MASK) != self.LAZYINIT
 
     def _enq_blocks(self, m: int, npages: int, fl: int, tail: bool, ascending: bool) -> int:
-        """enq_range (``ascending``: blocks of increasing size) or enq_beg (decreasing) of
-        a run that :meth:`_plain` accepted, in one call: enq_chunk and vm_freelist_add
-        inlined, same queue order.  Returns the page after the run."""
-        heads, lcnt = self.heads, self.lcnt
-        NFO = self.NFO
-        while npages > 0:
-            assert m not in heads, f"vm_phys_enq_range: page {m:#x} is a free head"
-            order = (npages & -npages if ascending else npages).bit_length() - 1
-            assert order < NFO, f"vm_phys_enq_chunk: invalid order {order}"
-            q = fl + order
-            s = -1 - q
-            sn = heads[s]
-            if tail:
-                last = sn[0]
-                heads[m] = [last, s, order]
-                heads[last][1] = m
-                sn[0] = m
-            else:
-                first = sn[1]
-                heads[m] = [s, first, order]
-                heads[first][0] = m
-                sn[1] = m
-            lcnt[q] += 1
-            m += 1 << order
-            npages -= 1 << order
+        """enq_range (``ascending``) or enq_beg of a run that :meth:`_plain` accepted, in
+        one call of the queue core.  Returns the page after the run."""
+        assert npages < 1 << self.NFO, "vm_phys_enq_chunk: invalid order"
+        obs = self._obs()
+        m = self._k.enq_blocks(*self._arr, self.B, m, npages, fl, tail, ascending, obs)
+        if obs:
+            self._flush(self._dom(fl))
         return m
 
     def set_pool(self, pool: int, m: int, order: int) -> None:
@@ -560,9 +979,13 @@ class VmPhys:
         number of pages (fewer than ``npages`` if the domain ran short).
 
         Requires: the domain's free lock; pool valid (not LAZYINIT); npages <= 2**(NFO-1)."""
+        assert 0 < npages <= 1 << (self.NFO - 1)
         NFO, NFP = self.NFO, self.NFP
         lcnt = self.lcnt
-        heads = self.heads
+        own = self._k.npages_own
+        arr = self._arr
+        out, outv = self._outv[domain], self._outs[domain]
+        obs = self._obs()
         i = 0
         for freelist in range(self.NFL):
             flind = self.flind_of[freelist]
@@ -570,48 +993,22 @@ class VmPhys:
                 continue
             base = (domain * self.NFL + flind) * NFP * NFO
             fl = base + pool * NFO
-            for oind in range(NFO):
-                q = fl + oind
-                nq = lcnt[q]
-                if not nq:
-                    continue
-                whole = (npages - i) >> oind
-                if whole and not self.on_rem:
-                    # NOTE: the blocks consumed whole (the kernel's loop takes the queue head
-                    # each time) are unlinked in one pass: vm_freelist_rem inlined.
-                    k = nq if nq < whole else whole
-                    s = -1 - q
-                    sn = heads[s]
-                    h = sn[1]
-                    taken = []
-                    for _ in range(k):
-                        taken.append(h)
-                        h = heads.pop(h)[1]
-                    sn[1] = h
-                    heads[h][0] = s
-                    lcnt[q] = nq - k
-                    runs.extend(zip(taken, itertools.repeat(1 << oind)))
-                    i += k << oind
-                    if i == npages:
-                        return i
-                while lcnt[q]:
-                    m = heads[-1 - q][1]
-                    self.freelist_rem(q, m)
-                    avail = i + (1 << oind)
-                    end = npages if npages < avail else avail
-                    runs.append((m, end - i))
-                    m += end - i
-                    i = end
-                    if i == npages:
-                        # Return excess pages to fl.  Its order [0, oind) queues are empty.
-                        self.enq_range(m, avail - i, fl, True)
-                        return i
+            # The requested pool's queues, in the queue core.
+            out[0] = 0
+            i = own(*arr, self.B, fl, npages, i, out, obs)
+            if out[0]:
+                r = outv[1:1 + 2 * int(outv[0])].tolist()
+                runs.extend(zip(r[::2], r[1::2], strict=True))
+            if obs:
+                self._flush(domain)
+            if i == npages:
+                return i
             for oind in range(NFO - 1, -1, -1):
                 for pind in range(self.default_freepool, NFP):
                     alt = base + pind * NFO
                     q = alt + oind
                     while lcnt[q]:
-                        m = heads[-1 - q][1]
+                        m = self.queue_first(q)
                         self.freelist_rem(q, m)
                         self.set_pool(pool, m, oind)
                         avail = i + (1 << oind)
@@ -631,27 +1028,17 @@ class VmPhys:
         Notes: a list id that aliases an earlier one's flind (DMA32 without a DMA32 list) is
         searched once here; the kernel searches it twice, finding nothing the second time."""
         NFO = self.NFO
-        lcnt = self.lcnt
+        own = self._k.alloc_own
+        arr = self._arr
+        obs = self._obs()
         for base in self.search_bases[domain]:
             fl = base + pool * NFO
-            # NOTE: alloc_freelist_pages's own-pool search, inlined for speed; the exact
-            # order's queue is tested before the loop is built (the common case).
-            q0 = fl + order
-            for q in (q0,) if lcnt[q0] else range(q0 + 1, fl + NFO):
-                if lcnt[q]:
-                    if self.on_rem:
-                        return self._take_head(q, fl, q - fl, order)
-                    # NOTE: vm_freelist_rem of the queue head, inlined for speed.
-                    heads = self.heads
-                    sn = heads[-1 - q]
-                    m = sn[1]
-                    n = heads.pop(m)[1]
-                    sn[1] = n
-                    heads[n][0] = -1 - q
-                    lcnt[q] -= 1
-                    if q - fl > order:
-                        self.split_pages(m, q - fl, fl, order, True)
-                    return m
+            # alloc_freelist_pages's own-pool search and split, in the queue core.
+            m = own(*arr, self.B, fl, order, obs)
+            if obs:
+                self._flush(domain)
+            if m >= 0:
+                return m
             m = self._steal(base, fl, pool, order)
             if m is not None:
                 return m
@@ -671,30 +1058,13 @@ class VmPhys:
         NFO = self.NFO
         base = (domain * self.NFL + flind) * self.NFP * NFO
         fl = base + pool * NFO
-        lcnt = self.lcnt
-        for oind in range(order, NFO):
-            if lcnt[fl + oind]:
-                return self._take_head(fl + oind, fl, oind, order)
+        obs = self._obs()
+        m = self._k.alloc_own(*self._arr, self.B, fl, order, obs)
+        if obs:
+            self._flush(domain)
+        if m >= 0:
+            return m
         return self._steal(base, fl, pool, order)
-
-    def _take_head(self, q: int, fl: int, oind: int, order: int) -> int:
-        """Take the head block of queue ``q`` (order ``oind``, pool base ``fl``) and split
-        it down to ``order``; the order [order, oind) queues of ``fl`` are empty."""
-        if self.on_rem:
-            m = self.heads[-1 - q][1]
-            self.freelist_rem(q, m)
-        else:
-            # NOTE: vm_freelist_rem of the queue head, inlined for speed.
-            heads = self.heads
-            sn = heads[-1 - q]
-            m = sn[1]
-            n = heads.pop(m)[1]
-            sn[1] = n
-            heads[n][0] = -1 - q
-            self.lcnt[q] -= 1
-        if oind > order:
-            self.split_pages(m, oind, fl, order, True)
-        return m
 
     def _steal(self, base: int, fl: int, pool: int, order: int) -> int | None:
         """alloc_freelist_pages's second step: the largest block of any pool from
@@ -705,7 +1075,7 @@ class VmPhys:
             for pind in range(self.default_freepool, self.NFP):
                 q = base + pind * NFO + oind
                 if lcnt[q]:
-                    m = self.heads[-1 - q][1]
+                    m = self.queue_first(q)
                     self.freelist_rem(q, m)
                     self.set_pool(pool, m, oind)
                     self.split_pages(m, oind, fl, order, True)
@@ -718,64 +1088,32 @@ class VmPhys:
     def free_pages(self, m: int, order: int, w: int = 0) -> None:
         """vm_phys_free_pages(): free the 2**order block at ``m`` into m's pool, merging with
         free buddies (of any pool, within the segment, up to order NFO - 1); the result goes
-        to the TAIL of its queue.
+        to the TAIL of its queue (the queue core's vm_phys_free_pages).
 
         Requires: the domain's free lock; the block allocated, m aligned to order, m's pool
-        valid (not LAZYINIT).  ``w``: m's page word if the caller has read it already."""
+        valid (not LAZYINIT), m's page word dense.  ``w``: m's page word if the caller has
+        read it already."""
         pages = self.pages
-        # NOTE: the page-word read, vm_freelist_rem and vm_freelist_add are inlined for
-        # speed (docs/implementation.md); the observers (extent mirror) take the slow path.
-        mv, base = pages.mv, pages.base_pfn
         if not w:
-            w = mv[m - base] or pages.word(m)
-        pool = w & POOL_MASK
-        assert pool != self.LAZYINIT and pool < self.NFP, \
-            f"vm_phys_free_pages: page {m << PAGE_SHIFT:#x} has unexpected pool {pool}"
-        heads = self.heads
-        assert m not in heads, "vm_phys_free_pages: page is already a free head"
-        seg = self.segs[w >> SEGIND_SHIFT]
-        fq = seg.fq
-        NFO = self.NFO
-        lcnt = self.lcnt
-        observed = self.on_rem or self.on_add
-        if order < NFO - 1:
-            spfn, epfn = seg.spfn, seg.epfn
-            while True:
-                b = m ^ (1 << order)
-                if b < spfn or b >= epfn:
-                    break
-                bn = heads.get(b)
-                if bn is None or bn[2] != order:
-                    if bn is None and not pages.raw(b):
-                        raise UninitializedPageError(
-                            f"vm_phys_free_pages: buddy {b << PAGE_SHIFT:#x} never initialised")
-                    break
-                bw = mv[b - base] or pages.word(b)
-                bpool = bw & POOL_MASK
-                if observed:
-                    self.freelist_rem(fq + bpool * NFO + order, b)
-                else:
-                    p, n = bn[0], bn[1]
-                    heads[p][1] = n
-                    heads[n][0] = p
-                    del heads[b]
-                    lcnt[fq + bpool * NFO + order] -= 1
-                if bpool != pool:
-                    self.set_pool(pool, b, order)
-                order += 1
-                m &= ~((1 << order) - 1)
-                if order >= NFO - 1:
-                    break
-        q = fq + pool * NFO + order
-        if observed:
-            self.freelist_add(q, m, order, True)
-            return
-        sn = heads[-1 - q]
-        last = sn[0]
-        heads[m] = [last, -1 - q, order]
-        heads[last][1] = m
-        sn[0] = m
-        lcnt[q] += 1
+            w = pages.word(m)
+        assert w & POOL_MASK != self.LAZYINIT and w & POOL_MASK < self.NFP, \
+            f"vm_phys_free_pages: page {m << PAGE_SHIFT:#x} has unexpected pool {w & 3}"
+        assert not self.slot_of(m), "vm_phys_free_pages: page is already a free head"
+        assert pages.is_dense(m), "vm_phys_free_pages: page word not dense"
+        obs = self._obs()
+        words = self._words()
+        stop = -1
+        while True:
+            b = self._k.free(*self._arr, words, self._segs, self.B, m, order, stop, obs)
+            if b < 0:
+                break
+            if not pages.raw(b):
+                raise UninitializedPageError(
+                    f"vm_phys_free_pages: buddy {b << PAGE_SHIFT:#x} never initialised")
+            stop = b                # initialised alone: no head, so no merge
+        d = self.segs[w >> SEGIND_SHIFT].domain
+        if self.nv[NODE * (self.nq + 1 + d) + 2]:
+            self._flush(d)
 
     def enqueue_contig(self, m: int, npages: int) -> None:
         """vm_phys_enqueue_contig(): free ``[m, m + npages)`` as maximal aligned blocks,
@@ -819,22 +1157,16 @@ class VmPhys:
         step = 1 << order
         end = m + nchunks * step
         q = fl + order
-        s = -1 - q
-        heads = self.heads
-        sn = heads[s]
-        last = sn[0]
-        self.lcnt[q] += nchunks
-        heads[last][1] = m
         if self.LAZYINIT is None or w & POOL_MASK != self.LAZYINIT:
-            prevs = itertools.chain((last,), range(m, end - step, step))
-            nexts_ = itertools.chain(range(m + step, end, step), (s,))
-            nodes = map(list, zip(prevs, nexts_, itertools.repeat(order, nchunks),
-                                  strict=True))
-            heads.update(zip(range(m, end, step), nodes, strict=True))
-            sn[0] = end - step
+            obs = self._obs()
+            self._k.enq_chunks(*self._arr, self.B, fl, m, nchunks, order, obs)
+            if obs:
+                self._flush(self._dom(q))
             return
-        heads[m] = [last, s, order, nchunks]
-        sn[0] = m
+        self.freelist_add(q, m, order, True)
+        s = self.slot_of(m)
+        self.nv[NODE * s + INFO] |= nchunks << NCH_SHIFT
+        self.lcnt[q] += nchunks - 1
         # vm_phys_enq_chunk's vm_page_init_page of each next chunk head: by the run's
         # rule, the last one (the page after the run) stored.  Only boot enqueues
         # LAZYINIT runs; its dense entries are the ranges its init loop wrote, and those
@@ -904,7 +1236,7 @@ class VmPhys:
                     while self.lcnt[q]:
                         if batch is not None and done >= batch:
                             return False
-                        m = self.heads[-1 - q][1]
+                        m = self.queue_first(q)
                         before = self.pages.ninit
                         self.freelist_rem(q, m)
                         self.set_pool(self.DEFAULT, m, oind)
@@ -1034,7 +1366,7 @@ class VmPhys:
         NFO = self.NFO
         order = fls(npages - 1)
         size = npages << PAGE_SHIFT
-        heads = self.heads
+        nv = self.nv
         # NOTE: vm_addr_ok inlined for speed: the kernel's 64-bit masks, precomputed.
         amask = (alignment - 1) & M64
         bmask = -boundary & M64
@@ -1051,13 +1383,14 @@ class VmPhys:
                                 not (pa ^ (pa + size - 1)) & bmask:
                             return m
                     continue
-                m = heads[-1 - q][1]
-                while m >= 0:
+                s = nv[NODE * q + NEXT]
+                while s != q:
+                    m = nv[NODE * s + PFN]
                     pa = m << PAGE_SHIFT
                     if low <= pa <= top and not pa & amask and \
                             not (pa ^ (pa + size - 1)) & bmask:
                         return m
-                    m = heads[m][1]
+                    s = nv[NODE * s + NEXT]
         if order < NFO:
             return None
         for pind in range(self.default_freepool, self.NFP):
@@ -1127,14 +1460,14 @@ class VmPhys:
         seg = self.paddr_to_seg(m << PAGE_SHIFT)
         if seg is None:
             return None
-        heads = self.heads
+        nv = self.nv
         for order in range(self.NFO):
             h = m & ~((1 << order) - 1)
             if h < seg.spfn:
                 return None
-            node = heads.get(h)
-            if node is not None:
-                o = node[2]
+            sh = self.slot_of(h)
+            if sh:
+                o = (nv[NODE * sh + INFO] & ORDER_MASK) - 1
                 return h if o >= order and h + (1 << o) > m else None
             if order == self.NFO - 1 and self.pages.runs and self.pages.run_of(h) >= 0:
                 return h                # a later chunk of a lazy run
