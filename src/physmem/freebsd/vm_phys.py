@@ -55,6 +55,7 @@ but their keys are disjoint, and each dict operation is atomic in CPython.
 
 from __future__ import annotations
 
+import os
 import threading
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Mapping
@@ -65,7 +66,6 @@ import numpy as np
 
 from ..bits import PAGE_SHIFT, fls, powerof2, roundup2
 from ..errors import InvariantError, UninitializedPageError
-from ..jit import enabled as jit_enabled
 from ..jit import njit
 from ..pagearray import POOL_MASK, SEGIND_SHIFT, PageArray, make_word, zeros
 from ..vmparam import VmParam
@@ -106,23 +106,28 @@ def vm_addr_ok(pa: int, size: int, alignment: int, boundary: int) -> bool:
 # -------------------------------------------------------------------------------------------
 # The queue core over arrays (issue 13, third round; docs/implementation.md, section 3).
 #
-# Free-block heads are nodes of one int64 array ``nv``, NODE words each:
-#   PREV, NEXT  slot numbers of the neighbours on the queue (a circle through the sentinel)
-#   INFO        (order + 1) | nchunks << NCH_SHIFT | q << Q_SHIFT; 0 = not a head
-#   PFN         the head page (a sentinel holds -1 - q)
-# Slots 0 .. nq-1 are the queues' sentinels, slot nq the configuration (NFO, NFP, LAZYINIT
-# or -1, queues per domain), slot nq + 1 + d domain d's meta (free-slot list, high-water
-# mark, log length, log base); each domain's heads use slots of their own range, so the
-# domains never share a slot list (their locks differ).  ``sm[m - B]`` is m's slot, 0 if m
-# is no head: zero-filled, so it costs memory only where heads have been.  A lazy run
-# (nchunks >= 2) is one node for its chunks; only Python code (VmPhys) meets those.
+# Everything lives in one zero-filled int64 array ``st`` -- one argument for compiled code,
+# whose dispatch costs ~50 ns per array argument and whose array views cost more -- at
+# offsets kept in its last CFG words (C_*):
 #
-# The functions below are the kernel's loops on those arrays.  They are compiled
-# (physmem.jit) once boot is over, and run as plain Python on memoryviews during boot and
-# with the JIT off.  Queue changes go to the domain's ``log`` as (kind, m, order) when
-# ``obs`` is set (observers attached: the extent mirror), and LAZYINIT blocks initialised
-# here always do (kind LOG_INIT: VmPhys moves the head's lone entry and counts them).
-# Callers validate; these assume a consistent state.
+# * node slots, NODE words each: PREV and NEXT (slots of the neighbours on the queue, a
+#   circle through the sentinel), INFO = (order + 1) | nchunks << NCH_SHIFT | q << Q_SHIFT
+#   (0: no head), PFN (the head page; a sentinel holds -1 - q).  Slots 0 .. nq-1 are the
+#   queues' sentinels, slot nq + d domain d's meta (free-slot list, high-water mark, log
+#   length, log offset).  Each domain's heads use a slot range of their own, so the
+#   domains never share a slot list (their locks differ).  A lazy run (nchunks >= 2) is
+#   one node for its chunks; only Python code (VmPhys) meets those;
+# * the counts ``lcnt`` (at C_LC), the segments' (spfn, epfn, fq) (at C_SG), the
+#   domains' logs;
+# * the slot map: ``st[st[C_SMB] + m]`` is m's slot, 0 if m is no head.  Zero-filled, it
+#   costs memory only where heads have been (as the page array).
+#
+# The functions below are the kernel's loops on that array.  They are compiled
+# (physmem.jit) once boot is over, and run as plain Python on a memoryview of it during
+# boot and with the JIT off.  Queue changes go to the domain's log as (kind, m, order)
+# when ``obs`` is set (observers attached: the extent mirror), and LAZYINIT blocks
+# initialised here always do (LOG_INIT: VmPhys moves the head's lone entry and counts the
+# pages).  Callers validate; these assume a consistent state.
 # -------------------------------------------------------------------------------------------
 PREV, NEXT, INFO, PFN = 0, 1, 2, 3
 NODE = 4
@@ -131,104 +136,100 @@ NCH_SHIFT = 8
 NCH_MASK = 0xFFFFFF
 Q_SHIFT = 32
 LOG_ADD, LOG_REM, LOG_INIT = 1, 2, 3
+CFG = 16
+C_NFO, C_NFP, C_LAZY, C_QPD, C_NQ, C_LC, C_SG, C_SMB, C_B, C_NSEG = range(10)
 
 
 @njit
-def _meta(nv, lcnt, q):
-    """Offset in ``nv`` of the meta node of queue q's domain."""
-    nq = len(lcnt)
-    return NODE * (nq + 1 + q // nv[NODE * nq + 3])
+def _meta(st, q):
+    """Offset of the meta node of queue q's domain."""
+    cfg = len(st) - CFG
+    return NODE * (st[cfg + C_NQ] + q // st[cfg + C_QPD])
 
 
 @njit
-def _log(nv, log, md, kind, m, order):
+def _log(st, md, kind, m, order):
     """Append (kind, m, order) to the domain's log (meta node at ``md``)."""
-    n = nv[md + 2]
-    at = nv[md + 3] + 3 * n
-    log[at] = kind
-    log[at + 1] = m
-    log[at + 2] = order
-    nv[md + 2] = n + 1
+    n = st[md + 2]
+    at = st[md + 3] + 3 * n
+    st[at] = kind
+    st[at + 1] = m
+    st[at + 2] = order
+    st[md + 2] = n + 1
 
 
 @njit
-def vm_freelist_add(nv, sm, lcnt, log, B, q, m, order, tail, obs):
+def _slot_new(st, md):
+    """A free node slot of the domain whose meta node is at ``md``."""
+    s = st[md]
+    if s:
+        st[md] = st[NODE * s + NEXT]
+    else:
+        s = st[md + 1]
+        st[md + 1] = s + 1
+    return s
+
+
+@njit
+def vm_freelist_add(st, q, m, order, tail, obs):
     """vm_freelist_add(): head ``m`` of a 2**order block onto queue ``q``, at its tail or
     head.  Sets the head's order; does not touch its pool (as the kernel)."""
-    md = _meta(nv, lcnt, q)
-    s = nv[md]                      # a free slot: the domain's free list, else a new one
-    if s:
-        nv[md] = nv[NODE * s + NEXT]
-    else:
-        s = nv[md + 1]
-        nv[md + 1] = s + 1
-    sm[m - B] = s
+    cfg = len(st) - CFG
+    md = _meta(st, q)
+    s = _slot_new(st, md)
+    st[st[cfg + C_SMB] + m] = s
     o = NODE * s
-    nv[o + INFO] = (order + 1) | (q << Q_SHIFT)
-    nv[o + PFN] = m
+    st[o + INFO] = (order + 1) | (q << Q_SHIFT)
+    st[o + PFN] = m
     so = NODE * q
     if tail:
-        last = nv[so + PREV]
-        nv[o + PREV] = last
-        nv[o + NEXT] = q
-        nv[NODE * last + NEXT] = s
-        nv[so + PREV] = s
+        last = st[so + PREV]
+        st[o + PREV] = last
+        st[o + NEXT] = q
+        st[NODE * last + NEXT] = s
+        st[so + PREV] = s
     else:
-        first = nv[so + NEXT]
-        nv[o + PREV] = q
-        nv[o + NEXT] = first
-        nv[NODE * first + PREV] = s
-        nv[so + NEXT] = s
-    lcnt[q] += 1
+        first = st[so + NEXT]
+        st[o + PREV] = q
+        st[o + NEXT] = first
+        st[NODE * first + PREV] = s
+        st[so + NEXT] = s
+    st[st[cfg + C_LC] + q] += 1
     if obs:
-        _log(nv, log, md, LOG_ADD, m, order)
+        _log(st, md, LOG_ADD, m, order)
 
 
 @njit
-def vm_freelist_rem(nv, sm, lcnt, log, B, q, m, obs):
+def vm_freelist_rem(st, q, m, obs):
     """vm_freelist_rem(): unlink head ``m`` (not a lazy run) from queue ``q``; its order
     becomes VM_NFREEORDER.  Returns the order it had."""
-    md = _meta(nv, lcnt, q)
-    s = sm[m - B]
+    cfg = len(st) - CFG
+    md = _meta(st, q)
+    at = st[cfg + C_SMB] + m
+    s = st[at]
     o = NODE * s
-    p = nv[o + PREV]
-    n = nv[o + NEXT]
-    nv[NODE * p + NEXT] = n
-    nv[NODE * n + PREV] = p
-    order = (nv[o + INFO] & ORDER_MASK) - 1
-    nv[o + INFO] = 0
-    nv[o + NEXT] = nv[md]           # the slot goes to the domain's free list
-    nv[md] = s
-    sm[m - B] = 0
-    lcnt[q] -= 1
+    p = st[o + PREV]
+    n = st[o + NEXT]
+    st[NODE * p + NEXT] = n
+    st[NODE * n + PREV] = p
+    order = (st[o + INFO] & ORDER_MASK) - 1
+    st[o + INFO] = 0
+    st[o + NEXT] = st[md]           # the slot goes to the domain's free list
+    st[md] = s
+    st[at] = 0
+    st[st[cfg + C_LC] + q] -= 1
     if obs:
-        _log(nv, log, md, LOG_REM, m, order)
+        _log(st, md, LOG_REM, m, order)
     return order
 
 
 @njit
-def vm_phys_split_pages(nv, sm, lcnt, log, B, m, oind, fl, order, tail, obs):
+def vm_phys_split_pages(st, m, oind, fl, order, tail, obs):
     """vm_phys_split_pages(): keep the lowest 2**order pages of the 2**oind block at ``m``
     and queue the upper halves on pool queue base ``fl``, largest first."""
     while oind > order:
         oind -= 1
-        vm_freelist_add(nv, sm, lcnt, log, B, fl + oind, m + (1 << oind), oind, tail, obs)
-
-
-@njit
-def enq_blocks(nv, sm, lcnt, log, B, m, npages, fl, tail, ascending, obs):
-    """vm_phys_enq_range (``ascending``: blocks of increasing size) or vm_phys_enq_beg
-    (decreasing) of a run whose pool is not LAZYINIT: enq_chunk is then
-    vm_freelist_add.  Returns the page after the run."""
-    while npages > 0:
-        if ascending:
-            order = _fls(npages & -npages) - 1
-        else:
-            order = _fls(npages) - 1
-        vm_freelist_add(nv, sm, lcnt, log, B, fl + order, m, order, tail, obs)
-        m += 1 << order
-        npages -= 1 << order
-    return m
+        vm_freelist_add(st, fl + oind, m + (1 << oind), oind, tail, obs)
 
 
 @njit
@@ -242,42 +243,61 @@ def _fls(x):
 
 
 @njit
-def enq_chunks(nv, sm, lcnt, log, B, fl, m, nchunks, order, obs):
-    """vm_phys_enqueue_contig's middle loop for a run that is not LAZYINIT: ``nchunks``
-    max-order chunks from ``m`` at the tail, ascending."""
-    for i in range(nchunks):
-        vm_freelist_add(nv, sm, lcnt, log, B, fl + order, m + (i << order), order, True,
-                        obs)
+def enq_blocks(st, m, npages, fl, tail, ascending, obs):
+    """vm_phys_enq_range (``ascending``: blocks of increasing size) or vm_phys_enq_beg
+    (decreasing) of a run whose pool is not LAZYINIT: enq_chunk is then
+    vm_freelist_add.  Returns the page after the run."""
+    while npages > 0:
+        if ascending:
+            order = _fls(npages & -npages) - 1
+        else:
+            order = _fls(npages) - 1
+        vm_freelist_add(st, fl + order, m, order, tail, obs)
+        m += 1 << order
+        npages -= 1 << order
+    return m
 
 
 @njit
-def alloc_freelist_own(nv, sm, lcnt, log, B, fl, order, obs):
+def enq_chunks(st, fl, m, nchunks, order, obs):
+    """vm_phys_enqueue_contig's middle loop for a run that is not LAZYINIT: ``nchunks``
+    max-order chunks from ``m`` at the tail, ascending."""
+    for i in range(nchunks):
+        vm_freelist_add(st, fl + order, m + (i << order), order, True, obs)
+
+
+@njit
+def alloc_freelist_own(st, fl, order, obs):
     """vm_phys_alloc_freelist_pages()'s first loop: the head of the requested pool's
     smallest sufficient non-empty queue (pool queue base ``fl``), split down to
     ``order``.  Returns the page, or -1 (the caller steals: nothing was changed)."""
-    nfo = nv[NODE * len(lcnt)]
+    cfg = len(st) - CFG
+    nfo = st[cfg + C_NFO]
+    lc = st[cfg + C_LC]
     for oind in range(order, nfo):
         q = fl + oind
-        if lcnt[q]:
-            m = nv[NODE * nv[NODE * q + NEXT] + PFN]
-            vm_freelist_rem(nv, sm, lcnt, log, B, q, m, obs)
-            vm_phys_split_pages(nv, sm, lcnt, log, B, m, oind, fl, order, True, obs)
+        if st[lc + q]:
+            m = st[NODE * st[NODE * q + NEXT] + PFN]
+            vm_freelist_rem(st, q, m, obs)
+            vm_phys_split_pages(st, m, oind, fl, order, True, obs)
             return m
     return -1
 
 
 @njit
-def alloc_npages_own(nv, sm, lcnt, log, B, fl, npages, i, out, obs):
+def alloc_npages_own(st, fl, npages, i, out, obs):
     """vm_phys_alloc_npages()'s loop over the requested pool's queues (base ``fl``) for
     one free list, from ``i`` pages taken.  Appends (first page, count) runs to ``out``
     (``out[0]`` counts them) and returns the pages taken so far; the excess of the last
     block returns to the pool's queues (their orders below it are empty)."""
-    nfo = nv[NODE * len(lcnt)]
+    cfg = len(st) - CFG
+    nfo = st[cfg + C_NFO]
+    lc = st[cfg + C_LC]
     for oind in range(nfo):
         q = fl + oind
-        while lcnt[q]:
-            m = nv[NODE * nv[NODE * q + NEXT] + PFN]
-            vm_freelist_rem(nv, sm, lcnt, log, B, q, m, obs)
+        while st[lc + q]:
+            m = st[NODE * st[NODE * q + NEXT] + PFN]
+            vm_freelist_rem(st, q, m, obs)
             avail = i + (1 << oind)
             end = npages if npages < avail else avail
             k = out[0]
@@ -287,13 +307,13 @@ def alloc_npages_own(nv, sm, lcnt, log, B, fl, npages, i, out, obs):
             m += end - i
             i = end
             if i == npages:
-                enq_blocks(nv, sm, lcnt, log, B, m, avail - i, fl, True, True, obs)
+                enq_blocks(st, m, avail - i, fl, True, True, obs)
                 return i
     return i
 
 
 @njit
-def vm_phys_free_pages(nv, sm, lcnt, log, words, segs, B, m, order, stop, obs):
+def vm_phys_free_pages(st, words, m, order, stop, obs):
     """vm_phys_free_pages(): free the 2**order block at ``m`` (dense page word, pool not
     LAZYINIT, not a head) into m's pool, merging with free buddies of any pool within the
     segment below the maximum order; the result goes to the TAIL of its queue.
@@ -304,16 +324,19 @@ def vm_phys_free_pages(nv, sm, lcnt, log, words, segs, B, m, order, stop, obs):
     decides and calls again with ``stop`` = that pfn if it is initialised.  Returns -1
     when the block is freed.  A LAZYINIT buddy is initialised here (vm_phys_set_pool) and
     logged (LOG_INIT)."""
-    cfg = NODE * len(lcnt)
-    nfo = nv[cfg]
-    nfp = nv[cfg + 1]
-    lazy = nv[cfg + 2]
+    cfg = len(st) - CFG
+    nfo = st[cfg + C_NFO]
+    nfp = st[cfg + C_NFP]
+    lazy = st[cfg + C_LAZY]
+    smb = st[cfg + C_SMB]
+    B = st[cfg + C_B]
     w = words[m - B]
     pool = w & 3
     segind = w >> 8
-    spfn = segs[3 * segind]
-    epfn = segs[3 * segind + 1]
-    fq = segs[3 * segind + 2]
+    sg = st[cfg + C_SG] + 3 * segind
+    spfn = st[sg]
+    epfn = st[sg + 1]
+    fq = st[sg + 2]
     # The merge chain, read only.
     o = order
     b0 = m
@@ -321,65 +344,89 @@ def vm_phys_free_pages(nv, sm, lcnt, log, words, segs, B, m, order, stop, obs):
         b = b0 ^ (1 << o)
         if b < spfn or b >= epfn:
             break
-        s = sm[b - B]
+        s = st[smb + b]
         if s == 0:
             if words[b - B] == 0 and b != stop:
                 return b
             break
-        if (nv[NODE * s + INFO] & ORDER_MASK) - 1 != o:
+        if (st[NODE * s + INFO] & ORDER_MASK) - 1 != o:
             break
         o += 1
         b0 &= ~((1 << o) - 1)
     # The merges.
     while order < o:
         b = m ^ (1 << order)
-        bq = nv[NODE * sm[b - B] + INFO] >> Q_SHIFT
+        bq = st[NODE * st[smb + b] + INFO] >> Q_SHIFT
         bpool = (bq // nfo) % nfp
-        vm_freelist_rem(nv, sm, lcnt, log, B, bq, b, obs)
+        vm_freelist_rem(st, bq, b, obs)
         if bpool != pool:
             n = 1 << order
             if bpool == lazy:       # only its head is initialised: the kernel inits the rest
                 nw = (segind << 8) | 4 | pool
                 for j in range(b - B, b - B + n):
                     words[j] = nw
-                _log(nv, log, _meta(nv, lcnt, bq), LOG_INIT, b, order)
+                _log(st, _meta(st, bq), LOG_INIT, b, order)
             else:
                 for j in range(b - B, b - B + n):
                     words[j] = (words[j] & 0xFFFC) | pool
         order += 1
         m &= ~((1 << order) - 1)
-    vm_freelist_add(nv, sm, lcnt, log, B, fq + pool * nfo + order, m, order, True, obs)
+    vm_freelist_add(st, fq + pool * nfo + order, m, order, True, obs)
     return -1
 
 
 @njit
-def _slot_new(nv, md):
-    """A free node slot of the domain whose meta node is at ``md``."""
-    s = nv[md]
-    if s:
-        nv[md] = nv[NODE * s + NEXT]
-    else:
-        s = nv[md + 1]
-        nv[md + 1] = s + 1
+def node_insert(st, sp, m, info):
+    """A node for head ``m`` with ``info`` linked after slot ``sp`` on its queue, the
+    count unchanged (a lazy run's chunk made a node of its own).  Returns its slot."""
+    s = _slot_new(st, _meta(st, info >> Q_SHIFT))
+    st[st[len(st) - CFG + C_SMB] + m] = s
+    o = NODE * s
+    n = st[NODE * sp + NEXT]
+    st[o + PREV] = sp
+    st[o + NEXT] = n
+    st[o + INFO] = info
+    st[o + PFN] = m
+    st[NODE * n + PREV] = s
+    st[NODE * sp + NEXT] = s
     return s
 
 
 @njit
-def node_insert(nv, sm, lcnt, log, B, sp, m, info):
-    """A node for head ``m`` with ``info`` linked after slot ``sp`` on its queue, the
-    count unchanged (a lazy run's chunk made a node of its own).  Returns its slot."""
-    md = _meta(nv, lcnt, info >> Q_SHIFT)
-    s = _slot_new(nv, md)
-    sm[m - B] = s
-    o = NODE * s
-    n = nv[NODE * sp + NEXT]
-    nv[o + PREV] = sp
-    nv[o + NEXT] = n
-    nv[o + INFO] = info
-    nv[o + PFN] = m
-    nv[NODE * n + PREV] = s
-    nv[NODE * sp + NEXT] = s
-    return s
+def kernel_alloc_pages(st, words, fl, order, obs):
+    """Kernel.alloc_pages' fast path in one compiled call: alloc_freelist_pages' search of
+    the requested pool (queue base ``fl``) of the first free list, the split, and the
+    block's ownership words (PG_PHYS_ALLOC: the pages of a free block share one word).
+    Returns the page, or -1 with nothing changed (the caller takes the whole path: the
+    steal, the other free lists)."""
+    m = alloc_freelist_own(st, fl, order, obs)
+    if m >= 0:
+        i = m - st[len(st) - CFG + C_B]
+        w = words[i] | 8
+        for j in range(i, i + (1 << order)):
+            words[j] = w
+    return m
+
+
+@njit
+def kernel_free_pages(st, words, m, order, obs):
+    """Kernel.free_pages' fast path in one compiled call: the ownership test and change
+    (PG_PHYS_ALLOC) and vm_phys_free_pages.  Requires: the block in the array, aligned
+    and of one segment (an allocated block is).  Returns 0 (freed), 1 (freed; the domain's
+    log holds entries), -1 (not allocated) or 2 + b (buddy ``b`` needs Python's word
+    lookup), the last two with nothing changed."""
+    cfg = len(st) - CFG
+    i = m - st[cfg + C_B]
+    w = words[i]
+    if not w & 8:
+        return -1
+    b = vm_phys_free_pages(st, words, m, order, -1, obs)
+    if b >= 0:
+        return 2 + b
+    w = w & 0xFFF7
+    for j in range(i, i + (1 << order)):
+        words[j] = w
+    return 1 if st[_meta(st, st[st[cfg + C_SG] + 3 * (w >> 8) + 2]) + 2] else 0
 
 
 class _Core(NamedTuple):
@@ -435,7 +482,7 @@ class HeadsView(Mapping):
         """The slots in use (sentinels excluded)."""
         nv = self.phys.nv
         for d, (lo, _hi) in enumerate(self.phys.slot_ranges):
-            for s in range(lo, nv[NODE * (self.phys.nq + 1 + d) + 1]):
+            for s in range(lo, nv[NODE * (self.phys.nq + d) + 1]):
                 if nv[NODE * s + INFO]:
                     yield s
 
@@ -481,43 +528,46 @@ class VmPhys:
         # rem, in order (from the domain's log after a compiled call).
         self.on_add: list = []
         self.on_rem: list = []
-        self.segs_a = np.zeros(1, np.int64)    # (spfn, epfn, fq) per segment, for the core
         self.use_jit(False)
 
     def _arrays(self, base: int, npages: int, dom_pages: list[int]) -> None:
-        """Create the queue arrays (the module's "queue core") for pages [base, base +
-        npages), with ``dom_pages[d]`` pages in domain d: sentinels, configuration, one
-        meta node and a slot range per domain, the slot map, the counts and the logs."""
+        """Create the state array of the queue core (module comment above it) for pages
+        [base, base + npages), with ``dom_pages[d]`` pages in domain d: sentinels, one meta
+        node and a slot range per domain, the counts, the segments, the logs, the slot map
+        and the configuration.  Zero-filled: what is never written costs no memory."""
         NFO, NFP, NFL = self.NFO, self.NFP, self.NFL
         nq = self.nq
         ndom = self.param.maxmemdom
         dom_pages = list(dom_pages) + [0] * (ndom - len(dom_pages))
-        first = nq + 1 + ndom
+        first = nq + ndom
         nslots = first + sum(dom_pages) + ndom
-        self.nodes = zeros(NODE * nslots, np.int64)
-        self.sm = zeros(max(npages, 1), np.int32)
-        self.lcnt_a = np.zeros(nq, np.int64)
         # A log holds what one compiled call changes: at most a block's worth of pages of
         # alloc_npages, or one entry per max-order chunk of a run enqueued, plus splits.
         per = [(n >> (NFO - 1)) + 4 * (1 << (NFO - 1)) + 8 * NFO for n in dom_pages]
-        self.log = zeros(3 * sum(per), np.int64)
+        nseg = self.param.physseg_max
+        lc = NODE * nslots
+        sg = lc + nq
+        lg = sg + 3 * nseg
+        sm = lg + 3 * sum(per)
+        cfg = sm + max(npages, 1)
+        self.state = st = zeros(cfg + CFG, np.int64)
+        st[cfg:cfg + 10] = (NFO, NFP, -1 if self.LAZYINIT is None else self.LAZYINIT,
+                            NFL * NFP * NFO, nq, lc, sg, sm - base, base, nseg)
+        self.smb = sm - base
+        self.lcnt_a = st[lc:lc + nq]
+        self.segs_a = st[sg:sg + 3 * nseg]
         self.B = base
         self.span = npages
-        self.nv = nv = memoryview(self.nodes)
-        self.smv = memoryview(self.sm)
-        self.lcnt = memoryview(self.lcnt_a)
-        self.logv = memoryview(self.log)
+        self.nv = nv = memoryview(st)
+        self.lcnt = nv[lc:lc + nq]
         for q in range(nq):
             nv[NODE * q + PREV] = nv[NODE * q + NEXT] = q
             nv[NODE * q + INFO] = q << Q_SHIFT
             nv[NODE * q + PFN] = -1 - q
-        c = NODE * nq
-        nv[c], nv[c + 1], nv[c + 2], nv[c + 3] = (
-            NFO, NFP, -1 if self.LAZYINIT is None else self.LAZYINIT, NFL * NFP * NFO)
-        slot, at = first, 0
+        slot, at = first, lg
         self.slot_ranges = []
         for d in range(ndom):
-            md = NODE * (nq + 1 + d)
+            md = NODE * (nq + d)
             nv[md + 1] = slot
             nv[md + 3] = at
             self.slot_ranges.append((slot, slot + dom_pages[d] + 1))
@@ -528,19 +578,31 @@ class VmPhys:
 
     def use_jit(self, on: bool) -> None:
         """Run the queue core compiled (``on``, once boot is over: the first call imports
-        numba and compiles) or as plain Python on memoryviews (boot, PHYSMEM_JIT=0)."""
-        self.jitted = on = bool(on) and jit_enabled()
+        numba and compiles) or as plain Python on memoryviews (boot, PHYSMEM_JIT=0).  With
+        NUMBA_DISABLE_JIT=1 the compiled paths run as plain Python on the arrays."""
+        self.jitted = on = bool(on) and os.environ.get("PHYSMEM_JIT", "1") != "0"
+        # Kernel's fused fast paths (None: Kernel calls the methods).
+        self.kalloc = self._kalloc_first if on else None
+        self.kfree = self._kfree_first if on else None
         if on:
             # Each compiles on its first call (and then calls numba's dispatcher).
             self._k = _Core(*_CORE)
-            self._arr = (self.nodes, self.sm, self.lcnt_a, self.log)
-            self._segs = self.segs_a
+            self._st = self.state
             self._outv = self._outs
         else:
             self._k = _Core(*(f.py for f in _CORE))
-            self._arr = (self.nv, self.smv, self.lcnt, self.logv)
-            self._segs = memoryview(self.segs_a)
+            self._st = self.nv
             self._outv = [memoryview(o) for o in self._outs]
+
+    def _kalloc_first(self, *args):
+        """The first fused alloc: compile (numba's import happens here), then call."""
+        self.kalloc = kernel_alloc_pages.compiled()
+        return self.kalloc(*args)
+
+    def _kfree_first(self, *args):
+        """The first fused free: compile, then call."""
+        self.kfree = kernel_free_pages.compiled()
+        return self.kfree(*args)
 
     def _words(self):
         """The page words as the queue core takes them (array or memoryview)."""
@@ -553,13 +615,13 @@ class VmPhys:
         """Hand the domain's logged queue changes to the observers, in order, and move the
         lone entries of LAZYINIT blocks the queue core initialised."""
         nv = self.nv
-        md = NODE * (self.nq + 1 + domain)
+        md = NODE * (self.nq + domain)
         n = nv[md + 2]
         if not n:
             return
         at = nv[md + 3]
         assert n <= self.log_cap[domain], "queue core: log overflow"
-        entries = self.log[at:at + 3 * n].tolist()
+        entries = self.state[at:at + 3 * n].tolist()
         nv[md + 2] = 0
         pages = self.pages
         for j in range(0, 3 * n, 3):
@@ -579,8 +641,7 @@ class VmPhys:
 
     def slot_of(self, m: int) -> int:
         """m's node slot, 0 if ``m`` is no head (nor the first chunk of a lazy run)."""
-        i = m - self.B
-        return self.smv[i] if 0 <= i < self.span else 0
+        return self.nv[self.smb + m] if 0 <= m - self.B < self.span else 0
 
     @property
     def heads(self) -> HeadsView:
@@ -713,8 +774,8 @@ class VmPhys:
         for seg in self.segs:
             dom_pages[seg.domain] += seg.epfn - seg.spfn
         self._arrays(self.pages.base_pfn, self.pages.npages, dom_pages)
-        self.segs_a = np.array([v for seg in self.segs for v in (seg.spfn, seg.epfn, seg.fq)]
-                               or [0], np.int64)
+        for i, seg in enumerate(self.segs):
+            self.segs_a[3 * i:3 * i + 3] = (seg.spfn, seg.epfn, seg.fq)
         self.use_jit(False)
 
     # -- address lookups ---------------------------------------------------------------------
@@ -751,9 +812,8 @@ class VmPhys:
         """``m->order``: the order of the free block that ``m`` heads, else VM_NFREEORDER.
 
         Raises UninitializedPageError for a page structure that was never initialised."""
-        i = m - self.B
-        if 0 <= i < self.span:
-            s = self.smv[i]
+        if 0 <= m - self.B < self.span:
+            s = self.nv[self.smb + m]
             if s:
                 return (self.nv[NODE * s + INFO] & ORDER_MASK) - 1
         if self.pages.runs and self.pages.run_of(m) >= 0:
@@ -787,7 +847,7 @@ class VmPhys:
         ``q`` is ``fl + order`` for a pool's queue base ``fl``.  Like the kernel, it sets the
         head's order and does not touch its pool."""
         obs = self._obs()
-        self._k.add(*self._arr, self.B, q, m, order, tail, obs)
+        self._k.add(self._st, q, m, order, tail, obs)
         if obs:
             self._flush(self._dom(q))
 
@@ -798,7 +858,7 @@ class VmPhys:
         if not s or (self.nv[NODE * s + INFO] >> NCH_SHIFT) & NCH_MASK:
             self._run_detach(m, s)
         obs = self._obs()
-        self._k.rem(*self._arr, self.B, q, m, obs)
+        self._k.rem(self._st, q, m, obs)
         if obs:
             self._flush(self._dom(q))
 
@@ -833,7 +893,7 @@ class VmPhys:
         Requires: ``m`` the head of a chunk of a lazy run; the domain's free lock."""
         nv, pages = self.nv, self.pages
         ins = self._k.insert
-        arr = self._arr
+        st = self._st
         if s:
             # The first chunk (queue-head pops, the drain): the run moves up one chunk.
             o = NODE * s
@@ -842,7 +902,7 @@ class VmPhys:
             plain = info & ~(NCH_MASK << NCH_SHIFT)
             r = pages.shift_run(m)
             nv[o + INFO] = plain
-            ins(*arr, self.B, s, r, plain | ((c - 1 if c > 2 else 0) << NCH_SHIFT))
+            ins(st, s, r, plain | ((c - 1 if c > 2 else 0) << NCH_SHIFT))
             return
         m0 = pages.run_of(m)
         assert m0 >= 0, f"page {m << PAGE_SHIFT:#x} is not on a free queue"
@@ -862,9 +922,9 @@ class VmPhys:
         for h in (m, m + step) if rear else (m,):
             if h not in dense:
                 pages.lone[h] = w       # by rule until now; initialised, LAZYINIT
-        sm_ = ins(*arr, self.B, s0, m, plain)
+        sm_ = ins(st, s0, m, plain)
         if rear:
-            ins(*arr, self.B, sm_, m + step, plain | ((rear if rear > 1 else 0) << NCH_SHIFT))
+            ins(st, sm_, m + step, plain | ((rear if rear > 1 else 0) << NCH_SHIFT))
             if rear > 1:
                 pages.add_run(m + step, rear, step, w, dense)
 
@@ -879,7 +939,7 @@ class VmPhys:
         """vm_phys_split_pages(): keep the lowest 2**order pages of the 2**oind block at
         ``m`` and queue the upper halves on pool queue base ``fl``, largest first."""
         obs = self._obs()
-        self._k.split(*self._arr, self.B, m, oind, fl, order, tail, obs)
+        self._k.split(self._st, m, oind, fl, order, tail, obs)
         if obs:
             self._flush(self._dom(fl))
 
@@ -935,7 +995,7 @@ class VmPhys:
         one call of the queue core.  Returns the page after the run."""
         assert npages < 1 << self.NFO, "vm_phys_enq_chunk: invalid order"
         obs = self._obs()
-        m = self._k.enq_blocks(*self._arr, self.B, m, npages, fl, tail, ascending, obs)
+        m = self._k.enq_blocks(self._st, m, npages, fl, tail, ascending, obs)
         if obs:
             self._flush(self._dom(fl))
         return m
@@ -983,7 +1043,7 @@ class VmPhys:
         NFO, NFP = self.NFO, self.NFP
         lcnt = self.lcnt
         own = self._k.npages_own
-        arr = self._arr
+        st = self._st
         out, outv = self._outv[domain], self._outs[domain]
         obs = self._obs()
         i = 0
@@ -995,7 +1055,7 @@ class VmPhys:
             fl = base + pool * NFO
             # The requested pool's queues, in the queue core.
             out[0] = 0
-            i = own(*arr, self.B, fl, npages, i, out, obs)
+            i = own(st, fl, npages, i, out, obs)
             if out[0]:
                 r = outv[1:1 + 2 * int(outv[0])].tolist()
                 runs.extend(zip(r[::2], r[1::2], strict=True))
@@ -1029,12 +1089,12 @@ class VmPhys:
         searched once here; the kernel searches it twice, finding nothing the second time."""
         NFO = self.NFO
         own = self._k.alloc_own
-        arr = self._arr
+        st = self._st
         obs = self._obs()
         for base in self.search_bases[domain]:
             fl = base + pool * NFO
             # alloc_freelist_pages's own-pool search and split, in the queue core.
-            m = own(*arr, self.B, fl, order, obs)
+            m = own(st, fl, order, obs)
             if obs:
                 self._flush(domain)
             if m >= 0:
@@ -1059,7 +1119,7 @@ class VmPhys:
         base = (domain * self.NFL + flind) * self.NFP * NFO
         fl = base + pool * NFO
         obs = self._obs()
-        m = self._k.alloc_own(*self._arr, self.B, fl, order, obs)
+        m = self._k.alloc_own(self._st, fl, order, obs)
         if obs:
             self._flush(domain)
         if m >= 0:
@@ -1104,7 +1164,7 @@ class VmPhys:
         words = self._words()
         stop = -1
         while True:
-            b = self._k.free(*self._arr, words, self._segs, self.B, m, order, stop, obs)
+            b = self._k.free(self._st, words, m, order, stop, obs)
             if b < 0:
                 break
             if not pages.raw(b):
@@ -1112,7 +1172,7 @@ class VmPhys:
                     f"vm_phys_free_pages: buddy {b << PAGE_SHIFT:#x} never initialised")
             stop = b                # initialised alone: no head, so no merge
         d = self.segs[w >> SEGIND_SHIFT].domain
-        if self.nv[NODE * (self.nq + 1 + d) + 2]:
+        if self.nv[NODE * (self.nq + d) + 2]:
             self._flush(d)
 
     def enqueue_contig(self, m: int, npages: int) -> None:
@@ -1159,7 +1219,7 @@ class VmPhys:
         q = fl + order
         if self.LAZYINIT is None or w & POOL_MASK != self.LAZYINIT:
             obs = self._obs()
-            self._k.enq_chunks(*self._arr, self.B, fl, m, nchunks, order, obs)
+            self._k.enq_chunks(self._st, fl, m, nchunks, order, obs)
             if obs:
                 self._flush(self._dom(q))
             return
