@@ -451,8 +451,8 @@ class Kernel:
                 # The compiled fast path: the first free list's own pool, the split and
                 # the ownership words in one call (-1: nothing changed, the whole path).
                 obs = 1 if phys.on_add or phys.on_rem else 0
-                m = ka(phys.state, phys.pages.words,
-                       phys.search_bases[domain][0] + p * self._nfo, order, obs)
+                m = ka(phys._st, phys.kwords, phys.search_bases[domain][0] + p * self._nfo,
+                       order, obs)
                 if obs:
                     phys._flush(domain)
                 if m >= 0:
@@ -507,6 +507,20 @@ class Kernel:
         phys = self.phys
         runs: list[tuple[int, int]] = []
         with phys.domain_locks[d]:
+            ka = phys.kallocn
+            if ka is not None:
+                # The compiled fast path: the first free list's own pool, when it holds
+                # enough, and the ownership words (-1: nothing changed, the whole path).
+                obs = 1 if phys.on_add or phys.on_rem else 0
+                out = phys._outv[d]
+                got = ka(phys._st, phys.kwords, phys.search_bases[d][0] + p * self._nfo,
+                         npages, out, obs)
+                if got >= 0:
+                    if obs:
+                        phys._flush(d)
+                    self.free_counts[d] -= got
+                    r = phys._outs[d][1:1 + 2 * int(out[0])].tolist()
+                    return [(m << PAGE_SHIFT, n) for m, n in zip(r[::2], r[1::2], strict=True)]
             got = phys.alloc_npages_runs(d, p, npages, runs)
             pages = phys.pages
             mv, base = pages.mv, pages.base_pfn
@@ -550,48 +564,39 @@ class Kernel:
         """vm_phys_free_pages(): give back the 2**order block at ``pa`` (allocated pages,
         aligned to the order, one segment, one pool); it coalesces with free buddies."""
         phys = self.phys
-        if order == 0 and type(pa) is int and self.booted and not pa & PAGE_MASK and \
-                self.dma is None:
-            # NOTE: fast path for one page, inlined for speed: an allocated page is
-            # initialised, dense and inside a segment, so its word answers every check
-            # (with a DMA reserve, whose pages are marked allocated, the slow path decides).
-            # The segment (hence the domain) of an initialised page never changes, so it
-            # may be read before the lock; ownership is tested and changed under it.
-            pages = phys.pages
+        if type(pa) is int and type(order) is int and 0 <= order < self._nfo and \
+                self.booted and not pa & PAGE_MASK and self.dma is None and \
+                not (pa >> PAGE_SHIFT) & ((1 << order) - 1):
             m = pa >> PAGE_SHIFT
-            i = m - pages.base_pfn
-            if 0 <= i < pages.npages:
-                mv = pages.mv
-                if self._ndomains == 1:
-                    w = PG_PHYS_ALLOC        # (one lock: no need to read the word first)
-                    dom = 0
-                else:
+            if phys.kfree is not None:
+                if self._fast_free(m, 1 << order, order):
+                    return
+            elif order == 0:
+                # NOTE: fast path for one page without the JIT, inlined for speed: an
+                # allocated page is initialised, dense and inside a segment, so its word
+                # answers every check (with a DMA reserve, whose pages are marked
+                # allocated, the slow path decides).  The segment (hence the domain) of an
+                # initialised page never changes, so it may be read before the lock;
+                # ownership is tested and changed under it.
+                pages = phys.pages
+                i = m - pages.base_pfn
+                if 0 <= i < pages.npages:
+                    mv = pages.mv
                     w = mv[i]
-                    dom = phys.segs[w >> SEGIND_SHIFT].domain if w else 0
-                if w & PG_PHYS_ALLOC:
-                    lock = phys.domain_locks[dom]
-                    lock.acquire()
-                    try:
-                        kf = phys.kfree
-                        if kf is not None:
-                            # The compiled fast path: ownership and vm_phys_free_pages in
-                            # one call (-1 or >= 2: nothing changed, the slow path decides).
-                            obs = 1 if phys.on_add or phys.on_rem else 0
-                            r = kf(phys.state, pages.words, m, 0, obs)
-                            if 0 <= r <= 1:
-                                if r:
-                                    phys._flush(dom)
+                    if w & PG_PHYS_ALLOC:
+                        dom = phys.segs[w >> SEGIND_SHIFT].domain
+                        lock = phys.domain_locks[dom]
+                        lock.acquire()
+                        try:
+                            w = mv[i]
+                            if w & PG_PHYS_ALLOC:
+                                w &= ~PG_PHYS_ALLOC
+                                mv[i] = w
+                                phys.free_pages(m, 0, w)
                                 self.free_counts[dom] += 1
                                 return
-                            # Not allocated, or a buddy only Python can judge: below.
-                        elif mv[i] & PG_PHYS_ALLOC:
-                            w = mv[i] & ~PG_PHYS_ALLOC
-                            mv[i] = w
-                            phys.free_pages(m, 0, w)
-                            self.free_counts[dom] += 1
-                            return
-                    finally:
-                        lock.release()
+                        finally:
+                            lock.release()
                     # Another thread freed it first: the slow path reports the double free.
         self._need_booted()
         self._order(order)
@@ -599,6 +604,43 @@ class Kernel:
         if (pa >> PAGE_SHIFT) & ((1 << order) - 1):
             raise AddressError(f"address {pa:#x} is not aligned to order {order}")
         self._free_run(pa, 1 << order, order)
+
+    def _fast_free(self, m: int, npages: int, order: int) -> bool:
+        """The compiled fast path of free_pages (``order``) and free_contig (``order``
+        -1): ownership tested and changed and vm_phys's work done in one call under the
+        domain's lock.  False, with nothing changed, when the run is not an owned run of
+        one segment (the slow path then says what is wrong).
+
+        Requires: the run page aligned and positive; no DMA reserve.  An allocated page
+        is initialised, dense and in a segment, whose domain never changes: its word,
+        read before the lock, names the lock; the compiled call checks it again."""
+        phys = self.phys
+        pages = phys.pages
+        i = m - pages.base_pfn
+        if i < 0 or i + npages > pages.npages:
+            return False
+        w = pages.mv[i]
+        if not w & PG_PHYS_ALLOC:
+            return False
+        dom = phys.segs[w >> SEGIND_SHIFT].domain if self._ndomains > 1 else 0
+        lock = phys.domain_locks[dom]
+        lock.acquire()
+        try:
+            obs = 1 if phys.on_add or phys.on_rem else 0
+            r = phys.kfree(phys._st, phys.kwords, m, npages, order, obs)
+            if r < 0:
+                return False
+            if r & 4:
+                phys._flush(dom)
+            stage = r & 3
+            if stage == 1:                  # a buddy only Python can judge
+                phys.free_pages(m, order)
+            elif stage:
+                phys.free_contig_finish(m, npages, stage)
+            self.free_counts[dom] += npages
+            return True
+        finally:
+            lock.release()
 
     def _free_run(self, pa: int, npages: int, order: int | None) -> None:
         """Give back an owned run: the DMA reserve's, or vm_phys's free_pages (``order``)
@@ -624,6 +666,10 @@ class Kernel:
     def free_contig(self, pa: int, npages: int) -> None:
         """vm_phys_free_contig(): give back an arbitrary run of allocated pages (one segment,
         one pool)."""
+        if type(pa) is int and type(npages) is int and 0 < npages < MAX_RUN_PAGES and \
+                self.booted and not pa & PAGE_MASK and self.dma is None and \
+                self.phys.kfree is not None and self._fast_free(pa >> PAGE_SHIFT, npages, -1):
+            return
         self._need_booted()
         check_int(npages, "npages")
         self._free_run(pa, npages, None)

@@ -66,7 +66,8 @@ import numpy as np
 
 from ..bits import PAGE_SHIFT, fls, powerof2, roundup2
 from ..errors import InvariantError, UninitializedPageError
-from ..jit import njit
+from ..jit import Lazy, njit
+from ..jit import enabled as jit_enabled
 from ..pagearray import POOL_MASK, SEGIND_SHIFT, PageArray, make_word, zeros
 from ..vmparam import VmParam
 
@@ -409,28 +410,144 @@ def kernel_alloc_pages(st, words, fl, order, obs):
 
 
 @njit
-def kernel_free_pages(st, words, m, order, obs):
-    """Kernel.free_pages' fast path in one compiled call: the ownership test and change
-    (PG_PHYS_ALLOC) and vm_phys_free_pages.  Requires: the block in the array, aligned
-    and of one segment (an allocated block is).  Returns 0 (freed), 1 (freed; the domain's
-    log holds entries), -1 (not allocated) or 2 + b (buddy ``b`` needs Python's word
-    lookup), the last two with nothing changed."""
+def find_queues_contig(st, queues, order, npages, low, top, amask, bmask, dfp):
+    """vm_phys_find_queues_contig() for a run of at most a max-order block (``order``
+    its order): the first free block head, smallest sufficient order first, pools from
+    vm_default_freepool (``dfp``) up, queue order, whose address is in [low, top], not
+    ``& amask`` and whose run does not cross ``bmask``.  A lazy run's chunks are tried in
+    order.  The 64-bit masks come as signed words of the same bits; ``low``/``top`` are
+    clamped to physical addresses by the caller.  Returns the page or -1."""
     cfg = len(st) - CFG
-    i = m - st[cfg + C_B]
+    nfo = st[cfg + C_NFO]
+    nfp = st[cfg + C_NFP]
+    lc = st[cfg + C_LC]
+    size = npages << 12
+    for oind in range(order, nfo):
+        for pind in range(dfp, nfp):
+            q = queues + pind * nfo + oind
+            if not st[lc + q]:
+                continue
+            s = st[NODE * q + NEXT]
+            while s != q:
+                o = NODE * s
+                m = st[o + PFN]
+                nch = (st[o + INFO] >> NCH_SHIFT) & NCH_MASK
+                for _ in range(nch if nch else 1):
+                    pa = m << 12
+                    if low <= pa <= top and not pa & amask and \
+                            not (pa ^ (pa + size - 1)) & bmask:
+                        return m
+                    m += 1 << oind
+                s = st[o + NEXT]
+    return -1
+
+
+@njit
+def vm_phys_enqueue_contig(st, words, m, npages, obs):
+    """vm_phys_enqueue_contig() of a run whose pool is not LAZYINIT (enq_chunk is then
+    vm_freelist_add): maximal aligned blocks at the tail of the first page's pool queues,
+    without coalescing.  Requires: the run in one segment, its words dense."""
+    cfg = len(st) - CFG
+    nfo = st[cfg + C_NFO]
+    w = words[m - st[cfg + C_B]]
+    fl = st[st[cfg + C_SG] + 3 * (w >> 8) + 2] + (w & 3) * nfo
+    m_end = m + npages
+    if npages > 0:
+        diff = m ^ (m + npages - 1)
+        if diff:
+            order = _fls(diff) - 1
+            if order > nfo - 1:
+                order = nfo - 1
+            up = (m + (1 << order) - 1) & ~((1 << order) - 1)
+            m = enq_blocks(st, m, up - m, fl, True, True, obs)
+    order = nfo - 1
+    while m + (1 << order) <= m_end:
+        vm_freelist_add(st, fl + order, m, order, True, obs)
+        m += 1 << order
+    enq_blocks(st, m, m_end - m, fl, True, False, obs)
+
+
+@njit
+def kernel_free_run(st, words, m, npages, order, obs):
+    """Kernel.free_pages (``order`` >= 0, npages = 2**order) or Kernel.free_contig
+    (``order`` -1) in one compiled call: the ownership test and change (every page's word
+    equal and allocated) and vm_phys_free_pages / vm_phys_free_contig.  Requires: the run
+    aligned, in the page array and in one segment (the caller checked).
+
+    Returns 0 (freed), -1 (not owned: nothing changed; the caller reports), or, with the
+    run's words already cleared and the queue work partly done, a stage for the caller
+    to finish in Python (a buddy of a free_pages piece that only Python can judge):
+    1 = free_pages(m, order); 2 = both free_contig pieces; 3 = its last piece.  Above
+    these, + 4 when the domain's log holds entries."""
+    cfg = len(st) - CFG
+    B = st[cfg + C_B]
+    i = m - B
     w = words[i]
     if not w & 8:
         return -1
-    b = vm_phys_free_pages(st, words, m, order, -1, obs)
-    if b >= 0:
-        return 2 + b
+    for j in range(i + 1, i + npages):
+        if words[j] != w:
+            return -1
     w = w & 0xFFF7
-    for j in range(i, i + (1 << order)):
+    for j in range(i, i + npages):
         words[j] = w
-    return 1 if st[_meta(st, st[st[cfg + C_SG] + 3 * (w >> 8) + 2]) + 2] else 0
+    stage = 0
+    if order >= 0:
+        if vm_phys_free_pages(st, words, m, order, -1, obs) >= 0:
+            stage = 1
+    else:
+        # vm_phys_free_contig()
+        nfo = st[cfg + C_NFO]
+        lo = m
+        max_order = _fls(lo ^ (lo + npages)) - 1
+        if max_order > nfo - 1:
+            max_order = nfo - 1
+        order_start = _fls(lo & -lo) - 1 if lo else 1 << 62
+        m_start = m + (1 << order_start) if order_start < max_order else m
+        e = lo + npages
+        order_end = _fls(e & -e) - 1 if e else 1 << 62
+        m_end = m + npages - (1 << order_end) if order_end < max_order else m + npages
+        if m_start < m_end:
+            vm_phys_enqueue_contig(st, words, m_start, m_end - m_start, obs)
+        if order_start < max_order and \
+                vm_phys_free_pages(st, words, m, order_start, -1, obs) >= 0:
+            stage = 2
+        elif order_end < max_order and \
+                vm_phys_free_pages(st, words, m_end, order_end, -1, obs) >= 0:
+            stage = 3
+    if st[_meta(st, st[st[cfg + C_SG] + 3 * (w >> 8) + 2]) + 2]:
+        stage += 4
+    return stage
+
+
+@njit
+def kernel_alloc_npages(st, words, fl, npages, out, obs):
+    """Kernel.alloc_npages_runs' fast path in one compiled call, when the requested
+    pool's queues (base ``fl``) of the first free list hold ``npages`` pages: their part
+    of vm_phys_alloc_npages() (runs into ``out``, as alloc_npages_own) and the ownership
+    words of every run.  Returns the pages taken, or -1 with nothing changed (the caller
+    takes the whole path)."""
+    cfg = len(st) - CFG
+    nfo = st[cfg + C_NFO]
+    lc = st[cfg + C_LC]
+    have = 0
+    for oind in range(nfo):
+        have += st[lc + fl + oind] << oind
+    if have < npages:
+        return -1
+    out[0] = 0
+    n = alloc_npages_own(st, fl, npages, 0, out, obs)
+    B = st[cfg + C_B]
+    for k in range(out[0]):
+        i = out[1 + 2 * k] - B
+        w = words[i] | 8
+        for j in range(i, i + out[2 + 2 * k]):
+            words[j] = w
+    return n
 
 
 class _Core(NamedTuple):
-    """The queue core's functions, compiled or plain (:meth:`VmPhys.use_jit`)."""
+    """The queue core's functions called by VmPhys's methods."""
 
     add: Callable
     rem: Callable
@@ -441,10 +558,21 @@ class _Core(NamedTuple):
     npages_own: Callable
     free: Callable
     insert: Callable
+    find_queues: Callable
 
 
 _CORE = (vm_freelist_add, vm_freelist_rem, vm_phys_split_pages, enq_blocks, enq_chunks,
-         alloc_freelist_own, alloc_npages_own, vm_phys_free_pages, node_insert)
+         alloc_freelist_own, alloc_npages_own, vm_phys_free_pages, node_insert,
+         find_queues_contig)
+
+
+class _CompiledCore:
+    """:class:`_Core`'s functions compiled, each on its first use (then an attribute)."""
+
+    def __getattr__(self, name: str) -> Callable:
+        f = _CORE[_Core._fields.index(name)].compiled()
+        setattr(self, name, f)
+        return f
 
 
 class HeadsView(Mapping):
@@ -581,32 +709,31 @@ class VmPhys:
         numba and compiles) or as plain Python on memoryviews (boot, PHYSMEM_JIT=0).  With
         NUMBA_DISABLE_JIT=1 the compiled paths run as plain Python on the arrays."""
         self.jitted = on = bool(on) and os.environ.get("PHYSMEM_JIT", "1") != "0"
-        # Kernel's fused fast paths (None: Kernel calls the methods).
-        self.kalloc = self._kalloc_first if on else None
-        self.kfree = self._kfree_first if on else None
+        # Kernel's fused fast paths (None: Kernel calls the methods), each compiled on its
+        # first call (numba is imported then) and then numba's dispatcher itself.
+        for name, fn in (("kalloc", kernel_alloc_pages), ("kfree", kernel_free_run),
+                         ("kallocn", kernel_alloc_npages)):
+            setattr(self, name, self._first(name, fn) if on else None)
+        # With NUMBA_DISABLE_JIT=1 the "compiled" functions are plain Python: they get
+        # memoryviews (faster there, and their items are ints, not numpy scalars).
+        plain = not on or not jit_enabled()
+        self._st = self.nv if plain else self.state
+        self.kwords = self.pages.mv if plain else self.pages.words
         if on:
-            # Each compiles on its first call (and then calls numba's dispatcher).
-            self._k = _Core(*_CORE)
-            self._st = self.state
-            self._outv = self._outs
+            self._k = _CompiledCore()
+            self._outv = self._outs if not plain else [memoryview(o) for o in self._outs]
         else:
             self._k = _Core(*(f.py for f in _CORE))
-            self._st = self.nv
             self._outv = [memoryview(o) for o in self._outs]
 
-    def _kalloc_first(self, *args):
-        """The first fused alloc: compile (numba's import happens here), then call."""
-        self.kalloc = kernel_alloc_pages.compiled()
-        return self.kalloc(*args)
+    def _first(self, name: str, fn: Lazy) -> Callable:
+        """A fast path's first call: compile it, make it the attribute, call it."""
+        def first(*args):
+            f = fn.compiled()
+            setattr(self, name, f)
+            return f(*args)
+        return first
 
-    def _kfree_first(self, *args):
-        """The first fused free: compile, then call."""
-        self.kfree = kernel_free_pages.compiled()
-        return self.kfree(*args)
-
-    def _words(self):
-        """The page words as the queue core takes them (array or memoryview)."""
-        return self.pages.words if self.jitted else self.pages.mv
 
     def _obs(self) -> int:
         return 1 if self.on_add or self.on_rem else 0
@@ -1161,7 +1288,7 @@ class VmPhys:
         assert not self.slot_of(m), "vm_phys_free_pages: page is already a free head"
         assert pages.is_dense(m), "vm_phys_free_pages: page word not dense"
         obs = self._obs()
-        words = self._words()
+        words = self.kwords
         stop = -1
         while True:
             b = self._k.free(self._st, words, m, order, stop, obs)
@@ -1251,6 +1378,14 @@ class VmPhys:
         """vm_phys_free_contig(): free an arbitrary run; its interior goes through
         enqueue_contig (no coalescing), then the unaligned head and tail pieces through
         free_pages.  Requires: the domain's free lock; every page from one pool."""
+        m_start, m_end, _os, _oe, _mo = self._contig_pieces(m, npages)
+        if m_start < m_end:
+            self.enqueue_contig(m_start, m_end - m_start)
+        self.free_contig_finish(m, npages, 2)
+
+    def _contig_pieces(self, m: int, npages: int) -> tuple[int, int, int, int, int]:
+        """vm_phys_free_contig's cut of a run: (m_start, m_end, order_start, order_end,
+        max_order); the head piece is freed if order_start < max_order, the tail's too."""
         lo = m
         max_order = min(fls(lo ^ (lo + npages)) - 1, self.NFO - 1)
         # ffsll(0) - 1 is -1, which as the kernel's unsigned int never tests "<".
@@ -1259,9 +1394,13 @@ class VmPhys:
         e = lo + npages
         order_end = (e & -e).bit_length() - 1 if e else M64
         m_end = m + npages - (1 << order_end) if order_end < max_order else m + npages
-        if m_start < m_end:
-            self.enqueue_contig(m_start, m_end - m_start)
-        if order_start < max_order:
+        return m_start, m_end, order_start, order_end, max_order
+
+    def free_contig_finish(self, m: int, npages: int, stage: int) -> None:
+        """vm_phys_free_contig's free_pages of the head piece and then the tail piece
+        (``stage`` 2), or of the tail piece only (3): where the queue core stopped."""
+        _s, m_end, order_start, order_end, max_order = self._contig_pieces(m, npages)
+        if stage == 2 and order_start < max_order:
             self.free_pages(m, order_start)
         if order_end < max_order:
             self.free_pages(m_end, order_end)
@@ -1426,33 +1565,13 @@ class VmPhys:
         NFO = self.NFO
         order = fls(npages - 1)
         size = npages << PAGE_SHIFT
-        nv = self.nv
-        # NOTE: vm_addr_ok inlined for speed: the kernel's 64-bit masks, precomputed.
-        amask = (alignment - 1) & M64
-        bmask = -boundary & M64
-        top = high - size         # (order < NFO here, so pa + size cannot wrap)
-        for oind in range(order, NFO):
-            for pind in range(self.default_freepool, self.NFP):
-                q = queues + pind * NFO + oind
-                if not self.lcnt[q]:
-                    continue
-                if pind == self.LAZYINIT and oind == NFO - 1:
-                    for m in self.queue_iter(q):        # lazy runs: chunk by chunk
-                        pa = m << PAGE_SHIFT
-                        if low <= pa <= top and not pa & amask and \
-                                not (pa ^ (pa + size - 1)) & bmask:
-                            return m
-                    continue
-                s = nv[NODE * q + NEXT]
-                while s != q:
-                    m = nv[NODE * s + PFN]
-                    pa = m << PAGE_SHIFT
-                    if low <= pa <= top and not pa & amask and \
-                            not (pa ^ (pa + size - 1)) & bmask:
-                        return m
-                    s = nv[NODE * s + NEXT]
         if order < NFO:
-            return None
+            # The queue core's walk (the kernel's 64-bit masks as signed words; addresses
+            # above 2**62 are no page's).
+            top = min(high - size, 1 << 62)
+            m = self._k.find_queues(self._st, queues, order, npages, min(low, 1 << 62), top,
+                                    alignment - 1, -boundary, self.default_freepool)
+            return m if m >= 0 else None
         for pind in range(self.default_freepool, self.NFP):
             m = self.find_freelist_contig(queues + pind * NFO, npages, low, high,
                                           alignment, boundary)
