@@ -550,6 +550,22 @@ class Kernel:
             raise ArgumentError(f"boundary {boundary:#x} is not a power of 2")
         phys = self.phys
         with phys.domain_locks[d]:
+            kc = phys.kcontig
+            if kc is not None:
+                # The compiled path (-2: nothing changed, Python's path decides).  The
+                # 64-bit masks as signed words, addresses clamped to 2**62 (above any
+                # page), as the queue core takes them.
+                obs = 1 if phys.on_add or phys.on_rem else 0
+                m = kc(phys._st, phys.kwords, d, npages, min(low, 1 << 62),
+                       min(high, 1 << 62), alignment - 1, -boundary, phys.default_freepool,
+                       obs)
+                if m != -2:
+                    if phys.nv[phys.log_at(d)]:
+                        phys._flush(d)
+                    if m < 0:
+                        return None
+                    self.free_counts[d] -= npages
+                    return m << PAGE_SHIFT
             m = phys.alloc_contig(d, npages, low, high, alignment, boundary)
             if m is None:
                 return None

@@ -375,17 +375,27 @@ class Replayer:
         return "ok"
 
     # NOTE: the hot handlers do their checks in _two (one call instead of three).
+    def _printed(self, pa: int | None) -> str:
+        """An address result as the trace prints it, remembered as a parsed word: the
+        free lines of a trace name the addresses its alloc lines printed."""
+        if pa is None:
+            return "NULL"
+        s = f"{pa:#x}"
+        num = self._num
+        if len(num) >= NUM_CACHE:
+            num.clear()
+        num[s] = pa
+        return s
+
     def op_alloc_pages(self, tok: list[str]) -> str:
         k, d, o = self._two(tok, 3, 1, "domain", 3, "order")
-        pa = k.alloc_pages(d, tok[2], o)
-        return "NULL" if pa is None else f"{pa:#x}"
+        return self._printed(k.alloc_pages(d, tok[2], o))
 
     def op_alloc_freelist_pages(self, tok: list[str]) -> str:
         self._nargs(tok, 4)
         k = self._booted()
-        pa = k.alloc_freelist_pages(parse_u64(tok[1], "domain"), tok[2], tok[3],
-                                    parse_u64(tok[4], "order"))
-        return "NULL" if pa is None else f"{pa:#x}"
+        return self._printed(k.alloc_freelist_pages(parse_u64(tok[1], "domain"), tok[2],
+                                                    tok[3], parse_u64(tok[4], "order")))
 
     def op_alloc_npages(self, tok: list[str]) -> str:
         k, d, n = self._two(tok, 3, 1, "domain", 3, "npages")
@@ -414,8 +424,7 @@ class Replayer:
             a = [v if v is not None else self._u64(t, what) for v, t, what in
                  zip(a, tok[1:], ("domain", "npages", "low", "high", "alignment", "boundary"),
                      strict=True)]
-        pa = k.alloc_contig(*a)
-        return "NULL" if pa is None else f"{pa:#x}"
+        return self._printed(k.alloc_contig(*a))
 
     def op_free_pages(self, tok: list[str]) -> str:
         k, pa, o = self._two(tok, 2, 1, "address", 2, "order")

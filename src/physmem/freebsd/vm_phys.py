@@ -138,7 +138,8 @@ NCH_MASK = 0xFFFFFF
 Q_SHIFT = 32
 LOG_ADD, LOG_REM, LOG_INIT = 1, 2, 3
 CFG = 16
-C_NFO, C_NFP, C_LAZY, C_QPD, C_NQ, C_LC, C_SG, C_SMB, C_B, C_NSEG = range(10)
+C_NFO, C_NFP, C_LAZY, C_QPD, C_NQ, C_LC, C_SG, C_SMB, C_B, C_NSEG, C_DEFAULT = range(11)
+SEGW = 4            # a segment's words: spfn, epfn, fq, domain
 
 
 @njit
@@ -334,7 +335,7 @@ def vm_phys_free_pages(st, words, m, order, stop, obs):
     w = words[m - B]
     pool = w & 3
     segind = w >> 8
-    sg = st[cfg + C_SG] + 3 * segind
+    sg = st[cfg + C_SG] + SEGW * segind
     spfn = st[sg]
     epfn = st[sg + 1]
     fq = st[sg + 2]
@@ -450,7 +451,7 @@ def vm_phys_enqueue_contig(st, words, m, npages, obs):
     cfg = len(st) - CFG
     nfo = st[cfg + C_NFO]
     w = words[m - st[cfg + C_B]]
-    fl = st[st[cfg + C_SG] + 3 * (w >> 8) + 2] + (w & 3) * nfo
+    fl = st[st[cfg + C_SG] + SEGW * (w >> 8) + 2] + (w & 3) * nfo
     m_end = m + npages
     if npages > 0:
         diff = m ^ (m + npages - 1)
@@ -515,7 +516,7 @@ def kernel_free_run(st, words, m, npages, order, obs):
         elif order_end < max_order and \
                 vm_phys_free_pages(st, words, m_end, order_end, -1, obs) >= 0:
             stage = 3
-    if st[_meta(st, st[st[cfg + C_SG] + 3 * (w >> 8) + 2]) + 2]:
+    if st[_meta(st, st[st[cfg + C_SG] + SEGW * (w >> 8) + 2]) + 2]:
         stage += 4
     return stage
 
@@ -544,6 +545,85 @@ def kernel_alloc_npages(st, words, fl, npages, out, obs):
         for j in range(i, i + out[2 + 2 * k]):
             words[j] = w
     return n
+
+
+@njit
+def kernel_alloc_contig(st, words, domain, npages, low, high, amask, bmask, dfp, obs):
+    """Kernel.alloc_contig in one compiled call: vm_phys_alloc_contig() for a run of at
+    most a max-order block -- segments from the highest address down, each queue table
+    once, find_queues_contig; whole free blocks taken, made DEFAULT (a LAZYINIT one
+    initialised), the excess to the DEFAULT queue HEADS -- and the run's ownership
+    words.  ``low``/``high`` clamped to physical addresses and the masks as in
+    find_queues_contig.  Returns the first page, -1 (none; nothing changed) or -2
+    (nothing changed: a larger run, or a block of a lazy run to take, which the caller's
+    Python path handles)."""
+    cfg = len(st) - CFG
+    nfo = st[cfg + C_NFO]
+    nfp = st[cfg + C_NFP]
+    lazy = st[cfg + C_LAZY]
+    default = st[cfg + C_DEFAULT]
+    sg = st[cfg + C_SG]
+    smb = st[cfg + C_SMB]
+    B = st[cfg + C_B]
+    if low >= high:
+        return -1
+    order = _fls(npages - 1)
+    if order >= nfo:
+        return -2
+    size = npages << 12
+    queues = -1
+    m_run = -1
+    for k in range(st[cfg + C_NSEG] - 1, -1, -1):
+        o = sg + SEGW * k
+        start = st[o] << 12
+        end = st[o + 1] << 12
+        if start >= high or st[o + 3] != domain:
+            continue
+        if low >= end:
+            break
+        pa_start = start if low <= start else low
+        pa_end = high if high < end else end
+        if pa_end - pa_start < size or st[o + 2] == queues:
+            continue
+        queues = st[o + 2]
+        m_run = find_queues_contig(st, queues, order, npages, low, high - size, amask, bmask,
+                                   dfp)
+        if m_run >= 0:
+            break
+    if m_run < 0:
+        return -1
+    end = m_run + npages
+    m = m_run
+    while m < end:                  # every block a plain node?
+        s = st[smb + m]
+        if s == 0 or (st[NODE * s + INFO] >> NCH_SHIFT) & NCH_MASK:
+            return -2
+        m += 1 << ((st[NODE * s + INFO] & ORDER_MASK) - 1)
+    m = m_run
+    while m < end:
+        info = st[NODE * st[smb + m] + INFO]
+        q = info >> Q_SHIFT
+        pool = (q // nfo) % nfp
+        oind = vm_freelist_rem(st, q, m, obs)
+        if pool != default:         # vm_phys_set_pool(VM_FREEPOOL_DEFAULT, m, oind)
+            n = 1 << oind
+            if pool == lazy:
+                segind = 0
+                while not st[sg + SEGW * segind] <= m < st[sg + SEGW * segind + 1]:
+                    segind += 1
+                nw = (segind << 8) | 4 | default
+                for j in range(m - B, m - B + n):
+                    words[j] = nw
+                _log(st, _meta(st, q), LOG_INIT, m, oind)
+            else:
+                for j in range(m - B, m - B + n):
+                    words[j] = (words[j] & 0xFFFC) | default
+        m += 1 << oind
+    enq_blocks(st, end, m - end, queues + default * nfo, False, True, obs)
+    w = words[m_run - B] | 8
+    for j in range(m_run - B, end - B):
+        words[j] = w
+    return m_run
 
 
 class _Core(NamedTuple):
@@ -675,15 +755,15 @@ class VmPhys:
         nseg = self.param.physseg_max
         lc = NODE * nslots
         sg = lc + nq
-        lg = sg + 3 * nseg
+        lg = sg + SEGW * nseg
         sm = lg + 3 * sum(per)
         cfg = sm + max(npages, 1)
         self.state = st = zeros(cfg + CFG, np.int64)
-        st[cfg:cfg + 10] = (NFO, NFP, -1 if self.LAZYINIT is None else self.LAZYINIT,
-                            NFL * NFP * NFO, nq, lc, sg, sm - base, base, nseg)
+        st[cfg:cfg + 11] = (NFO, NFP, -1 if self.LAZYINIT is None else self.LAZYINIT,
+                            NFL * NFP * NFO, nq, lc, sg, sm - base, base, 0, self.DEFAULT)
         self.smb = sm - base
         self.lcnt_a = st[lc:lc + nq]
-        self.segs_a = st[sg:sg + 3 * nseg]
+        self.segs_a = st[sg:sg + SEGW * nseg]
         self.B = base
         self.span = npages
         self.nv = nv = memoryview(st)
@@ -712,7 +792,7 @@ class VmPhys:
         # Kernel's fused fast paths (None: Kernel calls the methods), each compiled on its
         # first call (numba is imported then) and then numba's dispatcher itself.
         for name, fn in (("kalloc", kernel_alloc_pages), ("kfree", kernel_free_run),
-                         ("kallocn", kernel_alloc_npages)):
+                         ("kallocn", kernel_alloc_npages), ("kcontig", kernel_alloc_contig)):
             setattr(self, name, self._first(name, fn) if on else None)
         # With NUMBA_DISABLE_JIT=1 the "compiled" functions are plain Python: they get
         # memoryviews (faster there, and their items are ints, not numpy scalars).
@@ -762,6 +842,10 @@ class VmPhys:
             else:               # LOG_INIT: vm_phys_set_pool of a LAZYINIT block
                 pages.lone.pop(m, None)
                 pages.ninit += (1 << order) - 1
+
+    def log_at(self, domain: int) -> int:
+        """Where the domain's log length is kept (non-zero: :meth:`_flush` has work)."""
+        return NODE * (self.nq + domain) + 2
 
     def _dom(self, q: int) -> int:
         return q // (self.NFL * self.NFP * self.NFO)
@@ -902,7 +986,8 @@ class VmPhys:
             dom_pages[seg.domain] += seg.epfn - seg.spfn
         self._arrays(self.pages.base_pfn, self.pages.npages, dom_pages)
         for i, seg in enumerate(self.segs):
-            self.segs_a[3 * i:3 * i + 3] = (seg.spfn, seg.epfn, seg.fq)
+            self.segs_a[SEGW * i:SEGW * i + SEGW] = (seg.spfn, seg.epfn, seg.fq, seg.domain)
+        self.state[len(self.state) - CFG + C_NSEG] = len(self.segs)
         self.use_jit(False)
 
     # -- address lookups ---------------------------------------------------------------------
@@ -1299,7 +1384,7 @@ class VmPhys:
                     f"vm_phys_free_pages: buddy {b << PAGE_SHIFT:#x} never initialised")
             stop = b                # initialised alone: no head, so no merge
         d = self.segs[w >> SEGIND_SHIFT].domain
-        if self.nv[NODE * (self.nq + d) + 2]:
+        if self.nv[self.log_at(d)]:
             self._flush(d)
 
     def enqueue_contig(self, m: int, npages: int) -> None:
