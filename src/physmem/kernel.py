@@ -66,6 +66,7 @@ from .pagearray import PG_PHYS_ALLOC, SEGIND_SHIFT
 from .reprs import as_html, as_text, fmt_pages, fmt_ranges, fmt_size
 from .vmparam import VmParam, get_arch
 
+U64_MAX = (1 << 64) - 1
 # ptoa(npages) must not overflow 64 bits.
 MAX_RUN_PAGES = 1 << 52
 # Blocks the drain thread initialises per batch, between which it yields.
@@ -482,6 +483,19 @@ class Kernel:
         self._order(order)
         phys = self.phys
         with phys.domain_locks[d]:
+            ka = phys.kalloc
+            flind = phys.flind_of[f]
+            if ka is not None and flind >= 0:
+                # The compiled fast path of alloc_pages on this free list (-1: nothing
+                # changed, the whole path).
+                obs = 1 if phys.on_add or phys.on_rem else 0
+                m = ka(phys._st, phys.kwords,
+                       phys.qindex(d, flind, p, 0), order, obs)
+                if obs:
+                    phys._flush(d)
+                if m >= 0:
+                    self.free_counts[d] -= 1 << order
+                    return m << PAGE_SHIFT
             m = phys.alloc_freelist_pages(d, f, p, order)
             if m is None:
                 return None
@@ -498,12 +512,19 @@ class Kernel:
     def alloc_npages_runs(self, domain: int, pool: str, npages: int) -> list[tuple[int, int]]:
         """:meth:`alloc_npages` as runs: (address, pages) of what was taken from each free
         block, in the kernel's order (the pages of each run are consecutive)."""
-        self._need_booted()
-        d = self._domain(domain)
-        p = self._pool(pool)
-        check_int(npages, "npages")
-        if not 0 < npages <= self.param.max_npages:
-            raise ArgumentError(f"npages {npages!r} out of range 1..{self.param.max_npages}")
+        p = self._pools.get(pool) if type(pool) is str else None
+        # NOTE: the checks all pass in one expression first (the common case), for speed.
+        if not (self.booted and type(domain) is int and 0 <= domain < self._ndomains and
+                p is not None and type(npages) is int and
+                0 < npages <= self.param.max_npages):
+            self._need_booted()
+            self._domain(domain)
+            p = self._pool(pool)
+            check_int(npages, "npages")
+            if not 0 < npages <= self.param.max_npages:
+                raise ArgumentError(f"npages {npages!r} out of range "
+                                    f"1..{self.param.max_npages}")
+        d = domain
         phys = self.phys
         runs: list[tuple[int, int]] = []
         with phys.domain_locks[d]:
@@ -538,16 +559,24 @@ class Kernel:
         """vm_phys_alloc_contig(): ``npages`` contiguous pages in ``[low, high)``, aligned to
         ``alignment``, not crossing a multiple of ``boundary`` (0: none); the first page's
         address or None."""
-        self._need_booted()
-        d = self._domain(domain)
-        self._run_pages(npages)
-        for v, what in ((low, "low"), (high, "high"), (alignment, "alignment"),
-                        (boundary, "boundary")):
-            _check_u64(v, what)
-        if alignment == 0 or not powerof2(alignment):
-            raise ArgumentError(f"alignment {alignment:#x} is not a power of 2")
-        if not powerof2(boundary):
-            raise ArgumentError(f"boundary {boundary:#x} is not a power of 2")
+        # NOTE: the checks all pass in one expression first (the common case), for speed.
+        if not (self.booted and type(domain) is int and 0 <= domain < self._ndomains and
+                type(npages) is int and 0 < npages < MAX_RUN_PAGES and
+                type(low) is int and type(high) is int and type(alignment) is int and
+                type(boundary) is int and 0 <= low <= U64_MAX and 0 <= high <= U64_MAX and
+                0 < alignment <= U64_MAX and not alignment & (alignment - 1) and
+                0 <= boundary <= U64_MAX and not boundary & (boundary - 1)):
+            self._need_booted()
+            self._domain(domain)
+            self._run_pages(npages)
+            for v, what in ((low, "low"), (high, "high"), (alignment, "alignment"),
+                            (boundary, "boundary")):
+                _check_u64(v, what)
+            if alignment == 0 or not powerof2(alignment):
+                raise ArgumentError(f"alignment {alignment:#x} is not a power of 2")
+            if not powerof2(boundary):
+                raise ArgumentError(f"boundary {boundary:#x} is not a power of 2")
+        d = domain
         phys = self.phys
         with phys.domain_locks[d]:
             kc = phys.kcontig
