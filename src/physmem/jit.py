@@ -7,8 +7,9 @@ numba installed, it is ``fn`` itself, plain Python.  ``fn.py`` is always the pla
 function: boot runs it, so that booting (even 1 TiB lazily, whose target is 128 MiB of
 peak RSS) never imports numba, whose import alone costs ~114 MiB of resident memory.
 
-A compiled function may call other :class:`Lazy` functions of its module: they are
-compiled first and the compiled versions are what it calls.
+A compiled function may call other :class:`Lazy` functions: numba types such a call by
+the callee's dispatcher (registered with ``typeof`` when numba is imported), and caches
+the caller as usual.
 
 Rules (docs/implementation.md, section 6): one implementation per function, readable as
 the kernel's loops over arrays; callers validate arguments before compiled code mutates
@@ -50,6 +51,15 @@ def _numba() -> Any:
             base = tempfile.gettempdir()
         os.environ["NUMBA_CACHE_DIR"] = os.path.join(base, "physmem-numba")
     import numba
+    from numba.extending import typeof_impl
+
+    @typeof_impl.register(Lazy)
+    def _typeof_lazy(val: Lazy, c: Any) -> Any:
+        # A Lazy called from compiled code is its dispatcher: numba types the call (and
+        # compiles the callee) from it.  The caller keeps its module's globals, so numba
+        # can cache it.
+        return numba.typeof(val.compiled())
+
     return numba
 
 
@@ -89,9 +99,8 @@ class Lazy:
             return self._compiled
 
     def _with_callees(self, pick: Callable[[Lazy], Callable]) -> Callable:
-        """``fn`` with ``pick(callee)`` in its globals for each Lazy it calls (numba cannot
-        call a Lazy; plain Python must not compile): same code, module and name, so that
-        numba's cache finds it."""
+        """``fn`` with ``pick(callee)`` in its globals for each Lazy it calls (plain Python
+        must not compile): same code, module and name."""
         fn = self.fn
         g = fn.__globals__
         callees = {name: pick(g[name]) for name in fn.__code__.co_names
@@ -109,11 +118,10 @@ class Lazy:
 
     def _compile(self) -> Callable:
         numba = _numba()
-        fn = self._with_callees(lambda c: c.compiled())
         try:
-            return numba.njit(cache=True)(fn)
+            return numba.njit(cache=True)(self.fn)
         except (OSError, RuntimeError):   # no usable cache directory: compile each time
-            return numba.njit(fn)
+            return numba.njit(self.fn)
 
 
 def njit(fn: Callable) -> Lazy:

@@ -672,7 +672,10 @@ class Kernel:
         lock.acquire()
         try:
             obs = 1 if phys.on_add or phys.on_rem else 0
-            r = phys.kfree(phys._st, phys.kwords, m, npages, order, obs)
+            if order >= 0:
+                r = phys.kfree(phys._st, phys.kwords, m, order, obs)
+            else:
+                r = phys.kfreec(phys._st, phys.kwords, m, npages, obs)
             if r < 0:
                 return False
             if r & 4:

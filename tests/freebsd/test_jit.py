@@ -119,3 +119,15 @@ def test_compiled_and_plain_queue_cores_reach_the_same_state():
         assert res[0] == res[1]
     assert ks[0].phys.jitted == jit.enabled() and not ks[1].phys.jitted
     assert ks[0].digest() == ks[1].digest()
+
+
+def test_an_unwritable_package_directory_sends_numbas_cache_elsewhere(monkeypatch, tmp_path):
+    """Where physmem's directory is not writable (a system install), numba's cache goes
+    to NUMBA_CACHE_DIR, else under the user's cache directory."""
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    real = os.access
+    pkg = os.path.dirname(jit.__file__)
+    monkeypatch.setattr(os, "access", lambda p, m: False if p == pkg else real(p, m))
+    jit._numba()
+    assert os.environ["NUMBA_CACHE_DIR"] == str(tmp_path / "physmem-numba")

@@ -25,32 +25,39 @@ int ``m``, and ``m + 1`` is the next page, as pointer arithmetic on vm_page_arra
 Data layout (figures in bench/RESULTS.md and docs/implementation.md):
 
 * Per-page fields (pool, segind, "initialised") live in :class:`physmem.pagearray.PageArray`.
-* Free-block heads are the only pages with an ``order`` and free-queue links, so those live
-  in one dict keyed by the head's pfn, ``heads``: ``heads[m] = [prev, next, order]``, one
-  structure per head (issue 13: a quarter less dict work than three dicts, ``python
-  bench/run.py layout``).  The links form one circular doubly-linked list per queue whose
-  sentinel is ``heads[-1 - q] = [last, first, -1]`` for queue index ``q``.  A page that is
-  not a key of ``heads`` has order ``VM_NFREEORDER`` ("not a free head"), the kernel's
-  sentinel.  Dict-linked lists give O(1) insert at either end and O(1) removal of any block
-  (buddy coalescing, contig allocation), and cost memory per free block, not per page.
+* Free-block heads are the only pages with an ``order`` and free-queue links, so those are
+  nodes of an array, not fields of every page: the **queue core** (the comment above
+  :func:`vm_freelist_add`).  One zero-filled int64 array holds the node slots (links as
+  slot numbers, order and queue, the head's pfn), the per-domain slot lists, the counts,
+  the segments, the change logs and a pfn -> slot map that costs memory only where heads
+  have been.  The queue core's functions are the kernel's loops over that array, one
+  implementation each: plain Python on a memoryview during boot (numba is never imported
+  by a boot) and with ``PHYSMEM_JIT=0``; compiled by numba (:mod:`physmem.jit`) from the
+  first call after boot.  :attr:`VmPhys.heads` shows the nodes as the old mapping
+  (``heads[m] = [prev, next, order]``, sentinels ``heads[-1 - q]``) for readers.
+* Kernel's hot operations (alloc_pages, alloc_npages, alloc_contig, free_pages,
+  free_contig) each make one compiled call that also tests and changes the ownership
+  words (``kernel_*``); what they cannot finish without Python -- a lazy run's chunk, a
+  steal, a buddy whose word is a lone entry -- they leave unchanged (or report the stage
+  reached) and the methods below do.
 * **Lazy runs.**  A lazy boot queues each phys_avail range as consecutive max-order
-  LAZYINIT chunks (65,536 for 1 TiB).  An untouched run of them is one node,
-  ``heads[m0] = [prev, next, NFO - 1, nchunks]``: it stands for the chunk heads ``m0, m0 +
-  step, ...`` in that queue order, and the page array answers their entries by rule
+  LAZYINIT chunks (65,536 for 1 TiB).  An untouched run of them is one node whose INFO
+  holds ``nchunks``: it stands for the chunk heads ``m0, m0 + step, ...`` in that queue
+  order, and the page array answers their entries by rule
   (:meth:`physmem.pagearray.PageArray.add_run`).  A chunk becomes an ordinary node when it
   is taken (:meth:`VmPhys._run_detach`, from vm_freelist_rem: queue-head pops,
-  alloc_contig, the drain); walks expand the run (:meth:`VmPhys.queue_iter`) and lookups
-  of a later chunk's head ask the page array (:meth:`VmPhys.order_of`,
-  :meth:`VmPhys.free_block_of`).  Boot of 1 TiB writes a handful of nodes instead of
-  131 k dict entries (bench/RESULTS.md, issue 13).
+  alloc_contig, the drain); walks expand the run (:meth:`VmPhys.queue_iter`, the queue
+  core's find_queues_contig) and lookups of a later chunk's head ask the page array
+  (:meth:`VmPhys.order_of`, :meth:`VmPhys.free_block_of`).  Boot of 1 TiB writes a handful
+  of nodes instead of 131 k entries (bench/RESULTS.md, issue 13).
 * ``lcnt[q]`` counts the blocks on queue ``q`` (each chunk of a run counts);
   ``q = seg.fq + pool * NFO + order``, where ``seg.fq`` is the segment's ``free_queues``
   (``(domain * NFL + flind) * NFP * NFO``).
 
 Locking: every method that touches the queues requires the free-queue lock of the domain
 concerned (``domain_locks[d]``), as the kernel does; the callers in
-:mod:`physmem.kernel` take it.  The queues of different domains share the dict,
-but their keys are disjoint, and each dict operation is atomic in CPython.
+:mod:`physmem.kernel` take it.  The domains share the state array, but each has its own
+queues, slot range, slot list and log; compiled calls hold the GIL throughout.
 """
 
 from __future__ import annotations
@@ -469,20 +476,11 @@ def vm_phys_enqueue_contig(st, words, m, npages, obs):
 
 
 @njit
-def kernel_free_run(st, words, m, npages, order, obs):
-    """Kernel.free_pages (``order`` >= 0, npages = 2**order) or Kernel.free_contig
-    (``order`` -1) in one compiled call: the ownership test and change (every page's word
-    equal and allocated) and vm_phys_free_pages / vm_phys_free_contig.  Requires: the run
-    aligned, in the page array and in one segment (the caller checked).
-
-    Returns 0 (freed), -1 (not owned: nothing changed; the caller reports), or, with the
-    run's words already cleared and the queue work partly done, a stage for the caller
-    to finish in Python (a buddy of a free_pages piece that only Python can judge):
-    1 = free_pages(m, order); 2 = both free_contig pieces; 3 = its last piece.  Above
-    these, + 4 when the domain's log holds entries."""
-    cfg = len(st) - CFG
-    B = st[cfg + C_B]
-    i = m - B
+def _take_owned(st, words, m, npages):
+    """The ownership test and change of a freed run: every page's word equal and
+    allocated (PG_PHYS_ALLOC), then cleared.  Returns the cleared word, or -1 (not an
+    owned run of one segment and pool: nothing changed)."""
+    i = m - st[len(st) - CFG + C_B]
     w = words[i]
     if not w & 8:
         return -1
@@ -492,33 +490,61 @@ def kernel_free_run(st, words, m, npages, order, obs):
     w = w & 0xFFF7
     for j in range(i, i + npages):
         words[j] = w
+    return w
+
+
+@njit
+def _logged(st, w):
+    """4 if the log of the domain of the segment in word ``w`` holds entries, else 0."""
+    cfg = len(st) - CFG
+    return 4 if st[_meta(st, st[st[cfg + C_SG] + SEGW * (w >> 8) + 2]) + 2] else 0
+
+
+@njit
+def kernel_free_pages(st, words, m, order, obs):
+    """Kernel.free_pages in one compiled call: the ownership test and change and
+    vm_phys_free_pages().  Requires: the block aligned and in the page array.  Returns
+    0 (freed), -1 (not owned: nothing changed; the caller reports) or 1 (the words
+    cleared, the queue work left to Python: a buddy only it can judge), + 4 when the
+    domain's log holds entries."""
+    w = _take_owned(st, words, m, 1 << order)
+    if w < 0:
+        return -1
+    stage = 1 if vm_phys_free_pages(st, words, m, order, -1, obs) >= 0 else 0
+    return stage + _logged(st, w)
+
+
+@njit
+def kernel_free_contig(st, words, m, npages, obs):
+    """Kernel.free_contig in one compiled call: the ownership test and change and
+    vm_phys_free_contig().  Requires: the run in the page array.  Returns 0 (freed), -1
+    (not owned: nothing changed), or, with the words cleared and the queue work partly
+    done, the stage Python finishes (a buddy only it can judge): 2 = both free_pages
+    pieces, 3 = the last one; + 4 when the domain's log holds entries."""
+    cfg = len(st) - CFG
+    w = _take_owned(st, words, m, npages)
+    if w < 0:
+        return -1
     stage = 0
-    if order >= 0:
-        if vm_phys_free_pages(st, words, m, order, -1, obs) >= 0:
-            stage = 1
-    else:
-        # vm_phys_free_contig()
-        nfo = st[cfg + C_NFO]
-        lo = m
-        max_order = _fls(lo ^ (lo + npages)) - 1
-        if max_order > nfo - 1:
-            max_order = nfo - 1
-        order_start = _fls(lo & -lo) - 1 if lo else 1 << 62
-        m_start = m + (1 << order_start) if order_start < max_order else m
-        e = lo + npages
-        order_end = _fls(e & -e) - 1 if e else 1 << 62
-        m_end = m + npages - (1 << order_end) if order_end < max_order else m + npages
-        if m_start < m_end:
-            vm_phys_enqueue_contig(st, words, m_start, m_end - m_start, obs)
-        if order_start < max_order and \
-                vm_phys_free_pages(st, words, m, order_start, -1, obs) >= 0:
-            stage = 2
-        elif order_end < max_order and \
-                vm_phys_free_pages(st, words, m_end, order_end, -1, obs) >= 0:
-            stage = 3
-    if st[_meta(st, st[st[cfg + C_SG] + SEGW * (w >> 8) + 2]) + 2]:
-        stage += 4
-    return stage
+    nfo = st[cfg + C_NFO]
+    lo = m
+    max_order = _fls(lo ^ (lo + npages)) - 1
+    if max_order > nfo - 1:
+        max_order = nfo - 1
+    order_start = _fls(lo & -lo) - 1 if lo else 1 << 62
+    m_start = m + (1 << order_start) if order_start < max_order else m
+    e = lo + npages
+    order_end = _fls(e & -e) - 1 if e else 1 << 62
+    m_end = m + npages - (1 << order_end) if order_end < max_order else m + npages
+    if m_start < m_end:
+        vm_phys_enqueue_contig(st, words, m_start, m_end - m_start, obs)
+    if order_start < max_order and \
+            vm_phys_free_pages(st, words, m, order_start, -1, obs) >= 0:
+        stage = 2
+    elif order_end < max_order and \
+            vm_phys_free_pages(st, words, m_end, order_end, -1, obs) >= 0:
+        stage = 3
+    return stage + _logged(st, w)
 
 
 @njit
@@ -644,6 +670,12 @@ class _Core(NamedTuple):
 _CORE = (vm_freelist_add, vm_freelist_rem, vm_phys_split_pages, enq_blocks, enq_chunks,
          alloc_freelist_own, alloc_npages_own, vm_phys_free_pages, node_insert,
          find_queues_contig)
+
+
+# Kernel's fast paths: VmPhys attribute -> function.
+_FUSED = (("kalloc", kernel_alloc_pages), ("kfree", kernel_free_pages),
+          ("kfreec", kernel_free_contig), ("kallocn", kernel_alloc_npages),
+          ("kcontig", kernel_alloc_contig))
 
 
 class _CompiledCore:
@@ -791,8 +823,7 @@ class VmPhys:
         self.jitted = on = bool(on) and os.environ.get("PHYSMEM_JIT", "1") != "0"
         # Kernel's fused fast paths (None: Kernel calls the methods), each compiled on its
         # first call (numba is imported then) and then numba's dispatcher itself.
-        for name, fn in (("kalloc", kernel_alloc_pages), ("kfree", kernel_free_run),
-                         ("kallocn", kernel_alloc_npages), ("kcontig", kernel_alloc_contig)):
+        for name, fn in _FUSED:
             setattr(self, name, self._first(name, fn) if on else None)
         # With NUMBA_DISABLE_JIT=1 the "compiled" functions are plain Python: they get
         # memoryviews (faster there, and their items are ints, not numpy scalars).
@@ -826,22 +857,21 @@ class VmPhys:
         n = nv[md + 2]
         if not n:
             return
-        at = nv[md + 3]
         assert n <= self.log_cap[domain], "queue core: log overflow"
-        entries = self.state[at:at + 3 * n].tolist()
+        at = nv[md + 3]
+        it = iter(nv[at:at + 3 * n].tolist())
         nv[md + 2] = 0
-        pages = self.pages
-        for j in range(0, 3 * n, 3):
-            kind, m, order = entries[j], entries[j + 1], entries[j + 2]
+        on_add, on_rem = self.on_add, self.on_rem
+        for kind, m, order in zip(it, it, it, strict=True):
             if kind == LOG_ADD:
-                for f in self.on_add:
+                for f in on_add:
                     f(m, order)
             elif kind == LOG_REM:
-                for f in self.on_rem:
+                for f in on_rem:
                     f(m, order)
             else:               # LOG_INIT: vm_phys_set_pool of a LAZYINIT block
-                pages.lone.pop(m, None)
-                pages.ninit += (1 << order) - 1
+                self.pages.lone.pop(m, None)
+                self.pages.ninit += (1 << order) - 1
 
     def log_at(self, domain: int) -> int:
         """Where the domain's log length is kept (non-zero: :meth:`_flush` has work)."""
