@@ -452,9 +452,9 @@ class Kernel:
                 # The compiled fast path: the first free list's own pool, the split and
                 # the ownership words in one call (-1: nothing changed, the whole path).
                 obs = 1 if phys.on_add or phys.on_rem else 0
-                m = ka(phys._st, phys.kwords, phys.search_bases[domain][0] + p * self._nfo,
-                       order, obs)
-                if obs:
+                m = ka(phys._st, phys.kwords, phys.search_bases[domain][0], p, order,
+                       phys.default_freepool, obs)
+                if phys.nv[phys.log_at(domain)]:
                     phys._flush(domain)
                 if m >= 0:
                     self.free_counts[domain] -= 1 << order
@@ -489,9 +489,9 @@ class Kernel:
                 # The compiled fast path of alloc_pages on this free list (-1: nothing
                 # changed, the whole path).
                 obs = 1 if phys.on_add or phys.on_rem else 0
-                m = ka(phys._st, phys.kwords,
-                       phys.qindex(d, flind, p, 0), order, obs)
-                if obs:
+                m = ka(phys._st, phys.kwords, phys.qindex(d, flind, 0, 0), p, order,
+                       phys.default_freepool, obs)
+                if phys.nv[phys.log_at(d)]:
                     phys._flush(d)
                 if m >= 0:
                     self.free_counts[d] -= 1 << order

@@ -143,7 +143,7 @@ ORDER_MASK = 0x1F
 NCH_SHIFT = 8
 NCH_MASK = 0xFFFFFF
 Q_SHIFT = 32
-LOG_ADD, LOG_REM, LOG_INIT = 1, 2, 3
+LOG_ADD, LOG_REM, LOG_INIT, LOG_SHIFT = 1, 2, 3, 4
 CFG = 16
 C_NFO, C_NFP, C_LAZY, C_QPD, C_NQ, C_LC, C_SG, C_SMB, C_B, C_NSEG, C_DEFAULT = range(11)
 SEGW = 4            # a segment's words: spfn, epfn, fq, domain
@@ -402,18 +402,71 @@ def node_insert(st, sp, m, info):
 
 
 @njit
-def kernel_alloc_pages(st, words, fl, order, obs):
-    """Kernel.alloc_pages' fast path in one compiled call: alloc_freelist_pages' search of
-    the requested pool (queue base ``fl``) of the first free list, the split, and the
+def _set_pool(st, words, pool, m, order, q):
+    """vm_phys_set_pool(): the 2**order block at ``m``, just taken off queue ``q``, moves
+    to ``pool``.  A LAZYINIT block has only its head initialised: its words are written
+    here (segment found by address) and logged (LOG_INIT) for Python's accounting."""
+    cfg = len(st) - CFG
+    B = st[cfg + C_B]
+    nfo = st[cfg + C_NFO]
+    n = 1 << order
+    if (q // nfo) % st[cfg + C_NFP] == st[cfg + C_LAZY]:
+        sg = st[cfg + C_SG]
+        segind = 0
+        while not st[sg + SEGW * segind] <= m < st[sg + SEGW * segind + 1]:
+            segind += 1
+        nw = (segind << 8) | 4 | pool
+        for j in range(m - B, m - B + n):
+            words[j] = nw
+        _log(st, _meta(st, q), LOG_INIT, m, order)
+    else:
+        for j in range(m - B, m - B + n):
+            words[j] = (words[j] & 0xFFFC) | pool
+
+
+@njit
+def kernel_alloc_pages(st, words, base, pool, order, dfp, obs):
+    """Kernel.alloc_pages' fast path in one compiled call: vm_phys_alloc_freelist_pages()
+    on the first free list (queue table ``base``) -- the requested pool's smallest
+    sufficient block, else the largest block of any pool from ``dfp`` (the default
+    freepool) up, moved to ``pool`` whole and split there; the first chunk of a lazy run
+    leaves the run here (LOG_SHIFT: Python moves the page array's rule) -- and the
     block's ownership words (PG_PHYS_ALLOC: the pages of a free block share one word).
     Returns the page, or -1 with nothing changed (the caller takes the whole path: the
-    steal, the other free lists)."""
+    other free lists; a lazy run's later chunk)."""
+    cfg = len(st) - CFG
+    nfo = st[cfg + C_NFO]
+    lc = st[cfg + C_LC]
+    fl = base + pool * nfo
     m = alloc_freelist_own(st, fl, order, obs)
-    if m >= 0:
-        i = m - st[len(st) - CFG + C_B]
-        w = words[i] | 8
-        for j in range(i, i + (1 << order)):
-            words[j] = w
+    if m < 0:
+        for oind in range(nfo - 1, order - 1, -1):
+            for pind in range(dfp, st[cfg + C_NFP]):
+                q = base + pind * nfo + oind
+                if st[lc + q]:
+                    s = st[NODE * q + NEXT]
+                    m = st[NODE * s + PFN]
+                    info = st[NODE * s + INFO]
+                    c = (info >> NCH_SHIFT) & NCH_MASK
+                    if c:           # the run moves up one chunk (VmPhys._run_detach)
+                        plain = info & ~(NCH_MASK << NCH_SHIFT)
+                        st[NODE * s + INFO] = plain
+                        node_insert(st, s, m + (1 << oind),
+                                    plain | ((c - 1 if c > 2 else 0) << NCH_SHIFT))
+                        _log(st, _meta(st, q), LOG_SHIFT, m, oind)
+                    vm_freelist_rem(st, q, m, obs)
+                    _set_pool(st, words, pool, m, oind, q)
+                    vm_phys_split_pages(st, m, oind, fl, order, True, obs)
+                    break
+            else:
+                continue
+            break
+        if m < 0:
+            return -1
+    i = m - st[cfg + C_B]
+    w = words[i] | 8
+    for j in range(i, i + (1 << order)):
+        words[j] = w
     return m
 
 
@@ -869,9 +922,11 @@ class VmPhys:
             elif kind == LOG_REM:
                 for f in on_rem:
                     f(m, order)
-            else:               # LOG_INIT: vm_phys_set_pool of a LAZYINIT block
+            elif kind == LOG_INIT:      # vm_phys_set_pool of a LAZYINIT block
                 self.pages.lone.pop(m, None)
                 self.pages.ninit += (1 << order) - 1
+            else:               # LOG_SHIFT: a lazy run lost its first chunk, m
+                self.pages.shift_run(m)
 
     def log_at(self, domain: int) -> int:
         """Where the domain's log length is kept (non-zero: :meth:`_flush` has work)."""
