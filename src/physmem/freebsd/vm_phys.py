@@ -336,7 +336,6 @@ def vm_phys_free_pages(st, words, m, order, stop, obs):
     cfg = len(st) - CFG
     nfo = st[cfg + C_NFO]
     nfp = st[cfg + C_NFP]
-    lazy = st[cfg + C_LAZY]
     smb = st[cfg + C_SMB]
     B = st[cfg + C_B]
     w = words[m - B]
@@ -369,15 +368,7 @@ def vm_phys_free_pages(st, words, m, order, stop, obs):
         bpool = (bq // nfo) % nfp
         vm_freelist_rem(st, bq, b, obs)
         if bpool != pool:
-            n = 1 << order
-            if bpool == lazy:       # only its head is initialised: the kernel inits the rest
-                nw = (segind << 8) | 4 | pool
-                for j in range(b - B, b - B + n):
-                    words[j] = nw
-                _log(st, _meta(st, bq), LOG_INIT, b, order)
-            else:
-                for j in range(b - B, b - B + n):
-                    words[j] = (words[j] & 0xFFFC) | pool
+            _set_pool(st, words, pool, b, order, bq)
         order += 1
         m &= ~((1 << order) - 1)
     vm_freelist_add(st, fq + pool * nfo + order, m, order, True, obs)
@@ -639,7 +630,6 @@ def kernel_alloc_contig(st, words, domain, npages, low, high, amask, bmask, dfp,
     cfg = len(st) - CFG
     nfo = st[cfg + C_NFO]
     nfp = st[cfg + C_NFP]
-    lazy = st[cfg + C_LAZY]
     default = st[cfg + C_DEFAULT]
     sg = st[cfg + C_SG]
     smb = st[cfg + C_SMB]
@@ -684,19 +674,8 @@ def kernel_alloc_contig(st, words, domain, npages, low, high, amask, bmask, dfp,
         q = info >> Q_SHIFT
         pool = (q // nfo) % nfp
         oind = vm_freelist_rem(st, q, m, obs)
-        if pool != default:         # vm_phys_set_pool(VM_FREEPOOL_DEFAULT, m, oind)
-            n = 1 << oind
-            if pool == lazy:
-                segind = 0
-                while not st[sg + SEGW * segind] <= m < st[sg + SEGW * segind + 1]:
-                    segind += 1
-                nw = (segind << 8) | 4 | default
-                for j in range(m - B, m - B + n):
-                    words[j] = nw
-                _log(st, _meta(st, q), LOG_INIT, m, oind)
-            else:
-                for j in range(m - B, m - B + n):
-                    words[j] = (words[j] & 0xFFFC) | default
+        if pool != default:
+            _set_pool(st, words, default, m, oind, q)
         m += 1 << oind
     enq_blocks(st, end, m - end, queues + default * nfo, False, True, obs)
     w = words[m_run - B] | 8
