@@ -58,7 +58,7 @@ from .errors import (
 )
 from .freebsd import sysctl as _sysctl
 from .freebsd.vm_page import InitStats, Tunables, VmDomain, parse_blacklist, vm_page_startup
-from .freebsd.vm_phys import VmPhys
+from .freebsd.vm_phys import LOGGED, VmPhys
 from .machine import Machine, get_machine
 from .netbsd.mirror import FreePageExtent
 from .netbsd.pglist import PgList
@@ -454,8 +454,9 @@ class Kernel:
                 obs = 1 if phys.on_add or phys.on_rem else 0
                 m = ka(phys._st, phys.kwords, phys.search_bases[domain][0], p, order,
                        phys.default_freepool, obs)
-                if phys.nv[phys.log_at(domain)]:
+                if m >= LOGGED:
                     phys._flush(domain)
+                    m -= LOGGED
                 if m >= 0:
                     self.free_counts[domain] -= 1 << order
                     return m << PAGE_SHIFT
@@ -491,8 +492,9 @@ class Kernel:
                 obs = 1 if phys.on_add or phys.on_rem else 0
                 m = ka(phys._st, phys.kwords, phys.qindex(d, flind, 0, 0), p, order,
                        phys.default_freepool, obs)
-                if phys.nv[phys.log_at(d)]:
+                if m >= LOGGED:
                     phys._flush(d)
+                    m -= LOGGED
                 if m >= 0:
                     self.free_counts[d] -= 1 << order
                     return m << PAGE_SHIFT

@@ -145,6 +145,7 @@ NCH_MASK = 0xFFFFFF
 Q_SHIFT = 32
 LOG_ADD, LOG_REM, LOG_INIT, LOG_SHIFT = 1, 2, 3, 4
 CFG = 16
+LOGGED = 1 << 62     # added to a returned page: the domain's log holds entries
 C_NFO, C_NFP, C_LAZY, C_QPD, C_NQ, C_LC, C_SG, C_SMB, C_B, C_NSEG, C_DEFAULT = range(11)
 SEGW = 4            # a segment's words: spfn, epfn, fq, domain
 
@@ -423,8 +424,8 @@ def kernel_alloc_pages(st, words, base, pool, order, dfp, obs):
     freepool) up, moved to ``pool`` whole and split there; the first chunk of a lazy run
     leaves the run here (LOG_SHIFT: Python moves the page array's rule) -- and the
     block's ownership words (PG_PHYS_ALLOC: the pages of a free block share one word).
-    Returns the page, or -1 with nothing changed (the caller takes the whole path: the
-    other free lists; a lazy run's later chunk)."""
+    Returns the page (+ LOGGED when the domain's log holds entries for Python), or -1
+    with nothing changed (the caller takes the whole path: the other free lists)."""
     cfg = len(st) - CFG
     nfo = st[cfg + C_NFO]
     lc = st[cfg + C_LC]
@@ -458,7 +459,7 @@ def kernel_alloc_pages(st, words, base, pool, order, dfp, obs):
     w = words[i] | 8
     for j in range(i, i + (1 << order)):
         words[j] = w
-    return m
+    return m + _logged(st, w) * (LOGGED >> 2)
 
 
 @njit
