@@ -12,6 +12,7 @@ SRC = Path(physmem.__file__).parent
 
 LAYERS = {
     "physmem.bits": 0, "physmem.errors": 0, "physmem.atomic": 0, "physmem.checks": 0,
+    "physmem.jit": 0,
     "physmem.vmparam": 1, "physmem.reprs": 0,
     "physmem.machine": 2, "physmem.mapimport": 2,
     "physmem.pagearray": 3,

@@ -58,7 +58,7 @@ from .errors import (
 )
 from .freebsd import sysctl as _sysctl
 from .freebsd.vm_page import InitStats, Tunables, VmDomain, parse_blacklist, vm_page_startup
-from .freebsd.vm_phys import VmPhys
+from .freebsd.vm_phys import LOGGED, VmPhys
 from .machine import Machine, get_machine
 from .netbsd.mirror import FreePageExtent
 from .netbsd.pglist import PgList
@@ -66,6 +66,7 @@ from .pagearray import PG_PHYS_ALLOC, SEGIND_SHIFT
 from .reprs import as_html, as_text, fmt_pages, fmt_ranges, fmt_size
 from .vmparam import VmParam, get_arch
 
+U64_MAX = (1 << 64) - 1
 # ptoa(npages) must not overflow 64 bits.
 MAX_RUN_PAGES = 1 << 52
 # Blocks the drain thread initialises per batch, between which it yields.
@@ -264,6 +265,9 @@ class Kernel:
         self._stats.boot = self.phys.pages.ninit
         self._stats.drain = 0
         self._stats.boot_seconds = time.perf_counter() - t0
+        # From here on vm_phys's queue core runs compiled (numba is imported and the
+        # functions compiled on their first call, not during boot: docs/implementation.md).
+        self.phys.use_jit(True)
         if start_aps:
             self.start_aps()
 
@@ -443,6 +447,19 @@ class Kernel:
         lock = phys.domain_locks[domain]
         lock.acquire()  # NOTE: acquire/release, not "with": 90 ns cheaper per call
         try:
+            ka = phys.kalloc
+            if ka is not None:
+                # The compiled fast path: the first free list's own pool, the split and
+                # the ownership words in one call (-1: nothing changed, the whole path).
+                obs = 1 if phys.on_add or phys.on_rem else 0
+                m = ka(phys._st, phys.kwords, phys.search_bases[domain][0], p, order,
+                       phys.default_freepool, obs)
+                if m >= LOGGED:
+                    phys._flush(domain)
+                    m -= LOGGED
+                if m >= 0:
+                    self.free_counts[domain] -= 1 << order
+                    return m << PAGE_SHIFT
             m = phys.alloc_pages(domain, p, order)
             if m is None:
                 return None
@@ -467,6 +484,20 @@ class Kernel:
         self._order(order)
         phys = self.phys
         with phys.domain_locks[d]:
+            ka = phys.kalloc
+            flind = phys.flind_of[f]
+            if ka is not None and flind >= 0:
+                # The compiled fast path of alloc_pages on this free list (-1: nothing
+                # changed, the whole path).
+                obs = 1 if phys.on_add or phys.on_rem else 0
+                m = ka(phys._st, phys.kwords, phys.qindex(d, flind, 0, 0), p, order,
+                       phys.default_freepool, obs)
+                if m >= LOGGED:
+                    phys._flush(d)
+                    m -= LOGGED
+                if m >= 0:
+                    self.free_counts[d] -= 1 << order
+                    return m << PAGE_SHIFT
             m = phys.alloc_freelist_pages(d, f, p, order)
             if m is None:
                 return None
@@ -483,15 +514,36 @@ class Kernel:
     def alloc_npages_runs(self, domain: int, pool: str, npages: int) -> list[tuple[int, int]]:
         """:meth:`alloc_npages` as runs: (address, pages) of what was taken from each free
         block, in the kernel's order (the pages of each run are consecutive)."""
-        self._need_booted()
-        d = self._domain(domain)
-        p = self._pool(pool)
-        check_int(npages, "npages")
-        if not 0 < npages <= self.param.max_npages:
-            raise ArgumentError(f"npages {npages!r} out of range 1..{self.param.max_npages}")
+        p = self._pools.get(pool) if type(pool) is str else None
+        # NOTE: the checks all pass in one expression first (the common case), for speed.
+        if not (self.booted and type(domain) is int and 0 <= domain < self._ndomains and
+                p is not None and type(npages) is int and
+                0 < npages <= self.param.max_npages):
+            self._need_booted()
+            self._domain(domain)
+            p = self._pool(pool)
+            check_int(npages, "npages")
+            if not 0 < npages <= self.param.max_npages:
+                raise ArgumentError(f"npages {npages!r} out of range "
+                                    f"1..{self.param.max_npages}")
+        d = domain
         phys = self.phys
         runs: list[tuple[int, int]] = []
         with phys.domain_locks[d]:
+            ka = phys.kallocn
+            if ka is not None:
+                # The compiled fast path: the first free list's own pool, when it holds
+                # enough, and the ownership words (-1: nothing changed, the whole path).
+                obs = 1 if phys.on_add or phys.on_rem else 0
+                out = phys._outv[d]
+                got = ka(phys._st, phys.kwords, phys.search_bases[d][0] + p * self._nfo,
+                         npages, out, obs)
+                if got >= 0:
+                    if obs:
+                        phys._flush(d)
+                    self.free_counts[d] -= got
+                    r = phys._outs[d][1:1 + 2 * int(out[0])].tolist()
+                    return [(m << PAGE_SHIFT, n) for m, n in zip(r[::2], r[1::2], strict=True)]
             got = phys.alloc_npages_runs(d, p, npages, runs)
             pages = phys.pages
             mv, base = pages.mv, pages.base_pfn
@@ -509,18 +561,42 @@ class Kernel:
         """vm_phys_alloc_contig(): ``npages`` contiguous pages in ``[low, high)``, aligned to
         ``alignment``, not crossing a multiple of ``boundary`` (0: none); the first page's
         address or None."""
-        self._need_booted()
-        d = self._domain(domain)
-        self._run_pages(npages)
-        for v, what in ((low, "low"), (high, "high"), (alignment, "alignment"),
-                        (boundary, "boundary")):
-            _check_u64(v, what)
-        if alignment == 0 or not powerof2(alignment):
-            raise ArgumentError(f"alignment {alignment:#x} is not a power of 2")
-        if not powerof2(boundary):
-            raise ArgumentError(f"boundary {boundary:#x} is not a power of 2")
+        # NOTE: the checks all pass in one expression first (the common case), for speed.
+        if not (self.booted and type(domain) is int and 0 <= domain < self._ndomains and
+                type(npages) is int and 0 < npages < MAX_RUN_PAGES and
+                type(low) is int and type(high) is int and type(alignment) is int and
+                type(boundary) is int and 0 <= low <= U64_MAX and 0 <= high <= U64_MAX and
+                0 < alignment <= U64_MAX and not alignment & (alignment - 1) and
+                0 <= boundary <= U64_MAX and not boundary & (boundary - 1)):
+            self._need_booted()
+            self._domain(domain)
+            self._run_pages(npages)
+            for v, what in ((low, "low"), (high, "high"), (alignment, "alignment"),
+                            (boundary, "boundary")):
+                _check_u64(v, what)
+            if alignment == 0 or not powerof2(alignment):
+                raise ArgumentError(f"alignment {alignment:#x} is not a power of 2")
+            if not powerof2(boundary):
+                raise ArgumentError(f"boundary {boundary:#x} is not a power of 2")
+        d = domain
         phys = self.phys
         with phys.domain_locks[d]:
+            kc = phys.kcontig
+            if kc is not None:
+                # The compiled path (-2: nothing changed, Python's path decides).  The
+                # 64-bit masks as signed words, addresses clamped to 2**62 (above any
+                # page), as the queue core takes them.
+                obs = 1 if phys.on_add or phys.on_rem else 0
+                m = kc(phys._st, phys.kwords, d, npages, min(low, 1 << 62),
+                       min(high, 1 << 62), alignment - 1, -boundary, phys.default_freepool,
+                       obs)
+                if m != -2:
+                    if phys.nv[phys.log_at(d)]:
+                        phys._flush(d)
+                    if m < 0:
+                        return None
+                    self.free_counts[d] -= npages
+                    return m << PAGE_SHIFT
             m = phys.alloc_contig(d, npages, low, high, alignment, boundary)
             if m is None:
                 return None
@@ -535,37 +611,39 @@ class Kernel:
         """vm_phys_free_pages(): give back the 2**order block at ``pa`` (allocated pages,
         aligned to the order, one segment, one pool); it coalesces with free buddies."""
         phys = self.phys
-        if order == 0 and type(pa) is int and self.booted and not pa & PAGE_MASK and \
-                self.dma is None:
-            # NOTE: fast path for one page, inlined for speed: an allocated page is
-            # initialised, dense and inside a segment, so its word answers every check
-            # (with a DMA reserve, whose pages are marked allocated, the slow path decides).
-            # The segment (hence the domain) of an initialised page never changes, so it
-            # may be read before the lock; ownership is tested and changed under it.
-            pages = phys.pages
+        if type(pa) is int and type(order) is int and 0 <= order < self._nfo and \
+                self.booted and not pa & PAGE_MASK and self.dma is None and \
+                not (pa >> PAGE_SHIFT) & ((1 << order) - 1):
             m = pa >> PAGE_SHIFT
-            i = m - pages.base_pfn
-            if 0 <= i < pages.npages:
-                mv = pages.mv
-                if self._ndomains == 1:
-                    w = PG_PHYS_ALLOC        # (one lock: no need to read the word first)
-                    dom = 0
-                else:
+            if phys.kfree is not None:
+                if self._fast_free(m, 1 << order, order):
+                    return
+            elif order == 0:
+                # NOTE: fast path for one page without the JIT, inlined for speed: an
+                # allocated page is initialised, dense and inside a segment, so its word
+                # answers every check (with a DMA reserve, whose pages are marked
+                # allocated, the slow path decides).  The segment (hence the domain) of an
+                # initialised page never changes, so it may be read before the lock;
+                # ownership is tested and changed under it.
+                pages = phys.pages
+                i = m - pages.base_pfn
+                if 0 <= i < pages.npages:
+                    mv = pages.mv
                     w = mv[i]
-                    dom = phys.segs[w >> SEGIND_SHIFT].domain if w else 0
-                if w & PG_PHYS_ALLOC:
-                    lock = phys.domain_locks[dom]
-                    lock.acquire()
-                    try:
-                        w = mv[i]
-                        if w & PG_PHYS_ALLOC:
-                            w &= ~PG_PHYS_ALLOC
-                            mv[i] = w
-                            phys.free_pages(m, 0, w)
-                            self.free_counts[dom] += 1
-                            return
-                    finally:
-                        lock.release()
+                    if w & PG_PHYS_ALLOC:
+                        dom = phys.segs[w >> SEGIND_SHIFT].domain
+                        lock = phys.domain_locks[dom]
+                        lock.acquire()
+                        try:
+                            w = mv[i]
+                            if w & PG_PHYS_ALLOC:
+                                w &= ~PG_PHYS_ALLOC
+                                mv[i] = w
+                                phys.free_pages(m, 0, w)
+                                self.free_counts[dom] += 1
+                                return
+                        finally:
+                            lock.release()
                     # Another thread freed it first: the slow path reports the double free.
         self._need_booted()
         self._order(order)
@@ -573,6 +651,46 @@ class Kernel:
         if (pa >> PAGE_SHIFT) & ((1 << order) - 1):
             raise AddressError(f"address {pa:#x} is not aligned to order {order}")
         self._free_run(pa, 1 << order, order)
+
+    def _fast_free(self, m: int, npages: int, order: int) -> bool:
+        """The compiled fast path of free_pages (``order``) and free_contig (``order``
+        -1): ownership tested and changed and vm_phys's work done in one call under the
+        domain's lock.  False, with nothing changed, when the run is not an owned run of
+        one segment (the slow path then says what is wrong).
+
+        Requires: the run page aligned and positive; no DMA reserve.  An allocated page
+        is initialised, dense and in a segment, whose domain never changes: its word,
+        read before the lock, names the lock; the compiled call checks it again."""
+        phys = self.phys
+        pages = phys.pages
+        i = m - pages.base_pfn
+        if i < 0 or i + npages > pages.npages:
+            return False
+        w = pages.mv[i]
+        if not w & PG_PHYS_ALLOC:
+            return False
+        dom = phys.segs[w >> SEGIND_SHIFT].domain if self._ndomains > 1 else 0
+        lock = phys.domain_locks[dom]
+        lock.acquire()
+        try:
+            obs = 1 if phys.on_add or phys.on_rem else 0
+            if order >= 0:
+                r = phys.kfree(phys._st, phys.kwords, m, order, obs)
+            else:
+                r = phys.kfreec(phys._st, phys.kwords, m, npages, obs)
+            if r < 0:
+                return False
+            if r & 4:
+                phys._flush(dom)
+            stage = r & 3
+            if stage == 1:                  # a buddy only Python can judge
+                phys.free_pages(m, order)
+            elif stage:
+                phys.free_contig_finish(m, npages, stage)
+            self.free_counts[dom] += npages
+            return True
+        finally:
+            lock.release()
 
     def _free_run(self, pa: int, npages: int, order: int | None) -> None:
         """Give back an owned run: the DMA reserve's, or vm_phys's free_pages (``order``)
@@ -598,6 +716,10 @@ class Kernel:
     def free_contig(self, pa: int, npages: int) -> None:
         """vm_phys_free_contig(): give back an arbitrary run of allocated pages (one segment,
         one pool)."""
+        if type(pa) is int and type(npages) is int and 0 < npages < MAX_RUN_PAGES and \
+                self.booted and not pa & PAGE_MASK and self.dma is None and \
+                self.phys.kfree is not None and self._fast_free(pa >> PAGE_SHIFT, npages, -1):
+            return
         self._need_booted()
         check_int(npages, "npages")
         self._free_run(pa, npages, None)
@@ -845,7 +967,7 @@ class Kernel:
             phys = self.phys
             h.update(repr((self.free_counts, [(d.page_count, d.segs)
                                               for d in self.domains])).encode())
-            h.update(repr((phys.default_freepool, phys.initdone, phys.lcnt)).encode())
+            h.update(repr((phys.default_freepool, phys.initdone, list(phys.lcnt))).encode())
             h.update(repr(list(phys.free_blocks())).encode())
             h.update(repr(phys.pages.lone_items()).encode())
             for pfn, w in phys.pages.span_words():

@@ -15,7 +15,7 @@ bits     field
 A word of 0 means *never initialised*: the kernel would read garbage there, and
 :meth:`PageArray.word` raises :class:`~physmem.errors.UninitializedPageError` instead.
 ``order`` and the free-queue links are not here: only free-block heads have them, and
-they live in vm_phys's sparse per-head dicts (see :mod:`physmem.freebsd.vm_phys`).
+they live in vm_phys's queue core, one node per head (see :mod:`physmem.freebsd.vm_phys`).
 
 Layout, and why (figures: bench/RESULTS.md, ``make bench``, 2-core x86_64 box):
 

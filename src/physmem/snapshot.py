@@ -402,6 +402,7 @@ def _rebuild(meta: dict, data: dict) -> Kernel:
                           strict=True))
     pages.ninit = pm["ninit"]
     phys.pages = pages
+    phys.setup_queues()
     heads = data["queue_heads"].tolist()
     pos = 0
     for q, n in zip(data["queue"].tolist(), data["queue_len"].tolist(), strict=True):
@@ -420,5 +421,6 @@ def _rebuild(meta: dict, data: dict) -> Kernel:
     boot, drain, secs = meta["stats"]
     k._stats = InitStats(boot, 0, drain, secs)
     k.booted = True
+    phys.use_jit(True)
     k.check()
     return k

@@ -90,6 +90,11 @@ def parse_u64(s: str, what: str = "number") -> int:
 # its numbers (orders, domains, counts, each address allocated then freed), and a dict
 # lookup costs a sixth of parsing.  Cleared when it grows past NUM_CACHE entries.
 NUM_CACHE = 1 << 17
+# alloc_npages prints up to 4096 addresses a line: those of the pages of a 16 MiB chunk
+# are formatted once and kept (HEX_CHUNKS chunks at most, ~14 MiB).
+HEX_SHIFT = 24
+HEX_MASK = (1 << (HEX_SHIFT - 12)) - 1
+HEX_CHUNKS = 64
 
 
 def tokenize(line: str) -> list[str]:
@@ -165,6 +170,7 @@ class Replayer:
         self.handles: dict[str, int | None] = {}
         self.errors = 0
         self._num: dict[str, int] = {}      # words parsed so far -> values (see NUM_CACHE)
+        self._hex: dict[int, list[str]] = {}  # 16 MiB chunk -> its pages' addresses
         self.dfly = DflyOps(parse_u64)
         self._ops: dict[str, Callable[[list[str]], str]] = {
             "arch": self.op_arch,
@@ -375,32 +381,56 @@ class Replayer:
         return "ok"
 
     # NOTE: the hot handlers do their checks in _two (one call instead of three).
+    def _printed(self, pa: int | None) -> str:
+        """An address result as the trace prints it, remembered as a parsed word: the
+        free lines of a trace name the addresses its alloc lines printed."""
+        if pa is None:
+            return "NULL"
+        s = f"{pa:#x}"
+        num = self._num
+        if len(num) >= NUM_CACHE:
+            num.clear()
+        num[s] = pa
+        return s
+
     def op_alloc_pages(self, tok: list[str]) -> str:
         k, d, o = self._two(tok, 3, 1, "domain", 3, "order")
-        pa = k.alloc_pages(d, tok[2], o)
-        return "NULL" if pa is None else f"{pa:#x}"
+        return self._printed(k.alloc_pages(d, tok[2], o))
 
     def op_alloc_freelist_pages(self, tok: list[str]) -> str:
         self._nargs(tok, 4)
         k = self._booted()
-        pa = k.alloc_freelist_pages(parse_u64(tok[1], "domain"), tok[2], tok[3],
-                                    parse_u64(tok[4], "order"))
-        return "NULL" if pa is None else f"{pa:#x}"
+        return self._printed(k.alloc_freelist_pages(parse_u64(tok[1], "domain"), tok[2],
+                                                    tok[3], parse_u64(tok[4], "order")))
 
     def op_alloc_npages(self, tok: list[str]) -> str:
         k, d, n = self._two(tok, 3, 1, "domain", 3, "npages")
         runs = k.alloc_npages_runs(d, tok[2], n)
-        # The runs are printed as they come: no list of every page in between.
+        # The runs are printed as they come: no list of every page in between.  Each run
+        # lies in one 16 MiB chunk (a buddy block), whose pages' words are made once.
         out = [""]
         total = 0
+        hexes = self._hex
         for pa, c in runs:
             total += c
+            h = hexes.get(pa >> HEX_SHIFT)
+            if h is None:
+                h = self._hex_chunk(pa >> HEX_SHIFT)
+            j = (pa >> 12) & HEX_MASK
             if c == 1:
-                out.append(hex(pa))
+                out.append(h[j])
             else:
-                out.extend(map(hex, range(pa, pa + (c << 12), 4096)))
+                out.extend(h[j:j + c])
         out[0] = str(total)
         return " ".join(out)
+
+    def _hex_chunk(self, key: int) -> list[str]:
+        """The printed addresses of the pages of 16 MiB chunk ``key`` (a bounded cache)."""
+        if len(self._hex) >= HEX_CHUNKS:
+            self._hex.clear()
+        base = key << HEX_SHIFT
+        h = self._hex[key] = [hex(pa) for pa in range(base, base + (1 << HEX_SHIFT), 4096)]
+        return h
 
     def op_alloc_contig(self, tok: list[str]) -> str:
         if len(tok) != 7:
@@ -414,8 +444,7 @@ class Replayer:
             a = [v if v is not None else self._u64(t, what) for v, t, what in
                  zip(a, tok[1:], ("domain", "npages", "low", "high", "alignment", "boundary"),
                      strict=True)]
-        pa = k.alloc_contig(*a)
-        return "NULL" if pa is None else f"{pa:#x}"
+        return self._printed(k.alloc_contig(*a))
 
     def op_free_pages(self, tok: list[str]) -> str:
         k, pa, o = self._two(tok, 2, 1, "address", 2, "order")

@@ -25,47 +25,57 @@ int ``m``, and ``m + 1`` is the next page, as pointer arithmetic on vm_page_arra
 Data layout (figures in bench/RESULTS.md and docs/implementation.md):
 
 * Per-page fields (pool, segind, "initialised") live in :class:`physmem.pagearray.PageArray`.
-* Free-block heads are the only pages with an ``order`` and free-queue links, so those live
-  in one dict keyed by the head's pfn, ``heads``: ``heads[m] = [prev, next, order]``, one
-  structure per head (issue 13: a quarter less dict work than three dicts, ``python
-  bench/run.py layout``).  The links form one circular doubly-linked list per queue whose
-  sentinel is ``heads[-1 - q] = [last, first, -1]`` for queue index ``q``.  A page that is
-  not a key of ``heads`` has order ``VM_NFREEORDER`` ("not a free head"), the kernel's
-  sentinel.  Dict-linked lists give O(1) insert at either end and O(1) removal of any block
-  (buddy coalescing, contig allocation), and cost memory per free block, not per page.
+* Free-block heads are the only pages with an ``order`` and free-queue links, so those are
+  nodes of an array, not fields of every page: the **queue core** (the comment above
+  :func:`vm_freelist_add`).  One zero-filled int64 array holds the node slots (links as
+  slot numbers, order and queue, the head's pfn), the per-domain slot lists, the counts,
+  the segments, the change logs and a pfn -> slot map that costs memory only where heads
+  have been.  The queue core's functions are the kernel's loops over that array, one
+  implementation each: plain Python on a memoryview during boot (numba is never imported
+  by a boot) and with ``PHYSMEM_JIT=0``; compiled by numba (:mod:`physmem.jit`) from the
+  first call after boot.  :attr:`VmPhys.heads` shows the nodes as the old mapping
+  (``heads[m] = [prev, next, order]``, sentinels ``heads[-1 - q]``) for readers.
+* Kernel's hot operations (alloc_pages, alloc_npages, alloc_contig, free_pages,
+  free_contig) each make one compiled call that also tests and changes the ownership
+  words (``kernel_*``); what they cannot finish without Python -- a lazy run's chunk, a
+  steal, a buddy whose word is a lone entry -- they leave unchanged (or report the stage
+  reached) and the methods below do.
 * **Lazy runs.**  A lazy boot queues each phys_avail range as consecutive max-order
-  LAZYINIT chunks (65,536 for 1 TiB).  An untouched run of them is one node,
-  ``heads[m0] = [prev, next, NFO - 1, nchunks]``: it stands for the chunk heads ``m0, m0 +
-  step, ...`` in that queue order, and the page array answers their entries by rule
+  LAZYINIT chunks (65,536 for 1 TiB).  An untouched run of them is one node whose INFO
+  holds ``nchunks``: it stands for the chunk heads ``m0, m0 + step, ...`` in that queue
+  order, and the page array answers their entries by rule
   (:meth:`physmem.pagearray.PageArray.add_run`).  A chunk becomes an ordinary node when it
   is taken (:meth:`VmPhys._run_detach`, from vm_freelist_rem: queue-head pops,
-  alloc_contig, the drain); walks expand the run (:meth:`VmPhys.queue_iter`) and lookups
-  of a later chunk's head ask the page array (:meth:`VmPhys.order_of`,
-  :meth:`VmPhys.free_block_of`).  Boot of 1 TiB writes a handful of nodes instead of
-  131 k dict entries (bench/RESULTS.md, issue 13).
+  alloc_contig, the drain); walks expand the run (:meth:`VmPhys.queue_iter`, the queue
+  core's find_queues_contig) and lookups of a later chunk's head ask the page array
+  (:meth:`VmPhys.order_of`, :meth:`VmPhys.free_block_of`).  Boot of 1 TiB writes a handful
+  of nodes instead of 131 k entries (bench/RESULTS.md, issue 13).
 * ``lcnt[q]`` counts the blocks on queue ``q`` (each chunk of a run counts);
   ``q = seg.fq + pool * NFO + order``, where ``seg.fq`` is the segment's ``free_queues``
   (``(domain * NFL + flind) * NFP * NFO``).
 
 Locking: every method that touches the queues requires the free-queue lock of the domain
 concerned (``domain_locks[d]``), as the kernel does; the callers in
-:mod:`physmem.kernel` take it.  The queues of different domains share the dict,
-but their keys are disjoint, and each dict operation is atomic in CPython.
+:mod:`physmem.kernel` take it.  The domains share the state array, but each has its own
+queues, slot range, slot list and log; compiled calls hold the GIL throughout.
 """
 
 from __future__ import annotations
 
-import itertools
+import os
 import threading
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from ..bits import PAGE_SHIFT, fls, powerof2, roundup2
 from ..errors import InvariantError, UninitializedPageError
-from ..pagearray import POOL_MASK, SEGIND_SHIFT, PageArray, make_word
+from ..jit import Lazy, njit
+from ..jit import enabled as jit_enabled
+from ..pagearray import POOL_MASK, SEGIND_SHIFT, PageArray, make_word, zeros
 from ..vmparam import VmParam
 
 M64 = (1 << 64) - 1
@@ -101,6 +111,664 @@ def vm_addr_ok(pa: int, size: int, alignment: int, boundary: int) -> bool:
         ((pa ^ ((pa + size - 1) & M64)) & (-boundary & M64)) == 0
 
 
+# -------------------------------------------------------------------------------------------
+# The queue core over arrays (issue 13, third round; docs/implementation.md, section 3).
+#
+# Everything lives in one zero-filled int64 array ``st`` -- one argument for compiled code,
+# whose dispatch costs ~50 ns per array argument and whose array views cost more -- at
+# offsets kept in its last CFG words (C_*):
+#
+# * node slots, NODE words each: PREV and NEXT (slots of the neighbours on the queue, a
+#   circle through the sentinel), INFO = (order + 1) | nchunks << NCH_SHIFT | q << Q_SHIFT
+#   (0: no head), PFN (the head page; a sentinel holds -1 - q).  Slots 0 .. nq-1 are the
+#   queues' sentinels, slot nq + d domain d's meta (free-slot list, high-water mark, log
+#   length, log offset).  Each domain's heads use a slot range of their own, so the
+#   domains never share a slot list (their locks differ).  A lazy run (nchunks >= 2) is
+#   one node for its chunks; only Python code (VmPhys) meets those;
+# * the counts ``lcnt`` (at C_LC), the segments' (spfn, epfn, fq) (at C_SG), the
+#   domains' logs;
+# * the slot map: ``st[st[C_SMB] + m]`` is m's slot, 0 if m is no head.  Zero-filled, it
+#   costs memory only where heads have been (as the page array).
+#
+# The functions below are the kernel's loops on that array.  They are compiled
+# (physmem.jit) once boot is over, and run as plain Python on a memoryview of it during
+# boot and with the JIT off.  Queue changes go to the domain's log as (kind, m, order)
+# when ``obs`` is set (observers attached: the extent mirror), and LAZYINIT blocks
+# initialised here always do (LOG_INIT: VmPhys moves the head's lone entry and counts the
+# pages).  Callers validate; these assume a consistent state.
+# -------------------------------------------------------------------------------------------
+PREV, NEXT, INFO, PFN = 0, 1, 2, 3
+NODE = 4
+ORDER_MASK = 0x1F
+NCH_SHIFT = 8
+NCH_MASK = 0xFFFFFF
+Q_SHIFT = 32
+LOG_ADD, LOG_REM, LOG_INIT, LOG_SHIFT = 1, 2, 3, 4
+CFG = 16
+LOGGED = 1 << 62     # added to a returned page: the domain's log holds entries
+C_NFO, C_NFP, C_LAZY, C_QPD, C_NQ, C_LC, C_SG, C_SMB, C_B, C_NSEG, C_DEFAULT = range(11)
+SEGW = 4            # a segment's words: spfn, epfn, fq, domain
+
+
+@njit
+def _meta(st, q):
+    """Offset of the meta node of queue q's domain."""
+    cfg = len(st) - CFG
+    return NODE * (st[cfg + C_NQ] + q // st[cfg + C_QPD])
+
+
+@njit
+def _log(st, md, kind, m, order):
+    """Append (kind, m, order) to the domain's log (meta node at ``md``)."""
+    n = st[md + 2]
+    at = st[md + 3] + 3 * n
+    st[at] = kind
+    st[at + 1] = m
+    st[at + 2] = order
+    st[md + 2] = n + 1
+
+
+@njit
+def _slot_new(st, md):
+    """A free node slot of the domain whose meta node is at ``md``."""
+    s = st[md]
+    if s:
+        st[md] = st[NODE * s + NEXT]
+    else:
+        s = st[md + 1]
+        st[md + 1] = s + 1
+    return s
+
+
+@njit
+def vm_freelist_add(st, q, m, order, tail, obs):
+    """vm_freelist_add(): head ``m`` of a 2**order block onto queue ``q``, at its tail or
+    head.  Sets the head's order; does not touch its pool (as the kernel)."""
+    cfg = len(st) - CFG
+    md = _meta(st, q)
+    s = _slot_new(st, md)
+    st[st[cfg + C_SMB] + m] = s
+    o = NODE * s
+    st[o + INFO] = (order + 1) | (q << Q_SHIFT)
+    st[o + PFN] = m
+    so = NODE * q
+    if tail:
+        last = st[so + PREV]
+        st[o + PREV] = last
+        st[o + NEXT] = q
+        st[NODE * last + NEXT] = s
+        st[so + PREV] = s
+    else:
+        first = st[so + NEXT]
+        st[o + PREV] = q
+        st[o + NEXT] = first
+        st[NODE * first + PREV] = s
+        st[so + NEXT] = s
+    st[st[cfg + C_LC] + q] += 1
+    if obs:
+        _log(st, md, LOG_ADD, m, order)
+
+
+@njit
+def vm_freelist_rem(st, q, m, obs):
+    """vm_freelist_rem(): unlink head ``m`` (not a lazy run) from queue ``q``; its order
+    becomes VM_NFREEORDER.  Returns the order it had."""
+    cfg = len(st) - CFG
+    md = _meta(st, q)
+    at = st[cfg + C_SMB] + m
+    s = st[at]
+    o = NODE * s
+    p = st[o + PREV]
+    n = st[o + NEXT]
+    st[NODE * p + NEXT] = n
+    st[NODE * n + PREV] = p
+    order = (st[o + INFO] & ORDER_MASK) - 1
+    st[o + INFO] = 0
+    st[o + NEXT] = st[md]           # the slot goes to the domain's free list
+    st[md] = s
+    st[at] = 0
+    st[st[cfg + C_LC] + q] -= 1
+    if obs:
+        _log(st, md, LOG_REM, m, order)
+    return order
+
+
+@njit
+def vm_phys_split_pages(st, m, oind, fl, order, tail, obs):
+    """vm_phys_split_pages(): keep the lowest 2**order pages of the 2**oind block at ``m``
+    and queue the upper halves on pool queue base ``fl``, largest first."""
+    while oind > order:
+        oind -= 1
+        vm_freelist_add(st, fl + oind, m + (1 << oind), oind, tail, obs)
+
+
+@njit
+def _fls(x):
+    """flsll(): the position of the highest set bit of ``x``, 0 for 0."""
+    n = 0
+    while x:
+        x >>= 1
+        n += 1
+    return n
+
+
+@njit
+def enq_blocks(st, m, npages, fl, tail, ascending, obs):
+    """vm_phys_enq_range (``ascending``: blocks of increasing size) or vm_phys_enq_beg
+    (decreasing) of a run whose pool is not LAZYINIT: enq_chunk is then
+    vm_freelist_add.  Returns the page after the run."""
+    while npages > 0:
+        if ascending:
+            order = _fls(npages & -npages) - 1
+        else:
+            order = _fls(npages) - 1
+        vm_freelist_add(st, fl + order, m, order, tail, obs)
+        m += 1 << order
+        npages -= 1 << order
+    return m
+
+
+@njit
+def enq_chunks(st, fl, m, nchunks, order, obs):
+    """vm_phys_enqueue_contig's middle loop for a run that is not LAZYINIT: ``nchunks``
+    max-order chunks from ``m`` at the tail, ascending."""
+    for i in range(nchunks):
+        vm_freelist_add(st, fl + order, m + (i << order), order, True, obs)
+
+
+@njit
+def alloc_freelist_own(st, fl, order, obs):
+    """vm_phys_alloc_freelist_pages()'s first loop: the head of the requested pool's
+    smallest sufficient non-empty queue (pool queue base ``fl``), split down to
+    ``order``.  Returns the page, or -1 (the caller steals: nothing was changed)."""
+    cfg = len(st) - CFG
+    nfo = st[cfg + C_NFO]
+    lc = st[cfg + C_LC]
+    for oind in range(order, nfo):
+        q = fl + oind
+        if st[lc + q]:
+            m = st[NODE * st[NODE * q + NEXT] + PFN]
+            vm_freelist_rem(st, q, m, obs)
+            vm_phys_split_pages(st, m, oind, fl, order, True, obs)
+            return m
+    return -1
+
+
+@njit
+def alloc_npages_own(st, fl, npages, i, out, obs):
+    """vm_phys_alloc_npages()'s loop over the requested pool's queues (base ``fl``) for
+    one free list, from ``i`` pages taken.  Appends (first page, count) runs to ``out``
+    (``out[0]`` counts them) and returns the pages taken so far; the excess of the last
+    block returns to the pool's queues (their orders below it are empty)."""
+    cfg = len(st) - CFG
+    nfo = st[cfg + C_NFO]
+    lc = st[cfg + C_LC]
+    for oind in range(nfo):
+        q = fl + oind
+        while st[lc + q]:
+            m = st[NODE * st[NODE * q + NEXT] + PFN]
+            vm_freelist_rem(st, q, m, obs)
+            avail = i + (1 << oind)
+            end = npages if npages < avail else avail
+            k = out[0]
+            out[1 + 2 * k] = m
+            out[2 + 2 * k] = end - i
+            out[0] = k + 1
+            m += end - i
+            i = end
+            if i == npages:
+                enq_blocks(st, m, avail - i, fl, True, True, obs)
+                return i
+    return i
+
+
+@njit
+def vm_phys_free_pages(st, words, m, order, stop, obs):
+    """vm_phys_free_pages(): free the 2**order block at ``m`` (dense page word, pool not
+    LAZYINIT, not a head) into m's pool, merging with free buddies of any pool within the
+    segment below the maximum order; the result goes to the TAIL of its queue.
+
+    A buddy that is no head and whose word is not in the dense array may be initialised
+    alone (the page array's ``lone``) or not at all, which only Python can tell: the merge
+    chain is checked first and that buddy's pfn returned, nothing changed; the caller
+    decides and calls again with ``stop`` = that pfn if it is initialised.  Returns -1
+    when the block is freed.  A LAZYINIT buddy is initialised here (vm_phys_set_pool) and
+    logged (LOG_INIT)."""
+    cfg = len(st) - CFG
+    nfo = st[cfg + C_NFO]
+    nfp = st[cfg + C_NFP]
+    smb = st[cfg + C_SMB]
+    B = st[cfg + C_B]
+    w = words[m - B]
+    pool = w & 3
+    segind = w >> 8
+    sg = st[cfg + C_SG] + SEGW * segind
+    spfn = st[sg]
+    epfn = st[sg + 1]
+    fq = st[sg + 2]
+    # The merge chain, read only.
+    o = order
+    b0 = m
+    while o < nfo - 1:
+        b = b0 ^ (1 << o)
+        if b < spfn or b >= epfn:
+            break
+        s = st[smb + b]
+        if s == 0:
+            if words[b - B] == 0 and b != stop:
+                return b
+            break
+        if (st[NODE * s + INFO] & ORDER_MASK) - 1 != o:
+            break
+        o += 1
+        b0 &= ~((1 << o) - 1)
+    # The merges.
+    while order < o:
+        b = m ^ (1 << order)
+        bq = st[NODE * st[smb + b] + INFO] >> Q_SHIFT
+        bpool = (bq // nfo) % nfp
+        vm_freelist_rem(st, bq, b, obs)
+        if bpool != pool:
+            _set_pool(st, words, pool, b, order, bq)
+        order += 1
+        m &= ~((1 << order) - 1)
+    vm_freelist_add(st, fq + pool * nfo + order, m, order, True, obs)
+    return -1
+
+
+@njit
+def node_insert(st, sp, m, info):
+    """A node for head ``m`` with ``info`` linked after slot ``sp`` on its queue, the
+    count unchanged (a lazy run's chunk made a node of its own).  Returns its slot."""
+    s = _slot_new(st, _meta(st, info >> Q_SHIFT))
+    st[st[len(st) - CFG + C_SMB] + m] = s
+    o = NODE * s
+    n = st[NODE * sp + NEXT]
+    st[o + PREV] = sp
+    st[o + NEXT] = n
+    st[o + INFO] = info
+    st[o + PFN] = m
+    st[NODE * n + PREV] = s
+    st[NODE * sp + NEXT] = s
+    return s
+
+
+@njit
+def _set_pool(st, words, pool, m, order, q):
+    """vm_phys_set_pool(): the 2**order block at ``m``, just taken off queue ``q``, moves
+    to ``pool``.  A LAZYINIT block has only its head initialised: its words are written
+    here (segment found by address) and logged (LOG_INIT) for Python's accounting."""
+    cfg = len(st) - CFG
+    B = st[cfg + C_B]
+    nfo = st[cfg + C_NFO]
+    n = 1 << order
+    if (q // nfo) % st[cfg + C_NFP] == st[cfg + C_LAZY]:
+        sg = st[cfg + C_SG]
+        segind = 0
+        while not st[sg + SEGW * segind] <= m < st[sg + SEGW * segind + 1]:
+            segind += 1
+        nw = (segind << 8) | 4 | pool
+        for j in range(m - B, m - B + n):
+            words[j] = nw
+        _log(st, _meta(st, q), LOG_INIT, m, order)
+    else:
+        for j in range(m - B, m - B + n):
+            words[j] = (words[j] & 0xFFFC) | pool
+
+
+@njit
+def kernel_alloc_pages(st, words, base, pool, order, dfp, obs):
+    """Kernel.alloc_pages' fast path in one compiled call: vm_phys_alloc_freelist_pages()
+    on the first free list (queue table ``base``) -- the requested pool's smallest
+    sufficient block, else the largest block of any pool from ``dfp`` (the default
+    freepool) up, moved to ``pool`` whole and split there; the first chunk of a lazy run
+    leaves the run here (LOG_SHIFT: Python moves the page array's rule) -- and the
+    block's ownership words (PG_PHYS_ALLOC: the pages of a free block share one word).
+    Returns the page (+ LOGGED when the domain's log holds entries for Python), or -1
+    with nothing changed (the caller takes the whole path: the other free lists)."""
+    cfg = len(st) - CFG
+    nfo = st[cfg + C_NFO]
+    lc = st[cfg + C_LC]
+    fl = base + pool * nfo
+    m = alloc_freelist_own(st, fl, order, obs)
+    if m < 0:
+        for oind in range(nfo - 1, order - 1, -1):
+            for pind in range(dfp, st[cfg + C_NFP]):
+                q = base + pind * nfo + oind
+                if st[lc + q]:
+                    s = st[NODE * q + NEXT]
+                    m = st[NODE * s + PFN]
+                    info = st[NODE * s + INFO]
+                    c = (info >> NCH_SHIFT) & NCH_MASK
+                    if c:           # the run moves up one chunk (VmPhys._run_detach)
+                        plain = info & ~(NCH_MASK << NCH_SHIFT)
+                        st[NODE * s + INFO] = plain
+                        node_insert(st, s, m + (1 << oind),
+                                    plain | ((c - 1 if c > 2 else 0) << NCH_SHIFT))
+                        _log(st, _meta(st, q), LOG_SHIFT, m, oind)
+                    vm_freelist_rem(st, q, m, obs)
+                    _set_pool(st, words, pool, m, oind, q)
+                    vm_phys_split_pages(st, m, oind, fl, order, True, obs)
+                    break
+            else:
+                continue
+            break
+        if m < 0:
+            return -1
+    i = m - st[cfg + C_B]
+    w = words[i] | 8
+    for j in range(i, i + (1 << order)):
+        words[j] = w
+    return m + _logged(st, w) * (LOGGED >> 2)
+
+
+@njit
+def find_queues_contig(st, queues, order, npages, low, top, amask, bmask, dfp):
+    """vm_phys_find_queues_contig() for a run of at most a max-order block (``order``
+    its order): the first free block head, smallest sufficient order first, pools from
+    vm_default_freepool (``dfp``) up, queue order, whose address is in [low, top], not
+    ``& amask`` and whose run does not cross ``bmask``.  A lazy run's chunks are tried in
+    order.  The 64-bit masks come as signed words of the same bits; ``low``/``top`` are
+    clamped to physical addresses by the caller.  Returns the page or -1."""
+    cfg = len(st) - CFG
+    nfo = st[cfg + C_NFO]
+    nfp = st[cfg + C_NFP]
+    lc = st[cfg + C_LC]
+    size = npages << 12
+    for oind in range(order, nfo):
+        for pind in range(dfp, nfp):
+            q = queues + pind * nfo + oind
+            if not st[lc + q]:
+                continue
+            s = st[NODE * q + NEXT]
+            while s != q:
+                o = NODE * s
+                m = st[o + PFN]
+                nch = (st[o + INFO] >> NCH_SHIFT) & NCH_MASK
+                for _ in range(nch if nch else 1):
+                    pa = m << 12
+                    if low <= pa <= top and not pa & amask and \
+                            not (pa ^ (pa + size - 1)) & bmask:
+                        return m
+                    m += 1 << oind
+                s = st[o + NEXT]
+    return -1
+
+
+@njit
+def vm_phys_enqueue_contig(st, words, m, npages, obs):
+    """vm_phys_enqueue_contig() of a run whose pool is not LAZYINIT (enq_chunk is then
+    vm_freelist_add): maximal aligned blocks at the tail of the first page's pool queues,
+    without coalescing.  Requires: the run in one segment, its words dense."""
+    cfg = len(st) - CFG
+    nfo = st[cfg + C_NFO]
+    w = words[m - st[cfg + C_B]]
+    fl = st[st[cfg + C_SG] + SEGW * (w >> 8) + 2] + (w & 3) * nfo
+    m_end = m + npages
+    if npages > 0:
+        diff = m ^ (m + npages - 1)
+        if diff:
+            order = _fls(diff) - 1
+            if order > nfo - 1:
+                order = nfo - 1
+            up = (m + (1 << order) - 1) & ~((1 << order) - 1)
+            m = enq_blocks(st, m, up - m, fl, True, True, obs)
+    order = nfo - 1
+    while m + (1 << order) <= m_end:
+        vm_freelist_add(st, fl + order, m, order, True, obs)
+        m += 1 << order
+    enq_blocks(st, m, m_end - m, fl, True, False, obs)
+
+
+@njit
+def _take_owned(st, words, m, npages):
+    """The ownership test and change of a freed run: every page's word equal and
+    allocated (PG_PHYS_ALLOC), then cleared.  Returns the cleared word, or -1 (not an
+    owned run of one segment and pool: nothing changed)."""
+    i = m - st[len(st) - CFG + C_B]
+    w = words[i]
+    if not w & 8:
+        return -1
+    for j in range(i + 1, i + npages):
+        if words[j] != w:
+            return -1
+    w = w & 0xFFF7
+    for j in range(i, i + npages):
+        words[j] = w
+    return w
+
+
+@njit
+def _logged(st, w):
+    """4 if the log of the domain of the segment in word ``w`` holds entries, else 0."""
+    cfg = len(st) - CFG
+    return 4 if st[_meta(st, st[st[cfg + C_SG] + SEGW * (w >> 8) + 2]) + 2] else 0
+
+
+@njit
+def kernel_free_pages(st, words, m, order, obs):
+    """Kernel.free_pages in one compiled call: the ownership test and change and
+    vm_phys_free_pages().  Requires: the block aligned and in the page array.  Returns
+    0 (freed), -1 (not owned: nothing changed; the caller reports) or 1 (the words
+    cleared, the queue work left to Python: a buddy only it can judge), + 4 when the
+    domain's log holds entries."""
+    w = _take_owned(st, words, m, 1 << order)
+    if w < 0:
+        return -1
+    stage = 1 if vm_phys_free_pages(st, words, m, order, -1, obs) >= 0 else 0
+    return stage + _logged(st, w)
+
+
+@njit
+def kernel_free_contig(st, words, m, npages, obs):
+    """Kernel.free_contig in one compiled call: the ownership test and change and
+    vm_phys_free_contig().  Requires: the run in the page array.  Returns 0 (freed), -1
+    (not owned: nothing changed), or, with the words cleared and the queue work partly
+    done, the stage Python finishes (a buddy only it can judge): 2 = both free_pages
+    pieces, 3 = the last one; + 4 when the domain's log holds entries."""
+    cfg = len(st) - CFG
+    w = _take_owned(st, words, m, npages)
+    if w < 0:
+        return -1
+    stage = 0
+    nfo = st[cfg + C_NFO]
+    lo = m
+    max_order = _fls(lo ^ (lo + npages)) - 1
+    if max_order > nfo - 1:
+        max_order = nfo - 1
+    order_start = _fls(lo & -lo) - 1 if lo else 1 << 62
+    m_start = m + (1 << order_start) if order_start < max_order else m
+    e = lo + npages
+    order_end = _fls(e & -e) - 1 if e else 1 << 62
+    m_end = m + npages - (1 << order_end) if order_end < max_order else m + npages
+    if m_start < m_end:
+        vm_phys_enqueue_contig(st, words, m_start, m_end - m_start, obs)
+    if order_start < max_order and \
+            vm_phys_free_pages(st, words, m, order_start, -1, obs) >= 0:
+        stage = 2
+    elif order_end < max_order and \
+            vm_phys_free_pages(st, words, m_end, order_end, -1, obs) >= 0:
+        stage = 3
+    return stage + _logged(st, w)
+
+
+@njit
+def kernel_alloc_npages(st, words, fl, npages, out, obs):
+    """Kernel.alloc_npages_runs' fast path in one compiled call, when the requested
+    pool's queues (base ``fl``) of the first free list hold ``npages`` pages: their part
+    of vm_phys_alloc_npages() (runs into ``out``, as alloc_npages_own) and the ownership
+    words of every run.  Returns the pages taken, or -1 with nothing changed (the caller
+    takes the whole path)."""
+    cfg = len(st) - CFG
+    nfo = st[cfg + C_NFO]
+    lc = st[cfg + C_LC]
+    have = 0
+    for oind in range(nfo):
+        have += st[lc + fl + oind] << oind
+    if have < npages:
+        return -1
+    out[0] = 0
+    n = alloc_npages_own(st, fl, npages, 0, out, obs)
+    B = st[cfg + C_B]
+    for k in range(out[0]):
+        i = out[1 + 2 * k] - B
+        w = words[i] | 8
+        for j in range(i, i + out[2 + 2 * k]):
+            words[j] = w
+    return n
+
+
+@njit
+def kernel_alloc_contig(st, words, domain, npages, low, high, amask, bmask, dfp, obs):
+    """Kernel.alloc_contig in one compiled call: vm_phys_alloc_contig() for a run of at
+    most a max-order block -- segments from the highest address down, each queue table
+    once, find_queues_contig; whole free blocks taken, made DEFAULT (a LAZYINIT one
+    initialised), the excess to the DEFAULT queue HEADS -- and the run's ownership
+    words.  ``low``/``high`` clamped to physical addresses and the masks as in
+    find_queues_contig.  Returns the first page, -1 (none; nothing changed) or -2
+    (nothing changed: a larger run, or a block of a lazy run to take, which the caller's
+    Python path handles)."""
+    cfg = len(st) - CFG
+    nfo = st[cfg + C_NFO]
+    nfp = st[cfg + C_NFP]
+    default = st[cfg + C_DEFAULT]
+    sg = st[cfg + C_SG]
+    smb = st[cfg + C_SMB]
+    B = st[cfg + C_B]
+    if low >= high:
+        return -1
+    order = _fls(npages - 1)
+    if order >= nfo:
+        return -2
+    size = npages << 12
+    queues = -1
+    m_run = -1
+    for k in range(st[cfg + C_NSEG] - 1, -1, -1):
+        o = sg + SEGW * k
+        start = st[o] << 12
+        end = st[o + 1] << 12
+        if start >= high or st[o + 3] != domain:
+            continue
+        if low >= end:
+            break
+        pa_start = start if low <= start else low
+        pa_end = high if high < end else end
+        if pa_end - pa_start < size or st[o + 2] == queues:
+            continue
+        queues = st[o + 2]
+        m_run = find_queues_contig(st, queues, order, npages, low, high - size, amask, bmask,
+                                   dfp)
+        if m_run >= 0:
+            break
+    if m_run < 0:
+        return -1
+    end = m_run + npages
+    m = m_run
+    while m < end:                  # every block a plain node?
+        s = st[smb + m]
+        if s == 0 or (st[NODE * s + INFO] >> NCH_SHIFT) & NCH_MASK:
+            return -2
+        m += 1 << ((st[NODE * s + INFO] & ORDER_MASK) - 1)
+    m = m_run
+    while m < end:
+        info = st[NODE * st[smb + m] + INFO]
+        q = info >> Q_SHIFT
+        pool = (q // nfo) % nfp
+        oind = vm_freelist_rem(st, q, m, obs)
+        if pool != default:
+            _set_pool(st, words, default, m, oind, q)
+        m += 1 << oind
+    enq_blocks(st, end, m - end, queues + default * nfo, False, True, obs)
+    w = words[m_run - B] | 8
+    for j in range(m_run - B, end - B):
+        words[j] = w
+    return m_run
+
+
+class _Core(NamedTuple):
+    """The queue core's functions called by VmPhys's methods."""
+
+    add: Callable
+    rem: Callable
+    split: Callable
+    enq_blocks: Callable
+    enq_chunks: Callable
+    alloc_own: Callable
+    npages_own: Callable
+    free: Callable
+    insert: Callable
+    find_queues: Callable
+
+
+_CORE = (vm_freelist_add, vm_freelist_rem, vm_phys_split_pages, enq_blocks, enq_chunks,
+         alloc_freelist_own, alloc_npages_own, vm_phys_free_pages, node_insert,
+         find_queues_contig)
+
+
+# Kernel's fast paths: VmPhys attribute -> function.
+_FUSED = (("kalloc", kernel_alloc_pages), ("kfree", kernel_free_pages),
+          ("kfreec", kernel_free_contig), ("kallocn", kernel_alloc_npages),
+          ("kcontig", kernel_alloc_contig))
+
+
+class _CompiledCore:
+    """:class:`_Core`'s functions compiled, each on its first use (then an attribute)."""
+
+    def __getattr__(self, name: str) -> Callable:
+        f = _CORE[_Core._fields.index(name)].compiled()
+        setattr(self, name, f)
+        return f
+
+
+class HeadsView(Mapping):
+    """The free-block heads as a read-only mapping, as the dict they were before issue
+    13's third round (:attr:`VmPhys.heads`).  Slow: for readers and tests."""
+
+    def __init__(self, phys: VmPhys) -> None:
+        self.phys = phys
+
+    def _slot(self, m: int) -> int:
+        p = self.phys
+        if m < 0:
+            return -1 - m if -1 - m < p.nq else -1
+        s = p.slot_of(m)
+        return s if s else -1
+
+    def __getitem__(self, m: int) -> list[int]:
+        s = self._slot(m)
+        if s < 0:
+            raise KeyError(m)
+        nv = self.phys.nv
+        o = NODE * s
+        node = [nv[NODE * nv[o + PREV] + PFN], nv[NODE * nv[o + NEXT] + PFN]]
+        info = nv[o + INFO]
+        if s < self.phys.nq:
+            return [*node, -1]
+        node.append((info & ORDER_MASK) - 1)
+        nch = (info >> NCH_SHIFT) & NCH_MASK
+        return [*node, nch] if nch else node
+
+    def __contains__(self, m: object) -> bool:
+        return isinstance(m, int) and self._slot(m) >= 0
+
+    def slots(self) -> Iterator[int]:
+        """The slots in use (sentinels excluded)."""
+        nv = self.phys.nv
+        for d, (lo, _hi) in enumerate(self.phys.slot_ranges):
+            for s in range(lo, nv[NODE * (self.phys.nq + d) + 1]):
+                if nv[NODE * s + INFO]:
+                    yield s
+
+    def __iter__(self) -> Iterator[int]:
+        yield from range(-1, -1 - self.phys.nq, -1)
+        nv = self.phys.nv
+        for s in self.slots():
+            yield nv[NODE * s + PFN]
+
+    def __len__(self) -> int:
+        return self.phys.nq + sum(1 for _ in self.slots())
+
+
 class VmPhys:
     """The state of sys/vm/vm_phys.c: segments, free lists, free queues, default pool."""
 
@@ -122,18 +790,141 @@ class VmPhys:
         self.default_freepool = self.DEFAULT    # vm_default_freepool
         self.initdone = [False] * param.maxmemdom  # vm_phys_lazy_init_domain's flags
         nq = param.maxmemdom * self.NFL * self.NFP * self.NFO
-        self.lcnt = [0] * nq
-        # heads[m] = [prev, next, order] of free-block head m; heads[-1 - q] = [last, first,
-        # -1] is queue q's sentinel.
-        self.heads: dict[int, list[int]] = {-1 - q: [-1 - q, -1 - q, -1] for q in range(nq)}
+        self.nq = nq
         self.pages: PageArray = PageArray(0, 0)
+        self._arrays(0, 0, [])
         self.seg_ends: list[int] = []           # seg.end for bisection
         self.domain_locks = [threading.Lock() for _ in range(param.maxmemdom)]
         self.initialized = False
         self.drain_inits = 0  # page structures the LAZYINIT drain initialised
-        # Observers of queue changes (the extent mirror); called after each add / rem.
+        # Observers of queue changes (the extent mirror, pglist); called after each add /
+        # rem, in order (from the domain's log after a compiled call).
         self.on_add: list = []
         self.on_rem: list = []
+        self.use_jit(False)
+
+    def _arrays(self, base: int, npages: int, dom_pages: list[int]) -> None:
+        """Create the state array of the queue core (module comment above it) for pages
+        [base, base + npages), with ``dom_pages[d]`` pages in domain d: sentinels, one meta
+        node and a slot range per domain, the counts, the segments, the logs, the slot map
+        and the configuration.  Zero-filled: what is never written costs no memory."""
+        NFO, NFP, NFL = self.NFO, self.NFP, self.NFL
+        nq = self.nq
+        ndom = self.param.maxmemdom
+        dom_pages = list(dom_pages) + [0] * (ndom - len(dom_pages))
+        first = nq + ndom
+        nslots = first + sum(dom_pages) + ndom
+        # A log holds what one compiled call changes: at most a block's worth of pages of
+        # alloc_npages, or one entry per max-order chunk of a run enqueued, plus splits.
+        per = [(n >> (NFO - 1)) + 4 * (1 << (NFO - 1)) + 8 * NFO for n in dom_pages]
+        nseg = self.param.physseg_max
+        lc = NODE * nslots
+        sg = lc + nq
+        lg = sg + SEGW * nseg
+        sm = lg + 3 * sum(per)
+        cfg = sm + max(npages, 1)
+        self.state = st = zeros(cfg + CFG, np.int64)
+        st[cfg:cfg + 11] = (NFO, NFP, -1 if self.LAZYINIT is None else self.LAZYINIT,
+                            NFL * NFP * NFO, nq, lc, sg, sm - base, base, 0, self.DEFAULT)
+        self.smb = sm - base
+        self.lcnt_a = st[lc:lc + nq]
+        self.segs_a = st[sg:sg + SEGW * nseg]
+        self.B = base
+        self.span = npages
+        self.nv = nv = memoryview(st)
+        self.lcnt = nv[lc:lc + nq]
+        for q in range(nq):
+            nv[NODE * q + PREV] = nv[NODE * q + NEXT] = q
+            nv[NODE * q + INFO] = q << Q_SHIFT
+            nv[NODE * q + PFN] = -1 - q
+        slot, at = first, lg
+        self.slot_ranges = []
+        for d in range(ndom):
+            md = NODE * (nq + d)
+            nv[md + 1] = slot
+            nv[md + 3] = at
+            self.slot_ranges.append((slot, slot + dom_pages[d] + 1))
+            slot += dom_pages[d] + 1
+            at += 3 * per[d]
+        self.log_cap = per
+        self._outs = [np.zeros(2 * (1 << (NFO - 1)) + 2, np.int64) for _ in range(ndom)]
+
+    def use_jit(self, on: bool) -> None:
+        """Run the queue core compiled (``on``, once boot is over: the first call imports
+        numba and compiles) or as plain Python on memoryviews (boot, PHYSMEM_JIT=0).  With
+        NUMBA_DISABLE_JIT=1 the compiled paths run as plain Python on the arrays."""
+        self.jitted = on = bool(on) and os.environ.get("PHYSMEM_JIT", "1") != "0"
+        # Kernel's fused fast paths (None: Kernel calls the methods), each compiled on its
+        # first call (numba is imported then) and then numba's dispatcher itself.
+        for name, fn in _FUSED:
+            setattr(self, name, self._first(name, fn) if on else None)
+        # With NUMBA_DISABLE_JIT=1 the "compiled" functions are plain Python: they get
+        # memoryviews (faster there, and their items are ints, not numpy scalars).
+        plain = not on or not jit_enabled()
+        self._st = self.nv if plain else self.state
+        self.kwords = self.pages.mv if plain else self.pages.words
+        if on:
+            self._k = _CompiledCore()
+            self._outv = self._outs if not plain else [memoryview(o) for o in self._outs]
+        else:
+            self._k = _Core(*(f.py for f in _CORE))
+            self._outv = [memoryview(o) for o in self._outs]
+
+    def _first(self, name: str, fn: Lazy) -> Callable:
+        """A fast path's first call: compile it, make it the attribute, call it."""
+        def first(*args):
+            f = fn.compiled()
+            setattr(self, name, f)
+            return f(*args)
+        return first
+
+
+    def _obs(self) -> int:
+        return 1 if self.on_add or self.on_rem else 0
+
+    def _flush(self, domain: int) -> None:
+        """Hand the domain's logged queue changes to the observers, in order, and move the
+        lone entries of LAZYINIT blocks the queue core initialised."""
+        nv = self.nv
+        md = NODE * (self.nq + domain)
+        n = nv[md + 2]
+        if not n:
+            return
+        assert n <= self.log_cap[domain], "queue core: log overflow"
+        at = nv[md + 3]
+        it = iter(nv[at:at + 3 * n].tolist())
+        nv[md + 2] = 0
+        on_add, on_rem = self.on_add, self.on_rem
+        for kind, m, order in zip(it, it, it, strict=True):
+            if kind == LOG_ADD:
+                for f in on_add:
+                    f(m, order)
+            elif kind == LOG_REM:
+                for f in on_rem:
+                    f(m, order)
+            elif kind == LOG_INIT:      # vm_phys_set_pool of a LAZYINIT block
+                self.pages.lone.pop(m, None)
+                self.pages.ninit += (1 << order) - 1
+            else:               # LOG_SHIFT: a lazy run lost its first chunk, m
+                self.pages.shift_run(m)
+
+    def log_at(self, domain: int) -> int:
+        """Where the domain's log length is kept (non-zero: :meth:`_flush` has work)."""
+        return NODE * (self.nq + domain) + 2
+
+    def _dom(self, q: int) -> int:
+        return q // (self.NFL * self.NFP * self.NFO)
+
+    def slot_of(self, m: int) -> int:
+        """m's node slot, 0 if ``m`` is no head (nor the first chunk of a lazy run)."""
+        return self.nv[self.smb + m] if 0 <= m - self.B < self.span else 0
+
+    @property
+    def heads(self) -> HeadsView:
+        """The heads as the mapping they were before issue 13's third round, read only:
+        ``heads[m] = [prev, next, order]`` (``+ [nchunks]`` for a lazy run) and the
+        sentinels ``heads[-1 - q] = [last, first, -1]`` (readers, INVARIANTS, tests)."""
+        return HeadsView(self)
 
     # ---------------------------------------------------------------------------------------
     # Segments and initialisation
@@ -249,7 +1040,20 @@ class VmPhys:
             lo = segs[0].spfn
             hi = max(s.epfn for s in segs)
             self.pages = PageArray(lo, hi - lo + 1, [(s.spfn, s.epfn) for s in segs])
+        self.setup_queues()
         self.initialized = True
+
+    def setup_queues(self) -> None:
+        """Empty queues for the segments and the page array (vm_phys_init; a snapshot's
+        rebuild), run as plain Python until :meth:`use_jit`."""
+        dom_pages = [0] * self.param.maxmemdom
+        for seg in self.segs:
+            dom_pages[seg.domain] += seg.epfn - seg.spfn
+        self._arrays(self.pages.base_pfn, self.pages.npages, dom_pages)
+        for i, seg in enumerate(self.segs):
+            self.segs_a[SEGW * i:SEGW * i + SEGW] = (seg.spfn, seg.epfn, seg.fq, seg.domain)
+        self.state[len(self.state) - CFG + C_NSEG] = len(self.segs)
+        self.use_jit(False)
 
     # -- address lookups ---------------------------------------------------------------------
     def lookup_segind(self, pa: int) -> int:
@@ -285,9 +1089,10 @@ class VmPhys:
         """``m->order``: the order of the free block that ``m`` heads, else VM_NFREEORDER.
 
         Raises UninitializedPageError for a page structure that was never initialised."""
-        node = self.heads.get(m)
-        if node is not None and m >= 0:
-            return node[2]
+        if 0 <= m - self.B < self.span:
+            s = self.nv[self.smb + m]
+            if s:
+                return (self.nv[NODE * s + INFO] & ORDER_MASK) - 1
         if self.pages.runs and self.pages.run_of(m) >= 0:
             return self.NFO - 1      # the head of a later chunk of a lazy run
         if not self.pages.raw(m):
@@ -305,114 +1110,100 @@ class VmPhys:
 
     @property
     def head_order(self) -> dict[int, int]:
-        """Every free-block head and its order, as a new dict (for readers and checkers;
-        the allocator reads ``heads``)."""
+        """Every free-block head and its order, as a new dict (for readers and checkers)."""
         step = 1 << (self.NFO - 1)
         return {p: node[2] for m, node in self.heads.items() if m >= 0
                 for p in range(m, m + (node[3] if len(node) > 3 else 1) * step, step)}
 
     # ---------------------------------------------------------------------------------------
-    # The two queue primitives
+    # The two queue primitives (the queue core's, plus lazy runs and observers)
     # ---------------------------------------------------------------------------------------
     def freelist_add(self, q: int, m: int, order: int, tail: bool) -> None:
         """vm_freelist_add(): put head ``m`` of a 2**order block on queue ``q``.
 
         ``q`` is ``fl + order`` for a pool's queue base ``fl``.  Like the kernel, it sets the
         head's order and does not touch its pool."""
-        heads = self.heads
-        s = -1 - q
-        sn = heads[s]
-        if tail:
-            last = sn[0]
-            heads[m] = [last, s, order]
-            heads[last][1] = m
-            sn[0] = m
-        else:
-            first = sn[1]
-            heads[m] = [s, first, order]
-            heads[first][0] = m
-            sn[1] = m
-        self.lcnt[q] += 1
-        if self.on_add:
-            for f in self.on_add:
-                f(m, order)
+        obs = self._obs()
+        self._k.add(self._st, q, m, order, tail, obs)
+        if obs:
+            self._flush(self._dom(q))
 
     def freelist_rem(self, q: int, m: int) -> None:
         """vm_freelist_rem(): unlink head ``m`` from queue ``q``; its order becomes
         VM_NFREEORDER.  A chunk of a lazy run leaves the run first."""
-        heads = self.heads
-        node = heads.pop(m, None)
-        if node is None or len(node) > 3:
-            node = self._run_detach(m, node)
-        p, n, order = node
-        heads[p][1] = n
-        heads[n][0] = p
-        self.lcnt[q] -= 1
-        if self.on_rem:
-            for f in self.on_rem:
-                f(m, order)
+        s = self.slot_of(m)
+        if not s or (self.nv[NODE * s + INFO] >> NCH_SHIFT) & NCH_MASK:
+            self._run_detach(m, s)
+        obs = self._obs()
+        self._k.rem(self._st, q, m, obs)
+        if obs:
+            self._flush(self._dom(q))
 
     def queue_first(self, q: int) -> int | None:
         """TAILQ_FIRST of queue ``q``."""
-        m = self.heads[-1 - q][1]
-        return m if m >= 0 else None
+        s = self.nv[NODE * q + NEXT]
+        return self.nv[NODE * s + PFN] if s != q else None
 
     def queue_iter(self, q: int) -> Iterator[int]:
         """TAILQ_FOREACH over queue ``q``, head to tail."""
-        heads = self.heads
-        m = heads[-1 - q][1]
-        while m >= 0:
-            node = heads[m]
-            if len(node) > 3:       # a lazy run: its chunk heads in queue order
-                yield from range(m, m + (node[3] << node[2]), 1 << node[2])
+        nv = self.nv
+        s = nv[NODE * q + NEXT]
+        while s != q:
+            o = NODE * s
+            info = nv[o + INFO]
+            m = nv[o + PFN]
+            nch = (info >> NCH_SHIFT) & NCH_MASK
+            if nch:                 # a lazy run: its chunk heads in queue order
+                order = (info & ORDER_MASK) - 1
+                yield from range(m, m + (nch << order), 1 << order)
             else:
                 yield m
-            m = node[1]
+            s = nv[o + NEXT]
 
     # -- lazy runs ---------------------------------------------------------------------------
-    def _run_detach(self, m: int, node: list[int] | None) -> list[int]:
-        """For vm_freelist_rem: take the chunk at ``m`` out of its lazy run, whose chunks
-        before and after it stay runs (or single nodes) in place in the queue, and return
-        m's ``[prev, next, order]`` (out of ``heads``, still linked from its neighbours).
-        Its head's entry and the next chunk's become stored entries.  ``node``: what
-        ``heads`` held at ``m`` (popped), the run's node if ``m`` starts the run.
+    def _run_detach(self, m: int, s: int) -> None:
+        """For vm_freelist_rem: make the chunk at ``m`` of a lazy run an ordinary node in
+        place; the run's chunks before and after it stay runs (or single nodes) around it
+        in the queue.  Its head's entry and the next chunk's become stored entries.  ``s``:
+        m's slot if ``m`` starts the run (else 0).
 
         Requires: ``m`` the head of a chunk of a lazy run; the domain's free lock."""
-        heads, pages = self.heads, self.pages
-        if node is not None:
+        nv, pages = self.nv, self.pages
+        ins = self._k.insert
+        st = self._st
+        if s:
             # The first chunk (queue-head pops, the drain): the run moves up one chunk.
-            p, n, order, c = node
+            o = NODE * s
+            info = nv[o + INFO]
+            c = (info >> NCH_SHIFT) & NCH_MASK
+            plain = info & ~(NCH_MASK << NCH_SHIFT)
             r = pages.shift_run(m)
-            heads[r] = [m, n, order, c - 1] if c > 2 else [m, n, order]
-            heads[n][0] = r
-            return [p, r, order]
+            nv[o + INFO] = plain
+            ins(st, s, r, plain | ((c - 1 if c > 2 else 0) << NCH_SHIFT))
+            return
         m0 = pages.run_of(m)
         assert m0 >= 0, f"page {m << PAGE_SHIFT:#x} is not on a free queue"
-        p, n, order, c = heads[m0]
+        s0 = self.slot_of(m0)
+        o0 = NODE * s0
+        info = nv[o0 + INFO]
+        c = (info >> NCH_SHIFT) & NCH_MASK
+        order = (info & ORDER_MASK) - 1
+        plain = info & ~(NCH_MASK << NCH_SHIFT)
         nc, step, w, dense = pages.del_run(m0)
         assert nc == c and step == 1 << order
-        j = (m - m0) >> order                  # chunks before m
+        j = (m - m0) >> order                  # chunks before m (at least one)
         rear = c - j - 1                        # chunks after m
-        if j:
-            heads[m0] = [p, m, order, j] if j > 1 else [p, m, order]
-            if j > 1:
-                pages.add_run(m0, j, step, w, dense)
-            p = m0
+        nv[o0 + INFO] = plain | ((j if j > 1 else 0) << NCH_SHIFT)
+        if j > 1:
+            pages.add_run(m0, j, step, w, dense)
         for h in (m, m + step) if rear else (m,):
             if h not in dense:
                 pages.lone[h] = w       # by rule until now; initialised, LAZYINIT
+        sm_ = ins(st, s0, m, plain)
         if rear:
-            r = m + step
-            heads[m] = [p, r, order]
-            heads[r] = [m, n, order, rear] if rear > 1 else [m, n, order]
+            ins(st, sm_, m + step, plain | ((rear if rear > 1 else 0) << NCH_SHIFT))
             if rear > 1:
-                pages.add_run(r, rear, step, w, dense)
-            heads[n][0] = r
-        else:
-            heads[m] = [p, n, order]
-            heads[n][0] = m
-        heads[p][1] = m
-        return heads.pop(m)
+                pages.add_run(m + step, rear, step, w, dense)
 
     def qindex(self, domain: int, flind: int, pool: int, order: int) -> int:
         """Index of vm_phys_free_queues[domain][flind][pool][order]."""
@@ -424,25 +1215,10 @@ class VmPhys:
     def split_pages(self, m: int, oind: int, fl: int, order: int, tail: bool) -> None:
         """vm_phys_split_pages(): keep the lowest 2**order pages of the 2**oind block at
         ``m`` and queue the upper halves on pool queue base ``fl``, largest first."""
-        if self.on_add or not tail:
-            while oind > order:
-                oind -= 1
-                m_buddy = m + (1 << oind)
-                assert m_buddy not in self.heads, "vm_phys_split_pages: unexpected order"
-                self.freelist_add(fl + oind, m_buddy, oind, tail)
-            return
-        # NOTE: vm_freelist_add (tail) inlined for speed; see docs/implementation.md.
-        heads, lcnt = self.heads, self.lcnt
-        while oind > order:
-            oind -= 1
-            m_buddy = m + (1 << oind)
-            q = fl + oind
-            sn = heads[-1 - q]
-            last = sn[0]
-            heads[m_buddy] = [last, -1 - q, oind]
-            heads[last][1] = m_buddy
-            sn[0] = m_buddy
-            lcnt[q] += 1
+        obs = self._obs()
+        self._k.split(self._st, m, oind, fl, order, tail, obs)
+        if obs:
+            self._flush(self._dom(fl))
 
     def enq_chunk(self, fl: int, m: int, order: int, tail: bool) -> None:
         """vm_phys_enq_chunk(): queue a block; if it is in the LAZYINIT pool, initialise the
@@ -463,7 +1239,7 @@ class VmPhys:
             self._enq_blocks(m, npages, fl, tail, False)
             return
         while npages > 0:
-            assert m not in self.heads, f"vm_phys_enq_beg: page {m:#x} is a free head"
+            assert not self.slot_of(m), f"vm_phys_enq_beg: page {m:#x} is a free head"
             order = npages.bit_length() - 1
             self.enq_chunk(fl, m, order, tail)
             m += 1 << order
@@ -477,7 +1253,7 @@ class VmPhys:
         if npages > 1 and self._plain(m):
             return self._enq_blocks(m, npages, fl, tail, True)
         while npages > 0:
-            assert m not in self.heads, f"vm_phys_enq_range: page {m:#x} is a free head"
+            assert not self.slot_of(m), f"vm_phys_enq_range: page {m:#x} is a free head"
             order = (npages & -npages).bit_length() - 1
             self.enq_chunk(fl, m, order, tail)
             m += 1 << order
@@ -485,40 +1261,20 @@ class VmPhys:
         return m
 
     def _plain(self, m: int) -> bool:
-        """Whether blocks from page ``m`` on may be queued by :meth:`_enq_blocks`: nobody
-        observes the queues, and m's page (hence the run's: a run is queued from one
-        pool) is initialised and not LAZYINIT, so enq_chunk would initialise nothing."""
-        if self.on_add:
-            return False
+        """Whether blocks from page ``m`` on may be queued by the queue core's enq_blocks:
+        m's page (hence the run's: a run is queued from one pool) is initialised and not
+        LAZYINIT, so enq_chunk would initialise nothing."""
         w = self.pages.raw(m)
         return w != 0 and (w & POOL_MASK) != self.LAZYINIT
 
     def _enq_blocks(self, m: int, npages: int, fl: int, tail: bool, ascending: bool) -> int:
-        """enq_range (``ascending``: blocks of increasing size) or enq_beg (decreasing) of
-        a run that :meth:`_plain` accepted, in one call: enq_chunk and vm_freelist_add
-        inlined, same queue order.  Returns the page after the run."""
-        heads, lcnt = self.heads, self.lcnt
-        NFO = self.NFO
-        while npages > 0:
-            assert m not in heads, f"vm_phys_enq_range: page {m:#x} is a free head"
-            order = (npages & -npages if ascending else npages).bit_length() - 1
-            assert order < NFO, f"vm_phys_enq_chunk: invalid order {order}"
-            q = fl + order
-            s = -1 - q
-            sn = heads[s]
-            if tail:
-                last = sn[0]
-                heads[m] = [last, s, order]
-                heads[last][1] = m
-                sn[0] = m
-            else:
-                first = sn[1]
-                heads[m] = [s, first, order]
-                heads[first][0] = m
-                sn[1] = m
-            lcnt[q] += 1
-            m += 1 << order
-            npages -= 1 << order
+        """enq_range (``ascending``) or enq_beg of a run that :meth:`_plain` accepted, in
+        one call of the queue core.  Returns the page after the run."""
+        assert npages < 1 << self.NFO, "vm_phys_enq_chunk: invalid order"
+        obs = self._obs()
+        m = self._k.enq_blocks(self._st, m, npages, fl, tail, ascending, obs)
+        if obs:
+            self._flush(self._dom(fl))
         return m
 
     def set_pool(self, pool: int, m: int, order: int) -> None:
@@ -560,9 +1316,13 @@ class VmPhys:
         number of pages (fewer than ``npages`` if the domain ran short).
 
         Requires: the domain's free lock; pool valid (not LAZYINIT); npages <= 2**(NFO-1)."""
+        assert 0 < npages <= 1 << (self.NFO - 1)
         NFO, NFP = self.NFO, self.NFP
         lcnt = self.lcnt
-        heads = self.heads
+        own = self._k.npages_own
+        st = self._st
+        out, outv = self._outv[domain], self._outs[domain]
+        obs = self._obs()
         i = 0
         for freelist in range(self.NFL):
             flind = self.flind_of[freelist]
@@ -570,48 +1330,22 @@ class VmPhys:
                 continue
             base = (domain * self.NFL + flind) * NFP * NFO
             fl = base + pool * NFO
-            for oind in range(NFO):
-                q = fl + oind
-                nq = lcnt[q]
-                if not nq:
-                    continue
-                whole = (npages - i) >> oind
-                if whole and not self.on_rem:
-                    # NOTE: the blocks consumed whole (the kernel's loop takes the queue head
-                    # each time) are unlinked in one pass: vm_freelist_rem inlined.
-                    k = nq if nq < whole else whole
-                    s = -1 - q
-                    sn = heads[s]
-                    h = sn[1]
-                    taken = []
-                    for _ in range(k):
-                        taken.append(h)
-                        h = heads.pop(h)[1]
-                    sn[1] = h
-                    heads[h][0] = s
-                    lcnt[q] = nq - k
-                    runs.extend(zip(taken, itertools.repeat(1 << oind)))
-                    i += k << oind
-                    if i == npages:
-                        return i
-                while lcnt[q]:
-                    m = heads[-1 - q][1]
-                    self.freelist_rem(q, m)
-                    avail = i + (1 << oind)
-                    end = npages if npages < avail else avail
-                    runs.append((m, end - i))
-                    m += end - i
-                    i = end
-                    if i == npages:
-                        # Return excess pages to fl.  Its order [0, oind) queues are empty.
-                        self.enq_range(m, avail - i, fl, True)
-                        return i
+            # The requested pool's queues, in the queue core.
+            out[0] = 0
+            i = own(st, fl, npages, i, out, obs)
+            if out[0]:
+                r = outv[1:1 + 2 * int(outv[0])].tolist()
+                runs.extend(zip(r[::2], r[1::2], strict=True))
+            if obs:
+                self._flush(domain)
+            if i == npages:
+                return i
             for oind in range(NFO - 1, -1, -1):
                 for pind in range(self.default_freepool, NFP):
                     alt = base + pind * NFO
                     q = alt + oind
                     while lcnt[q]:
-                        m = heads[-1 - q][1]
+                        m = self.queue_first(q)
                         self.freelist_rem(q, m)
                         self.set_pool(pool, m, oind)
                         avail = i + (1 << oind)
@@ -631,27 +1365,17 @@ class VmPhys:
         Notes: a list id that aliases an earlier one's flind (DMA32 without a DMA32 list) is
         searched once here; the kernel searches it twice, finding nothing the second time."""
         NFO = self.NFO
-        lcnt = self.lcnt
+        own = self._k.alloc_own
+        st = self._st
+        obs = self._obs()
         for base in self.search_bases[domain]:
             fl = base + pool * NFO
-            # NOTE: alloc_freelist_pages's own-pool search, inlined for speed; the exact
-            # order's queue is tested before the loop is built (the common case).
-            q0 = fl + order
-            for q in (q0,) if lcnt[q0] else range(q0 + 1, fl + NFO):
-                if lcnt[q]:
-                    if self.on_rem:
-                        return self._take_head(q, fl, q - fl, order)
-                    # NOTE: vm_freelist_rem of the queue head, inlined for speed.
-                    heads = self.heads
-                    sn = heads[-1 - q]
-                    m = sn[1]
-                    n = heads.pop(m)[1]
-                    sn[1] = n
-                    heads[n][0] = -1 - q
-                    lcnt[q] -= 1
-                    if q - fl > order:
-                        self.split_pages(m, q - fl, fl, order, True)
-                    return m
+            # alloc_freelist_pages's own-pool search and split, in the queue core.
+            m = own(st, fl, order, obs)
+            if obs:
+                self._flush(domain)
+            if m >= 0:
+                return m
             m = self._steal(base, fl, pool, order)
             if m is not None:
                 return m
@@ -671,30 +1395,13 @@ class VmPhys:
         NFO = self.NFO
         base = (domain * self.NFL + flind) * self.NFP * NFO
         fl = base + pool * NFO
-        lcnt = self.lcnt
-        for oind in range(order, NFO):
-            if lcnt[fl + oind]:
-                return self._take_head(fl + oind, fl, oind, order)
+        obs = self._obs()
+        m = self._k.alloc_own(self._st, fl, order, obs)
+        if obs:
+            self._flush(domain)
+        if m >= 0:
+            return m
         return self._steal(base, fl, pool, order)
-
-    def _take_head(self, q: int, fl: int, oind: int, order: int) -> int:
-        """Take the head block of queue ``q`` (order ``oind``, pool base ``fl``) and split
-        it down to ``order``; the order [order, oind) queues of ``fl`` are empty."""
-        if self.on_rem:
-            m = self.heads[-1 - q][1]
-            self.freelist_rem(q, m)
-        else:
-            # NOTE: vm_freelist_rem of the queue head, inlined for speed.
-            heads = self.heads
-            sn = heads[-1 - q]
-            m = sn[1]
-            n = heads.pop(m)[1]
-            sn[1] = n
-            heads[n][0] = -1 - q
-            self.lcnt[q] -= 1
-        if oind > order:
-            self.split_pages(m, oind, fl, order, True)
-        return m
 
     def _steal(self, base: int, fl: int, pool: int, order: int) -> int | None:
         """alloc_freelist_pages's second step: the largest block of any pool from
@@ -705,7 +1412,7 @@ class VmPhys:
             for pind in range(self.default_freepool, self.NFP):
                 q = base + pind * NFO + oind
                 if lcnt[q]:
-                    m = self.heads[-1 - q][1]
+                    m = self.queue_first(q)
                     self.freelist_rem(q, m)
                     self.set_pool(pool, m, oind)
                     self.split_pages(m, oind, fl, order, True)
@@ -718,64 +1425,32 @@ class VmPhys:
     def free_pages(self, m: int, order: int, w: int = 0) -> None:
         """vm_phys_free_pages(): free the 2**order block at ``m`` into m's pool, merging with
         free buddies (of any pool, within the segment, up to order NFO - 1); the result goes
-        to the TAIL of its queue.
+        to the TAIL of its queue (the queue core's vm_phys_free_pages).
 
         Requires: the domain's free lock; the block allocated, m aligned to order, m's pool
-        valid (not LAZYINIT).  ``w``: m's page word if the caller has read it already."""
+        valid (not LAZYINIT), m's page word dense.  ``w``: m's page word if the caller has
+        read it already."""
         pages = self.pages
-        # NOTE: the page-word read, vm_freelist_rem and vm_freelist_add are inlined for
-        # speed (docs/implementation.md); the observers (extent mirror) take the slow path.
-        mv, base = pages.mv, pages.base_pfn
         if not w:
-            w = mv[m - base] or pages.word(m)
-        pool = w & POOL_MASK
-        assert pool != self.LAZYINIT and pool < self.NFP, \
-            f"vm_phys_free_pages: page {m << PAGE_SHIFT:#x} has unexpected pool {pool}"
-        heads = self.heads
-        assert m not in heads, "vm_phys_free_pages: page is already a free head"
-        seg = self.segs[w >> SEGIND_SHIFT]
-        fq = seg.fq
-        NFO = self.NFO
-        lcnt = self.lcnt
-        observed = self.on_rem or self.on_add
-        if order < NFO - 1:
-            spfn, epfn = seg.spfn, seg.epfn
-            while True:
-                b = m ^ (1 << order)
-                if b < spfn or b >= epfn:
-                    break
-                bn = heads.get(b)
-                if bn is None or bn[2] != order:
-                    if bn is None and not pages.raw(b):
-                        raise UninitializedPageError(
-                            f"vm_phys_free_pages: buddy {b << PAGE_SHIFT:#x} never initialised")
-                    break
-                bw = mv[b - base] or pages.word(b)
-                bpool = bw & POOL_MASK
-                if observed:
-                    self.freelist_rem(fq + bpool * NFO + order, b)
-                else:
-                    p, n = bn[0], bn[1]
-                    heads[p][1] = n
-                    heads[n][0] = p
-                    del heads[b]
-                    lcnt[fq + bpool * NFO + order] -= 1
-                if bpool != pool:
-                    self.set_pool(pool, b, order)
-                order += 1
-                m &= ~((1 << order) - 1)
-                if order >= NFO - 1:
-                    break
-        q = fq + pool * NFO + order
-        if observed:
-            self.freelist_add(q, m, order, True)
-            return
-        sn = heads[-1 - q]
-        last = sn[0]
-        heads[m] = [last, -1 - q, order]
-        heads[last][1] = m
-        sn[0] = m
-        lcnt[q] += 1
+            w = pages.word(m)
+        assert w & POOL_MASK != self.LAZYINIT and w & POOL_MASK < self.NFP, \
+            f"vm_phys_free_pages: page {m << PAGE_SHIFT:#x} has unexpected pool {w & 3}"
+        assert not self.slot_of(m), "vm_phys_free_pages: page is already a free head"
+        assert pages.is_dense(m), "vm_phys_free_pages: page word not dense"
+        obs = self._obs()
+        words = self.kwords
+        stop = -1
+        while True:
+            b = self._k.free(self._st, words, m, order, stop, obs)
+            if b < 0:
+                break
+            if not pages.raw(b):
+                raise UninitializedPageError(
+                    f"vm_phys_free_pages: buddy {b << PAGE_SHIFT:#x} never initialised")
+            stop = b                # initialised alone: no head, so no merge
+        d = self.segs[w >> SEGIND_SHIFT].domain
+        if self.nv[self.log_at(d)]:
+            self._flush(d)
 
     def enqueue_contig(self, m: int, npages: int) -> None:
         """vm_phys_enqueue_contig(): free ``[m, m + npages)`` as maximal aligned blocks,
@@ -819,22 +1494,16 @@ class VmPhys:
         step = 1 << order
         end = m + nchunks * step
         q = fl + order
-        s = -1 - q
-        heads = self.heads
-        sn = heads[s]
-        last = sn[0]
-        self.lcnt[q] += nchunks
-        heads[last][1] = m
         if self.LAZYINIT is None or w & POOL_MASK != self.LAZYINIT:
-            prevs = itertools.chain((last,), range(m, end - step, step))
-            nexts_ = itertools.chain(range(m + step, end, step), (s,))
-            nodes = map(list, zip(prevs, nexts_, itertools.repeat(order, nchunks),
-                                  strict=True))
-            heads.update(zip(range(m, end, step), nodes, strict=True))
-            sn[0] = end - step
+            obs = self._obs()
+            self._k.enq_chunks(self._st, fl, m, nchunks, order, obs)
+            if obs:
+                self._flush(self._dom(q))
             return
-        heads[m] = [last, s, order, nchunks]
-        sn[0] = m
+        self.freelist_add(q, m, order, True)
+        s = self.slot_of(m)
+        self.nv[NODE * s + INFO] |= nchunks << NCH_SHIFT
+        self.lcnt[q] += nchunks - 1
         # vm_phys_enq_chunk's vm_page_init_page of each next chunk head: by the run's
         # rule, the last one (the page after the run) stored.  Only boot enqueues
         # LAZYINIT runs; its dense entries are the ranges its init loop wrote, and those
@@ -859,6 +1528,14 @@ class VmPhys:
         """vm_phys_free_contig(): free an arbitrary run; its interior goes through
         enqueue_contig (no coalescing), then the unaligned head and tail pieces through
         free_pages.  Requires: the domain's free lock; every page from one pool."""
+        m_start, m_end, _os, _oe, _mo = self._contig_pieces(m, npages)
+        if m_start < m_end:
+            self.enqueue_contig(m_start, m_end - m_start)
+        self.free_contig_finish(m, npages, 2)
+
+    def _contig_pieces(self, m: int, npages: int) -> tuple[int, int, int, int, int]:
+        """vm_phys_free_contig's cut of a run: (m_start, m_end, order_start, order_end,
+        max_order); the head piece is freed if order_start < max_order, the tail's too."""
         lo = m
         max_order = min(fls(lo ^ (lo + npages)) - 1, self.NFO - 1)
         # ffsll(0) - 1 is -1, which as the kernel's unsigned int never tests "<".
@@ -867,9 +1544,13 @@ class VmPhys:
         e = lo + npages
         order_end = (e & -e).bit_length() - 1 if e else M64
         m_end = m + npages - (1 << order_end) if order_end < max_order else m + npages
-        if m_start < m_end:
-            self.enqueue_contig(m_start, m_end - m_start)
-        if order_start < max_order:
+        return m_start, m_end, order_start, order_end, max_order
+
+    def free_contig_finish(self, m: int, npages: int, stage: int) -> None:
+        """vm_phys_free_contig's free_pages of the head piece and then the tail piece
+        (``stage`` 2), or of the tail piece only (3): where the queue core stopped."""
+        _s, m_end, order_start, order_end, max_order = self._contig_pieces(m, npages)
+        if stage == 2 and order_start < max_order:
             self.free_pages(m, order_start)
         if order_end < max_order:
             self.free_pages(m_end, order_end)
@@ -904,7 +1585,7 @@ class VmPhys:
                     while self.lcnt[q]:
                         if batch is not None and done >= batch:
                             return False
-                        m = self.heads[-1 - q][1]
+                        m = self.queue_first(q)
                         before = self.pages.ninit
                         self.freelist_rem(q, m)
                         self.set_pool(self.DEFAULT, m, oind)
@@ -1034,32 +1715,13 @@ class VmPhys:
         NFO = self.NFO
         order = fls(npages - 1)
         size = npages << PAGE_SHIFT
-        heads = self.heads
-        # NOTE: vm_addr_ok inlined for speed: the kernel's 64-bit masks, precomputed.
-        amask = (alignment - 1) & M64
-        bmask = -boundary & M64
-        top = high - size         # (order < NFO here, so pa + size cannot wrap)
-        for oind in range(order, NFO):
-            for pind in range(self.default_freepool, self.NFP):
-                q = queues + pind * NFO + oind
-                if not self.lcnt[q]:
-                    continue
-                if pind == self.LAZYINIT and oind == NFO - 1:
-                    for m in self.queue_iter(q):        # lazy runs: chunk by chunk
-                        pa = m << PAGE_SHIFT
-                        if low <= pa <= top and not pa & amask and \
-                                not (pa ^ (pa + size - 1)) & bmask:
-                            return m
-                    continue
-                m = heads[-1 - q][1]
-                while m >= 0:
-                    pa = m << PAGE_SHIFT
-                    if low <= pa <= top and not pa & amask and \
-                            not (pa ^ (pa + size - 1)) & bmask:
-                        return m
-                    m = heads[m][1]
         if order < NFO:
-            return None
+            # The queue core's walk (the kernel's 64-bit masks as signed words; addresses
+            # above 2**62 are no page's).
+            top = min(high - size, 1 << 62)
+            m = self._k.find_queues(self._st, queues, order, npages, min(low, 1 << 62), top,
+                                    alignment - 1, -boundary, self.default_freepool)
+            return m if m >= 0 else None
         for pind in range(self.default_freepool, self.NFP):
             m = self.find_freelist_contig(queues + pind * NFO, npages, low, high,
                                           alignment, boundary)
@@ -1127,14 +1789,14 @@ class VmPhys:
         seg = self.paddr_to_seg(m << PAGE_SHIFT)
         if seg is None:
             return None
-        heads = self.heads
+        nv = self.nv
         for order in range(self.NFO):
             h = m & ~((1 << order) - 1)
             if h < seg.spfn:
                 return None
-            node = heads.get(h)
-            if node is not None:
-                o = node[2]
+            sh = self.slot_of(h)
+            if sh:
+                o = (nv[NODE * sh + INFO] & ORDER_MASK) - 1
                 return h if o >= order and h + (1 << o) > m else None
             if order == self.NFO - 1 and self.pages.runs and self.pages.run_of(h) >= 0:
                 return h                # a later chunk of a lazy run

@@ -1,0 +1,129 @@
+"""physmem's one entry point to Numba: functions compiled on first use, or plain Python.
+
+``njit(fn)`` returns a :class:`Lazy` function.  Calling it the first time imports numba
+and compiles ``fn`` (``cache=True``: a second process loads the machine code from the
+cache instead of compiling); with ``NUMBA_DISABLE_JIT=1`` or ``PHYSMEM_JIT=0``, or without
+numba installed, it is ``fn`` itself, plain Python.  ``fn.py`` is always the plain
+function: boot runs it, so that booting (even 1 TiB lazily, whose target is 128 MiB of
+peak RSS) never imports numba, whose import alone costs ~114 MiB of resident memory.
+
+A compiled function may call other :class:`Lazy` functions: numba types such a call by
+the callee's dispatcher (registered with ``typeof`` when numba is imported), and caches
+the caller as usual.
+
+Rules (docs/implementation.md, section 6): one implementation per function, readable as
+the kernel's loops over arrays; callers validate arguments before compiled code mutates
+state; everything runs with ``NUMBA_DISABLE_JIT=1``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import threading
+import types
+from collections.abc import Callable
+from typing import Any
+
+_lock = threading.RLock()
+
+
+def enabled() -> bool:
+    """Whether :func:`njit` functions are compiled: numba is installed and neither
+    ``NUMBA_DISABLE_JIT=1`` nor ``PHYSMEM_JIT=0`` is set."""
+    if os.environ.get("PHYSMEM_JIT", "1") == "0":
+        return False
+    if os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0"):
+        return False
+    return "numba" in sys.modules or importlib.util.find_spec("numba") is not None
+
+
+def _numba() -> Any:
+    """Import numba (first compiled call only).  Where the package directory is not
+    writable, numba's cache needs a directory of its own: NUMBA_CACHE_DIR, else one under
+    the user's cache directory, else the system's temporary directory."""
+    if "NUMBA_CACHE_DIR" not in os.environ and not os.access(os.path.dirname(__file__),
+                                                             os.W_OK):
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+        if not os.access(base if os.path.isdir(base) else os.path.dirname(base), os.W_OK):
+            import tempfile
+            base = tempfile.gettempdir()
+        os.environ["NUMBA_CACHE_DIR"] = os.path.join(base, "physmem-numba")
+    import numba
+    from numba.extending import typeof_impl
+
+    @typeof_impl.register(Lazy)
+    def _typeof_lazy(val: Lazy, c: Any) -> Any:
+        # A Lazy called from compiled code is its dispatcher: numba types the call (and
+        # compiles the callee) from it.  The caller keeps its module's globals, so numba
+        # can cache it.
+        return numba.typeof(val.compiled())
+
+    return numba
+
+
+class Lazy:
+    """A function compiled by numba on its first call (see the module docstring)."""
+
+    def __init__(self, fn: Callable) -> None:
+        self.fn = fn
+        self.__name__ = fn.__name__
+        self.__doc__ = fn.__doc__
+        self._compiled: Callable | None = None
+        self._py: Callable | None = None
+
+    def __call__(self, *args: Any) -> Any:
+        f = self._compiled
+        if f is None:
+            f = self.compiled()
+        return f(*args)
+
+    @property
+    def py(self) -> Callable:
+        """The plain Python function, calling the plain versions of its callees (boot
+        runs these: no numba import)."""
+        if self._py is None:
+            self._py = self._with_callees(lambda c: c.py)
+        return self._py
+
+    def compiled(self) -> Callable:
+        """The function to call: numba's dispatcher (compiling it now if needed), or the
+        plain function when the JIT is off."""
+        f = self._compiled
+        if f is not None:
+            return f
+        with _lock:
+            if self._compiled is None:
+                self._compiled = self._compile() if enabled() else self.py
+            return self._compiled
+
+    def _with_callees(self, pick: Callable[[Lazy], Callable]) -> Callable:
+        """``fn`` with ``pick(callee)`` in its globals for each Lazy it calls (plain Python
+        must not compile): same code, module and name."""
+        fn = self.fn
+        g = fn.__globals__
+        callees = {name: pick(g[name]) for name in fn.__code__.co_names
+                   if isinstance(g.get(name), Lazy)}
+        if not callees:
+            return fn
+        g = dict(g)
+        g.update(callees)
+        new = types.FunctionType(fn.__code__, g, fn.__name__, fn.__defaults__,
+                                 fn.__closure__)
+        new.__module__ = fn.__module__
+        new.__qualname__ = fn.__qualname__
+        new.__doc__ = fn.__doc__
+        return new
+
+    def _compile(self) -> Callable:
+        numba = _numba()
+        try:
+            return numba.njit(cache=True)(self.fn)
+        except (OSError, RuntimeError):   # no usable cache directory: compile each time
+            return numba.njit(self.fn)
+
+
+def njit(fn: Callable) -> Lazy:
+    """Decorator: ``fn`` compiled lazily on its first call (see :class:`Lazy`)."""
+    return Lazy(fn)

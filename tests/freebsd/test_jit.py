@@ -1,0 +1,133 @@
+"""vm_phys's queue core runs compiled (numba, physmem.jit) after boot and as plain Python
+during boot and with the JIT off: both give the kernel's output, and boot never imports
+numba."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import physmem
+from physmem import jit
+
+ROOT = Path(__file__).resolve().parents[2]
+
+_REPLAY_ALL = r'''
+import gzip, io, sys
+from pathlib import Path
+from physmem.trace import Replayer
+import physmem.jit
+root = Path(sys.argv[1]) / "tests" / "data"
+paths = sorted((root / "oracle").glob("samples/vm_phys-*.trace")) + \
+    sorted((root / "oracle").glob("generated/*.trace.gz")) + \
+    sorted((root / "golden").glob("*.trace"))
+def text(p):
+    return gzip.decompress(p.read_bytes()).decode() if p.suffix == ".gz" else p.read_text()
+bad = []
+for p in paths:
+    out = io.StringIO()
+    errors = Replayer().replay(io.StringIO(text(p)), out)
+    exp = p.with_name(p.name.replace(".trace", ".expected"))
+    if errors or out.getvalue() != text(exp):
+        bad.append(p.name)
+print(len(paths), physmem.jit.enabled(), "numba" in sys.modules, *bad)
+'''
+
+
+@pytest.mark.parametrize("env", [{"NUMBA_DISABLE_JIT": "1"}, {"PHYSMEM_JIT": "0"}],
+                         ids=["NUMBA_DISABLE_JIT", "PHYSMEM_JIT"])
+def test_every_oracle_trace_replays_identically_without_the_jit(env):
+    out = subprocess.run([sys.executable, "-c", _REPLAY_ALL, str(ROOT)], capture_output=True,
+                         text=True, check=True, env={**os.environ, **env}).stdout.split()
+    assert int(out[0]) >= 40 and out[1] == "False"
+    assert out[3:] == []                     # no trace differs
+    if "PHYSMEM_JIT" in env:
+        assert out[2] == "False"             # numba never imported
+
+
+def test_boot_does_not_import_numba_and_the_first_call_does():
+    code = ("import sys, json, physmem; k = physmem.boot('firecracker-1g', lazy=True); "
+            "a = 'numba' in sys.modules; k.free_pages(k.alloc_pages(0, 'default', 0), 0); "
+            "print(json.dumps([a, 'numba' in sys.modules, k.phys.jitted]))")
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_DISABLE_JIT", "PHYSMEM_JIT")}
+    before, after, jitted = json.loads(subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        env=env).stdout)
+    assert not before
+    assert after == jitted == jit.enabled()
+
+
+def test_enabled_follows_the_environment(monkeypatch):
+    monkeypatch.setenv("PHYSMEM_JIT", "0")
+    assert not jit.enabled()
+    monkeypatch.delenv("PHYSMEM_JIT")
+    monkeypatch.setenv("NUMBA_DISABLE_JIT", "1")
+    assert not jit.enabled()
+
+
+def test_a_lazy_function_is_plain_python_with_the_jit_off(monkeypatch):
+    monkeypatch.setenv("PHYSMEM_JIT", "0")
+
+    def twice(x):
+        return 2 * x
+
+    f = jit.njit(twice)
+    assert f(21) == 42 and f.compiled() is twice and f.py is twice
+
+
+def test_compiled_and_plain_queue_cores_reach_the_same_state():
+    """The same random requests on two kernels, one with the queue core compiled and one
+    plain: same pages handed out, same digest (INVARIANTS run on both at the end)."""
+    import random
+    ks = [physmem.boot("firecracker-1g", lazy=True) for _ in range(2)]
+    ks[1].phys.use_jit(False)
+    rng = random.Random(13)
+    held: list[list[tuple[int, int]]] = [[], []]
+    for _ in range(3000):
+        op = rng.random()
+        order = rng.choice((0, 0, 0, 1, 2, 5, 9))
+        npages = rng.choice((1, 3, 17, 100, 600))
+        state = rng.getstate()
+        res = []
+        for k, h in zip(ks, held, strict=True):
+            rng.setstate(state)
+            if op < 0.45:
+                pa = k.alloc_pages(0, "default", order)
+                if pa is not None:
+                    h.append((pa, 1 << order))
+                res.append(pa)
+            elif op < 0.6:
+                runs = k.alloc_npages_runs(0, "default", npages)
+                h.extend(runs)
+                res.append(runs)
+            elif op < 0.7:
+                pa = k.alloc_contig(0, npages)
+                if pa is not None:
+                    h.append((pa, npages))
+                res.append(pa)
+            elif h:
+                pa, n = h.pop(rng.randrange(len(h)))
+                k.free_contig(pa, n)
+                res.append((pa, n))
+            else:
+                res.append(None)
+        assert res[0] == res[1]
+    assert ks[0].phys.jitted == jit.enabled() and not ks[1].phys.jitted
+    assert ks[0].digest() == ks[1].digest()
+
+
+def test_an_unwritable_package_directory_sends_numbas_cache_elsewhere(monkeypatch, tmp_path):
+    """Where physmem's directory is not writable (a system install), numba's cache goes
+    to NUMBA_CACHE_DIR, else under the user's cache directory."""
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    real = os.access
+    pkg = os.path.dirname(jit.__file__)
+    monkeypatch.setattr(os, "access", lambda p, m: False if p == pkg else real(p, m))
+    jit._numba()
+    assert os.environ["NUMBA_CACHE_DIR"] == str(tmp_path / "physmem-numba")
