@@ -24,6 +24,8 @@ Errors print one line on stderr and exit non-zero, never a traceback.
 from __future__ import annotations
 
 import contextlib
+import os
+import stat
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -246,6 +248,21 @@ def sysctl(oid: str, machine: str, tunables: tuple[str, ...]) -> None:
     click.echo(f"{oid}: {text}")
 
 
+# `replay --jit auto`: a trace file smaller than this replays as plain Python (numba's
+# start-up, ~0.5 s, would cost more than it saves: bench/RESULTS.md, issue 13 third round).
+JIT_AUTO_BYTES = 2 << 20
+
+
+def _small_file(path: str, limit: int) -> bool:
+    """Whether ``path`` is a regular file of fewer than ``limit`` bytes (stdin, pipes and
+    unreadable paths are not: their size is not known here)."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size < limit
+
+
 @main.command()
 @click.argument("trace", type=click.Path(allow_dash=True))
 @click.option("--check", is_flag=True, help="Run the invariant checker after every "
@@ -254,19 +271,27 @@ def sysctl(oid: str, machine: str, tunables: tuple[str, ...]) -> None:
               help="Start from this snapshot instead of an empty machine.")
 @click.option("--save", "save_to", type=click.Path(dir_okay=False),
               help="Save a snapshot of the final state (written atomically).")
+@click.option("--jit", type=click.Choice(["auto", "on", "off"]), default="auto",
+              show_default=True,
+              help="Compile vm_phys's hot paths with numba. Its import and cache load cost "
+              "~0.5 s once, repaid after ~50,000 operations: 'auto' compiles for a file "
+              f"over {JIT_AUTO_BYTES >> 20} MiB (~75,000 lines) or standard input.")
 @force_opt
 @_errors
 def replay(trace: str, check: bool, load_from: str | None, save_to: str | None,
-           force: bool) -> None:
+           jit: str, force: bool) -> None:
     """Replay a trace (FILE, or - for standard input); exit 1 if any line failed."""
     from . import snapshot
     from .trace import Replayer, read_trace
     refuse_temp(trace)
     if save_to is not None:         # (an empty --save is refused, not ignored)
         check_output_file(save_to, force, is_snapshot_file, "snapshot")
-    r = Replayer(check=check)
+    on = jit == "on" or (jit == "auto" and not _small_file(trace, JIT_AUTO_BYTES))
+    r = Replayer(check=check, kernel_factory=lambda arch: Kernel(arch, jit=on))
     if load_from:
         r.kernel = snapshot.load(load_from)
+        r.kernel.jit = on
+        r.kernel.phys.use_jit(on)
         r.arch = r.kernel.param.name
         r.nops = 1   # an arch line can no longer come first
     out = sys.stdout

@@ -111,12 +111,16 @@ class Kernel:
     (:func:`physmem.boot` does this from a machine description.)
     """
 
-    def __init__(self, arch: str | VmParam = "amd64") -> None:
+    def __init__(self, arch: str | VmParam = "amd64", *, jit: bool = True) -> None:
+        """``jit``: run vm_phys's queue core compiled after boot (numba; its import costs
+        ~0.5 s and ~100 MiB once per process, repaid after ~50,000 operations), or as
+        plain Python (``PHYSMEM_JIT=0`` in the environment turns it off everywhere)."""
         if not isinstance(arch, (str, VmParam)):
             raise ArchError(f"arch must be a name (amd64, arm64, riscv), not "
                             f"{type(arch).__name__}")
         self.param = arch if isinstance(arch, VmParam) else get_arch(arch)
         self.phys = VmPhys(self.param)
+        self.jit = bool(jit)
         self.seg_lines: list[tuple[int, int, int]] = []
         self.phys_avail: list[tuple[int, int]] = []
         self.booted = False
@@ -267,7 +271,7 @@ class Kernel:
         self._stats.boot_seconds = time.perf_counter() - t0
         # From here on vm_phys's queue core runs compiled (numba is imported and the
         # functions compiled on their first call, not during boot: docs/implementation.md).
-        self.phys.use_jit(True)
+        self.phys.use_jit(self.jit)
         if start_aps:
             self.start_aps()
 

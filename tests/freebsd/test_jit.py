@@ -131,3 +131,40 @@ def test_an_unwritable_package_directory_sends_numbas_cache_elsewhere(monkeypatc
     monkeypatch.setattr(os, "access", lambda p, m: False if p == pkg else real(p, m))
     jit._numba()
     assert os.environ["NUMBA_CACHE_DIR"] == str(tmp_path / "physmem-numba")
+
+
+_CLI_REPLAY = r'''
+import sys
+from physmem import cli
+try:
+    cli.main(sys.argv[1:])
+except SystemExit:
+    pass
+print("numba" in sys.modules, file=sys.stderr)
+'''
+
+
+@pytest.mark.parametrize("mode, numba_expected", [("auto", False), ("off", False),
+                                                  ("on", True)])
+def test_replay_compiles_only_when_asked_or_the_trace_is_long(mode, numba_expected):
+    # `physmem replay --jit auto` on a short trace stays plain Python: numba's start-up
+    # (~0.5 s, ~100 MiB) would cost more than the trace.  Output is the kernel's either way.
+    trace = ROOT / "tests/data/oracle/samples/vm_phys-eager-fc128m_basic.trace"
+    exp = trace.with_name(trace.name.replace(".trace", ".expected")).read_text()
+    env = {k: v for k, v in os.environ.items() if k not in ("PHYSMEM_JIT", "NUMBA_DISABLE_JIT")}
+    r = subprocess.run([sys.executable, "-c", _CLI_REPLAY, "replay", "--jit", mode, str(trace)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.stdout == exp
+    assert r.stderr.strip().splitlines()[-1] == str(numba_expected and jit.enabled())
+
+
+def test_the_auto_threshold_is_the_files_size(tmp_path):
+    from physmem.cli import JIT_AUTO_BYTES, _small_file
+    small = tmp_path / "a.trace"
+    small.write_bytes(b"#\n" * 10)
+    big = tmp_path / "b.trace"
+    big.write_bytes(b"#" * JIT_AUTO_BYTES)
+    assert _small_file(str(small), JIT_AUTO_BYTES)
+    assert not _small_file(str(big), JIT_AUTO_BYTES)
+    assert not _small_file("-", JIT_AUTO_BYTES)
+    assert not _small_file(str(tmp_path / "missing"), JIT_AUTO_BYTES)
