@@ -479,8 +479,12 @@ class PageoutMixin:
                 adj[counter] = 1
 
     def _inactive_page(self, m: int, qi: int) -> int:
-        """Scan one inactive page; returns 1 if it was cached or freed."""
+        """vm_pageout_scan_inactive's step and vm_pageout_page's decisions for one
+        inactive page (its spinlock held); returns 1 if it was cached or freed."""
         p, st = self.pages, self.pageout_stats
+        # vm_pageout_scan_inactive: v_pdpages counts every queue entry the scan steps to,
+        # before the busy try (the kernel's markers too; the model has none)
+        self.cpu[self._tls.cpu].cnt["v_pdpages"] += 1
         if self._busy_try(m, True):
             self._requeue(m, qi)
             return 0
@@ -497,18 +501,25 @@ class PageoutMixin:
                 st.reactivated += 1
             else:
                 self._test_dirty(m)
+                if p.valid[m] == 0:
+                    # vm_pageout_page: invalid pages are freed (vm_pageout_page_free,
+                    # v_dfree), whatever their object and dirty bits
+                    p.flags[m] &= ~(PG_MAPPED | PG_WRITEABLE)
+                    self.vm_page_free(m)         # unbusies
+                    self.cpu[self._tls.cpu].cnt["v_dfree"] += 1
+                    st.freed += 1
+                    return 1
                 if p.dirty[m] and not p.flags[m] & PG_WINATCFLS:
-                    p.flags[m] |= PG_WINATCFLS     # a second chance before laundering
+                    # vm_pageout_page: dirty pages cycle through the queue twice
+                    p.flags[m] |= PG_WINATCFLS
                     self._requeue(m, qi)
                 elif p.dirty[m] and not self._launder(m):
                     self._requeue(m, qi)
-                elif not p.obj[m]:
-                    p.flags[m] &= ~(PG_MAPPED | PG_WRITEABLE)
-                    self.vm_page_free(m)         # unbusies
-                    self.cpu[self._tls.cpu].cnt["v_dfree"] += 1     # vm_pageout_page
-                    st.freed += 1
-                    return 1
                 else:
+                    # vm_pageout_page: clean pages are cached (vm_page_cache), with or
+                    # without an object.  A dirty page on its second visit was
+                    # laundered just above (no pager I/O: written at once, and cached
+                    # as OBJPC_TRY_TO_CACHE asks once its write completes)
                     self._cache(m)               # unbusies
                     if queue_base(p.queue[m]) == PQ_CACHE:
                         st.cached += 1
@@ -554,6 +565,9 @@ class PageoutMixin:
             if p.wire_count[m]:
                 self._rem_queue(m)               # wired pages leave the queues
                 return 0
+            # vm_pageout_scan_active: v_pdpages counts the pages past the wired (and
+            # emergency pager) checks; the kernel has no hold check (#if 0)
+            self.cpu[self._tls.cpu].cnt["v_pdpages"] += 1
             if p.hold_count[m]:
                 self._requeue(m, qa)
                 return 0

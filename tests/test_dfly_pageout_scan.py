@@ -1,0 +1,123 @@
+"""The pagedaemon's decisions and counters as DragonFly's vm_pageout.c makes them:
+vm_pageout_page frees invalid pages and caches valid clean ones (whether or not they belong
+to an object); v_pdpages counts every entry the inactive scan steps to and the active
+scan's pages past its wired check."""
+
+from __future__ import annotations
+
+from physmem.dragonfly.vm_page import VM_ALLOC_NORMAL, DragonflyVm
+from physmem.dragonfly.vm_page_array import (
+    PQ_CACHE,
+    PQ_FREE,
+    PQ_INACTIVE,
+    VM_PAGE_BITS_ALL,
+    queue_base,
+)
+from physmem.machine import Machine, RamRange
+
+MIB = 1 << 20
+
+
+def small(mib: int = 48) -> DragonflyVm:
+    m = Machine(f"t{mib}", [RamRange(0x100000, mib * MIB)], page_array="none")
+    return DragonflyVm(m)
+
+
+def total(vm: DragonflyVm, counter: str) -> int:
+    return sum(c.cnt[counter] for c in vm.cpu)
+
+
+def inactive_page(vm: DragonflyVm, obj, pindex: int, valid: int, unbusy: bool = True) -> int:
+    """A page of ``obj`` (or of no object) with ``valid`` bits, clean, on PQ_INACTIVE."""
+    m = vm.vm_page_alloc(obj, pindex, VM_ALLOC_NORMAL)
+    vm.pages.valid[m] = valid
+    vm.vm_page_deactivate(m)
+    if unbusy:
+        vm.vm_page_wakeup(m)
+    return m
+
+
+def one_pass(vm: DragonflyVm, deficit: int = 1000) -> None:
+    """One vm_pageout_scan with a deficit (vm_pageout_deficit) to work off: plenty of
+    memory is free, so the deficit alone sets the inactive scan's shortage."""
+    vm.deficit = deficit
+    vm.vm_pageout_scan(0)
+
+
+def test_inactive_scan_frees_invalid_pages_and_caches_valid_clean_ones():
+    vm = small()
+    o = vm.object_create("default")
+    with_obj_valid = inactive_page(vm, o, 0, VM_PAGE_BITS_ALL)
+    with_obj_invalid = inactive_page(vm, o, 1, 0)
+    no_obj_valid = inactive_page(vm, None, 0, VM_PAGE_BITS_ALL)
+    no_obj_invalid = inactive_page(vm, None, 0, 0)
+    freed0, dfree0 = vm.pageout_stats.freed, total(vm, "v_dfree")
+    one_pass(vm)
+    q = vm.pages.queue
+    # vm_pageout_page: "Invalid pages can be easily freed" -- object or not
+    assert queue_base(q[with_obj_invalid]) == PQ_FREE
+    assert queue_base(q[no_obj_invalid]) == PQ_FREE
+    # "Clean pages can be placed onto the cache queue" -- object or not
+    assert queue_base(q[with_obj_valid]) == PQ_CACHE
+    assert queue_base(q[no_obj_valid]) == PQ_CACHE
+    assert vm.vm_page_lookup(o, 0) == with_obj_valid       # a cache page keeps its object
+    assert vm.vm_page_lookup(o, 1) is None
+    assert vm.pageout_stats.freed - freed0 == 2
+    assert total(vm, "v_dfree") - dfree0 == 2               # counted per page freed
+    vm.vmstats_rollup()
+    vm.check()
+
+
+def test_dirty_pages_are_laundered_on_their_second_visit_then_cached():
+    vm = small()
+    o = vm.object_create("default")
+    m = inactive_page(vm, o, 0, VM_PAGE_BITS_ALL, unbusy=False)
+    vm.vm_page_dirty(m)
+    vm.vm_page_wakeup(m)
+    one_pass(vm)                # first scan: second chance (requeued); second: laundered
+    assert vm.pageout_stats.laundered == 1
+    assert queue_base(vm.pages.queue[m]) == PQ_CACHE
+    assert vm.pages.dirty[m] == 0
+    vm.vmstats_rollup()
+    vm.check()
+
+
+def test_v_pdpages_counts_inactive_entries_stepped_to_and_eligible_active_pages():
+    vm = small()
+    o = vm.object_create("default")
+    pi = 0
+    # inactive: 6 clean valid pages (cached on the first visit), one busy page (stepped
+    # to and skipped on both inactive scans of the pass), one wired page (leaves the queue)
+    for _ in range(6):
+        inactive_page(vm, o, pi, VM_PAGE_BITS_ALL)
+        pi += 1
+    busy = inactive_page(vm, o, pi, VM_PAGE_BITS_ALL, unbusy=False)
+    pi += 1
+    wired = inactive_page(vm, o, pi, VM_PAGE_BITS_ALL, unbusy=False)
+    vm.vm_page_wire(wired)
+    vm.vm_page_wakeup(wired)
+    pi += 1
+    # active: 5 pages that age but stay (act_count above the decline), one wired and one
+    # busy page (neither counted by vm_pageout_scan_active)
+    for _ in range(5):
+        m = vm.vm_page_alloc(o, pi, VM_ALLOC_NORMAL)
+        vm.vm_page_activate(m)
+        vm.vm_page_wakeup(m)
+        pi += 1
+    aw = vm.vm_page_alloc(o, pi, VM_ALLOC_NORMAL)
+    vm.vm_page_activate(aw)
+    vm.vm_page_wire(aw)
+    vm.vm_page_wakeup(aw)
+    pi += 1
+    ab = vm.vm_page_alloc(o, pi, VM_ALLOC_NORMAL)
+    vm.vm_page_activate(ab)
+    assert total(vm, "v_pdpages") == 0
+    one_pass(vm)
+    # inactive scan: 8 entries, then the second scan of the pass steps to the busy page
+    # again; active scan: the 5 unwired, unbusied pages
+    assert total(vm, "v_pdpages") == 8 + 1 + 5
+    assert queue_base(vm.pages.queue[busy]) == PQ_INACTIVE
+    vm.vm_page_wakeup(busy)
+    vm.vm_page_wakeup(ab)
+    vm.vmstats_rollup()
+    vm.check()
