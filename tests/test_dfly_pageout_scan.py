@@ -13,6 +13,7 @@ from physmem.dragonfly.vm_page_array import (
     VM_PAGE_BITS_ALL,
     queue_base,
 )
+from physmem.dragonfly.vm_pageout import PAGING_IDLE, PAGING_TARGET2
 from physmem.machine import Machine, RamRange
 
 MIB = 1 << 20
@@ -121,3 +122,48 @@ def test_v_pdpages_counts_inactive_entries_stepped_to_and_eligible_active_pages(
     vm.vm_page_wakeup(ab)
     vm.vmstats_rollup()
     vm.check()
+
+
+def fill_inactive_until_paging_starts(vm: DragonflyVm) -> None:
+    """Clean, valid inactive pages until vm_paging_start says the daemon should run (the
+    allocations kick it: vm_pages_needed 1, the synchronous daemon not yet run)."""
+    o = vm.object_create("default")
+    i = 0
+    while not vm.start():
+        inactive_page(vm, o, i, VM_PAGE_BITS_ALL)
+        i += 1
+    vm.vmstats_rollup()
+
+
+def avail(vm: DragonflyVm) -> int:
+    s = vm.local()
+    return s.v_free_count + s.v_cache_count
+
+
+def test_vm_pages_needed_and_target2_state_persist_across_turns():
+    vm = small()
+    fill_inactive_until_paging_starts(vm)
+    assert vm.vm_pages_needed == 1 and vm.pageout_state == PAGING_IDLE
+    # one turn: woken in TARGET1, it pages up to target1 but stays short of target2, so
+    # vm_pageout_thread keeps vm_pages_needed = 2 in TARGET2 (it does not go to sleep)
+    vm.vm_pageout(max_passes=1)
+    assert vm.pageout_stats.passes == 1
+    assert not vm.target1() and vm.target2()
+    assert vm.vm_pages_needed == 2
+    assert vm.pageout_state == PAGING_TARGET2
+    # kicks while it pages: above v_free_min they leave vm_pages_needed at 2
+    assert not vm.min()
+    vm.pagedaemon_wakeup()
+    assert vm.vm_pages_needed == 2
+    # the next turns need no kick nor force: the daemon loops on toward target2, then
+    # sleeps (vm_pages_needed 0) once target2 is met
+    vm.vm_pageout()
+    assert vm.pageout_stats.passes > 1
+    assert avail(vm) >= vm.local().v_paging_target2
+    assert vm.vm_pages_needed == 0 and vm.pageout_state == PAGING_IDLE
+    passes = vm.pageout_stats.passes
+    vm.vm_pageout()                 # asleep, not kicked, paging need not start: no turn
+    assert vm.pageout_stats.passes == passes
+    assert total(vm, "v_pdwakeups") == passes
+    vm.check()
+
