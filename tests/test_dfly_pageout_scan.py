@@ -1,7 +1,8 @@
 """The pagedaemon's decisions and counters as DragonFly's vm_pageout.c makes them:
 vm_pageout_page frees invalid pages and caches valid clean ones (whether or not they belong
 to an object); v_pdpages counts every entry the inactive scan steps to and the active
-scan's pages past its wired check."""
+scan's pages past its wired check; vm_pageout_thread keeps vm_pages_needed and its
+TARGET1/TARGET2 state across turns."""
 
 from __future__ import annotations
 
@@ -14,18 +15,8 @@ from physmem.dragonfly.vm_page_array import (
     queue_base,
 )
 from physmem.dragonfly.vm_pageout import PAGING_IDLE, PAGING_TARGET2
-from physmem.machine import Machine, RamRange
 
-MIB = 1 << 20
-
-
-def small(mib: int = 48) -> DragonflyVm:
-    m = Machine(f"t{mib}", [RamRange(0x100000, mib * MIB)], page_array="none")
-    return DragonflyVm(m)
-
-
-def total(vm: DragonflyVm, counter: str) -> int:
-    return sum(c.cnt[counter] for c in vm.cpu)
+from .test_dfly_pageout_counters import small, total
 
 
 def inactive_page(vm: DragonflyVm, obj, pindex: int, valid: int, unbusy: bool = True) -> int:
