@@ -138,7 +138,8 @@ class CpuStats:
     vmstats: VmStats = field(default_factory=VmStats)
     adj: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTS, 0))
     cnt: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
-        ("v_tfree", "v_reactivated", "v_pdwakeups", "v_ppwakeups", "v_dfree"), 0))
+        ("v_tfree", "v_reactivated", "v_pdwakeups", "v_ppwakeups", "v_dfree",
+         "v_pdpages"), 0))
 
 
 class PageArray:

@@ -57,6 +57,7 @@ MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_WILLNEED, MADV_DONTNEED, MADV_FR
 MADVICE = {"normal": MADV_NORMAL, "random": MADV_RANDOM, "sequential": MADV_SEQUENTIAL,
            "willneed": MADV_WILLNEED, "dontneed": MADV_DONTNEED, "free": MADV_FREE}
 PAGE_FREE_HYSTERESIS = 16
+PAGING_IDLE, PAGING_TARGET1, PAGING_TARGET2 = range(3)     # vm_pageout_thread's state
 
 
 def pqaverage(n: int) -> int:
@@ -110,6 +111,7 @@ class PageoutMixin:
     # ---------------------------------------------------------------- set-up
     def _init_pageout(self) -> None:
         self.vm_pages_needed = 0
+        self.pageout_state = PAGING_IDLE
         self.vm_pages_waiting = 0
         self.vm_pageout_pages_needed = 0
         self.page_free_hysteresis = PAGE_FREE_HYSTERESIS
@@ -378,15 +380,26 @@ class PageoutMixin:
 
     # ---------------------------------------------------------------- the daemon
     def vm_pageout(self, force: bool = False, max_passes: int = 8) -> int:
-        """Run pagedaemon passes while the free+cache count is short of target1 (or once
-        with ``force``); returns the pages made free or cached."""
+        """Run up to ``max_passes`` turns of vm_pageout_thread's loop; returns the pages
+        made free or cached.  The daemon sleeps while vm_pages_needed is 0: a call then
+        wakes it only when kicked (vm_pages_needed set), when paging should start (its
+        sleep's timeout), or with ``force`` (a thread waiting for pages runs it).
+        vm_pages_needed and the TARGET1/TARGET2 state persist across calls, as they
+        persist across the kernel's turns."""
         self._in_daemon.on = True
         try:
             made = 0
             self.vmstats_rollup()
             for n in range(max_passes):
-                if not (self.target1() or (force and n == 0)):
-                    break
+                if self.vm_pages_needed == 0 or self.pageout_state == PAGING_IDLE:
+                    # vm_pageout_thread: asleep; a wake takes vm_pages_needed = 1 and
+                    # TARGET1 (a later turn of this call finds it asleep and stops)
+                    if n > 0 and self.vm_pages_needed == 0:
+                        break
+                    if not (force or self.vm_pages_needed or self.start()):
+                        break
+                    self.vm_pages_needed = 1
+                    self.pageout_state = PAGING_TARGET1
                 # vm_pageout_thread: each turn of the daemon's loop that goes on to scan
                 # counts one v_pdwakeups on the daemon's CPU, whether it slept first (a
                 # kick, or a timeout that found paging needed) or looped at once with
@@ -395,46 +408,82 @@ class PageoutMixin:
                 got = self.vm_pageout_scan(n)
                 made += got
                 self.vmstats_rollup()
+                self._pageout_turn_end(self._avail_shortage)
                 if got == 0 and n >= 1:
                     if self.min() and self.swap_used >= self.swap_pages:
                         self.vm_pageout_kill_biggest()
                     break
-            self.vm_pages_needed = 0
-            self.deficit = 0
             self.vm_page_free_wakeup()
             self._wake_waiters()
             return made
         finally:
             self._in_daemon.on = False
 
+    def _pageout_turn_end(self, avail_shortage: int) -> None:
+        """vm_pageout_thread's end of a turn (daemon context, vmstats rolled up): short of
+        the turn's shortage, loop at once with vm_pages_needed as it is; else keep
+        vm_pages_needed = 2 in TARGET1 while paging should start or below v_free_min plus
+        the hysteresis, or while short of target1; in TARGET2 while short of target2;
+        else 0 (the daemon sleeps).  Waiters are woken unless still below v_paging_wait."""
+        if avail_shortage > 0:
+            return
+        if self.start() or self.min_dnc(self.page_free_hysteresis):
+            self.pageout_state = PAGING_TARGET1
+            self.vm_pages_needed = 2
+            if not self.wait():
+                self._wake_waiters()
+        elif self.vm_pages_needed:
+            if self.target1():
+                self.pageout_state = PAGING_TARGET1
+                self.vm_pages_needed = 2
+            elif self.target2():
+                self.pageout_state = PAGING_TARGET2
+                self.vm_pages_needed = 2
+            else:
+                self.vm_pages_needed = 0
+                self.pageout_state = PAGING_IDLE
+            self._wake_waiters()
+
     def vm_pageout_scan(self, npass: int = 0) -> int:
         """One pass: the inactive scan (clean pages to cache, dirty ones laundered on
         their second visit, referenced ones reactivated), the active scan (age, deactivate
-        at act_count 0) to refill inactive, then cache -> free up to v_free_target."""
+        at act_count 0) to refill inactive, then cache -> free up to v_free_target.
+        Returns the pages made free or cached; leaves the shortage not met in
+        ``_avail_shortage``."""
         self.pageout_stats.passes += 1
-        shortage = max(0, self.target1_count()) + self.deficit
-        made = self._scan_inactive(shortage)
+        # vm_pageout_thread: the shortage is toward target2 in TARGET2, where the
+        # inactive scan works in smaller batches (use), else toward target1
+        if self.pageout_state == PAGING_TARGET2:
+            shortage = max(0, self.target2_count()) + self.deficit
+            use = min(shortage, self.vmstats.v_inactive_target // 10 + 1)
+        else:
+            shortage = max(0, self.target1_count()) + self.deficit
+            use = shortage
+        self.deficit = 0
+        made = self._scan_inactive(shortage, use)
         s = self.local()
         inact_short = (s.v_inactive_target - s.v_inactive_count +
                        min(2 * max(shortage - made, 0), s.v_inactive_target // 10))
         if inact_short > 0:
             self._scan_active(inact_short)
         if made < shortage:
-            made += self._scan_inactive(shortage - made)
+            made += self._scan_inactive(shortage - made, use)
         self._cache_to_free()
+        self._avail_shortage = shortage - made
         return made
 
     def _scan_queues(self, base: int, rover: str, shortage: int,
-                     visit: Callable[[int, int], int]) -> int:
-        """Visit pages from the head of each colour of ``base`` -- PQAVERAGE(shortage) per
-        colour, colours in the order of the rover attribute ``rover`` -- until ``visit``
-        (called with the page locked) has returned ``shortage`` credits in all."""
+                     visit: Callable[[int, int], int], use: int | None = None) -> int:
+        """Visit pages from the head of each colour of ``base`` -- PQAVERAGE(use) per
+        colour (``use`` defaults to ``shortage``), colours in the order of the rover
+        attribute ``rover`` -- until ``visit`` (called with the page locked) has returned
+        ``shortage`` credits in all."""
         q = self.queues
         lcnt = q.lcnt
         first_locked = self.first_locked
         spins = self.page_spin
         got = 0
-        per = pqaverage(shortage)
+        per = pqaverage(shortage if use is None else use)
         c = getattr(self, rover)
         try:
             for _ in range(PQ_L2_SIZE):
@@ -456,9 +505,9 @@ class PageoutMixin:
             setattr(self, rover, c)          # (only this scan reads its rover)
         return got
 
-    def _scan_inactive(self, shortage: int) -> int:
+    def _scan_inactive(self, shortage: int, use: int | None = None) -> int:
         return self._scan_queues(PQ_INACTIVE, "_inactive_rover", shortage,
-                                 self._inactive_page)
+                                 self._inactive_page, use)
 
     def _requeue(self, m: int, q: int) -> None:
         """Move a page to its queue's tail (the scan's way of skipping it): _rem_queue then
@@ -479,8 +528,12 @@ class PageoutMixin:
                 adj[counter] = 1
 
     def _inactive_page(self, m: int, qi: int) -> int:
-        """Scan one inactive page; returns 1 if it was cached or freed."""
+        """vm_pageout_scan_inactive's step and vm_pageout_page's decisions for one
+        inactive page (its spinlock held); returns 1 if it was cached or freed."""
         p, st = self.pages, self.pageout_stats
+        # vm_pageout_scan_inactive: v_pdpages counts every queue entry the scan steps to,
+        # before the busy try (the kernel's markers too; the model has none)
+        self.cpu[self._tls.cpu].cnt["v_pdpages"] += 1
         if self._busy_try(m, True):
             self._requeue(m, qi)
             return 0
@@ -497,18 +550,25 @@ class PageoutMixin:
                 st.reactivated += 1
             else:
                 self._test_dirty(m)
+                if p.valid[m] == 0:
+                    # vm_pageout_page: invalid pages are freed (vm_pageout_page_free,
+                    # v_dfree), whatever their object and dirty bits
+                    p.flags[m] &= ~(PG_MAPPED | PG_WRITEABLE)
+                    self.vm_page_free(m)         # unbusies
+                    self.cpu[self._tls.cpu].cnt["v_dfree"] += 1
+                    st.freed += 1
+                    return 1
                 if p.dirty[m] and not p.flags[m] & PG_WINATCFLS:
-                    p.flags[m] |= PG_WINATCFLS     # a second chance before laundering
+                    # vm_pageout_page: dirty pages cycle through the queue twice
+                    p.flags[m] |= PG_WINATCFLS
                     self._requeue(m, qi)
                 elif p.dirty[m] and not self._launder(m):
                     self._requeue(m, qi)
-                elif not p.obj[m]:
-                    p.flags[m] &= ~(PG_MAPPED | PG_WRITEABLE)
-                    self.vm_page_free(m)         # unbusies
-                    self.cpu[self._tls.cpu].cnt["v_dfree"] += 1     # vm_pageout_page
-                    st.freed += 1
-                    return 1
                 else:
+                    # vm_pageout_page: clean pages are cached (vm_page_cache), with or
+                    # without an object.  A dirty page on its second visit was
+                    # laundered just above (no pager I/O: written at once, and cached
+                    # as OBJPC_TRY_TO_CACHE asks once its write completes)
                     self._cache(m)               # unbusies
                     if queue_base(p.queue[m]) == PQ_CACHE:
                         st.cached += 1
@@ -554,6 +614,9 @@ class PageoutMixin:
             if p.wire_count[m]:
                 self._rem_queue(m)               # wired pages leave the queues
                 return 0
+            # vm_pageout_scan_active: v_pdpages counts the pages past the wired (and
+            # emergency pager) checks; the kernel has no hold check (#if 0)
+            self.cpu[self._tls.cpu].cnt["v_pdpages"] += 1
             if p.hold_count[m]:
                 self._requeue(m, qa)
                 return 0
