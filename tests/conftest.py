@@ -4,10 +4,16 @@ the test ends (the kernel's INVARIANTS, on for every test)."""
 from __future__ import annotations
 
 import gzip
+import os
 import weakref
 from pathlib import Path
 
 import pytest
+
+# The suite runs vm_phys's queue core compiled from the first call after boot, as long
+# runs do (Kernel's default compiles after 20,000 calls: the short runs here would never
+# get there); tests of the tier itself pass their own count.
+os.environ.setdefault("PHYSMEM_JIT_TIER", "0")
 
 from physmem.dragonfly.vm_page import DragonflyVm
 from physmem.kernel import Kernel

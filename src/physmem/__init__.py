@@ -42,7 +42,7 @@ from .errors import (
     UninitializedPageError,
     UnknownMachineError,
 )
-from .kernel import Kernel, Tunables
+from .kernel import Kernel, Tunables, jit_mode
 from .machine import PRESETS, Machine, RamRange, get_machine
 from .snapshot import SnapshotError
 from .snapshot import load as load_snapshot
@@ -63,13 +63,18 @@ def kernel_for(machine: str | Machine) -> Kernel:
 
 
 def boot(machine: str | Machine = "firecracker-1g", lazy: bool | None = None,
-         tunables: Iterable[str] | str | None = None, start_aps: bool = False) -> Kernel:
+         tunables: Iterable[str] | str | None = None, start_aps: bool = False,
+         jit: bool | int | None = None) -> Kernel:
     """Boot ``machine`` (a preset name, a file path or a Machine) and return its Kernel.
 
     ``lazy`` overrides the ``debug.vm.lazy_page_init`` tunable; ``tunables`` are
     loader.conf-style strings (``"vm.blacklist=0x1000000"``; one string is one tunable).
-    Arguments of the wrong type raise a :class:`PhysmemError` subclass."""
+    ``jit``: see :class:`Kernel` (by default vm_phys's hot paths are compiled by numba
+    after 20,000 operations; ``PHYSMEM_JIT_TIER`` changes that).  Arguments of the
+    wrong type raise a :class:`PhysmemError` subclass."""
+    mode = jit_mode(jit)
     k = kernel_for(machine)
+    k.jit = mode
     k.boot(lazy=lazy, tunables=tunables, start_aps=start_aps)
     return k
 

@@ -24,8 +24,6 @@ Errors print one line on stderr and exit non-zero, never a traceback.
 from __future__ import annotations
 
 import contextlib
-import os
-import stat
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -46,7 +44,7 @@ from .atomic import (
 )
 from .checks import check_int, untrusted
 from .errors import ArgumentError, PhysmemError
-from .kernel import Kernel
+from .kernel import JIT_TIER_OPS, Kernel, jit_mode
 from .machine import (
     DEFAULT_MACHINE,
     PRESETS,
@@ -248,21 +246,6 @@ def sysctl(oid: str, machine: str, tunables: tuple[str, ...]) -> None:
     click.echo(f"{oid}: {text}")
 
 
-# `replay --jit auto`: a trace file smaller than this replays as plain Python (numba's
-# start-up, ~0.5 s, would cost more than it saves: bench/RESULTS.md, issue 13 third round).
-JIT_AUTO_BYTES = 2 << 20
-
-
-def _small_file(path: str, limit: int) -> bool:
-    """Whether ``path`` is a regular file of fewer than ``limit`` bytes (stdin, pipes and
-    unreadable paths are not: their size is not known here)."""
-    try:
-        st = os.stat(path)
-    except (OSError, ValueError):
-        return False
-    return stat.S_ISREG(st.st_mode) and st.st_size < limit
-
-
 @main.command()
 @click.argument("trace", type=click.Path(allow_dash=True))
 @click.option("--check", is_flag=True, help="Run the invariant checker after every "
@@ -274,8 +257,8 @@ def _small_file(path: str, limit: int) -> bool:
 @click.option("--jit", type=click.Choice(["auto", "on", "off"]), default="auto",
               show_default=True,
               help="Compile vm_phys's hot paths with numba. Its import and cache load cost "
-              "~0.5 s once, repaid after ~50,000 operations: 'auto' compiles for a file "
-              f"over {JIT_AUTO_BYTES >> 20} MiB (~75,000 lines) or standard input.")
+              "~0.5 s once, repaid after ~50,000 operations: 'auto' compiles after "
+              f"{JIT_TIER_OPS:,} operations (PHYSMEM_JIT_TIER=N: after N).")
 @force_opt
 @_errors
 def replay(trace: str, check: bool, load_from: str | None, save_to: str | None,
@@ -286,12 +269,12 @@ def replay(trace: str, check: bool, load_from: str | None, save_to: str | None,
     refuse_temp(trace)
     if save_to is not None:         # (an empty --save is refused, not ignored)
         check_output_file(save_to, force, is_snapshot_file, "snapshot")
-    on = jit == "on" or (jit == "auto" and not _small_file(trace, JIT_AUTO_BYTES))
-    r = Replayer(check=check, kernel_factory=lambda arch: Kernel(arch, jit=on))
+    mode = {"on": True, "off": False}.get(jit, jit_mode())
+    r = Replayer(check=check, kernel_factory=lambda arch: Kernel(arch, jit=mode))
     if load_from:
         r.kernel = snapshot.load(load_from)
-        r.kernel.jit = on
-        r.kernel.phys.use_jit(on)
+        r.kernel.jit = mode
+        r.kernel.start_jit()
         r.arch = r.kernel.param.name
         r.nops = 1   # an arch line can no longer come first
     out = sys.stdout

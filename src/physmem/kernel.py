@@ -69,6 +69,11 @@ from .vmparam import VmParam, get_arch
 U64_MAX = (1 << 64) - 1
 # ptoa(npages) must not overflow 64 bits.
 MAX_RUN_PAGES = 1 << 52
+# Kernel(jit=...)'s default: fast-path calls run as plain Python before the queue core is
+# compiled.  numba's start-up (~0.45 s) equals ~50,000 plain operations' extra cost
+# (bench/RESULTS.md, issue 13 third round); 20,000 keeps short runs (the demo, oracle
+# traces, tests) free of it and costs a long run ~0.2 s.
+JIT_TIER_OPS = 20_000
 # Blocks the drain thread initialises per batch, between which it yields.
 DRAIN_BATCH = 8
 
@@ -94,6 +99,23 @@ def check_boot_size(seg_lines: Sequence[tuple[int, int, int]], lazy: bool) -> No
                            f"{MAX_SPAN_BYTES >> 40} TiB (docs/machines.md)")
 
 
+def jit_mode(jit: object = None) -> bool | int:
+    """``jit`` checked: True, False, or a number of fast-path calls (see :class:`Kernel`);
+    None is the default, ``PHYSMEM_JIT_TIER`` from the environment or JIT_TIER_OPS."""
+    if jit is None:
+        env = os.environ.get("PHYSMEM_JIT_TIER")
+        if env is None:
+            return JIT_TIER_OPS
+        try:
+            jit = int(env)
+        except ValueError:
+            raise ArgumentError(f"PHYSMEM_JIT_TIER must be a number of calls >= 0, "
+                                f"not {env!r}") from None
+    if isinstance(jit, bool) or (type(jit) is int and 0 <= jit < 1 << 63):
+        return jit
+    raise ArgumentError(f"jit must be True, False or a number of calls >= 0, not {jit!r}")
+
+
 class Kernel:
     """A FreeBSD kernel's physical memory: vm_phys plus vm_page.c's boot and bookkeeping.
 
@@ -111,16 +133,18 @@ class Kernel:
     (:func:`physmem.boot` does this from a machine description.)
     """
 
-    def __init__(self, arch: str | VmParam = "amd64", *, jit: bool = True) -> None:
-        """``jit``: run vm_phys's queue core compiled after boot (numba; its import costs
-        ~0.5 s and ~100 MiB once per process, repaid after ~50,000 operations), or as
-        plain Python (``PHYSMEM_JIT=0`` in the environment turns it off everywhere)."""
+    def __init__(self, arch: str | VmParam = "amd64", *, jit: bool | int | None = None) -> None:
+        """``jit``: vm_phys's queue core after boot runs compiled by numba (True), as plain
+        Python (False), or plain for that many fast-path calls and compiled from then on
+        (an int; None: ``PHYSMEM_JIT_TIER`` from the environment, else JIT_TIER_OPS):
+        numba's import costs ~0.5 s and ~100 MiB once per process, repaid after some
+        50,000 operations.  ``PHYSMEM_JIT=0`` turns it off everywhere."""
         if not isinstance(arch, (str, VmParam)):
             raise ArchError(f"arch must be a name (amd64, arm64, riscv), not "
                             f"{type(arch).__name__}")
         self.param = arch if isinstance(arch, VmParam) else get_arch(arch)
         self.phys = VmPhys(self.param)
-        self.jit = bool(jit)
+        self.jit = jit_mode(jit)
         self.seg_lines: list[tuple[int, int, int]] = []
         self.phys_avail: list[tuple[int, int]] = []
         self.booted = False
@@ -271,9 +295,17 @@ class Kernel:
         self._stats.boot_seconds = time.perf_counter() - t0
         # From here on vm_phys's queue core runs compiled (numba is imported and the
         # functions compiled on their first call, not during boot: docs/implementation.md).
-        self.phys.use_jit(self.jit)
+        self.start_jit()
         if start_aps:
             self.start_aps()
+
+    def start_jit(self) -> None:
+        """After boot (or a snapshot's load): the queue core's mode as ``self.jit`` says
+        (see :meth:`__init__`; numba is imported on the first compiled call, not here)."""
+        if isinstance(self.jit, bool):
+            self.phys.use_jit(self.jit)
+        else:
+            self.phys.tier_jit(self.jit)
 
     def _startup(self, ndomains: int, lazy: bool) -> None:
         phys = self.phys

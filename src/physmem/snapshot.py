@@ -421,6 +421,6 @@ def _rebuild(meta: dict, data: dict) -> Kernel:
     boot, drain, secs = meta["stats"]
     k._stats = InitStats(boot, 0, drain, secs)
     k.booted = True
-    phys.use_jit(True)
+    k.start_jit()
     k.check()
     return k

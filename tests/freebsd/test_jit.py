@@ -51,7 +51,7 @@ def test_every_oracle_trace_replays_identically_without_the_jit(env):
 
 
 def test_boot_does_not_import_numba_and_the_first_call_does():
-    code = ("import sys, json, physmem; k = physmem.boot('firecracker-1g', lazy=True); "
+    code = ("import sys, json, physmem; k = physmem.boot('firecracker-1g', lazy=True, jit=True); "
             "a = 'numba' in sys.modules; k.free_pages(k.alloc_pages(0, 'default', 0), 0); "
             "print(json.dumps([a, 'numba' in sys.modules, k.phys.jitted]))")
     env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_DISABLE_JIT", "PHYSMEM_JIT")}
@@ -84,8 +84,7 @@ def test_compiled_and_plain_queue_cores_reach_the_same_state():
     """The same random requests on two kernels, one with the queue core compiled and one
     plain: same pages handed out, same digest (INVARIANTS run on both at the end)."""
     import random
-    ks = [physmem.boot("firecracker-1g", lazy=True) for _ in range(2)]
-    ks[1].phys.use_jit(False)
+    ks = [physmem.boot("firecracker-1g", lazy=True, jit=j) for j in (True, False)]
     rng = random.Random(13)
     held: list[list[tuple[int, int]]] = [[], []]
     for _ in range(3000):
@@ -151,20 +150,82 @@ def test_replay_compiles_only_when_asked_or_the_trace_is_long(mode, numba_expect
     # (~0.5 s, ~100 MiB) would cost more than the trace.  Output is the kernel's either way.
     trace = ROOT / "tests/data/oracle/samples/vm_phys-eager-fc128m_basic.trace"
     exp = trace.with_name(trace.name.replace(".trace", ".expected")).read_text()
-    env = {k: v for k, v in os.environ.items() if k not in ("PHYSMEM_JIT", "NUMBA_DISABLE_JIT")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PHYSMEM_JIT", "NUMBA_DISABLE_JIT", "PHYSMEM_JIT_TIER")}
     r = subprocess.run([sys.executable, "-c", _CLI_REPLAY, "replay", "--jit", mode, str(trace)],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.stdout == exp
     assert r.stderr.strip().splitlines()[-1] == str(numba_expected and jit.enabled())
 
 
-def test_the_auto_threshold_is_the_files_size(tmp_path):
-    from physmem.cli import JIT_AUTO_BYTES, _small_file
-    small = tmp_path / "a.trace"
-    small.write_bytes(b"#\n" * 10)
-    big = tmp_path / "b.trace"
-    big.write_bytes(b"#" * JIT_AUTO_BYTES)
-    assert _small_file(str(small), JIT_AUTO_BYTES)
-    assert not _small_file(str(big), JIT_AUTO_BYTES)
-    assert not _small_file("-", JIT_AUTO_BYTES)
-    assert not _small_file(str(tmp_path / "missing"), JIT_AUTO_BYTES)
+def _churn(k, n, seed, domain=0):
+    import random
+    rng = random.Random(seed)
+    held = []
+    for _ in range(n):
+        if held and rng.random() < 0.45:
+            pa, o = held.pop(rng.randrange(len(held)))
+            k.free_pages(pa, o)
+        else:
+            o = rng.choice((0, 0, 0, 1, 2, 5))
+            pa = k.alloc_pages(domain, "default", o)
+            if pa is not None:
+                held.append((pa, o))
+    return held
+
+
+@pytest.mark.skipif(not jit.enabled(), reason="numba is not installed or the JIT is off")
+def test_the_core_is_compiled_after_the_tier_and_nothing_else_changes():
+    # Kernel(jit=N): plain Python for N fast-path calls, then compiled, same answers.
+    tiered = physmem.boot("firecracker-1g", lazy=True, jit=300)
+    plain = physmem.boot("firecracker-1g", lazy=True, jit=False)
+    assert not tiered.phys.jitted
+    _churn(tiered, 250, 7)
+    assert not tiered.phys.jitted
+    _churn(tiered, 750, 8)
+    assert tiered.phys.jitted
+    _churn(plain, 250, 7)
+    _churn(plain, 750, 8)
+    assert not plain.phys.jitted
+    assert tiered.digest() == plain.digest()
+    tiered.check()
+
+
+@pytest.mark.skipif(not jit.enabled(), reason="numba is not installed or the JIT is off")
+def test_threads_in_two_domains_cross_the_tier_cleanly():
+    import threading
+    k = physmem.boot("server-96g-2dom", lazy=True, jit=400)
+    errors = []
+
+    def work(d, seed):
+        try:
+            for pa, o in _churn(k, 600, seed, d):
+                k.free_pages(pa, o)
+        except Exception as e:      # reported below
+            errors.append(e)
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        ts = [threading.Thread(target=work, args=(i % 2, i)) for i in range(4)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert not errors
+    assert k.phys.jitted
+    k.check()
+
+
+def test_jit_must_be_a_mode_or_a_count(monkeypatch):
+    for bad in (-1, 1.5, "on", 1 << 63):
+        with pytest.raises(physmem.PhysmemError, match="jit must be"):
+            physmem.Kernel("amd64", jit=bad)
+    monkeypatch.setenv("PHYSMEM_JIT_TIER", "12")
+    assert physmem.Kernel("amd64").jit == 12
+    monkeypatch.delenv("PHYSMEM_JIT_TIER")
+    assert physmem.Kernel("amd64").jit == physmem.kernel.JIT_TIER_OPS
+    monkeypatch.setenv("PHYSMEM_JIT_TIER", "soon")
+    with pytest.raises(physmem.PhysmemError, match="PHYSMEM_JIT_TIER"):
+        physmem.Kernel("amd64")

@@ -870,6 +870,47 @@ class VmPhys:
             self._k = _Core(*(f.py for f in _CORE))
             self._outv = [memoryview(o) for o in self._outs]
 
+    def tier_jit(self, after: int) -> None:
+        """Run the queue core as plain Python for the next ``after`` calls of Kernel's fast
+        paths, then compiled (:meth:`use_jit`): numba's import and cache load (~0.5 s and
+        ~100 MiB, once per process) pay back only over a long run, as a JIT's tiers do.
+        Until then each fast path answers "nothing changed" and Kernel takes the plain
+        path; the call that reaches ``after`` switches (see :meth:`_tier_up`)."""
+        self.use_jit(False)
+        if os.environ.get("PHYSMEM_JIT", "1") == "0":
+            return
+        self._tier_left = after
+        for name, _fn in _FUSED:
+            # -2 is alloc_contig's "nothing changed", -1 the others'.
+            setattr(self, name, self._countdown(-2 if name == "kcontig" else -1))
+
+    def _countdown(self, decline: int) -> Callable:
+        def countdown(*args):
+            self._tier_left -= 1
+            if self._tier_left <= 0:
+                self._tier_up()
+            return decline
+        return countdown
+
+    def _tier_up(self) -> None:
+        """Switch to the compiled core (from a fast path, which holds its domain's lock)
+        when every other domain lock is free: taken without blocking, so no operation of
+        another thread sees half the switch and no lock order is inverted.  Otherwise the
+        next fast-path call tries again."""
+        taken = []
+        busy = 0
+        for lock in self.domain_locks:
+            if lock.acquire(blocking=False):
+                taken.append(lock)
+            else:
+                busy += 1       # the caller's own lock is one of these
+        try:
+            if busy == 1:
+                self.use_jit(True)
+        finally:
+            for lock in taken:
+                lock.release()
+
     def _first(self, name: str, fn: Lazy) -> Callable:
         """A fast path's first call: compile it, make it the attribute, call it."""
         def first(*args):
