@@ -168,3 +168,32 @@ def test_the_auto_threshold_is_the_files_size(tmp_path):
     assert not _small_file(str(big), JIT_AUTO_BYTES)
     assert not _small_file("-", JIT_AUTO_BYTES)
     assert not _small_file(str(tmp_path / "missing"), JIT_AUTO_BYTES)
+
+
+def test_the_largest_compiled_call_keeps_the_extent_mirror_in_step():
+    """The queue core logs each queue change of a compiled call for the extent mirror in
+    a fixed-size per-domain log: the largest call, alloc_npages of the most pages over
+    single-page blocks (4,096 removals and the excess's adds), must fit it, and so must a
+    free_contig of a whole segment's worth of pages."""
+    k = physmem.boot("firecracker-128m", lazy=False)
+    mirror = k.attach_extent_mirror()
+    big = k.alloc_contig(0, 4096 * 4)
+    assert big is not None
+    held = []
+    while (pa := k.alloc_pages(0, "default", 0)) is not None:
+        held.append(pa)
+    # Odd pages first (their buddies are held: no merge), then the even ones through
+    # free_contig, which does not coalesce one page: every free block is one page.
+    for pa in sorted(held, key=lambda p: not (p >> 12) & 1):
+        k.free_contig(pa, 1)
+    phys = k.phys
+    assert phys.count(0, 0, phys.DEFAULT, 0) + phys.count(0, 1, phys.DEFAULT, 0) > 8192
+    runs = k.alloc_npages_runs(0, "default", k.param.max_npages)
+    assert len(runs) == k.param.max_npages and {n for _, n in runs} == {1}
+    mirror.check()
+    k.check()
+    for pa, _ in runs:
+        k.free_contig(pa, 1)
+    k.free_contig(big, 4096 * 4)
+    mirror.check()
+    k.check()
