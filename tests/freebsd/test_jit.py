@@ -121,7 +121,9 @@ def test_compiled_and_plain_queue_cores_reach_the_same_state():
             else:
                 res.append(None)
         assert res[0] == res[1]
-    assert ks[0].phys.jitted == jit.enabled() and not ks[1].phys.jitted
+    # (the fused paths run unless PHYSMEM_JIT=0; with NUMBA_DISABLE_JIT=1 as Python)
+    assert ks[0].phys.jitted == (os.environ.get("PHYSMEM_JIT", "1") != "0")
+    assert not ks[1].phys.jitted
     assert ks[0].digest() == ks[1].digest()
 
 
