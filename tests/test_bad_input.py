@@ -95,3 +95,31 @@ def test_replay_goes_on_after_an_error_and_exits_1(tmp_path):
     lines = res.output.splitlines()
     assert lines[3].startswith("error: ")
     assert lines[4:] == ["0x2000000", str((0x8000000 - 0x2000000) // PAGE - 1)]
+
+
+@pytest.mark.parametrize("jit", [True, False], ids=["compiled", "plain"])
+@pytest.mark.parametrize("lazy", [False, True], ids=["eager", "lazy"])
+def test_a_freed_run_across_two_domains_is_refused_and_changes_nothing(jit, lazy):
+    """Two domains' segments meet at 5 GiB and phys_avail covers both: allocated pages on
+    either side of the line, freed as one run or block, are refused with nothing changed
+    (the extent mirror attached), by the compiled fast paths and the plain ones alike."""
+    from physmem.kernel import Kernel
+    k = Kernel("amd64", jit=jit)
+    k.add_segment(0x100000000, 0x140000000, 0)
+    k.add_segment(0x140000000, 0x180000000, 1)
+    k.add_avail(0x100000000, 0x180000000)
+    k.boot(lazy=lazy)
+    mirror = k.attach_extent_mirror()
+    line = 0x140000000
+    for pa in range(line - 4 * PAGE, line + 4 * PAGE, PAGE):
+        assert k.unfree_page(pa)
+    before = (k.digest(), k.sysctl("vm.phys_free"), list(mirror.holes()))
+    for free, pa, arg in ((k.free_contig, line - 4 * PAGE, 8), (k.free_contig, line - PAGE, 2),
+                          (k.free_pages, line - 4 * PAGE, 3)):
+        with pytest.raises(E.AddressError):
+            free(pa, arg)
+        assert (k.digest(), k.sysctl("vm.phys_free"), list(mirror.holes())) == before
+    k.free_contig(line - 4 * PAGE, 4)
+    k.free_contig(line, 4)
+    mirror.check()
+    k.check()

@@ -56,6 +56,7 @@ difference is invisible to vm_phys, which reaches pages by physical address.
 
 from __future__ import annotations
 
+import itertools
 import mmap
 import sys
 from array import array
@@ -104,6 +105,10 @@ def zeros(n: int, dtype) -> np.ndarray:
     return np.frombuffer(mmap.mmap(-1, nbytes, flags=flags), dtype=dtype)
 
 
+# Generations of the run tables' changes (PageArray.run_cache); next() on it is atomic.
+_RUN_GEN = itertools.count(1)
+
+
 def make_word(segind: int, pool: int) -> int:
     """The word vm_page_init_page() leaves: initialised, free, in ``pool`` and ``segind``."""
     return (segind << SEGIND_SHIFT) | PG_INIT | pool
@@ -117,7 +122,7 @@ class PageArray:
     """
 
     __slots__ = ("_map", "base_pfn", "boot_ranges", "lone", "mv", "ninit", "npages",
-                 "run_starts", "runs", "spans", "words")
+                 "run_cache", "run_gen", "runs", "spans", "words")
 
     def __init__(self, base_pfn: int, npages: int,
                  spans: list[tuple[int, int]] | None = None) -> None:
@@ -137,9 +142,14 @@ class PageArray:
         # Lazy runs (see the module docstring): first chunk head -> (chunks, step, word,
         # dense); the entries first + j * step for 0 < j < chunks hold ``word``, those in
         # ``dense`` (written densely by boot) in the dense array, the others by rule.
-        # ``run_starts`` is the sorted list of the keys, for bisection (None: to rebuild).
+        # ``run_cache`` is (generation, sorted list of the keys), for bisection, valid while
+        # ``run_gen`` is that generation: each change draws a new one from _RUN_GEN.  The
+        # domains change their own runs under their own locks, so a lookup's rebuild may
+        # race another domain's change: the list it stores then carries the generation read
+        # before sorting, which that change has already replaced (no stale list is kept).
         self.runs: dict[int, tuple[int, int, int, frozenset[int]]] = {}
-        self.run_starts: list[int] | None = None
+        self.run_gen = 0
+        self.run_cache: tuple[int, list[int]] = (-1, [])
 
     # -- reading ---------------------------------------------------------------------------
     def raw(self, pfn: int) -> int:
@@ -180,9 +190,11 @@ class PageArray:
     def run_of(self, pfn: int) -> int:
         """The first chunk head of the lazy run whose entries by rule include ``pfn``
         (``pfn`` is the head of one of its later chunks), or -1."""
-        starts = self.run_starts
-        if starts is None:          # rebuilt after a change: runs are few, changes cheap
-            starts = self.run_starts = sorted(self.runs)
+        gen, starts = self.run_cache
+        if gen != self.run_gen:     # rebuilt after a change: runs are few, changes cheap
+            gen = self.run_gen
+            starts = sorted(self.runs)
+            self.run_cache = (gen, starts)
         i = bisect_right(starts, pfn) - 1
         if i < 0:
             return -1
@@ -206,13 +218,14 @@ class PageArray:
         no other run; the first head's entry is stored (lone or dense)."""
         assert m0 not in self.runs and nchunks > 1
         self.runs[m0] = (nchunks, step, w, dense)
-        self.run_starts = None
+        self.run_gen = next(_RUN_GEN)
 
     def del_run(self, m0: int) -> tuple[int, int, int, frozenset[int]]:
         """Unregister the run from ``m0``; returns its (chunks, step, word, dense).  Entries that
         were answered by rule are no longer answered (the caller stores those it keeps)."""
-        self.run_starts = None
-        return self.runs.pop(m0)
+        r = self.runs.pop(m0)
+        self.run_gen = next(_RUN_GEN)
+        return r
 
     def shift_run(self, m0: int) -> int:
         """The run from ``m0`` loses its first chunk: it starts at its second chunk, whose
@@ -221,7 +234,7 @@ class PageArray:
         r = m0 + step
         if n > 2:
             self.runs[r] = (n - 1, step, w, dense)
-        self.run_starts = None
+        self.run_gen = next(_RUN_GEN)
         if r not in dense:
             self.lone[r] = w
         return r

@@ -4,6 +4,7 @@ numba."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -16,6 +17,9 @@ import physmem
 from physmem import jit
 
 ROOT = Path(__file__).resolve().parents[2]
+# Whether numba is installed: what jit.enabled() says in a child process whose
+# environment drops PHYSMEM_JIT and NUMBA_DISABLE_JIT (this one's may set them).
+_NUMBA = importlib.util.find_spec("numba") is not None
 
 _REPLAY_ALL = r'''
 import gzip, io, sys
@@ -59,7 +63,7 @@ def test_boot_does_not_import_numba_and_the_first_call_does():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True,
         env=env).stdout)
     assert not before
-    assert after == jitted == jit.enabled()
+    assert after == jitted == _NUMBA    # (the child's environment has the JIT on)
 
 
 def test_enabled_follows_the_environment(monkeypatch):
@@ -116,7 +120,9 @@ def test_compiled_and_plain_queue_cores_reach_the_same_state():
             else:
                 res.append(None)
         assert res[0] == res[1]
-    assert ks[0].phys.jitted == jit.enabled() and not ks[1].phys.jitted
+    # (the fused paths run unless PHYSMEM_JIT=0; with NUMBA_DISABLE_JIT=1 as Python)
+    assert ks[0].phys.jitted == (os.environ.get("PHYSMEM_JIT", "1") != "0")
+    assert not ks[1].phys.jitted
     assert ks[0].digest() == ks[1].digest()
 
 
@@ -155,7 +161,7 @@ def test_replay_compiles_only_when_asked_or_the_trace_is_long(mode, numba_expect
     r = subprocess.run([sys.executable, "-c", _CLI_REPLAY, "replay", "--jit", mode, str(trace)],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.stdout == exp
-    assert r.stderr.strip().splitlines()[-1] == str(numba_expected and jit.enabled())
+    assert r.stderr.strip().splitlines()[-1] == str(numba_expected and _NUMBA)
 
 
 def _churn(k, n, seed, domain=0):
@@ -229,3 +235,32 @@ def test_jit_must_be_a_mode_or_a_count(monkeypatch):
     monkeypatch.setenv("PHYSMEM_JIT_TIER", "soon")
     with pytest.raises(physmem.PhysmemError, match="PHYSMEM_JIT_TIER"):
         physmem.Kernel("amd64")
+
+
+def test_the_largest_compiled_call_keeps_the_extent_mirror_in_step():
+    """The queue core logs each queue change of a compiled call for the extent mirror in
+    a fixed-size per-domain log: the largest call, alloc_npages of the most pages over
+    single-page blocks (4,096 removals and the excess's adds), must fit it, and so must a
+    free_contig of a whole segment's worth of pages."""
+    k = physmem.boot("firecracker-128m", lazy=False)
+    mirror = k.attach_extent_mirror()
+    big = k.alloc_contig(0, 4096 * 4)
+    assert big is not None
+    held = []
+    while (pa := k.alloc_pages(0, "default", 0)) is not None:
+        held.append(pa)
+    # Odd pages first (their buddies are held: no merge), then the even ones through
+    # free_contig, which does not coalesce one page: every free block is one page.
+    for pa in sorted(held, key=lambda p: not (p >> 12) & 1):
+        k.free_contig(pa, 1)
+    phys = k.phys
+    assert phys.count(0, 0, phys.DEFAULT, 0) + phys.count(0, 1, phys.DEFAULT, 0) > 8192
+    runs = k.alloc_npages_runs(0, "default", k.param.max_npages)
+    assert len(runs) == k.param.max_npages and {n for _, n in runs} == {1}
+    mirror.check()
+    k.check()
+    for pa, _ in runs:
+        k.free_contig(pa, 1)
+    k.free_contig(big, 4096 * 4)
+    mirror.check()
+    k.check()

@@ -157,3 +157,29 @@ def test_runs_of_two_domains_taken_by_threads():
     assert [counts[d] - k.free_count(d) for d in range(2)] == [taken[0] + taken[2],
                                                                taken[1] + taken[3]]
     k.check()
+
+
+def test_a_rebuild_of_the_run_table_never_keeps_another_domains_older_runs(monkeypatch):
+    """Two domains change the shared run table under two different locks.  A lookup in
+    one domain rebuilds the sorted run starts; if the other domain's thread moves one of
+    its runs between that rebuild and its store, the stored list must not be the older
+    one (else the moved run's later chunks read as never initialised, forever after)."""
+    from physmem import pagearray
+    step = 4096
+    pages = pagearray.PageArray(0, 64 * step)
+    w = pagearray.make_word(0, 0)
+    pages.lone[0] = pages.lone[32 * step] = w
+    pages.add_run(0, 4, step, w)                # domain 0's run
+    pages.add_run(32 * step, 4, step, w)        # domain 1's run
+    real = sorted
+
+    def other_domain_meanwhile(xs):
+        out = real(xs)
+        monkeypatch.setattr(pagearray, "sorted", real, raising=False)
+        pages.shift_run(32 * step)              # domain 1 takes its run's first chunk
+        return out
+
+    monkeypatch.setattr(pagearray, "sorted", other_domain_meanwhile, raising=False)
+    assert pages.run_of(2 * step) == 0          # domain 0's lookup rebuilds the table
+    assert pages.run_of(35 * step) == 33 * step
+    assert pages.raw(35 * step) == w

@@ -931,7 +931,9 @@ class VmPhys:
         n = nv[md + 2]
         if not n:
             return
-        assert n <= self.log_cap[domain], "queue core: log overflow"
+        if n > self.log_cap[domain]:    # (sized for the largest call: _arrays; never -O'd)
+            raise InvariantError(f"queue core: domain {domain}'s log overflowed ({n} "
+                                 f"entries, room for {self.log_cap[domain]})")
         at = nv[md + 3]
         it = iter(nv[at:at + 3 * n].tolist())
         nv[md + 2] = 0
