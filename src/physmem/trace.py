@@ -28,6 +28,7 @@ from __future__ import annotations
 import codecs
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
+from itertools import chain
 from typing import BinaryIO, TextIO
 
 from .errors import PhysmemError, StateError, TraceFormatError
@@ -40,6 +41,9 @@ U64 = 1 << 64
 HANDLE_OPS = frozenset(("alloc_pages", "alloc_freelist_pages", "alloc_contig",
                         "alloc_constrained", "contigmalloc")) | DFLY_HANDLE_OPS
 ADDRESS_OPS = frozenset(("free_pages", "free_contig", "unfree_page")) | DFLY_PAGE_OPS
+# Operations whose handlers replay() calls directly (each result is one line).
+HOT_OPS = ("alloc_pages", "alloc_freelist_pages", "alloc_npages", "alloc_contig",
+           "free_pages", "free_contig", "unfree_page", "find_range", "free_count")
 # Lines are written out in chunks of this many results.
 FLUSH_EVERY = 4096
 # Input limits of a trace file (read_trace): no line of the format comes near the first;
@@ -60,6 +64,13 @@ def parse_u64(s: str, what: str = "number") -> int:
     Digits beyond the 20 (decimal) or 16 (hexadecimal) that a 64-bit value can have, once
     leading zeros are dropped, are refused before any conversion: no 4,300-digit limit,
     no time spent on a huge number."""
+    # The common case first: "0x" and at most 16 hexadecimal digits, all ASCII letters or
+    # digits (int() would also take signs, blanks and underscores: the format does not).
+    if s[:2] == "0x" and len(s) <= 18 and s.isalnum() and s.isascii():
+        try:
+            return int(s, 16)
+        except ValueError:
+            pass
     if s.isdigit():
         if s.isascii():
             if len(s) > 20:
@@ -72,7 +83,6 @@ def parse_u64(s: str, what: str = "number") -> int:
                 return v
     elif s[:2] in ("0x", "0X"):
         digits = s[2:]
-        # int() would also take signs, blanks and underscores: the trace format does not.
         if digits.isalnum() and digits.isascii():
             if len(digits) > 16 and len(digits.lstrip("0")) > 16:
                 raise TraceFormatError(f"bad {what} '{_shown(s)}' (not below 2**64)")
@@ -203,6 +213,8 @@ class Replayer:
             "extent_destroy": self.op_extent_destroy,
             **self.dfly.ops(),
         }
+        # The operations replay() runs without run_line: their results are one line.
+        self._hot = {op: self._ops[op] for op in HOT_OPS}
 
     # -- driving --------------------------------------------------------------------------
     @property
@@ -270,43 +282,53 @@ class Replayer:
         """Replay every line, writing results to ``out``; returns the number of lines that
         printed ``error:``.  A byte-order mark before the first line is ignored.
 
-        The loop calls each operation's handler directly; a line with a handle (``->``,
-        ``$``), an unknown operation, or ``check`` mode goes through :meth:`run_line`,
-        which does the same with the general checks."""
+        The loop calls the handler of each hot operation (HOT_OPS: one-line results)
+        directly; any other operation, a line with a comment or a handle (``->``, ``$``),
+        and ``check`` mode go through :meth:`run_line`, which does the same with the
+        general checks."""
+        # NOTE: buf holds result lines without their "\n" (joined in blocks), and the
+        # operations run here are counted in n, added to self.nops before run_line runs
+        # (op_arch reads it) and at the end: per line, that is two fewer attribute writes.
         buf: list[str] = []
         append = buf.append
-        ops = self._ops
-        general = self.check
+        hot = {} if self.check else self._hot
         run_line = self.run_line
+        it = iter(lines)
+        first = next(it, None)
+        if first is None:
+            return self.errors
+        if first.startswith("\ufeff"):
+            first = first[1:]
         lineno = 0
+        n = 0
         try:
-            for lineno, line in enumerate(lines, 1):
-                if lineno == 1 and line.startswith("\ufeff"):
-                    line = line[1:]
-                if "#" in line:
-                    line = line[:line.index("#")]
+            for lineno, line in enumerate(chain((first,), it), 1):
                 tok = line.split()
                 if not tok:
                     continue
-                fn = ops.get(tok[0])
-                if fn is None or general or "$" in line or "->" in line:
+                fn = hot.get(tok[0])
+                if fn is None or "#" in line or "$" in line or "->" in line:
+                    self.nops += n
+                    n = 0
                     r = run_line(line, lineno)
                     if r is not None:
-                        append(r)
+                        append(r[:-1])
                 else:
-                    self.nops += 1
+                    n += 1
                     try:
-                        r = fn(tok)
+                        append(fn(tok))
                     except PhysmemError as e:
                         self.errors += 1
-                        append(f"error: line {lineno}: {e}\n")
-                    else:
-                        append(r if r.endswith("\n") else r + "\n")
+                        append(f"error: line {lineno}: {e}")
                 if len(buf) >= FLUSH_EVERY:
-                    out.write("".join(buf))
+                    buf.append("")
+                    out.write("\n".join(buf))
                     buf.clear()
         finally:
-            out.write("".join(buf))
+            self.nops += n
+            if buf:
+                buf.append("")
+                out.write("\n".join(buf))
         return self.errors
 
     # -- helpers --------------------------------------------------------------------------
