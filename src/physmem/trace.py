@@ -26,9 +26,9 @@ Results are written in blocks of :data:`FLUSH_EVERY` lines.
 from __future__ import annotations
 
 import codecs
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
-from itertools import chain
+from itertools import accumulate, chain
 from typing import BinaryIO, TextIO
 
 from .errors import PhysmemError, StateError, TraceFormatError
@@ -101,10 +101,12 @@ def parse_u64(s: str, what: str = "number") -> int:
 # lookup costs a sixth of parsing.  Cleared when it grows past NUM_CACHE entries.
 NUM_CACHE = 1 << 17
 # alloc_npages prints up to 4096 addresses a line: those of the pages of a 16 MiB chunk
-# are formatted once and kept (HEX_CHUNKS chunks at most, ~14 MiB).
+# are formatted once and kept as one text (HEX_CHUNKS chunks at most, ~12 MiB: 4 GiB).
 HEX_SHIFT = 24
 HEX_MASK = (1 << (HEX_SHIFT - 12)) - 1
-HEX_CHUNKS = 64
+HEX_CHUNKS = 256
+# The last six hexadecimal digits of the addresses of the pages of a 16 MiB chunk.
+_LOW_DIGITS = [f"{j:03x}000" for j in range(1 << (HEX_SHIFT - 12))]
 
 
 def tokenize(line: str) -> list[str]:
@@ -180,7 +182,7 @@ class Replayer:
         self.handles: dict[str, int | None] = {}
         self.errors = 0
         self._num: dict[str, int] = {}      # words parsed so far -> values (see NUM_CACHE)
-        self._hex: dict[int, list[str]] = {}  # 16 MiB chunk -> its pages' addresses
+        self._hex: dict[int, tuple[str, Sequence[int]]] = {}  # see _hex_chunk
         self.dfly = DflyOps(parse_u64)
         self._ops: dict[str, Callable[[list[str]], str]] = {
             "arch": self.op_arch,
@@ -429,7 +431,8 @@ class Replayer:
         k, d, n = self._two(tok, 3, 1, "domain", 3, "npages")
         runs = k.alloc_npages_runs(d, tok[2], n)
         # The runs are printed as they come: no list of every page in between.  Each run
-        # lies in one 16 MiB chunk (a buddy block), whose pages' words are made once.
+        # lies in one 16 MiB chunk (a buddy block), whose pages' words are made once as
+        # one text: a run is one slice of it, however many pages it has.
         out = [""]
         total = 0
         hexes = self._hex
@@ -438,20 +441,26 @@ class Replayer:
             h = hexes.get(pa >> HEX_SHIFT)
             if h is None:
                 h = self._hex_chunk(pa >> HEX_SHIFT)
+            text, offs = h
             j = (pa >> 12) & HEX_MASK
-            if c == 1:
-                out.append(h[j])
-            else:
-                out.extend(h[j:j + c])
+            out.append(text[offs[j]:offs[j + c]])
         out[0] = str(total)
-        return " ".join(out)
+        return "".join(out)
 
-    def _hex_chunk(self, key: int) -> list[str]:
-        """The printed addresses of the pages of 16 MiB chunk ``key`` (a bounded cache)."""
+    def _hex_chunk(self, key: int) -> tuple[str, Sequence[int]]:
+        """The printed addresses of the pages of 16 MiB chunk ``key``, each after a blank,
+        as one text and where each page's word starts in it (a bounded cache)."""
         if len(self._hex) >= HEX_CHUNKS:
             self._hex.clear()
-        base = key << HEX_SHIFT
-        h = self._hex[key] = [hex(pa) for pa in range(base, base + (1 << HEX_SHIFT), 4096)]
+        if key:
+            # Every address of the chunk is the chunk's number in hexadecimal then six
+            # digits (HEX_SHIFT is 24): one join, and the words all have one width.
+            sep = f" {key:#x}"
+            h = (sep + sep.join(_LOW_DIGITS), range(0, (len(sep) + 6) * 4097, len(sep) + 6))
+        else:
+            words = [f" {pa:#x}" for pa in range(0, 1 << HEX_SHIFT, 4096)]
+            h = ("".join(words), [0, *accumulate(map(len, words))])
+        self._hex[key] = h
         return h
 
     def op_alloc_contig(self, tok: list[str]) -> str:
