@@ -44,6 +44,8 @@ ADDRESS_OPS = frozenset(("free_pages", "free_contig", "unfree_page")) | DFLY_PAG
 # Operations whose handlers replay() calls directly (each result is one line).
 HOT_OPS = ("alloc_pages", "alloc_freelist_pages", "alloc_npages", "alloc_contig",
            "free_pages", "free_contig", "unfree_page", "find_range", "free_count")
+# The words of an alloc_contig line, as its errors name them.
+CONTIG_WORDS = ("domain", "npages", "low", "high", "alignment", "boundary")
 # Lines are written out in chunks of this many results.
 FLUSH_EVERY = 4096
 # Input limits of a trace file (read_trace): no line of the format comes near the first;
@@ -470,11 +472,11 @@ class Replayer:
         if k is None or not k.booted:
             k = self._booted()
         num = self._num.get
-        a = [num(t) for t in tok[1:]]
+        _, t1, t2, t3, t4, t5, t6 = tok
+        a = (num(t1), num(t2), num(t3), num(t4), num(t5), num(t6))   # no comprehension
         if None in a:
-            a = [v if v is not None else self._u64(t, what) for v, t, what in
-                 zip(a, tok[1:], ("domain", "npages", "low", "high", "alignment", "boundary"),
-                     strict=True)]
+            a = tuple(v if v is not None else self._u64(t, what) for v, t, what in
+                      zip(a, tok[1:], CONTIG_WORDS, strict=True))
         return self._printed(k.alloc_contig(*a))
 
     def op_free_pages(self, tok: list[str]) -> str:
