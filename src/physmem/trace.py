@@ -26,8 +26,9 @@ Results are written in blocks of :data:`FLUSH_EVERY` lines.
 from __future__ import annotations
 
 import codecs
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
+from itertools import accumulate, chain
 from typing import BinaryIO, TextIO
 
 from .errors import PhysmemError, StateError, TraceFormatError
@@ -40,6 +41,11 @@ U64 = 1 << 64
 HANDLE_OPS = frozenset(("alloc_pages", "alloc_freelist_pages", "alloc_contig",
                         "alloc_constrained", "contigmalloc")) | DFLY_HANDLE_OPS
 ADDRESS_OPS = frozenset(("free_pages", "free_contig", "unfree_page")) | DFLY_PAGE_OPS
+# Operations whose handlers replay() calls directly (each result is one line).
+HOT_OPS = ("alloc_pages", "alloc_freelist_pages", "alloc_npages", "alloc_contig",
+           "free_pages", "free_contig", "unfree_page", "find_range", "free_count")
+# The words of an alloc_contig line, as its errors name them.
+CONTIG_WORDS = ("domain", "npages", "low", "high", "alignment", "boundary")
 # Lines are written out in chunks of this many results.
 FLUSH_EVERY = 4096
 # Input limits of a trace file (read_trace): no line of the format comes near the first;
@@ -60,6 +66,13 @@ def parse_u64(s: str, what: str = "number") -> int:
     Digits beyond the 20 (decimal) or 16 (hexadecimal) that a 64-bit value can have, once
     leading zeros are dropped, are refused before any conversion: no 4,300-digit limit,
     no time spent on a huge number."""
+    # The common case first: "0x" and at most 16 hexadecimal digits, all ASCII letters or
+    # digits (int() would also take signs, blanks and underscores: the format does not).
+    if s[:2] == "0x" and len(s) <= 18 and s.isalnum() and s.isascii():
+        try:
+            return int(s, 16)
+        except ValueError:
+            pass
     if s.isdigit():
         if s.isascii():
             if len(s) > 20:
@@ -72,7 +85,6 @@ def parse_u64(s: str, what: str = "number") -> int:
                 return v
     elif s[:2] in ("0x", "0X"):
         digits = s[2:]
-        # int() would also take signs, blanks and underscores: the trace format does not.
         if digits.isalnum() and digits.isascii():
             if len(digits) > 16 and len(digits.lstrip("0")) > 16:
                 raise TraceFormatError(f"bad {what} '{_shown(s)}' (not below 2**64)")
@@ -91,10 +103,12 @@ def parse_u64(s: str, what: str = "number") -> int:
 # lookup costs a sixth of parsing.  Cleared when it grows past NUM_CACHE entries.
 NUM_CACHE = 1 << 17
 # alloc_npages prints up to 4096 addresses a line: those of the pages of a 16 MiB chunk
-# are formatted once and kept (HEX_CHUNKS chunks at most, ~14 MiB).
+# are formatted once and kept as one text (HEX_CHUNKS chunks at most, ~12 MiB: 4 GiB).
 HEX_SHIFT = 24
 HEX_MASK = (1 << (HEX_SHIFT - 12)) - 1
-HEX_CHUNKS = 64
+HEX_CHUNKS = 256
+# The last six hexadecimal digits of the addresses of the pages of a 16 MiB chunk.
+_LOW_DIGITS = [f"{j:03x}000" for j in range(1 << (HEX_SHIFT - 12))]
 
 
 def tokenize(line: str) -> list[str]:
@@ -170,7 +184,7 @@ class Replayer:
         self.handles: dict[str, int | None] = {}
         self.errors = 0
         self._num: dict[str, int] = {}      # words parsed so far -> values (see NUM_CACHE)
-        self._hex: dict[int, list[str]] = {}  # 16 MiB chunk -> its pages' addresses
+        self._hex: dict[int, tuple[str, Sequence[int]]] = {}  # see _hex_chunk
         self.dfly = DflyOps(parse_u64)
         self._ops: dict[str, Callable[[list[str]], str]] = {
             "arch": self.op_arch,
@@ -203,6 +217,8 @@ class Replayer:
             "extent_destroy": self.op_extent_destroy,
             **self.dfly.ops(),
         }
+        # The operations replay() runs without run_line: their results are one line.
+        self._hot = {op: self._ops[op] for op in HOT_OPS}
 
     # -- driving --------------------------------------------------------------------------
     @property
@@ -270,43 +286,53 @@ class Replayer:
         """Replay every line, writing results to ``out``; returns the number of lines that
         printed ``error:``.  A byte-order mark before the first line is ignored.
 
-        The loop calls each operation's handler directly; a line with a handle (``->``,
-        ``$``), an unknown operation, or ``check`` mode goes through :meth:`run_line`,
-        which does the same with the general checks."""
+        The loop calls the handler of each hot operation (HOT_OPS: one-line results)
+        directly; any other operation, a line with a comment or a handle (``->``, ``$``),
+        and ``check`` mode go through :meth:`run_line`, which does the same with the
+        general checks."""
+        # NOTE: buf holds result lines without their "\n" (joined in blocks), and the
+        # operations run here are counted in n, added to self.nops before run_line runs
+        # (op_arch reads it) and at the end: per line, that is two fewer attribute writes.
         buf: list[str] = []
         append = buf.append
-        ops = self._ops
-        general = self.check
+        hot = {} if self.check else self._hot
         run_line = self.run_line
+        it = iter(lines)
+        first = next(it, None)
+        if first is None:
+            return self.errors
+        if first.startswith("\ufeff"):
+            first = first[1:]
         lineno = 0
+        n = 0
         try:
-            for lineno, line in enumerate(lines, 1):
-                if lineno == 1 and line.startswith("\ufeff"):
-                    line = line[1:]
-                if "#" in line:
-                    line = line[:line.index("#")]
+            for lineno, line in enumerate(chain((first,), it), 1):
                 tok = line.split()
                 if not tok:
                     continue
-                fn = ops.get(tok[0])
-                if fn is None or general or "$" in line or "->" in line:
+                fn = hot.get(tok[0])
+                if fn is None or "#" in line or "$" in line or "->" in line:
+                    self.nops += n
+                    n = 0
                     r = run_line(line, lineno)
                     if r is not None:
-                        append(r)
+                        append(r[:-1])
                 else:
-                    self.nops += 1
+                    n += 1
                     try:
-                        r = fn(tok)
+                        append(fn(tok))
                     except PhysmemError as e:
                         self.errors += 1
-                        append(f"error: line {lineno}: {e}\n")
-                    else:
-                        append(r if r.endswith("\n") else r + "\n")
+                        append(f"error: line {lineno}: {e}")
                 if len(buf) >= FLUSH_EVERY:
-                    out.write("".join(buf))
+                    buf.append("")
+                    out.write("\n".join(buf))
                     buf.clear()
         finally:
-            out.write("".join(buf))
+            self.nops += n
+            if buf:
+                buf.append("")
+                out.write("\n".join(buf))
         return self.errors
 
     # -- helpers --------------------------------------------------------------------------
@@ -407,7 +433,8 @@ class Replayer:
         k, d, n = self._two(tok, 3, 1, "domain", 3, "npages")
         runs = k.alloc_npages_runs(d, tok[2], n)
         # The runs are printed as they come: no list of every page in between.  Each run
-        # lies in one 16 MiB chunk (a buddy block), whose pages' words are made once.
+        # lies in one 16 MiB chunk (a buddy block), whose pages' words are made once as
+        # one text: a run is one slice of it, however many pages it has.
         out = [""]
         total = 0
         hexes = self._hex
@@ -416,20 +443,26 @@ class Replayer:
             h = hexes.get(pa >> HEX_SHIFT)
             if h is None:
                 h = self._hex_chunk(pa >> HEX_SHIFT)
+            text, offs = h
             j = (pa >> 12) & HEX_MASK
-            if c == 1:
-                out.append(h[j])
-            else:
-                out.extend(h[j:j + c])
+            out.append(text[offs[j]:offs[j + c]])
         out[0] = str(total)
-        return " ".join(out)
+        return "".join(out)
 
-    def _hex_chunk(self, key: int) -> list[str]:
-        """The printed addresses of the pages of 16 MiB chunk ``key`` (a bounded cache)."""
+    def _hex_chunk(self, key: int) -> tuple[str, Sequence[int]]:
+        """The printed addresses of the pages of 16 MiB chunk ``key``, each after a blank,
+        as one text and where each page's word starts in it (a bounded cache)."""
         if len(self._hex) >= HEX_CHUNKS:
             self._hex.clear()
-        base = key << HEX_SHIFT
-        h = self._hex[key] = [hex(pa) for pa in range(base, base + (1 << HEX_SHIFT), 4096)]
+        if key:
+            # Every address of the chunk is the chunk's number in hexadecimal then six
+            # digits (HEX_SHIFT is 24): one join, and the words all have one width.
+            sep = f" {key:#x}"
+            h = (sep + sep.join(_LOW_DIGITS), range(0, (len(sep) + 6) * 4097, len(sep) + 6))
+        else:
+            words = [f" {pa:#x}" for pa in range(0, 1 << HEX_SHIFT, 4096)]
+            h = ("".join(words), [0, *accumulate(map(len, words))])
+        self._hex[key] = h
         return h
 
     def op_alloc_contig(self, tok: list[str]) -> str:
@@ -439,11 +472,11 @@ class Replayer:
         if k is None or not k.booted:
             k = self._booted()
         num = self._num.get
-        a = [num(t) for t in tok[1:]]
+        _, t1, t2, t3, t4, t5, t6 = tok
+        a = (num(t1), num(t2), num(t3), num(t4), num(t5), num(t6))   # no comprehension
         if None in a:
-            a = [v if v is not None else self._u64(t, what) for v, t, what in
-                 zip(a, tok[1:], ("domain", "npages", "low", "high", "alignment", "boundary"),
-                     strict=True)]
+            a = tuple(v if v is not None else self._u64(t, what) for v, t, what in
+                      zip(a, tok[1:], CONTIG_WORDS, strict=True))
         return self._printed(k.alloc_contig(*a))
 
     def op_free_pages(self, tok: list[str]) -> str:

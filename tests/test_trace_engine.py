@@ -1,0 +1,108 @@
+"""The replay engine's fast path (issue 13): the lines Replayer.replay runs itself print
+what the general path (run_line) and the Python API give."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from physmem import trace
+from physmem.trace import Replayer, parse_u64
+
+# Low memory (the 16 MiB chunk at 0, whose addresses have several widths), memory above
+# 4 GiB, and enough pages that alloc_npages takes runs from several chunks.
+SETUP = """\
+seg 0x1000 0x9f000 0
+seg 0x100000 0x4000000 0
+seg 0x100000000 0x104000000 0
+avail 0x1000 0x9f000
+avail 0x100000 0x4000000
+avail 0x100000000 0x104000000
+boot eager
+"""
+
+
+def replayed(text: str, r: Replayer | None = None) -> str:
+    out = io.StringIO()
+    (r or Replayer()).replay(text.splitlines(), out)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("chunks", [trace.HEX_CHUNKS, 1])
+def test_alloc_npages_prints_the_pages_the_python_api_returns(monkeypatch, chunks):
+    monkeypatch.setattr(trace, "HEX_CHUNKS", chunks)   # 1: the cache emptied on every chunk
+    sizes = [1, 7, 4096, 3000, 158, 4096, 4096, 4000, 4096, 4096, 4096, 33]
+    r = Replayer()
+    got = replayed(SETUP + "".join(f"alloc_npages 0 direct {n}\n" for n in sizes), r)
+    api = Replayer()
+    api.replay(SETUP.splitlines(), io.StringIO())
+    want = []
+    for n in sizes:
+        pas = api.k.alloc_npages(0, "direct", n)
+        want.append(" ".join([str(len(pas)), *map(hex, pas)]) + "\n")
+    assert got.splitlines(True)[7:] == want
+    printed = " ".join(want)
+    assert " 0x100000000 " in printed and " 0x2000000 " in printed
+    r.k.check()
+
+
+@pytest.mark.parametrize("key", [0, 1, 0xf, 0x10, 0x100, (1 << 40) - 1])
+def test_the_printed_addresses_of_a_chunk_are_those_of_its_pages(key):
+    text, offs = Replayer()._hex_chunk(key)
+    pages = 1 << (trace.HEX_SHIFT - 12)
+    assert len(offs) == pages + 1 and offs[pages] == len(text)
+    assert [text[offs[j]:offs[j + 1]] for j in range(pages)] == [
+        f" {(key << trace.HEX_SHIFT) + (j << 12):#x}" for j in range(pages)]
+
+
+MIXED = SETUP + """\
+alloc_pages 0 default 0
+alloc_pages 0 default 3 -> a
+# a comment line
+
+free_pages $a 3   # and a comment after one
+free_count 0
+phys_free
+alloc_contig 0 5 0x0 0x1000000000000 0x4000 0x0
+free_pages 0x1000 0
+free_pages 0xzz 0
+alloc_npages 0 bogus 3
+free_contig 0x5000 1 2
+nonsense 1
+alloc_freelist_pages 0 dma32 default 1
+find_range 0 16 0x0 0x1000000000000
+unfree_page 0x3000
+sysctl vm.phys_segs
+free_count 0
+"""
+
+
+def test_the_fast_path_prints_what_run_line_prints_line_by_line():
+    general = Replayer()
+    want = "".join(general.run_line(line, i) or ""
+                   for i, line in enumerate(MIXED.splitlines(), 1))
+    fast = Replayer()
+    assert replayed(MIXED, fast) == want
+    assert (fast.errors, fast.nops) == (general.errors, general.nops) and fast.errors == 5
+    assert replayed(MIXED, Replayer(check=True)) == want
+
+
+def test_operations_run_on_the_fast_path_count_for_arch_first():
+    out = replayed("free_count 0\narch arm64\n")
+    assert out == ("error: line 1: not booted\n"
+                   "error: line 2: arch must be the first operation\n")
+
+
+@pytest.mark.parametrize("word, value", [
+    ("0x0", 0), ("0xffffffffffffffff", (1 << 64) - 1), ("0XAbC", 0xABC),
+    ("0x0000000000000000001", 1), ("18446744073709551615", (1 << 64) - 1)])
+def test_parse_u64_reads_hexadecimal_and_decimal(word, value):
+    assert parse_u64(word) == value
+
+
+@pytest.mark.parametrize("word", ["0x", "0x_1", "0x1_0", "0xg", "0x+1", "0x\u0661",
+                                  "0x10000000000000000", "18446744073709551616", "-1"])
+def test_parse_u64_refuses_what_the_format_does_not_allow(word):
+    with pytest.raises(trace.TraceFormatError):
+        parse_u64(word)
