@@ -16,3 +16,13 @@ from tests import torture
 def test_torture_suite_smoke(suite, tmp_path):
     line = suite(tmp_path)
     assert line.endswith("divergences found = 0"), line
+
+
+def test_named_suites_run_alone(monkeypatch, capsys):
+    monkeypatch.setattr("sys.argv", ["torture", "--quick", "catalogue"])
+    assert torture.main() == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("catalogue:")
+    monkeypatch.setattr("sys.argv", ["torture", "nosuch"])
+    with pytest.raises(SystemExit):
+        torture.main()

@@ -2,7 +2,9 @@
 """``make torture``: long runs that `make test` cannot afford.  One line per suite with its
 counts; exit status 1 if any suite found a problem.
 
-    python -m tests.torture [--steps N] [--ops N] [--quick]
+    python -m tests.torture [--steps N] [--ops N] [--quick] [SUITE ...]
+
+With SUITE names, only those run (in the order below).
 
 Suites:
   stateful     seeded random operations on vm_phys (eager, and lazy with random drains)
@@ -338,13 +340,21 @@ def pagelayer_races(rounds: int) -> str:
             f"readers, switch interval 1 us), divergences found = {problems}")
 
 
+SUITES = ("stateful", "catalogue", "attacks", "threads", "fuzz", "snapshots", "oracle",
+          "pagelayer", "pagelayer_races")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=1_000_000)
     ap.add_argument("--ops", type=int, default=1_000_000)
     ap.add_argument("--fuzz", type=int, default=2000)
     ap.add_argument("--quick", action="store_true", help="a smoke run: 1/100 of each")
+    ap.add_argument("suites", nargs="*", metavar="SUITE",
+                    help="run only these suites: " + ", ".join(SUITES))
     a = ap.parse_args()
+    if unknown := [x for x in a.suites if x not in SUITES]:
+        ap.error(f"unknown suite {unknown[0]!r}; expected one of: {', '.join(SUITES)}")
     if a.quick:
         a.steps, a.ops, a.fuzz = a.steps // 100, a.ops // 100, a.fuzz // 20
     import tempfile
@@ -358,6 +368,8 @@ def main() -> int:
                          ("pagelayer", lambda: pagelayer(max(2000, a.ops // 10),
                                                          2 if a.quick else 8)),
                          ("pagelayer_races", lambda: pagelayer_races(1 if a.quick else 5))):
+            if a.suites and _name not in a.suites:
+                continue
             t = time.perf_counter()
             line = fn()
             line += f" ({time.perf_counter() - t:.0f} s)"
