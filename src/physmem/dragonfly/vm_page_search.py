@@ -16,6 +16,7 @@ from .vm_page_array import (
     PQ_FREE,
     PQ_L2_MASK,
     PQ_NONE,
+    Queues,
 )
 
 
@@ -66,20 +67,16 @@ class QueueSearchMixin:
         qs = self.queues
         if not qs.lcnt[q]:
             return None
-        spins = self.page_spin
         lock = self.queue_spin[q]
         lock.acquire()
         try:
-            m = qs.first(q)                         # the head, nearly always free
-            if m is not None and spins[m & (PAGE_STRIPES - 1)].acquire(False):
+            m = self._first_trylock(qs, q)
+            if m is None:
+                return None
+            if m == qs.first(q):
                 qs.remove_head(q)
             else:
-                for m in qs.iter(q):
-                    if spins[m & (PAGE_STRIPES - 1)].acquire(False):
-                        qs.remove(q, m)
-                        break
-                else:
-                    return None
+                qs.remove(q, m)
         finally:
             lock.release()
         self._count(COUNTER[((q - 1) & ~PQ_L2_MASK) + 1], -1)
@@ -92,18 +89,23 @@ class QueueSearchMixin:
         qs = self.queues
         if not qs.lcnt[q]:
             return None
-        spins = self.page_spin
         lock = self.queue_spin[q]
         lock.acquire()
         try:
-            m = qs.first(q)                         # the head, nearly always free
-            if m is not None and spins[m & (PAGE_STRIPES - 1)].acquire(False):
-                return m
-            for m in qs.iter(q):
-                if spins[m & (PAGE_STRIPES - 1)].acquire(False):
-                    return m
+            return self._first_trylock(qs, q)
         finally:
             lock.release()
+
+    def _first_trylock(self, qs: Queues, q: int) -> int | None:
+        """Queue ``q``'s first page whose page spinlock is free, taken (HELD on return);
+        None if there is none.  The caller holds the queue spinlock."""
+        spins = self.page_spin
+        m = qs.first(q)                             # the head, nearly always free
+        if m is not None and spins[m & (PAGE_STRIPES - 1)].acquire(False):
+            return m
+        for m in qs.iter(q):
+            if spins[m & (PAGE_STRIPES - 1)].acquire(False):
+                return m
         return None
 
     def page_unlock(self, m: int) -> None:
