@@ -20,7 +20,7 @@ The replay engine: one handler per operation (``op_*``) that checks its argument
 parses its numbers inline, called straight from :meth:`Replayer.replay`'s loop; lines with
 handles (``->``, ``$``) or ``--check`` take the general path (:meth:`Replayer.run_line`).
 Every handler calls the same :class:`~physmem.kernel.Kernel` methods as the Python API.
-Results are written in blocks of :data:`FLUSH_EVERY` lines.
+Lines are read, run and their results written in blocks of :data:`BLOCK_LINES`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from __future__ import annotations
 import codecs
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
-from itertools import accumulate, chain
+from itertools import accumulate, chain, islice
 from typing import BinaryIO, TextIO
 
 from .errors import PhysmemError, StateError, TraceFormatError
@@ -41,13 +41,16 @@ U64 = 1 << 64
 HANDLE_OPS = frozenset(("alloc_pages", "alloc_freelist_pages", "alloc_contig",
                         "alloc_constrained", "contigmalloc")) | DFLY_HANDLE_OPS
 ADDRESS_OPS = frozenset(("free_pages", "free_contig", "unfree_page")) | DFLY_PAGE_OPS
-# Operations whose handlers replay() calls directly (each result is one line).
-HOT_OPS = ("alloc_pages", "alloc_freelist_pages", "alloc_npages", "alloc_contig",
-           "free_pages", "free_contig", "unfree_page", "find_range", "free_count")
+# Operations whose handlers replay() calls directly (each result is one line), and the
+# number of words after the operation's name.
+HOT_OPS = {"alloc_pages": 3, "alloc_freelist_pages": 4, "alloc_npages": 3, "alloc_contig": 6,
+           "free_pages": 2, "free_contig": 2, "unfree_page": 1, "find_range": 4,
+           "free_count": 1}
 # The words of an alloc_contig line, as its errors name them.
 CONTIG_WORDS = ("domain", "npages", "low", "high", "alignment", "boundary")
-# Lines are written out in chunks of this many results.
-FLUSH_EVERY = 4096
+# replay() takes the input in blocks of this many lines: each block is checked for
+# comments and handles at once, run, and its results written with one write().
+BLOCK_LINES = 4096
 # Input limits of a trace file (read_trace): no line of the format comes near the first;
 # the second stops a runaway input (a device, a wrong file) long before memory or time do.
 MAX_LINE = 1 << 16
@@ -191,16 +194,8 @@ class Replayer:
             "seg": self.op_seg,
             "avail": self.op_avail,
             "boot": self.op_boot,
-            "alloc_pages": self.op_alloc_pages,
-            "alloc_freelist_pages": self.op_alloc_freelist_pages,
-            "alloc_npages": self.op_alloc_npages,
-            "alloc_contig": self.op_alloc_contig,
-            "free_pages": self.op_free_pages,
-            "free_contig": self.op_free_contig,
-            "unfree_page": self.op_unfree_page,
-            "find_range": self.op_find_range,
+            **dict.fromkeys(HOT_OPS, self.op_hot),
             "lazy_init": self.op_lazy_init,
-            "free_count": self.op_free_count,
             "phys_free": self.op_phys_free,
             "phys_segs": self.op_phys_segs,
             "tunable": self.op_tunable,
@@ -217,8 +212,9 @@ class Replayer:
             "extent_destroy": self.op_extent_destroy,
             **self.dfly.ops(),
         }
-        # The operations replay() runs without run_line: their results are one line.
-        self._hot = {op: self._ops[op] for op in HOT_OPS}
+        # The hot operations' handlers (see _fast) and the kernel they were made for.
+        self._fast_ops: dict[str, Callable[[list[str]], str]] = {}
+        self._fast_for: Kernel | None = None
 
     # -- driving --------------------------------------------------------------------------
     @property
@@ -286,16 +282,18 @@ class Replayer:
         """Replay every line, writing results to ``out``; returns the number of lines that
         printed ``error:``.  A byte-order mark before the first line is ignored.
 
-        The loop calls the handler of each hot operation (HOT_OPS: one-line results)
-        directly; any other operation, a line with a comment or a handle (``->``, ``$``),
-        and ``check`` mode go through :meth:`run_line`, which does the same with the
-        general checks."""
-        # NOTE: buf holds result lines without their "\n" (joined in blocks), and the
+        Lines are taken in blocks of BLOCK_LINES: a block is tested for comments and
+        handles (``#``, ``$``, ``->``) as one text, its hot operations (HOT_OPS: one-line
+        results, once a kernel is booted) run through the handlers of :meth:`_fast`, and
+        its results are written with one ``write()``.  Any other operation, a line of a
+        block with a comment or a handle, and ``check`` mode go through :meth:`run_line`,
+        which does the same with the general checks.  If the input fails (read_trace's
+        TraceFormatError), the lines read before it are run and printed first."""
+        # NOTE: buf holds result lines without their "\n" (joined per block), and the
         # operations run here are counted in n, added to self.nops before run_line runs
         # (op_arch reads it) and at the end: per line, that is two fewer attribute writes.
         buf: list[str] = []
         append = buf.append
-        hot = {} if self.check else self._hot
         run_line = self.run_line
         it = iter(lines)
         first = next(it, None)
@@ -303,37 +301,65 @@ class Replayer:
             return self.errors
         if first.startswith("\ufeff"):
             first = first[1:]
-        lineno = 0
+        it = chain((first,), it)
+        hot = self._hot_now()
+        lineno = 1                  # of the block's first line
         n = 0
+        failed: Exception | None = None
         try:
-            for lineno, line in enumerate(chain((first,), it), 1):
-                tok = line.split()
-                if not tok:
-                    continue
-                fn = hot.get(tok[0])
-                if fn is None or "#" in line or "$" in line or "->" in line:
-                    self.nops += n
-                    n = 0
-                    r = run_line(line, lineno)
-                    if r is not None:
-                        append(r[:-1])
-                else:
-                    n += 1
-                    try:
-                        append(fn(tok))
-                    except PhysmemError as e:
-                        self.errors += 1
-                        append(f"error: line {lineno}: {e}")
-                if len(buf) >= FLUSH_EVERY:
+            while failed is None:
+                block: list[str] = []
+                try:
+                    block.extend(islice(it, BLOCK_LINES))
+                except Exception as e:      # run what was read, then raise (below)
+                    failed = e
+                if not block:
+                    break
+                text = "".join(block)
+                special = "#" in text or "$" in text or "->" in text
+                for i, line in enumerate(block, lineno):
+                    tok = line.split()
+                    if not tok:
+                        continue
+                    fn = hot.get(tok[0])
+                    if fn is None or (special and ("#" in line or "$" in line or
+                                                  "->" in line)):
+                        self.nops += n
+                        n = 0
+                        r = run_line(line, i)
+                        if r is not None:
+                            append(r[:-1])
+                        hot = self._hot_now()       # after arch, boot, ...
+                    else:
+                        n += 1
+                        try:
+                            append(fn(tok))
+                        except PhysmemError as e:
+                            self.errors += 1
+                            append(f"error: line {i}: {e}")
+                lineno += len(block)
+                if buf:
                     buf.append("")
                     out.write("\n".join(buf))
                     buf.clear()
+                if len(self._num) >= NUM_CACHE:
+                    self._num.clear()
         finally:
             self.nops += n
             if buf:
                 buf.append("")
                 out.write("\n".join(buf))
+        if failed is not None:
+            raise failed
         return self.errors
+
+    def _hot_now(self) -> dict[str, Callable[[list[str]], str]]:
+        """The handlers replay() calls directly now: :meth:`_fast`'s once a kernel is
+        booted (none before, and none in ``check`` mode)."""
+        k = self.kernel
+        if self.check or k is None or not k.booted:
+            return {}
+        return self._fast(k)
 
     # -- helpers --------------------------------------------------------------------------
     @staticmethod
@@ -349,24 +375,6 @@ class Replayer:
             num.clear()
         num[s] = v
         return v
-
-    def _two(self, tok: list[str], want: int, i: int, wi: str, j: int,
-             wj: str) -> tuple[Kernel, int, int]:
-        """The checks of a hot handler with two numbers (words ``i`` and ``j``): argument
-        count, a booted kernel, the numbers looked up in self._num before parse_u64."""
-        if len(tok) != want + 1:
-            self._nargs(tok, want)
-        k = self.kernel
-        if k is None or not k.booted:
-            k = self._booted()
-        num = self._num
-        a = num.get(tok[i])
-        if a is None:
-            a = self._u64(tok[i], wi)
-        b = num.get(tok[j])
-        if b is None:
-            b = self._u64(tok[j], wj)
-        return k, a, b
 
     def _booted(self) -> Kernel:
         k = self.k
@@ -406,48 +414,154 @@ class Replayer:
             self.k.boot(lazy=tok[1] == "lazy")
         return "ok"
 
-    # NOTE: the hot handlers do their checks in _two (one call instead of three).
-    def _printed(self, pa: int | None) -> str:
-        """An address result as the trace prints it, remembered as a parsed word: the
-        free lines of a trace name the addresses its alloc lines printed."""
-        if pa is None:
-            return "NULL"
-        s = f"{pa:#x}"
+    def op_hot(self, tok: list[str]) -> str:
+        """A hot operation (HOT_OPS) on the general path: the argument count, a booted
+        kernel, then :meth:`_fast`'s handler (the one implementation of each)."""
+        self._nargs(tok, HOT_OPS[tok[0]])
+        return self._fast(self._booted())[tok[0]](tok)
+
+    def _fast(self, k: Kernel) -> dict[str, Callable[[list[str]], str]]:
+        """The handlers of the hot operations on booted kernel ``k`` (made once per
+        kernel): each checks its argument count, looks its numbers up in the words
+        parsed so far (``self._num``; parse_u64 for a new word), calls the Kernel method
+        the Python API offers and returns the result line.  An address it prints is
+        remembered as a parsed word: the free lines of a trace name the addresses its
+        alloc lines printed."""
+        if self._fast_for is k:
+            return self._fast_ops
         num = self._num
-        if len(num) >= NUM_CACHE:
-            num.clear()
-        num[s] = pa
-        return s
+        get = num.get
+        u64 = self._u64
+        nargs = self._nargs
 
-    def op_alloc_pages(self, tok: list[str]) -> str:
-        k, d, o = self._two(tok, 3, 1, "domain", 3, "order")
-        return self._printed(k.alloc_pages(d, tok[2], o))
+        def printed(pa: int | None) -> str:
+            if pa is None:
+                return "NULL"
+            s = f"{pa:#x}"
+            num[s] = pa
+            return s
 
-    def op_alloc_freelist_pages(self, tok: list[str]) -> str:
-        self._nargs(tok, 4)
-        k = self._booted()
-        return self._printed(k.alloc_freelist_pages(parse_u64(tok[1], "domain"), tok[2],
-                                                    tok[3], parse_u64(tok[4], "order")))
+        alloc_pages = k.alloc_pages
 
-    def op_alloc_npages(self, tok: list[str]) -> str:
-        k, d, n = self._two(tok, 3, 1, "domain", 3, "npages")
-        runs = k.alloc_npages_runs(d, tok[2], n)
-        # The runs are printed as they come: no list of every page in between.  Each run
-        # lies in one 16 MiB chunk (a buddy block), whose pages' words are made once as
-        # one text: a run is one slice of it, however many pages it has.
-        out = [""]
-        total = 0
+        def op_alloc_pages(tok: list[str]) -> str:
+            if len(tok) != 4:
+                nargs(tok, 3)
+            d = get(tok[1])
+            if d is None:
+                d = u64(tok[1], "domain")
+            o = get(tok[3])
+            if o is None:
+                o = u64(tok[3], "order")
+            pa = alloc_pages(d, tok[2], o)
+            if pa is None:
+                return "NULL"
+            s = f"{pa:#x}"
+            num[s] = pa
+            return s
+
+        alloc_freelist_pages = k.alloc_freelist_pages
+
+        def op_alloc_freelist_pages(tok: list[str]) -> str:
+            if len(tok) != 5:
+                nargs(tok, 4)
+            d = get(tok[1])
+            if d is None:
+                d = u64(tok[1], "domain")
+            o = get(tok[4])
+            if o is None:
+                o = u64(tok[4], "order")
+            return printed(alloc_freelist_pages(d, tok[2], tok[3], o))
+
+        alloc_npages_runs = k.alloc_npages_runs
         hexes = self._hex
-        for pa, c in runs:
-            total += c
-            h = hexes.get(pa >> HEX_SHIFT)
-            if h is None:
-                h = self._hex_chunk(pa >> HEX_SHIFT)
-            text, offs = h
-            j = (pa >> 12) & HEX_MASK
-            out.append(text[offs[j]:offs[j + c]])
-        out[0] = str(total)
-        return "".join(out)
+        hex_chunk = self._hex_chunk
+
+        def op_alloc_npages(tok: list[str]) -> str:
+            if len(tok) != 4:
+                nargs(tok, 3)
+            d = get(tok[1])
+            if d is None:
+                d = u64(tok[1], "domain")
+            n = get(tok[3])
+            if n is None:
+                n = u64(tok[3], "npages")
+            # The runs are printed as they come: no list of every page in between.  Each
+            # run lies in one 16 MiB chunk (a buddy block), whose pages' words are made
+            # once as one text: a run is one slice of it, however many pages it has.
+            out = [""]
+            total = 0
+            for pa, c in alloc_npages_runs(d, tok[2], n):
+                total += c
+                h = hexes.get(pa >> HEX_SHIFT)
+                if h is None:
+                    h = hex_chunk(pa >> HEX_SHIFT)
+                text, offs = h
+                j = (pa >> 12) & HEX_MASK
+                out.append(text[offs[j]:offs[j + c]])
+            out[0] = str(total)
+            return "".join(out)
+
+        alloc_contig = k.alloc_contig
+
+        def op_alloc_contig(tok: list[str]) -> str:
+            if len(tok) != 7:
+                nargs(tok, 6)
+            _, t1, t2, t3, t4, t5, t6 = tok
+            a = (get(t1), get(t2), get(t3), get(t4), get(t5), get(t6))   # no comprehension
+            if None in a:
+                a = tuple(v if v is not None else u64(t, what) for v, t, what in
+                          zip(a, tok[1:], CONTIG_WORDS, strict=True))
+            return printed(alloc_contig(*a))
+
+        free_pages = k.free_pages
+
+        def op_free_pages(tok: list[str]) -> str:
+            if len(tok) != 3:
+                nargs(tok, 2)
+            pa = get(tok[1])
+            if pa is None:
+                pa = u64(tok[1], "address")
+            o = get(tok[2])
+            if o is None:
+                o = u64(tok[2], "order")
+            free_pages(pa, o)
+            return "ok"
+
+        free_contig = k.free_contig
+
+        def op_free_contig(tok: list[str]) -> str:
+            if len(tok) != 3:
+                nargs(tok, 2)
+            pa = get(tok[1])
+            if pa is None:
+                pa = u64(tok[1], "address")
+            n = get(tok[2])
+            if n is None:
+                n = u64(tok[2], "npages")
+            free_contig(pa, n)
+            return "ok"
+
+        def op_unfree_page(tok: list[str]) -> str:
+            nargs(tok, 1)
+            return "true" if k.unfree_page(parse_u64(tok[1], "address")) else "false"
+
+        def op_find_range(tok: list[str]) -> str:
+            nargs(tok, 4)
+            return str(k.find_range(parse_u64(tok[1], "domain"), parse_u64(tok[2], "npages"),
+                                    parse_u64(tok[3], "low"), parse_u64(tok[4], "high")))
+
+        def op_free_count(tok: list[str]) -> str:
+            nargs(tok, 1)
+            return str(k.free_count(parse_u64(tok[1], "domain")))
+
+        self._fast_ops = {
+            "alloc_pages": op_alloc_pages, "alloc_freelist_pages": op_alloc_freelist_pages,
+            "alloc_npages": op_alloc_npages, "alloc_contig": op_alloc_contig,
+            "free_pages": op_free_pages, "free_contig": op_free_contig,
+            "unfree_page": op_unfree_page, "find_range": op_find_range,
+            "free_count": op_free_count}
+        self._fast_for = k
+        return self._fast_ops
 
     def _hex_chunk(self, key: int) -> tuple[str, Sequence[int]]:
         """The printed addresses of the pages of 16 MiB chunk ``key``, each after a blank,
@@ -465,49 +579,10 @@ class Replayer:
         self._hex[key] = h
         return h
 
-    def op_alloc_contig(self, tok: list[str]) -> str:
-        if len(tok) != 7:
-            self._nargs(tok, 6)
-        k = self.kernel
-        if k is None or not k.booted:
-            k = self._booted()
-        num = self._num.get
-        _, t1, t2, t3, t4, t5, t6 = tok
-        a = (num(t1), num(t2), num(t3), num(t4), num(t5), num(t6))   # no comprehension
-        if None in a:
-            a = tuple(v if v is not None else self._u64(t, what) for v, t, what in
-                      zip(a, tok[1:], CONTIG_WORDS, strict=True))
-        return self._printed(k.alloc_contig(*a))
-
-    def op_free_pages(self, tok: list[str]) -> str:
-        k, pa, o = self._two(tok, 2, 1, "address", 2, "order")
-        k.free_pages(pa, o)
-        return "ok"
-
-    def op_free_contig(self, tok: list[str]) -> str:
-        k, pa, n = self._two(tok, 2, 1, "address", 2, "npages")
-        k.free_contig(pa, n)
-        return "ok"
-
-    def op_unfree_page(self, tok: list[str]) -> str:
-        self._nargs(tok, 1)
-        k = self._booted()
-        return "true" if k.unfree_page(parse_u64(tok[1], "address")) else "false"
-
-    def op_find_range(self, tok: list[str]) -> str:
-        self._nargs(tok, 4)
-        k = self._booted()
-        return str(k.find_range(parse_u64(tok[1], "domain"), parse_u64(tok[2], "npages"),
-                                parse_u64(tok[3], "low"), parse_u64(tok[4], "high")))
-
     def op_lazy_init(self, tok: list[str]) -> str:
         self._nargs(tok, 0)
         self._booted().lazy_init()
         return "ok"
-
-    def op_free_count(self, tok: list[str]) -> str:
-        self._nargs(tok, 1)
-        return str(self._booted().free_count(parse_u64(tok[1], "domain")))
 
     def op_phys_free(self, tok: list[str]) -> str:
         self._nargs(tok, 0)
