@@ -466,18 +466,14 @@ class Kernel:
     # =======================================================================================
     def alloc_pages(self, domain: int, pool: str, order: int) -> int | None:
         """vm_phys_alloc_pages(): a 2**order-page block; its physical address or None."""
-        # NOTE: the argument checks are inlined (the helpers only build the error) for speed.
-        if not self.booted:
+        # NOTE: the checks all pass in one expression first (the common case), for speed;
+        # the helpers, in the same order, only build the error.
+        p = self._pools.get(pool) if type(pool) is str else None
+        if not (self.booted and type(domain) is int and 0 <= domain < self._ndomains and
+                p is not None and type(order) is int and 0 <= order < self._nfo):
             self._need_booted()
-        if type(domain) is not int or not 0 <= domain < self._ndomains:
             self._domain(domain)
-        try:
-            p = self._pools.get(pool)
-        except TypeError:           # an unhashable pool; free when none is raised
-            p = None
-        if p is None:
             p = self._pool(pool)
-        if type(order) is not int or not 0 <= order < self._nfo:
             self._order(order)
         phys = self.phys
         lock = phys.domain_locks[domain]
@@ -487,13 +483,12 @@ class Kernel:
             if ka is not None:
                 # The compiled fast path: the first free list's own pool, the split and
                 # the ownership words in one call (-1: nothing changed, the whole path).
-                obs = 1 if phys.on_add or phys.on_rem else 0
                 m = ka(phys._st, phys.kwords, phys.search_bases[domain][0], p, order,
-                       phys.default_freepool, obs)
-                if m >= LOGGED:
-                    phys._flush(domain)
-                    m -= LOGGED
+                       phys.default_freepool, 1 if phys.on_add or phys.on_rem else 0)
                 if m >= 0:
+                    if m >= LOGGED:
+                        phys._flush(domain)
+                        m -= LOGGED
                     self.free_counts[domain] -= 1 << order
                     return m << PAGE_SHIFT
             m = phys.alloc_pages(domain, p, order)
@@ -647,9 +642,9 @@ class Kernel:
         """vm_phys_free_pages(): give back the 2**order block at ``pa`` (allocated pages,
         aligned to the order, one segment, one pool); it coalesces with free buddies."""
         phys = self.phys
+        # NOTE: one mask tests the page alignment and the order's (the common case).
         if type(pa) is int and type(order) is int and 0 <= order < self._nfo and \
-                self.booted and not pa & PAGE_MASK and self.dma is None and \
-                not (pa >> PAGE_SHIFT) & ((1 << order) - 1):
+                self.booted and self.dma is None and not pa & ((PAGE_SIZE << order) - 1):
             m = pa >> PAGE_SHIFT
             if phys.kfree is not None:
                 if self._fast_free(m, 1 << order, order):
@@ -702,10 +697,13 @@ class Kernel:
         i = m - pages.base_pfn
         if i < 0 or i + npages > pages.npages:
             return False
-        w = pages.mv[i]
-        if not w & PG_PHYS_ALLOC:
-            return False
-        dom = phys.segs[w >> SEGIND_SHIFT].domain if self._ndomains > 1 else 0
+        if self._ndomains > 1:
+            w = pages.mv[i]
+            if not w & PG_PHYS_ALLOC:
+                return False
+            dom = phys.segs[w >> SEGIND_SHIFT].domain
+        else:
+            dom = 0     # (the compiled call tests ownership: -1 if not owned)
         lock = phys.domain_locks[dom]
         lock.acquire()
         try:
