@@ -165,6 +165,7 @@ class Kernel:
         self.pglist: PgList | None = None           # NetBSD's uvm_pglistalloc
         self._pools = self.param.pool_names()
         self._nfo = self.param.nfreeorder
+        self._max_npages = self.param.max_npages
         self._ndomains = 0                   # vm_ndomains once booted
         self._freelists = self.param.freelist_names()
 
@@ -508,25 +509,34 @@ class Kernel:
                              order: int) -> int | None:
         """vm_phys_alloc_freelist_pages(): a block from one free list (``default``,
         ``dma32``, ``lowmem``); its physical address or None."""
-        self._need_booted()
-        d = self._domain(domain)
-        f = self._freelist(freelist)
-        p = self._pool(pool)
-        self._order(order)
+        # NOTE: the checks all pass in one expression first (the common case), for speed;
+        # the helpers, in the same order, only build the error.
+        f = self._freelists.get(freelist) if type(freelist) is str else None
+        p = self._pools.get(pool) if type(pool) is str else None
+        if not (self.booted and type(domain) is int and 0 <= domain < self._ndomains and
+                f is not None and p is not None and type(order) is int and
+                0 <= order < self._nfo):
+            self._need_booted()
+            self._domain(domain)
+            f = self._freelist(freelist)
+            p = self._pool(pool)
+            self._order(order)
+        d = domain
         phys = self.phys
-        with phys.domain_locks[d]:
+        lock = phys.domain_locks[d]
+        lock.acquire()
+        try:
             ka = phys.kalloc
             flind = phys.flind_of[f]
             if ka is not None and flind >= 0:
                 # The compiled fast path of alloc_pages on this free list (-1: nothing
                 # changed, the whole path).
-                obs = 1 if phys.on_add or phys.on_rem else 0
                 m = ka(phys._st, phys.kwords, phys.qindex(d, flind, 0, 0), p, order,
-                       phys.default_freepool, obs)
-                if m >= LOGGED:
-                    phys._flush(d)
-                    m -= LOGGED
+                       phys.default_freepool, 1 if phys.on_add or phys.on_rem else 0)
                 if m >= 0:
+                    if m >= LOGGED:
+                        phys._flush(d)
+                        m -= LOGGED
                     self.free_counts[d] -= 1 << order
                     return m << PAGE_SHIFT
             m = phys.alloc_freelist_pages(d, f, p, order)
@@ -534,6 +544,8 @@ class Kernel:
                 return None
             phys.pages.set_alloc(m, 1 << order)
             self.free_counts[d] -= 1 << order
+        finally:
+            lock.release()
         return m << PAGE_SHIFT
 
     def alloc_npages(self, domain: int, pool: str, npages: int) -> list[int]:
@@ -549,7 +561,7 @@ class Kernel:
         # NOTE: the checks all pass in one expression first (the common case), for speed.
         if not (self.booted and type(domain) is int and 0 <= domain < self._ndomains and
                 p is not None and type(npages) is int and
-                0 < npages <= self.param.max_npages):
+                0 < npages <= self._max_npages):
             self._need_booted()
             self._domain(domain)
             p = self._pool(pool)
@@ -560,7 +572,9 @@ class Kernel:
         d = domain
         phys = self.phys
         runs: list[tuple[int, int]] = []
-        with phys.domain_locks[d]:
+        lock = phys.domain_locks[d]
+        lock.acquire()
+        try:
             ka = phys.kallocn
             if ka is not None:
                 # The compiled fast path: the first free list's own pool, when it holds
@@ -573,8 +587,9 @@ class Kernel:
                     if obs:
                         phys._flush(d)
                     self.free_counts[d] -= got
-                    r = phys._outs[d][1:1 + 2 * int(out[0])].tolist()
-                    return [(m << PAGE_SHIFT, n) for m, n in zip(r[::2], r[1::2], strict=True)]
+                    # (out: the count of runs, then each run's page and length)
+                    it = iter(phys._outs[d][1:1 + 2 * int(out[0])].tolist())
+                    return [(m << PAGE_SHIFT, n) for m, n in zip(it, it, strict=True)]
             got = phys.alloc_npages_runs(d, p, npages, runs)
             pages = phys.pages
             mv, base = pages.mv, pages.base_pfn
@@ -585,6 +600,8 @@ class Kernel:
                 else:
                     pages.set_alloc(m, n)
             self.free_counts[d] -= got
+        finally:
+            lock.release()
         return [(m << PAGE_SHIFT, n) for m, n in runs]
 
     def alloc_contig(self, domain: int, npages: int, low: int = 0, high: int = (1 << 64) - 1,
@@ -611,16 +628,18 @@ class Kernel:
                 raise ArgumentError(f"boundary {boundary:#x} is not a power of 2")
         d = domain
         phys = self.phys
-        with phys.domain_locks[d]:
+        lock = phys.domain_locks[d]
+        lock.acquire()
+        try:
             kc = phys.kcontig
             if kc is not None:
                 # The compiled path (-2: nothing changed, Python's path decides).  The
                 # 64-bit masks as signed words, addresses clamped to 2**62 (above any
                 # page), as the queue core takes them.
                 obs = 1 if phys.on_add or phys.on_rem else 0
-                m = kc(phys._st, phys.kwords, d, npages, min(low, 1 << 62),
-                       min(high, 1 << 62), alignment - 1, -boundary, phys.default_freepool,
-                       obs)
+                m = kc(phys._st, phys.kwords, d, npages, low if low < 1 << 62 else 1 << 62,
+                       high if high < 1 << 62 else 1 << 62, alignment - 1, -boundary,
+                       phys.default_freepool, obs)
                 if m != -2:
                     if phys.nv[phys.log_at(d)]:
                         phys._flush(d)
@@ -633,6 +652,8 @@ class Kernel:
                 return None
             phys.pages.set_alloc(m, npages)
             self.free_counts[d] -= npages
+        finally:
+            lock.release()
         return m << PAGE_SHIFT
 
     # =======================================================================================
