@@ -49,8 +49,11 @@ def test_alloc_npages_prints_the_pages_the_python_api_returns(monkeypatch, chunk
 
 @pytest.mark.parametrize("key", [0, 1, 0xf, 0x10, 0x100, (1 << 40) - 1])
 def test_the_printed_addresses_of_a_chunk_are_those_of_its_pages(key):
-    text, offs = Replayer()._hex_chunk(key)
+    text, w = Replayer()._hex_chunk(key)
     pages = 1 << (trace.HEX_SHIFT - 12)
+    # one width for every word of the chunk, or (chunk 0) where each word starts
+    offs = range(0, (pages + 1) * w, w) if isinstance(w, int) else w
+    assert isinstance(w, int) == (key != 0)
     assert len(offs) == pages + 1 and offs[pages] == len(text)
     assert [text[offs[j]:offs[j + 1]] for j in range(pages)] == [
         f" {(key << trace.HEX_SHIFT) + (j << 12):#x}" for j in range(pages)]

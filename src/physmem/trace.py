@@ -26,7 +26,7 @@ Lines are read, run and their results written in blocks of :data:`BLOCK_LINES`.
 from __future__ import annotations
 
 import codecs
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from itertools import accumulate, chain, islice
 from typing import BinaryIO, TextIO
@@ -185,7 +185,7 @@ class Replayer:
         self.handles: dict[str, int | None] = {}
         self.errors = 0
         self._num: dict[str, int] = {}      # words parsed so far -> values (see NUM_CACHE)
-        self._hex: dict[int, tuple[str, Sequence[int]]] = {}  # see _hex_chunk
+        self._hex: dict[int, tuple[str, int | list[int]]] = {}  # see _hex_chunk
         self.dfly = DflyOps(parse_u64)
         self._ops: dict[str, Callable[[list[str]], str]] = {
             "arch": self.op_arch,
@@ -496,9 +496,12 @@ class Replayer:
                 h = hexes.get(pa >> HEX_SHIFT)
                 if h is None:
                     h = hex_chunk(pa >> HEX_SHIFT)
-                text, offs = h
+                text, w = h
                 j = (pa >> 12) & HEX_MASK
-                out.append(text[offs[j]:offs[j + c]])
+                if w.__class__ is int:          # (NOTE: cheaper than type(w) or isinstance)
+                    out.append(text[j * w:(j + c) * w])
+                else:
+                    out.append(text[w[j]:w[j + c]])
             out[0] = str(total)
             return "".join(out)
 
@@ -580,16 +583,18 @@ class Replayer:
         self._fast_for = k
         return self._fast_ops
 
-    def _hex_chunk(self, key: int) -> tuple[str, Sequence[int]]:
+    def _hex_chunk(self, key: int) -> tuple[str, int | list[int]]:
         """The printed addresses of the pages of 16 MiB chunk ``key``, each after a blank,
-        as one text and where each page's word starts in it (a bounded cache)."""
+        as one text, and the width of each page's word in it -- or, for chunk 0, whose
+        words have several widths, where each word starts (a bounded cache)."""
         if len(self._hex) >= HEX_CHUNKS:
             self._hex.clear()
+        h: tuple[str, int | list[int]]
         if key:
             # Every address of the chunk is the chunk's number in hexadecimal then six
             # digits (HEX_SHIFT is 24): one join, and the words all have one width.
             sep = f" {key:#x}"
-            h = (sep + sep.join(_LOW_DIGITS), range(0, (len(sep) + 6) * 4097, len(sep) + 6))
+            h = (sep + sep.join(_LOW_DIGITS), len(sep) + 6)
         else:
             words = [f" {pa:#x}" for pa in range(0, 1 << HEX_SHIFT, 4096)]
             h = ("".join(words), [0, *accumulate(map(len, words))])
