@@ -81,7 +81,10 @@ free_count 0
 """
 
 
-def test_the_fast_path_prints_what_run_line_prints_line_by_line():
+@pytest.mark.parametrize("block", [1, 2, 3, 7, trace.BLOCK_LINES])
+def test_the_fast_path_prints_what_run_line_prints_line_by_line(monkeypatch, block):
+    # Blocks of 1-7 lines: boot, comments, handles and errors at every place in a block.
+    monkeypatch.setattr(trace, "BLOCK_LINES", block)
     general = Replayer()
     want = "".join(general.run_line(line, i) or ""
                    for i, line in enumerate(MIXED.splitlines(), 1))
@@ -109,3 +112,35 @@ def test_parse_u64_reads_hexadecimal_and_decimal(word, value):
 def test_parse_u64_refuses_what_the_format_does_not_allow(word):
     with pytest.raises(trace.TraceFormatError):
         parse_u64(word)
+
+
+def test_results_are_written_block_by_block_as_the_input_is_read(monkeypatch):
+    """A long replay's output appears as it runs: the results of each block of lines are
+    written before the next block is read."""
+    monkeypatch.setattr(trace, "BLOCK_LINES", 4)
+    out = io.StringIO()
+    seen = []
+
+    def lines():
+        yield from SETUP.splitlines()
+        for _ in range(12):
+            seen.append(out.getvalue().count("\n"))
+            yield "free_count 0"
+    Replayer().replay(lines(), out)
+    assert out.getvalue().count("\n") == 7 + 12
+    # each time a block of 4 lines starts, the blocks before it have been written
+    assert seen == [4, 8, 8, 8, 8, 12, 12, 12, 12, 16, 16, 16]
+
+
+def test_a_kernel_booted_before_the_replay_takes_the_fast_path():
+    """As ``physmem replay --load`` does: the Replayer is given a booted kernel."""
+    api = Replayer()
+    api.replay(SETUP.splitlines(), io.StringIO())
+    r = Replayer()
+    r.kernel, r.nops = api.k, 1
+    free = api.k.free_count(0)
+    pa = replayed("alloc_pages 0 default 0\n", r).strip()
+    assert r._fast_for is api.k
+    assert replayed(f"free_count 0\nfree_pages {pa} 0\nfree_count 0\n", r) == \
+        f"{free - 1}\nok\n{free}\n"
+    assert api.k.free_count(0) == free
