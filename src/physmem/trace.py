@@ -533,33 +533,23 @@ class Replayer:
                 boundary = u64(t6, "boundary")
             return printed(alloc_contig(d, n, low, high, align, boundary))
 
-        free_pages = k.free_pages
+        def freeing(free: Callable[[int, int], None], what: str) -> Callable[[list[str]], str]:
+            """free_pages ADDRESS ORDER, free_contig ADDRESS NPAGES."""
+            def op(tok: list[str]) -> str:
+                if len(tok) != 3:
+                    nargs(tok, 2)
+                pa = get(tok[1])
+                if pa is None:
+                    pa = u64(tok[1], "address")
+                n = get(tok[2])
+                if n is None:
+                    n = u64(tok[2], what)
+                free(pa, n)
+                return "ok"
+            return op
 
-        def op_free_pages(tok: list[str]) -> str:
-            if len(tok) != 3:
-                nargs(tok, 2)
-            pa = get(tok[1])
-            if pa is None:
-                pa = u64(tok[1], "address")
-            o = get(tok[2])
-            if o is None:
-                o = u64(tok[2], "order")
-            free_pages(pa, o)
-            return "ok"
-
-        free_contig = k.free_contig
-
-        def op_free_contig(tok: list[str]) -> str:
-            if len(tok) != 3:
-                nargs(tok, 2)
-            pa = get(tok[1])
-            if pa is None:
-                pa = u64(tok[1], "address")
-            n = get(tok[2])
-            if n is None:
-                n = u64(tok[2], "npages")
-            free_contig(pa, n)
-            return "ok"
+        op_free_pages = freeing(k.free_pages, "order")
+        op_free_contig = freeing(k.free_contig, "npages")
 
         def op_unfree_page(tok: list[str]) -> str:
             nargs(tok, 1)
