@@ -123,3 +123,31 @@ def test_a_freed_run_across_two_domains_is_refused_and_changes_nothing(jit, lazy
     k.free_contig(line, 4)
     mirror.check()
     k.check()
+
+
+@pytest.mark.parametrize("jit", [True, False])
+def test_the_first_bad_argument_is_the_one_reported_and_nothing_changes(jit):
+    """The fast paths test every argument in one expression; when one is bad, the
+    helpers report the first in the signature's order, as they did one by one."""
+    k = physmem.boot("firecracker-128m", lazy=False, jit=jit)
+    k.free_pages(k.alloc_pages(0, "default", 0), 0)
+    before = k.digest()
+    cases = [
+        (lambda: k.alloc_pages(7, ["x"], 99), E.DomainError),
+        (lambda: k.alloc_pages(0, ["x"], 99), E.PoolError),
+        (lambda: k.alloc_pages(0, "lazyinit", 99), E.PoolError),
+        (lambda: k.alloc_pages(0, "default", 99), E.OrderError),
+        (lambda: k.alloc_freelist_pages(7, ["x"], ["x"], 99), E.DomainError),
+        (lambda: k.alloc_freelist_pages(0, ["x"], ["x"], 99), E.FreeListError),
+        (lambda: k.alloc_freelist_pages(0, "default", ["x"], 99), E.PoolError),
+        (lambda: k.alloc_freelist_pages(0, "default", "default", 99), E.OrderError),
+        (lambda: k.alloc_npages_runs(0, "default", 0), E.ArgumentError),
+        (lambda: k.free_pages(PAGE + 1, 0), E.AddressError),
+        (lambda: k.free_pages(PAGE, 3), E.AddressError),
+        (lambda: physmem.Kernel().alloc_pages(7, ["x"], 99), E.StateError),
+        (lambda: physmem.Kernel().alloc_freelist_pages(7, ["x"], ["x"], 99), E.StateError),
+    ]
+    for call, error in cases:
+        with pytest.raises(error):
+            call()
+        assert k.digest() == before
