@@ -365,15 +365,6 @@ class Replayer:
         if len(tok) != want + 1:
             raise TraceFormatError(f"{tok[0]}: expected {want} arguments, got {len(tok) - 1}")
 
-    def _u64(self, s: str, what: str) -> int:
-        """parse_u64, remembering the word's value (the handlers look there first)."""
-        v = parse_u64(s, what)
-        num = self._num
-        if len(num) >= NUM_CACHE:
-            num.clear()
-        num[s] = v
-        return v
-
     def _booted(self) -> Kernel:
         k = self.k
         if not k.booted:
@@ -432,8 +423,13 @@ class Replayer:
             return self._fast_ops
         num = self._num
         get = num.get
-        u64 = self._u64
         nargs = self._nargs
+
+        def u64(s: str, what: str) -> int:
+            # A word not parsed before (replay() bounds the cache between blocks).
+            v = parse_u64(s, what)
+            num[s] = v
+            return v
 
         def printed(pa: int | None) -> str:
             if pa is None:
