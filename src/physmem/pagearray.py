@@ -61,6 +61,7 @@ import mmap
 import sys
 from array import array
 from bisect import bisect_right
+from collections.abc import Callable
 
 import numpy as np
 
@@ -121,8 +122,8 @@ class PageArray:
     :class:`~physmem.errors.UninitializedPageError`.
     """
 
-    __slots__ = ("_map", "base_pfn", "boot_ranges", "lone", "mv", "ninit", "npages",
-                 "run_cache", "run_gen", "runs", "spans", "words")
+    __slots__ = ("_map", "_more", "_ninit", "base_pfn", "boot_ranges", "lone", "mv", "npages",
+                 "run_cache", "run_gen", "runs", "spans", "sync", "words")
 
     def __init__(self, base_pfn: int, npages: int,
                  spans: list[tuple[int, int]] | None = None) -> None:
@@ -134,7 +135,11 @@ class PageArray:
         self._map = None
         self.mv = memoryview(self.words)
         self.lone: dict[int, int] = {}
-        self.ninit = 0  # vm_page_init_page() calls, for boot-cost accounting
+        self._ninit = 0  # vm_page_init_page() calls, for boot-cost accounting: see ninit
+        self._more = memoryview(array("q", [0]))
+        # Called before the readers below look at ``lone`` and ``runs`` (set by vm_phys:
+        # its queue core may leave that bookkeeping of a lazy chunk's first touch for later).
+        self.sync: Callable[[], None] | None = None
         # While vm_page_startup runs: the pfn ranges its init loop wrote densely (the only
         # dense entries then), so that boot asks them, not 65 k untouched OS pages, whether
         # a chunk head is dense.  None once boot is over.
@@ -150,6 +155,23 @@ class PageArray:
         self.runs: dict[int, tuple[int, int, int, frozenset[int]]] = {}
         self.run_gen = 0
         self.run_cache: tuple[int, list[int]] = (-1, [])
+
+    @property
+    def ninit(self) -> int:
+        """vm_page_init_page() calls so far: Python's count plus the count the owner's
+        compiled code keeps in its own array (:meth:`count_into`)."""
+        return self._ninit + self._more[0]
+
+    @ninit.setter
+    def ninit(self, v: int) -> None:
+        self._ninit = v - self._more[0]
+
+    def count_into(self, more: memoryview) -> None:
+        """Count initialisations made by compiled code in the one-word ``more`` (a view of
+        its state array) from now on; the total so far is kept."""
+        self._ninit += self._more[0]
+        self._more = more
+        self._ninit -= more[0]
 
     # -- reading ---------------------------------------------------------------------------
     def raw(self, pfn: int) -> int:
@@ -241,6 +263,8 @@ class PageArray:
 
     def run_entries(self) -> list[tuple[int, int]]:
         """(pfn, word) of every entry answered by a run's rule, in pfn order."""
+        if self.sync is not None:
+            self.sync()
         out = []
         for m0, (n, step, w, dense) in sorted(self.runs.items()):
             out.extend((p, w) for p in range(m0 + step, m0 + n * step, step)
@@ -250,6 +274,8 @@ class PageArray:
     def lone_items(self) -> list[tuple[int, int]]:
         """Every entry initialised outside the dense array (lone or by a run's rule), as
         sorted (pfn, word) pairs: what snapshots and digests record."""
+        if self.sync is not None:
+            self.sync()
         return sorted(list(self.lone.items()) + self.run_entries())
 
     # -- vm_page_init_page -------------------------------------------------------------------
@@ -348,6 +374,8 @@ class PageArray:
 
     def initialized_count(self) -> int:
         """Entries initialised, densely or alone (entries outside the spans included)."""
+        if self.sync is not None:
+            self.sync()
         return sum(int(np.count_nonzero(w)) for _, w in self.span_words()) + sum(
             1 for p in self.lone if not self.is_dense(p)) + len(self.run_entries())
 

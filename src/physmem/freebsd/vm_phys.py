@@ -147,6 +147,10 @@ LOG_ADD, LOG_REM, LOG_INIT, LOG_SHIFT = 1, 2, 3, 4
 CFG = 16
 LOGGED = 1 << 62     # added to a returned page: the domain's log holds entries
 C_NFO, C_NFP, C_LAZY, C_QPD, C_NQ, C_LC, C_SG, C_SMB, C_B, C_NSEG, C_DEFAULT = range(11)
+C_NINIT = 15        # page structures the queue core initialised (PageArray.ninit adds it)
+# A lazy chunk's first touch leaves its page-array part (LOG_SHIFT, LOG_INIT) in the log
+# for VmPhys.sync, until the log holds this many entries (room kept in every log).
+LOG_DEFER = 1024
 SEGW = 4            # a segment's words: spfn, epfn, fq, domain
 
 
@@ -408,8 +412,11 @@ def _set_pool(st, words, pool, m, order, q):
         while not st[sg + SEGW * segind] <= m < st[sg + SEGW * segind + 1]:
             segind += 1
         nw = (segind << 8) | 4 | pool
-        for j in range(m - B, m - B + n):
+        # Unsigned indices: numba drops its negative-index test and the loop becomes a
+        # block store (a 16 MiB chunk: 0.2 us instead of 1.2; bench/RESULTS.md, issue 13).
+        for j in range(np.uint64(m - B), np.uint64(m - B + n)):
             words[j] = nw
+        st[cfg + C_NINIT] += n - 1      # the head was initialised already
         _log(st, _meta(st, q), LOG_INIT, m, order)
     else:
         for j in range(m - B, m - B + n):
@@ -459,7 +466,17 @@ def kernel_alloc_pages(st, words, base, pool, order, dfp, obs):
     w = words[i] | 8
     for j in range(i, i + (1 << order)):
         words[j] = w
-    return m + _logged(st, w) * (LOGGED >> 2)
+    return m + _flush_due(st, w, obs)
+
+
+@njit
+def _flush_due(st, w, obs):
+    """LOGGED if Python must read the log of the domain of the segment in word ``w`` now:
+    it holds entries for observers (``obs``), or LOG_DEFER entries; else 0 (the page
+    array's part of a lazy chunk's first touch waits for :meth:`VmPhys.sync`)."""
+    cfg = len(st) - CFG
+    n = st[_meta(st, st[st[cfg + C_SG] + SEGW * (w >> 8) + 2]) + 2]
+    return LOGGED if n and (obs or n >= LOG_DEFER) else 0
 
 
 @njit
@@ -816,7 +833,9 @@ class VmPhys:
         nslots = first + sum(dom_pages) + ndom
         # A log holds what one compiled call changes: at most a block's worth of pages of
         # alloc_npages, or one entry per max-order chunk of a run enqueued, plus splits.
-        per = [(n >> (NFO - 1)) + 4 * (1 << (NFO - 1)) + 8 * NFO for n in dom_pages]
+        # Plus LOG_DEFER entries left for VmPhys.sync (kernel_alloc_pages).
+        per = [(n >> (NFO - 1)) + 4 * (1 << (NFO - 1)) + 8 * NFO + LOG_DEFER
+               for n in dom_pages]
         nseg = self.param.physseg_max
         lc = NODE * nslots
         sg = lc + nq
@@ -847,6 +866,9 @@ class VmPhys:
             slot += dom_pages[d] + 1
             at += 3 * per[d]
         self.log_cap = per
+        # Pages the queue core initialises are counted in the state (PageArray.ninit).
+        self.pages.count_into(nv[cfg + C_NINIT:cfg + C_NINIT + 1])
+        self.pages.sync = self.sync_all
         self._outs = [np.zeros(2 * (1 << (NFO - 1)) + 2, np.int64) for _ in range(ndom)]
 
     def use_jit(self, on: bool) -> None:
@@ -945,11 +967,35 @@ class VmPhys:
             elif kind == LOG_REM:
                 for f in on_rem:
                     f(m, order)
-            elif kind == LOG_INIT:      # vm_phys_set_pool of a LAZYINIT block
+            elif kind == LOG_INIT:      # vm_phys_set_pool of a LAZYINIT block (counted)
                 self.pages.lone.pop(m, None)
-                self.pages.ninit += (1 << order) - 1
             else:               # LOG_SHIFT: a lazy run lost its first chunk, m
                 self.pages.shift_run(m)
+
+    def sync(self, domain: int) -> None:
+        """Bring the page array's lazy bookkeeping of ``domain`` (its runs' rule, the lone
+        entries of LAZYINIT heads) up to the queue core: a lazy chunk's first touch in
+        kernel_alloc_pages leaves that part in the log (:func:`_flush_due`).  Until then
+        ``PageArray.raw`` still answers right -- a chunk taken has its words written
+        densely, which win over the rule and the lone entry -- but ``runs``, ``lone`` and
+        ``run_of`` lag.  Requires: the domain's free lock."""
+        if self.nv[NODE * (self.nq + domain) + 2]:
+            self._flush(domain)
+
+    def sync_all(self) -> None:
+        """:meth:`sync` for the readers (INVARIANTS, digests, snapshots: the page array's
+        ``lone_items``), which take no domain lock: each domain whose log holds entries
+        is synced under its lock, taken without blocking (a busy lock means another
+        operation is running, which the readers do not support anyway)."""
+        nv = self.nv
+        for d in range(self.ndomains):
+            if nv[NODE * (self.nq + d) + 2]:
+                lock = self.domain_locks[d]
+                if lock.acquire(blocking=False):
+                    try:
+                        self._flush(d)
+                    finally:
+                        lock.release()
 
     def log_at(self, domain: int) -> int:
         """Where the domain's log length is kept (non-zero: :meth:`_flush` has work)."""
@@ -1136,8 +1182,12 @@ class VmPhys:
             s = self.nv[self.smb + m]
             if s:
                 return (self.nv[NODE * s + INFO] & ORDER_MASK) - 1
-        if self.pages.runs and self.pages.run_of(m) >= 0:
-            return self.NFO - 1      # the head of a later chunk of a lazy run
+        if self.pages.runs:
+            w = self.pages.raw(m)
+            if w:
+                self.sync(self.segs[w >> SEGIND_SHIFT].domain)
+            if self.pages.run_of(m) >= 0:
+                return self.NFO - 1      # the head of a later chunk of a lazy run
         if not self.pages.raw(m):
             raise UninitializedPageError(
                 f"page {m << PAGE_SHIFT:#x}: reading order of an uninitialised vm_page")
@@ -1176,6 +1226,7 @@ class VmPhys:
         VM_NFREEORDER.  A chunk of a lazy run leaves the run first."""
         s = self.slot_of(m)
         if not s or (self.nv[NODE * s + INFO] >> NCH_SHIFT) & NCH_MASK:
+            self.sync(self._dom(q))
             self._run_detach(m, s)
         obs = self._obs()
         self._k.rem(self._st, q, m, obs)
@@ -1326,9 +1377,14 @@ class VmPhys:
         A LAZYINIT block has only its head initialised: this is where the rest of its page
         structures are initialised, on demand (a whole chunk of up to 4096 pages)."""
         pages = self.pages
-        # A lone entry is never shadowed by a dense one (INVARIANTS): asking ``lone``
-        # first spares a LAZYINIT head the read of its untouched array page (a fault).
-        w = pages.lone.get(m) or pages.word(m)
+        # A lone entry is never shadowed by a dense one (INVARIANTS) once the domain is
+        # synced: asking ``lone`` first spares a LAZYINIT head the read of its untouched
+        # array page (a fault).
+        w = pages.lone.get(m)
+        if w is not None and self.nv[self.log_at(self.segs[w >> SEGIND_SHIFT].domain)]:
+            self.sync(self.segs[w >> SEGIND_SHIFT].domain)
+            w = pages.lone.get(m)
+        w = w or pages.word(m)
         if w & POOL_MASK == self.LAZYINIT and self.LAZYINIT is not None:
             # The head is already initialised: the kernel re-inits only m + 1 .. (counts).
             pages.init_range(m, 1 << order, w >> SEGIND_SHIFT, pool)
@@ -1841,8 +1897,10 @@ class VmPhys:
             if sh:
                 o = (nv[NODE * sh + INFO] & ORDER_MASK) - 1
                 return h if o >= order and h + (1 << o) > m else None
-            if order == self.NFO - 1 and self.pages.runs and self.pages.run_of(h) >= 0:
-                return h                # a later chunk of a lazy run
+            if order == self.NFO - 1 and self.pages.runs:
+                self.sync(seg.domain)
+                if self.pages.run_of(h) >= 0:
+                    return h            # a later chunk of a lazy run
         return None
 
     def take_free_run(self, m: int, npages: int) -> None:
