@@ -249,13 +249,14 @@ class PageArray:
         self.run_gen = next(_RUN_GEN)
         return r
 
-    def shift_run(self, m0: int) -> int:
-        """The run from ``m0`` loses its first chunk: it starts at its second chunk, whose
+    def shift_run(self, m0: int, k: int = 1) -> int:
+        """The run from ``m0`` loses its first ``k`` chunks: it starts at chunk ``k``, whose
         entry is stored (lone, unless it is dense); returns that chunk's head."""
         n, step, w, dense = self.runs.pop(m0)
-        r = m0 + step
-        if n > 2:
-            self.runs[r] = (n - 1, step, w, dense)
+        assert 0 < k < n
+        r = m0 + k * step
+        if n - k > 1:
+            self.runs[r] = (n - k, step, w, dense)
         self.run_gen = next(_RUN_GEN)
         if r not in dense:
             self.lone[r] = w

@@ -44,9 +44,10 @@ Data layout (figures in bench/RESULTS.md and docs/implementation.md):
   LAZYINIT chunks (65,536 for 1 TiB).  An untouched run of them is one node whose INFO
   holds ``nchunks``: it stands for the chunk heads ``m0, m0 + step, ...`` in that queue
   order, and the page array answers their entries by rule
-  (:meth:`physmem.pagearray.PageArray.add_run`).  A chunk becomes an ordinary node when it
-  is taken (:meth:`VmPhys._run_detach`, from vm_freelist_rem: queue-head pops,
-  alloc_contig, the drain); walks expand the run (:meth:`VmPhys.queue_iter`, the queue
+  (:meth:`physmem.pagearray.PageArray.add_run`).  A chunk leaves the run when it is
+  taken: the first by :func:`run_pop` (the node moves up one chunk in place), a later one
+  by :meth:`VmPhys._run_detach`, from vm_freelist_rem (queue-head pops, alloc_contig, the
+  drain); walks expand the run (:meth:`VmPhys.queue_iter`, the queue
   core's find_queues_contig) and lookups of a later chunk's head ask the page array
   (:meth:`VmPhys.order_of`, :meth:`VmPhys.free_block_of`).  Boot of 1 TiB writes a handful
   of nodes instead of 131 k entries (bench/RESULTS.md, issue 13).
@@ -143,14 +144,13 @@ ORDER_MASK = 0x1F
 NCH_SHIFT = 8
 NCH_MASK = 0xFFFFFF
 Q_SHIFT = 32
-LOG_ADD, LOG_REM, LOG_INIT, LOG_SHIFT = 1, 2, 3, 4
+LOG_ADD, LOG_REM, LOG_INIT = 1, 2, 3
 CFG = 16
 LOGGED = 1 << 62     # added to a returned page: the domain's log holds entries
 C_NFO, C_NFP, C_LAZY, C_QPD, C_NQ, C_LC, C_SG, C_SMB, C_B, C_NSEG, C_DEFAULT = range(11)
-C_NINIT = 15        # page structures the queue core initialised (PageArray.ninit adds it)
-# A lazy chunk's first touch leaves its page-array part (LOG_SHIFT, LOG_INIT) in the log
-# for VmPhys.sync, until the log holds this many entries (room kept in every log).
-LOG_DEFER = 1024
+# Lazy runs' first chunks taken by compiled code (VmPhys.sync moves the page array's rule),
+# and the page structures the queue core initialised (PageArray.ninit adds them).
+C_POPS, C_NINIT = 14, 15
 SEGW = 4            # a segment's words: spfn, epfn, fq, domain
 
 
@@ -398,6 +398,51 @@ def node_insert(st, sp, m, info):
 
 
 @njit
+def run_pop(st, q, m, obs):
+    """vm_freelist_rem() of ``m``, the first chunk of a lazy run on queue ``q``: the run's
+    node moves up one chunk in place (same slot, same place on the queue; a plain node
+    when one chunk is left).  The page array's rule moves with it in Python
+    (PageArray.shift_run).  Returns the order."""
+    cfg = len(st) - CFG
+    smb = st[cfg + C_SMB]
+    s = st[smb + m]
+    o = NODE * s
+    info = st[o + INFO]
+    c = (info >> NCH_SHIFT) & NCH_MASK
+    order = (info & ORDER_MASK) - 1
+    r = m + (1 << order)
+    st[o + INFO] = (info & ~(NCH_MASK << NCH_SHIFT)) | ((c - 1 if c > 2 else 0) << NCH_SHIFT)
+    st[o + PFN] = r
+    st[smb + m] = 0
+    st[smb + r] = s
+    st[st[cfg + C_LC] + q] -= 1
+    if obs:
+        _log(st, _meta(st, q), LOG_REM, m, order)
+    return order
+
+
+@njit
+def _init_block(st, words, pool, m, order):
+    """vm_phys_set_pool()'s vm_page_init_page() of the 2**order LAZYINIT block at ``m``
+    (segment found by address), whose head was initialised already: every word becomes
+    initialised, free, in ``pool``; counted in C_NINIT.  The head's lone entry is
+    Python's to drop (LOG_INIT, or VmPhys.sync for a lazy run's chunk)."""
+    cfg = len(st) - CFG
+    B = st[cfg + C_B]
+    n = 1 << order
+    sg = st[cfg + C_SG]
+    segind = 0
+    while not st[sg + SEGW * segind] <= m < st[sg + SEGW * segind + 1]:
+        segind += 1
+    w = (segind << 8) | 4 | pool
+    # Unsigned indices: numba drops its negative-index test and the loop becomes a block
+    # store (a 16 MiB chunk: 0.2 us instead of 1.2; bench/RESULTS.md, issue 13).
+    for j in range(np.uint64(m - B), np.uint64(m - B + n)):
+        words[j] = w
+    st[cfg + C_NINIT] += n - 1
+
+
+@njit
 def _set_pool(st, words, pool, m, order, q):
     """vm_phys_set_pool(): the 2**order block at ``m``, just taken off queue ``q``, moves
     to ``pool``.  A LAZYINIT block has only its head initialised: its words are written
@@ -407,16 +452,7 @@ def _set_pool(st, words, pool, m, order, q):
     nfo = st[cfg + C_NFO]
     n = 1 << order
     if (q // nfo) % st[cfg + C_NFP] == st[cfg + C_LAZY]:
-        sg = st[cfg + C_SG]
-        segind = 0
-        while not st[sg + SEGW * segind] <= m < st[sg + SEGW * segind + 1]:
-            segind += 1
-        nw = (segind << 8) | 4 | pool
-        # Unsigned indices: numba drops its negative-index test and the loop becomes a
-        # block store (a 16 MiB chunk: 0.2 us instead of 1.2; bench/RESULTS.md, issue 13).
-        for j in range(np.uint64(m - B), np.uint64(m - B + n)):
-            words[j] = nw
-        st[cfg + C_NINIT] += n - 1      # the head was initialised already
+        _init_block(st, words, pool, m, order)
         _log(st, _meta(st, q), LOG_INIT, m, order)
     else:
         for j in range(m - B, m - B + n):
@@ -429,10 +465,11 @@ def kernel_alloc_pages(st, words, base, pool, order, dfp, obs):
     on the first free list (queue table ``base``) -- the requested pool's smallest
     sufficient block, else the largest block of any pool from ``dfp`` (the default
     freepool) up, moved to ``pool`` whole and split there; the first chunk of a lazy run
-    leaves the run here (LOG_SHIFT: Python moves the page array's rule) -- and the
-    block's ownership words (PG_PHYS_ALLOC: the pages of a free block share one word).
-    Returns the page (+ LOGGED when the domain's log holds entries for Python), or -1
-    with nothing changed (the caller takes the whole path: the other free lists)."""
+    of three or more leaves the run here (run_pop; the page array follows at
+    VmPhys.sync) -- and the block's ownership words (PG_PHYS_ALLOC: the pages of a free
+    block share one word).  Returns the page (+ LOGGED when the domain's log holds
+    entries for Python), or -1 with nothing changed (the caller takes the whole path:
+    the other free lists, a run's last two chunks)."""
     cfg = len(st) - CFG
     nfo = st[cfg + C_NFO]
     lc = st[cfg + C_LC]
@@ -445,16 +482,19 @@ def kernel_alloc_pages(st, words, base, pool, order, dfp, obs):
                 if st[lc + q]:
                     s = st[NODE * q + NEXT]
                     m = st[NODE * s + PFN]
-                    info = st[NODE * s + INFO]
-                    c = (info >> NCH_SHIFT) & NCH_MASK
-                    if c:           # the run moves up one chunk (VmPhys._run_detach)
-                        plain = info & ~(NCH_MASK << NCH_SHIFT)
-                        st[NODE * s + INFO] = plain
-                        node_insert(st, s, m + (1 << oind),
-                                    plain | ((c - 1 if c > 2 else 0) << NCH_SHIFT))
-                        _log(st, _meta(st, q), LOG_SHIFT, m, oind)
-                    vm_freelist_rem(st, q, m, obs)
-                    _set_pool(st, words, pool, m, oind, q)
+                    c = (st[NODE * s + INFO] >> NCH_SHIFT) & NCH_MASK
+                    if c == 2:      # the run ends: Python's path (VmPhys.freelist_rem)
+                        return -1
+                    if c:
+                        # A lazy run's first chunk: the run's node moves up one chunk,
+                        # the chunk is initialised; the page array's rule moves when
+                        # Python next looks (VmPhys.sync), not now.
+                        run_pop(st, q, m, obs)
+                        _init_block(st, words, pool, m, oind)
+                        st[cfg + C_POPS] += 1
+                    else:
+                        vm_freelist_rem(st, q, m, obs)
+                        _set_pool(st, words, pool, m, oind, q)
                     vm_phys_split_pages(st, m, oind, fl, order, True, obs)
                     break
             else:
@@ -466,17 +506,7 @@ def kernel_alloc_pages(st, words, base, pool, order, dfp, obs):
     w = words[i] | 8
     for j in range(i, i + (1 << order)):
         words[j] = w
-    return m + _flush_due(st, w, obs)
-
-
-@njit
-def _flush_due(st, w, obs):
-    """LOGGED if Python must read the log of the domain of the segment in word ``w`` now:
-    it holds entries for observers (``obs``), or LOG_DEFER entries; else 0 (the page
-    array's part of a lazy chunk's first touch waits for :meth:`VmPhys.sync`)."""
-    cfg = len(st) - CFG
-    n = st[_meta(st, st[st[cfg + C_SG] + SEGW * (w >> 8) + 2]) + 2]
-    return LOGGED if n and (obs or n >= LOG_DEFER) else 0
+    return m + _logged(st, w) * (LOGGED >> 2)
 
 
 @njit
@@ -714,11 +744,12 @@ class _Core(NamedTuple):
     npages_own: Callable
     free: Callable
     insert: Callable
+    run_pop: Callable
     find_queues: Callable
 
 
 _CORE = (vm_freelist_add, vm_freelist_rem, vm_phys_split_pages, enq_blocks, enq_chunks,
-         alloc_freelist_own, alloc_npages_own, vm_phys_free_pages, node_insert,
+         alloc_freelist_own, alloc_npages_own, vm_phys_free_pages, node_insert, run_pop,
          find_queues_contig)
 
 
@@ -833,9 +864,7 @@ class VmPhys:
         nslots = first + sum(dom_pages) + ndom
         # A log holds what one compiled call changes: at most a block's worth of pages of
         # alloc_npages, or one entry per max-order chunk of a run enqueued, plus splits.
-        # Plus LOG_DEFER entries left for VmPhys.sync (kernel_alloc_pages).
-        per = [(n >> (NFO - 1)) + 4 * (1 << (NFO - 1)) + 8 * NFO + LOG_DEFER
-               for n in dom_pages]
+        per = [(n >> (NFO - 1)) + 4 * (1 << (NFO - 1)) + 8 * NFO for n in dom_pages]
         nseg = self.param.physseg_max
         lc = NODE * nslots
         sg = lc + nq
@@ -866,9 +895,14 @@ class VmPhys:
             slot += dom_pages[d] + 1
             at += 3 * per[d]
         self.log_cap = per
+        self.cfg = cfg
         # Pages the queue core initialises are counted in the state (PageArray.ninit).
         self.pages.count_into(nv[cfg + C_NINIT:cfg + C_NINIT + 1])
         self.pages.sync = self.sync_all
+        # Per domain: each lazy run's first chunk head -> its node's slot (which run_pop
+        # keeps), and the C_POPS count the last sync saw.
+        self.run_nodes: list[dict[int, int]] = [{} for _ in range(ndom)]
+        self._pops_seen = [0] * ndom
         self._outs = [np.zeros(2 * (1 << (NFO - 1)) + 2, np.int64) for _ in range(ndom)]
 
     def use_jit(self, on: bool) -> None:
@@ -967,35 +1001,45 @@ class VmPhys:
             elif kind == LOG_REM:
                 for f in on_rem:
                     f(m, order)
-            elif kind == LOG_INIT:      # vm_phys_set_pool of a LAZYINIT block (counted)
+            else:               # LOG_INIT: vm_phys_set_pool of a LAZYINIT block (counted)
                 self.pages.lone.pop(m, None)
-            else:               # LOG_SHIFT: a lazy run lost its first chunk, m
-                self.pages.shift_run(m)
 
     def sync(self, domain: int) -> None:
-        """Bring the page array's lazy bookkeeping of ``domain`` (its runs' rule, the lone
-        entries of LAZYINIT heads) up to the queue core: a lazy chunk's first touch in
-        kernel_alloc_pages leaves that part in the log (:func:`_flush_due`).  Until then
-        ``PageArray.raw`` still answers right -- a chunk taken has its words written
-        densely, which win over the rule and the lone entry -- but ``runs``, ``lone`` and
-        ``run_of`` lag.  Requires: the domain's free lock."""
-        if self.nv[NODE * (self.nq + domain) + 2]:
-            self._flush(domain)
+        """Bring the page array's lazy runs of ``domain`` up to their nodes.  Compiled
+        kernel_alloc_pages takes a run's first chunk without calling Python (run_pop: the
+        node moves up in place, the chunk's words are written, C_POPS counts it); the
+        page array's rule and the old head's lone entry move here, a run at a time, when
+        Python next looks at them.  Until then ``PageArray.raw`` answers right (a chunk
+        taken has dense words, which win over the rule and the lone entry) but ``runs``,
+        ``run_of`` and ``lone`` lag.  Requires: the domain's free lock."""
+        pops = self.nv[self.cfg + C_POPS]
+        if pops == self._pops_seen[domain]:
+            return
+        self._pops_seen[domain] = pops
+        nv, pages = self.nv, self.pages
+        nodes = self.run_nodes[domain]
+        for m0, s in list(nodes.items()):
+            m = nv[NODE * s + PFN]
+            if m != m0:         # k chunks gone from the front
+                del nodes[m0]
+                nodes[m] = s
+                pages.shift_run(m0, (m - m0) >> ((nv[NODE * s + INFO] & ORDER_MASK) - 1))
+                pages.lone.pop(m0, None)
 
     def sync_all(self) -> None:
         """:meth:`sync` for the readers (INVARIANTS, digests, snapshots: the page array's
-        ``lone_items``), which take no domain lock: each domain whose log holds entries
-        is synced under its lock, taken without blocking (a busy lock means another
-        operation is running, which the readers do not support anyway)."""
-        nv = self.nv
+        ``lone_items``), which take no domain lock: each domain is synced under its lock,
+        taken without blocking (a busy lock means another operation is running, which
+        the readers do not support anyway)."""
+        if self.nv[self.cfg + C_POPS] == min(self._pops_seen[:self.ndomains]):
+            return
         for d in range(self.ndomains):
-            if nv[NODE * (self.nq + d) + 2]:
-                lock = self.domain_locks[d]
-                if lock.acquire(blocking=False):
-                    try:
-                        self._flush(d)
-                    finally:
-                        lock.release()
+            lock = self.domain_locks[d]
+            if lock.acquire(blocking=False):
+                try:
+                    self.sync(d)
+                finally:
+                    lock.release()
 
     def log_at(self, domain: int) -> int:
         """Where the domain's log length is kept (non-zero: :meth:`_flush` has work)."""
@@ -1225,10 +1269,20 @@ class VmPhys:
         """vm_freelist_rem(): unlink head ``m`` from queue ``q``; its order becomes
         VM_NFREEORDER.  A chunk of a lazy run leaves the run first."""
         s = self.slot_of(m)
+        obs = self._obs()
         if not s or (self.nv[NODE * s + INFO] >> NCH_SHIFT) & NCH_MASK:
             self.sync(self._dom(q))
-            self._run_detach(m, s)
-        obs = self._obs()
+            if s:       # the first chunk (queue-head pops, the drain): the run moves up
+                nodes = self.run_nodes[self._dom(q)]
+                del nodes[m]
+                r = self.pages.shift_run(m)
+                if r in self.pages.runs:
+                    nodes[r] = s
+                self._k.run_pop(self._st, q, m, obs)
+                if obs:
+                    self._flush(self._dom(q))
+                return
+            self._run_detach(m)
         self._k.rem(self._st, q, m, obs)
         if obs:
             self._flush(self._dom(q))
@@ -1255,26 +1309,17 @@ class VmPhys:
             s = nv[o + NEXT]
 
     # -- lazy runs ---------------------------------------------------------------------------
-    def _run_detach(self, m: int, s: int) -> None:
-        """For vm_freelist_rem: make the chunk at ``m`` of a lazy run an ordinary node in
-        place; the run's chunks before and after it stay runs (or single nodes) around it
-        in the queue.  Its head's entry and the next chunk's become stored entries.  ``s``:
-        m's slot if ``m`` starts the run (else 0).
+    def _run_detach(self, m: int) -> None:
+        """For vm_freelist_rem: make the chunk at ``m``, a later chunk of a lazy run, an
+        ordinary node in place; the run's chunks before and after it stay runs (or single
+        nodes) around it in the queue.  Its head's entry and the next chunk's become
+        stored entries.  (The first chunk leaves by run_pop.)
 
-        Requires: ``m`` the head of a chunk of a lazy run; the domain's free lock."""
+        Requires: ``m`` the head of a later chunk of a lazy run; the domain's free lock,
+        the domain synced."""
         nv, pages = self.nv, self.pages
         ins = self._k.insert
         st = self._st
-        if s:
-            # The first chunk (queue-head pops, the drain): the run moves up one chunk.
-            o = NODE * s
-            info = nv[o + INFO]
-            c = (info >> NCH_SHIFT) & NCH_MASK
-            plain = info & ~(NCH_MASK << NCH_SHIFT)
-            r = pages.shift_run(m)
-            nv[o + INFO] = plain
-            ins(st, s, r, plain | ((c - 1 if c > 2 else 0) << NCH_SHIFT))
-            return
         m0 = pages.run_of(m)
         assert m0 >= 0, f"page {m << PAGE_SHIFT:#x} is not on a free queue"
         s0 = self.slot_of(m0)
@@ -1285,19 +1330,23 @@ class VmPhys:
         plain = info & ~(NCH_MASK << NCH_SHIFT)
         nc, step, w, dense = pages.del_run(m0)
         assert nc == c and step == 1 << order
+        nodes = self.run_nodes[self._dom(info >> Q_SHIFT)]
         j = (m - m0) >> order                  # chunks before m (at least one)
         rear = c - j - 1                        # chunks after m
         nv[o0 + INFO] = plain | ((j if j > 1 else 0) << NCH_SHIFT)
         if j > 1:
             pages.add_run(m0, j, step, w, dense)
+        else:
+            del nodes[m0]
         for h in (m, m + step) if rear else (m,):
             if h not in dense:
                 pages.lone[h] = w       # by rule until now; initialised, LAZYINIT
         sm_ = ins(st, s0, m, plain)
         if rear:
-            ins(st, sm_, m + step, plain | ((rear if rear > 1 else 0) << NCH_SHIFT))
+            sr = ins(st, sm_, m + step, plain | ((rear if rear > 1 else 0) << NCH_SHIFT))
             if rear > 1:
                 pages.add_run(m + step, rear, step, w, dense)
+                nodes[m + step] = sr
 
     def qindex(self, domain: int, flind: int, pool: int, order: int) -> int:
         """Index of vm_phys_free_queues[domain][flind][pool][order]."""
@@ -1619,6 +1668,7 @@ class VmPhys:
         if dense:
             pages.words[np.array(dense) - pages.base_pfn] = nw
         pages.add_run(m, nchunks, step, nw, frozenset(dense))
+        self.run_nodes[self._dom(q)][m] = s
         if end not in dense:
             pages.lone[end] = nw
         pages.ninit += nchunks
