@@ -286,7 +286,7 @@ class PageArray:
         An entry initialised on its own goes to the sparse ``lone`` store unless its dense
         slot is already materialised (see the module docstring)."""
         w = make_word(segind, pool)
-        self.ninit += 1
+        self._ninit += 1
         i = pfn - self.base_pfn
         if 0 <= i < self.npages and self.mv[i]:
             self.mv[i] = w
@@ -294,19 +294,20 @@ class PageArray:
             self.lone[pfn] = w
 
     def init_range(self, pfn: int, npages: int, segind: int, pool: int,
-                   scan_lone: bool = False) -> None:
+                   scan_lone: bool = False, head_done: bool = False) -> None:
         """vm_page_init_page() for every entry of ``[pfn, pfn + npages)``, densely.
 
         A lone entry at ``pfn`` moves to the dense array.  Lone entries further into the
         run are looked for only with ``scan_lone`` (boot's gap loop): set_pool initialises
-        a whole free chunk, whose only lone entry is its head."""
+        a whole free chunk, whose only lone entry is its head (``head_done``: it was
+        initialised before, so it is not counted again)."""
         if npages <= 0:
             return
         w = make_word(segind, pool)
         i = pfn - self.base_pfn
         if i < 0 or i + npages > self.npages:
             raise InvariantError(f"init_range {pfn:#x}+{npages} outside the page array")
-        self.ninit += npages
+        self._ninit += npages - head_done
         if scan_lone and self.boot_ranges is not None:
             self.boot_ranges.append((pfn, pfn + npages))
         lone = self.lone

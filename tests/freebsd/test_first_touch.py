@@ -79,3 +79,20 @@ def test_whole_runs_taken():
                 kk.free_pages(pa, 12)
     assert k.digest() == plain.digest()
     k.check()
+
+
+def test_taken_chunks_come_back_through_pythons_contig_path():
+    """Two chunks taken compiled into another pool, freed, then taken by alloc_contig's
+    Python path (a run longer than a block), which moves them to DEFAULT: the first
+    chunk's old lone entry must not make it look LAZYINIT again (the counts would say)."""
+    k, plain = _pair("firecracker-1g")
+    step = 1 << (k.phys.NFO - 1)
+    for kk in (k, plain):
+        a, b = kk.alloc_pages(0, "direct", 12), kk.alloc_pages(0, "direct", 12)
+        assert b == a + (step << 12)
+        kk.free_pages(a, 12)
+        kk.free_pages(b, 12)
+        assert kk.alloc_contig(0, 2 * step, low=a, high=a + (2 * step << 12)) == a
+        kk.check()
+    assert _counts(k) == _counts(plain)
+    assert k.digest() == plain.digest()

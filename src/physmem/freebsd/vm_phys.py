@@ -1430,14 +1430,15 @@ class VmPhys:
         # synced: asking ``lone`` first spares a LAZYINIT head the read of its untouched
         # array page (a fault).
         w = pages.lone.get(m)
-        if w is not None and self.nv[self.log_at(self.segs[w >> SEGIND_SHIFT].domain)]:
-            self.sync(self.segs[w >> SEGIND_SHIFT].domain)
-            w = pages.lone.get(m)
+        if w is not None:
+            d = self.segs[w >> SEGIND_SHIFT].domain
+            if self.nv[self.cfg + C_POPS] != self._pops_seen[d]:
+                self.sync(d)
+                w = pages.lone.get(m)
         w = w or pages.word(m)
         if w & POOL_MASK == self.LAZYINIT and self.LAZYINIT is not None:
             # The head is already initialised: the kernel re-inits only m + 1 .. (counts).
-            pages.init_range(m, 1 << order, w >> SEGIND_SHIFT, pool)
-            pages.ninit -= 1
+            pages.init_range(m, 1 << order, w >> SEGIND_SHIFT, pool, head_done=True)
         else:
             pages.set_pool_range(m, 1 << order, pool)
 
