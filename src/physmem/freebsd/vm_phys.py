@@ -1026,6 +1026,14 @@ class VmPhys:
                 pages.shift_run(m0, (m - m0) >> ((nv[NODE * s + INFO] & ORDER_MASK) - 1))
                 pages.lone.pop(m0, None)
 
+    def _sync_pfn(self, m: int) -> None:
+        """:meth:`sync` of page m's domain (found by address: reading m's word could fault
+        in an untouched page of the array), if any domain is behind."""
+        if self.nv[self.cfg + C_POPS] != min(self._pops_seen[:self.ndomains]):
+            seg = self.paddr_to_seg(m << PAGE_SHIFT)
+            if seg is not None:
+                self.sync(seg.domain)
+
     def sync_all(self) -> None:
         """:meth:`sync` for the readers (INVARIANTS, digests, snapshots: the page array's
         ``lone_items``), which take no domain lock: each domain is synced under its lock,
@@ -1227,9 +1235,7 @@ class VmPhys:
             if s:
                 return (self.nv[NODE * s + INFO] & ORDER_MASK) - 1
         if self.pages.runs:
-            w = self.pages.raw(m)
-            if w:
-                self.sync(self.segs[w >> SEGIND_SHIFT].domain)
+            self._sync_pfn(m)
             if self.pages.run_of(m) >= 0:
                 return self.NFO - 1      # the head of a later chunk of a lazy run
         if not self.pages.raw(m):
