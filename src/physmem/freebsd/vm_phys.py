@@ -1277,16 +1277,17 @@ class VmPhys:
         s = self.slot_of(m)
         obs = self._obs()
         if not s or (self.nv[NODE * s + INFO] >> NCH_SHIFT) & NCH_MASK:
-            self.sync(self._dom(q))
+            d = self._dom(q)
+            self.sync(d)
             if s:       # the first chunk (queue-head pops, the drain): the run moves up
-                nodes = self.run_nodes[self._dom(q)]
+                nodes = self.run_nodes[d]
                 del nodes[m]
                 r = self.pages.shift_run(m)
                 if r in self.pages.runs:
                     nodes[r] = s
                 self._k.run_pop(self._st, q, m, obs)
                 if obs:
-                    self._flush(self._dom(q))
+                    self._flush(d)
                 return
             self._run_detach(m)
         self._k.rem(self._st, q, m, obs)
