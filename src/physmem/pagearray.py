@@ -59,9 +59,9 @@ from __future__ import annotations
 import itertools
 import mmap
 import sys
+import weakref
 from array import array
 from bisect import bisect_right
-from collections.abc import Callable
 
 import numpy as np
 
@@ -138,8 +138,9 @@ class PageArray:
         self._ninit = 0  # vm_page_init_page() calls, for boot-cost accounting: see ninit
         self._more = memoryview(array("q", [0]))
         # Called before the readers below look at ``lone`` and ``runs`` (set by vm_phys:
-        # its queue core may leave that bookkeeping of a lazy chunk's first touch for later).
-        self.sync: Callable[[], None] | None = None
+        # its queue core may leave that bookkeeping of a lazy chunk's first touch for
+        # later).  A weak reference, so that the owner is freed as soon as it is dropped.
+        self.sync: weakref.WeakMethod | None = None
         # While vm_page_startup runs: the pfn ranges its init loop wrote densely (the only
         # dense entries then), so that boot asks them, not 65 k untouched OS pages, whether
         # a chunk head is dense.  None once boot is over.
@@ -165,6 +166,12 @@ class PageArray:
     @ninit.setter
     def ninit(self, v: int) -> None:
         self._ninit = v - self._more[0]
+
+    def _synced(self) -> None:
+        """Let the owner bring ``lone`` and ``runs`` up to date (see ``sync``)."""
+        f = self.sync() if self.sync is not None else None
+        if f is not None:
+            f()
 
     def count_into(self, more: memoryview) -> None:
         """Count initialisations made by compiled code in the one-word ``more`` (a view of
@@ -264,8 +271,7 @@ class PageArray:
 
     def run_entries(self) -> list[tuple[int, int]]:
         """(pfn, word) of every entry answered by a run's rule, in pfn order."""
-        if self.sync is not None:
-            self.sync()
+        self._synced()
         out = []
         for m0, (n, step, w, dense) in sorted(self.runs.items()):
             out.extend((p, w) for p in range(m0 + step, m0 + n * step, step)
@@ -275,8 +281,7 @@ class PageArray:
     def lone_items(self) -> list[tuple[int, int]]:
         """Every entry initialised outside the dense array (lone or by a run's rule), as
         sorted (pfn, word) pairs: what snapshots and digests record."""
-        if self.sync is not None:
-            self.sync()
+        self._synced()
         return sorted(list(self.lone.items()) + self.run_entries())
 
     # -- vm_page_init_page -------------------------------------------------------------------
@@ -376,8 +381,7 @@ class PageArray:
 
     def initialized_count(self) -> int:
         """Entries initialised, densely or alone (entries outside the spans included)."""
-        if self.sync is not None:
-            self.sync()
+        self._synced()
         return sum(int(np.count_nonzero(w)) for _, w in self.span_words()) + sum(
             1 for p in self.lone if not self.is_dense(p)) + len(self.run_entries())
 

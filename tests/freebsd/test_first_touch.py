@@ -96,3 +96,14 @@ def test_taken_chunks_come_back_through_pythons_contig_path():
         kk.check()
     assert _counts(k) == _counts(plain)
     assert k.digest() == plain.digest()
+
+
+def test_the_page_arrays_hook_keeps_no_kernel_alive():
+    """The page array's sync hook is a weak reference: a plain kernel dropped is freed at
+    once (its arrays with it), not at the next garbage collection."""
+    import weakref
+    k = physmem.boot("firecracker-1g", lazy=True, jit=False)
+    assert k.phys.pages.sync is not None
+    phys = weakref.ref(k.phys)
+    del k
+    assert phys() is None

@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -898,7 +899,7 @@ class VmPhys:
         self.cfg = cfg
         # Pages the queue core initialises are counted in the state (PageArray.ninit).
         self.pages.count_into(nv[cfg + C_NINIT:cfg + C_NINIT + 1])
-        self.pages.sync = self.sync_all
+        self.pages.sync = weakref.WeakMethod(self.sync_all)
         # Per domain: each lazy run's first chunk head -> its node's slot (which run_pop
         # keeps), and the C_POPS count the last sync saw.
         self.run_nodes: list[dict[int, int]] = [{} for _ in range(ndom)]
