@@ -466,11 +466,10 @@ def kernel_alloc_pages(st, words, base, pool, order, dfp, obs):
     on the first free list (queue table ``base``) -- the requested pool's smallest
     sufficient block, else the largest block of any pool from ``dfp`` (the default
     freepool) up, moved to ``pool`` whole and split there; the first chunk of a lazy run
-    of three or more leaves the run here (run_pop; the page array follows at
-    VmPhys.sync) -- and the block's ownership words (PG_PHYS_ALLOC: the pages of a free
-    block share one word).  Returns the page (+ LOGGED when the domain's log holds
-    entries for Python), or -1 with nothing changed (the caller takes the whole path:
-    the other free lists, a run's last two chunks)."""
+    leaves the run here (run_pop; the page array follows at VmPhys.sync) -- and the
+    block's ownership words (PG_PHYS_ALLOC: the pages of a free block share one word).
+    Returns the page (+ LOGGED when the domain's log holds entries for Python), or -1
+    with nothing changed (the caller takes the whole path: the other free lists)."""
     cfg = len(st) - CFG
     nfo = st[cfg + C_NFO]
     lc = st[cfg + C_LC]
@@ -483,10 +482,7 @@ def kernel_alloc_pages(st, words, base, pool, order, dfp, obs):
                 if st[lc + q]:
                     s = st[NODE * q + NEXT]
                     m = st[NODE * s + PFN]
-                    c = (st[NODE * s + INFO] >> NCH_SHIFT) & NCH_MASK
-                    if c == 2:      # the run ends: Python's path (VmPhys.freelist_rem)
-                        return -1
-                    if c:
+                    if (st[NODE * s + INFO] >> NCH_SHIFT) & NCH_MASK:
                         # A lazy run's first chunk: the run's node moves up one chunk,
                         # the chunk is initialised; the page array's rule moves when
                         # Python next looks (VmPhys.sync), not now.
@@ -1021,11 +1017,22 @@ class VmPhys:
         nodes = self.run_nodes[domain]
         for m0, s in list(nodes.items()):
             m = nv[NODE * s + PFN]
-            if m != m0:         # k chunks gone from the front
-                del nodes[m0]
-                nodes[m] = s
-                pages.shift_run(m0, (m - m0) >> ((nv[NODE * s + INFO] & ORDER_MASK) - 1))
-                pages.lone.pop(m0, None)
+            if m == m0:
+                continue
+            del nodes[m0]
+            pages.lone.pop(m0, None)    # (its chunk's words are dense now)
+            n, step = pages.runs[m0][:2]
+            info = nv[NODE * s + INFO]
+            if info and (info & ORDER_MASK) == self.NFO and \
+                    ((info >> Q_SHIFT) // self.NFO) % self.NFP == self.LAZYINIT and \
+                    0 < m - m0 < n * step and not (m - m0) % step:
+                # The slot still holds the run (or its last chunk, a plain node).
+                r = pages.shift_run(m0, (m - m0) // step)
+                if r in pages.runs:
+                    nodes[r] = s
+            else:
+                # Its last chunk was taken too (the slot freed, maybe reused since).
+                pages.del_run(m0)
 
     def _sync_pfn(self, m: int) -> None:
         """:meth:`sync` of page m's domain (found by address: reading m's word could fault
