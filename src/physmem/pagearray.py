@@ -59,6 +59,7 @@ from __future__ import annotations
 import itertools
 import mmap
 import sys
+import weakref
 from array import array
 from bisect import bisect_right
 
@@ -121,8 +122,8 @@ class PageArray:
     :class:`~physmem.errors.UninitializedPageError`.
     """
 
-    __slots__ = ("_map", "base_pfn", "boot_ranges", "lone", "mv", "ninit", "npages",
-                 "run_cache", "run_gen", "runs", "spans", "words")
+    __slots__ = ("_map", "_more", "_ninit", "base_pfn", "boot_ranges", "lone", "mv", "npages",
+                 "run_cache", "run_gen", "runs", "spans", "sync", "words")
 
     def __init__(self, base_pfn: int, npages: int,
                  spans: list[tuple[int, int]] | None = None) -> None:
@@ -134,7 +135,12 @@ class PageArray:
         self._map = None
         self.mv = memoryview(self.words)
         self.lone: dict[int, int] = {}
-        self.ninit = 0  # vm_page_init_page() calls, for boot-cost accounting
+        self._ninit = 0  # vm_page_init_page() calls, for boot-cost accounting: see ninit
+        self._more = memoryview(array("q", [0]))
+        # Called before the readers below look at ``lone`` and ``runs`` (set by vm_phys:
+        # its queue core may leave that bookkeeping of a lazy chunk's first touch for
+        # later).  A weak reference, so that the owner is freed as soon as it is dropped.
+        self.sync: weakref.WeakMethod | None = None
         # While vm_page_startup runs: the pfn ranges its init loop wrote densely (the only
         # dense entries then), so that boot asks them, not 65 k untouched OS pages, whether
         # a chunk head is dense.  None once boot is over.
@@ -150,6 +156,29 @@ class PageArray:
         self.runs: dict[int, tuple[int, int, int, frozenset[int]]] = {}
         self.run_gen = 0
         self.run_cache: tuple[int, list[int]] = (-1, [])
+
+    @property
+    def ninit(self) -> int:
+        """vm_page_init_page() calls so far: Python's count plus the count the owner's
+        compiled code keeps in its own array (:meth:`count_into`)."""
+        return self._ninit + self._more[0]
+
+    @ninit.setter
+    def ninit(self, v: int) -> None:
+        self._ninit = v - self._more[0]
+
+    def _synced(self) -> None:
+        """Let the owner bring ``lone`` and ``runs`` up to date (see ``sync``)."""
+        f = self.sync() if self.sync is not None else None
+        if f is not None:
+            f()
+
+    def count_into(self, more: memoryview) -> None:
+        """Count initialisations made by compiled code in the one-word ``more`` (a view of
+        its state array) from now on; the total so far is kept."""
+        self._ninit += self._more[0]
+        self._more = more
+        self._ninit -= more[0]
 
     # -- reading ---------------------------------------------------------------------------
     def raw(self, pfn: int) -> int:
@@ -227,13 +256,14 @@ class PageArray:
         self.run_gen = next(_RUN_GEN)
         return r
 
-    def shift_run(self, m0: int) -> int:
-        """The run from ``m0`` loses its first chunk: it starts at its second chunk, whose
+    def shift_run(self, m0: int, k: int = 1) -> int:
+        """The run from ``m0`` loses its first ``k`` chunks: it starts at chunk ``k``, whose
         entry is stored (lone, unless it is dense); returns that chunk's head."""
         n, step, w, dense = self.runs.pop(m0)
-        r = m0 + step
-        if n > 2:
-            self.runs[r] = (n - 1, step, w, dense)
+        assert 0 < k < n
+        r = m0 + k * step
+        if n - k > 1:
+            self.runs[r] = (n - k, step, w, dense)
         self.run_gen = next(_RUN_GEN)
         if r not in dense:
             self.lone[r] = w
@@ -241,6 +271,7 @@ class PageArray:
 
     def run_entries(self) -> list[tuple[int, int]]:
         """(pfn, word) of every entry answered by a run's rule, in pfn order."""
+        self._synced()
         out = []
         for m0, (n, step, w, dense) in sorted(self.runs.items()):
             out.extend((p, w) for p in range(m0 + step, m0 + n * step, step)
@@ -250,6 +281,7 @@ class PageArray:
     def lone_items(self) -> list[tuple[int, int]]:
         """Every entry initialised outside the dense array (lone or by a run's rule), as
         sorted (pfn, word) pairs: what snapshots and digests record."""
+        self._synced()
         return sorted(list(self.lone.items()) + self.run_entries())
 
     # -- vm_page_init_page -------------------------------------------------------------------
@@ -259,7 +291,7 @@ class PageArray:
         An entry initialised on its own goes to the sparse ``lone`` store unless its dense
         slot is already materialised (see the module docstring)."""
         w = make_word(segind, pool)
-        self.ninit += 1
+        self._ninit += 1
         i = pfn - self.base_pfn
         if 0 <= i < self.npages and self.mv[i]:
             self.mv[i] = w
@@ -267,19 +299,20 @@ class PageArray:
             self.lone[pfn] = w
 
     def init_range(self, pfn: int, npages: int, segind: int, pool: int,
-                   scan_lone: bool = False) -> None:
+                   scan_lone: bool = False, head_done: bool = False) -> None:
         """vm_page_init_page() for every entry of ``[pfn, pfn + npages)``, densely.
 
         A lone entry at ``pfn`` moves to the dense array.  Lone entries further into the
         run are looked for only with ``scan_lone`` (boot's gap loop): set_pool initialises
-        a whole free chunk, whose only lone entry is its head."""
+        a whole free chunk, whose only lone entry is its head (``head_done``: it was
+        initialised before, so it is not counted again)."""
         if npages <= 0:
             return
         w = make_word(segind, pool)
         i = pfn - self.base_pfn
         if i < 0 or i + npages > self.npages:
             raise InvariantError(f"init_range {pfn:#x}+{npages} outside the page array")
-        self.ninit += npages
+        self._ninit += npages - head_done
         if scan_lone and self.boot_ranges is not None:
             self.boot_ranges.append((pfn, pfn + npages))
         lone = self.lone
@@ -348,6 +381,7 @@ class PageArray:
 
     def initialized_count(self) -> int:
         """Entries initialised, densely or alone (entries outside the spans included)."""
+        self._synced()
         return sum(int(np.count_nonzero(w)) for _, w in self.span_words()) + sum(
             1 for p in self.lone if not self.is_dense(p)) + len(self.run_entries())
 

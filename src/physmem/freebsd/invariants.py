@@ -129,6 +129,7 @@ def check_vm_phys(phys: VmPhys, strict_buddies: bool = False) -> list[tuple[int,
     """Check vm_phys's own state; returns the free blocks as (head pfn, order, domain)."""
     bad = _Problems()
     pages = phys.pages
+    phys.sync_all()     # the page array's lazy bookkeeping, as the queue core left it
     blocks = _free_blocks(phys, bad)
     out = []
     spans = []

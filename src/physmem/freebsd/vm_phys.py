@@ -44,9 +44,10 @@ Data layout (figures in bench/RESULTS.md and docs/implementation.md):
   LAZYINIT chunks (65,536 for 1 TiB).  An untouched run of them is one node whose INFO
   holds ``nchunks``: it stands for the chunk heads ``m0, m0 + step, ...`` in that queue
   order, and the page array answers their entries by rule
-  (:meth:`physmem.pagearray.PageArray.add_run`).  A chunk becomes an ordinary node when it
-  is taken (:meth:`VmPhys._run_detach`, from vm_freelist_rem: queue-head pops,
-  alloc_contig, the drain); walks expand the run (:meth:`VmPhys.queue_iter`, the queue
+  (:meth:`physmem.pagearray.PageArray.add_run`).  A chunk leaves the run when it is
+  taken: the first by :func:`run_pop` (the node moves up one chunk in place), a later one
+  by :meth:`VmPhys._run_detach`, from vm_freelist_rem (queue-head pops, alloc_contig, the
+  drain); walks expand the run (:meth:`VmPhys.queue_iter`, the queue
   core's find_queues_contig) and lookups of a later chunk's head ask the page array
   (:meth:`VmPhys.order_of`, :meth:`VmPhys.free_block_of`).  Boot of 1 TiB writes a handful
   of nodes instead of 131 k entries (bench/RESULTS.md, issue 13).
@@ -64,6 +65,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -143,10 +145,13 @@ ORDER_MASK = 0x1F
 NCH_SHIFT = 8
 NCH_MASK = 0xFFFFFF
 Q_SHIFT = 32
-LOG_ADD, LOG_REM, LOG_INIT, LOG_SHIFT = 1, 2, 3, 4
+LOG_ADD, LOG_REM, LOG_INIT = 1, 2, 3
 CFG = 16
 LOGGED = 1 << 62     # added to a returned page: the domain's log holds entries
 C_NFO, C_NFP, C_LAZY, C_QPD, C_NQ, C_LC, C_SG, C_SMB, C_B, C_NSEG, C_DEFAULT = range(11)
+# Lazy runs' first chunks taken by compiled code (VmPhys.sync moves the page array's rule),
+# and the page structures the queue core initialised (PageArray.ninit adds them).
+C_POPS, C_NINIT = 14, 15
 SEGW = 4            # a segment's words: spfn, epfn, fq, domain
 
 
@@ -394,6 +399,51 @@ def node_insert(st, sp, m, info):
 
 
 @njit
+def run_pop(st, q, m, obs):
+    """vm_freelist_rem() of ``m``, the first chunk of a lazy run on queue ``q``: the run's
+    node moves up one chunk in place (same slot, same place on the queue; a plain node
+    when one chunk is left).  The page array's rule moves with it in Python
+    (PageArray.shift_run).  Returns the order."""
+    cfg = len(st) - CFG
+    smb = st[cfg + C_SMB]
+    s = st[smb + m]
+    o = NODE * s
+    info = st[o + INFO]
+    c = (info >> NCH_SHIFT) & NCH_MASK
+    order = (info & ORDER_MASK) - 1
+    r = m + (1 << order)
+    st[o + INFO] = (info & ~(NCH_MASK << NCH_SHIFT)) | ((c - 1 if c > 2 else 0) << NCH_SHIFT)
+    st[o + PFN] = r
+    st[smb + m] = 0
+    st[smb + r] = s
+    st[st[cfg + C_LC] + q] -= 1
+    if obs:
+        _log(st, _meta(st, q), LOG_REM, m, order)
+    return order
+
+
+@njit
+def _init_block(st, words, pool, m, order):
+    """vm_phys_set_pool()'s vm_page_init_page() of the 2**order LAZYINIT block at ``m``
+    (segment found by address), whose head was initialised already: every word becomes
+    initialised, free, in ``pool``; counted in C_NINIT.  The head's lone entry is
+    Python's to drop (LOG_INIT, or VmPhys.sync for a lazy run's chunk)."""
+    cfg = len(st) - CFG
+    B = st[cfg + C_B]
+    n = 1 << order
+    sg = st[cfg + C_SG]
+    segind = 0
+    while not st[sg + SEGW * segind] <= m < st[sg + SEGW * segind + 1]:
+        segind += 1
+    w = (segind << 8) | 4 | pool
+    # Unsigned indices: numba drops its negative-index test and the loop becomes a block
+    # store (a 16 MiB chunk: 0.2 us instead of 1.2; bench/RESULTS.md, issue 13).
+    for j in range(np.uint64(m - B), np.uint64(m - B + n)):
+        words[j] = w
+    st[cfg + C_NINIT] += n - 1
+
+
+@njit
 def _set_pool(st, words, pool, m, order, q):
     """vm_phys_set_pool(): the 2**order block at ``m``, just taken off queue ``q``, moves
     to ``pool``.  A LAZYINIT block has only its head initialised: its words are written
@@ -403,13 +453,7 @@ def _set_pool(st, words, pool, m, order, q):
     nfo = st[cfg + C_NFO]
     n = 1 << order
     if (q // nfo) % st[cfg + C_NFP] == st[cfg + C_LAZY]:
-        sg = st[cfg + C_SG]
-        segind = 0
-        while not st[sg + SEGW * segind] <= m < st[sg + SEGW * segind + 1]:
-            segind += 1
-        nw = (segind << 8) | 4 | pool
-        for j in range(m - B, m - B + n):
-            words[j] = nw
+        _init_block(st, words, pool, m, order)
         _log(st, _meta(st, q), LOG_INIT, m, order)
     else:
         for j in range(m - B, m - B + n):
@@ -422,7 +466,7 @@ def kernel_alloc_pages(st, words, base, pool, order, dfp, obs):
     on the first free list (queue table ``base``) -- the requested pool's smallest
     sufficient block, else the largest block of any pool from ``dfp`` (the default
     freepool) up, moved to ``pool`` whole and split there; the first chunk of a lazy run
-    leaves the run here (LOG_SHIFT: Python moves the page array's rule) -- and the
+    leaves the run here (run_pop; the page array follows at VmPhys.sync) -- and the
     block's ownership words (PG_PHYS_ALLOC: the pages of a free block share one word).
     Returns the page (+ LOGGED when the domain's log holds entries for Python), or -1
     with nothing changed (the caller takes the whole path: the other free lists)."""
@@ -438,16 +482,16 @@ def kernel_alloc_pages(st, words, base, pool, order, dfp, obs):
                 if st[lc + q]:
                     s = st[NODE * q + NEXT]
                     m = st[NODE * s + PFN]
-                    info = st[NODE * s + INFO]
-                    c = (info >> NCH_SHIFT) & NCH_MASK
-                    if c:           # the run moves up one chunk (VmPhys._run_detach)
-                        plain = info & ~(NCH_MASK << NCH_SHIFT)
-                        st[NODE * s + INFO] = plain
-                        node_insert(st, s, m + (1 << oind),
-                                    plain | ((c - 1 if c > 2 else 0) << NCH_SHIFT))
-                        _log(st, _meta(st, q), LOG_SHIFT, m, oind)
-                    vm_freelist_rem(st, q, m, obs)
-                    _set_pool(st, words, pool, m, oind, q)
+                    if (st[NODE * s + INFO] >> NCH_SHIFT) & NCH_MASK:
+                        # A lazy run's first chunk: the run's node moves up one chunk,
+                        # the chunk is initialised; the page array's rule moves when
+                        # Python next looks (VmPhys.sync), not now.
+                        run_pop(st, q, m, obs)
+                        _init_block(st, words, pool, m, oind)
+                        st[cfg + C_POPS] += 1
+                    else:
+                        vm_freelist_rem(st, q, m, obs)
+                        _set_pool(st, words, pool, m, oind, q)
                     vm_phys_split_pages(st, m, oind, fl, order, True, obs)
                     break
             else:
@@ -697,11 +741,12 @@ class _Core(NamedTuple):
     npages_own: Callable
     free: Callable
     insert: Callable
+    run_pop: Callable
     find_queues: Callable
 
 
 _CORE = (vm_freelist_add, vm_freelist_rem, vm_phys_split_pages, enq_blocks, enq_chunks,
-         alloc_freelist_own, alloc_npages_own, vm_phys_free_pages, node_insert,
+         alloc_freelist_own, alloc_npages_own, vm_phys_free_pages, node_insert, run_pop,
          find_queues_contig)
 
 
@@ -847,6 +892,14 @@ class VmPhys:
             slot += dom_pages[d] + 1
             at += 3 * per[d]
         self.log_cap = per
+        self.cfg = cfg
+        # Pages the queue core initialises are counted in the state (PageArray.ninit).
+        self.pages.count_into(nv[cfg + C_NINIT:cfg + C_NINIT + 1])
+        self.pages.sync = weakref.WeakMethod(self.sync_all)
+        # Per domain: each lazy run's first chunk head -> its node's slot (which run_pop
+        # keeps), and the C_POPS count the last sync saw.
+        self.run_nodes: list[dict[int, int]] = [{} for _ in range(ndom)]
+        self._pops_seen = [0] * ndom
         self._outs = [np.zeros(2 * (1 << (NFO - 1)) + 2, np.int64) for _ in range(ndom)]
 
     def use_jit(self, on: bool) -> None:
@@ -945,11 +998,64 @@ class VmPhys:
             elif kind == LOG_REM:
                 for f in on_rem:
                     f(m, order)
-            elif kind == LOG_INIT:      # vm_phys_set_pool of a LAZYINIT block
+            else:               # LOG_INIT: vm_phys_set_pool of a LAZYINIT block (counted)
                 self.pages.lone.pop(m, None)
-                self.pages.ninit += (1 << order) - 1
-            else:               # LOG_SHIFT: a lazy run lost its first chunk, m
-                self.pages.shift_run(m)
+
+    def sync(self, domain: int) -> None:
+        """Bring the page array's lazy runs of ``domain`` up to their nodes.  Compiled
+        kernel_alloc_pages takes a run's first chunk without calling Python (run_pop: the
+        node moves up in place, the chunk's words are written, C_POPS counts it); the
+        page array's rule and the old head's lone entry move here, a run at a time, when
+        Python next looks at them.  Until then ``PageArray.raw`` answers right (a chunk
+        taken has dense words, which win over the rule and the lone entry) but ``runs``,
+        ``run_of`` and ``lone`` lag.  Requires: the domain's free lock."""
+        pops = self.nv[self.cfg + C_POPS]
+        if pops == self._pops_seen[domain]:
+            return
+        self._pops_seen[domain] = pops
+        nv, pages = self.nv, self.pages
+        nodes = self.run_nodes[domain]
+        for m0, s in list(nodes.items()):
+            m = nv[NODE * s + PFN]
+            if m == m0:
+                continue
+            del nodes[m0]
+            pages.lone.pop(m0, None)    # (its chunk's words are dense now)
+            n, step = pages.runs[m0][:2]
+            info = nv[NODE * s + INFO]
+            if info and (info & ORDER_MASK) == self.NFO and \
+                    ((info >> Q_SHIFT) // self.NFO) % self.NFP == self.LAZYINIT and \
+                    0 < m - m0 < n * step and not (m - m0) % step:
+                # The slot still holds the run (or its last chunk, a plain node).
+                r = pages.shift_run(m0, (m - m0) // step)
+                if r in pages.runs:
+                    nodes[r] = s
+            else:
+                # Its last chunk was taken too (the slot freed, maybe reused since).
+                pages.del_run(m0)
+
+    def _sync_pfn(self, m: int) -> None:
+        """:meth:`sync` of page m's domain (found by address: reading m's word could fault
+        in an untouched page of the array), if any domain is behind."""
+        if self.nv[self.cfg + C_POPS] != min(self._pops_seen[:self.ndomains]):
+            seg = self.paddr_to_seg(m << PAGE_SHIFT)
+            if seg is not None:
+                self.sync(seg.domain)
+
+    def sync_all(self) -> None:
+        """:meth:`sync` for the readers (INVARIANTS, digests, snapshots: the page array's
+        ``lone_items``), which take no domain lock: each domain is synced under its lock,
+        taken without blocking (a busy lock means another operation is running, which
+        the readers do not support anyway)."""
+        if self.nv[self.cfg + C_POPS] == min(self._pops_seen[:self.ndomains]):
+            return
+        for d in range(self.ndomains):
+            lock = self.domain_locks[d]
+            if lock.acquire(blocking=False):
+                try:
+                    self.sync(d)
+                finally:
+                    lock.release()
 
     def log_at(self, domain: int) -> int:
         """Where the domain's log length is kept (non-zero: :meth:`_flush` has work)."""
@@ -1136,8 +1242,10 @@ class VmPhys:
             s = self.nv[self.smb + m]
             if s:
                 return (self.nv[NODE * s + INFO] & ORDER_MASK) - 1
-        if self.pages.runs and self.pages.run_of(m) >= 0:
-            return self.NFO - 1      # the head of a later chunk of a lazy run
+        if self.pages.runs:
+            self._sync_pfn(m)
+            if self.pages.run_of(m) >= 0:
+                return self.NFO - 1      # the head of a later chunk of a lazy run
         if not self.pages.raw(m):
             raise UninitializedPageError(
                 f"page {m << PAGE_SHIFT:#x}: reading order of an uninitialised vm_page")
@@ -1175,9 +1283,21 @@ class VmPhys:
         """vm_freelist_rem(): unlink head ``m`` from queue ``q``; its order becomes
         VM_NFREEORDER.  A chunk of a lazy run leaves the run first."""
         s = self.slot_of(m)
-        if not s or (self.nv[NODE * s + INFO] >> NCH_SHIFT) & NCH_MASK:
-            self._run_detach(m, s)
         obs = self._obs()
+        if not s or (self.nv[NODE * s + INFO] >> NCH_SHIFT) & NCH_MASK:
+            d = self._dom(q)
+            self.sync(d)
+            if s:       # the first chunk (queue-head pops, the drain): the run moves up
+                nodes = self.run_nodes[d]
+                del nodes[m]
+                r = self.pages.shift_run(m)
+                if r in self.pages.runs:
+                    nodes[r] = s
+                self._k.run_pop(self._st, q, m, obs)
+                if obs:
+                    self._flush(d)
+                return
+            self._run_detach(m)
         self._k.rem(self._st, q, m, obs)
         if obs:
             self._flush(self._dom(q))
@@ -1204,26 +1324,17 @@ class VmPhys:
             s = nv[o + NEXT]
 
     # -- lazy runs ---------------------------------------------------------------------------
-    def _run_detach(self, m: int, s: int) -> None:
-        """For vm_freelist_rem: make the chunk at ``m`` of a lazy run an ordinary node in
-        place; the run's chunks before and after it stay runs (or single nodes) around it
-        in the queue.  Its head's entry and the next chunk's become stored entries.  ``s``:
-        m's slot if ``m`` starts the run (else 0).
+    def _run_detach(self, m: int) -> None:
+        """For vm_freelist_rem: make the chunk at ``m``, a later chunk of a lazy run, an
+        ordinary node in place; the run's chunks before and after it stay runs (or single
+        nodes) around it in the queue.  Its head's entry and the next chunk's become
+        stored entries.  (The first chunk leaves by run_pop.)
 
-        Requires: ``m`` the head of a chunk of a lazy run; the domain's free lock."""
+        Requires: ``m`` the head of a later chunk of a lazy run; the domain's free lock,
+        the domain synced."""
         nv, pages = self.nv, self.pages
         ins = self._k.insert
         st = self._st
-        if s:
-            # The first chunk (queue-head pops, the drain): the run moves up one chunk.
-            o = NODE * s
-            info = nv[o + INFO]
-            c = (info >> NCH_SHIFT) & NCH_MASK
-            plain = info & ~(NCH_MASK << NCH_SHIFT)
-            r = pages.shift_run(m)
-            nv[o + INFO] = plain
-            ins(st, s, r, plain | ((c - 1 if c > 2 else 0) << NCH_SHIFT))
-            return
         m0 = pages.run_of(m)
         assert m0 >= 0, f"page {m << PAGE_SHIFT:#x} is not on a free queue"
         s0 = self.slot_of(m0)
@@ -1234,19 +1345,23 @@ class VmPhys:
         plain = info & ~(NCH_MASK << NCH_SHIFT)
         nc, step, w, dense = pages.del_run(m0)
         assert nc == c and step == 1 << order
+        nodes = self.run_nodes[self._dom(info >> Q_SHIFT)]
         j = (m - m0) >> order                  # chunks before m (at least one)
         rear = c - j - 1                        # chunks after m
         nv[o0 + INFO] = plain | ((j if j > 1 else 0) << NCH_SHIFT)
         if j > 1:
             pages.add_run(m0, j, step, w, dense)
+        else:
+            del nodes[m0]
         for h in (m, m + step) if rear else (m,):
             if h not in dense:
                 pages.lone[h] = w       # by rule until now; initialised, LAZYINIT
         sm_ = ins(st, s0, m, plain)
         if rear:
-            ins(st, sm_, m + step, plain | ((rear if rear > 1 else 0) << NCH_SHIFT))
+            sr = ins(st, sm_, m + step, plain | ((rear if rear > 1 else 0) << NCH_SHIFT))
             if rear > 1:
                 pages.add_run(m + step, rear, step, w, dense)
+                nodes[m + step] = sr
 
     def qindex(self, domain: int, flind: int, pool: int, order: int) -> int:
         """Index of vm_phys_free_queues[domain][flind][pool][order]."""
@@ -1326,13 +1441,19 @@ class VmPhys:
         A LAZYINIT block has only its head initialised: this is where the rest of its page
         structures are initialised, on demand (a whole chunk of up to 4096 pages)."""
         pages = self.pages
-        # A lone entry is never shadowed by a dense one (INVARIANTS): asking ``lone``
-        # first spares a LAZYINIT head the read of its untouched array page (a fault).
-        w = pages.lone.get(m) or pages.word(m)
+        # A lone entry is never shadowed by a dense one (INVARIANTS) once the domain is
+        # synced: asking ``lone`` first spares a LAZYINIT head the read of its untouched
+        # array page (a fault).
+        w = pages.lone.get(m)
+        if w is not None:
+            d = self.segs[w >> SEGIND_SHIFT].domain
+            if self.nv[self.cfg + C_POPS] != self._pops_seen[d]:
+                self.sync(d)
+                w = pages.lone.get(m)
+        w = w or pages.word(m)
         if w & POOL_MASK == self.LAZYINIT and self.LAZYINIT is not None:
             # The head is already initialised: the kernel re-inits only m + 1 .. (counts).
-            pages.init_range(m, 1 << order, w >> SEGIND_SHIFT, pool)
-            pages.ninit -= 1
+            pages.init_range(m, 1 << order, w >> SEGIND_SHIFT, pool, head_done=True)
         else:
             pages.set_pool_range(m, 1 << order, pool)
 
@@ -1563,6 +1684,7 @@ class VmPhys:
         if dense:
             pages.words[np.array(dense) - pages.base_pfn] = nw
         pages.add_run(m, nchunks, step, nw, frozenset(dense))
+        self.run_nodes[self._dom(q)][m] = s
         if end not in dense:
             pages.lone[end] = nw
         pages.ninit += nchunks
@@ -1841,8 +1963,10 @@ class VmPhys:
             if sh:
                 o = (nv[NODE * sh + INFO] & ORDER_MASK) - 1
                 return h if o >= order and h + (1 << o) > m else None
-            if order == self.NFO - 1 and self.pages.runs and self.pages.run_of(h) >= 0:
-                return h                # a later chunk of a lazy run
+            if order == self.NFO - 1 and self.pages.runs:
+                self.sync(seg.domain)
+                if self.pages.run_of(h) >= 0:
+                    return h            # a later chunk of a lazy run
         return None
 
     def take_free_run(self, m: int, npages: int) -> None:
