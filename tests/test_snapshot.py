@@ -155,7 +155,10 @@ def test_ctrl_c_during_a_save_leaves_the_file_complete_or_absent(tmp_path):
     """SIGINT a process that saves snapshots of a large machine in a loop: whenever it
     stops, the file is absent or a loadable snapshot, never a torn one."""
     out = tmp_path / "big.npz"
-    code = (f"import physmem; k = physmem.boot('firecracker-64g', lazy=False)\n"
+    # A shell's background job inherits SIGINT ignored, and Python then keeps it ignored:
+    # the child restores the default handler, as an interactive process has it.
+    code = (f"import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+            f"import physmem; k = physmem.boot('firecracker-64g', lazy=False)\n"
             f"print('ready', flush=True)\n"
             f"while True: physmem.save_snapshot(k, {str(out)!r})\n")
     for delay in (0.05, 0.3):
