@@ -144,6 +144,9 @@ NCH_SHIFT = 8
 NCH_MASK = 0xFFFFFF
 Q_SHIFT = 32
 LOG_ADD, LOG_REM, LOG_INIT, LOG_SHIFT = 1, 2, 3, 4
+# What log_net leaves for the observers: runs (m, npages) that joined / left the free
+# set, then one (LOG_NET, queue changes netted, runs) entry.
+LOG_FREED, LOG_TAKEN, LOG_NET = 5, 6, 7
 CFG = 16
 LOGGED = 1 << 62     # added to a returned page: the domain's log holds entries
 C_NFO, C_NFP, C_LAZY, C_QPD, C_NQ, C_LC, C_SG, C_SMB, C_B, C_NSEG, C_DEFAULT = range(11)
@@ -166,6 +169,87 @@ def _log(st, md, kind, m, order):
     st[at + 1] = m
     st[at + 2] = order
     st[md + 2] = n + 1
+
+
+@njit
+def log_net(st, md, room):
+    """Reduce the domain's log (meta node at ``md``, ``room`` words for it) to its net
+    change of the free set, for the observers: the LOG_ADD/LOG_REM entries become the
+    maximal runs of pages that joined the free set (LOG_FREED, m, npages) or left it
+    (LOG_TAKEN), in address order, followed by (LOG_NET, entries netted, runs); LOG_INIT
+    and LOG_SHIFT entries stay first, in their order.  A block's pages are all free or
+    all not (queue changes are consistent), so a page's net change is 0 or +-1 and the
+    runs are exact.  Requires: the domain's lock.  Returns the log's new length (the log
+    is left as it is when it holds fewer than two queue changes, or when its room would
+    not hold the output and the sort's scratch)."""
+    n = st[md + 2]
+    at = st[md + 3]
+    k = 0
+    for i in range(n):
+        kind = st[at + 3 * i]
+        if kind == LOG_ADD or kind == LOG_REM:
+            k += 1
+    # Output <= n + k entries; the boundary events (2k words) go at the room's end.
+    if k < 2 or 3 * (n + k) + 2 * k > room:
+        return n
+    ev = at + room - 2 * k
+    w = 0
+    j = 0
+    for i in range(n):
+        o = at + 3 * i
+        kind = st[o]
+        m = st[o + 1]
+        if kind == LOG_ADD or kind == LOG_REM:
+            # an event is pos * 2 + (1: the free count steps up there, 0: down)
+            up = 1 if kind == LOG_ADD else 0
+            st[ev + j] = 2 * m + up
+            st[ev + j + 1] = 2 * (m + (1 << st[o + 2])) + 1 - up
+            j += 2
+        else:                       # kept, moved down in place (w <= i)
+            d = at + 3 * w
+            order = st[o + 2]
+            st[d] = kind
+            st[d + 1] = m
+            st[d + 2] = order
+            w += 1
+    ne = 2 * k
+    gap = ne // 2                   # Shell's sort: logs are short, and unsorted
+    while gap > 0:
+        for i in range(gap, ne):
+            x = st[ev + i]
+            j = i
+            while j >= gap and st[ev + j - gap] > x:
+                st[ev + j] = st[ev + j - gap]
+                j -= gap
+            st[ev + j] = x
+        gap //= 2
+    # Sweep: the net change is constant between consecutive positions.
+    runs = 0
+    cur = 0
+    start = 0
+    i = 0
+    while i < ne:
+        pos = st[ev + i] >> 1
+        nxt = cur
+        while i < ne and st[ev + i] >> 1 == pos:
+            nxt += 1 if st[ev + i] & 1 else -1
+            i += 1
+        if nxt != cur:
+            if cur:
+                d = at + 3 * w
+                st[d] = LOG_FREED if cur > 0 else LOG_TAKEN
+                st[d + 1] = start
+                st[d + 2] = pos - start
+                w += 1
+                runs += 1
+            start = pos
+            cur = nxt
+    d = at + 3 * w
+    st[d] = LOG_NET
+    st[d + 1] = k
+    st[d + 2] = runs
+    st[md + 2] = w + 1
+    return w + 1
 
 
 @njit
@@ -540,9 +624,26 @@ def _take_owned(st, words, m, npages):
 
 @njit
 def _logged(st, w):
-    """4 if the log of the domain of the segment in word ``w`` holds entries, else 0."""
+    """4 if the log of the domain of the segment in word ``w`` holds entries, else 0.
+    Several queue changes are netted first (log_net), in this call rather than in one
+    more crossing from Python (VmPhys._flush nets the logs that were not)."""
     cfg = len(st) - CFG
-    return 4 if st[_meta(st, st[st[cfg + C_SG] + SEGW * (w >> 8) + 2]) + 2] else 0
+    md = _meta(st, st[st[cfg + C_SG] + SEGW * (w >> 8) + 2])
+    n = st[md + 2]
+    if n > 1 and st[st[md + 3] + 3 * n - 3] != LOG_NET:
+        log_net(st, md, _log_room(st, md))
+    return 4 if n else 0
+
+
+@njit
+def _log_room(st, md):
+    """The words of the log of the domain whose meta node is at ``md``: the logs lie in
+    domain order, the last one just below the slot map (VmPhys._arrays)."""
+    cfg = len(st) - CFG
+    ndom = st[cfg + C_NQ] // st[cfg + C_QPD]
+    if md // NODE - st[cfg + C_NQ] + 1 < ndom:
+        return st[md + NODE + 3] - st[md + 3]
+    return st[cfg + C_SMB] + st[cfg + C_B] - st[md + 3]
 
 
 @njit
@@ -698,11 +799,12 @@ class _Core(NamedTuple):
     free: Callable
     insert: Callable
     find_queues: Callable
+    net: Callable
 
 
 _CORE = (vm_freelist_add, vm_freelist_rem, vm_phys_split_pages, enq_blocks, enq_chunks,
          alloc_freelist_own, alloc_npages_own, vm_phys_free_pages, node_insert,
-         find_queues_contig)
+         find_queues_contig, log_net)
 
 
 # Kernel's fast paths: VmPhys attribute -> function.
@@ -797,10 +899,11 @@ class VmPhys:
         self.domain_locks = [threading.Lock() for _ in range(param.maxmemdom)]
         self.initialized = False
         self.drain_inits = 0  # page structures the LAZYINIT drain initialised
-        # Observers of queue changes (the extent mirror, pglist); called after each add /
-        # rem, in order (from the domain's log after a compiled call).
+        # Observers of queue changes (the extent mirror, pglist): called with runs
+        # (m, npages) that joined / left the free set, from the domain's log (_flush).
         self.on_add: list = []
         self.on_rem: list = []
+        self.queue_changes = [0] * param.maxmemdom   # logged for observers (_flush)
         self.use_jit(False)
 
     def _arrays(self, base: int, npages: int, dom_pages: list[int]) -> None:
@@ -924,32 +1027,74 @@ class VmPhys:
         return 1 if self.on_add or self.on_rem else 0
 
     def _flush(self, domain: int) -> None:
-        """Hand the domain's logged queue changes to the observers, in order, and move the
-        lone entries of LAZYINIT blocks the queue core initialised."""
+        """Hand the domain's logged queue changes to the observers and move the lone
+        entries of LAZYINIT blocks the queue core initialised.  Requires: the domain's
+        lock.
+
+        Observers get runs, ``on_add(m, npages)`` / ``on_rem(m, npages)``: a logged block,
+        or -- when the log holds several queue changes -- the net change of the free set
+        (:func:`log_net`: a split-then-take is one page leaving it, a merging free one page
+        joining it), which leaves any map of the free set as the changes one by one would
+        (docs/implementation.md, "The extent mirror").  ``queue_changes[domain]`` counts
+        the queue changes logged."""
         nv = self.nv
         md = NODE * (self.nq + domain)
         n = nv[md + 2]
-        if not n:
-            return
-        if n > self.log_cap[domain]:    # (sized for the largest call: _arrays; never -O'd)
+        if n <= 2:
+            if not n:
+                return
+            # The common cases, without the list: one block, or one net run (and LOG_NET).
+            at = nv[md + 3]
+            kind = nv[at]
+            if kind <= LOG_REM and n == 1:
+                nv[md + 2] = 0
+                self.queue_changes[domain] += 1
+                m = nv[at + 1]
+                npages = 1 << nv[at + 2]
+                for f in self.on_add if kind == LOG_ADD else self.on_rem:
+                    f(m, npages)
+                return
+            if kind >= LOG_FREED and nv[at + 3] == LOG_NET:     # kind is not LOG_NET
+                nv[md + 2] = 0
+                self.queue_changes[domain] += nv[at + 4]
+                m = nv[at + 1]
+                npages = nv[at + 2]
+                for f in self.on_add if kind == LOG_FREED else self.on_rem:
+                    f(m, npages)
+                return
+        elif n > self.log_cap[domain]:  # (sized for the largest call: _arrays; never -O'd)
             raise InvariantError(f"queue core: domain {domain}'s log overflowed ({n} "
                                  f"entries, room for {self.log_cap[domain]})")
         at = nv[md + 3]
+        if n > 1 and nv[at + 3 * n - 3] != LOG_NET:
+            n = self._k.net(self._st, md, 3 * self.log_cap[domain])
         it = iter(nv[at:at + 3 * n].tolist())
         nv[md + 2] = 0
         on_add, on_rem = self.on_add, self.on_rem
-        for kind, m, order in zip(it, it, it, strict=True):
-            if kind == LOG_ADD:
+        changes = 0
+        for kind, m, x in zip(it, it, it, strict=True):
+            if kind == LOG_FREED:       # x: pages
                 for f in on_add:
-                    f(m, order)
-            elif kind == LOG_REM:
+                    f(m, x)
+            elif kind == LOG_TAKEN:
                 for f in on_rem:
-                    f(m, order)
+                    f(m, x)
+            elif kind == LOG_NET:       # m: the queue changes netted
+                changes += m
+            elif kind == LOG_ADD:       # x: the block's order
+                changes += 1
+                for f in on_add:
+                    f(m, 1 << x)
+            elif kind == LOG_REM:
+                changes += 1
+                for f in on_rem:
+                    f(m, 1 << x)
             elif kind == LOG_INIT:      # vm_phys_set_pool of a LAZYINIT block
                 self.pages.lone.pop(m, None)
-                self.pages.ninit += (1 << order) - 1
+                self.pages.ninit += (1 << x) - 1
             else:               # LOG_SHIFT: a lazy run lost its first chunk, m
                 self.pages.shift_run(m)
+        self.queue_changes[domain] += changes
 
     def log_at(self, domain: int) -> int:
         """Where the domain's log length is kept (non-zero: :meth:`_flush` has work)."""

@@ -212,14 +212,17 @@ class Extent:
             if appended:
                 a.end = regs[nxt].end
                 self._release(self._delete_at(nxt).pool)
-                self._release(rp)
+                if self.fixed:
+                    self._release(rp)
                 return after
             regs[nxt].start = start
             self._starts[nxt] = start
-            self._release(rp)
+            if self.fixed:
+                self._release(rp)
             return nxt
         if appended:
-            self._release(rp)
+            if self.fixed:
+                self._release(rp)
             return after
         self._insert_at(after + 1, Region(start, end, rp))
         return after + 1
@@ -259,7 +262,13 @@ class Extent:
                 raise ExtentWouldSleep(f"extent {self.name}: [{start:#x}, {end:#x}] is busy "
                                        "and EX_WAITSPACE would sleep")
             return EAGAIN
-        self._insert_and_optimize(start, size, i, rp)
+        if self.ordered:
+            # Between regs[i] (ends before start) and regs[i + 1] (starts after end): the
+            # list stays ordered, so _insert_and_optimize's check is not needed (the extent
+            # mirror makes this call for every page run leaving the free set).
+            self._insert(start, size, i, rp)
+        else:
+            self._insert_and_optimize(start, size, i, rp)
         return 0
 
     def alloc_subregion(self, substart: int, subend: int, size: int, alignment: int = 1,
@@ -413,11 +422,15 @@ class Extent:
             if nrp is not None:
                 self._release(nrp)
             raise ExtentPanic(f"extent_free: start {start:#x}, end {end:#x}: region not found")
+        # (descriptors are counted only with fixed storage: _release is a no-op without)
         if exact:
-            self._release(self._delete_at(i).pool)
+            del self._starts[i]
+            if self.fixed:
+                self._release(regs.pop(i).pool)
+            else:
+                del regs[i]
         elif start == r.start:
-            r.start = end + 1
-            self._starts[i] = r.start
+            r.start = self._starts[i] = end + 1
         elif end == r.end:
             r.end = start - 1
         else:
@@ -425,7 +438,7 @@ class Extent:
             r.end = start - 1
             self._insert_at(i + 1, tail)
             nrp = None
-        if nrp is not None:
+        if nrp is not None and self.fixed:
             self._release(nrp)
         return 0
 

@@ -44,27 +44,34 @@ class FreePageExtent:
         self.lock = threading.Lock()
         self.locked = phys.ndomains > 1
         self.attached = False
+        self.extent_ops = 0         # counts(): extent operations applied for queue changes
+        self._changes0 = 0
         self.attach()
 
     # -- keeping in step --------------------------------------------------------------------
-    def _on_add(self, m: int, order: int) -> None:
-        rc = self.ex._free(m << PAGE_SHIFT, 1 << (order + PAGE_SHIFT), 0)
+    # vm_phys's observers get runs of pages that joined (on_add) or left (on_rem) the free
+    # set: a queued or dequeued block, or the net change of one compiled call (the extent's
+    # regions are coalesced, so they depend only on the free set: VmPhys._flush).
+    def _on_add(self, m: int, npages: int) -> None:
+        self.extent_ops += 1
+        rc = self.ex._free(m << PAGE_SHIFT, npages << PAGE_SHIFT, 0)
         if rc:
             raise InvariantError(f"extent mirror: extent_free of {m << PAGE_SHIFT:#x} -> {rc}")
 
-    def _on_rem(self, m: int, order: int) -> None:
-        rc = self.ex._alloc_region(m << PAGE_SHIFT, 1 << (order + PAGE_SHIFT), 0)
+    def _on_rem(self, m: int, npages: int) -> None:
+        self.extent_ops += 1
+        rc = self.ex._alloc_region(m << PAGE_SHIFT, npages << PAGE_SHIFT, 0)
         if rc:
             raise InvariantError(f"extent mirror: extent_alloc_region of {m << PAGE_SHIFT:#x} "
                                  f"-> {rc}")
 
-    def _on_add_locked(self, m: int, order: int) -> None:
+    def _on_add_locked(self, m: int, npages: int) -> None:
         with self.lock:
-            self._on_add(m, order)
+            self._on_add(m, npages)
 
-    def _on_rem_locked(self, m: int, order: int) -> None:
+    def _on_rem_locked(self, m: int, npages: int) -> None:
         with self.lock:
-            self._on_rem(m, order)
+            self._on_rem(m, npages)
 
     def _observers(self) -> tuple:
         if self.locked:
@@ -77,8 +84,23 @@ class FreePageExtent:
         if self.attached:
             return
         for _d, _f, _p, order, m in self.phys.free_blocks():
-            self._on_add(m, order)
+            self._on_add(m, 1 << order)
         self.attach_observers_only()
+        self.reset_counts()
+
+    def reset_counts(self) -> None:
+        """Start :meth:`counts` from zero."""
+        self.extent_ops = 0
+        self._changes0 = sum(self.phys.queue_changes)
+
+    def counts(self) -> dict[str, int]:
+        """Since the mirror attached (or :meth:`reset_counts`): the queue changes vm_phys
+        made (each enqueue or dequeue of a block: seed 002's one extent operation each)
+        and the extent operations the mirror applied for them (one per net run of a call,
+        VmPhys._flush).  The constrained allocator's own work is in neither.  Requires: no
+        other thread changing the queues."""
+        return {"queue_changes": sum(self.phys.queue_changes) - self._changes0,
+                "extent_ops": self.extent_ops}
 
     def detach(self) -> None:
         if self.attached:
@@ -120,10 +142,12 @@ class FreePageExtent:
             # The extent already holds the run; take it off the buddy lists without the
             # observers (the leftovers of the blocks it cuts stay holes).
             self.detach()
+            c0 = sum(phys.queue_changes)        # (counted if pglist observes)
             try:
                 phys.take_free_run(start >> PAGE_SHIFT, npages)
             finally:
                 self.attach_observers_only()
+                self._changes0 += sum(phys.queue_changes) - c0
             return start >> PAGE_SHIFT
         return None
 
