@@ -147,6 +147,9 @@ LOG_ADD, LOG_REM, LOG_INIT, LOG_SHIFT = 1, 2, 3, 4
 # What log_net leaves for the observers: runs (m, npages) that joined / left the free
 # set, then one (LOG_NET, queue changes netted, runs) entry.
 LOG_FREED, LOG_TAKEN, LOG_NET = 5, 6, 7
+# Below each domain's log (at its offset + these): the queue changes ever logged, and
+# those log_net netted away (a researcher's two figures: VmPhys.queue_counts).
+LOG_CHANGES, LOG_SAVED = -3, -2
 CFG = 16
 LOGGED = 1 << 62     # added to a returned page: the domain's log holds entries
 C_NFO, C_NFP, C_LAZY, C_QPD, C_NQ, C_LC, C_SG, C_SMB, C_B, C_NSEG, C_DEFAULT = range(11)
@@ -162,8 +165,11 @@ def _meta(st, q):
 
 @njit
 def _log(st, md, kind, m, order):
-    """Append (kind, m, order) to the domain's log (meta node at ``md``)."""
+    """Append (kind, m, order) to the domain's log (meta node at ``md``); count a queue
+    change (LOG_ADD, LOG_REM)."""
     n = st[md + 2]
+    if kind <= LOG_REM:
+        st[st[md + 3] + LOG_CHANGES] += 1
     at = st[md + 3] + 3 * n
     st[at] = kind
     st[at + 1] = m
@@ -187,7 +193,7 @@ def log_net(st, md, room):
     k = 0
     for i in range(n):
         kind = st[at + 3 * i]
-        if kind == LOG_ADD or kind == LOG_REM:
+        if LOG_ADD <= kind <= LOG_REM:
             k += 1
     # Output <= n + k entries; the boundary events (2k words) go at the room's end.
     if k < 2 or 3 * (n + k) + 2 * k > room:
@@ -199,7 +205,7 @@ def log_net(st, md, room):
         o = at + 3 * i
         kind = st[o]
         m = st[o + 1]
-        if kind == LOG_ADD or kind == LOG_REM:
+        if LOG_ADD <= kind <= LOG_REM:
             # an event is pos * 2 + (1: the free count steps up there, 0: down)
             up = 1 if kind == LOG_ADD else 0
             st[ev + j] = 2 * m + up
@@ -248,6 +254,7 @@ def log_net(st, md, room):
     st[d] = LOG_NET
     st[d + 1] = k
     st[d + 2] = runs
+    st[at + LOG_SAVED] += k - runs
     st[md + 2] = w + 1
     return w + 1
 
@@ -642,7 +649,7 @@ def _log_room(st, md):
     cfg = len(st) - CFG
     ndom = st[cfg + C_NQ] // st[cfg + C_QPD]
     if md // NODE - st[cfg + C_NQ] + 1 < ndom:
-        return st[md + NODE + 3] - st[md + 3]
+        return st[md + NODE + 3] - 3 - st[md + 3]    # (the next log's counters)
     return st[cfg + C_SMB] + st[cfg + C_B] - st[md + 3]
 
 
@@ -903,7 +910,6 @@ class VmPhys:
         # (m, npages) that joined / left the free set, from the domain's log (_flush).
         self.on_add: list = []
         self.on_rem: list = []
-        self.queue_changes = [0] * param.maxmemdom   # logged for observers (_flush)
         self.use_jit(False)
 
     def _arrays(self, base: int, npages: int, dom_pages: list[int]) -> None:
@@ -945,11 +951,13 @@ class VmPhys:
         for d in range(ndom):
             md = NODE * (nq + d)
             nv[md + 1] = slot
-            nv[md + 3] = at
+            # The log's first entry's words are counters: LOG_CHANGES, LOG_SAVED (log_net).
+            nv[md + 3] = at + 3
             self.slot_ranges.append((slot, slot + dom_pages[d] + 1))
             slot += dom_pages[d] + 1
             at += 3 * per[d]
-        self.log_cap = per
+        self.log_cap = [p - 1 for p in per]
+        self._log_md = [NODE * (nq + d) for d in range(ndom)]     # (for _flush)
         self._outs = [np.zeros(2 * (1 << (NFO - 1)) + 2, np.int64) for _ in range(ndom)]
 
     def use_jit(self, on: bool) -> None:
@@ -1035,43 +1043,38 @@ class VmPhys:
         or -- when the log holds several queue changes -- the net change of the free set
         (:func:`log_net`: a split-then-take is one page leaving it, a merging free one page
         joining it), which leaves any map of the free set as the changes one by one would
-        (docs/implementation.md, "The extent mirror").  ``queue_changes[domain]`` counts
-        the queue changes logged."""
+        (docs/implementation.md, "The extent mirror"); :meth:`queue_counts` says how
+        many of each."""
         nv = self.nv
-        md = NODE * (self.nq + domain)
+        md = self._log_md[domain]
         n = nv[md + 2]
-        if n <= 2:
-            if not n:
-                return
-            # The common cases, without the list: one block, or one net run (and LOG_NET).
-            at = nv[md + 3]
+        at = nv[md + 3]
+        if n == 1:
+            # The common cases without the list (each line here costs on every pair with
+            # the extent mirror): one block, or (below) one net run and its LOG_NET.
             kind = nv[at]
-            if kind <= LOG_REM and n == 1:
+            if kind <= LOG_REM:
                 nv[md + 2] = 0
-                self.queue_changes[domain] += 1
-                m = nv[at + 1]
-                npages = 1 << nv[at + 2]
                 for f in self.on_add if kind == LOG_ADD else self.on_rem:
-                    f(m, npages)
+                    f(nv[at + 1], 1 << nv[at + 2])
                 return
-            if kind >= LOG_FREED and nv[at + 3] == LOG_NET:     # kind is not LOG_NET
+        elif n == 2:
+            kind = nv[at]
+            if kind >= LOG_FREED and nv[at + 3] == LOG_NET:     # (kind is not LOG_NET)
                 nv[md + 2] = 0
-                self.queue_changes[domain] += nv[at + 4]
-                m = nv[at + 1]
-                npages = nv[at + 2]
                 for f in self.on_add if kind == LOG_FREED else self.on_rem:
-                    f(m, npages)
+                    f(nv[at + 1], nv[at + 2])
                 return
+        elif not n:
+            return
         elif n > self.log_cap[domain]:  # (sized for the largest call: _arrays; never -O'd)
             raise InvariantError(f"queue core: domain {domain}'s log overflowed ({n} "
                                  f"entries, room for {self.log_cap[domain]})")
-        at = nv[md + 3]
         if n > 1 and nv[at + 3 * n - 3] != LOG_NET:
             n = self._k.net(self._st, md, 3 * self.log_cap[domain])
         it = iter(nv[at:at + 3 * n].tolist())
         nv[md + 2] = 0
         on_add, on_rem = self.on_add, self.on_rem
-        changes = 0
         for kind, m, x in zip(it, it, it, strict=True):
             if kind == LOG_FREED:       # x: pages
                 for f in on_add:
@@ -1079,14 +1082,12 @@ class VmPhys:
             elif kind == LOG_TAKEN:
                 for f in on_rem:
                     f(m, x)
-            elif kind == LOG_NET:       # m: the queue changes netted
-                changes += m
+            elif kind == LOG_NET:       # (counted by log_net)
+                pass
             elif kind == LOG_ADD:       # x: the block's order
-                changes += 1
                 for f in on_add:
                     f(m, 1 << x)
             elif kind == LOG_REM:
-                changes += 1
                 for f in on_rem:
                     f(m, 1 << x)
             elif kind == LOG_INIT:      # vm_phys_set_pool of a LAZYINIT block
@@ -1094,7 +1095,19 @@ class VmPhys:
                 self.pages.ninit += (1 << x) - 1
             else:               # LOG_SHIFT: a lazy run lost its first chunk, m
                 self.pages.shift_run(m)
-        self.queue_changes[domain] += changes
+
+    def queue_counts(self) -> tuple[int, int]:
+        """(queue changes logged for the observers, runs handed to them) since boot, over
+        every domain: each enqueue or dequeue of a block while observers are attached is
+        one change; several in one call reach the observers as their net runs
+        (:meth:`_flush`).  Requires: no thread changing the queues."""
+        nv = self.nv
+        changes = saved = 0
+        for md in self._log_md:
+            at = nv[md + 3]
+            changes += nv[at + LOG_CHANGES]
+            saved += nv[at + LOG_SAVED]
+        return changes, changes - saved
 
     def log_at(self, domain: int) -> int:
         """Where the domain's log length is kept (non-zero: :meth:`_flush` has work)."""

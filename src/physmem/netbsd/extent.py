@@ -98,7 +98,7 @@ def _le_ov(x: int, y: int, z: int) -> bool:
     return s <= M64 and s <= z
 
 
-@dataclass
+@dataclass(slots=True)
 class Region:
     """struct extent_region: ``[start, end]`` inclusive; ``pool`` is ER_ALLOC (the
     descriptor came from the pool, not from the extent's fixed storage)."""
