@@ -910,6 +910,7 @@ class VmPhys:
         # (m, npages) that joined / left the free set, from the domain's log (_flush).
         self.on_add: list = []
         self.on_rem: list = []
+        self._flushes: list[tuple[Callable, Callable | None]] = []     # observe()
         self.use_jit(False)
 
     def _arrays(self, base: int, npages: int, dom_pages: list[int]) -> None:
@@ -1034,6 +1035,30 @@ class VmPhys:
     def _obs(self) -> int:
         return 1 if self.on_add or self.on_rem else 0
 
+    def observe(self, add: Callable, rem: Callable, flush: Callable | None = None) -> None:
+        """Attach observers of the free set: ``add(m, npages)`` / ``rem(m, npages)`` get
+        each run of pages that joined / left it (:meth:`_flush`).  ``flush(domain)``, if
+        given, is a faster :meth:`_flush` for these observers alone, used while they are
+        the only ones: it reads the log itself and hands what it does not handle to
+        ``VmPhys._flush`` (the extent mirror's saves a Python call on every
+        allocation and free).  Requires: every domain's lock, or no other thread."""
+        self.on_add.append(add)
+        self.on_rem.append(rem)
+        self._flushes.append((add, flush))
+        self._pick_flush()
+
+    def unobserve(self, add: Callable, rem: Callable) -> None:
+        """Detach observers attached by :meth:`observe`."""
+        self.on_add.remove(add)
+        self.on_rem.remove(rem)
+        self._flushes = [(a, f) for a, f in self._flushes if a != add]
+        self._pick_flush()
+
+    def _pick_flush(self) -> None:
+        self.__dict__.pop("_flush", None)       # the method
+        if len(self._flushes) == 1 and self._flushes[0][1] is not None:
+            self._flush = self._flushes[0][1]   # type: ignore[method-assign]
+
     def _flush(self, domain: int) -> None:
         """Hand the domain's logged queue changes to the observers and move the lone
         entries of LAZYINIT blocks the queue core initialised.  Requires: the domain's
@@ -1048,28 +1073,12 @@ class VmPhys:
         nv = self.nv
         md = self._log_md[domain]
         n = nv[md + 2]
-        at = nv[md + 3]
-        if n == 1:
-            # The common cases without the list (each line here costs on every pair with
-            # the extent mirror): one block, or (below) one net run and its LOG_NET.
-            kind = nv[at]
-            if kind <= LOG_REM:
-                nv[md + 2] = 0
-                for f in self.on_add if kind == LOG_ADD else self.on_rem:
-                    f(nv[at + 1], 1 << nv[at + 2])
-                return
-        elif n == 2:
-            kind = nv[at]
-            if kind >= LOG_FREED and nv[at + 3] == LOG_NET:     # (kind is not LOG_NET)
-                nv[md + 2] = 0
-                for f in self.on_add if kind == LOG_FREED else self.on_rem:
-                    f(nv[at + 1], nv[at + 2])
-                return
-        elif not n:
+        if not n:
             return
-        elif n > self.log_cap[domain]:  # (sized for the largest call: _arrays; never -O'd)
+        if n > self.log_cap[domain]:    # (sized for the largest call: _arrays; never -O'd)
             raise InvariantError(f"queue core: domain {domain}'s log overflowed ({n} "
                                  f"entries, room for {self.log_cap[domain]})")
+        at = nv[md + 3]
         if n > 1 and nv[at + 3 * n - 3] != LOG_NET:
             n = self._k.net(self._st, md, 3 * self.log_cap[domain])
         it = iter(nv[at:at + 3 * n].tolist())
