@@ -195,10 +195,11 @@ def log_net(st, md, room):
         kind = st[at + 3 * i]
         if LOG_ADD <= kind <= LOG_REM:
             k += 1
-    # Output <= n + k entries; the boundary events (2k words) go at the room's end.
+    # Output <= n + k entries; the boundary events (2k words) go just after that (near
+    # the log: the same cache lines call after call).
     if k < 2 or 3 * (n + k) + 2 * k > room:
         return n
-    ev = at + room - 2 * k
+    ev = at + 3 * (n + k)
     w = 0
     j = 0
     for i in range(n):
