@@ -103,14 +103,7 @@ class FreePageExtent:
                     generic(phys, domain)
                     return
                 nv[md + 2] = 0
-                start = nv[at + 1] << PAGE_SHIFT
-                if locked:
-                    with lock:
-                        rc = free(start, size, 0) if added else alloc(start, size, 0)
-                else:
-                    rc = free(start, size, 0) if added else alloc(start, size, 0)
-                if rc:
-                    fail(added, start, rc)
+                apply(added, nv[at + 1] << PAGE_SHIFT, size)
                 return
             generic(phys, domain)
 
