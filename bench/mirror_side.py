@@ -7,7 +7,8 @@ physmem tree (e.g. main), alternating the two in fresh interpreters, in CPU time
 
 Per tree and round: order-0 pairs through the Kernel API on bench/run.py's fragmented
 1 GiB machine, states A (2 orders split and merged) and B (neither), without and with the
-mirror (bench/compare.py's method: min over 41 batches of 2000); the constrained
+mirror (bench/compare.py's method: min over 41 batches of 2000), and the floor: the
+pair with its net change applied as two extent operations called directly; the constrained
 allocator on bench/run.py's fragmented 4 GiB machine (its 400 seeded requests, each freed
 after it succeeds: mean CPU time per request, and the pages it returned, which must be
 the same in both trees); and, where the tree has them, the mirror's counts of queue
@@ -54,6 +55,23 @@ for state in ("A", "B"):
             out[f"changes_{state}"] = c["queue_changes"]
             out[f"ops_{state}"] = c["extent_ops"]
         k.check()
+        if m is not None:
+            # The floor: the pair and its net change as two extent operations called
+            # directly, no hand-off (the mirror detached, the extent kept in step by hand).
+            m.detach()
+            ex = m.ex
+            best = 9e9
+            for _ in range(41):
+                t = pt()
+                for _ in range(n):
+                    pa = ap(0, "default", 0)
+                    ex._alloc_region(pa, 4096, 0)
+                    fp(pa, 0)
+                    ex._free(pa, 4096, 0)
+                best = min(best, (pt() - t) / n)
+            out[f"pair_{state}_floor_us"] = best * 1e6
+            m.attach_observers_only()
+            m.check()
 k = br.fragmented_4g(3, mirror=True)
 reqs = br.constrained_requests(7, 400)
 got = []
@@ -98,6 +116,11 @@ def main() -> int:
         rb = b[f"pair_{s}_mirror_us"] / b[f"pair_{s}_us"]
         ra = a[f"pair_{s}_mirror_us"] / a[f"pair_{s}_us"]
         print(f"| mirror overhead, state {s} | {rb:.2f}× | {ra:.2f}× | ≤ 2× |")
+        fb = b[f"pair_{s}_floor_us"] / b[f"pair_{s}_us"]
+        fa = a[f"pair_{s}_floor_us"] / a[f"pair_{s}_us"]
+        print(f"| floor, state {s}: the pair + its 2 extent operations called directly | "
+              f"{b[f'pair_{s}_floor_us']:.2f} µs, {fb:.2f}× | "
+              f"{a[f'pair_{s}_floor_us']:.2f} µs, {fa:.2f}× | |")
         if f"changes_{s}" in a:
             print(f"| queue changes / extent operations per pair, state {s} | "
                   f"{a[f'changes_{s}']} / {a[f'changes_{s}']} | {a[f'changes_{s}']} / "

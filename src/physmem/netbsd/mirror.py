@@ -103,7 +103,13 @@ class FreePageExtent:
                     generic(phys, domain)
                     return
                 nv[md + 2] = 0
-                apply(added, nv[at + 1] << PAGE_SHIFT, size)
+                start = nv[at + 1] << PAGE_SHIFT
+                if locked:
+                    apply(added, start, size)
+                    return
+                rc = free(start, size, 0) if added else alloc(start, size, 0)
+                if rc:
+                    fail(added, start, rc)
                 return
             generic(phys, domain)
 
