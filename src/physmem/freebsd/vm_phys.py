@@ -150,6 +150,9 @@ LOG_FREED, LOG_TAKEN, LOG_NET = 5, 6, 7
 # Below each domain's log (at its offset + these): the queue changes ever logged, and
 # those log_net netted away (a researcher's two figures: VmPhys.queue_counts).
 LOG_CHANGES, LOG_SAVED = -3, -2
+# ... and the log's one run, when that is all it holds after a fast path (_logged):
+# m << RUN_SHIFT | npages << 1 | joined the free set; 0: none (VmPhys._flush clears it).
+LOG_RUN, RUN_SHIFT = -1, 24
 CFG = 16
 LOGGED = 1 << 62     # added to a returned page: the domain's log holds entries
 C_NFO, C_NFP, C_LAZY, C_QPD, C_NQ, C_LC, C_SG, C_SMB, C_B, C_NSEG, C_DEFAULT = range(11)
@@ -638,8 +641,21 @@ def _logged(st, w):
     cfg = len(st) - CFG
     md = _meta(st, st[st[cfg + C_SG] + SEGW * (w >> 8) + 2])
     n = st[md + 2]
-    if n > 1 and st[st[md + 3] + 3 * n - 3] != LOG_NET:
-        log_net(st, md, _log_room(st, md))
+    at = st[md + 3]
+    if n > 1 and st[at + 3 * n - 3] != LOG_NET:
+        n = log_net(st, md, _log_room(st, md))
+    # One run left (the usual case): its summary, read in one word by an observer's flush.
+    if n == 1 and st[at] <= LOG_REM:
+        npages = 1 << st[at + 2]
+        added = 1 if st[at] == LOG_ADD else 0
+    elif n == 2 and st[at] >= LOG_FREED and st[at + 3] == LOG_NET:
+        npages = st[at + 2]
+        added = 1 if st[at] == LOG_FREED else 0
+    else:
+        npages = 0
+        added = 0
+    if 0 < npages < 1 << (RUN_SHIFT - 1) and st[at + 1] < 1 << (63 - RUN_SHIFT):
+        st[at + LOG_RUN] = (st[at + 1] << RUN_SHIFT) | (npages << 1) | added
     return 4 if n else 0
 
 
@@ -1084,6 +1100,7 @@ class VmPhys:
             n = self._k.net(self._st, md, 3 * self.log_cap[domain])
         it = iter(nv[at:at + 3 * n].tolist())
         nv[md + 2] = 0
+        nv[at + LOG_RUN] = 0
         on_add, on_rem = self.on_add, self.on_rem
         for kind, m, x in zip(it, it, it, strict=True):
             if kind == LOG_FREED:       # x: pages
