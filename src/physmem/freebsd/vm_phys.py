@@ -150,8 +150,8 @@ LOG_FREED, LOG_TAKEN, LOG_NET = 5, 6, 7
 # Below each domain's log (at its offset + these): the queue changes ever logged, and
 # those log_net netted away (a researcher's two figures: VmPhys.queue_counts).
 LOG_CHANGES, LOG_SAVED = -3, -2
-# ... and the log's one run, when that is all it holds after a fast path (_logged):
-# m << RUN_SHIFT | npages << 1 | joined the free set; 0: none (VmPhys._flush clears it).
+# ... and the log's one run, when that is all a fast path's log held (_logged: the log
+# is then emptied): m << RUN_SHIFT | npages << 1 | joined the free set; 0: none.
 LOG_RUN, RUN_SHIFT = -1, 24
 CFG = 16
 LOGGED = 1 << 62     # added to a returned page: the domain's log holds entries
@@ -656,6 +656,7 @@ def _logged(st, w):
         added = 0
     if 0 < npages < 1 << (RUN_SHIFT - 1) and st[at + 1] < 1 << (63 - RUN_SHIFT):
         st[at + LOG_RUN] = (st[at + 1] << RUN_SHIFT) | (npages << 1) | added
+        st[md + 2] = 0          # (the log's counts are kept: LOG_CHANGES, LOG_SAVED)
     return 4 if n else 0
 
 
@@ -1090,17 +1091,22 @@ class VmPhys:
         nv = self.nv
         md = self._log_md[domain]
         n = nv[md + 2]
+        at = nv[md + 3]
+        w = nv[at + LOG_RUN]
+        if w:                           # a fast path's one run, in one word (_logged)
+            nv[at + LOG_RUN] = 0
+            m, npages = w >> RUN_SHIFT, (w >> 1) & ((1 << (RUN_SHIFT - 1)) - 1)
+            for f in self.on_add if w & 1 else self.on_rem:
+                f(m, npages)
         if not n:
             return
         if n > self.log_cap[domain]:    # (sized for the largest call: _arrays; never -O'd)
             raise InvariantError(f"queue core: domain {domain}'s log overflowed ({n} "
                                  f"entries, room for {self.log_cap[domain]})")
-        at = nv[md + 3]
         if n > 1 and nv[at + 3 * n - 3] != LOG_NET:
             n = self._k.net(self._st, md, 3 * self.log_cap[domain])
         it = iter(nv[at:at + 3 * n].tolist())
         nv[md + 2] = 0
-        nv[at + LOG_RUN] = 0
         on_add, on_rem = self.on_add, self.on_rem
         for kind, m, x in zip(it, it, it, strict=True):
             if kind == LOG_FREED:       # x: pages
@@ -1137,7 +1143,8 @@ class VmPhys:
         return changes, changes - saved
 
     def log_at(self, domain: int) -> int:
-        """Where the domain's log length is kept (non-zero: :meth:`_flush` has work)."""
+        """Where the domain's log length is kept (non-zero: :meth:`_flush` has work; a
+        fast path that calls _logged says so in its result instead)."""
         return NODE * (self.nq + domain) + 2
 
     def _dom(self, q: int) -> int:

@@ -245,7 +245,13 @@ class Extent:
         if self.ordered:
             # The last region that starts at or before `end` decides: regions are disjoint.
             i = bisect_left(self._starts, end + 1) - 1
-            busy = i >= 0 and self.regions[i].end >= start
+            if i < 0 or self.regions[i].end < start:
+                # Between regs[i] (ends before start) and regs[i + 1] (starts after end):
+                # the list stays ordered, so _insert_and_optimize's check is not needed
+                # (the extent mirror makes this call for every run leaving the free set).
+                self._insert(start, size, i, rp)
+                return 0
+            busy = True
         else:
             # the kernel's walk, in list order
             i, busy = -1, False
@@ -262,13 +268,7 @@ class Extent:
                 raise ExtentWouldSleep(f"extent {self.name}: [{start:#x}, {end:#x}] is busy "
                                        "and EX_WAITSPACE would sleep")
             return EAGAIN
-        if self.ordered:
-            # Between regs[i] (ends before start) and regs[i + 1] (starts after end): the
-            # list stays ordered, so _insert_and_optimize's check is not needed (the extent
-            # mirror makes this call for every page run leaving the free set).
-            self._insert(start, size, i, rp)
-        else:
-            self._insert_and_optimize(start, size, i, rp)
+        self._insert_and_optimize(start, size, i, rp)
         return 0
 
     def alloc_subregion(self, substart: int, subend: int, size: int, alignment: int = 1,
@@ -416,21 +416,21 @@ class Extent:
         # The one region that holds the whole range.
         regs = self.regions
         i = self._find_free_region(start, end, coalesce)
-        r = regs[i] if i >= 0 else None
-        exact = r is not None and r.start == start and r.end == end
-        if r is None:
+        if i < 0:
             if nrp is not None:
                 self._release(nrp)
             raise ExtentPanic(f"extent_free: start {start:#x}, end {end:#x}: region not found")
+        r = regs[i]
         # (descriptors are counted only with fixed storage: _release is a no-op without)
-        if exact:
-            del self._starts[i]
-            if self.fixed:
-                self._release(regs.pop(i).pool)
+        if start == r.start:
+            if end == r.end:            # all of it
+                del self._starts[i]
+                if self.fixed:
+                    self._release(regs.pop(i).pool)
+                else:
+                    del regs[i]
             else:
-                del regs[i]
-        elif start == r.start:
-            r.start = self._starts[i] = end + 1
+                r.start = self._starts[i] = end + 1
         elif end == r.end:
             r.end = start - 1
         else:

@@ -88,17 +88,16 @@ class FreePageExtent:
         mask = (1 << (RUN_SHIFT - 1)) - 1
 
         def flush(domain: int) -> None:
-            # VmPhys._flush while the mirror observes alone: when a fast path's log holds
+            # VmPhys._flush while the mirror observes alone: when a fast path's log held
             # one run (one queue change, or a call's changes netted to one), the compiled
-            # call left its summary in one word (_logged); it is applied here without
-            # reading the log, the list or a call per observer (~0.1 µs a Kernel call).
+            # call left it in one word and emptied the log (_logged); it is applied here
+            # without the list or a call per observer (~0.1 µs of a Kernel call).
             ra = run_at[domain]
             w = nv[ra]
             if not w:
                 generic(phys, domain)
                 return
             nv[ra] = 0
-            nv[log_md[domain] + 2] = 0
             start = (w >> RUN_SHIFT) << PAGE_SHIFT
             size = ((w >> 1) & mask) << PAGE_SHIFT
             if locked:
