@@ -10,7 +10,8 @@ Per tree and round: order-0 pairs through the Kernel API on bench/run.py's fragm
 mirror (bench/compare.py's method: min over 41 batches of 2000), and the floor: the
 pair with its net change applied as two extent operations called directly; the constrained
 allocator on bench/run.py's fragmented 4 GiB machine (its 400 seeded requests, each freed
-after it succeeds: mean CPU time per request, and the pages it returned, which must be
+after it succeeds: mean CPU time per request, of the frees too, and the pages it returned,
+which must be
 the same in both trees); and, where the tree has them, the mirror's counts of queue
 changes and extent operations per pair.  Minimum over rounds.
 """
@@ -75,13 +76,18 @@ for state in ("A", "B"):
 k = br.fragmented_4g(3, mirror=True)
 reqs = br.constrained_requests(7, 400)
 got = []
-t = pt()
+tc = tf = 0.0
 for npages, low, high, align, boundary in reqs:
+    t = pt()
     pa = k.alloc_constrained(npages, low, high, align, boundary)
+    tc += pt() - t
     got.append(pa)
     if pa is not None:
+        t = pt()
         k.free_contig(pa, npages)
-out["constrained_us"] = (pt() - t) / len(reqs) * 1e6
+        tf += pt() - t
+out["constrained_us"] = tc / len(reqs) * 1e6
+out["free_us"] = tf / len(reqs) * 1e6
 out["constrained_pages"] = got
 k.check()
 print(json.dumps(out))
@@ -127,6 +133,8 @@ def main() -> int:
                   f"{a[f'ops_{s}']} | |")
     print(f"| alloc_constrained, mean per request (4 GiB, 400 requests) | "
           f"{b['constrained_us']:.1f} µs | {a['constrained_us']:.1f} µs | |")
+    print(f"| free_contig of its runs, mean per request | {b['free_us']:.1f} µs | "
+          f"{a['free_us']:.1f} µs | |")
     same = b["constrained_pages"] == a["constrained_pages"]
     ok = sum(p is not None for p in a["constrained_pages"])
     print(f"\nalloc_constrained's pages: {'the same' if same else 'DIFFERENT'} in both trees "

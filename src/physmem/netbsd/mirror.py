@@ -172,14 +172,16 @@ class FreePageExtent:
             # The extent already holds the run; take it off the buddy lists without the
             # observers (the leftovers of the blocks it cuts stay holes).
             self.detach()
-            c0 = phys.queue_counts()            # (counted if pglist observes)
+            others = bool(phys.on_add)          # (pglist's changes are counted, not ours)
+            c0 = phys.queue_counts() if others else (0, 0)
             try:
                 phys.take_free_run(start >> PAGE_SHIFT, npages)
             finally:
                 self.attach_observers_only()
-                c1 = phys.queue_counts()
-                self._counts0 = (self._counts0[0] + c1[0] - c0[0],
-                                 self._counts0[1] + c1[1] - c0[1])
+                if others:
+                    c1 = phys.queue_counts()
+                    self._counts0 = (self._counts0[0] + c1[0] - c0[0],
+                                     self._counts0[1] + c1[1] - c0[1])
             return start >> PAGE_SHIFT
         return None
 
