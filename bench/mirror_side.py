@@ -11,9 +11,8 @@ mirror (bench/compare.py's method: min over 41 batches of 2000), and the floor: 
 pair with its net change applied as two extent operations called directly; the constrained
 allocator on bench/run.py's fragmented 4 GiB machine (its 400 seeded requests, each freed
 after it succeeds: mean CPU time per request, of the frees too, and the pages it returned,
-which must be
-the same in both trees); and, where the tree has them, the mirror's counts of queue
-changes and extent operations per pair.  Minimum over rounds.
+which must be the same in both trees); and, where the tree has them, the mirror's counts
+of queue changes and extent operations per pair.  Minimum over rounds.
 """
 
 from __future__ import annotations
