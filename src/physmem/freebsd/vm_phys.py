@@ -991,6 +991,7 @@ class VmPhys:
         # With NUMBA_DISABLE_JIT=1 the "compiled" functions are plain Python: they get
         # memoryviews (faster there, and their items are ints, not numpy scalars).
         plain = not on or not jit_enabled()
+        self._net_logs = not plain      # _flush nets a log of several changes
         self._st = self.nv if plain else self.state
         self.kwords = self.pages.mv if plain else self.pages.words
         if on:
@@ -1098,12 +1099,18 @@ class VmPhys:
             m, npages = w >> RUN_SHIFT, (w >> 1) & ((1 << (RUN_SHIFT - 1)) - 1)
             for f in self.on_add if w & 1 else self.on_rem:
                 f(m, npages)
+        if n == 1 and nv[at] <= LOG_REM:       # one queue change (the plain paths')
+            nv[md + 2] = 0
+            for f in self.on_add if nv[at] == LOG_ADD else self.on_rem:
+                f(nv[at + 1], 1 << nv[at + 2])
+            return
         if not n:
             return
         if n > self.log_cap[domain]:    # (sized for the largest call: _arrays; never -O'd)
             raise InvariantError(f"queue core: domain {domain}'s log overflowed ({n} "
                                  f"entries, room for {self.log_cap[domain]})")
-        if n > 1 and nv[at + 3 * n - 3] != LOG_NET:
+        if n > 1 and self._net_logs and nv[at + 3 * n - 3] != LOG_NET:
+            # (compiled only: netting in Python costs more than the extent work it saves)
             n = self._k.net(self._st, md, 3 * self.log_cap[domain])
         it = iter(nv[at:at + 3 * n].tolist())
         nv[md + 2] = 0
