@@ -146,6 +146,15 @@ NCH_SHIFT = 8
 NCH_MASK = 0xFFFFFF
 Q_SHIFT = 32
 LOG_ADD, LOG_REM, LOG_INIT = 1, 2, 3
+# What log_net leaves for the observers: runs (m, npages) that joined / left the free
+# set, then one (LOG_NET, queue changes netted, runs) entry.
+LOG_FREED, LOG_TAKEN, LOG_NET = 5, 6, 7
+# Below each domain's log (at its offset + these): the queue changes ever logged, and
+# those log_net netted away (a researcher's two figures: VmPhys.queue_counts).
+LOG_CHANGES, LOG_SAVED = -3, -2
+# ... and the log's one run, when that is all a fast path's log held (_logged: the log
+# is then emptied): m << RUN_SHIFT | npages << 1 | joined the free set; 0: none.
+LOG_RUN, RUN_SHIFT = -1, 24
 CFG = 16
 LOGGED = 1 << 62     # added to a returned page: the domain's log holds entries
 C_NFO, C_NFP, C_LAZY, C_QPD, C_NQ, C_LC, C_SG, C_SMB, C_B, C_NSEG, C_DEFAULT = range(11)
@@ -164,13 +173,99 @@ def _meta(st, q):
 
 @njit
 def _log(st, md, kind, m, order):
-    """Append (kind, m, order) to the domain's log (meta node at ``md``)."""
+    """Append (kind, m, order) to the domain's log (meta node at ``md``); count a queue
+    change (LOG_ADD, LOG_REM)."""
     n = st[md + 2]
+    if kind <= LOG_REM:
+        st[st[md + 3] + LOG_CHANGES] += 1
     at = st[md + 3] + 3 * n
     st[at] = kind
     st[at + 1] = m
     st[at + 2] = order
     st[md + 2] = n + 1
+
+
+@njit
+def log_net(st, md, room):
+    """Reduce the domain's log (meta node at ``md``, ``room`` words for it) to its net
+    change of the free set, for the observers: the LOG_ADD/LOG_REM entries become the
+    maximal runs of pages that joined the free set (LOG_FREED, m, npages) or left it
+    (LOG_TAKEN), in address order, followed by (LOG_NET, entries netted, runs); LOG_INIT
+    entries stay first, in their order.  A block's pages are all free or
+    all not (queue changes are consistent), so a page's net change is 0 or +-1 and the
+    runs are exact.  Requires: the domain's lock.  Returns the log's new length (the log
+    is left as it is when it holds fewer than two queue changes, or when its room would
+    not hold the output and the sort's scratch)."""
+    n = st[md + 2]
+    at = st[md + 3]
+    k = 0
+    for i in range(n):
+        kind = st[at + 3 * i]
+        if LOG_ADD <= kind <= LOG_REM:
+            k += 1
+    # Output <= n + k entries; the boundary events (2k words) go just after that (near
+    # the log: the same cache lines call after call).
+    if k < 2 or 3 * (n + k) + 2 * k > room:
+        return n
+    ev = at + 3 * (n + k)
+    w = 0
+    j = 0
+    for i in range(n):
+        o = at + 3 * i
+        kind = st[o]
+        m = st[o + 1]
+        if LOG_ADD <= kind <= LOG_REM:
+            # an event is pos * 2 + (1: the free count steps up there, 0: down)
+            up = 1 if kind == LOG_ADD else 0
+            st[ev + j] = 2 * m + up
+            st[ev + j + 1] = 2 * (m + (1 << st[o + 2])) + 1 - up
+            j += 2
+        else:                       # kept, moved down in place (w <= i)
+            d = at + 3 * w
+            order = st[o + 2]
+            st[d] = kind
+            st[d + 1] = m
+            st[d + 2] = order
+            w += 1
+    ne = 2 * k
+    gap = ne // 2                   # Shell's sort: logs are short, and unsorted
+    while gap > 0:
+        for i in range(gap, ne):
+            x = st[ev + i]
+            j = i
+            while j >= gap and st[ev + j - gap] > x:
+                st[ev + j] = st[ev + j - gap]
+                j -= gap
+            st[ev + j] = x
+        gap //= 2
+    # Sweep: the net change is constant between consecutive positions.
+    runs = 0
+    cur = 0
+    start = 0
+    i = 0
+    while i < ne:
+        pos = st[ev + i] >> 1
+        nxt = cur
+        while i < ne and st[ev + i] >> 1 == pos:
+            nxt += 1 if st[ev + i] & 1 else -1
+            i += 1
+        if nxt != cur:
+            if cur:
+                d = at + 3 * w
+                st[d] = LOG_FREED if cur > 0 else LOG_TAKEN
+                st[d + 1] = start
+                st[d + 2] = pos - start
+                w += 1
+                runs += 1
+            start = pos
+            cur = nxt
+    d = at + 3 * w
+    st[d] = LOG_NET
+    st[d + 1] = k
+    st[d + 2] = runs
+    st[at + LOG_SAVED] += k - runs
+    st[md + 2] = w + 1
+    return w + 1
 
 
 @njit
@@ -584,9 +679,40 @@ def _take_owned(st, words, m, npages):
 
 @njit
 def _logged(st, w):
-    """4 if the log of the domain of the segment in word ``w`` holds entries, else 0."""
+    """4 if the log of the domain of the segment in word ``w`` holds entries, else 0.
+    Several queue changes are netted first (log_net), in this call rather than in one
+    more crossing from Python (VmPhys._flush nets the logs that were not)."""
     cfg = len(st) - CFG
-    return 4 if st[_meta(st, st[st[cfg + C_SG] + SEGW * (w >> 8) + 2]) + 2] else 0
+    md = _meta(st, st[st[cfg + C_SG] + SEGW * (w >> 8) + 2])
+    n = st[md + 2]
+    at = st[md + 3]
+    if n > 1 and st[at + 3 * n - 3] != LOG_NET:
+        n = log_net(st, md, _log_room(st, md))
+    # One run left (the usual case): its summary, read in one word by an observer's flush.
+    if n == 1 and st[at] <= LOG_REM:
+        npages = 1 << st[at + 2]
+        added = 1 if st[at] == LOG_ADD else 0
+    elif n == 2 and st[at] >= LOG_FREED and st[at + 3] == LOG_NET:
+        npages = st[at + 2]
+        added = 1 if st[at] == LOG_FREED else 0
+    else:
+        npages = 0
+        added = 0
+    if 0 < npages < 1 << (RUN_SHIFT - 1) and st[at + 1] < 1 << (63 - RUN_SHIFT):
+        st[at + LOG_RUN] = (st[at + 1] << RUN_SHIFT) | (npages << 1) | added
+        st[md + 2] = 0          # (the log's counts are kept: LOG_CHANGES, LOG_SAVED)
+    return 4 if n else 0
+
+
+@njit
+def _log_room(st, md):
+    """The words of the log of the domain whose meta node is at ``md``: the logs lie in
+    domain order, the last one just below the slot map (VmPhys._arrays)."""
+    cfg = len(st) - CFG
+    ndom = st[cfg + C_NQ] // st[cfg + C_QPD]
+    if md // NODE - st[cfg + C_NQ] + 1 < ndom:
+        return st[md + NODE + 3] - 3 - st[md + 3]    # (the next log's counters)
+    return st[cfg + C_SMB] + st[cfg + C_B] - st[md + 3]
 
 
 @njit
@@ -743,11 +869,12 @@ class _Core(NamedTuple):
     insert: Callable
     run_pop: Callable
     find_queues: Callable
+    net: Callable
 
 
 _CORE = (vm_freelist_add, vm_freelist_rem, vm_phys_split_pages, enq_blocks, enq_chunks,
          alloc_freelist_own, alloc_npages_own, vm_phys_free_pages, node_insert, run_pop,
-         find_queues_contig)
+         find_queues_contig, log_net)
 
 
 # Kernel's fast paths: VmPhys attribute -> function.
@@ -842,10 +969,11 @@ class VmPhys:
         self.domain_locks = [threading.Lock() for _ in range(param.maxmemdom)]
         self.initialized = False
         self.drain_inits = 0  # page structures the LAZYINIT drain initialised
-        # Observers of queue changes (the extent mirror, pglist); called after each add /
-        # rem, in order (from the domain's log after a compiled call).
+        # Observers of queue changes (the extent mirror, pglist): called with runs
+        # (m, npages) that joined / left the free set, from the domain's log (_flush).
         self.on_add: list = []
         self.on_rem: list = []
+        self._flushes: list[tuple[Callable, Callable | None]] = []     # observe()
         self.use_jit(False)
 
     def _arrays(self, base: int, npages: int, dom_pages: list[int]) -> None:
@@ -887,11 +1015,13 @@ class VmPhys:
         for d in range(ndom):
             md = NODE * (nq + d)
             nv[md + 1] = slot
-            nv[md + 3] = at
+            # The log's first entry's words are counters: LOG_CHANGES, LOG_SAVED (log_net).
+            nv[md + 3] = at + 3
             self.slot_ranges.append((slot, slot + dom_pages[d] + 1))
             slot += dom_pages[d] + 1
             at += 3 * per[d]
-        self.log_cap = per
+        self.log_cap = [p - 1 for p in per]
+        self._log_md = [NODE * (nq + d) for d in range(ndom)]     # (for _flush)
         self.cfg = cfg
         # Pages the queue core initialises are counted in the state (PageArray.ninit).
         self.pages.count_into(nv[cfg + C_NINIT:cfg + C_NINIT + 1])
@@ -914,6 +1044,7 @@ class VmPhys:
         # With NUMBA_DISABLE_JIT=1 the "compiled" functions are plain Python: they get
         # memoryviews (faster there, and their items are ints, not numpy scalars).
         plain = not on or not jit_enabled()
+        self._net_logs = not plain      # _flush nets a log of several changes
         self._st = self.nv if plain else self.state
         self.kwords = self.pages.mv if plain else self.pages.words
         if on:
@@ -976,28 +1107,82 @@ class VmPhys:
     def _obs(self) -> int:
         return 1 if self.on_add or self.on_rem else 0
 
+    def observe(self, add: Callable, rem: Callable, flush: Callable | None = None) -> None:
+        """Attach observers of the free set: ``add(m, npages)`` / ``rem(m, npages)`` get
+        each run of pages that joined / left it (:meth:`_flush`).  ``flush(domain)``, if
+        given, is a faster :meth:`_flush` for these observers alone, used while they are
+        the only ones: it reads the log itself and hands what it does not handle to
+        ``VmPhys._flush`` (the extent mirror's saves a Python call on every
+        allocation and free).  Requires: every domain's lock, or no other thread."""
+        self.on_add.append(add)
+        self.on_rem.append(rem)
+        self._flushes.append((add, flush))
+        self._pick_flush()
+
+    def unobserve(self, add: Callable, rem: Callable) -> None:
+        """Detach observers attached by :meth:`observe`."""
+        self.on_add.remove(add)
+        self.on_rem.remove(rem)
+        self._flushes = [(a, f) for a, f in self._flushes if a != add]
+        self._pick_flush()
+
+    def _pick_flush(self) -> None:
+        self.__dict__.pop("_flush", None)       # the method
+        if len(self._flushes) == 1 and self._flushes[0][1] is not None:
+            self._flush = self._flushes[0][1]   # type: ignore[method-assign]
+
     def _flush(self, domain: int) -> None:
-        """Hand the domain's logged queue changes to the observers, in order, and move the
-        lone entries of LAZYINIT blocks the queue core initialised."""
+        """Hand the domain's logged queue changes to the observers and move the lone
+        entries of LAZYINIT blocks the queue core initialised.  Requires: the domain's
+        lock.
+
+        Observers get runs, ``on_add(m, npages)`` / ``on_rem(m, npages)``: a logged block,
+        or -- when the log holds several queue changes -- the net change of the free set
+        (:func:`log_net`: a split-then-take is one page leaving it, a merging free one page
+        joining it), which leaves any map of the free set as the changes one by one would
+        (docs/implementation.md, "The extent mirror"); :meth:`queue_counts` says how
+        many of each."""
         nv = self.nv
-        md = NODE * (self.nq + domain)
+        md = self._log_md[domain]
         n = nv[md + 2]
+        at = nv[md + 3]
+        w = nv[at + LOG_RUN]
+        if w:                           # a fast path's one run, in one word (_logged)
+            nv[at + LOG_RUN] = 0
+            m, npages = w >> RUN_SHIFT, (w >> 1) & ((1 << (RUN_SHIFT - 1)) - 1)
+            for f in self.on_add if w & 1 else self.on_rem:
+                f(m, npages)
+        if n == 1 and nv[at] <= LOG_REM:       # one queue change (the plain paths')
+            nv[md + 2] = 0
+            for f in self.on_add if nv[at] == LOG_ADD else self.on_rem:
+                f(nv[at + 1], 1 << nv[at + 2])
+            return
         if not n:
             return
         if n > self.log_cap[domain]:    # (sized for the largest call: _arrays; never -O'd)
             raise InvariantError(f"queue core: domain {domain}'s log overflowed ({n} "
                                  f"entries, room for {self.log_cap[domain]})")
-        at = nv[md + 3]
+        if n > 1 and self._net_logs and nv[at + 3 * n - 3] != LOG_NET:
+            # (compiled only: netting in Python costs more than the extent work it saves)
+            n = self._k.net(self._st, md, 3 * self.log_cap[domain])
         it = iter(nv[at:at + 3 * n].tolist())
         nv[md + 2] = 0
         on_add, on_rem = self.on_add, self.on_rem
-        for kind, m, order in zip(it, it, it, strict=True):
-            if kind == LOG_ADD:
+        for kind, m, x in zip(it, it, it, strict=True):
+            if kind == LOG_FREED:       # x: pages
                 for f in on_add:
-                    f(m, order)
+                    f(m, x)
+            elif kind == LOG_TAKEN:
+                for f in on_rem:
+                    f(m, x)
+            elif kind == LOG_NET:       # (counted by log_net)
+                pass
+            elif kind == LOG_ADD:       # x: the block's order
+                for f in on_add:
+                    f(m, 1 << x)
             elif kind == LOG_REM:
                 for f in on_rem:
-                    f(m, order)
+                    f(m, 1 << x)
             else:               # LOG_INIT: vm_phys_set_pool of a LAZYINIT block (counted)
                 self.pages.lone.pop(m, None)
 
@@ -1057,8 +1242,22 @@ class VmPhys:
                 finally:
                     lock.release()
 
+    def queue_counts(self) -> tuple[int, int]:
+        """(queue changes logged for the observers, runs handed to them) since boot, over
+        every domain: each enqueue or dequeue of a block while observers are attached is
+        one change; several in one call reach the observers as their net runs
+        (:meth:`_flush`).  Requires: no thread changing the queues."""
+        nv = self.nv
+        changes = saved = 0
+        for md in self._log_md:
+            at = nv[md + 3]
+            changes += nv[at + LOG_CHANGES]
+            saved += nv[at + LOG_SAVED]
+        return changes, changes - saved
+
     def log_at(self, domain: int) -> int:
-        """Where the domain's log length is kept (non-zero: :meth:`_flush` has work)."""
+        """Where the domain's log length is kept (non-zero: :meth:`_flush` has work; a
+        fast path that calls _logged says so in its result instead)."""
         return NODE * (self.nq + domain) + 2
 
     def _dom(self, q: int) -> int:

@@ -98,7 +98,7 @@ def _le_ov(x: int, y: int, z: int) -> bool:
     return s <= M64 and s <= z
 
 
-@dataclass
+@dataclass(slots=True)
 class Region:
     """struct extent_region: ``[start, end]`` inclusive; ``pool`` is ER_ALLOC (the
     descriptor came from the pool, not from the extent's fixed storage)."""
@@ -212,14 +212,17 @@ class Extent:
             if appended:
                 a.end = regs[nxt].end
                 self._release(self._delete_at(nxt).pool)
-                self._release(rp)
+                if self.fixed:
+                    self._release(rp)
                 return after
             regs[nxt].start = start
             self._starts[nxt] = start
-            self._release(rp)
+            if self.fixed:
+                self._release(rp)
             return nxt
         if appended:
-            self._release(rp)
+            if self.fixed:
+                self._release(rp)
             return after
         self._insert_at(after + 1, Region(start, end, rp))
         return after + 1
@@ -242,7 +245,13 @@ class Extent:
         if self.ordered:
             # The last region that starts at or before `end` decides: regions are disjoint.
             i = bisect_left(self._starts, end + 1) - 1
-            busy = i >= 0 and self.regions[i].end >= start
+            if i < 0 or self.regions[i].end < start:
+                # Between regs[i] (ends before start) and regs[i + 1] (starts after end):
+                # the list stays ordered, so _insert_and_optimize's check is not needed
+                # (the extent mirror makes this call for every run leaving the free set).
+                self._insert(start, size, i, rp)
+                return 0
+            busy = True
         else:
             # the kernel's walk, in list order
             i, busy = -1, False
@@ -407,17 +416,21 @@ class Extent:
         # The one region that holds the whole range.
         regs = self.regions
         i = self._find_free_region(start, end, coalesce)
-        r = regs[i] if i >= 0 else None
-        exact = r is not None and r.start == start and r.end == end
-        if r is None:
+        if i < 0:
             if nrp is not None:
                 self._release(nrp)
             raise ExtentPanic(f"extent_free: start {start:#x}, end {end:#x}: region not found")
-        if exact:
-            self._release(self._delete_at(i).pool)
-        elif start == r.start:
-            r.start = end + 1
-            self._starts[i] = r.start
+        r = regs[i]
+        # (descriptors are counted only with fixed storage: _release is a no-op without)
+        if start == r.start:
+            if end == r.end:            # all of it
+                del self._starts[i]
+                if self.fixed:
+                    self._release(regs.pop(i).pool)
+                else:
+                    del regs[i]
+            else:
+                r.start = self._starts[i] = end + 1
         elif end == r.end:
             r.end = start - 1
         else:
@@ -425,7 +438,7 @@ class Extent:
             r.end = start - 1
             self._insert_at(i + 1, tail)
             nrp = None
-        if nrp is not None:
+        if nrp is not None and self.fixed:
             self._release(nrp)
         return 0
 

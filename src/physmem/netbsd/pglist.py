@@ -37,21 +37,19 @@ class FreeBitmap:
         self.base = phys.pages.base_pfn
         self.bits = np.zeros(phys.pages.npages, dtype=bool)
         for _d, _f, _p, order, m in phys.free_blocks():
-            self._on_add(m, order)
-        phys.on_add.append(self._on_add)
-        phys.on_rem.append(self._on_rem)
+            self._on_add(m, 1 << order)
+        phys.observe(self._on_add, self._on_rem)
 
-    def _on_add(self, m: int, order: int) -> None:
+    def _on_add(self, m: int, npages: int) -> None:
         i = m - self.base
-        self.bits[i:i + (1 << order)] = True
+        self.bits[i:i + npages] = True
 
-    def _on_rem(self, m: int, order: int) -> None:
+    def _on_rem(self, m: int, npages: int) -> None:
         i = m - self.base
-        self.bits[i:i + (1 << order)] = False
+        self.bits[i:i + npages] = False
 
     def detach(self) -> None:
-        self.phys.on_add.remove(self._on_add)
-        self.phys.on_rem.remove(self._on_rem)
+        self.phys.unobserve(self._on_add, self._on_rem)
 
     def is_free(self, m: int) -> bool:
         return bool(self.bits[m - self.base])
