@@ -136,8 +136,8 @@ def vm_addr_ok(pa: int, size: int, alignment: int, boundary: int) -> bool:
 # (physmem.jit) once boot is over, and run as plain Python on a memoryview of it during
 # boot and with the JIT off.  Queue changes go to the domain's log as (kind, m, order)
 # when ``obs`` is set (observers attached: the extent mirror), and LAZYINIT blocks
-# initialised here always do (LOG_INIT: VmPhys moves the head's lone entry and counts the
-# pages).  Callers validate; these assume a consistent state.
+# initialised here always do (LOG_INIT: VmPhys drops the head's lone entry; the pages are
+# counted in the state, C_NINIT).  Callers validate; these assume a consistent state.
 # -------------------------------------------------------------------------------------------
 PREV, NEXT, INFO, PFN = 0, 1, 2, 3
 NODE = 4
