@@ -73,7 +73,7 @@ import numpy as np
 
 from ..bits import PAGE_SHIFT, fls, powerof2, roundup2
 from ..errors import InvariantError, UninitializedPageError
-from ..jit import Lazy, njit
+from ..jit import Lazy, njit_typed
 from ..jit import enabled as jit_enabled
 from ..pagearray import POOL_MASK, SEGIND_SHIFT, PageArray, make_word, zeros
 from ..vmparam import VmParam
@@ -148,6 +148,10 @@ CFG = 16
 LOGGED = 1 << 62     # added to a returned page: the domain's log holds entries
 C_NFO, C_NFP, C_LAZY, C_QPD, C_NQ, C_LC, C_SG, C_SMB, C_B, C_NSEG, C_DEFAULT = range(11)
 SEGW = 4            # a segment's words: spfn, epfn, fq, domain
+
+# The queue core's functions are compiled for one signature each: these arrays, every other
+# argument an int64 (numba would compile a version per literal a caller passes).
+njit = njit_typed(st="int64[::1]", words="uint16[::1]", out="int64[::1]")
 
 
 @njit
