@@ -83,6 +83,9 @@ class Lazy:
         self._compiled: Callable | None = None
         self._inner: Callable | None = None
         self._py: Callable | None = None
+        # Whether Python calls it too (not only compiled callers): then one dispatcher,
+        # with the CPython wrapper, serves both (two would be two compiles).
+        self.python = False
 
     def __call__(self, *args: Any) -> Any:
         f = self._compiled
@@ -111,13 +114,15 @@ class Lazy:
 
     def inner(self) -> Callable:
         """The dispatcher that compiled callers call (numba imported): for a typed
-        function one without the CPython wrapper, which only Python's calls need."""
+        function that Python does not call, one without the CPython wrapper, which only
+        Python's calls need."""
         f = self._inner
         if f is not None:
             return f
         with _lock:
             if self._inner is None:
-                self._inner = self._compile(True) if self.sig else self.compiled()
+                self._inner = self._compile(True) if self.sig and not self.python else \
+                    self.compiled()
             return self._inner
 
     def _with_callees(self, pick: Callable[[Lazy], Callable]) -> Callable:

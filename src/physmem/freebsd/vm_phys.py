@@ -707,6 +707,8 @@ class _Core(NamedTuple):
 _CORE = (vm_freelist_add, vm_freelist_rem, vm_phys_split_pages, enq_blocks, enq_chunks,
          alloc_freelist_own, alloc_npages_own, vm_phys_free_pages, node_insert,
          find_queues_contig)
+for _f in _CORE:       # VmPhys's methods call these from Python too (physmem.jit: one dispatcher)
+    _f.python = True
 
 
 # Kernel's fast paths: VmPhys attribute -> function.
