@@ -31,8 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from .atomic import (
     check_output_dir,
@@ -54,6 +52,20 @@ from .machine import (
     machine_to_toml,
 )
 from .workloads import MAX_OPS
+
+
+# rich is imported by the commands that print tables, not at start-up: `physmem replay`
+# never needs it (~30 ms of CPU a process; issue 13, bench/RESULTS.md).
+def Console(**kw: Any) -> Any:
+    """rich's Console, imported on first use."""
+    from rich.console import Console
+    return Console(**kw)
+
+
+def Table(**kw: Any) -> Any:
+    """rich's Table, imported on first use."""
+    from rich.table import Table
+    return Table(**kw)
 
 
 def _fail(message: str) -> None:
