@@ -121,8 +121,8 @@ class Lazy:
             return f
         with _lock:
             if self._inner is None:
-                self._inner = self._compile(True) if self.sig and not self.python else \
-                    self.compiled()
+                self._inner = self._compile(True) if self.sig and not self.python and \
+                    enabled() else self.compiled()
             return self._inner
 
     def _with_callees(self, pick: Callable[[Lazy], Callable]) -> Callable:
