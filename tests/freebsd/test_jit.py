@@ -301,3 +301,27 @@ def test_one_signature_per_compiled_function():
     f = vm_phys.kernel_free_pages
     assert f.sig == "(int64[::1], uint16[::1], int64, int64, int64,)"
     assert vm_phys.vm_freelist_add.python and not vm_phys._log.python
+
+
+@pytest.mark.skipif(not _NUMBA, reason="numba is not installed")
+def test_replay_auto_compiles_a_long_trace_file_from_the_start(tmp_path):
+    # `--jit auto` on a file of 1 MiB or more (~20,000 lines or more): compiled from the
+    # first call.  Here 12,000 operations, each with a comment that makes the file long:
+    # the tier alone (20,000 calls) would never import numba.  Same output as plain.
+    import gzip
+    lines = gzip.decompress((ROOT / "bench/data/bench_fc1g_lazy_100k.trace.gz").read_bytes()
+                            ).decode().splitlines()[:12000]
+    text = "".join(f"{ln}  # {'padding ' * 12}\n" if ln and not ln.startswith("#") else
+                   ln + "\n" for ln in lines)
+    assert len(text) >= 20_000 * 64
+    trace = tmp_path / "long.trace"
+    trace.write_text(text)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PHYSMEM_JIT", "NUMBA_DISABLE_JIT", "PHYSMEM_JIT_TIER")}
+    outs = []
+    for mode in ("auto", "off"):
+        r = subprocess.run([sys.executable, "-c", _CLI_REPLAY, "replay", "--jit", mode,
+                            str(trace)], capture_output=True, text=True, env=env, timeout=600)
+        outs.append(r.stdout)
+        assert r.stderr.strip().splitlines()[-1] == str(mode == "auto")
+    assert outs[0] == outs[1] and outs[0].count("\n") > 10_000
