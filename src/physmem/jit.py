@@ -15,10 +15,10 @@ Start-up (issue 13; docs/implementation.md, section 3, "Start-up"): functions ma
 :func:`njit_typed` are compiled for one signature each (numba would otherwise compile a
 version per literal argument a compiled caller passes), without the C-callable wrapper
 nothing uses and without numba's reference counting (they allocate nothing); a function
-called from compiled code is a second dispatcher without the CPython wrapper either, whose
-machine code is cached under its own name.  A function found in numba's cache is loaded
-without numba's full target set-up (its typing and lowering registries), which only a
-compile needs.
+that only compiled code calls (``Lazy.python`` unset) is typed in its callers by a
+dispatcher without the CPython wrapper either, cached under a name of its own.  A
+function found in numba's cache is loaded without numba's full target set-up (its typing
+and lowering registries), which only a compile needs.
 
 Rules (docs/implementation.md, section 6): one implementation per function, readable as
 the kernel's loops over arrays; callers validate arguments before compiled code mutates
