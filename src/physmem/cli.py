@@ -24,6 +24,7 @@ Errors print one line on stderr and exit non-zero, never a traceback.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -31,8 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from .atomic import (
     check_output_dir,
@@ -54,6 +53,34 @@ from .machine import (
     machine_to_toml,
 )
 from .workloads import MAX_OPS
+
+
+# rich is imported by the commands that print tables, not at start-up: `physmem replay`
+# never needs it (~30 ms of CPU a process; issue 13, bench/RESULTS.md).
+def Console(**kw: Any) -> Any:
+    """rich's Console, imported on first use."""
+    from rich.console import Console
+    return Console(**kw)
+
+
+def Table(**kw: Any) -> Any:
+    """rich's Table, imported on first use."""
+    from rich.table import Table
+    return Table(**kw)
+
+
+# A trace file this long has ~20,000 lines or more (JIT_TIER_OPS lines of 64 bytes; the bench
+# traces' average 27): `replay --jit auto` compiles from the first call instead of running
+# the plain tier first (0.19 s of CPU less on the 100 k-op bench trace; bench/RESULTS.md).
+_LONG_TRACE = JIT_TIER_OPS * 64
+
+
+def _long_trace(path: str) -> bool:
+    """Whether ``path`` is a regular file of at least _LONG_TRACE bytes."""
+    try:
+        return path != "-" and os.path.isfile(path) and os.path.getsize(path) >= _LONG_TRACE
+    except OSError:
+        return False
 
 
 def _fail(message: str) -> None:
@@ -257,8 +284,9 @@ def sysctl(oid: str, machine: str, tunables: tuple[str, ...]) -> None:
 @click.option("--jit", type=click.Choice(["auto", "on", "off"]), default="auto",
               show_default=True,
               help="Compile vm_phys's hot paths with numba. Its import and cache load cost "
-              "~0.5 s once, repaid after ~50,000 operations: 'auto' compiles after "
-              f"{JIT_TIER_OPS:,} operations (PHYSMEM_JIT_TIER=N: after N).")
+              "~0.2 s once, repaid after ~20,000 operations: 'auto' compiles after "
+              f"{JIT_TIER_OPS:,} operations (PHYSMEM_JIT_TIER=N: after N), or from the "
+              f"start for a file of {_LONG_TRACE >> 20} MiB or more.")
 @force_opt
 @_errors
 def replay(trace: str, check: bool, load_from: str | None, save_to: str | None,
@@ -270,6 +298,8 @@ def replay(trace: str, check: bool, load_from: str | None, save_to: str | None,
     if save_to is not None:         # (an empty --save is refused, not ignored)
         check_output_file(save_to, force, is_snapshot_file, "snapshot")
     mode = {"on": True, "off": False}.get(jit, jit_mode())
+    if jit == "auto" and "PHYSMEM_JIT_TIER" not in os.environ and _long_trace(trace):
+        mode = True         # it would pass the tier anyway: compiled from the first call
     r = Replayer(check=check, kernel_factory=lambda arch: Kernel(arch, jit=mode))
     if load_from:
         r.kernel = snapshot.load(load_from)

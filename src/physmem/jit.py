@@ -11,6 +11,15 @@ A compiled function may call other :class:`Lazy` functions: numba types such a c
 the callee's dispatcher (registered with ``typeof`` when numba is imported), and caches
 the caller as usual.
 
+Start-up (issue 13; docs/implementation.md, section 3, "Start-up"): functions made by
+:func:`njit_typed` are compiled for one signature each (numba would otherwise compile a
+version per literal argument a compiled caller passes), without the C-callable wrapper
+nothing uses and without numba's reference counting (they allocate nothing); a function
+that only compiled code calls (``Lazy.python`` unset) is typed in its callers by a
+dispatcher without the CPython wrapper either, cached under a name of its own.  A
+function found in numba's cache is loaded without numba's full target set-up (its typing
+and lowering registries), which only a compile needs.
+
 Rules (docs/implementation.md, section 6): one implementation per function, readable as
 the kernel's loops over arrays; callers validate arguments before compiled code mutates
 state; everything runs with ``NUMBA_DISABLE_JIT=1``.
@@ -58,7 +67,7 @@ def _numba() -> Any:
         # A Lazy called from compiled code is its dispatcher: numba types the call (and
         # compiles the callee) from it.  The caller keeps its module's globals, so numba
         # can cache it.
-        return numba.typeof(val.compiled())
+        return numba.typeof(val.inner())
 
     return numba
 
@@ -66,12 +75,17 @@ def _numba() -> Any:
 class Lazy:
     """A function compiled by numba on its first call (see the module docstring)."""
 
-    def __init__(self, fn: Callable) -> None:
+    def __init__(self, fn: Callable, sig: str | None = None) -> None:
         self.fn = fn
+        self.sig = sig              # numba's argument types, "(int64[::1], int64, ...)"
         self.__name__ = fn.__name__
         self.__doc__ = fn.__doc__
         self._compiled: Callable | None = None
+        self._inner: Callable | None = None
         self._py: Callable | None = None
+        # Whether Python calls it too (not only compiled callers): then one dispatcher,
+        # with the CPython wrapper, serves both (two would be two compiles).
+        self.python = False
 
     def __call__(self, *args: Any) -> Any:
         f = self._compiled
@@ -88,15 +102,28 @@ class Lazy:
         return self._py
 
     def compiled(self) -> Callable:
-        """The function to call: numba's dispatcher (compiling it now if needed), or the
-        plain function when the JIT is off."""
+        """The function to call from Python: numba's dispatcher (compiled or loaded from
+        numba's cache now if needed), or the plain function when the JIT is off."""
         f = self._compiled
         if f is not None:
             return f
         with _lock:
             if self._compiled is None:
-                self._compiled = self._compile() if enabled() else self.py
+                self._compiled = self._compile(False) if enabled() else self.py
             return self._compiled
+
+    def inner(self) -> Callable:
+        """The dispatcher that compiled callers call (numba imported): for a typed
+        function that Python does not call, one without the CPython wrapper, which only
+        Python's calls need."""
+        f = self._inner
+        if f is not None:
+            return f
+        with _lock:
+            if self._inner is None:
+                self._inner = self._compile(True) if self.sig and not self.python and \
+                    enabled() else self.compiled()
+            return self._inner
 
     def _with_callees(self, pick: Callable[[Lazy], Callable]) -> Callable:
         """``fn`` with ``pick(callee)`` in its globals for each Lazy it calls (plain Python
@@ -109,21 +136,72 @@ class Lazy:
             return fn
         g = dict(g)
         g.update(callees)
-        new = types.FunctionType(fn.__code__, g, fn.__name__, fn.__defaults__,
-                                 fn.__closure__)
-        new.__module__ = fn.__module__
-        new.__qualname__ = fn.__qualname__
-        new.__doc__ = fn.__doc__
-        return new
+        return _copy(fn, g, fn.__qualname__)
 
-    def _compile(self) -> Callable:
+    def _compile(self, inner: bool) -> Callable:
+        """numba's dispatcher of ``fn`` (of a copy named ``<name>__inner`` for ``inner``,
+        so that the two versions' cache files differ), compiled or loaded now when typed."""
         numba = _numba()
+        fn = self.fn
+        if not self.sig:
+            try:
+                return numba.njit(cache=True)(fn)
+            except (OSError, RuntimeError):   # no usable cache directory: compile each time
+                return numba.njit(fn)
+        opts: dict[str, Any] = {"no_cfunc_wrapper": True, "_nrt": False}
+        if inner:
+            # Same code and module globals (numba caches only functions whose globals are
+            # their module's), another name for the cache's index.
+            fn = _copy(fn, fn.__globals__, fn.__qualname__ + "__inner")
+            opts["no_cpython_wrapper"] = True
         try:
-            return numba.njit(cache=True)(self.fn)
-        except (OSError, RuntimeError):   # no usable cache directory: compile each time
-            return numba.njit(self.fn)
+            d = numba.njit(cache=True, **opts)(fn)
+            _fast_cache_load(d)
+        except (OSError, RuntimeError):       # no usable cache directory: compile each time
+            d = numba.njit(**opts)(fn)
+        d.compile(self.sig)
+        d.disable_compile()                   # as numba.njit(sig): this signature only
+        return d
+
+
+def _copy(fn: Callable, g: dict, qualname: str) -> Callable:
+    """A function with ``fn``'s code, globals ``g`` and ``qualname``."""
+    new = types.FunctionType(fn.__code__, g, fn.__name__, fn.__defaults__, fn.__closure__)
+    new.__module__ = fn.__module__
+    new.__qualname__ = qualname
+    new.__doc__ = fn.__doc__
+    return new
+
+
+def _fast_cache_load(d: Any) -> None:
+    """Load dispatcher ``d``'s cached machine code without numba's ``refresh()`` of its
+    target: that installs the typing and lowering registries of all numba's builtins
+    (~0.1 s and ~70 modules a process) and its reference-counting runtime, which a
+    compile needs (numba's compiler refreshes itself) but loading a function compiled
+    without NRT does not.  A numba without the private hook keeps its own way."""
+    cache = d._cache
+    load = getattr(cache, "_load_overload", None)
+    guard = getattr(cache, "_guard_against_spurious_io_errors", None)
+    if load is None or guard is None:
+        return
+
+    def load_overload(sig: Any, target_context: Any) -> Any:
+        with guard():
+            return load(sig, target_context)
+    cache.load_overload = load_overload
 
 
 def njit(fn: Callable) -> Lazy:
     """Decorator: ``fn`` compiled lazily on its first call (see :class:`Lazy`)."""
     return Lazy(fn)
+
+
+def njit_typed(**arrays: str) -> Callable[[Callable], Lazy]:
+    """A decorator like :func:`njit` for functions compiled for one signature: each
+    argument named in ``arrays`` has that numba type (``"int64[::1]"``), every other one
+    is an ``int64``."""
+    def decorate(fn: Callable) -> Lazy:
+        code = fn.__code__
+        names = code.co_varnames[:code.co_argcount]
+        return Lazy(fn, "(" + ", ".join(arrays.get(n, "int64") for n in names) + ",)")
+    return decorate

@@ -264,3 +264,64 @@ def test_the_largest_compiled_call_keeps_the_extent_mirror_in_step():
     k.free_contig(big, 4096 * 4)
     mirror.check()
     k.check()
+
+
+_SECOND = r'''
+import sys
+import physmem.cli
+k = physmem.boot("firecracker-1g", lazy=True, jit=True)
+k.free_pages(k.alloc_pages(0, "default", 0), 0)
+from physmem.freebsd import vm_phys
+d = vm_phys.kernel_alloc_pages.compiled()
+print(sum(d.stats.cache_hits.values()), sum(d.stats.cache_misses.values()),
+      "numba.np.linalg" in sys.modules, "rich" in sys.modules)
+'''
+
+
+@pytest.mark.skipif(not jit.enabled(), reason="numba is not installed or the JIT is off")
+def test_a_second_process_loads_the_cache_without_numbas_compiler_setup(tmp_path):
+    # The first process compiles into an empty cache; the second loads the fused path
+    # without installing numba's typing and lowering registries (which only a compile
+    # needs, ~0.1 s a process), and the command line's import leaves rich out.
+    env = {**{k: v for k, v in os.environ.items()
+              if k not in ("PHYSMEM_JIT", "NUMBA_DISABLE_JIT", "PHYSMEM_JIT_TIER")},
+           "NUMBA_CACHE_DIR": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", _SECOND], capture_output=True, text=True,
+                           env=env, check=True, timeout=300).stdout.split()
+            for _ in range(2)]
+    assert runs[0][:2] == ["0", "1"]             # compiled: a miss
+    assert runs[1] == ["1", "0", "False", "False"]
+
+
+def test_one_signature_per_compiled_function():
+    # Each queue-core function is compiled for one signature (arrays by name, every other
+    # argument an int64), so that a compiled caller's literal arguments do not compile
+    # versions of their own.
+    from physmem.freebsd import vm_phys
+    f = vm_phys.kernel_free_pages
+    assert f.sig == "(int64[::1], uint16[::1], int64, int64, int64,)"
+    assert vm_phys.vm_freelist_add.python and not vm_phys._log.python
+
+
+@pytest.mark.skipif(not _NUMBA, reason="numba is not installed")
+def test_replay_auto_compiles_a_long_trace_file_from_the_start(tmp_path):
+    # `--jit auto` on a file of 1 MiB or more (~20,000 lines or more): compiled from the
+    # first call.  Here 12,000 operations, each with a comment that makes the file long:
+    # the tier alone (20,000 calls) would never import numba.  Same output as plain.
+    import gzip
+    lines = gzip.decompress((ROOT / "bench/data/bench_fc1g_lazy_100k.trace.gz").read_bytes()
+                            ).decode().splitlines()[:12000]
+    text = "".join(f"{ln}  # {'padding ' * 12}\n" if ln and not ln.startswith("#") else
+                   ln + "\n" for ln in lines)
+    assert len(text) >= 20_000 * 64
+    trace = tmp_path / "long.trace"
+    trace.write_text(text)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PHYSMEM_JIT", "NUMBA_DISABLE_JIT", "PHYSMEM_JIT_TIER")}
+    outs = []
+    for mode in ("auto", "off"):
+        r = subprocess.run([sys.executable, "-c", _CLI_REPLAY, "replay", "--jit", mode,
+                            str(trace)], capture_output=True, text=True, env=env, timeout=600)
+        outs.append(r.stdout)
+        assert r.stderr.strip().splitlines()[-1] == str(mode == "auto")
+    assert outs[0] == outs[1] and outs[0].count("\n") > 10_000

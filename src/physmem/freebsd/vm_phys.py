@@ -75,7 +75,7 @@ import numpy as np
 
 from ..bits import PAGE_SHIFT, fls, powerof2, roundup2
 from ..errors import InvariantError, UninitializedPageError
-from ..jit import Lazy, njit
+from ..jit import Lazy, njit_typed
 from ..jit import enabled as jit_enabled
 from ..pagearray import POOL_MASK, SEGIND_SHIFT, PageArray, make_word, zeros
 from ..vmparam import VmParam
@@ -162,6 +162,10 @@ C_NFO, C_NFP, C_LAZY, C_QPD, C_NQ, C_LC, C_SG, C_SMB, C_B, C_NSEG, C_DEFAULT = r
 # and the page structures the queue core initialised (PageArray.ninit adds them).
 C_POPS, C_NINIT = 14, 15
 SEGW = 4            # a segment's words: spfn, epfn, fq, domain
+
+# The queue core's functions are compiled for one signature each: these arrays, every other
+# argument an int64 (numba would compile a version per literal a caller passes).
+njit = njit_typed(st="int64[::1]", words="uint16[::1]", out="int64[::1]")
 
 
 @njit
@@ -875,6 +879,8 @@ class _Core(NamedTuple):
 _CORE = (vm_freelist_add, vm_freelist_rem, vm_phys_split_pages, enq_blocks, enq_chunks,
          alloc_freelist_own, alloc_npages_own, vm_phys_free_pages, node_insert, run_pop,
          find_queues_contig, log_net)
+for _f in _CORE:       # VmPhys's methods call these from Python too (physmem.jit: one dispatcher)
+    _f.python = True
 
 
 # Kernel's fast paths: VmPhys attribute -> function.
