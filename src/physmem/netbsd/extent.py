@@ -406,13 +406,16 @@ class Extent:
     def _free(self, start: int, size: int, flags: int) -> int:
         """extent_free() on checked arguments (the extent mirror calls this)."""
         end = start + size - 1
-        coalesce = not self.flags & EXF_NOCOALESCE
-        nrp = None
-        if coalesce:
-            # The kernel takes the descriptor a split would need before looking.
-            nrp = self._get_descriptor(flags) if self.fixed else True
-            if nrp is None:
-                return ENOMEM
+        if self.pooled:
+            coalesce = nrp = True
+        else:
+            coalesce = not self.flags & EXF_NOCOALESCE
+            nrp = None
+            if coalesce:
+                # The kernel takes the descriptor a split would need before looking.
+                nrp = self._get_descriptor(flags) if self.fixed else True
+                if nrp is None:
+                    return ENOMEM
         # The one region that holds the whole range.
         regs = self.regions
         if self.ordered:
@@ -425,11 +428,11 @@ class Extent:
                     i = -1
         else:
             i = self._find_free_region(start, end, coalesce)
+            r = regs[i] if i >= 0 else None
         if i < 0:
             if nrp is not None:
                 self._release(nrp)
             raise ExtentPanic(f"extent_free: start {start:#x}, end {end:#x}: region not found")
-        r = regs[i]
         # (descriptors are counted only with fixed storage: _release is a no-op without)
         if start == r.start:
             if end == r.end:            # all of it
