@@ -186,3 +186,37 @@ def test_flags_parse():
 def test_bad_extent_trace_lines(line):
     got, n = replay(f"extent_create a 0 0xffff 0\n{line}\n")
     assert n == 1 and got.splitlines()[1].startswith("error: ")
+
+
+def test_pool_and_fixed_storage_keep_the_same_regions_on_random_calls():
+    """The short paths for an extent with pool descriptors (an append in extent_alloc_region,
+    extent_free without descriptor steps) leave the regions that the full paths, taken with
+    fixed storage, leave: the same return values and the same extent_print after every call
+    of a random mix of region allocations and frees at, inside and around the regions."""
+    import random
+
+    rnd = random.Random(13)
+    pool = Extent("x", 0, 0xffff)
+    fixed = Extent("x", 0, 0xffff, descriptors=10_000)
+    starts = []
+    for _ in range(3000):
+        if starts and rnd.random() < 0.5:
+            s, n = rnd.choice(starts)
+            s += rnd.randrange(0, n) & ~0xf
+            n = rnd.choice((0x10, n, rnd.randrange(1, 0x200)))
+            got = []
+            for e in (pool, fixed):
+                try:
+                    got.append(e.free(s, n))
+                except ExtentPanic:
+                    got.append("panic")
+        else:
+            s = rnd.randrange(0, 0x10000 - 0x400) & ~0xf
+            n = rnd.choice((0x10, 0x20, 0x100, rnd.randrange(1, 0x400)))
+            got = [e.alloc_region(s, n) for e in (pool, fixed)]
+            starts.append((s, n))
+        assert got[0] == got[1]
+        assert pool.print().splitlines()[1:] == fixed.print().splitlines()[1:]
+        pool.check()
+        fixed.check()
+    assert len(pool.regions) > 10

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 
-from ..bits import PAGE_SHIFT
+from ..bits import PAGE_SHIFT, PAGE_SIZE
 from ..errors import InvariantError
 from ..freebsd.vm_phys import LOG_RUN, RUN_SHIFT, VmPhys
 from .extent import EAGAIN, EX_FAST, Extent
@@ -85,25 +85,27 @@ class FreePageExtent:
         nv, log_md, generic = phys.nv, phys._log_md, VmPhys._flush
 
         run_at = [nv[md + 3] + LOG_RUN for md in log_md]
-        mask = (1 << (RUN_SHIFT - 1)) - 1
+        mask = ((1 << (RUN_SHIFT - 1)) - 1) << PAGE_SHIFT
+        shift, lshift, pmask = RUN_SHIFT - PAGE_SHIFT, PAGE_SHIFT - 1, -PAGE_SIZE
 
         def flush(domain: int) -> None:
             # VmPhys._flush while the mirror observes alone: when a fast path's log held
             # one run (one queue change, or a call's changes netted to one), the compiled
             # call left it in one word and emptied the log (_logged); it is applied here
-            # without the list or a call per observer (~0.1 µs of a Kernel call).
+            # without the list or a call per observer (~0.1 µs of a Kernel call).  The
+            # word, m << RUN_SHIFT | npages << 1 | joined, is decoded straight to bytes.
             ra = run_at[domain]
             w = nv[ra]
             if not w:
                 generic(phys, domain)
                 return
             nv[ra] = 0
-            start = (w >> RUN_SHIFT) << PAGE_SHIFT
-            size = ((w >> 1) & mask) << PAGE_SHIFT
+            start = (w >> shift) & pmask
+            size = (w << lshift) & mask
             if locked:
                 apply(w & 1, start, size)
                 return
-            rc = free(start, size, 0) if w & 1 else alloc(start, size, 0)
+            rc = (free if w & 1 else alloc)(start, size, 0)
             if rc:
                 fail(w & 1, start, rc)
 
