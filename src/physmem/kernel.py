@@ -529,8 +529,10 @@ class Kernel:
             ka = phys.kalloc
             flind = phys.flind_of[f]
             if ka is not None and flind >= 0:
-                # The compiled fast path of alloc_pages on this free list (-1: nothing
-                # changed, the whole path).
+                # The compiled fast path of alloc_pages on this free list: it is the
+                # whole of vm_phys_alloc_freelist_pages (own pool, then the steal), so -1
+                # (nothing changed) is the kernel's NULL; -2 (the JIT's plain tier): the
+                # Python path.
                 m = ka(phys._st, phys.kwords, phys.qindex(d, flind, 0, 0), p, order,
                        phys.default_freepool, 1 if phys.on_add or phys.on_rem else 0)
                 if m >= 0:
@@ -539,6 +541,8 @@ class Kernel:
                         m -= LOGGED
                     self.free_counts[d] -= 1 << order
                     return m << PAGE_SHIFT
+                if m == -1:
+                    return None
             m = phys.alloc_freelist_pages(d, f, p, order)
             if m is None:
                 return None
