@@ -32,8 +32,10 @@ sys.path.insert(0, str(Path(ARGS[0]) / "src" if ARGS else HERE.parent / "src"))
 import physmem.kernel as K  # noqa: E402
 from physmem.trace import Replayer  # noqa: E402
 
+# (the replay's alloc_npages calls alloc_npages_pfns where the Kernel has it, else the runs)
 HOT = ("alloc_pages", "alloc_freelist_pages", "alloc_contig", "free_pages", "free_contig",
-       "alloc_npages_runs", "free_count", "find_range", "unfree_page", "sysctl")
+       "alloc_npages_pfns" if hasattr(K.Kernel, "alloc_npages_pfns") else "alloc_npages_runs",
+       "free_count", "find_range", "unfree_page", "sysctl")
 OPS = ("free_pages", "free_contig", "alloc_pages", "alloc_npages", "alloc_contig",
        "alloc_freelist_pages")
 

@@ -112,6 +112,18 @@ class Lazy:
                 self._compiled = self._compile(False) if enabled() else self.py
             return self._compiled
 
+    def entry(self) -> Callable:
+        """:meth:`compiled`, and for a function compiled for one signature its machine
+        code's CPython entry point itself: the dispatcher's matching of the arguments'
+        types is skipped (~0.15 us a call; bench/RESULTS.md, issue 13, wt13x).  For hot
+        callers only, which pass exactly the signature's types (physmem's own arrays,
+        ints): the entry point converts each argument to its type without checking it."""
+        f = self.compiled()
+        overloads = getattr(f, "overloads", None)
+        if self.sig and overloads is not None and len(overloads) == 1:
+            return next(iter(overloads.values())).entry_point
+        return f
+
     def inner(self) -> Callable:
         """The dispatcher that compiled callers call (numba imported): for a typed
         function that Python does not call, one without the CPython wrapper, which only

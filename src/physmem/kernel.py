@@ -529,8 +529,10 @@ class Kernel:
             ka = phys.kalloc
             flind = phys.flind_of[f]
             if ka is not None and flind >= 0:
-                # The compiled fast path of alloc_pages on this free list (-1: nothing
-                # changed, the whole path).
+                # The compiled fast path of alloc_pages on this free list: it is the
+                # whole of vm_phys_alloc_freelist_pages (own pool, then the steal), so -1
+                # (nothing changed) is the kernel's NULL; -2 (the JIT's plain tier): the
+                # Python path.
                 m = ka(phys._st, phys.kwords, phys.qindex(d, flind, 0, 0), p, order,
                        phys.default_freepool, 1 if phys.on_add or phys.on_rem else 0)
                 if m >= 0:
@@ -539,6 +541,8 @@ class Kernel:
                         m -= LOGGED
                     self.free_counts[d] -= 1 << order
                     return m << PAGE_SHIFT
+                if m == -1:
+                    return None
             m = phys.alloc_freelist_pages(d, f, p, order)
             if m is None:
                 return None
@@ -557,6 +561,12 @@ class Kernel:
     def alloc_npages_runs(self, domain: int, pool: str, npages: int) -> list[tuple[int, int]]:
         """:meth:`alloc_npages` as runs: (address, pages) of what was taken from each free
         block, in the kernel's order (the pages of each run are consecutive)."""
+        it = iter(self.alloc_npages_pfns(domain, pool, npages))
+        return [(m << PAGE_SHIFT, n) for m, n in zip(it, it, strict=True)]
+
+    def alloc_npages_pfns(self, domain: int, pool: str, npages: int) -> list[int]:
+        """:meth:`alloc_npages_runs` as one flat list of page frame numbers and counts,
+        ``[m0, n0, m1, n1, ...]``: no tuple per run (the replay prints from it)."""
         p = self._pools.get(pool) if type(pool) is str else None
         # NOTE: the checks all pass in one expression first (the common case), for speed.
         if not (self.booted and type(domain) is int and 0 <= domain < self._ndomains and
@@ -588,8 +598,7 @@ class Kernel:
                         phys._flush(d)
                     self.free_counts[d] -= got
                     # (out: the count of runs, then each run's page and length)
-                    it = iter(phys._outs[d][1:1 + 2 * int(out[0])].tolist())
-                    return [(m << PAGE_SHIFT, n) for m, n in zip(it, it, strict=True)]
+                    return phys._outs[d][1:1 + 2 * int(out[0])].tolist()
             got = phys.alloc_npages_runs(d, p, npages, runs)
             pages = phys.pages
             mv, base = pages.mv, pages.base_pfn
@@ -602,7 +611,7 @@ class Kernel:
             self.free_counts[d] -= got
         finally:
             lock.release()
-        return [(m << PAGE_SHIFT, n) for m, n in runs]
+        return [x for run in runs for x in run]
 
     def alloc_contig(self, domain: int, npages: int, low: int = 0, high: int = (1 << 64) - 1,
                      alignment: int = PAGE_SIZE, boundary: int = 0) -> int | None:

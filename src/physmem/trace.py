@@ -106,7 +106,8 @@ NUM_CACHE = 1 << 17
 # alloc_npages prints up to 4096 addresses a line: those of the pages of a 16 MiB chunk
 # are formatted once and kept as one text (HEX_CHUNKS chunks at most, ~12 MiB: 4 GiB).
 HEX_SHIFT = 24
-HEX_MASK = (1 << (HEX_SHIFT - 12)) - 1
+HEX_PFN_SHIFT = HEX_SHIFT - 12
+HEX_MASK = (1 << HEX_PFN_SHIFT) - 1
 HEX_CHUNKS = 256
 # The last six hexadecimal digits of the addresses of the pages of a 16 MiB chunk.
 _LOW_DIGITS = [f"{j:03x}000" for j in range(1 << (HEX_SHIFT - 12))]
@@ -469,7 +470,7 @@ class Replayer:
                 o = u64(tok[4], "order")
             return printed(alloc_freelist_pages(d, tok[2], tok[3], o))
 
-        alloc_npages_runs = k.alloc_npages_runs
+        alloc_npages_pfns = k.alloc_npages_pfns
         hexes = self._hex
         hex_chunk = self._hex_chunk
 
@@ -485,15 +486,17 @@ class Replayer:
             # The runs are printed as they come: no list of every page in between.  Each
             # run lies in one 16 MiB chunk (a buddy block), whose pages' words are made
             # once as one text: a run is one slice of it, however many pages it has.
+            # (the runs as page frame numbers and counts, flat: no tuple per run)
             out = [""]
             total = 0
-            for pa, c in alloc_npages_runs(d, tok[2], n):
+            it = iter(alloc_npages_pfns(d, tok[2], n))
+            for m, c in zip(it, it, strict=True):
                 total += c
-                h = hexes.get(pa >> HEX_SHIFT)
+                h = hexes.get(m >> HEX_PFN_SHIFT)
                 if h is None:
-                    h = hex_chunk(pa >> HEX_SHIFT)
+                    h = hex_chunk(m >> HEX_PFN_SHIFT)
                 text, w = h
-                j = (pa >> 12) & HEX_MASK
+                j = m & HEX_MASK
                 if w.__class__ is int:          # (NOTE: cheaper than type(w) or isinstance)
                     out.append(text[j * w:(j + c) * w])
                 else:

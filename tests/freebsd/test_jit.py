@@ -325,3 +325,27 @@ def test_replay_auto_compiles_a_long_trace_file_from_the_start(tmp_path):
         outs.append(r.stdout)
         assert r.stderr.strip().splitlines()[-1] == str(mode == "auto")
     assert outs[0] == outs[1] and outs[0].count("\n") > 10_000
+
+
+@pytest.mark.skipif(not jit.enabled(), reason="numba is not installed or the JIT is off")
+def test_a_free_list_runs_dry_the_same_plain_tiered_and_compiled():
+    # alloc_freelist_pages: the compiled call searches the whole free list, so its "none"
+    # is the answer (NULL); the plain tier's "not now" must still take the Python path.
+    # Each kernel takes lowmem blocks until NULL: the same blocks, the same NULL, the same
+    # state, with the tier crossed half-way.
+    kernels = [physmem.boot("firecracker-1g", lazy=True, jit=mode) for mode in (False, 40, True)]
+    got = []
+    for k in kernels:
+        held = []
+        while True:
+            pa = k.alloc_freelist_pages(0, "lowmem", "default", 0)
+            if pa is None:
+                break
+            held.append(pa)
+        before = k.digest()
+        assert k.alloc_freelist_pages(0, "lowmem", "default", 0) is None
+        assert k.digest() == before             # a NULL changes nothing
+        k.check()
+        got.append((held, before))
+    assert len(got[0][0]) > 40 and got[0] == got[1] == got[2]
+    assert kernels[1].phys.jitted

@@ -122,6 +122,16 @@ def test_alloc_npages_runs_are_the_same_pages_as_runs_of_the_kernel_array():
     assert a.digest() == b.digest()
     with pytest.raises(E.ArgumentError):
         a.alloc_npages_runs(0, "default", 0)
+    # The same runs as one flat list of pfns and counts (what the replay prints from);
+    # its bad arguments are refused the same way, with nothing taken.
+    c = small()
+    assert c.alloc_npages_pfns(0, "default", 19) == [5, 1, 24, 1, 6, 2, 8, 8, 16, 7]
+    assert c.digest() == a.digest()
+    for args, error in (((0, "default", 0), E.ArgumentError), ((0, "nope", 1), E.PoolError),
+                        ((3, "default", 1), E.DomainError)):
+        with pytest.raises(error):
+            c.alloc_npages_pfns(*args)
+    assert c.digest() == a.digest()
 
 
 def test_alloc_contig_tests_block_heads_and_puts_the_excess_at_the_queue_heads():

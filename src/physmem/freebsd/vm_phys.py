@@ -893,7 +893,7 @@ class _CompiledCore:
     """:class:`_Core`'s functions compiled, each on its first use (then an attribute)."""
 
     def __getattr__(self, name: str) -> Callable:
-        f = _CORE[_Core._fields.index(name)].compiled()
+        f = _CORE[_Core._fields.index(name)].entry()
         setattr(self, name, f)
         return f
 
@@ -1071,8 +1071,10 @@ class VmPhys:
             return
         self._tier_left = after
         for name, _fn in _FUSED:
-            # -2 is alloc_contig's "nothing changed", -1 the others'.
-            setattr(self, name, self._countdown(-2 if name == "kcontig" else -1))
+            # -2 is alloc_contig's "nothing changed", -1 the others'; alloc_pages' -1
+            # also means "none on this free list" (Kernel.alloc_freelist_pages answers
+            # NULL), so the plain tier declines it with -2.
+            setattr(self, name, self._countdown(-2 if name in ("kcontig", "kalloc") else -1))
 
     def _countdown(self, decline: int) -> Callable:
         def countdown(*args):
@@ -1104,7 +1106,7 @@ class VmPhys:
     def _first(self, name: str, fn: Lazy) -> Callable:
         """A fast path's first call: compile it, make it the attribute, call it."""
         def first(*args):
-            f = fn.compiled()
+            f = fn.entry()
             setattr(self, name, f)
             return f(*args)
         return first
