@@ -70,9 +70,9 @@ U64_MAX = (1 << 64) - 1
 # ptoa(npages) must not overflow 64 bits.
 MAX_RUN_PAGES = 1 << 52
 # Kernel(jit=...)'s default: fast-path calls run as plain Python before the queue core is
-# compiled.  numba's start-up (~0.45 s) equals ~50,000 plain operations' extra cost
-# (bench/RESULTS.md, issue 13 third round); 20,000 keeps short runs (the demo, oracle
-# traces, tests) free of it and costs a long run ~0.2 s.
+# compiled.  numba's start-up with a warm cache (~0.2-0.3 s since issue 13's start-up
+# round; ~0.45 s before) is about what 20,000 plain operations lose: short runs (the demo,
+# oracle traces, tests) never pay it, and a long run loses ~0.2 s.
 JIT_TIER_OPS = 20_000
 # Blocks the drain thread initialises per batch, between which it yields.
 DRAIN_BATCH = 8
@@ -137,8 +137,8 @@ class Kernel:
         """``jit``: vm_phys's queue core after boot runs compiled by numba (True), as plain
         Python (False), or plain for that many fast-path calls and compiled from then on
         (an int; None: ``PHYSMEM_JIT_TIER`` from the environment, else JIT_TIER_OPS):
-        numba's import costs ~0.5 s and ~100 MiB once per process, repaid after some
-        50,000 operations.  ``PHYSMEM_JIT=0`` turns it off everywhere."""
+        numba's import and cache load cost ~0.2-0.3 s and ~110 MiB once per process,
+        repaid after some 20,000 operations.  ``PHYSMEM_JIT=0`` turns it off everywhere."""
         if not isinstance(arch, (str, VmParam)):
             raise ArchError(f"arch must be a name (amd64, arm64, riscv), not "
                             f"{type(arch).__name__}")
