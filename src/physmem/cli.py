@@ -286,7 +286,8 @@ def sysctl(oid: str, machine: str, tunables: tuple[str, ...]) -> None:
               help="Compile vm_phys's hot paths with numba. Its import and cache load cost "
               "~0.2 s once, repaid after ~20,000 operations: 'auto' compiles after "
               f"{JIT_TIER_OPS:,} operations (PHYSMEM_JIT_TIER=N: after N), or from the "
-              f"start for a file of {_LONG_TRACE >> 20} MiB or more.")
+              f"start for a file of {_LONG_TRACE:,} bytes "
+              f"({_LONG_TRACE / (1 << 20):.2f} MiB) or more.")
 @force_opt
 @_errors
 def replay(trace: str, check: bool, load_from: str | None, save_to: str | None,

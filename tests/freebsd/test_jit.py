@@ -305,7 +305,7 @@ def test_one_signature_per_compiled_function():
 
 @pytest.mark.skipif(not _NUMBA, reason="numba is not installed")
 def test_replay_auto_compiles_a_long_trace_file_from_the_start(tmp_path):
-    # `--jit auto` on a file of 1 MiB or more (~20,000 lines or more): compiled from the
+    # `--jit auto` on a file of 1,280,000 bytes or more (~20,000 lines or more): compiled from the
     # first call.  Here 12,000 operations, each with a comment that makes the file long:
     # the tier alone (20,000 calls) would never import numba.  Same output as plain.
     import gzip
