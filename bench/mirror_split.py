@@ -4,16 +4,13 @@
     python bench/mirror_split.py [TREE]          # default: this tree
 
 On bench/run.py's fragmented 1 GiB machine, states A (2 orders split and merged) and B
-(neither), CPU time per pair (min over 31 batches of 2000), the hand-off taken apart by
-replacing the mirror's flush with variants of it:
+(neither), CPU time per pair (min over 31 batches of 2000), the hand-off taken apart:
 
 - ``plain``: no observer (the compiled calls log nothing);
-- ``handoff``: the compiled calls log and net, the Kernel calls a flush that only reads and
-  clears the one-run word (the generic VmPhys._flush for anything else);
-- ``decode``: that flush also decodes the word and calls a no-op in place of the extent
-  operation;
-- ``decode_ext``: the same calling the extent's ``_free`` / ``_alloc_region``;
-- ``mirror``: the mirror's own flush;
+- ``handoff``: no-op observers attached: the compiled calls count their queue changes and
+  the Kernel hands each call's block to an observer that does nothing (in a tree before
+  the direct hand-off: the calls log and net, and VmPhys._flush hands the runs over);
+- ``mirror``: the extent mirror attached;
 
 and ``extent_ops``: the pair's two extent operations alone (``_alloc_region`` then
 ``_free`` of the page the pair takes, on the mirror's extent).  Run it on two trees
@@ -32,9 +29,6 @@ sys.path.insert(0, tree + "/src")
 spec = importlib.util.spec_from_file_location("br", tree + "/bench/run.py")
 br = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(br)
-
-from physmem.bits import PAGE_SHIFT  # noqa: E402
-from physmem.freebsd.vm_phys import LOG_RUN, RUN_SHIFT, VmPhys  # noqa: E402
 
 pt = time.process_time
 N = 2000
@@ -58,36 +52,8 @@ def pairs(k):
     return body
 
 
-def variant_flush(k, m, variant: str) -> None:
-    """Detach the mirror and hand the log to a variant of its flush."""
-    phys = k.phys
-    nv = phys.nv
-    m.detach()
-    free, alloc = m.ex._free, m.ex._alloc_region
-    if variant == "decode":
-        def free(s, z, f):
-            return 0
-        alloc = free
-    ra = [nv[md + 3] + LOG_RUN for md in phys._log_md]
-    mask = (1 << (RUN_SHIFT - 1)) - 1
-
-    def flush(d):
-        r = ra[d]
-        w = nv[r]
-        if not w:
-            VmPhys._flush(phys, d)
-            return
-        nv[r] = 0
-        if variant == "handoff":
-            return
-        start = (w >> RUN_SHIFT) << PAGE_SHIFT
-        size = ((w >> 1) & mask) << PAGE_SHIFT
-        if (free if w & 1 else alloc)(start, size, 0):
-            raise RuntimeError("extent operation failed")
-
-    add, rem = (m._observers[0], m._observers[1]) if variant == "decode_ext" else \
-        (lambda a, b: None, lambda a, b: None)
-    phys.observe(add, rem, flush)
+def _noop(m: int, npages: int) -> None:
+    return None
 
 
 def main() -> None:
@@ -100,14 +66,13 @@ def main() -> None:
                 k.alloc_pages(0, "default", 0)
             return k
         out["plain"] = best_of(pairs(machine()))
-        for variant in ("handoff", "decode", "decode_ext", "mirror"):
-            k = machine()
-            m = k.attach_extent_mirror()
-            if variant != "mirror":
-                variant_flush(k, m, variant)
-            out[variant] = best_of(pairs(k))
-            if variant in ("decode_ext", "mirror"):
-                m.check()
+        k = machine()
+        k.phys.observe(_noop, _noop)
+        out["handoff"] = best_of(pairs(k))
+        k = machine()
+        m = k.attach_extent_mirror()
+        out["mirror"] = best_of(pairs(k))
+        m.check()
         pa = k.alloc_pages(0, "default", 0)
         k.free_pages(pa, 0)
         a, f = m.ex._alloc_region, m.ex._free

@@ -58,7 +58,7 @@ from .errors import (
 )
 from .freebsd import sysctl as _sysctl
 from .freebsd.vm_page import InitStats, Tunables, VmDomain, parse_blacklist, vm_page_startup
-from .freebsd.vm_phys import LOGGED, VmPhys
+from .freebsd.vm_phys import LOGGED, OBS_LOG, VmPhys
 from .machine import Machine, get_machine
 from .netbsd.mirror import FreePageExtent
 from .netbsd.pglist import PgList
@@ -484,12 +484,15 @@ class Kernel:
             if ka is not None:
                 # The compiled fast path: the first free list's own pool, the split and
                 # the ownership words in one call (-1: nothing changed, the whole path).
+                obs = phys.obs
                 m = ka(phys._st, phys.kwords, phys.search_bases[domain][0], p, order,
-                       phys.default_freepool, 1 if phys.on_add or phys.on_rem else 0)
+                       phys.default_freepool, obs)
                 if m >= 0:
                     if m >= LOGGED:
                         phys._flush(domain)
                         m -= LOGGED
+                    if obs:     # the call's net change: the block left the free set
+                        phys.net_rem(m, 1 << order)
                     self.free_counts[domain] -= 1 << order
                     return m << PAGE_SHIFT
             m = phys.alloc_pages(domain, p, order)
@@ -533,12 +536,15 @@ class Kernel:
                 # whole of vm_phys_alloc_freelist_pages (own pool, then the steal), so -1
                 # (nothing changed) is the kernel's NULL; -2 (the JIT's plain tier): the
                 # Python path.
+                obs = phys.obs
                 m = ka(phys._st, phys.kwords, phys.qindex(d, flind, 0, 0), p, order,
-                       phys.default_freepool, 1 if phys.on_add or phys.on_rem else 0)
+                       phys.default_freepool, obs)
                 if m >= 0:
                     if m >= LOGGED:
                         phys._flush(d)
                         m -= LOGGED
+                    if obs:
+                        phys.net_rem(m, 1 << order)
                     self.free_counts[d] -= 1 << order
                     return m << PAGE_SHIFT
                 if m == -1:
@@ -589,7 +595,7 @@ class Kernel:
             if ka is not None:
                 # The compiled fast path: the first free list's own pool, when it holds
                 # enough, and the ownership words (-1: nothing changed, the whole path).
-                obs = 1 if phys.on_add or phys.on_rem else 0
+                obs = phys.obs & OBS_LOG        # (the log: several runs)
                 out = phys._outv[d]
                 got = ka(phys._st, phys.kwords, phys.search_bases[d][0] + p * self._nfo,
                          npages, out, obs)
@@ -645,7 +651,7 @@ class Kernel:
                 # The compiled path (-2: nothing changed, Python's path decides).  The
                 # 64-bit masks as signed words, addresses clamped to 2**62 (above any
                 # page), as the queue core takes them.
-                obs = 1 if phys.on_add or phys.on_rem else 0
+                obs = phys.obs & OBS_LOG
                 m = kc(phys._st, phys.kwords, d, npages, low if low < 1 << 62 else 1 << 62,
                        high if high < 1 << 62 else 1 << 62, alignment - 1, -boundary,
                        phys.default_freepool, obs)
@@ -737,11 +743,11 @@ class Kernel:
         lock = phys.domain_locks[dom]
         lock.acquire()
         try:
-            obs = 1 if phys.on_add or phys.on_rem else 0
+            obs = phys.obs
             if order >= 0:
                 r = phys.kfree(phys._st, phys.kwords, m, order, obs)
-            else:
-                r = phys.kfreec(phys._st, phys.kwords, m, npages, obs)
+            else:       # (the log: its stages' net change is not the run)
+                r = phys.kfreec(phys._st, phys.kwords, m, npages, obs & OBS_LOG)
             if r < 0:
                 return False
             if r & 4:
@@ -751,6 +757,8 @@ class Kernel:
                 phys.free_pages(m, order)
             elif stage:
                 phys.free_contig_finish(m, npages, stage)
+            elif obs and order >= 0:        # the net change: the block joined it
+                phys.net_add(m, npages)
             self.free_counts[dom] += npages
             return True
         finally:

@@ -135,7 +135,8 @@ def vm_addr_ok(pa: int, size: int, alignment: int, boundary: int) -> bool:
 # The functions below are the kernel's loops on that array.  They are compiled
 # (physmem.jit) once boot is over, and run as plain Python on a memoryview of it during
 # boot and with the JIT off.  Queue changes go to the domain's log as (kind, m, order)
-# when ``obs`` is set (observers attached: the extent mirror), and LAZYINIT blocks
+# when ``obs`` is OBS_LOG (observers attached: the extent mirror; OBS_DIRECT: counted
+# only, the caller hands the call's net change to them), and LAZYINIT blocks
 # initialised here always do (LOG_INIT: VmPhys drops the head's lone entry; the pages are
 # counted in the state, C_NINIT).  Callers validate; these assume a consistent state.
 # -------------------------------------------------------------------------------------------
@@ -155,6 +156,10 @@ LOG_CHANGES, LOG_SAVED = -3, -2
 # ... and the log's one run, when that is all a fast path's log held (_logged: the log
 # is then emptied): m << RUN_SHIFT | npages << 1 | joined the free set; 0: none.
 LOG_RUN, RUN_SHIFT = -1, 24
+# ``obs``, the fast paths' argument: no observers (0), queue changes logged for VmPhys._flush
+# (OBS_LOG), or only counted (OBS_DIRECT: Kernel's wrappers of one-block calls hand the
+# call's net change, the block taken or freed, to the observers themselves: _logged).
+OBS_LOG, OBS_DIRECT = 1, 3
 CFG = 16
 LOGGED = 1 << 62     # added to a returned page: the domain's log holds entries
 C_NFO, C_NFP, C_LAZY, C_QPD, C_NQ, C_LC, C_SG, C_SMB, C_B, C_NSEG, C_DEFAULT = range(11)
@@ -176,12 +181,16 @@ def _meta(st, q):
 
 
 @njit
-def _log(st, md, kind, m, order):
+def _log(st, md, kind, m, order, obs):
     """Append (kind, m, order) to the domain's log (meta node at ``md``); count a queue
-    change (LOG_ADD, LOG_REM)."""
+    change (LOG_ADD, LOG_REM).  With ``obs`` OBS_DIRECT a queue change is counted only,
+    as netted away: the caller hands the call's net change over itself (_logged)."""
     n = st[md + 2]
     if kind <= LOG_REM:
         st[st[md + 3] + LOG_CHANGES] += 1
+        if obs == OBS_DIRECT:
+            st[st[md + 3] + LOG_SAVED] += 1
+            return
     at = st[md + 3] + 3 * n
     st[at] = kind
     st[at + 1] = m
@@ -310,7 +319,7 @@ def vm_freelist_add(st, q, m, order, tail, obs):
         st[so + NEXT] = s
     st[st[cfg + C_LC] + q] += 1
     if obs:
-        _log(st, md, LOG_ADD, m, order)
+        _log(st, md, LOG_ADD, m, order, obs)
 
 
 @njit
@@ -333,7 +342,7 @@ def vm_freelist_rem(st, q, m, obs):
     st[at] = 0
     st[st[cfg + C_LC] + q] -= 1
     if obs:
-        _log(st, md, LOG_REM, m, order)
+        _log(st, md, LOG_REM, m, order, obs)
     return order
 
 
@@ -517,7 +526,7 @@ def run_pop(st, q, m, obs):
     st[smb + r] = s
     st[st[cfg + C_LC] + q] -= 1
     if obs:
-        _log(st, _meta(st, q), LOG_REM, m, order)
+        _log(st, _meta(st, q), LOG_REM, m, order, obs)
     return order
 
 
@@ -553,7 +562,7 @@ def _set_pool(st, words, pool, m, order, q):
     n = 1 << order
     if (q // nfo) % st[cfg + C_NFP] == st[cfg + C_LAZY]:
         _init_block(st, words, pool, m, order)
-        _log(st, _meta(st, q), LOG_INIT, m, order)
+        _log(st, _meta(st, q), LOG_INIT, m, order, OBS_LOG)
     else:
         for j in range(m - B, m - B + n):
             words[j] = (words[j] & 0xFFFC) | pool
@@ -568,7 +577,8 @@ def kernel_alloc_pages(st, words, base, pool, order, dfp, obs):
     leaves the run here (run_pop; the page array follows at VmPhys.sync) -- and the
     block's ownership words (PG_PHYS_ALLOC: the pages of a free block share one word).
     Returns the page (+ LOGGED when the domain's log holds entries for Python), or -1
-    with nothing changed (the caller takes the whole path: the other free lists)."""
+    with nothing changed (the caller takes the whole path: the other free lists).  With
+    ``obs`` OBS_DIRECT the caller hands the block to the observers."""
     cfg = len(st) - CFG
     nfo = st[cfg + C_NFO]
     lc = st[cfg + C_LC]
@@ -602,7 +612,7 @@ def kernel_alloc_pages(st, words, base, pool, order, dfp, obs):
     w = words[i] | 8
     for j in range(i, i + (1 << order)):
         words[j] = w
-    return m + _logged(st, w) * (LOGGED >> 2)
+    return m + _logged(st, w, obs) * (LOGGED >> 2)
 
 
 @njit
@@ -682,14 +692,20 @@ def _take_owned(st, words, m, npages):
 
 
 @njit
-def _logged(st, w):
+def _logged(st, w, obs):
     """4 if the log of the domain of the segment in word ``w`` holds entries, else 0.
     Several queue changes are netted first (log_net), in this call rather than in one
-    more crossing from Python (VmPhys._flush nets the logs that were not)."""
+    more crossing from Python (VmPhys._flush nets the logs that were not).  With ``obs``
+    OBS_DIRECT the call's changes were counted only, and its net change (one run: the
+    block taken or freed) goes to the observers from the caller: counted here as the one
+    run handed over; the log then holds LOG_INIT entries at most."""
     cfg = len(st) - CFG
     md = _meta(st, st[st[cfg + C_SG] + SEGW * (w >> 8) + 2])
     n = st[md + 2]
     at = st[md + 3]
+    if obs == OBS_DIRECT:
+        st[at + LOG_SAVED] -= 1
+        return 4 if n else 0
     if n > 1 and st[at + 3 * n - 3] != LOG_NET:
         n = log_net(st, md, _log_room(st, md))
     # One run left (the usual case): its summary, read in one word by an observer's flush.
@@ -725,12 +741,14 @@ def kernel_free_pages(st, words, m, order, obs):
     vm_phys_free_pages().  Requires: the block aligned and in the page array.  Returns
     0 (freed), -1 (not owned: nothing changed; the caller reports) or 1 (the words
     cleared, the queue work left to Python: a buddy only it can judge), + 4 when the
-    domain's log holds entries."""
+    domain's log holds entries.  With ``obs`` OBS_DIRECT the caller hands a freed block
+    to the observers."""
     w = _take_owned(st, words, m, 1 << order)
     if w < 0:
         return -1
-    stage = 1 if vm_phys_free_pages(st, words, m, order, -1, obs) >= 0 else 0
-    return stage + _logged(st, w)
+    if vm_phys_free_pages(st, words, m, order, -1, obs) >= 0:
+        return 1 + _logged(st, w, OBS_LOG)     # (nothing changed on the queues)
+    return _logged(st, w, obs)
 
 
 @njit
@@ -739,7 +757,8 @@ def kernel_free_contig(st, words, m, npages, obs):
     vm_phys_free_contig().  Requires: the run in the page array.  Returns 0 (freed), -1
     (not owned: nothing changed), or, with the words cleared and the queue work partly
     done, the stage Python finishes (a buddy only it can judge): 2 = both free_pages
-    pieces, 3 = the last one; + 4 when the domain's log holds entries."""
+    pieces, 3 = the last one; + 4 when the domain's log holds entries.  ``obs`` is at
+    most OBS_LOG: a stage's net change is not the run's."""
     cfg = len(st) - CFG
     w = _take_owned(st, words, m, npages)
     if w < 0:
@@ -763,7 +782,7 @@ def kernel_free_contig(st, words, m, npages, obs):
     elif order_end < max_order and \
             vm_phys_free_pages(st, words, m_end, order_end, -1, obs) >= 0:
         stage = 3
-    return stage + _logged(st, w)
+    return stage + _logged(st, w, obs)
 
 
 @njit
@@ -857,6 +876,11 @@ def kernel_alloc_contig(st, words, domain, npages, low, high, amask, bmask, dfp,
     for j in range(m_run - B, end - B):
         words[j] = w
     return m_run
+
+
+def _no_observer(m: int, npages: int) -> None:
+    """VmPhys.net_add / net_rem with no observer (never called: ``obs`` is 0)."""
+    raise AssertionError("net change handed over with no observer")
 
 
 class _Core(NamedTuple):
@@ -976,10 +1000,13 @@ class VmPhys:
         self.initialized = False
         self.drain_inits = 0  # page structures the LAZYINIT drain initialised
         # Observers of queue changes (the extent mirror, pglist): called with runs
-        # (m, npages) that joined / left the free set, from the domain's log (_flush).
+        # (m, npages) that joined / left the free set, from the domain's log (_flush) or,
+        # for Kernel's one-block fast paths, from Kernel itself (net_add / net_rem).
         self.on_add: list = []
         self.on_rem: list = []
-        self._flushes: list[tuple[Callable, Callable | None]] = []     # observe()
+        self.obs = 0                    # the fast paths' obs: 0 or OBS_DIRECT (observe)
+        self.net_add: Callable = _no_observer
+        self.net_rem: Callable = _no_observer
         self.use_jit(False)
 
     def _arrays(self, base: int, npages: int, dom_pages: list[int]) -> None:
@@ -1115,29 +1142,41 @@ class VmPhys:
     def _obs(self) -> int:
         return 1 if self.on_add or self.on_rem else 0
 
-    def observe(self, add: Callable, rem: Callable, flush: Callable | None = None) -> None:
+    def observe(self, add: Callable, rem: Callable) -> None:
         """Attach observers of the free set: ``add(m, npages)`` / ``rem(m, npages)`` get
-        each run of pages that joined / left it (:meth:`_flush`).  ``flush(domain)``, if
-        given, is a faster :meth:`_flush` for these observers alone, used while they are
-        the only ones: it reads the log itself and hands what it does not handle to
-        ``VmPhys._flush`` (the extent mirror's saves a Python call on every
-        allocation and free).  Requires: every domain's lock, or no other thread."""
+        each run of pages that joined / left it.  Requires: every domain's lock, or no
+        other thread."""
         self.on_add.append(add)
         self.on_rem.append(rem)
-        self._flushes.append((add, flush))
-        self._pick_flush()
+        self._pick_net()
 
     def unobserve(self, add: Callable, rem: Callable) -> None:
         """Detach observers attached by :meth:`observe`."""
         self.on_add.remove(add)
         self.on_rem.remove(rem)
-        self._flushes = [(a, f) for a, f in self._flushes if a != add]
-        self._pick_flush()
+        self._pick_net()
 
-    def _pick_flush(self) -> None:
-        self.__dict__.pop("_flush", None)       # the method
-        if len(self._flushes) == 1 and self._flushes[0][1] is not None:
-            self._flush = self._flushes[0][1]   # type: ignore[method-assign]
+    def _pick_net(self) -> None:
+        """The hand-off of Kernel's one-block fast paths (alloc_pages,
+        alloc_freelist_pages, free_pages): they run with ``obs`` OBS_DIRECT, the queue
+        changes counted only, and hand the call's net change -- the block taken or freed,
+        which is what log_net would leave -- to :attr:`net_rem` / :attr:`net_add`: the
+        one observer itself, or a loop over several."""
+        adds, rems = tuple(self.on_add), tuple(self.on_rem)
+        self.obs = OBS_DIRECT if adds else 0
+        if len(adds) == 1:
+            self.net_add, self.net_rem = adds[0], rems[0]
+        elif adds:
+            def net_add(m: int, npages: int) -> None:
+                for f in adds:
+                    f(m, npages)
+
+            def net_rem(m: int, npages: int) -> None:
+                for f in rems:
+                    f(m, npages)
+            self.net_add, self.net_rem = net_add, net_rem
+        else:
+            self.net_add = self.net_rem = _no_observer
 
     def _flush(self, domain: int) -> None:
         """Hand the domain's logged queue changes to the observers and move the lone

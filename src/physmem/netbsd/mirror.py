@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import threading
 
-from ..bits import PAGE_SHIFT, PAGE_SIZE
+from ..bits import PAGE_SHIFT
 from ..errors import InvariantError
-from ..freebsd.vm_phys import LOG_RUN, RUN_SHIFT, VmPhys
+from ..freebsd.vm_phys import VmPhys
 from .extent import EAGAIN, EX_FAST, Extent
 
 
@@ -50,75 +50,55 @@ class FreePageExtent:
 
     # -- keeping in step --------------------------------------------------------------------
     # vm_phys's observers get runs of pages that joined (on_add) or left (on_rem) the free
-    # set: a queued or dequeued block, or the net change of one compiled call (the extent's
-    # regions are coalesced, so they depend only on the free set: VmPhys._flush).
+    # set: a queued or dequeued block, or the net change of one call -- the block a
+    # Kernel fast path took or freed (VmPhys.net_add / net_rem), or a log netted by
+    # VmPhys._flush.  The extent's regions are coalesced, so they depend only on the free
+    # set: one extent operation per net run leaves them as one per queue change would.
     def _make_observers(self) -> tuple:
         """vm_phys's observers, made once (detach removes these very functions): each run
         of pages that joined the free set is one extent_free, each that left it one
-        extent_alloc_region; and a faster VmPhys._flush for the mirror alone (below).
-        Closures over the bound extent methods: they run on every allocation and free,
-        where an attribute lookup is ~1 % of a pair.  With several domains they take the
-        mirror's lock."""
+        extent_alloc_region.  Closures over the bound extent methods, one Python frame
+        each: they run on every allocation and free (~0.05 us a frame and an attribute
+        lookup, ~5 % of a pair).  With several domains they take the mirror's lock."""
         free, alloc = self.ex._free, self.ex._alloc_region
-        lock, locked = self.lock, self.locked
+        lock = self.lock
 
-        def fail(added: bool, start: int, rc: int) -> None:
+        def fail(added: bool, m: int, rc: int) -> None:
             op = "extent_free" if added else "extent_alloc_region"
-            raise InvariantError(f"extent mirror: {op} of {start:#x} -> {rc}")
+            raise InvariantError(f"extent mirror: {op} of {m << PAGE_SHIFT:#x} -> {rc}")
 
-        def apply(added: bool, start: int, size: int) -> None:
-            if locked:
+        if self.locked:
+            def on_add(m: int, npages: int) -> None:
                 with lock:
-                    rc = free(start, size, 0) if added else alloc(start, size, 0)
-            else:
-                rc = free(start, size, 0) if added else alloc(start, size, 0)
-            if rc:
-                fail(added, start, rc)
+                    rc = free(m << PAGE_SHIFT, npages << PAGE_SHIFT, 0)
+                if rc:
+                    fail(True, m, rc)
 
-        def on_add(m: int, npages: int) -> None:
-            apply(True, m << PAGE_SHIFT, npages << PAGE_SHIFT)
+            def on_rem(m: int, npages: int) -> None:
+                with lock:
+                    rc = alloc(m << PAGE_SHIFT, npages << PAGE_SHIFT, 0)
+                if rc:
+                    fail(False, m, rc)
+        else:
+            def on_add(m: int, npages: int) -> None:
+                rc = free(m << PAGE_SHIFT, npages << PAGE_SHIFT, 0)
+                if rc:
+                    fail(True, m, rc)
 
-        def on_rem(m: int, npages: int) -> None:
-            apply(False, m << PAGE_SHIFT, npages << PAGE_SHIFT)
-
-        phys = self.phys
-        nv, log_md, generic = phys.nv, phys._log_md, VmPhys._flush
-
-        run_at = [nv[md + 3] + LOG_RUN for md in log_md]
-        mask = ((1 << (RUN_SHIFT - 1)) - 1) << PAGE_SHIFT
-        shift, lshift, pmask = RUN_SHIFT - PAGE_SHIFT, PAGE_SHIFT - 1, -PAGE_SIZE
-
-        def flush(domain: int) -> None:
-            # VmPhys._flush while the mirror observes alone: when a fast path's log held
-            # one run (one queue change, or a call's changes netted to one), the compiled
-            # call left it in one word and emptied the log (_logged); it is applied here
-            # without the list or a call per observer (~0.1 µs of a Kernel call).  The
-            # word, m << RUN_SHIFT | npages << 1 | joined, is decoded straight to bytes.
-            ra = run_at[domain]
-            w = nv[ra]
-            if not w:
-                generic(phys, domain)
-                return
-            nv[ra] = 0
-            start = (w >> shift) & pmask
-            size = (w << lshift) & mask
-            if locked:
-                apply(w & 1, start, size)
-                return
-            rc = (free if w & 1 else alloc)(start, size, 0)
-            if rc:
-                fail(w & 1, start, rc)
-
-        self._on_add = on_add
-        return on_add, on_rem, flush
+            def on_rem(m: int, npages: int) -> None:
+                rc = alloc(m << PAGE_SHIFT, npages << PAGE_SHIFT, 0)
+                if rc:
+                    fail(False, m, rc)
+        return on_add, on_rem
 
     def attach(self) -> None:
         """Start mirroring: every block now free becomes a hole, and from now on the queue
         primitives report each change."""
         if self.attached:
             return
+        on_add = self._observers[0]
         for _d, _f, _p, order, m in self.phys.free_blocks():
-            self._on_add(m, 1 << order)
+            on_add(m, 1 << order)
         self.attach_observers_only()
         self.reset_counts()
 
@@ -139,8 +119,7 @@ class FreePageExtent:
     def detach(self) -> None:
         """Stop mirroring (the extent keeps what it holds)."""
         if self.attached:
-            add, rem, _flush = self._observers
-            self.phys.unobserve(add, rem)
+            self.phys.unobserve(*self._observers)
             self.attached = False
 
     def attach_observers_only(self) -> None:
