@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 
+import numpy as np
 import pytest
 
 import physmem
@@ -98,7 +99,11 @@ def _workload(k: physmem.Kernel, rng: random.Random, held: list[tuple[int, int]]
     r = rng.random()
     if r < 0.4 or not held:
         o = rng.choice((0, 0, 0, 1, 2, 4, 9))
-        pa = k.alloc_pages(0, rng.choice(("default", "direct")), o)
+        pool = rng.choice(("default", "direct"))
+        if rng.random() < 0.8:
+            pa = k.alloc_pages(0, pool, o)
+        else:
+            pa = k.alloc_freelist_pages(0, rng.choice(("default", "lowmem")), pool, o)
         if pa is not None:
             held.append((pa, 1 << o))
     elif r < 0.5:
@@ -124,14 +129,16 @@ def _workload(k: physmem.Kernel, rng: random.Random, held: list[tuple[int, int]]
 
 @pytest.mark.parametrize("lazy", [False, True])
 def test_compiled_calls_netted_keep_the_extent_of_one_operation_per_change(lazy):
-    """A compiled kernel (each call's log netted) and a plain one whose netting is turned
-    off (every queue change one extent operation, seed 002's design) run the same random
-    calls: their extents print the same after every call, both check, the queue changes
-    counted are equal, and the netted mirror applied fewer operations."""
+    """A compiled kernel (the one-block fast paths hand their block to the mirror, the
+    other calls' logs netted) and a plain one whose netting is turned off (every queue
+    change one extent operation, seed 002's design) run the same random calls: their
+    extents print the same after every call, both check, the queue changes counted are
+    equal, and the netted mirror applied fewer operations."""
     netted = physmem.boot("firecracker-128m", lazy=lazy, jit=True)
     each = physmem.boot("firecracker-128m", lazy=lazy, jit=False)
     each.phys._k = each.phys._k._replace(net=lambda st, md, room: st[md + 2])
     mirrors = [k.attach_extent_mirror() for k in (netted, each)]
+    assert netted.phys.obs == V.OBS_DIRECT
     rngs = [random.Random(5), random.Random(5)]
     helds: list[list[tuple[int, int]]] = [[], []]
     for step in range(600):
@@ -148,6 +155,28 @@ def test_compiled_calls_netted_keep_the_extent_of_one_operation_per_change(lazy)
     assert c_each["extent_ops"] == c_each["queue_changes"]
     assert c_net["queue_changes"] == c_each["queue_changes"]
     assert c_net["extent_ops"] < c_net["queue_changes"]
+
+
+def test_two_observers_get_each_calls_net_change():
+    """The extent mirror and pglist's free bitmap attached together: the one-block fast
+    paths hand each call's block to both (VmPhys.net_add / net_rem loop over them), the
+    other paths their logs; after random calls (lazy runs among them) the extent's holes
+    and the bitmap are both exactly the free pages."""
+    k = physmem.boot("firecracker-128m", lazy=True, jit=True)
+    mirror = k.attach_extent_mirror()
+    assert k.pglist_alloc(1) is not None            # attaches the bitmap
+    phys = k.phys
+    assert phys.obs == V.OBS_DIRECT and len(phys.on_add) == 2
+    rng = random.Random(9)
+    held: list[tuple[int, int]] = []
+    for _ in range(500):
+        _workload(k, rng, held)
+    mirror.check()
+    free = np.zeros(phys.pages.npages, dtype=bool)
+    for _d, _f, _p, o, m in phys.free_blocks():
+        free[m - phys.pages.base_pfn:m - phys.pages.base_pfn + (1 << o)] = True
+    assert (k.pglist.free.bits == free).all()
+    assert phys.nv[phys.cfg + V.C_POPS] > 0        # lazy runs' chunks taken compiled
 
 
 def test_counts_of_a_pair_that_splits_and_merges():

@@ -25,7 +25,7 @@ raise :class:`~physmem.errors.ArgumentError`.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
 from ..errors import ArgumentError, PhysmemError
@@ -145,6 +145,9 @@ class Extent:
         # put a region out of place (the kernel then walks the list as it stands, and so
         # does physmem: the bisecting shortcuts below need order).
         self.ordered = True
+        # pooled and ordered: _alloc_region and _free try the extent mirror's commonest
+        # cases first, in a few steps (kept with ``ordered``).
+        self.quick = self.pooled
 
     # -- descriptors ----------------------------------------------------------------------
     def _get_descriptor(self, flags: int) -> bool | None:
@@ -186,7 +189,7 @@ class Extent:
             r = regs[i]
             if r.end < r.start or (i > 0 and regs[i - 1].end >= r.start) or \
                     (i + 1 < len(regs) and r.end >= regs[i + 1].start):
-                self.ordered = False
+                self.ordered = self.quick = False
 
     def _insert(self, start: int, end: int, after: int, rp: bool) -> int:
         """The body of extent_insert_and_optimize for ``[start, end]`` (``end`` wrapped
@@ -231,6 +234,18 @@ class Extent:
         end = start + size - 1
         if start < self.start or end > self.end:
             return EINVAL
+        if self.quick:
+            # The extent mirror's commonest case (a run taken at a hole's start): the last
+            # region starting at or before `end` ends just before `start` and the next
+            # one starts beyond end + 1 -- extent_insert_and_optimize appends the range
+            # to it, no merge, no descriptor kept (bench/RESULTS.md, issue 13 part 4).
+            starts = self._starts
+            i = bisect_right(starts, end) - 1
+            if i >= 0:
+                r = self.regions[i]
+                if r.end + 1 == start and (i + 1 == len(starts) or starts[i + 1] != end + 1):
+                    r.end = end
+                    return 0
         rp = self._get_descriptor(flags) if self.fixed else True
         if rp is None:
             return ENOMEM
@@ -240,15 +255,7 @@ class Extent:
             regs = self.regions
             if i < 0 or regs[i].end < start:
                 # Between regs[i] (ends before start) and regs[i + 1] (starts after end):
-                # the list stays ordered, so _insert_and_optimize's check is not needed
-                # (the extent mirror makes this call for every run leaving the free set).
-                if i >= 0 and regs[i].end + 1 == start and self.pooled and \
-                        (i + 1 == len(regs) or regs[i + 1].start != end + 1):
-                    # extent_insert_and_optimize's commonest case for the mirror (a run
-                    # taken at a hole's start): appended to regs[i], no merge, no
-                    # descriptor to give back; ~0.05 us of a call less (bench/RESULTS.md).
-                    regs[i].end = end
-                    return 0
+                # the list stays ordered, so _insert_and_optimize's check is not needed.
                 self._insert(start, end, i, rp)
                 return 0
             busy = True
@@ -406,6 +413,16 @@ class Extent:
     def _free(self, start: int, size: int, flags: int) -> int:
         """extent_free() on checked arguments (the extent mirror calls this)."""
         end = start + size - 1
+        if self.quick:
+            # The extent mirror's commonest case (a run given back at a region's end):
+            # the last region starting at or before `start` ends at `end` and starts
+            # before `start` -- its tail is trimmed.
+            i = bisect_right(self._starts, start) - 1
+            if i >= 0:
+                r = self.regions[i]
+                if r.end == end and r.start != start:
+                    r.end = start - 1
+                    return 0
         if self.pooled:
             coalesce = nrp = True
         else:
