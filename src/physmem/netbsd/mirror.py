@@ -6,10 +6,13 @@ to 8 KiB, not crossing a 64 KiB line, below 16 MiB") could be answered by
 ``extent_alloc_subregion``.  As in his diff, the extent's *regions* are the space that is
 not free: at creation the whole physical range is allocated with ``extent_alloc_region``,
 and every block put on a free queue is ``extent_free``\\ d (it becomes a hole), every block
-taken off is ``extent_alloc_region``\\ ed again.  Here that happens in vm_phys's two queue
-primitives (``on_add`` / ``on_rem`` observers), so every enqueue, split, merge, allocation
-and free keeps the two in step; :meth:`FreePageExtent.check` verifies that the holes are
-exactly the union of the free blocks.
+taken off is ``extent_alloc_region``\\ ed again.  Here vm_phys's queue primitives count
+(and, where needed, log) each change, and the ``on_add`` / ``on_rem`` observers get each
+call's net change: the block a Kernel fast path took or freed, or the call's log (netted
+when compiled).  The extent's regions are coalesced, so that leaves them as one operation
+per queue change would, and every enqueue, split, merge, allocation and free keeps the two
+in step; :meth:`FreePageExtent.check` verifies that the holes are exactly the union of the
+free blocks.
 
 :meth:`FreePageExtent.alloc_constrained` is the allocator the mail calls the "Way Cool
 Allocator", never written in 1997: ``extent_alloc_subregion`` over each segment's part of
@@ -109,9 +112,9 @@ class FreePageExtent:
     def counts(self) -> dict[str, int]:
         """Since the mirror attached (or :meth:`reset_counts`): the queue changes vm_phys
         made (each enqueue or dequeue of a block: seed 002's one extent operation each)
-        and the extent operations the mirror applied for them (one per net run of a call,
-        VmPhys._flush).  The constrained allocator's own work is in neither.  Requires: no
-        other thread changing the queues."""
+        and the extent operations the mirror applied for them (one per net run of a call:
+        VmPhys.net_add / net_rem, VmPhys._flush).  The constrained allocator's own work is
+        in neither.  Requires: no other thread changing the queues."""
         changes, runs = self.phys.queue_counts()
         return {"queue_changes": changes - self._counts0[0],
                 "extent_ops": runs - self._counts0[1]}
