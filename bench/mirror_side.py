@@ -127,9 +127,9 @@ def main() -> int:
               f"{b[f'pair_{s}_floor_us']:.2f} µs, {fb:.2f}× | "
               f"{a[f'pair_{s}_floor_us']:.2f} µs, {fa:.2f}× | |")
         if f"changes_{s}" in a:
-            print(f"| queue changes / extent operations per pair, state {s} | "
-                  f"{a[f'changes_{s}']} / {a[f'changes_{s}']} | {a[f'changes_{s}']} / "
-                  f"{a[f'ops_{s}']} | |")
+            was = f"{b[f'changes_{s}']} / {b[f'ops_{s}']}" if f"changes_{s}" in b else "-"
+            print(f"| queue changes / extent operations per pair, state {s} | {was} | "
+                  f"{a[f'changes_{s}']} / {a[f'ops_{s}']} | |")
     print(f"| alloc_constrained, mean per request (4 GiB, 400 requests) | "
           f"{b['constrained_us']:.1f} µs | {a['constrained_us']:.1f} µs | |")
     print(f"| free_contig of its runs, mean per request | {b['free_us']:.1f} µs | "
