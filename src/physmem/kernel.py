@@ -651,7 +651,7 @@ class Kernel:
                 # The compiled path (-2: nothing changed, Python's path decides).  The
                 # 64-bit masks as signed words, addresses clamped to 2**62 (above any
                 # page), as the queue core takes them.
-                obs = phys.obs & OBS_LOG
+                obs = phys.obs
                 m = kc(phys._st, phys.kwords, d, npages, low if low < 1 << 62 else 1 << 62,
                        high if high < 1 << 62 else 1 << 62, alignment - 1, -boundary,
                        phys.default_freepool, obs)
@@ -660,6 +660,8 @@ class Kernel:
                         phys._flush(d)
                     if m < 0:
                         return None
+                    if obs:     # the call's net change: the run left the free set
+                        phys.net_rem(m, npages)
                     self.free_counts[d] -= npages
                     return m << PAGE_SHIFT
             m = phys.alloc_contig(d, npages, low, high, alignment, boundary)
@@ -746,8 +748,8 @@ class Kernel:
             obs = phys.obs
             if order >= 0:
                 r = phys.kfree(phys._st, phys.kwords, m, order, obs)
-            else:       # (the log: its stages' net change is not the run)
-                r = phys.kfreec(phys._st, phys.kwords, m, npages, obs & OBS_LOG)
+            else:
+                r = phys.kfreec(phys._st, phys.kwords, m, npages, obs)
             if r < 0:
                 return False
             if r & 4:
@@ -757,7 +759,7 @@ class Kernel:
                 phys.free_pages(m, order)
             elif stage:
                 phys.free_contig_finish(m, npages, stage)
-            elif obs and order >= 0:        # the net change: the block joined it
+            elif obs:           # the call's net change: the run joined the free set
                 phys.net_add(m, npages)
             self.free_counts[dom] += npages
             return True

@@ -179,6 +179,62 @@ def test_two_observers_get_each_calls_net_change():
     assert phys.nv[phys.cfg + V.C_POPS] > 0        # lazy runs' chunks taken compiled
 
 
+@pytest.mark.parametrize("call", ["free_pages", "free_contig"])
+def test_a_free_left_to_python_at_a_stage_keeps_the_extent_in_step(call):
+    """A compiled free whose merge meets a buddy only Python can judge (no head, its word
+    not dense: initialised alone, the page array's ``lone``) stops there and Python
+    finishes (free_pages: all of it, stage 1; free_contig: the tail piece, stage 3).  The
+    part done compiled reaches the mirror as one logged run, the rest through Python's
+    log: the extent prints as a plain kernel's with one operation per change, and the
+    queue changes count the same.  (The buddy is an allocated page whose word is moved
+    from the dense array to ``lone`` for the call: no merge either way.)"""
+    kernels = [physmem.boot("firecracker-128m", lazy=False, jit=jit) for jit in (True, False)]
+    kernels[1].phys._k = kernels[1].phys._k._replace(net=lambda st, md, room: st[md + 2])
+    mirrors = [k.attach_extent_mirror() for k in kernels]
+    npages = 3 if call == "free_contig" else 1
+    for k in kernels:                       # the compiled fast paths' first calls
+        k.free_contig(k.alloc_contig(0, 4, 0, 1 << 40, 4 * PAGE, 0), 4)
+        k.free_pages(k.alloc_pages(0, "default", 0), 0)
+    stages = []
+    for k in kernels:
+        # four pages aligned to 4: the run (or the one page) ends just below its last,
+        # whose buddy at order 0 is that fourth page, allocated
+        base = k.alloc_contig(0, 4, 0, 1 << 40, 4 * PAGE, 0)
+        if npages == 1:
+            k.free_contig(base, 2)
+        pa = base + (3 - npages) * PAGE
+        f = (base >> 12) + 3
+        phys = k.phys
+        i = f - phys.pages.base_pfn
+        w = phys.pages.mv[i]
+        if k is kernels[0]:
+            phys.pages.lone[f] = w
+            phys.kwords[i] = 0
+            kf, kc = phys.kfree, phys.kfreec
+            phys.kfree = lambda *a, kf=kf: _stage(stages, kf, a)
+            phys.kfreec = lambda *a, kc=kc: _stage(stages, kc, a)
+        if call == "free_pages":
+            k.free_pages(pa, 0)
+        else:
+            k.free_contig(pa, npages)
+        if k is kernels[0]:
+            phys.kwords[i] = w
+            del phys.pages.lone[f]
+            phys.kfree, phys.kfreec = kf, kc
+        k.free_pages(f << 12, 0)
+    assert stages == [1 if call == "free_pages" else 3]
+    assert mirrors[0].ex.print() == mirrors[1].ex.print()
+    for m in mirrors:
+        m.check()
+    assert mirrors[0].counts()["queue_changes"] == mirrors[1].counts()["queue_changes"]
+
+
+def _stage(stages: list[int], fn, args) -> int:
+    r = fn(*args)
+    stages.append(r & 3)
+    return r
+
+
 def test_counts_of_a_pair_that_splits_and_merges():
     """An order-0 pair that splits s orders and merges them back: 2 (s + 1) queue
     changes, 2 extent operations; one that neither splits nor merges: 2 and 2."""

@@ -699,8 +699,7 @@ def _logged(st, w, obs):
     OBS_DIRECT the call's changes were counted only, and its net change (one run: the
     block taken or freed) goes to the observers from the caller: counted here as the one
     run handed over; the log then holds LOG_INIT entries at most."""
-    cfg = len(st) - CFG
-    md = _meta(st, st[st[cfg + C_SG] + SEGW * (w >> 8) + 2])
+    md = _seg_meta(st, w)
     n = st[md + 2]
     at = st[md + 3]
     if obs == OBS_DIRECT:
@@ -722,6 +721,13 @@ def _logged(st, w, obs):
         st[at + LOG_RUN] = (st[at + 1] << RUN_SHIFT) | (npages << 1) | added
         st[md + 2] = 0          # (the log's counts are kept: LOG_CHANGES, LOG_SAVED)
     return 4 if n else 0
+
+
+@njit
+def _seg_meta(st, w):
+    """The meta node of the domain of the segment in page word ``w``."""
+    cfg = len(st) - CFG
+    return _meta(st, st[st[cfg + C_SG] + SEGW * (w >> 8) + 2])
 
 
 @njit
@@ -757,8 +763,9 @@ def kernel_free_contig(st, words, m, npages, obs):
     vm_phys_free_contig().  Requires: the run in the page array.  Returns 0 (freed), -1
     (not owned: nothing changed), or, with the words cleared and the queue work partly
     done, the stage Python finishes (a buddy only it can judge): 2 = both free_pages
-    pieces, 3 = the last one; + 4 when the domain's log holds entries.  ``obs`` is at
-    most OBS_LOG: a stage's net change is not the run's."""
+    pieces, 3 = the last one; + 4 when the domain's log holds entries.  With ``obs``
+    OBS_DIRECT the caller hands a freed run to the observers; at a stage, the part done
+    here is logged as one run (LOG_FREED) and Python logs the rest."""
     cfg = len(st) - CFG
     w = _take_owned(st, words, m, npages)
     if w < 0:
@@ -782,6 +789,11 @@ def kernel_free_contig(st, words, m, npages, obs):
     elif order_end < max_order and \
             vm_phys_free_pages(st, words, m_end, order_end, -1, obs) >= 0:
         stage = 3
+    if stage and obs == OBS_DIRECT:
+        lo = m if stage == 3 else m_start
+        if lo >= m_end:
+            return stage + _logged(st, w, OBS_LOG)      # (nothing changed on the queues)
+        _log(st, _seg_meta(st, w), LOG_FREED, lo, m_end - lo, OBS_LOG)
     return stage + _logged(st, w, obs)
 
 
@@ -820,7 +832,8 @@ def kernel_alloc_contig(st, words, domain, npages, low, high, amask, bmask, dfp,
     words.  ``low``/``high`` clamped to physical addresses and the masks as in
     find_queues_contig.  Returns the first page, -1 (none; nothing changed) or -2
     (nothing changed: a larger run, or a block of a lazy run to take, which the caller's
-    Python path handles)."""
+    Python path handles).  With ``obs`` OBS_DIRECT the caller hands the run to the
+    observers."""
     cfg = len(st) - CFG
     nfo = st[cfg + C_NFO]
     nfp = st[cfg + C_NFP]
@@ -875,6 +888,8 @@ def kernel_alloc_contig(st, words, domain, npages, low, high, amask, bmask, dfp,
     w = words[m_run - B] | 8
     for j in range(m_run - B, end - B):
         words[j] = w
+    if obs == OBS_DIRECT:           # (the run handed over: one net run, counted)
+        st[st[_meta(st, queues) + 3] + LOG_SAVED] -= 1
     return m_run
 
 
