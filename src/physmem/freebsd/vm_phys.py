@@ -156,9 +156,10 @@ LOG_CHANGES, LOG_SAVED = -3, -2
 # ... and the log's one run, when that is all a fast path's log held (_logged: the log
 # is then emptied): m << RUN_SHIFT | npages << 1 | joined the free set; 0: none.
 LOG_RUN, RUN_SHIFT = -1, 24
-# ``obs``, the fast paths' argument: no observers (0), queue changes logged for VmPhys._flush
-# (OBS_LOG), or only counted (OBS_DIRECT: Kernel's wrappers of one-block calls hand the
-# call's net change, the block taken or freed, to the observers themselves: _logged).
+# ``obs``, the fast paths' argument: no observers (0), queue changes logged for
+# VmPhys._flush (OBS_LOG), or only counted (OBS_DIRECT: Kernel's wrappers of the calls that
+# take or free one block or run hand the call's net change, that run, to the observers
+# themselves: VmPhys.net_add / net_rem).
 OBS_LOG, OBS_DIRECT = 1, 3
 CFG = 16
 LOGGED = 1 << 62     # added to a returned page: the domain's log holds entries
@@ -1016,7 +1017,7 @@ class VmPhys:
         self.drain_inits = 0  # page structures the LAZYINIT drain initialised
         # Observers of queue changes (the extent mirror, pglist): called with runs
         # (m, npages) that joined / left the free set, from the domain's log (_flush) or,
-        # for Kernel's one-block fast paths, from Kernel itself (net_add / net_rem).
+        # for Kernel's fast paths, from Kernel itself (net_add / net_rem).
         self.on_add: list = []
         self.on_rem: list = []
         self.obs = 0                    # the fast paths' obs: 0 or OBS_DIRECT (observe)
@@ -1172,11 +1173,12 @@ class VmPhys:
         self._pick_net()
 
     def _pick_net(self) -> None:
-        """The hand-off of Kernel's one-block fast paths (alloc_pages,
-        alloc_freelist_pages, free_pages): they run with ``obs`` OBS_DIRECT, the queue
-        changes counted only, and hand the call's net change -- the block taken or freed,
-        which is what log_net would leave -- to :attr:`net_rem` / :attr:`net_add`: the
-        one observer itself, or a loop over several."""
+        """The hand-off of Kernel's fast paths that take or free one block or run
+        (alloc_pages, alloc_freelist_pages, alloc_contig, free_pages, free_contig): they
+        run with ``obs`` OBS_DIRECT, the queue changes counted only, and hand the call's
+        net change -- that run, which is what log_net would leave -- to :attr:`net_rem`
+        / :attr:`net_add`: the one observer itself, or a loop over several.  (Their
+        Python paths, alloc_npages and LOG_INIT entries keep the log.)"""
         adds, rems = tuple(self.on_add), tuple(self.on_rem)
         self.obs = OBS_DIRECT if adds else 0
         if len(adds) == 1:
