@@ -13,8 +13,9 @@ On bench/run.py's fragmented 1 GiB machine, states A (2 orders split and merged)
 - ``mirror``: the extent mirror attached;
 
 and ``extent_ops``: the pair's two extent operations alone (``_alloc_region`` then
-``_free`` of the page the pair takes, on the mirror's extent).  Run it on two trees
-alternately to compare.
+``_free`` of the page the pair takes, on the mirror's extent).  Last, ``contig``: an
+alloc_contig + free_contig pair of 5 pages, without / with the mirror.  Run it on two
+trees alternately to compare.
 """
 
 from __future__ import annotations
@@ -85,6 +86,19 @@ def main() -> None:
         m.check()
         print(f"state {state}: " + "  ".join(f"{key} {v:.3f}" for key, v in out.items())
               + "  (µs a pair)")
+    out = []
+    for mirror in (False, True):
+        k = br.fragmented_1g()
+        if mirror:
+            k.attach_extent_mirror()
+        ac, fc = k.alloc_contig, k.free_contig
+
+        def contig(n, ac=ac, fc=fc):
+            for _ in range(n):
+                fc(ac(0, 5), 5)
+        out.append(best_of(contig))
+        k.check()
+    print(f"contig: 5 pages, without / with the mirror {out[0]:.3f} / {out[1]:.3f} µs a pair")
 
 
 if __name__ == "__main__":
