@@ -152,10 +152,8 @@ LOG_ADD, LOG_REM, LOG_INIT = 1, 2, 3
 LOG_FREED, LOG_TAKEN, LOG_NET = 5, 6, 7
 # Below each domain's log (at its offset + these): the queue changes ever logged, and
 # those log_net netted away (a researcher's two figures: VmPhys.queue_counts).
+# (The third word below a log, once a fast path's one run, is unused.)
 LOG_CHANGES, LOG_SAVED = -3, -2
-# ... and the log's one run, when that is all a fast path's log held (_logged: the log
-# is then emptied): m << RUN_SHIFT | npages << 1 | joined the free set; 0: none.
-LOG_RUN, RUN_SHIFT = -1, 24
 # ``obs``, the fast paths' argument: no observers (0), queue changes logged for
 # VmPhys._flush (OBS_LOG), or only counted (OBS_DIRECT: Kernel's wrappers of the calls that
 # take or free one block or run hand the call's net change, that run, to the observers
@@ -694,34 +692,15 @@ def _take_owned(st, words, m, npages):
 
 @njit
 def _logged(st, w, obs):
-    """4 if the log of the domain of the segment in word ``w`` holds entries, else 0.
-    Several queue changes are netted first (log_net), in this call rather than in one
-    more crossing from Python (VmPhys._flush nets the logs that were not).  With ``obs``
-    OBS_DIRECT the call's changes were counted only, and its net change (one run: the
-    block taken or freed) goes to the observers from the caller: counted here as the one
-    run handed over; the log then holds LOG_INIT entries at most."""
+    """4 if the log of the domain of the segment in word ``w`` holds entries for
+    VmPhys._flush (which nets them), else 0.  With ``obs`` OBS_DIRECT the call's queue
+    changes were counted only and its net change (one run: the block or run taken or
+    freed) goes to the observers from the caller: counted here as the one run handed
+    over; the log then holds LOG_INIT entries (or a stage's LOG_FREED run) at most."""
     md = _seg_meta(st, w)
-    n = st[md + 2]
-    at = st[md + 3]
     if obs == OBS_DIRECT:
-        st[at + LOG_SAVED] -= 1
-        return 4 if n else 0
-    if n > 1 and st[at + 3 * n - 3] != LOG_NET:
-        n = log_net(st, md, _log_room(st, md))
-    # One run left (the usual case): its summary, read in one word by an observer's flush.
-    if n == 1 and st[at] <= LOG_REM:
-        npages = 1 << st[at + 2]
-        added = 1 if st[at] == LOG_ADD else 0
-    elif n == 2 and st[at] >= LOG_FREED and st[at + 3] == LOG_NET:
-        npages = st[at + 2]
-        added = 1 if st[at] == LOG_FREED else 0
-    else:
-        npages = 0
-        added = 0
-    if 0 < npages < 1 << (RUN_SHIFT - 1) and st[at + 1] < 1 << (63 - RUN_SHIFT):
-        st[at + LOG_RUN] = (st[at + 1] << RUN_SHIFT) | (npages << 1) | added
-        st[md + 2] = 0          # (the log's counts are kept: LOG_CHANGES, LOG_SAVED)
-    return 4 if n else 0
+        st[st[md + 3] + LOG_SAVED] -= 1
+    return 4 if st[md + 2] else 0
 
 
 @njit
@@ -729,17 +708,6 @@ def _seg_meta(st, w):
     """The meta node of the domain of the segment in page word ``w``."""
     cfg = len(st) - CFG
     return _meta(st, st[st[cfg + C_SG] + SEGW * (w >> 8) + 2])
-
-
-@njit
-def _log_room(st, md):
-    """The words of the log of the domain whose meta node is at ``md``: the logs lie in
-    domain order, the last one just below the slot map (VmPhys._arrays)."""
-    cfg = len(st) - CFG
-    ndom = st[cfg + C_NQ] // st[cfg + C_QPD]
-    if md // NODE - st[cfg + C_NQ] + 1 < ndom:
-        return st[md + NODE + 3] - 3 - st[md + 3]    # (the next log's counters)
-    return st[cfg + C_SMB] + st[cfg + C_B] - st[md + 3]
 
 
 @njit
@@ -1210,12 +1178,6 @@ class VmPhys:
         md = self._log_md[domain]
         n = nv[md + 2]
         at = nv[md + 3]
-        w = nv[at + LOG_RUN]
-        if w:                           # a fast path's one run, in one word (_logged)
-            nv[at + LOG_RUN] = 0
-            m, npages = w >> RUN_SHIFT, (w >> 1) & ((1 << (RUN_SHIFT - 1)) - 1)
-            for f in self.on_add if w & 1 else self.on_rem:
-                f(m, npages)
         if n == 1 and nv[at] <= LOG_REM:       # one queue change (the plain paths')
             nv[md + 2] = 0
             for f in self.on_add if nv[at] == LOG_ADD else self.on_rem:
