@@ -52,7 +52,6 @@ from .machine import (
     machine_spec,
     machine_to_toml,
 )
-from .workloads import MAX_OPS
 
 
 # rich is imported by the commands that print tables, not at start-up: `physmem replay`
@@ -293,7 +292,6 @@ def sysctl(oid: str, machine: str, tunables: tuple[str, ...]) -> None:
 def replay(trace: str, check: bool, load_from: str | None, save_to: str | None,
            jit: str, force: bool) -> None:
     """Replay a trace (FILE, or - for standard input); exit 1 if any line failed."""
-    from . import snapshot
     from .trace import Replayer, read_trace
     refuse_temp(trace)
     if save_to is not None:         # (an empty --save is refused, not ignored)
@@ -303,7 +301,8 @@ def replay(trace: str, check: bool, load_from: str | None, save_to: str | None,
         mode = True         # it would pass the tier anyway: compiled from the first call
     r = Replayer(check=check, kernel_factory=lambda arch: Kernel(arch, jit=mode))
     if load_from:
-        r.kernel = snapshot.load(load_from)
+        from .snapshot import load
+        r.kernel = load(load_from)
         r.kernel.jit = mode
         r.kernel.start_jit()
         r.arch = r.kernel.param.name
@@ -316,7 +315,8 @@ def replay(trace: str, check: bool, load_from: str | None, save_to: str | None,
             errors = r.replay(read_trace(f, trace), out)
     out.flush()
     if save_to:
-        snapshot.save(r.k, save_to)
+        from .snapshot import save
+        save(r.k, save_to)
     sys.exit(1 if errors else 0)
 
 
@@ -636,6 +636,7 @@ def dfly_run(workload: str, machine: str, source: str, cpus: str | None, nbytes:
     """Run a page-layer workload on one or both free-page sources, side by side."""
     from .dfly_workloads import run
     from .dragonfly.vm_page import CpuTopology
+    from .workloads import MAX_OPS
     check_int(ops, "--ops", 1, MAX_OPS)
     check_int(seed, "--seed", 0, (1 << 64) - 1)
     topo = CpuTopology.parse(cpus) if cpus else None
