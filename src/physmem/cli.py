@@ -82,6 +82,19 @@ def _long_trace(path: str) -> bool:
         return False
 
 
+def _freeze_at_exit() -> None:
+    """Have the interpreter's exit skip its garbage collector's walk of the objects alive
+    now: numba's and the kernel's hundreds of thousands (~0.05 s of CPU at the end of a
+    compiled replay; bench/RESULTS.md, issue 13).  ``gc.freeze()`` runs as an exit
+    function, which come before those collections; the memory goes back to the system
+    with the process anyway.  Registered once however often the command runs in one
+    process (a test's)."""
+    import atexit
+    import gc
+    atexit.unregister(gc.freeze)
+    atexit.register(gc.freeze)
+
+
 def _fail(message: str) -> None:
     """Print one line, ``physmem: error: MESSAGE``, on stderr and exit 2."""
     line = untrusted(message.strip() or "unknown error", markup=False, limit=600)
@@ -317,6 +330,7 @@ def replay(trace: str, check: bool, load_from: str | None, save_to: str | None,
     if save_to:
         from .snapshot import save
         save(r.k, save_to)
+    _freeze_at_exit()
     sys.exit(1 if errors else 0)
 
 
