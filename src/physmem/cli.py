@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import wraps
 from pathlib import Path
 from typing import Any
@@ -82,17 +82,24 @@ def _long_trace(path: str) -> bool:
         return False
 
 
-def _freeze_at_exit() -> None:
-    """Have the interpreter's exit skip its garbage collector's walk of the objects alive
-    now: numba's and the kernel's hundreds of thousands (~0.05 s of CPU at the end of a
-    compiled replay; bench/RESULTS.md, issue 13).  ``gc.freeze()`` runs as an exit
-    function, which come before those collections; the memory goes back to the system
-    with the process anyway.  Registered once however often the command runs in one
-    process (a test's)."""
+@contextlib.contextmanager
+def _frozen() -> Iterator[None]:
+    """Leave the objects alive now out of the garbage collector's walks while the command
+    runs, and out of the interpreter's last collections at exit.  A replay makes little
+    cyclic garbage; what the collector walked were the imports' objects and numba's (a
+    full collection during numba's import, ~0.02 s of CPU, and the exit's, ~0.05 s, of a
+    compiled replay; bench/RESULTS.md, issue 13).  Unfrozen when the command returns (a
+    test's process goes on); ``gc.freeze()`` is registered (once) as an exit function,
+    which run before the exit's collections: the memory goes back with the process."""
     import atexit
     import gc
-    atexit.unregister(gc.freeze)
-    atexit.register(gc.freeze)
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        atexit.unregister(gc.freeze)
+        atexit.register(gc.freeze)
 
 
 def _fail(message: str) -> None:
@@ -321,16 +328,16 @@ def replay(trace: str, check: bool, load_from: str | None, save_to: str | None,
         r.arch = r.kernel.param.name
         r.nops = 1   # an arch line can no longer come first
     out = sys.stdout
-    if trace == "-":
-        errors = r.replay(read_trace(sys.stdin.buffer, "-"), out)
-    else:
-        with open(trace, "rb") as f:
-            errors = r.replay(read_trace(f, trace), out)
+    with _frozen():
+        if trace == "-":
+            errors = r.replay(read_trace(sys.stdin.buffer, "-"), out)
+        else:
+            with open(trace, "rb") as f:
+                errors = r.replay(read_trace(f, trace), out)
     out.flush()
     if save_to:
         from .snapshot import save
         save(r.k, save_to)
-    _freeze_at_exit()
     sys.exit(1 if errors else 0)
 
 
