@@ -312,7 +312,7 @@ def sysctl(oid: str, machine: str, tunables: tuple[str, ...]) -> None:
 def replay(trace: str, check: bool, load_from: str | None, save_to: str | None,
            jit: str, force: bool) -> None:
     """Replay a trace (FILE, or - for standard input); exit 1 if any line failed."""
-    from .trace import Replayer, read_trace
+    from .trace import Replayer, read_trace_blocks
     refuse_temp(trace)
     if save_to is not None:         # (an empty --save is refused, not ignored)
         check_output_file(save_to, force, is_snapshot_file, "snapshot")
@@ -330,10 +330,10 @@ def replay(trace: str, check: bool, load_from: str | None, save_to: str | None,
     out = sys.stdout
     with _frozen():
         if trace == "-":
-            errors = r.replay(read_trace(sys.stdin.buffer, "-"), out)
+            errors = r.replay_blocks(read_trace_blocks(sys.stdin.buffer, "-"), out)
         else:
             with open(trace, "rb") as f:
-                errors = r.replay(read_trace(f, trace), out)
+                errors = r.replay_blocks(read_trace_blocks(f, trace), out)
     out.flush()
     if save_to:
         from .snapshot import save

@@ -28,7 +28,7 @@ from __future__ import annotations
 import codecs
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
-from itertools import accumulate, chain, islice
+from itertools import accumulate, islice
 from typing import BinaryIO, TextIO
 
 from .errors import PhysmemError, StateError, TraceFormatError
@@ -131,6 +131,15 @@ def read_trace(f: BinaryIO, name: str = "trace") -> Iterator[str]:
     MAX_TRACE_BYTES bytes.  Each block of READ_BLOCK bytes is checked before any of its
     lines is yielded, so a file shorter than that is refused before anything runs; in a
     longer one, the blocks before the faulty one have been replayed."""
+    for lines, _ in read_trace_blocks(f, name):
+        yield from lines
+
+
+def read_trace_blocks(f: BinaryIO, name: str = "trace") -> Iterator[tuple[list[str], bool]]:
+    """:func:`read_trace`'s lines as the list of each block read, with whether the block's
+    text holds ``#``, ``$`` or ``->`` (a comment or a handle, which the replay's fast path
+    leaves to the general one): :meth:`Replayer.replay_blocks` takes them as they are,
+    with no step per line in between.  The same checks and errors as read_trace."""
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
     carry = ""
     lineno = 0       # lines yielded so far
@@ -158,16 +167,48 @@ def read_trace(f: BinaryIO, name: str = "trace") -> Iterator[str]:
             data = data.replace("\r\n", "\n").replace("\r", "\n")
         lines = data.split("\n")
         carry = lines.pop() + tail
-        if len(carry) > MAX_LINE or (lines and max(map(len, lines)) > MAX_LINE):
+        if len(carry) > MAX_LINE or (lines and _long_line(data) and
+                                     max(map(len, lines)) > MAX_LINE):
             at = lineno + next((i for i, ln in enumerate(lines) if len(ln) > MAX_LINE),
                                len(lines)) + 1
             raise TraceFormatError(f"{name}: line {at}: longer than {MAX_LINE} characters")
         lineno += len(lines)
-        yield from lines
+        if lines:
+            yield lines, _special(data)
         if not block:
             if carry:
-                yield carry
+                yield [carry], _special(carry)
             return
+
+
+def _long_line(text: str) -> bool:
+    """Whether ``text`` may hold a line longer than MAX_LINE: a stretch of MAX_LINE // 2
+    characters without a newline, at a multiple of that (such a line covers a whole one).
+    A few ``find()`` calls a block, instead of the length of each of its lines."""
+    h = MAX_LINE // 2
+    return any(text.find("\n", j, j + h) < 0 for j in range(0, len(text) - h + 1, h))
+
+
+def _special(text: str) -> bool:
+    """Whether ``text`` may hold a comment or a handle (``#``, ``$``, ``->``)."""
+    return "#" in text or "$" in text or "->" in text
+
+
+def _blocks(lines: Iterable[str]) -> Iterator[tuple[list[str], bool]]:
+    """Any lines as :func:`read_trace_blocks` gives them: lists of BLOCK_LINES lines.  If
+    ``lines`` fails, the lines read before the failure come first, then the error."""
+    it = iter(lines)
+    while True:
+        block: list[str] = []
+        try:
+            block.extend(islice(it, BLOCK_LINES))
+        except Exception:
+            if block:
+                yield block, _special("".join(block))
+            raise
+        if not block:
+            return
+        yield block, _special("".join(block))
 
 
 class Replayer:
@@ -288,68 +329,64 @@ class Replayer:
         block with a comment or a handle, and ``check`` mode go through :meth:`run_line`,
         which does the same with the general checks.  If the input fails (read_trace's
         TraceFormatError), the lines read before it are run and printed first."""
+        return self.replay_blocks(_blocks(lines), out)
+
+    def replay_blocks(self, blocks: Iterable[tuple[list[str], bool]], out: TextIO) -> int:
+        """:meth:`replay` of lines given as :func:`read_trace_blocks` gives them: lists of
+        lines, each with whether it may hold a comment or a handle.  Each list is run in
+        blocks of BLOCK_LINES lines (results written after each); the error count."""
         # NOTE: buf holds result lines without their "\n" (joined per block), and the
         # operations run here are counted in n, added to self.nops before run_line runs
         # (op_arch reads it) and at the end: per line, that is two fewer attribute writes.
         buf: list[str] = []
         append = buf.append
         run_line = self.run_line
-        it = iter(lines)
-        first = next(it, None)
-        if first is None:
-            return self.errors
-        if first.startswith("\ufeff"):
-            first = first[1:]
-        it = chain((first,), it)
         hot = self._hot_now()
         lineno = 1                  # of the block's first line
         n = 0
-        failed: Exception | None = None
+        first = True
         try:
-            while failed is None:
-                block: list[str] = []
-                try:
-                    block.extend(islice(it, BLOCK_LINES))
-                except Exception as e:      # run what was read, then raise (below)
-                    failed = e
-                if not block:
-                    break
-                text = "".join(block)
-                special = "#" in text or "$" in text or "->" in text
-                for i, line in enumerate(block, lineno):
-                    tok = line.split()
-                    if not tok:
-                        continue
-                    fn = hot.get(tok[0])
-                    if fn is None or (special and ("#" in line or "$" in line or
-                                                  "->" in line)):
-                        self.nops += n
-                        n = 0
-                        r = run_line(line, i)
-                        if r is not None:
-                            append(r[:-1])
-                        hot = self._hot_now()       # after arch, boot, ...
-                    else:
-                        n += 1
-                        try:
-                            append(fn(tok))
-                        except PhysmemError as e:
-                            self.errors += 1
-                            append(f"error: line {i}: {e}")
-                lineno += len(block)
-                if buf:
-                    buf.append("")
-                    out.write("\n".join(buf))
-                    buf.clear()
-                if len(self._num) >= NUM_CACHE:
-                    self._num.clear()
+            for lines, any_special in blocks:
+                if first and lines:
+                    first = False
+                    if lines[0].startswith("\ufeff"):
+                        lines[0] = lines[0][1:]
+                size = BLOCK_LINES
+                for at in range(0, len(lines), size):
+                    block = lines[at:at + size] if len(lines) > size else lines
+                    special = any_special and _special("".join(block))
+                    for i, line in enumerate(block, lineno):
+                        tok = line.split()
+                        if not tok:
+                            continue
+                        fn = hot.get(tok[0])
+                        if fn is None or (special and ("#" in line or "$" in line or
+                                                      "->" in line)):
+                            self.nops += n
+                            n = 0
+                            r = run_line(line, i)
+                            if r is not None:
+                                append(r[:-1])
+                            hot = self._hot_now()       # after arch, boot, ...
+                        else:
+                            n += 1
+                            try:
+                                append(fn(tok))
+                            except PhysmemError as e:
+                                self.errors += 1
+                                append(f"error: line {i}: {e}")
+                    lineno += len(block)
+                    if buf:
+                        buf.append("")
+                        out.write("\n".join(buf))
+                        buf.clear()
+                    if len(self._num) >= NUM_CACHE:
+                        self._num.clear()
         finally:
             self.nops += n
             if buf:
                 buf.append("")
                 out.write("\n".join(buf))
-        if failed is not None:
-            raise failed
         return self.errors
 
     def _hot_now(self) -> dict[str, Callable[[list[str]], str]]:
@@ -708,6 +745,6 @@ def replay_file(path: str, out: TextIO, check: bool = False) -> int:
     import sys
     r = Replayer(check=check)
     if path == "-":
-        return r.replay(read_trace(sys.stdin.buffer, "-"), out)
+        return r.replay_blocks(read_trace_blocks(sys.stdin.buffer, "-"), out)
     with open(path, "rb") as f:
-        return r.replay(read_trace(f, path), out)
+        return r.replay_blocks(read_trace_blocks(f, path), out)
