@@ -227,7 +227,8 @@ class Replayer:
         self.handles: dict[str, int | None] = {}
         self.errors = 0
         self._num: dict[str, int] = {}      # words parsed so far -> values (see NUM_CACHE)
-        self._hex: dict[int, tuple[str, int | list[int]]] = {}  # see _hex_chunk
+        self._hex: dict[int, tuple[str, int]] = {}  # see _hex_chunk
+        self._hex0: tuple[str, list[int]] | None = None
         self.dfly = DflyOps(parse_u64)
         self._ops: dict[str, Callable[[list[str]], str]] = {
             "arch": self.op_arch,
@@ -509,7 +510,7 @@ class Replayer:
 
         alloc_npages_pfns = k.alloc_npages_pfns
         hexes = self._hex
-        hex_chunk = self._hex_chunk
+        hex_run = self._hex_run
 
         def op_alloc_npages(tok: list[str]) -> str:
             if len(tok) != 4:
@@ -525,19 +526,18 @@ class Replayer:
             # once as one text: a run is one slice of it, however many pages it has.
             # (the runs as page frame numbers and counts, flat: no tuple per run)
             out = [""]
+            append = out.append
             total = 0
             it = iter(alloc_npages_pfns(d, tok[2], n))
             for m, c in zip(it, it, strict=True):
                 total += c
                 h = hexes.get(m >> HEX_PFN_SHIFT)
-                if h is None:
-                    h = hex_chunk(m >> HEX_PFN_SHIFT)
-                text, w = h
-                j = m & HEX_MASK
-                if w.__class__ is int:          # (NOTE: cheaper than type(w) or isinstance)
-                    out.append(text[j * w:(j + c) * w])
+                if h is None:           # a chunk not made yet, or chunk 0 (never in hexes)
+                    append(hex_run(m, c))
                 else:
-                    out.append(text[w[j]:w[j + c]])
+                    text, w = h
+                    j = (m & HEX_MASK) * w
+                    append(text[j:j + c * w])
             out[0] = str(total)
             return "".join(out)
 
@@ -612,20 +612,32 @@ class Replayer:
     def _hex_chunk(self, key: int) -> tuple[str, int | list[int]]:
         """The printed addresses of the pages of 16 MiB chunk ``key``, each after a blank,
         as one text, and the width of each page's word in it -- or, for chunk 0, whose
-        words have several widths, where each word starts (a bounded cache)."""
-        if len(self._hex) >= HEX_CHUNKS:
-            self._hex.clear()
-        h: tuple[str, int | list[int]]
-        if key:
+        words have several widths, where each word starts.  Made once: chunk 0 is kept
+        apart, the others in ``self._hex`` (a bounded cache, which alloc_npages' printing
+        reads: all its entries have one width)."""
+        if not key:
+            if self._hex0 is None:
+                words = [f" {pa:#x}" for pa in range(0, 1 << HEX_SHIFT, 4096)]
+                self._hex0 = ("".join(words), [0, *accumulate(map(len, words))])
+            return self._hex0
+        h = self._hex.get(key)
+        if h is None:
+            if len(self._hex) >= HEX_CHUNKS:
+                self._hex.clear()
             # Every address of the chunk is the chunk's number in hexadecimal then six
             # digits (HEX_SHIFT is 24): one join, and the words all have one width.
             sep = f" {key:#x}"
-            h = (sep + sep.join(_LOW_DIGITS), len(sep) + 6)
-        else:
-            words = [f" {pa:#x}" for pa in range(0, 1 << HEX_SHIFT, 4096)]
-            h = ("".join(words), [0, *accumulate(map(len, words))])
-        self._hex[key] = h
+            h = self._hex[key] = (sep + sep.join(_LOW_DIGITS), len(sep) + 6)
         return h
+
+    def _hex_run(self, m: int, c: int) -> str:
+        """The printed addresses of the ``c`` pages from page ``m`` (one chunk's), each
+        after a blank: alloc_npages' printing for a chunk not in ``self._hex``."""
+        text, w = self._hex_chunk(m >> HEX_PFN_SHIFT)
+        j = m & HEX_MASK
+        if isinstance(w, int):
+            return text[j * w:(j + c) * w]
+        return text[w[j]:w[j + c]]
 
     def op_lazy_init(self, tok: list[str]) -> str:
         self._nargs(tok, 0)
