@@ -8,7 +8,9 @@ Side by side: CPU time (user + system of the child) of ``import physmem.cli``, o
 ``import physmem.cli, numba`` and of ``physmem replay --jit auto|on|off TRACE`` for each
 tree, the trees alternated, best of ROUNDS, numba's cache warmed first.  Then, for this
 tree and each trace, the phases of one ``--jit on`` process: interpreter, imports,
-numba's import, reading, the first replay (boot, cache load) and a warm replay.  Bytecode
+numba's import, reading, the first replay (boot, cache load) and a warm replay; and for both
+trees, what a ``replay --jit auto`` process spends after ``main()`` returns (the
+interpreter's exit: its last garbage collections, the modules' teardown).  Bytecode
 is written under a temporary PYTHONPYCACHEPREFIX (this environment sets
 PYTHONDONTWRITEBYTECODE=1, under which every import compiles physmem's sources).
 """
@@ -54,6 +56,22 @@ print(f"| {sys.argv[1].rsplit('/', 1)[-1]} | {c0:.3f} | {c1 - c0:.3f} | {c2 - c1
 '''
 
 
+# The CLI, then the process's CPU time when main() has returned (on stderr).
+AT_EXIT = ("import sys, time; from physmem.cli import main; sys.argv[0] = 'physmem'\n"
+           "try:\n    main()\nexcept SystemExit:\n    pass\n"
+           "print(time.process_time(), file=sys.stderr)")
+
+
+def exit_cost(args: list[str], env: dict) -> float:
+    """CPU s of a process after its main() returned: the whole process's less that."""
+    t0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    r = subprocess.run(args, env=env, check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, text=True)
+    t1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (t1.ru_utime - t0.ru_utime + t1.ru_stime - t0.ru_stime
+            - float(r.stderr.split()[-1]))
+
+
 def cpu(args: list[str], env: dict) -> float:
     t0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(args, env=env, check=True, stdout=subprocess.DEVNULL)
@@ -90,6 +108,10 @@ def main() -> int:
                 for key, args in rows:
                     d = best.setdefault(key, {})
                     d[name] = min(d.get(name, 9e9), cpu(args, envs[name]))
+                for t in traces:
+                    d = best.setdefault(f"exit of `replay --jit auto` {Path(t).name}", {})
+                    d[name] = min(d.get(name, 9e9),
+                                  exit_cost([py, "-c", AT_EXIT, "replay", t], envs[name]))
         print(f"# bench/cli_side.py: CPU s, best of {rounds}; other = {other}\n")
         print("| command | other | this tree |")
         print("|---|---|---|")

@@ -118,8 +118,15 @@ def child(tree: str, what: str) -> dict:
 
 
 def cli_time(tree: str, trace: Path) -> float:
-    """CPU time of `physmem replay` (interpreter start-up included) run from ``tree``."""
-    env = dict(os.environ, PYTHONPATH=str(Path(tree) / "src"))
+    """CPU time of `physmem replay` (interpreter start-up included) run from ``tree``, with
+    its bytecode written as an installed package has it (this environment sets
+    PYTHONDONTWRITEBYTECODE=1, under which every process compiles physmem's sources)."""
+    import hashlib
+    import tempfile
+    tag = hashlib.sha1(str(Path(tree).resolve()).encode()).hexdigest()[:12]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.update(PYTHONPATH=str(Path(tree) / "src"),
+               PYTHONPYCACHEPREFIX=str(Path(tempfile.gettempdir()) / f"physmem-pyc-{tag}"))
     before = os.times()
     subprocess.run([sys.executable, "-c", "import sys; from physmem.cli import main; main()",
                     "replay", str(trace)], env=env, stdout=subprocess.DEVNULL, check=False)

@@ -4,9 +4,13 @@ what the general path (run_line) and the Python API give."""
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 
 import pytest
 
+import physmem
 from physmem import trace
 from physmem.trace import Replayer, parse_u64
 
@@ -144,3 +148,38 @@ def test_a_kernel_booted_before_the_replay_takes_the_fast_path():
     assert replayed(f"free_count 0\nfree_pages {pa} 0\nfree_count 0\n", r) == \
         f"{free - 1}\nok\n{free}\n"
     assert api.k.free_count(0) == free
+
+
+# A process that runs the command line, then names every module it imported (on stderr).
+_MODULES = r"""
+import atexit, sys
+atexit.register(lambda: print(" ".join(sorted(sys.modules)), file=sys.stderr))
+from physmem.cli import main
+sys.argv[0] = "physmem"
+main()
+"""
+
+
+def test_physmem_replay_imports_only_what_the_trace_needs(tmp_path):
+    """Start-up (issue 13): a FreeBSD trace replayed without the JIT imports neither
+    DragonFly's page layer, snapshots, workloads, tables nor numba; the API's lazy names
+    still work."""
+    p = tmp_path / "t.trace"
+    p.write_text(SETUP + "alloc_pages 0 default 0\n")
+    env = {k: v for k, v in os.environ.items() if k != "PHYSMEM_JIT_TIER"}
+    r = subprocess.run([sys.executable, "-c", _MODULES, "replay", "--jit", "off", str(p)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0 and r.stdout.splitlines()[-1].startswith("0x")
+    mods = set(r.stderr.split())
+    assert {"physmem.kernel", "physmem.trace", "click"} <= mods
+    assert not [m for m in mods if m.startswith((
+        "physmem.dragonfly.vm_page", "physmem.snapshot", "physmem.workloads", "physmem.reports",
+        "rich", "matplotlib", "numba", "tomllib"))]
+    r = subprocess.run([sys.executable, "-c",
+                        "import sys, physmem; a = 'physmem.snapshot' in sys.modules; "
+                        "from physmem import snapshot; "
+                        "print(a, physmem.load_snapshot is snapshot.load, "
+                        "physmem.Replayer is physmem.trace.Replayer)"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.stdout.split() == ["False", "True", "True"]
+    assert not hasattr(physmem, "no_such_name")

@@ -118,6 +118,22 @@ def test_a_file_that_is_not_a_trace_is_refused_with_one_line(tmp_path, data, whe
     assert "Traceback" not in res.output
 
 
+@pytest.mark.parametrize("before", [0, 1, 7, MAX_LINE // 2 - 3, MAX_LINE // 2, 40_000])
+def test_a_line_one_character_too_long_is_found_wherever_it_starts(tmp_path, before):
+    # read_trace measures lines only where a stretch of MAX_LINE // 2 characters has no
+    # newline: a longer line covers such a stretch wherever it starts in the block.
+    head = SETUP + "#" * before + "\n" + "free_count 0\n" * 5
+    for size, refused in ((MAX_LINE, False), (MAX_LINE + 1, True)):
+        path = _file(tmp_path, (head + "x" * size + "\nfree_count 0\n").encode())
+        out = io.StringIO()
+        if refused:
+            with pytest.raises(E.TraceFormatError, match="line 10: longer than"):
+                replay_file(path, out)
+        else:
+            assert replay_file(path, out) == 7      # not booted (6), unknown operation
+            assert "error: line 10: unknown operation" in out.getvalue()
+
+
 def test_dev_zero_as_a_trace_is_one_line_error():
     res = CliRunner().invoke(main, ["replay", "/dev/zero"])
     assert res.exit_code == 2

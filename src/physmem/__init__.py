@@ -20,6 +20,7 @@ modules -> :mod:`physmem.kernel` (the composite: boot, the public API, attached 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from .atomic import OutputError
 from .errors import (
@@ -44,12 +45,32 @@ from .errors import (
 )
 from .kernel import Kernel, Tunables, jit_mode
 from .machine import PRESETS, Machine, RamRange, get_machine
-from .snapshot import SnapshotError
-from .snapshot import load as load_snapshot
-from .snapshot import save as save_snapshot
-from .trace import Replayer, replay_file
+
+if TYPE_CHECKING:
+    from .snapshot import SnapshotError
+    from .snapshot import load as load_snapshot
+    from .snapshot import save as save_snapshot
+    from .trace import Replayer, replay_file
 
 __version__ = "0.1.0"
+
+# Imported on first use (PEP 562), not by ``import physmem``: the command line's modules
+# import physmem first, and `physmem replay` needs neither snapshots nor, until it runs,
+# the trace engine (issue 13: start-up; bench/RESULTS.md).
+_LAZY = {"Replayer": ("trace", "Replayer"), "replay_file": ("trace", "replay_file"),
+         "SnapshotError": ("snapshot", "SnapshotError"),
+         "load_snapshot": ("snapshot", "load"), "save_snapshot": ("snapshot", "save")}
+
+
+def __getattr__(name: str) -> object:
+    """The names of :data:`_LAZY`, imported when first asked for."""
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module 'physmem' has no attribute {name!r}")
+    from importlib import import_module
+    value = getattr(import_module(f".{where[0]}", __name__), where[1])
+    globals()[name] = value
+    return value
 
 
 def __dir__() -> list[str]:

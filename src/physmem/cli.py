@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import wraps
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,6 @@ from .machine import (
     machine_spec,
     machine_to_toml,
 )
-from .workloads import MAX_OPS
 
 
 # rich is imported by the commands that print tables, not at start-up: `physmem replay`
@@ -81,6 +80,26 @@ def _long_trace(path: str) -> bool:
         return path != "-" and os.path.isfile(path) and os.path.getsize(path) >= _LONG_TRACE
     except OSError:
         return False
+
+
+@contextlib.contextmanager
+def _frozen() -> Iterator[None]:
+    """Leave the objects alive now out of the garbage collector's walks while the command
+    runs, and out of the interpreter's last collections at exit.  A replay makes little
+    cyclic garbage; what the collector walked were the imports' objects and numba's (a
+    full collection during numba's import, ~0.02 s of CPU, and the exit's, ~0.05 s, of a
+    compiled replay; bench/RESULTS.md, issue 13).  Unfrozen when the command returns (a
+    test's process goes on); ``gc.freeze()`` is registered (once) as an exit function,
+    which run before the exit's collections: the memory goes back with the process."""
+    import atexit
+    import gc
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        atexit.unregister(gc.freeze)
+        atexit.register(gc.freeze)
 
 
 def _fail(message: str) -> None:
@@ -293,8 +312,7 @@ def sysctl(oid: str, machine: str, tunables: tuple[str, ...]) -> None:
 def replay(trace: str, check: bool, load_from: str | None, save_to: str | None,
            jit: str, force: bool) -> None:
     """Replay a trace (FILE, or - for standard input); exit 1 if any line failed."""
-    from . import snapshot
-    from .trace import Replayer, read_trace
+    from .trace import Replayer, read_trace_blocks
     refuse_temp(trace)
     if save_to is not None:         # (an empty --save is refused, not ignored)
         check_output_file(save_to, force, is_snapshot_file, "snapshot")
@@ -303,20 +321,23 @@ def replay(trace: str, check: bool, load_from: str | None, save_to: str | None,
         mode = True         # it would pass the tier anyway: compiled from the first call
     r = Replayer(check=check, kernel_factory=lambda arch: Kernel(arch, jit=mode))
     if load_from:
-        r.kernel = snapshot.load(load_from)
+        from .snapshot import load
+        r.kernel = load(load_from)
         r.kernel.jit = mode
         r.kernel.start_jit()
         r.arch = r.kernel.param.name
         r.nops = 1   # an arch line can no longer come first
     out = sys.stdout
-    if trace == "-":
-        errors = r.replay(read_trace(sys.stdin.buffer, "-"), out)
-    else:
-        with open(trace, "rb") as f:
-            errors = r.replay(read_trace(f, trace), out)
+    with _frozen():
+        if trace == "-":
+            errors = r.replay_blocks(read_trace_blocks(sys.stdin.buffer, "-"), out)
+        else:
+            with open(trace, "rb") as f:
+                errors = r.replay_blocks(read_trace_blocks(f, trace), out)
     out.flush()
     if save_to:
-        snapshot.save(r.k, save_to)
+        from .snapshot import save
+        save(r.k, save_to)
     sys.exit(1 if errors else 0)
 
 
@@ -636,6 +657,7 @@ def dfly_run(workload: str, machine: str, source: str, cpus: str | None, nbytes:
     """Run a page-layer workload on one or both free-page sources, side by side."""
     from .dfly_workloads import run
     from .dragonfly.vm_page import CpuTopology
+    from .workloads import MAX_OPS
     check_int(ops, "--ops", 1, MAX_OPS)
     check_int(seed, "--seed", 0, (1 << 64) - 1)
     topo = CpuTopology.parse(cpus) if cpus else None

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -404,6 +403,7 @@ def machine_from_toml(text: str, source: str = "<toml>") -> Machine:
     if len(text) > MAX_TOML_CHARS:
         raise MapFormatError(f"{source}: larger than {MAX_TOML_CHARS >> 10} KiB; a machine "
                              f"has at most {MAX_RAM_RANGES} RAM ranges")
+    import tomllib  # here, not at start-up: only machine files need it (issue 13)
     try:
         d = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, ValueError, RecursionError) as e:

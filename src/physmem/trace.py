@@ -28,7 +28,7 @@ from __future__ import annotations
 import codecs
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
-from itertools import accumulate, chain, islice
+from itertools import accumulate, islice
 from typing import BinaryIO, TextIO
 
 from .errors import PhysmemError, StateError, TraceFormatError
@@ -131,6 +131,15 @@ def read_trace(f: BinaryIO, name: str = "trace") -> Iterator[str]:
     MAX_TRACE_BYTES bytes.  Each block of READ_BLOCK bytes is checked before any of its
     lines is yielded, so a file shorter than that is refused before anything runs; in a
     longer one, the blocks before the faulty one have been replayed."""
+    for lines, _ in read_trace_blocks(f, name):
+        yield from lines
+
+
+def read_trace_blocks(f: BinaryIO, name: str = "trace") -> Iterator[tuple[list[str], bool]]:
+    """:func:`read_trace`'s lines as the list of each block read, with whether the block's
+    text holds ``#``, ``$`` or ``->`` (a comment or a handle, which the replay's fast path
+    leaves to the general one): :meth:`Replayer.replay_blocks` takes them as they are,
+    with no step per line in between.  The same checks and errors as read_trace."""
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
     carry = ""
     lineno = 0       # lines yielded so far
@@ -158,16 +167,48 @@ def read_trace(f: BinaryIO, name: str = "trace") -> Iterator[str]:
             data = data.replace("\r\n", "\n").replace("\r", "\n")
         lines = data.split("\n")
         carry = lines.pop() + tail
-        if len(carry) > MAX_LINE or (lines and max(map(len, lines)) > MAX_LINE):
+        if len(carry) > MAX_LINE or (lines and _long_line(data) and
+                                     max(map(len, lines)) > MAX_LINE):
             at = lineno + next((i for i, ln in enumerate(lines) if len(ln) > MAX_LINE),
                                len(lines)) + 1
             raise TraceFormatError(f"{name}: line {at}: longer than {MAX_LINE} characters")
         lineno += len(lines)
-        yield from lines
+        if lines:
+            yield lines, _special(data)
         if not block:
             if carry:
-                yield carry
+                yield [carry], _special(carry)
             return
+
+
+def _long_line(text: str) -> bool:
+    """Whether ``text`` may hold a line longer than MAX_LINE: a stretch of MAX_LINE // 2
+    characters without a newline, at a multiple of that (such a line covers a whole one).
+    A few ``find()`` calls a block, instead of the length of each of its lines."""
+    h = MAX_LINE // 2
+    return any(text.find("\n", j, j + h) < 0 for j in range(0, len(text) - h + 1, h))
+
+
+def _special(text: str) -> bool:
+    """Whether ``text`` may hold a comment or a handle (``#``, ``$``, ``->``)."""
+    return "#" in text or "$" in text or "->" in text
+
+
+def _blocks(lines: Iterable[str]) -> Iterator[tuple[list[str], bool]]:
+    """Any lines as :func:`read_trace_blocks` gives them: lists of BLOCK_LINES lines.  If
+    ``lines`` fails, the lines read before the failure come first, then the error."""
+    it = iter(lines)
+    while True:
+        block: list[str] = []
+        try:
+            block.extend(islice(it, BLOCK_LINES))
+        except Exception:
+            if block:
+                yield block, _special("".join(block))
+            raise
+        if not block:
+            return
+        yield block, _special("".join(block))
 
 
 class Replayer:
@@ -186,7 +227,8 @@ class Replayer:
         self.handles: dict[str, int | None] = {}
         self.errors = 0
         self._num: dict[str, int] = {}      # words parsed so far -> values (see NUM_CACHE)
-        self._hex: dict[int, tuple[str, int | list[int]]] = {}  # see _hex_chunk
+        self._hex: dict[int, tuple[str, int]] = {}  # see _hex_chunk
+        self._hex0: tuple[str, list[int]] | None = None
         self.dfly = DflyOps(parse_u64)
         self._ops: dict[str, Callable[[list[str]], str]] = {
             "arch": self.op_arch,
@@ -288,68 +330,64 @@ class Replayer:
         block with a comment or a handle, and ``check`` mode go through :meth:`run_line`,
         which does the same with the general checks.  If the input fails (read_trace's
         TraceFormatError), the lines read before it are run and printed first."""
+        return self.replay_blocks(_blocks(lines), out)
+
+    def replay_blocks(self, blocks: Iterable[tuple[list[str], bool]], out: TextIO) -> int:
+        """:meth:`replay` of lines given as :func:`read_trace_blocks` gives them: lists of
+        lines, each with whether it may hold a comment or a handle.  Each list is run in
+        blocks of BLOCK_LINES lines (results written after each); the error count."""
         # NOTE: buf holds result lines without their "\n" (joined per block), and the
         # operations run here are counted in n, added to self.nops before run_line runs
         # (op_arch reads it) and at the end: per line, that is two fewer attribute writes.
         buf: list[str] = []
         append = buf.append
         run_line = self.run_line
-        it = iter(lines)
-        first = next(it, None)
-        if first is None:
-            return self.errors
-        if first.startswith("\ufeff"):
-            first = first[1:]
-        it = chain((first,), it)
         hot = self._hot_now()
         lineno = 1                  # of the block's first line
         n = 0
-        failed: Exception | None = None
+        first = True
         try:
-            while failed is None:
-                block: list[str] = []
-                try:
-                    block.extend(islice(it, BLOCK_LINES))
-                except Exception as e:      # run what was read, then raise (below)
-                    failed = e
-                if not block:
-                    break
-                text = "".join(block)
-                special = "#" in text or "$" in text or "->" in text
-                for i, line in enumerate(block, lineno):
-                    tok = line.split()
-                    if not tok:
-                        continue
-                    fn = hot.get(tok[0])
-                    if fn is None or (special and ("#" in line or "$" in line or
-                                                  "->" in line)):
-                        self.nops += n
-                        n = 0
-                        r = run_line(line, i)
-                        if r is not None:
-                            append(r[:-1])
-                        hot = self._hot_now()       # after arch, boot, ...
-                    else:
-                        n += 1
-                        try:
-                            append(fn(tok))
-                        except PhysmemError as e:
-                            self.errors += 1
-                            append(f"error: line {i}: {e}")
-                lineno += len(block)
-                if buf:
-                    buf.append("")
-                    out.write("\n".join(buf))
-                    buf.clear()
-                if len(self._num) >= NUM_CACHE:
-                    self._num.clear()
+            for lines, any_special in blocks:
+                if first and lines:
+                    first = False
+                    if lines[0].startswith("\ufeff"):
+                        lines[0] = lines[0][1:]
+                size = BLOCK_LINES
+                for at in range(0, len(lines), size):
+                    block = lines[at:at + size] if len(lines) > size else lines
+                    special = any_special and _special("".join(block))
+                    for i, line in enumerate(block, lineno):
+                        tok = line.split()
+                        if not tok:
+                            continue
+                        fn = hot.get(tok[0])
+                        if fn is None or (special and ("#" in line or "$" in line or
+                                                      "->" in line)):
+                            self.nops += n
+                            n = 0
+                            r = run_line(line, i)
+                            if r is not None:
+                                append(r[:-1])
+                            hot = self._hot_now()       # after arch, boot, ...
+                        else:
+                            n += 1
+                            try:
+                                append(fn(tok))
+                            except PhysmemError as e:
+                                self.errors += 1
+                                append(f"error: line {i}: {e}")
+                    lineno += len(block)
+                    if buf:
+                        buf.append("")
+                        out.write("\n".join(buf))
+                        buf.clear()
+                    if len(self._num) >= NUM_CACHE:
+                        self._num.clear()
         finally:
             self.nops += n
             if buf:
                 buf.append("")
                 out.write("\n".join(buf))
-        if failed is not None:
-            raise failed
         return self.errors
 
     def _hot_now(self) -> dict[str, Callable[[list[str]], str]]:
@@ -472,7 +510,7 @@ class Replayer:
 
         alloc_npages_pfns = k.alloc_npages_pfns
         hexes = self._hex
-        hex_chunk = self._hex_chunk
+        hex_run = self._hex_run
 
         def op_alloc_npages(tok: list[str]) -> str:
             if len(tok) != 4:
@@ -488,19 +526,18 @@ class Replayer:
             # once as one text: a run is one slice of it, however many pages it has.
             # (the runs as page frame numbers and counts, flat: no tuple per run)
             out = [""]
+            append = out.append
             total = 0
             it = iter(alloc_npages_pfns(d, tok[2], n))
             for m, c in zip(it, it, strict=True):
                 total += c
                 h = hexes.get(m >> HEX_PFN_SHIFT)
-                if h is None:
-                    h = hex_chunk(m >> HEX_PFN_SHIFT)
-                text, w = h
-                j = m & HEX_MASK
-                if w.__class__ is int:          # (NOTE: cheaper than type(w) or isinstance)
-                    out.append(text[j * w:(j + c) * w])
+                if h is None:           # a chunk not made yet, or chunk 0 (never in hexes)
+                    append(hex_run(m, c))
                 else:
-                    out.append(text[w[j]:w[j + c]])
+                    text, w = h
+                    j = (m & HEX_MASK) * w
+                    append(text[j:j + c * w])
             out[0] = str(total)
             return "".join(out)
 
@@ -575,20 +612,32 @@ class Replayer:
     def _hex_chunk(self, key: int) -> tuple[str, int | list[int]]:
         """The printed addresses of the pages of 16 MiB chunk ``key``, each after a blank,
         as one text, and the width of each page's word in it -- or, for chunk 0, whose
-        words have several widths, where each word starts (a bounded cache)."""
-        if len(self._hex) >= HEX_CHUNKS:
-            self._hex.clear()
-        h: tuple[str, int | list[int]]
-        if key:
+        words have several widths, where each word starts.  Made once: chunk 0 is kept
+        apart, the others in ``self._hex`` (a bounded cache, which alloc_npages' printing
+        reads: all its entries have one width)."""
+        if not key:
+            if self._hex0 is None:
+                words = [f" {pa:#x}" for pa in range(0, 1 << HEX_SHIFT, 4096)]
+                self._hex0 = ("".join(words), [0, *accumulate(map(len, words))])
+            return self._hex0
+        h = self._hex.get(key)
+        if h is None:
+            if len(self._hex) >= HEX_CHUNKS:
+                self._hex.clear()
             # Every address of the chunk is the chunk's number in hexadecimal then six
             # digits (HEX_SHIFT is 24): one join, and the words all have one width.
             sep = f" {key:#x}"
-            h = (sep + sep.join(_LOW_DIGITS), len(sep) + 6)
-        else:
-            words = [f" {pa:#x}" for pa in range(0, 1 << HEX_SHIFT, 4096)]
-            h = ("".join(words), [0, *accumulate(map(len, words))])
-        self._hex[key] = h
+            h = self._hex[key] = (sep + sep.join(_LOW_DIGITS), len(sep) + 6)
         return h
+
+    def _hex_run(self, m: int, c: int) -> str:
+        """The printed addresses of the ``c`` pages from page ``m`` (one chunk's), each
+        after a blank: alloc_npages' printing for a chunk not in ``self._hex``."""
+        text, w = self._hex_chunk(m >> HEX_PFN_SHIFT)
+        j = m & HEX_MASK
+        if isinstance(w, int):
+            return text[j * w:(j + c) * w]
+        return text[w[j]:w[j + c]]
 
     def op_lazy_init(self, tok: list[str]) -> str:
         self._nargs(tok, 0)
@@ -708,6 +757,6 @@ def replay_file(path: str, out: TextIO, check: bool = False) -> int:
     import sys
     r = Replayer(check=check)
     if path == "-":
-        return r.replay(read_trace(sys.stdin.buffer, "-"), out)
+        return r.replay_blocks(read_trace_blocks(sys.stdin.buffer, "-"), out)
     with open(path, "rb") as f:
-        return r.replay(read_trace(f, path), out)
+        return r.replay_blocks(read_trace_blocks(f, path), out)

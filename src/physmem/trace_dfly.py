@@ -8,12 +8,16 @@ boots with ``dfly_boot`` and its named objects; :class:`~physmem.trace.Replayer`
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from .dragonfly.vm_object import VmObject
-from .dragonfly.vm_page import CpuTopology, DragonflyVm, parse_req
-from .dragonfly.vm_page_array import PQ_NONE, QUEUE_NAMES, queue_base
-from .dragonfly.vm_pageout import MADVICE
 from .errors import StateError, TraceFormatError
+
+# DragonFly's modules are imported by the operations that need them (dfly_boot first), not
+# with the trace engine: a FreeBSD trace never needs them (~15 modules; issue 13, the
+# start-up of `physmem replay`).
+if TYPE_CHECKING:
+    from .dragonfly.vm_object import VmObject
+    from .dragonfly.vm_page import DragonflyVm
 
 # The operations that return a page (may bind "-> NAME") and those whose first argument is
 # a page (may be "$NAME").
@@ -33,6 +37,7 @@ DFLY_PAGE_OPS = frozenset((
 
 def page_info(vm: DragonflyVm, m: int) -> str:
     """One line with a page's struct vm_page fields (physmem's own view)."""
+    from .dragonfly.vm_page_array import PQ_NONE, QUEUE_NAMES, queue_base
     p = vm.pages
     q = p.queue[m]
     qname = "PQ_NONE" if q == PQ_NONE else f"{QUEUE_NAMES[queue_base(q)]}+{q - queue_base(q)}"
@@ -152,6 +157,7 @@ class DflyOps:
             if not eq or k not in ("source", "cpus", "dma_reserved"):
                 raise TraceFormatError(f"dfly_boot: unknown option '{t}'")
             opts[k] = v
+        from .dragonfly.vm_page import CpuTopology, DragonflyVm
         cpus = CpuTopology.parse(opts["cpus"]) if "cpus" in opts else None
         dma = self.u64(opts["dma_reserved"], "dma_reserved") if "dma_reserved" in opts \
             else None
@@ -172,6 +178,7 @@ class DflyOps:
         return f"object {o.id} pg_color {o.pg_color}"
 
     def _alloc_args(self, tok: list[str]) -> tuple[VmObject | None, int, int]:
+        from .dragonfly.vm_page import parse_req
         self._n(tok, 3)
         return self._obj(tok[1]), self.u64(tok[2], "pindex"), parse_req(tok[3])
 
@@ -187,6 +194,7 @@ class DflyOps:
         return self._addr(self._vm().vm_page_grab(obj, pindex, req))
 
     def op_vm_page_alloczwq(self, tok: list[str]) -> str:
+        from .dragonfly.vm_page import parse_req
         self._n(tok, 2)
         return self._addr(self._vm().vm_page_alloczwq(self.u64(tok[1], "pindex"),
                                                       parse_req(tok[2])))
@@ -267,6 +275,7 @@ class DflyOps:
 
     def op_vm_object_madvise(self, tok: list[str]) -> str:
         """vm_object_madvise OBJECT PINDEX COUNT willneed|dontneed|free"""
+        from .dragonfly.vm_pageout import MADVICE
         self._n(tok, 4)
         obj = self._obj(tok[1])
         if obj is None or tok[4] not in MADVICE:
