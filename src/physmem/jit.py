@@ -18,7 +18,9 @@ nothing uses and without numba's reference counting (they allocate nothing); a f
 that only compiled code calls (``Lazy.python`` unset) is typed in its callers by a
 dispatcher without the CPython wrapper either, cached under a name of its own.  A
 function found in numba's cache is loaded without numba's full target set-up (its typing
-and lowering registries), which only a compile needs.
+and lowering registries), which only a compile needs.  :meth:`Lazy.variant` compiles a
+caller with some callees replaced, for a state in which the paths that need them are
+never taken (the fast paths with no observer attached do not compile the log's netting).
 
 Rules (docs/implementation.md, section 6): one implementation per function, readable as
 the kernel's loops over arrays; callers validate arguments before compiled code mutates
@@ -137,6 +139,21 @@ class Lazy:
                     enabled() else self.compiled()
             return self._inner
 
+    def variant(self, suffix: str, **callees: Lazy) -> Lazy:
+        """This function with the named callees replaced (same code and module; a copy of
+        its globals): a caller's version for a state in which some of its paths are never
+        taken, so that their callees are not compiled.  Compiled and cached as
+        ``<name>__<suffix>``; ``self`` when it calls none of them."""
+        fn = self.fn
+        names = set(fn.__code__.co_names) & callees.keys()
+        if not names:
+            return self
+        g = dict(fn.__globals__)
+        g.update((name, callees[name]) for name in names)
+        v = Lazy(_copy(fn, g, f"{fn.__qualname__}__{suffix}"), self.sig)
+        v.python = self.python
+        return v
+
     def _with_callees(self, pick: Callable[[Lazy], Callable]) -> Callable:
         """``fn`` with ``pick(callee)`` in its globals for each Lazy it calls (plain Python
         must not compile): same code, module and name."""
@@ -160,7 +177,10 @@ class Lazy:
                 return numba.njit(cache=True)(fn)
             except (OSError, RuntimeError):   # no usable cache directory: compile each time
                 return numba.njit(fn)
-        opts: dict[str, Any] = {"no_cfunc_wrapper": True, "_nrt": False}
+        # no_rewrites: numba's rewrite passes (array expressions, constant getitem and
+        # raise, branches pruned by literal argument types) find nothing in these
+        # functions and cost ~5 % of a cold compile (bench/RESULTS.md, issue 13, wt13c).
+        opts: dict[str, Any] = {"no_cfunc_wrapper": True, "_nrt": False, "no_rewrites": True}
         if inner:
             # Same code and module globals (numba caches only functions whose globals are
             # their module's), another name for the cache's index.

@@ -66,6 +66,43 @@ def test_boot_does_not_import_numba_and_the_first_call_does():
     assert after == jitted == _NUMBA    # (the child's environment has the JIT on)
 
 
+_VARIANTS = r'''
+import json, physmem
+from physmem.freebsd import vm_phys as V
+k = physmem.boot("firecracker-1g", lazy=True, jit=True)
+phys = k.phys
+def pair(order):
+    k.free_pages(k.alloc_pages(0, "default", order), order)
+pair(0)
+out = {"unobserved": phys.kalloc is V._UNOBSERVED[V.kernel_alloc_pages].entry(),
+       "netting_compiled": V.log_net._compiled is not None}
+m = k.attach_extent_mirror()
+flushed = []                # VmPhys._flush's netting of a log the call did not net
+net = phys._k.net
+phys._k.net = lambda *a: flushed.append(a) or net(*a)
+pair(0)                     # it splits and merges ten orders: 22 queue changes, 2 runs
+out["observed"] = phys.kalloc is V.kernel_alloc_pages.entry()
+out["netted_in_call"] = not flushed and phys.queue_counts()[1] == 2
+m.check()
+m.detach()
+pair(0)
+out["unobserved_again"] = phys.kalloc is V._UNOBSERVED[V.kernel_alloc_pages].entry()
+print(json.dumps(out))
+'''
+
+
+@pytest.mark.skipif(not _NUMBA, reason="numba is not installed")
+def test_fast_paths_compile_the_netting_only_with_observers_attached():
+    """Without observers the fused fast paths are their variants without log_net (the
+    first compiled call compiles less: bench/RESULTS.md, issue 13, wt13c); attaching the
+    extent mirror switches to the variants that net in the same call, detaching back."""
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_DISABLE_JIT", "PHYSMEM_JIT")}
+    out = json.loads(subprocess.run([sys.executable, "-c", _VARIANTS], capture_output=True,
+                                    text=True, check=True, env=env).stdout)
+    assert out == {"unobserved": True, "netting_compiled": False, "observed": True,
+                   "netted_in_call": True, "unobserved_again": True}
+
+
 def test_enabled_follows_the_environment(monkeypatch):
     monkeypatch.setenv("PHYSMEM_JIT", "0")
     assert not jit.enabled()

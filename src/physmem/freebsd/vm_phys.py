@@ -683,16 +683,27 @@ def _take_owned(st, words, m, npages):
 
 @njit
 def _logged(st, w):
+    """_log_word, after netting a log of several queue changes (log_net) in this call
+    rather than in one more crossing from Python (VmPhys._flush nets the logs that were
+    not).  With no observer attached no queue change is logged: the fast paths' variants
+    for that case call _log_word itself, and do not compile log_net (_FUSED)."""
+    cfg = len(st) - CFG
+    md = _meta(st, st[st[cfg + C_SG] + SEGW * (w >> 8) + 2])
+    n = st[md + 2]
+    if n > 1 and st[st[md + 3] + 3 * n - 3] != LOG_NET:
+        log_net(st, md, _log_room(st, md))
+    return _log_word(st, w)
+
+
+@njit
+def _log_word(st, w):
     """4 if the log of the domain of the segment in word ``w`` holds entries, else 0.
-    Several queue changes are netted first (log_net), in this call rather than in one
-    more crossing from Python (VmPhys._flush nets the logs that were not)."""
+    A log of one run (one queue change, or a call's changes netted to one: the usual
+    case) is left as one word (LOG_RUN), which an observer's flush reads, and emptied."""
     cfg = len(st) - CFG
     md = _meta(st, st[st[cfg + C_SG] + SEGW * (w >> 8) + 2])
     n = st[md + 2]
     at = st[md + 3]
-    if n > 1 and st[at + 3 * n - 3] != LOG_NET:
-        n = log_net(st, md, _log_room(st, md))
-    # One run left (the usual case): its summary, read in one word by an observer's flush.
     if n == 1 and st[at] <= LOG_REM:
         npages = 1 << st[at + 2]
         added = 1 if st[at] == LOG_ADD else 0
@@ -887,6 +898,10 @@ for _f in _CORE:       # VmPhys's methods call these from Python too (physmem.ji
 _FUSED = (("kalloc", kernel_alloc_pages), ("kfree", kernel_free_pages),
           ("kfreec", kernel_free_contig), ("kallocn", kernel_alloc_npages),
           ("kcontig", kernel_alloc_contig))
+# ... and their variants for a kernel with no observer attached (VmPhys._first): no queue
+# change is logged, so there is nothing to net; _log_word instead of _logged keeps
+# log_net (the largest function of the core, ~0.4 s to compile) out of their compile.
+_UNOBSERVED = {fn: fn.variant("unobserved", _logged=_log_word) for _name, fn in _FUSED}
 
 
 class _CompiledCore:
@@ -1104,9 +1119,10 @@ class VmPhys:
                 lock.release()
 
     def _first(self, name: str, fn: Lazy) -> Callable:
-        """A fast path's first call: compile it, make it the attribute, call it."""
+        """A fast path's first call: compile it (its variant without observers if none is
+        attached: _UNOBSERVED), make it the attribute, call it."""
         def first(*args):
-            f = fn.entry()
+            f = (fn if self._obs() else _UNOBSERVED[fn]).entry()
             setattr(self, name, f)
             return f(*args)
         return first
@@ -1126,6 +1142,7 @@ class VmPhys:
         self.on_rem.append(rem)
         self._flushes.append((add, flush))
         self._pick_flush()
+        self._refirst()
 
     def unobserve(self, add: Callable, rem: Callable) -> None:
         """Detach observers attached by :meth:`observe`."""
@@ -1133,6 +1150,14 @@ class VmPhys:
         self.on_rem.remove(rem)
         self._flushes = [(a, f) for a, f in self._flushes if a != add]
         self._pick_flush()
+        self._refirst()
+
+    def _refirst(self) -> None:
+        """Observers attached or detached: compiled fast paths are picked again at their
+        next call (:meth:`_first`: with or without netting)."""
+        if self.jitted:
+            for name, fn in _FUSED:
+                setattr(self, name, self._first(name, fn))
 
     def _pick_flush(self) -> None:
         self.__dict__.pop("_flush", None)       # the method
