@@ -142,7 +142,8 @@ class Lazy:
 
     def variant(self, suffix: str, **callees: Lazy) -> Lazy:
         """This function with the named callees replaced (same code and module; a copy of
-        its globals): a caller's version for a state in which some of its paths are never
+        its module's globals as they are now, so made once the module's functions are
+        defined): a caller's version for a state in which some of its paths are never
         taken, so that their callees are not compiled.  Compiled and cached as
         ``<name>__<suffix>``; ``self`` when it calls none of them."""
         fn = self.fn
