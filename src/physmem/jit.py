@@ -75,9 +75,10 @@ def _numba() -> Any:
 class Lazy:
     """A function compiled by numba on its first call (see the module docstring)."""
 
-    def __init__(self, fn: Callable, sig: str | None = None) -> None:
+    def __init__(self, fn: Callable, sig: str | None = None, rewrites: bool = True) -> None:
         self.fn = fn
         self.sig = sig              # numba's argument types, "(int64[::1], int64, ...)"
+        self.rewrites = rewrites    # numba's rewrite passes run (njit_typed)
         self.__name__ = fn.__name__
         self.__doc__ = fn.__doc__
         self._compiled: Callable | None = None
@@ -160,7 +161,8 @@ class Lazy:
                 return numba.njit(cache=True)(fn)
             except (OSError, RuntimeError):   # no usable cache directory: compile each time
                 return numba.njit(fn)
-        opts: dict[str, Any] = {"no_cfunc_wrapper": True, "_nrt": False}
+        opts: dict[str, Any] = {"no_cfunc_wrapper": True, "_nrt": False,
+                                "no_rewrites": not self.rewrites}
         if inner:
             # Same code and module globals (numba caches only functions whose globals are
             # their module's), another name for the cache's index.
@@ -208,12 +210,15 @@ def njit(fn: Callable) -> Lazy:
     return Lazy(fn)
 
 
-def njit_typed(**arrays: str) -> Callable[[Callable], Lazy]:
+def njit_typed(*, rewrites: bool = True, **arrays: str) -> Callable[[Callable], Lazy]:
     """A decorator like :func:`njit` for functions compiled for one signature: each
     argument named in ``arrays`` has that numba type (``"int64[::1]"``), every other one
-    is an ``int64``."""
+    is an ``int64``.  ``rewrites=False`` skips numba's rewrite passes (array expressions,
+    constant getitem and raise, branches pruned by argument types), for functions that
+    use none of these: ~5 % of a cold compile (bench/RESULTS.md, issue 13, wt13c)."""
     def decorate(fn: Callable) -> Lazy:
         code = fn.__code__
         names = code.co_varnames[:code.co_argcount]
-        return Lazy(fn, "(" + ", ".join(arrays.get(n, "int64") for n in names) + ",)")
+        return Lazy(fn, "(" + ", ".join(arrays.get(n, "int64") for n in names) + ",)",
+                    rewrites)
     return decorate

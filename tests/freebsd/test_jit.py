@@ -66,6 +66,38 @@ def test_boot_does_not_import_numba_and_the_first_call_does():
     assert after == jitted == _NUMBA    # (the child's environment has the JIT on)
 
 
+_FIRST_PAIR = r'''
+import json, physmem
+from physmem.freebsd import vm_phys as V
+k = physmem.boot("firecracker-1g", lazy=True, jit=True)
+phys = k.phys
+def pair(order):
+    k.free_pages(k.alloc_pages(0, "default", order), order)
+pair(0)
+out = {"netting_compiled": V.log_net._compiled is not None}
+m = k.attach_extent_mirror()
+flushed = []                # VmPhys._flush's netting of a log: the direct hand-off has none
+net = phys._k.net
+phys._k.net = lambda *a: flushed.append(a) or net(*a)
+pair(0)                     # it splits and merges ten orders: 22 queue changes, 2 runs
+out["handed_directly"] = not flushed and phys.queue_counts()[1] == 2
+m.check()
+print(json.dumps(out))
+'''
+
+
+@pytest.mark.skipif(not _NUMBA, reason="numba is not installed")
+def test_first_pair_does_not_compile_the_netting_and_the_mirror_gets_the_net_change():
+    """The fast paths hand their one run to the observers (the direct hand-off), so the
+    first compiled pair does not compile log_net (bench/RESULTS.md, issue 13, wt13c and
+    wt13m); with the extent mirror attached, a pair that splits and merges ten orders
+    reaches it as its two runs without any log netted in Python."""
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_DISABLE_JIT", "PHYSMEM_JIT")}
+    out = json.loads(subprocess.run([sys.executable, "-c", _FIRST_PAIR], capture_output=True,
+                                    text=True, check=True, env=env).stdout)
+    assert out == {"netting_compiled": False, "handed_directly": True}
+
+
 def test_enabled_follows_the_environment(monkeypatch):
     monkeypatch.setenv("PHYSMEM_JIT", "0")
     assert not jit.enabled()

@@ -168,8 +168,9 @@ C_POPS, C_NINIT = 14, 15
 SEGW = 4            # a segment's words: spfn, epfn, fq, domain
 
 # The queue core's functions are compiled for one signature each: these arrays, every other
-# argument an int64 (numba would compile a version per literal a caller passes).
-njit = njit_typed(st="int64[::1]", words="uint16[::1]", out="int64[::1]")
+# argument an int64 (numba would compile a version per literal a caller passes); they use
+# nothing numba's rewrite passes change (no array expressions, raise, literal arguments).
+njit = njit_typed(st="int64[::1]", words="uint16[::1]", out="int64[::1]", rewrites=False)
 
 
 @njit
