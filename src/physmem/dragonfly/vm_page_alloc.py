@@ -14,6 +14,7 @@ from .alist import ALIST_BLOCK_NONE
 from .locks import PAGE_STRIPES, page_op
 from .vm_object import VmObject
 from .vm_page_array import (
+    COUNTER,
     PBUSY_LOCKED,
     PBUSY_MASK,
     PBUSY_WANTED,
@@ -31,6 +32,7 @@ from .vm_page_array import (
     VM_PAGE_BITS_ALL,
     CpuStats,
 )
+from .vm_page_core import DECLINE
 from .vm_page_defs import (
     _RACE,
     ALLOC_CLASSES,
@@ -271,31 +273,53 @@ class AllocMixin:
             return None
         q = PQ_FREE + color
         qs = self.queues
-        qlock = self.queue_spin[q]
-        qlock.acquire()
-        m = qs.first(q)
-        if m is None:
-            qlock.release()
-            return None
-        spin = self.page_spin[m & (PAGE_STRIPES - 1)]
-        if not spin.acquire(False):
-            qlock.release()
-            return None
         p = self.pages
-        bc = p.busy_count
-        atomic = self.atomic
-        atomic.acquire()
-        b = bc[m]
-        if b & (PBUSY_LOCKED | PBUSY_MASK):
+        if self._core:
+            # compiled, no Python lock: declines where one is held elsewhere
+            q2 = PQ_CACHE + color if req & VM_ALLOC_NORMAL else 0
+            w4, w2, w1, off = p.w4, p.w2, p.w1, qs.off
+            m = self._c_alloc_head(w4, w2, w1, off, q, q2)
+            while m < DECLINE:
+                qs.materialise(-m - 2)
+                m = self._c_alloc_head(w4, w2, w1, off, q, q2)
+            if m < 0:
+                return None
+        else:
+            if self._tier > 0:
+                self._tier -= 1
+                if not self._tier:
+                    self._enter_core()
+            qlock = self.queue_spin[q]
+            qlock.acquire()
+            m = qs.first(q)
+            if m is None:
+                qlock.release()
+                return None
+            spin = self.page_spin[m & (PAGE_STRIPES - 1)]
+            if not spin.acquire(False):
+                qlock.release()
+                return None
+            bc = p.busy_count
+            atomic = self.atomic
+            atomic.acquire()
+            b = bc[m]
+            if b & (PBUSY_LOCKED | PBUSY_MASK):
+                atomic.release()
+                spin.release()
+                qlock.release()
+                return None
+            bc[m] = b | PBUSY_LOCKED
             atomic.release()
+            qs.remove_head(q)
             spin.release()
             qlock.release()
-            return None
-        bc[m] = b | PBUSY_LOCKED
-        atomic.release()
-        qs.remove_head(q)
-        spin.release()
-        qlock.release()
+            lastq = qs.lastq
+            lastq[q] = -1
+            if req & VM_ALLOC_NORMAL:
+                lastq[PQ_CACHE + color] = -1
+            p.flags[m] = 0
+            p.act_count[m] = 0
+            p.valid[m] = 0
         slock = self.stats_lock                       # _count("v_free_count", -1)
         slock.acquire()
         s.v_free_count -= 1
@@ -307,15 +331,8 @@ class AllocMixin:
             self.vmstats.v_free_count += adj["v_free_count"]
             adj["v_free_count"] = 0
             slock.release()
-        lastq = qs.lastq
-        lastq[q] = -1
-        if req & VM_ALLOC_NORMAL:
-            lastq[PQ_CACHE + color] = -1
         if s.v_free_count < s.v_paging_start:        # select_free's pagedaemon_wakeup
             self.pagedaemon_wakeup()                   # (start() is false at or above it)
-        p.flags[m] = 0
-        p.act_count[m] = 0
-        p.valid[m] = 0
         if obj is None:
             p.pindex[m] = pindex
         elif not self._insert(m, obj, pindex):
@@ -502,6 +519,34 @@ class AllocMixin:
             obj.generation += 1
             p.obj[m] = 0
             token.release()
+        if self._core and self.kernel is None:
+            # compiled, no Python lock: declines where one is held elsewhere (or for a
+            # fictitious or held page)
+            w4, w2, w1, off = p.w4, p.w2, p.w1, self.queues.off
+            r = self._c_free_toq(w4, w2, w1, off, m)
+            while r < DECLINE:
+                self.queues.materialise(-r - 2)
+                r = self._c_free_toq(w4, w2, w1, off, m)
+            if r >= 0:
+                # the counts (the removal, then v_free_count), the pmap's records, the
+                # busy waiters, vm_page_free_wakeup
+                if r & ~PBUSY_WANTED:
+                    self._count(COUNTER[r & ~PBUSY_WANTED], -1)
+                if self.md_mod:
+                    self.md_mod.discard(m)
+                if self.md_refs:
+                    self.md_refs.pop(m, None)
+                slock = self.stats_lock
+                slock.acquire()
+                c.vmstats.v_free_count += 1
+                c.adj["v_free_count"] += 1
+                slock.release()
+                if r & PBUSY_WANTED:
+                    with self.sleep:
+                        self.sleep.notify_all()
+                if self.vm_pageout_pages_needed or self.vm_pages_waiting:
+                    self.vm_page_free_wakeup()
+                return
         spin = self.page_spin[m & (PAGE_STRIPES - 1)]
         spin.acquire()
         try:
