@@ -11,7 +11,13 @@ from physmem import jit
 from physmem.dfly_workloads import anon_churn, pagecache_fill
 from physmem.dragonfly.vm_page import VM_ALLOC_NORMAL, DragonflyVm
 from physmem.dragonfly.vm_page_array import PQ_FREE
-from physmem.dragonfly.vm_page_core import DECLINE, alloc_head, free_toq
+from physmem.dragonfly.vm_page_core import (
+    DECLINE,
+    alloc_head,
+    free_toq,
+    read_done,
+    scan_active,
+)
 from physmem.machine import Machine, RamRange
 
 from .dfly_util import digest
@@ -45,6 +51,7 @@ def test_compiled_plain_and_python_paths_leave_the_same_state(mib):
     plain = small(mib, jit=True)
     # the compiled functions' own Python (what NUMBA_DISABLE_JIT=1 would run)
     plain._c_alloc_head, plain._c_free_toq = alloc_head.py, free_toq.py
+    plain._c_read_done, plain._c_scan_active = read_done.py, scan_active.py
     assert work(python) == work(compiled) == work(plain)
 
 

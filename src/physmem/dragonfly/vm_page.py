@@ -24,6 +24,8 @@ import dataclasses
 import threading
 from collections.abc import Iterator
 
+import numpy as np
+
 from .. import jit as jitmod
 from ..bits import PAGE_SHIFT
 from ..errors import AddressError, ArgumentError, PhysmemError
@@ -50,7 +52,7 @@ from .vm_page_array import (
 from .vm_page_bits import BitsMixin
 from .vm_page_boot import BootMixin
 from .vm_page_busy import BusyMixin
-from .vm_page_core import alloc_head, free_toq
+from .vm_page_core import alloc_head, free_toq, read_done, scan_active
 from .vm_page_defs import (
     PINDEX_LIMIT,
     VM_ALLOC_CPU,
@@ -118,6 +120,7 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
         self._quick_color = [0] * self.ncpus     # globaldata gd_quick_color, 0 at boot
         self.objects: dict[int, VmObject] = {}
         self._next_obj = 1
+        self.vnode_ids = np.zeros(64, np.uint8)     # 1 at the ids of vnode objects
         self.fake: dict[int, FakePage] = {}
         self.md_refs: dict[int, int] = {}           # pmap reference counts
         self.md_mod: set[int] = set()              # pmap modified pages
@@ -165,6 +168,8 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
         their dispatchers are kept here, so a call skips :class:`~physmem.jit.Lazy`."""
         self._c_alloc_head = alloc_head.compiled()
         self._c_free_toq = free_toq.compiled()
+        self._c_read_done = read_done.compiled()
+        self._c_scan_active = scan_active.compiled()
         self._core = True
 
     # ======================================================================================

@@ -407,6 +407,17 @@ class AllocMixin:
         m = self.vm_page_grab(obj, pindex, VM_ALLOC_NORMAL | VM_ALLOC_RETRY, proc)
         assert m is not None
         p = self.pages
+        if self._core:
+            # compiled, no Python lock (declines for a page on another queue, or where
+            # a lock is held elsewhere)
+            r = self._c_read_done(p.w4, p.w2, p.w1, self.queues.off, m)
+            if r >= 0:
+                if r & 1:
+                    self._count("v_active_count", 1)     # _add_queue's count
+                if r & PBUSY_WANTED:
+                    with self.sleep:
+                        self.sleep.notify_all()
+                return m
         if p.valid[m] != VM_PAGE_BITS_ALL:
             # vm_page_set_validclean(m, 0, PAGE_SIZE): no partial chunk to zero
             p.valid[m] = VM_PAGE_BITS_ALL

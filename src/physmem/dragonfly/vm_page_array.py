@@ -103,12 +103,12 @@ def boot_color(pfn):
 # words' slots in row R_WORDS (vm_page_core.py): one per queue spinlock, one per page
 # spinlock stripe, the busy atomic's.
 R_FLAGS, R_BUSY, R_WIRE, R_HOLD, R_OBJ, R_NEXT, R_PREV = range(7)
-R_HEAD, R_TAIL, R_LCNT, R_LASTQ, R_WORDS = range(7, 12)
-W4_ROWS = 12
+R_HEAD, R_TAIL, R_LCNT, R_LASTQ, R_WORDS, R_ADDS = range(7, 13)
+W4_ROWS = 13
 R_QUEUE, R_PC = 0, 1
 W2_ROWS = 2
-R_ACT, R_VALID, R_DIRTY, R_NONEMPTY, R_IMPLICIT = range(5)
-W1_ROWS = 5
+R_ACT, R_VALID, R_DIRTY, R_NONEMPTY, R_IMPLICIT, R_MDREF = range(6)
+W1_ROWS = 6
 W_QUEUE, W_PAGE = 0, PQ_COUNT
 W_ATOMIC = PQ_COUNT + PQ_L2_SIZE
 NWORDS = W_ATOMIC + 1
@@ -167,10 +167,12 @@ class PageArray:
     per array argument, a view made inside a compiled call ~20 ns; :mod:`.vm_page_core`):
 
     - ``w4`` (uint32): flags, busy_count, wire_count, hold_count, obj, next, prev, and
-      the queues' head, tail, lcnt, lastq and the lock words (vm_page_core.py);
+      the queues' head, tail, lcnt, lastq, the lock words (vm_page_core.py) and the
+      inactive queues' tail-insert counts (``adds``);
     - ``w2`` (uint16): queue, pc;
-    - ``w1`` (uint8): act_count, valid, dirty, the queues' non-empty bytes and the
-      implicit-block bytes;
+    - ``w1`` (uint8): act_count, valid, dirty, the queues' non-empty bytes, the
+      implicit-block bytes and ``mdref`` (1 where the pmap may hold references for the
+      page, ``DragonflyVm.md_refs``: the compiled scan leaves those pages to Python);
 
     plus ``pindex`` (int64).  Rows are ``max(npages, ROW_MIN)`` long and zero-filled
     anonymous memory, so the parts nothing writes cost nothing.  Python reads and writes
@@ -195,13 +197,15 @@ class PageArray:
             ("lcnt", "w4", R_LCNT, np.uint32, PQ_COUNT),
             ("lastq", "w4", R_LASTQ, np.int32, PQ_COUNT),
             ("words", "w4", R_WORDS, np.uint32, NWORDS),
+            ("adds", "w4", R_ADDS, np.uint32, PQ_COUNT),
             ("queue", "w2", R_QUEUE, np.uint16, None),
             ("pc", "w2", R_PC, np.uint16, None),
             ("act_count", "w1", R_ACT, np.uint8, None),
             ("valid", "w1", R_VALID, np.uint8, None),
             ("dirty", "w1", R_DIRTY, np.uint8, None),
             ("nonempty", "w1", R_NONEMPTY, np.uint8, PQ_COUNT),
-            ("implicit", "w1", R_IMPLICIT, np.uint8, -1))
+            ("implicit", "w1", R_IMPLICIT, np.uint8, -1),
+            ("mdref", "w1", R_MDREF, np.uint8, None))
 
     def __init__(self, first_pfn: int, npages: int) -> None:
         self.first_pfn = first_pfn
@@ -543,7 +547,7 @@ class Queues:
         self.tail = pages.tail
         self.lcnt = pages.lcnt
         self.lastq = pages.lastq
-        self.adds = [0] * PQ_COUNT
+        self.adds = pages.adds
         # 1 where a queue is non-empty: the colour search jumps over runs of empty
         # colours (find_nonempty) instead of probing them one by one.
         self.nonempty = pages.nonempty

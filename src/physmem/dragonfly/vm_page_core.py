@@ -28,18 +28,27 @@ from __future__ import annotations
 
 from ..jit import njit
 from .vm_page_array import (
+    ACT_ADVANCE,
+    ACT_INIT,
+    ACT_MAX,
     PBUSY_LOCKED,
     PBUSY_MASK,
     PBUSY_WANTED,
     PG_FICTITIOUS,
     PG_MAPPED,
     PG_NEED_COMMIT,
+    PG_NOSYNC,
+    PG_REFERENCED,
     PG_UNQUEUED,
+    PG_WINATCFLS,
     PG_WRITEABLE,
+    PQ_ACTIVE,
     PQ_FREE,
+    PQ_INACTIVE,
     PQ_L2_MASK,
     PQ_NONE,
     R_ACT,
+    R_ADDS,
     R_BUSY,
     R_DIRTY,
     R_FLAGS,
@@ -47,10 +56,15 @@ from .vm_page_array import (
     R_HOLD,
     R_IMPLICIT,
     R_LASTQ,
+    R_MDREF,
+    R_OBJ,
     R_PC,
     R_QUEUE,
+    R_TAIL,
     R_VALID,
+    R_WIRE,
     R_WORDS,
+    VM_PAGE_BITS_ALL,
     W_ATOMIC,
     W_PAGE,
     W_QUEUE,
@@ -130,3 +144,113 @@ def free_toq(w4, w2, w1, off: int, m: int) -> int:
     b = int(w4[R_BUSY, m])
     w4[R_BUSY, m] = b & ~(PBUSY_LOCKED | PBUSY_WANTED)
     return int(base | (b & PBUSY_WANTED))
+
+
+# -- the page-cache read's last steps ------------------------------------------------------------
+@njit
+def read_done(w4, w2, w1, off: int, m: int) -> int:
+    """pagecache_read after vm_page_grab, for a hard-busied page on no queue or already
+    active (else DECLINE), without a Python lock (the page's, PQ_ACTIVE + pc's and the
+    atomic's words must be 0, else DECLINE): vm_page_set_validclean of the whole page
+    unless it is all valid, vm_page_activate (act_count raised to ACT_INIT, the tail of
+    PQ_ACTIVE + pc; nothing for a fictitious or unqueued page), vm_page_wakeup.  Returns
+    1 if the page joined PQ_ACTIVE (the caller counts it), else 0, | PBUSY_WANTED if a
+    thread waits for the busy; nothing changed on DECLINE."""
+    q = int(w2[R_QUEUE, m])
+    aq = PQ_ACTIVE + int(w2[R_PC, m])
+    b = int(w4[R_BUSY, m])
+    words = w4[R_WORDS]
+    if (q and q != aq) or not b & PBUSY_LOCKED or words[W_PAGE + (m & PQ_L2_MASK)] or \
+            words[W_ATOMIC] or words[W_QUEUE + aq]:
+        return DECLINE
+    if w1[R_VALID, m] != VM_PAGE_BITS_ALL:
+        w1[R_VALID, m] = VM_PAGE_BITS_ALL
+        w1[R_DIRTY, m] = 0
+        w4[R_FLAGS, m] = int(w4[R_FLAGS, m]) & ~PG_NOSYNC
+    added = 0
+    if not int(w4[R_FLAGS, m]) & (PG_FICTITIOUS | PG_UNQUEUED):
+        if w1[R_ACT, m] < ACT_INIT:
+            w1[R_ACT, m] = ACT_INIT
+        if not q:
+            q_insert(w4, w2, w1, aq, m, False)
+            added = 1
+    w4[R_BUSY, m] = b & ~(PBUSY_LOCKED | PBUSY_WANTED)
+    return added | (b & PBUSY_WANTED)
+
+
+# -- the pagedaemon's active scan ----------------------------------------------------------------
+SCAN_DONE, SCAN_EMPTY, SCAN_DECLINE = 0, 1, 2
+
+
+@njit
+def _requeue_ok(adj: int, start_ok: bool) -> bool:
+    """A removal from an active queue may go on without folding this CPU's pending
+    delta (_count's fold: below -1024 while paging should start)."""
+    return not (start_ok and adj - 1 < -1024)
+
+
+@njit
+def scan_active(w4, w2, w1, vnode, off: int, qi: int, budget: int, need: int, adj: int,
+                start_ok: bool, file_decline: int, anon_decline: int):
+    """vm_pageout_scan_active's steps over active queue ``qi`` from its head, up to
+    ``budget`` pages and until ``need`` are deactivated, without a Python lock: each
+    page is busied, aged (+ACT_ADVANCE + refs when referenced, else - the object's
+    decline: ``file_decline`` for vnode objects (``vnode[obj]``), ``anon_decline``
+    otherwise), requeued at the tail, or deactivated at act_count 0 (the tail of
+    PQ_INACTIVE + pc, counted in ``adds``), then unbusied, as ``_active_page`` does.
+    ``adj``: this CPU's pending active-count delta, ``start_ok``: vm_paging_start with
+    the fold's margin.  Stops with SCAN_DECLINE *before* a page it leaves to Python: a
+    lock word up, a page the pmap may hold references for (``mdref``), a wired,
+    fictitious or unqueued page, a busy waiter, a removal that would fold the delta.
+    Returns (status, pages visited, deactivated, v_pdpages counted)."""
+    words = w4[R_WORDS]
+    used = got = pd = 0
+    while used < budget and got < need:
+        n = int(w4[R_HEAD, qi])
+        if n == 0:
+            return SCAN_EMPTY, used, got, pd
+        m = n - 1
+        if words[W_QUEUE + qi] or words[W_PAGE + (m & PQ_L2_MASK)] or words[W_ATOMIC]:
+            return SCAN_DECLINE, used, got, pd
+        b = int(w4[R_BUSY, m])
+        f = int(w4[R_FLAGS, m])
+        if w1[R_MDREF, m] or b & PBUSY_WANTED or f & (PG_FICTITIOUS | PG_UNQUEUED) or \
+                w4[R_WIRE, m] or not _requeue_ok(adj, start_ok):
+            return SCAN_DECLINE, used, got, pd
+        used += 1
+        tail = int(w4[R_TAIL, qi])
+        if b & (PBUSY_LOCKED | PBUSY_MASK):          # _busy_try failed: requeue
+            if tail != n:
+                q_remove(w4, w2, w1, off, qi, m)
+                q_insert(w4, w2, w1, qi, m, False)
+            continue
+        pd += 1                                      # past the busy and wired checks
+        act = int(w1[R_ACT, m])
+        if w4[R_HOLD, m] or f & PG_REFERENCED:
+            if not w4[R_HOLD, m]:
+                w4[R_FLAGS, m] = f & ~PG_REFERENCED
+                w1[R_ACT, m] = min(ACT_MAX, act + ACT_ADVANCE + 1)
+            if tail != n:
+                q_remove(w4, w2, w1, off, qi, m)
+                q_insert(w4, w2, w1, qi, m, False)
+            continue
+        oid = int(w4[R_OBJ, m])
+        if oid and oid < len(vnode) and vnode[oid]:
+            act -= file_decline
+        else:
+            act -= anon_decline
+        if act > 0:
+            w1[R_ACT, m] = act
+            if tail != n:
+                q_remove(w4, w2, w1, off, qi, m)
+                q_insert(w4, w2, w1, qi, m, False)
+            continue
+        w1[R_ACT, m] = 0                             # vm_page_deactivate
+        q_remove(w4, w2, w1, off, qi, m)
+        adj -= 1
+        w4[R_FLAGS, m] = f & ~PG_WINATCFLS
+        iq = PQ_INACTIVE + int(w2[R_PC, m])
+        q_insert(w4, w2, w1, iq, m, False)
+        w4[R_ADDS, iq] += 1
+        got += 1
+    return SCAN_DONE, used, got, pd

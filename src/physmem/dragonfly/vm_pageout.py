@@ -49,6 +49,7 @@ from .vm_page_array import (
     VmStats,
     queue_base,
 )
+from .vm_page_core import SCAN_DONE, SCAN_EMPTY
 
 if TYPE_CHECKING:
     from .vm_object import VmObject
@@ -308,6 +309,7 @@ class PageoutMixin:
     def vm_page_reference(self, m: int) -> None:
         """The pmap saw an access (what pmap_ts_referenced will report)."""
         self.md_refs[m] = self.md_refs.get(m, 0) + 1
+        self.pages.mdref[m] = 1             # (the compiled scan leaves the page to Python)
 
     @page_op()
     def vm_page_modify(self, m: int) -> None:
@@ -319,6 +321,7 @@ class PageoutMixin:
         self.pages.flags[m] |= PG_MAPPED
 
     def _ts_referenced(self, m: int) -> int:
+        self.pages.mdref[m] = 0
         return self.md_refs.pop(m, 0)
 
     # ---------------------------------------------------------------- madvise
@@ -485,6 +488,7 @@ class PageoutMixin:
         got = 0
         per = pqaverage(shortage if use is None else use)
         c = getattr(self, rover)
+        batch = self._core and base == PQ_ACTIVE
         try:
             for _ in range(PQ_L2_SIZE):
                 if got >= shortage:
@@ -493,6 +497,17 @@ class PageoutMixin:
                 c = (c + 1) & PQ_L2_MASK
                 budget = min(per, lcnt[qi])
                 while budget > 0 and got < shortage:
+                    if batch:
+                        # compiled, no Python lock: stops before a page it leaves here
+                        st, used, g, _ = self._active_batch(qi, budget, shortage - got)
+                        budget -= used
+                        got += g
+                        if st == SCAN_EMPTY:
+                            break
+                        if st == SCAN_DONE:
+                            continue
+                        if budget <= 0:
+                            break
                     budget -= 1
                     m = first_locked(qi)
                     if m is None:
@@ -624,6 +639,7 @@ class PageoutMixin:
             md_refs = self.md_refs
             refs = (1 if flags & PG_REFERENCED else 0) + (md_refs.pop(m, 0) if md_refs
                                                            else 0)   # _ts_referenced
+            p.mdref[m] = 0
             if flags & PG_REFERENCED:
                 p.flags[m] = flags & ~PG_REFERENCED
             act = p.act_count[m]
@@ -649,6 +665,31 @@ class PageoutMixin:
             atomic.release()
             if b & PBUSY_WANTED:
                 self._wake_waiters()
+
+    def _active_batch(self, qi: int, budget: int, need: int) -> tuple[int, int, int, int]:
+        """The compiled active scan (vm_page_core.scan_active) over queue ``qi``: up to
+        ``budget`` pages, ``need`` deactivations; then its counts -- v_pdpages, the
+        deactivations in the pageout stats and in this CPU's view and pending deltas
+        (active -1, inactive +1 each: no fold, the batch stops before one).  Returns
+        (status, pages visited, deactivated, v_pdpages)."""
+        p = self.pages
+        c = self.cpu[self._tls.cpu]
+        r = self._c_scan_active(p.w4, p.w2, p.w1, self.vnode_ids, self.queues.off, qi,
+                                budget, need, c.adj["v_active_count"],
+                                self.start(-1024 * self.ncpus), self.filemem_decline,
+                                self.anonmem_decline)
+        g, pd = r[2], r[3]
+        if pd:
+            c.cnt["v_pdpages"] += pd
+        if g:
+            self.pageout_stats.deactivated += g
+            with self.stats_lock:
+                v, adj = c.vmstats, c.adj
+                v.v_active_count -= g
+                v.v_inactive_count += g
+                adj["v_active_count"] -= g
+                adj["v_inactive_count"] += g
+        return r
 
     def _cache_to_free(self) -> None:
         """Free cache pages while v_free_count < v_free_target and cache > 16; the rover
