@@ -52,7 +52,13 @@ from .vm_page_array import (
 from .vm_page_bits import BitsMixin
 from .vm_page_boot import BootMixin
 from .vm_page_busy import BusyMixin
-from .vm_page_core import alloc_head, free_toq, read_done, scan_active
+from .vm_page_core import (
+    alloc_head,
+    free_toq,
+    read_done,
+    scan_active,
+    select_free_or_cache,
+)
 from .vm_page_defs import (
     PINDEX_LIMIT,
     VM_ALLOC_CPU,
@@ -170,6 +176,7 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
         self._c_free_toq = free_toq.compiled()
         self._c_read_done = read_done.compiled()
         self._c_scan_active = scan_active.compiled()
+        self._c_select = select_free_or_cache.compiled()
         self._core = True
 
     # ======================================================================================

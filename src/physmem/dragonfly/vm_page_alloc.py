@@ -32,7 +32,7 @@ from .vm_page_array import (
     VM_PAGE_BITS_ALL,
     CpuStats,
 )
-from .vm_page_core import DECLINE
+from .vm_page_core import DECLINE, SEL_FOUND, SEL_MATERIALISE, SEL_NONE
 from .vm_page_defs import (
     _RACE,
     ALLOC_CLASSES,
@@ -131,6 +131,21 @@ class AllocMixin:
                 return m, False
             return self._select_cache(color), True
         q = self.queues
+        if self._core:
+            # compiled, no Python lock (declines for a busy or unusable page, or a lock
+            # held elsewhere: the loop below)
+            p = self.pages
+            st, m, base = self._c_select(p.w4, p.w2, p.w1, q.off, color, self.set_assoc_mask)
+            while st == SEL_MATERIALISE:
+                q.materialise(m)
+                st, m, base = self._c_select(p.w4, p.w2, p.w1, q.off, color,
+                                             self.set_assoc_mask)
+            if st == SEL_NONE:
+                return None, False
+            if st == SEL_FOUND:
+                self._count(COUNTER[base], -1)
+                self.pagedaemon_wakeup()
+                return m, base == PQ_CACHE
         while True:
             if q.empty(PQ_FREE) and q.empty(PQ_CACHE):
                 return None, False

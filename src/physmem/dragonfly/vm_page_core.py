@@ -43,9 +43,11 @@ from .vm_page_array import (
     PG_WINATCFLS,
     PG_WRITEABLE,
     PQ_ACTIVE,
+    PQ_CACHE,
     PQ_FREE,
     PQ_INACTIVE,
     PQ_L2_MASK,
+    PQ_L2_SIZE,
     PQ_NONE,
     R_ACT,
     R_ADDS,
@@ -57,6 +59,7 @@ from .vm_page_array import (
     R_IMPLICIT,
     R_LASTQ,
     R_MDREF,
+    R_NONEMPTY,
     R_OBJ,
     R_PC,
     R_QUEUE,
@@ -254,3 +257,104 @@ def scan_active(w4, w2, w1, vnode, off: int, qi: int, budget: int, need: int, ad
         w4[R_ADDS, iq] += 1
         got += 1
     return SCAN_DONE, used, got, pd
+
+
+# -- vm_page_select_free_or_cache: the colour search -------------------------------------------
+SEL_FOUND, SEL_NONE, SEL_DECLINE, SEL_MATERIALISE = 0, 1, 2, 3
+
+
+@njit
+def _probe_set(w1, base: int, idx: int, mask: int, s0: int, s1: int, count: int):
+    """One widening step of the colour search, as the kernel's probe loop: the ``mask +
+    1`` colours of idx's aligned set from idx on, wrapping, skipping [s0, s1) (the set
+    already searched), counting probes.  Returns (colour of the first non-empty queue
+    or -1, s0, s1, count) -- the new skip set when none."""
+    q, rng = idx, mask + 1
+    while rng > 0:
+        if s0 <= q < s1:
+            rng -= s1 - q
+            q = (q & ~mask) | (s1 & mask)
+        if rng > 0 and w1[R_NONEMPTY, base + q]:
+            return q, s0, s1, count
+        rng -= 1
+        count += 1
+        q = (q & ~mask) | ((q + 1) & mask)
+    return -1, q & ~mask, (q | mask) + 1, count
+
+
+@njit
+def _any(w1, base: int) -> bool:
+    """Whether a queue of ``base``'s 1024 colours is non-empty (a loop: numba compiles
+    no generator expressions here)."""
+    for q in range(base, base + PQ_L2_SIZE):  # noqa: SIM110
+        if w1[R_NONEMPTY, q]:
+            return True
+    return False
+
+
+@njit
+def select_free_or_cache(w4, w2, w1, off: int, color: int, sam: int):
+    """vm_page_select_free_or_cache without a Python lock: the exact colour's free queue,
+    else _vm_page_list_find2_wide's interleaved search (free 16, free 32, cache 16, ...
+    from the free queue's ``lastq`` hint; a search of 8 or more probes leaves the colour
+    found in the hint), the page at the head of the queue found, dequeued and
+    hard-busied (a cache page only if it can be recycled).  Returns (SEL_FOUND, page,
+    base), (SEL_NONE, -1, 0) when both bases are empty or the search finds nothing, or,
+    with nothing changed, (SEL_DECLINE, -1, 0) -- a lock word up, a busy page, a cache
+    page to deactivate: the Python path -- or (SEL_MATERIALISE, page, 0).  The caller
+    counts the removal."""
+    if not _any(w1, PQ_FREE) and not _any(w1, PQ_CACHE):
+        return SEL_NONE, -1, 0
+    q = PQ_FREE + color
+    hq, hint = 0, -1                            # the hint to leave, on success
+    if w1[R_NONEMPTY, q]:
+        base = PQ_FREE
+    else:
+        lastp = int(w4[R_LASTQ, PQ_FREE + color])
+        start = color if lastp == -1 or lastp == 0xFFFFFFFF else lastp
+        m1 = m2 = sam >> 1
+        s1 = n1 = s2 = n2 = -1
+        c1 = c2 = 0
+        widest = (sam << 1) | 1
+        found = -1
+        base = PQ_FREE
+        while True:
+            if m1 != PQ_L2_MASK:
+                m1 = m1 * 2 + 1
+                found, s1, n1, c1 = _probe_set(w1, PQ_FREE, start, m1, s1, n1, c1)
+                if found >= 0:
+                    if c1 >= 8:
+                        hq, hint = PQ_FREE + color, found
+                    break
+            if m1 >= widest:
+                m2 = m2 * 2 + 1
+                found, s2, n2, c2 = _probe_set(w1, PQ_CACHE, start, m2, s2, n2, c2)
+                if found >= 0:
+                    base = PQ_CACHE
+                    if c2 >= 8:
+                        hq, hint = PQ_CACHE + color, found
+                    break
+            if m1 == PQ_L2_MASK or m2 == PQ_L2_MASK:
+                return SEL_NONE, -1, 0
+        q = base + found
+    words = w4[R_WORDS]
+    m = int(w4[R_HEAD, q]) - 1
+    if words[W_QUEUE + q] or words[W_PAGE + (m & PQ_L2_MASK)] or words[W_ATOMIC]:
+        return SEL_DECLINE, -1, 0
+    b = int(w4[R_BUSY, m])
+    if b & (PBUSY_LOCKED | PBUSY_MASK):
+        return SEL_DECLINE, -1, 0                # busy: Python deactivates it
+    if base == PQ_CACHE and (int(w4[R_FLAGS, m]) & (PG_NEED_COMMIT | PG_MAPPED) or
+                             w4[R_HOLD, m] or w4[R_WIRE, m] or
+                             w1[R_DIRTY, m] & w1[R_VALID, m]):
+        return SEL_DECLINE, -1, 0                # not reusable: Python deactivates it
+    r = q_remove(w4, w2, w1, off, q, m)
+    if r:
+        return SEL_MATERIALISE, -r - 2, 0
+    w4[R_BUSY, m] = b | PBUSY_LOCKED
+    if q == PQ_FREE + color:
+        w4[R_LASTQ, PQ_FREE + color] = NO_HINT
+        w4[R_LASTQ, PQ_CACHE + color] = NO_HINT
+    elif hq:
+        w4[R_LASTQ, hq] = hint
+    return SEL_FOUND, m, base
