@@ -562,16 +562,8 @@ class AllocMixin:
                     self.md_mod.discard(m)
                 if self.md_refs:
                     self.md_refs.pop(m, None)
-                slock = self.stats_lock
-                slock.acquire()
-                c.vmstats.v_free_count += 1
-                c.adj["v_free_count"] += 1
-                slock.release()
-                if r & PBUSY_WANTED:
-                    with self.sleep:
-                        self.sleep.notify_all()
-                if self.vm_pageout_pages_needed or self.vm_pages_waiting:
-                    self.vm_page_free_wakeup()
+                self._count("v_free_count", 1)
+                self._freed_wakeups(r & PBUSY_WANTED)
                 return
         spin = self.page_spin[m & (PAGE_STRIPES - 1)]
         spin.acquire()
@@ -622,7 +614,13 @@ class AllocMixin:
         b = p.busy_count[m]
         p.busy_count[m] = b & ~(PBUSY_LOCKED | PBUSY_WANTED)
         atomic.release()
-        if b & PBUSY_WANTED:
+        self._freed_wakeups(b & PBUSY_WANTED)
+
+    def _freed_wakeups(self, wanted: int) -> None:
+        """vm_page_free_toq's end: wake the page's busy waiters (``wanted``: its
+        PBUSY_WANTED bit), then vm_page_free_wakeup if the pagedaemon or vm_wait sleepers
+        wait for free pages."""
+        if wanted:
             with self.sleep:
                 self.sleep.notify_all()
         if self.vm_pageout_pages_needed or self.vm_pages_waiting:
