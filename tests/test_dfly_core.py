@@ -17,6 +17,7 @@ from physmem.dragonfly.vm_page_core import (
     free_toq,
     read_done,
     scan_active,
+    scan_inactive,
     select_free_or_cache,
 )
 from physmem.machine import Machine, RamRange
@@ -54,6 +55,7 @@ def test_compiled_plain_and_python_paths_leave_the_same_state(mib):
     plain._c_alloc_head, plain._c_free_toq = alloc_head.py, free_toq.py
     plain._c_read_done, plain._c_scan_active = read_done.py, scan_active.py
     plain._c_select = select_free_or_cache.py
+    plain._c_scan_inactive = scan_inactive.py
     assert work(python) == work(compiled) == work(plain)
 
 

@@ -57,6 +57,7 @@ from .vm_page_core import (
     free_toq,
     read_done,
     scan_active,
+    scan_inactive,
     select_free_or_cache,
 )
 from .vm_page_defs import (
@@ -176,6 +177,7 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
         self._c_free_toq = free_toq.compiled()
         self._c_read_done = read_done.compiled()
         self._c_scan_active = scan_active.compiled()
+        self._c_scan_inactive = scan_inactive.compiled()
         self._c_select = select_free_or_cache.compiled()
         self._core = True
 

@@ -358,3 +358,62 @@ def select_free_or_cache(w4, w2, w1, off: int, color: int, sam: int):
     elif hq:
         w4[R_LASTQ, hq] = hint
     return SEL_FOUND, m, base
+
+
+@njit
+def scan_inactive(w4, w2, w1, off: int, qi: int, budget: int, need: int, adj: int,
+                  start_ok: bool):
+    """vm_pageout_scan_inactive's steps (and vm_pageout_page's decisions) over inactive
+    queue ``qi`` from its head, up to ``budget`` pages and until ``need`` are cached,
+    without a Python lock, as ``_inactive_page`` does them: a busy, held or
+    PG_NEED_COMMIT page is requeued at the tail; a referenced one reactivated
+    (act_count + ACT_ADVANCE + 1, at least ACT_INIT, the tail of PQ_ACTIVE + pc); a
+    dirty one met for the first time marked PG_WINATCFLS and requeued; a clean valid
+    one cached (PG_MAPPED/WRITEABLE dropped, the tail of PQ_CACHE + pc).  For pages
+    the pmap saw written the caller runs Python (``md_mod``).  ``adj``/``start_ok``: as
+    for scan_active, for the inactive count.  Stops with SCAN_DECLINE before a page it
+    leaves to Python: a lock word up, ``mdref``, a wired, fictitious or unqueued page, a
+    busy waiter, an invalid page (freed) or one to launder, a removal that would fold the
+    delta.  Returns (status, pages visited, cached, v_pdpages, reactivated)."""
+    words = w4[R_WORDS]
+    used = got = pd = react = 0
+    while used < budget and got < need:
+        n = int(w4[R_HEAD, qi])
+        if n == 0:
+            return SCAN_EMPTY, used, got, pd, react
+        m = n - 1
+        if words[W_QUEUE + qi] or words[W_PAGE + (m & PQ_L2_MASK)] or words[W_ATOMIC]:
+            return SCAN_DECLINE, used, got, pd, react
+        b = int(w4[R_BUSY, m])
+        f = int(w4[R_FLAGS, m])
+        dirty = int(w1[R_DIRTY, m])
+        if w1[R_MDREF, m] or b & PBUSY_WANTED or f & (PG_FICTITIOUS | PG_UNQUEUED) or \
+                w4[R_WIRE, m] or not _requeue_ok(adj, start_ok) or \
+                (not b & (PBUSY_LOCKED | PBUSY_MASK) and not w4[R_HOLD, m] and
+                 not f & (PG_NEED_COMMIT | PG_REFERENCED) and
+                 (w1[R_VALID, m] == 0 or (dirty and f & PG_WINATCFLS))):
+            return SCAN_DECLINE, used, got, pd, react
+        used += 1
+        pd += 1                                      # every entry stepped to
+        if b & (PBUSY_LOCKED | PBUSY_MASK) or w4[R_HOLD, m] or f & PG_NEED_COMMIT or (
+                dirty and not f & PG_REFERENCED):
+            if dirty and not b & (PBUSY_LOCKED | PBUSY_MASK) and not w4[R_HOLD, m] and \
+                    not f & PG_NEED_COMMIT:
+                w4[R_FLAGS, m] = f | PG_WINATCFLS    # dirty pages cycle twice
+            if int(w4[R_TAIL, qi]) != n:
+                q_remove(w4, w2, w1, off, qi, m)
+                q_insert(w4, w2, w1, qi, m, False)
+            continue
+        q_remove(w4, w2, w1, off, qi, m)
+        adj -= 1
+        if f & PG_REFERENCED:                        # reactivated
+            w4[R_FLAGS, m] = f & ~PG_REFERENCED
+            act = min(ACT_MAX, int(w1[R_ACT, m]) + ACT_ADVANCE + 1)
+            w1[R_ACT, m] = max(act, ACT_INIT)
+            q_insert(w4, w2, w1, PQ_ACTIVE + int(w2[R_PC, m]), m, False)
+            react += 1
+            continue
+        w4[R_FLAGS, m] = f & ~(PG_MAPPED | PG_WRITEABLE)    # vm_page_cache
+        q_insert(w4, w2, w1, PQ_CACHE + int(w2[R_PC, m]), m, False)
+        got += 1
+    return SCAN_DONE, used, got, pd, react
