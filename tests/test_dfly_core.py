@@ -14,6 +14,7 @@ from physmem.dragonfly.vm_page_array import PQ_FREE
 from physmem.dragonfly.vm_page_core import (
     DECLINE,
     alloc_head,
+    busy_take,
     free_toq,
     read_done,
     scan_active,
@@ -44,18 +45,20 @@ def work(vm: DragonflyVm) -> str:
 
 
 @needs_jit
-@pytest.mark.parametrize("mib", [48, 130])
-def test_compiled_plain_and_python_paths_leave_the_same_state(mib):
-    python = small(mib, jit=False)
+@pytest.mark.parametrize("mib,source", [(48, "dragonfly"), (130, "dragonfly"),
+                                        (48, "buddy")])
+def test_compiled_plain_and_python_paths_leave_the_same_state(mib, source):
+    python = small(mib, jit=False, source=source)
     assert not python._core
-    compiled = small(mib, jit=True)
+    compiled = small(mib, jit=True, source=source)
     assert compiled._core
-    plain = small(mib, jit=True)
+    plain = small(mib, jit=True, source=source)
     # the compiled functions' own Python (what NUMBA_DISABLE_JIT=1 would run)
     plain._c_alloc_head, plain._c_free_toq = alloc_head.py, free_toq.py
     plain._c_read_done, plain._c_scan_active = read_done.py, scan_active.py
     plain._c_select = select_free_or_cache.py
     plain._c_scan_inactive = scan_inactive.py
+    plain._c_busy_take = busy_take.py
     assert work(python) == work(compiled) == work(plain)
 
 

@@ -54,6 +54,7 @@ from .vm_page_boot import BootMixin
 from .vm_page_busy import BusyMixin
 from .vm_page_core import (
     alloc_head,
+    busy_take,
     free_toq,
     read_done,
     scan_active,
@@ -179,6 +180,7 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
         self._c_scan_active = scan_active.compiled()
         self._c_scan_inactive = scan_inactive.compiled()
         self._c_select = select_free_or_cache.compiled()
+        self._c_busy_take = busy_take.compiled()
         self._core = True
 
     # ======================================================================================

@@ -645,6 +645,12 @@ class AllocMixin:
             if pa is not None:
                 m = (pa >> PAGE_SHIFT) - self.first_pfn
                 self._count("v_free_count", -1)
+                if self._core:
+                    r = self._c_busy_take(self.pages.w4, m)     # compiled, no lock
+                    if r == 0:
+                        return m
+                    if r > 0:
+                        raise PageStateError("buddy page came back busy")
                 # vm_page_free_toq unbusies the page under its spinlock *after* giving it
                 # back (as the kernel does after the PQ_FREE insert, where allocators only
                 # try the page lock): wait for that spinlock before busying.

@@ -417,3 +417,20 @@ def scan_inactive(w4, w2, w1, off: int, qi: int, budget: int, need: int, adj: in
         q_insert(w4, w2, w1, PQ_CACHE + int(w2[R_PC, m]), m, False)
         got += 1
     return SCAN_DONE, used, got, pd, react
+
+
+# -- the buddy source's take ---------------------------------------------------------------------
+@njit
+def busy_take(w4, m: int) -> int:
+    """The buddy source's select after vm_phys handed page ``m`` out: hard-busy it,
+    without a Python lock (the page's and the atomic's words must be 0, else DECLINE:
+    the freeing thread may still hold the page lock, the Python path waits for it).
+    Returns 0, or 1 if the page is busy (it came back busy: the caller's error)."""
+    words = w4[R_WORDS]
+    if words[W_PAGE + (m & PQ_L2_MASK)] or words[W_ATOMIC]:
+        return DECLINE
+    b = int(w4[R_BUSY, m])
+    if b & (PBUSY_LOCKED | PBUSY_MASK):
+        return 1
+    w4[R_BUSY, m] = b | PBUSY_LOCKED
+    return 0
