@@ -26,9 +26,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .. import jit as jitmod
 from ..bits import PAGE_SHIFT
 from ..errors import AddressError, ArgumentError, PhysmemError
+from ..jit import enabled as jit_enabled
 from ..machine import Machine, get_machine
 from ..pagearray import PG_PHYS_ALLOC
 from .alist import Alist
@@ -139,7 +139,7 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
         from ..kernel import jit_mode
         tier = jit_mode(jit)
         words = self.pages.words if tier is not False and not witness and \
-            jitmod.enabled() else None
+            jit_enabled() else None
         self._core = False                         # compiled fast paths on (see _tier)
         self._tier = -1 if words is None else (0 if tier is True else int(tier))
         self.page_spin = [make_spin("page", self.witness, words, W_PAGE + i)
