@@ -220,6 +220,10 @@ class AllocMixin:
         else:
             cpu = here
         color = (self._color_base[cpu] + k % self._color_cs) & PQ_L2_MASK   # vm_get_pg_color
+        if self._tier > 0:                  # the JIT's tier: compiled after N allocations
+            self._tier -= 1
+            if not self._tier:
+                self._enter_core()
         if self.kernel is None:
             if self.nonempty[PQ_FREE + color]:
                 m = self._alloc_fast(obj, pindex, req, color, self.cpu[here])
@@ -300,10 +304,6 @@ class AllocMixin:
             if m < 0:
                 return None
         else:
-            if self._tier > 0:
-                self._tier -= 1
-                if not self._tier:
-                    self._enter_core()
             qlock = self.queue_spin[q]
             qlock.acquire()
             m = qs.first(q)
