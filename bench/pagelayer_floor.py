@@ -28,8 +28,8 @@ def median_us(fn) -> float:
     return statistics.median(fn() for _ in range(31)) * 1e6
 
 
-def pair_of(vm: DragonflyVm):
-    o = vm.object_create()
+def pair_of(vm: DragonflyVm, with_object: bool = True):
+    o = vm.object_create() if with_object else None
     alloc, free = vm.vm_page_alloc, vm.vm_page_free
 
     def pair(n: int = 2000) -> float:
@@ -97,19 +97,8 @@ def compiled_calls(vm: DragonflyVm):
     return pair
 
 
-def no_object_pair_of(vm: DragonflyVm):
-    alloc, free = vm.vm_page_alloc, vm.vm_page_free
-
-    def pair(n: int = 2000) -> float:
-        t = time.process_time()
-        for i in range(n):
-            free(alloc(None, i, VM_ALLOC_NORMAL))
-        return (time.process_time() - t) / n
-    return pair
-
-
 vm = DragonflyVm("firecracker-1g")
-rows = [("pair (dragonfly source)", pair_of(vm)), ("pair, no object", no_object_pair_of(vm)),
+rows = [("pair (dragonfly source)", pair_of(vm)), ("pair, no object", pair_of(vm, False)),
         ("2 compiled calls", compiled_calls(vm)),
         ("10 lock acquire+release", locks), ("4 method calls", calls)]
 buddy = DragonflyVm("firecracker-1g", source="buddy")
