@@ -8,7 +8,9 @@ In one child process with PYTHONPATH=DIR: the vm_page_alloc + vm_page_free pair 
 firecracker-1g on both page sources (minimum of 15 batches of 2,000), then the page-cache
 fill of --fill GiB on --machine (pages per CPU second) with the share of its CPU time
 spent in vm_page_alloc (including the cache recycling it does), the active and inactive
-scans and the pagedaemon's cache -> free step.  Prints one JSON line.
+scans and the pagedaemon's cache -> free step, and its counters (deactivated, cached,
+freed by the daemon, laundered; free, cache, inactive, active at the end: trees that
+model the same kernel must agree).  Prints one JSON line.
 """
 import argparse
 import json
@@ -49,6 +51,8 @@ res, vm = run("pagecache", sys.argv[2], nbytes=int(float(sys.argv[1]) * (1 << 30
 cpu = time.process_time() - t
 out["fill_pages_per_cpu_s"] = round(res.pages / cpu)
 out["fill_passes"] = res.pageout_passes
+out["fill_counts"] = [res.deactivated, res.cached, res.freed_by_daemon, res.laundered,
+                      res.free, res.cache, res.inactive, res.active]
 out["fill_share"] = {k: round(v / cpu, 2) for k, v in acc.items()}
 print(json.dumps(out))
 """

@@ -72,12 +72,46 @@ class Witness:
                 h.reverse()
 
 
-def make_spin(cls: str, witness: Witness):
+def make_spin(cls: str, witness: Witness, words=None, i: int = 0):
     """A spinlock of class ``cls``: a plain ``threading`` lock (reentrant for the striped
-    page locks), or a checked :class:`Spin` when the lock-order checker is on."""
+    page locks), or a checked :class:`Spin` when the lock-order checker is on; with
+    ``words`` (the page layer's lock words) a :class:`WordLock` raising word ``i``."""
     if witness.enabled:
         return Spin(cls, witness)
-    return threading.RLock() if cls == "page" else threading.Lock()
+    lock = threading.RLock() if cls == "page" else threading.Lock()
+    return lock if words is None else WordLock(lock, words, i)
+
+
+class WordLock:
+    """A ``threading`` lock that shows compiled code whether it is held: word ``i`` of
+    ``words`` counts its holds (raised right after the acquire, lowered right before the
+    release; only the holder writes it).  A compiled call that runs between the real
+    acquire and the raise is ordered before the holder's critical section, which has not
+    read anything yet (vm_page_core.py)."""
+
+    __slots__ = ("_acq", "_i", "_rel", "_words")
+
+    def __init__(self, lock, words, i: int) -> None:
+        self._acq, self._rel = lock.acquire, lock.release
+        self._words, self._i = words, i
+
+    def acquire(self, blocking: bool = True) -> bool:
+        """``threading.Lock.acquire``'s signature (True if taken)."""
+        if self._acq(blocking):
+            self._words[self._i] += 1
+            return True
+        return False
+
+    def release(self) -> None:
+        self._words[self._i] -= 1
+        self._rel()
+
+    def __enter__(self) -> WordLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 class Spin:

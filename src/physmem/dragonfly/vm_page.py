@@ -24,12 +24,15 @@ import dataclasses
 import threading
 from collections.abc import Iterator
 
+import numpy as np
+
 from ..bits import PAGE_SHIFT
 from ..errors import AddressError, ArgumentError, PhysmemError
+from ..jit import enabled as jit_enabled
 from ..machine import Machine, get_machine
 from ..pagearray import PG_PHYS_ALLOC
 from .alist import Alist
-from .locks import PAGE_STRIPES, Witness, make_spin
+from .locks import PAGE_STRIPES, Witness, WordLock, make_spin
 from .vm_object import PageHash, VmObject
 from .vm_page_alloc import AllocMixin
 from .vm_page_array import (
@@ -38,6 +41,9 @@ from .vm_page_array import (
     PQ_FREE,
     PQ_HOLD,
     PQ_L2_MASK,
+    W_ATOMIC,
+    W_PAGE,
+    W_QUEUE,
     CpuStats,
     PageArray,
     Queues,
@@ -46,6 +52,15 @@ from .vm_page_array import (
 from .vm_page_bits import BitsMixin
 from .vm_page_boot import BootMixin
 from .vm_page_busy import BusyMixin
+from .vm_page_core import (
+    alloc_head,
+    busy_take,
+    free_toq,
+    read_done,
+    scan_active,
+    scan_inactive,
+    select_free_or_cache,
+)
 from .vm_page_defs import (
     PINDEX_LIMIT,
     VM_ALLOC_CPU,
@@ -78,7 +93,8 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
 
     def __init__(self, machine: str | Machine = "firecracker-1g", source: str = "dragonfly",
                  cpus: CpuTopology | None = None, dma_reserved: int | None = None,
-                 witness: bool = False, hash_vnode_only: bool = False) -> None:
+                 witness: bool = False, hash_vnode_only: bool = False,
+                 jit: bool | int | None = None) -> None:
         if not isinstance(machine, (str, Machine)):
             raise ArgumentError(f"machine must be a preset name, a file path or a Machine, "
                                 f"not {type(machine).__name__}")
@@ -112,12 +128,29 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
         self._quick_color = [0] * self.ncpus     # globaldata gd_quick_color, 0 at boot
         self.objects: dict[int, VmObject] = {}
         self._next_obj = 1
+        self.vnode_ids = np.zeros(64, np.uint8)     # 1 at the ids of vnode objects
         self.fake: dict[int, FakePage] = {}
         self.md_refs: dict[int, int] = {}           # pmap reference counts
         self.md_mod: set[int] = set()              # pmap modified pages
-        self.page_spin = [make_spin("page", self.witness) for _ in range(PAGE_STRIPES)]
-        self.queue_spin = [make_spin("queue", self.witness) for _ in range(PQ_COUNT)]
+        # The compiled fast paths (vm_page_core.py): with the JIT on and WITNESS off, the
+        # locks they respect show their holds in the page array's lock words, and the
+        # paths run compiled after ``jit`` plain calls (True: at once; False: never; None:
+        # PHYSMEM_JIT_TIER, else 20,000), as the FreeBSD Kernel's tiers.
+        from ..kernel import jit_mode
+        tier = jit_mode(jit)
+        words = self.pages.words if tier is not False and not witness and \
+            jit_enabled() else None
+        self._core = False                         # compiled fast paths on (see _tier)
+        self._tier = -1 if words is None else (0 if tier is True else int(tier))
+        self.page_spin = [make_spin("page", self.witness, words, W_PAGE + i)
+                          for i in range(PAGE_STRIPES)]
+        self.queue_spin = [make_spin("queue", self.witness, words, W_QUEUE + q)
+                           for q in range(PQ_COUNT)]
         self.atomic = threading.Lock()             # stands for the CPU's atomic ops
+        if words is not None:
+            self.atomic = WordLock(self.atomic, words, W_ATOMIC)
+        if self._tier == 0:
+            self._enter_core()
         self.stats_lock = threading.Lock()         # per-CPU deltas vs. their rollup
         self.sleep = threading.Condition(threading.Lock())
         self.set_assoc_mask = 15
@@ -137,6 +170,18 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
         self._init_pageout()
         self._startup(avail, dma_reserved)
         self._buddy_domains = self._buddy_domains_by_cpu() if self.kernel is not None else []
+
+    def _enter_core(self) -> None:
+        """Switch to the compiled fast paths (compiling them on first use in the process):
+        their dispatchers are kept here, so a call skips :class:`~physmem.jit.Lazy`."""
+        self._c_alloc_head = alloc_head.compiled()
+        self._c_free_toq = free_toq.compiled()
+        self._c_read_done = read_done.compiled()
+        self._c_scan_active = scan_active.compiled()
+        self._c_scan_inactive = scan_inactive.compiled()
+        self._c_select = select_free_or_cache.compiled()
+        self._c_busy_take = busy_take.compiled()
+        self._core = True
 
     # ======================================================================================
     # Addresses, CPUs, per-CPU statistics

@@ -14,6 +14,7 @@ from .alist import ALIST_BLOCK_NONE
 from .locks import PAGE_STRIPES, page_op
 from .vm_object import VmObject
 from .vm_page_array import (
+    COUNTER,
     PBUSY_LOCKED,
     PBUSY_MASK,
     PBUSY_WANTED,
@@ -31,6 +32,7 @@ from .vm_page_array import (
     VM_PAGE_BITS_ALL,
     CpuStats,
 )
+from .vm_page_core import DECLINE, SEL_FOUND, SEL_MATERIALISE, SEL_NONE
 from .vm_page_defs import (
     _RACE,
     ALLOC_CLASSES,
@@ -129,6 +131,21 @@ class AllocMixin:
                 return m, False
             return self._select_cache(color), True
         q = self.queues
+        if self._core:
+            # compiled, no Python lock (declines for a busy or unusable page, or a lock
+            # held elsewhere: the loop below)
+            p = self.pages
+            st, m, base = self._c_select(p.w4, p.w2, p.w1, q.off, color, self.set_assoc_mask)
+            while st == SEL_MATERIALISE:
+                q.materialise(m)
+                st, m, base = self._c_select(p.w4, p.w2, p.w1, q.off, color,
+                                             self.set_assoc_mask)
+            if st == SEL_NONE:
+                return None, False
+            if st == SEL_FOUND:
+                self._count(COUNTER[base], -1)
+                self.pagedaemon_wakeup()
+                return m, base == PQ_CACHE
         while True:
             if q.empty(PQ_FREE) and q.empty(PQ_CACHE):
                 return None, False
@@ -203,6 +220,10 @@ class AllocMixin:
         else:
             cpu = here
         color = (self._color_base[cpu] + k % self._color_cs) & PQ_L2_MASK   # vm_get_pg_color
+        if self._tier > 0:                  # the JIT's tier: compiled after N allocations
+            self._tier -= 1
+            if not self._tier:
+                self._enter_core()
         if self.kernel is None:
             if self.nonempty[PQ_FREE + color]:
                 m = self._alloc_fast(obj, pindex, req, color, self.cpu[here])
@@ -271,31 +292,49 @@ class AllocMixin:
             return None
         q = PQ_FREE + color
         qs = self.queues
-        qlock = self.queue_spin[q]
-        qlock.acquire()
-        m = qs.first(q)
-        if m is None:
-            qlock.release()
-            return None
-        spin = self.page_spin[m & (PAGE_STRIPES - 1)]
-        if not spin.acquire(False):
-            qlock.release()
-            return None
         p = self.pages
-        bc = p.busy_count
-        atomic = self.atomic
-        atomic.acquire()
-        b = bc[m]
-        if b & (PBUSY_LOCKED | PBUSY_MASK):
+        if self._core:
+            # compiled, no Python lock: declines where one is held elsewhere
+            q2 = PQ_CACHE + color if req & VM_ALLOC_NORMAL else 0
+            w4, w2, w1, off = p.w4, p.w2, p.w1, qs.off
+            m = self._c_alloc_head(w4, w2, w1, off, q, q2)
+            while m < DECLINE:
+                qs.materialise(-m - 2)
+                m = self._c_alloc_head(w4, w2, w1, off, q, q2)
+            if m < 0:
+                return None
+        else:
+            qlock = self.queue_spin[q]
+            qlock.acquire()
+            m = qs.first(q)
+            if m is None:
+                qlock.release()
+                return None
+            spin = self.page_spin[m & (PAGE_STRIPES - 1)]
+            if not spin.acquire(False):
+                qlock.release()
+                return None
+            bc = p.busy_count
+            atomic = self.atomic
+            atomic.acquire()
+            b = bc[m]
+            if b & (PBUSY_LOCKED | PBUSY_MASK):
+                atomic.release()
+                spin.release()
+                qlock.release()
+                return None
+            bc[m] = b | PBUSY_LOCKED
             atomic.release()
+            qs.remove_head(q)
             spin.release()
             qlock.release()
-            return None
-        bc[m] = b | PBUSY_LOCKED
-        atomic.release()
-        qs.remove_head(q)
-        spin.release()
-        qlock.release()
+            lastq = qs.lastq
+            lastq[q] = -1
+            if req & VM_ALLOC_NORMAL:
+                lastq[PQ_CACHE + color] = -1
+            p.flags[m] = 0
+            p.act_count[m] = 0
+            p.valid[m] = 0
         slock = self.stats_lock                       # _count("v_free_count", -1)
         slock.acquire()
         s.v_free_count -= 1
@@ -307,15 +346,8 @@ class AllocMixin:
             self.vmstats.v_free_count += adj["v_free_count"]
             adj["v_free_count"] = 0
             slock.release()
-        lastq = qs.lastq
-        lastq[q] = -1
-        if req & VM_ALLOC_NORMAL:
-            lastq[PQ_CACHE + color] = -1
         if s.v_free_count < s.v_paging_start:        # select_free's pagedaemon_wakeup
             self.pagedaemon_wakeup()                   # (start() is false at or above it)
-        p.flags[m] = 0
-        p.act_count[m] = 0
-        p.valid[m] = 0
         if obj is None:
             p.pindex[m] = pindex
         elif not self._insert(m, obj, pindex):
@@ -390,6 +422,17 @@ class AllocMixin:
         m = self.vm_page_grab(obj, pindex, VM_ALLOC_NORMAL | VM_ALLOC_RETRY, proc)
         assert m is not None
         p = self.pages
+        if self._core:
+            # compiled, no Python lock (declines for a page on another queue, or where
+            # a lock is held elsewhere)
+            r = self._c_read_done(p.w4, p.w2, p.w1, self.queues.off, m)
+            if r >= 0:
+                if r & 1:
+                    self._count("v_active_count", 1)     # _add_queue's count
+                if r & PBUSY_WANTED:
+                    with self.sleep:
+                        self.sleep.notify_all()
+                return m
         if p.valid[m] != VM_PAGE_BITS_ALL:
             # vm_page_set_validclean(m, 0, PAGE_SIZE): no partial chunk to zero
             p.valid[m] = VM_PAGE_BITS_ALL
@@ -502,6 +545,26 @@ class AllocMixin:
             obj.generation += 1
             p.obj[m] = 0
             token.release()
+        if self._core and self.kernel is None:
+            # compiled, no Python lock: declines where one is held elsewhere (or for a
+            # fictitious or held page)
+            w4, w2, w1, off = p.w4, p.w2, p.w1, self.queues.off
+            r = self._c_free_toq(w4, w2, w1, off, m)
+            while r < DECLINE:
+                self.queues.materialise(-r - 2)
+                r = self._c_free_toq(w4, w2, w1, off, m)
+            if r >= 0:
+                # the counts (the removal, then v_free_count), the pmap's records, the
+                # busy waiters, vm_page_free_wakeup
+                if r & ~PBUSY_WANTED:
+                    self._count(COUNTER[r & ~PBUSY_WANTED], -1)
+                if self.md_mod:
+                    self.md_mod.discard(m)
+                if self.md_refs:
+                    self.md_refs.pop(m, None)
+                self._count("v_free_count", 1)
+                self._freed_wakeups(r & PBUSY_WANTED)
+                return
         spin = self.page_spin[m & (PAGE_STRIPES - 1)]
         spin.acquire()
         try:
@@ -551,7 +614,13 @@ class AllocMixin:
         b = p.busy_count[m]
         p.busy_count[m] = b & ~(PBUSY_LOCKED | PBUSY_WANTED)
         atomic.release()
-        if b & PBUSY_WANTED:
+        self._freed_wakeups(b & PBUSY_WANTED)
+
+    def _freed_wakeups(self, wanted: int) -> None:
+        """vm_page_free_toq's end: wake the page's busy waiters (``wanted``: its
+        PBUSY_WANTED bit), then vm_page_free_wakeup if the pagedaemon or vm_wait sleepers
+        wait for free pages."""
+        if wanted:
             with self.sleep:
                 self.sleep.notify_all()
         if self.vm_pageout_pages_needed or self.vm_pages_waiting:
@@ -576,6 +645,12 @@ class AllocMixin:
             if pa is not None:
                 m = (pa >> PAGE_SHIFT) - self.first_pfn
                 self._count("v_free_count", -1)
+                if self._core:
+                    r = self._c_busy_take(self.pages.w4, m)     # compiled, no lock
+                    if r == 0:
+                        return m
+                    if r > 0:
+                        raise PageStateError("buddy page came back busy")
                 # vm_page_free_toq unbusies the page under its spinlock *after* giving it
                 # back (as the kernel does after the PQ_FREE insert, where allocators only
                 # try the page lock): wait for that spinlock before busying.

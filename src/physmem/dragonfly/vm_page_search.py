@@ -17,6 +17,7 @@ from .vm_page_array import (
     PQ_L2_MASK,
     PQ_NONE,
     Queues,
+    find_nonempty,
 )
 
 
@@ -186,7 +187,7 @@ class QueueSearchMixin:
                     lim = min((q | mask) + 1, q + rng)
                     if s0 > q:
                         lim = min(lim, s0)
-                    j = ne.find(1, base + q, base + lim)
+                    j = find_nonempty(ne, base + q, base + lim)
                     d = (j - base if j >= 0 else lim) - q
                     rng -= d
                     count += d
