@@ -13,8 +13,9 @@ splits nor merges ("no split").  "vm_phys pair" is the FreeBSD layer's Kernel AP
 
 With the compiled fast paths (issue 12 part 3; ``PHYSMEM_JIT_TIER=0`` makes them run from
 the first call): "pair, no object" leaves out the object's insert and removal, "2
-compiled calls" is the pair's compiled share alone (alloc_head + free_toq called
-directly, numba's dispatch included).
+compiled calls" is the pair's compiled share alone (the bodies select_free_or_cache +
+free_toq called directly, numba's dispatch included; alloc_head + free_toq on the tree
+of branch issue12c).
 """
 import statistics
 import threading
@@ -84,15 +85,20 @@ def calls(n: int = 2000) -> float:
 
 def compiled_calls(vm: DragonflyVm):
     p = vm.pages
-    fa, ff = getattr(vm, "_c_alloc_head", None), getattr(vm, "_c_free_toq", None)
+    fs, fa = getattr(vm, "_c_select", None), getattr(vm, "_c_alloc_head", None)
+    ff = getattr(vm, "_c_free_toq", None)
 
     def pair(n: int = 2000) -> float:
-        if fa is None:                     # a tree without them, or the JIT off
+        if fs is None or not vm._core:      # a tree without them, or the JIT off
             return float("nan")
         w4, w2, w1, off = p.w4, p.w2, p.w1, vm.queues.off
         t = time.process_time()
-        for _ in range(n):
-            ff(w4, w2, w1, off, fa(w4, w2, w1, off, 1, 0))
+        if fa is not None:                  # issue12c's paths
+            for _ in range(n):
+                ff(w4, w2, w1, off, fa(w4, w2, w1, off, 1, 0))
+        else:
+            for _ in range(n):
+                ff(w4, w2, w1, off, fs(w4, w2, w1, off, 1, 3073, 0, 15, 1)[1], False, 1)
         return (time.process_time() - t) / n
     return pair
 

@@ -9,16 +9,13 @@ import pytest
 
 from physmem import jit
 from physmem.dfly_workloads import anon_churn, pagecache_fill
+from physmem.dragonfly.locks import ME
 from physmem.dragonfly.vm_page import VM_ALLOC_NORMAL, DragonflyVm
-from physmem.dragonfly.vm_page_array import PQ_FREE
+from physmem.dragonfly.vm_page_array import PQ_CACHE, PQ_FREE, W_ATOMIC, W_QUEUE
 from physmem.dragonfly.vm_page_core import (
-    DECLINE,
-    alloc_head,
-    busy_take,
+    SEL_WAIT,
+    WAIT,
     free_toq,
-    read_done,
-    scan_active,
-    scan_inactive,
     select_free_or_cache,
 )
 from physmem.machine import Machine, RamRange
@@ -44,34 +41,32 @@ def work(vm: DragonflyVm) -> str:
     return digest(vm)
 
 
-@needs_jit
 @pytest.mark.parametrize("mib,source", [(48, "dragonfly"), (130, "dragonfly"),
                                         (48, "buddy")])
-def test_compiled_plain_and_python_paths_leave_the_same_state(mib, source):
-    python = small(mib, jit=False, source=source)
-    assert not python._core
-    compiled = small(mib, jit=True, source=source)
-    assert compiled._core
-    plain = small(mib, jit=True, source=source)
-    # the compiled functions' own Python (what NUMBA_DISABLE_JIT=1 would run)
-    plain._c_alloc_head, plain._c_free_toq = alloc_head.py, free_toq.py
-    plain._c_read_done, plain._c_scan_active = read_done.py, scan_active.py
-    plain._c_select = select_free_or_cache.py
-    plain._c_scan_inactive = scan_inactive.py
-    plain._c_busy_take = busy_take.py
-    assert work(python) == work(compiled) == work(plain)
+def test_compiled_plain_and_witness_runs_leave_the_same_state(mib, source):
+    """One implementation: the bodies plain (under the gate), compiled, and with
+    WITNESS (the lock order of their paths checked) leave the same whole state."""
+    plain = small(mib, jit=False, source=source)
+    assert not plain._core and plain._gate is not None
+    runs = [plain, small(mib, jit=False, witness=True, source=source)]
+    if jit.enabled():
+        compiled = small(mib, jit=True, source=source)
+        assert compiled._core and compiled._gate is None
+        runs += [compiled, small(mib, jit=True, witness=True, source=source)]
+    assert len({work(vm) for vm in runs}) == 1
+    assert runs[1].witness.checked > 0
 
 
 @needs_jit
-def test_the_tier_switches_to_the_compiled_paths_after_n_allocations():
+def test_the_tier_switches_to_the_compiled_bodies_after_n_allocations():
     vm = small(jit=50)
     o = vm.object_create()
     for i in range(49):
         vm.vm_page_free(vm.vm_page_alloc(o, i, VM_ALLOC_NORMAL))
-    assert not vm._core
+    assert not vm._core and vm._c_select is select_free_or_cache.py
     vm.vm_page_free(vm.vm_page_alloc(o, 49, VM_ALLOC_NORMAL))
-    assert vm._core
-    assert not small(witness=True, jit=True)._core      # WITNESS keeps the Python locks
+    assert vm._core and vm._gate is None and vm._gate_ref == [None]
+    assert small(witness=True, jit=True)._core      # WITNESS checks the bodies' paths
 
 
 def _held_elsewhere(lock) -> tuple[threading.Thread, threading.Event]:
@@ -88,19 +83,27 @@ def _held_elsewhere(lock) -> tuple[threading.Thread, threading.Event]:
     return t, done
 
 
-@needs_jit
-def test_compiled_alloc_waits_for_a_queue_lock_held_by_another_thread():
-    vm = small(jit=True)
-    o = vm.object_create()
-    q = PQ_FREE + vm.vm_get_pg_color(0, o, 0)
-    head = vm.queues.first(q)
+def _select(vm: DragonflyVm, color: int) -> tuple[int, int, int]:
     p = vm.pages
+    return vm._body("_c_select", p.w4, p.w2, p.w1, vm.queues.off, PQ_FREE, PQ_CACHE,
+                    color, vm.set_assoc_mask, ME.t)
+
+
+@pytest.mark.parametrize("mode", [False, True])
+def test_alloc_waits_for_a_queue_lock_held_by_another_thread(mode):
+    if mode and not jit.enabled():
+        pytest.skip("the JIT is off")
+    vm = small(jit=mode)
+    o = vm.object_create()
+    color = vm.vm_get_pg_color(0, o, 0)
+    q = PQ_FREE + color
+    head = vm.queues.first(q)
     t, done = _held_elsewhere(vm.queue_spin[q])
     before = digest(vm)
-    # the compiled call declines and changes nothing ...
-    assert vm._c_alloc_head(p.w4, p.w2, p.w1, vm.queues.off, q, 0) == DECLINE
+    # the body stops before changing anything and names the lock to wait for ...
+    assert _select(vm, color) == (SEL_WAIT, W_QUEUE + q, 0)
     assert digest(vm) == before
-    # ... so vm_page_alloc takes the Python path, which blocks on the queue lock
+    # ... so vm_page_alloc blocks on that queue lock
     out: list[int | None] = []
     a = threading.Thread(target=lambda: out.append(vm.vm_page_alloc(o, 0, VM_ALLOC_NORMAL)))
     a.start()
@@ -110,61 +113,93 @@ def test_compiled_alloc_waits_for_a_queue_lock_held_by_another_thread():
     t.join()
     a.join(10)
     assert out == [head]
-    # with every word down the compiled call takes the next head
+    # with every word down the body takes the next head
     nxt = vm.queues.first(q)
     p2 = vm._color_cs                          # the same colour
-    assert vm.vm_get_pg_color(0, o, p2) == q - PQ_FREE
+    assert vm.vm_get_pg_color(0, o, p2) == color
     assert vm.vm_page_alloc(o, p2, VM_ALLOC_NORMAL) == nxt
     vm.check()
 
 
-@needs_jit
-def test_compiled_paths_skip_a_page_whose_lock_another_thread_holds():
-    vm = small(jit=True)
-    ref = small(jit=False)
-    o, ro = vm.object_create(), ref.object_create()
-    q = PQ_FREE + vm.vm_get_pg_color(0, o, 0)
+@pytest.mark.parametrize("mode", [False, True])
+def test_bodies_skip_a_page_whose_lock_another_thread_holds(mode):
+    if mode and not jit.enabled():
+        pytest.skip("the JIT is off")
+    vm = small(jit=mode)
+    o = vm.object_create()
+    color = vm.vm_get_pg_color(0, o, 0)
+    q = PQ_FREE + color
     head = vm.queues.first(q)
-    p = vm.pages
-    # the head's page spinlock (its stripe) is held elsewhere: the compiled call
-    # declines, the kernel's search skips that page (it only tries page locks)
-    stripe = head & 1023
-    t, done = _held_elsewhere(vm.page_spin[stripe])
-    t2, done2 = _held_elsewhere(ref.page_spin[stripe])
+    second = vm.pages.next[head] - 1
+    # the head's page spinlock (its stripe) is held elsewhere: the kernel's walk only
+    # tries page locks, so the search takes the next page of the queue
+    t, done = _held_elsewhere(vm.page_spin[head & 1023])
     try:
-        assert vm._c_alloc_head(p.w4, p.w2, p.w1, vm.queues.off, q, 0) == DECLINE
         m = vm.vm_page_alloc(o, 0, VM_ALLOC_NORMAL)
-        assert m != head and m == ref.vm_page_alloc(ro, 0, VM_ALLOC_NORMAL)
-        # freeing declines while the freed page's stripe is held elsewhere ...
-        m2 = vm.vm_page_alloc(o, 1, VM_ALLOC_NORMAL)
-        ref.vm_page_alloc(ro, 1, VM_ALLOC_NORMAL)
+        assert m == second and vm.queues.first(q) == head
+        # freeing a page whose stripe another thread holds waits for it
+        before = digest(vm)
+        a = threading.Thread(target=lambda: vm.vm_page_free(m))
+        if m & 1023 == head & 1023:
+            a.start()
+            a.join(0.3)
+            assert a.is_alive() and digest(vm) == before
     finally:
         done.set()
-        done2.set()
         t.join()
-        t2.join()
-    # ... and succeeds after the release; both layers agree throughout
-    for v in (vm, ref):
-        v.vm_page_free(m)
-        v.vm_page_free(m2)
-    assert digest(vm) == digest(ref)
+    if not a.is_alive() and a.ident is None:
+        a.start()
+    a.join(10)
+    assert vm.queues.first(q) == m
     vm.check()
 
 
-@needs_jit
-def test_compiled_free_declines_while_the_atomic_is_held_elsewhere():
-    vm = small(jit=True)
+@pytest.mark.parametrize("mode", [False, True])
+def test_free_waits_while_the_atomic_is_held_elsewhere_then_frees(mode):
+    if mode and not jit.enabled():
+        pytest.skip("the JIT is off")
+    vm = small(jit=mode)
     o = vm.object_create()
     m = vm.vm_page_alloc(o, 0, VM_ALLOC_NORMAL)
+    vm.vm_page_remove(m)
     p = vm.pages
     t, done = _held_elsewhere(vm.atomic)
     before = digest(vm)
     try:
-        assert vm._c_free_toq(p.w4, p.w2, p.w1, vm.queues.off, m) == DECLINE
+        assert vm._body("_c_free_toq", p.w4, p.w2, p.w1, vm.queues.off, m, False,
+                        ME.t) == -WAIT - W_ATOMIC
         assert digest(vm) == before
+        a = threading.Thread(target=lambda: vm.vm_page_free(m))
+        a.start()
+        a.join(0.3)
+        # (v_tfree is counted before the body: the page itself has not moved)
+        assert a.is_alive() and p.queue[m] == 0 and p.busy_count[m]
     finally:
         done.set()
         t.join()
-    vm.vm_page_free(m)
+    a.join(10)
+    assert not a.is_alive()
     assert vm.queues.first(PQ_FREE + p.pc[m]) == m
     vm.check()
+
+
+@pytest.mark.parametrize("mode", [False, True])
+def test_a_lock_the_caller_holds_does_not_stop_a_body(mode):
+    """A page stripe the calling thread holds (reentrant) is as good as taken: the body
+    frees the page instead of waiting for itself."""
+    if mode and not jit.enabled():
+        pytest.skip("the JIT is off")
+    vm = small(jit=mode)
+    o = vm.object_create()
+    m = vm.vm_page_alloc(o, 0, VM_ALLOC_NORMAL)
+    spin = vm.page_spin[m & 1023]
+    with spin:
+        vm.vm_page_free(m)
+    assert vm.queues.first(PQ_FREE + vm.pages.pc[m]) == m
+    vm.check()
+
+
+def test_plain_bodies_are_the_compiled_ones_own_python():
+    """The plain mode runs the very functions numba compiles (their ``.py``)."""
+    vm = small(jit=False)
+    assert vm._c_select is select_free_or_cache.py and vm._c_free_toq is free_toq.py

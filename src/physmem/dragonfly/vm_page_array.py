@@ -101,7 +101,8 @@ def boot_color(pfn):
 
 # The rows of PageArray's three arrays (w4 uint32, w2 uint16, w1 uint8), and the lock
 # words' slots in row R_WORDS (vm_page_core.py): one per queue spinlock, one per page
-# spinlock stripe, the busy atomic's.
+# spinlock stripe, the busy atomic's; then, at NWORDS + slot, each word's holder (the
+# thread's ``locks.ME.t``, meaningful while the word is up).
 R_FLAGS, R_BUSY, R_WIRE, R_HOLD, R_OBJ, R_NEXT, R_PREV = range(7)
 R_HEAD, R_TAIL, R_LCNT, R_LASTQ, R_WORDS, R_ADDS = range(7, 13)
 W4_ROWS = 13
@@ -112,7 +113,7 @@ W1_ROWS = 6
 W_QUEUE, W_PAGE = 0, PQ_COUNT
 W_ATOMIC = PQ_COUNT + PQ_L2_SIZE
 NWORDS = W_ATOMIC + 1
-ROW_MIN = NWORDS
+ROW_MIN = 2 * NWORDS
 
 
 @dataclass
@@ -196,7 +197,7 @@ class PageArray:
             ("tail", "w4", R_TAIL, np.uint32, PQ_COUNT),
             ("lcnt", "w4", R_LCNT, np.uint32, PQ_COUNT),
             ("lastq", "w4", R_LASTQ, np.int32, PQ_COUNT),
-            ("words", "w4", R_WORDS, np.uint32, NWORDS),
+            ("words", "w4", R_WORDS, np.uint32, 2 * NWORDS),
             ("adds", "w4", R_ADDS, np.uint32, PQ_COUNT),
             ("queue", "w2", R_QUEUE, np.uint16, None),
             ("pc", "w2", R_PC, np.uint16, None),

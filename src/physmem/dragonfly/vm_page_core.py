@@ -1,27 +1,33 @@
-"""The page layer's compiled fast paths: the common cases of vm_page_alloc and
-vm_page_free_toq as loops over the page array's rows, compiled by numba
-(:mod:`physmem.jit`), taking no Python lock.
+"""The page layer's bodies: the kernel steps of vm_page_alloc's colour search
+(vm_page_select_free/_cache/_free_or_cache), vm_page_free_toq, the page-cache read's
+last steps and the buddy source's busy take, each written once as loops over the page
+array's rows.  The page layer always runs them: compiled by numba (:mod:`physmem.jit`)
+once the JIT's tier is reached, and as the same plain Python before it and with the JIT
+off (``PHYSMEM_JIT=0``, ``NUMBA_DISABLE_JIT=1``).
 
 They take the page array as its three row arrays (:class:`~.vm_page_array.PageArray`
 ``w4``, ``w2``, ``w1``: three arrays to unbox, not twenty, and no view made inside) and
 use the queue list operations that Python's :class:`~.vm_page_array.Queues` uses too
-(``q_insert``, ``q_remove``: one implementation; Python runs their plain versions over
-memoryviews, holding the queue's spinlock).
+(``q_insert``, ``q_remove``).
 
-Locks: a compiled call holds the GIL (no ``nogil``), so no other Python thread runs
-during it; it may act as if it held any lock that no other thread holds right now.  Each
-page-layer lock these paths need (the queue spinlocks, the page spinlock stripes, the
-busy atomic) has a word in row ``R_WORDS`` that its Python wrapper
-(:class:`~.locks.WordLock`) raises after acquiring and lowers before releasing; where the
-kernel would take or try a lock whose word is up, the path returns DECLINE before
-changing anything and the caller takes the Python path, which blocks on that lock (or
-fails its try-lock) as before.  (A word raised by the calling thread itself declines too:
-the Python path then takes the reentrant page lock as before.)
+Locks: a body takes no Python lock.  Each page-layer lock the kernel's path takes (the
+queue spinlocks, the page spinlock stripes, the busy atomic) has a word in row
+``R_WORDS`` that its :class:`~.locks.WordLock` raises while a thread holds it, with the
+holder's number beside it (``NWORDS + word``).  A body runs atomically with respect to
+the holders: compiled, it holds the GIL (no ``nogil``); as plain Python, the caller runs
+it holding the page layer's gate, under which the words are raised too.  Where the
+kernel would block on a lock whose word another thread holds, the body returns
+``-WAIT - word`` (SEL_WAIT) before changing anything: the caller waits for that lock
+and calls the body again.  Where the kernel only tries a page lock (a queue's walk), a
+held stripe passes the page over, as the kernel's trylock.  A word held by the calling
+thread itself (``me``, :data:`~.locks.ME`) does not stop a body: the lock is as good as
+taken.  WITNESS checks the order of the locks each body's path stands for
+(:meth:`~.locks.Witness.path`).
 
 Implicit blocks (vm_page_array.py): the rule that gives their pages' fields is numpy code
-(``Queues.materialise``); a path that would write a link into a page of an implicit
-block returns ``-2 - page`` without changing anything, the caller materialises that
-block and calls again.
+(``Queues.materialise``); a body that would read or write a link of a page of an
+implicit block returns ``-2 - page`` (SEL_MATERIALISE) without changing anything, the
+caller materialises that block and calls again.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from .vm_page_array import (
     ACT_ADVANCE,
     ACT_INIT,
     ACT_MAX,
+    NWORDS,
     PBUSY_LOCKED,
     PBUSY_MASK,
     PBUSY_WANTED,
@@ -45,6 +52,7 @@ from .vm_page_array import (
     PQ_ACTIVE,
     PQ_CACHE,
     PQ_FREE,
+    PQ_HOLD,
     PQ_INACTIVE,
     PQ_L2_MASK,
     PQ_L2_SIZE,
@@ -59,6 +67,7 @@ from .vm_page_array import (
     R_IMPLICIT,
     R_LASTQ,
     R_MDREF,
+    R_NEXT,
     R_NONEMPTY,
     R_OBJ,
     R_PC,
@@ -77,63 +86,61 @@ from .vm_page_array import (
 
 NO_HINT = 0xFFFFFFFF    # lastq -1 (no hint) in w4's uint32 row (Python's int32 view: -1)
 DECLINE = -1          # a checked core met a lock held elsewhere (or a case it leaves)
+WAIT = 1 << 40        # -WAIT - w: lock word w is held by another thread (wait for it)
 
 
-# -- vm_page_alloc's common case -----------------------------------------------------------
 @njit
-def alloc_head(w4, w2, w1, off: int, q: int, q2: int) -> int:
-    """vm_page_alloc when the exact colour's queue ``q`` (PQ_FREE + colour) gives its
-    head, without a Python lock (a word up: DECLINE, the general path): the page
-    spinlock tried and the busy taken (else DECLINE), the page dequeued
-    (vm_page_select_free), hard-busied, the colour hints of ``q`` and ``q2``
-    (PQ_CACHE + colour for a NORMAL request, else 0) reset, its flags, act_count and
-    valid bits cleared.  Returns the page, DECLINE, or -2 - k (materialise page k
-    first); nothing changed unless it returns a page."""
-    n = int(w4[R_HEAD, q])
-    if n == 0 or w4[R_WORDS, W_QUEUE + q]:
-        return DECLINE
-    m = n - 1
-    if w4[R_WORDS, W_PAGE + (m & PQ_L2_MASK)] or w4[R_WORDS, W_ATOMIC]:
-        return DECLINE                      # the page trylock (or the atomic) is held
-    b = int(w4[R_BUSY, m])
-    if b & (PBUSY_LOCKED | PBUSY_MASK):
-        return DECLINE
-    r = q_remove(w4, w2, w1, off, q, m)
-    if r:
-        return r
-    w4[R_BUSY, m] = b | PBUSY_LOCKED
-    w4[R_LASTQ, q] = NO_HINT
-    if q2:
-        w4[R_LASTQ, q2] = NO_HINT
-    w4[R_FLAGS, m] = 0
-    w1[R_ACT, m] = 0
-    w1[R_VALID, m] = 0
-    return m
+def _held(words, w: int, me: int) -> bool:
+    """Lock word ``w`` is up and its holder is not the calling thread ``me`` (a lock
+    the caller holds is as good as taken; the page stripes are reentrant)."""
+    return words[w] != 0 and words[NWORDS + w] != me
 
 
 # -- vm_page_free_toq ------------------------------------------------------------------------
+FREED_FICT = 0x10000     # free_toq's result bits besides the old queue's base
+FREED_HOLD = 0x20000
+FREED_GIVE = 0x40000
+
+
 @njit
-def free_toq(w4, w2, w1, off: int, m: int) -> int:
-    """vm_page_free_toq after vm_page_remove, without a Python lock (the page's, its
-    queue's, PQ_FREE + pc's and the atomic's words must be 0, else DECLINE), for a page
-    that is not fictitious and not held (else DECLINE): off its queue, valid and dirty
-    cleared, PG_MAPPED/WRITEABLE/NEED_COMMIT/UNQUEUED dropped, at the head of
-    PQ_FREE + pc, unbusied.  Returns the old queue's base (PQ_NONE if it was on none) |
-    PBUSY_WANTED if a thread waits for the busy; DECLINE; or -2 - k (materialise page k
-    first), nothing changed.  The caller counts (the removal, then v_free_count) and
-    wakes."""
-    f = int(w4[R_FLAGS, m])
-    if f & PG_FICTITIOUS or w4[R_HOLD, m]:
-        return DECLINE
-    q = int(w2[R_QUEUE, m])
-    fq = PQ_FREE + int(w2[R_PC, m])
+def free_toq(w4, w2, w1, off: int, m: int, give: bool, me: int) -> int:
+    """vm_page_free_toq after vm_page_remove, for a hard-busied page: a fictitious page
+    loses PG_MAPPED/WRITEABLE and is unbusied (FREED_FICT); otherwise it leaves its
+    queue, its valid and dirty bits are cleared, PG_MAPPED/WRITEABLE/NEED_COMMIT/
+    UNQUEUED dropped, and it goes to the tail of PQ_HOLD + pc while held (FREED_HOLD),
+    back to vm_phys with ``give`` (the buddy source: FREED_GIVE, the caller gives it),
+    else to the head of PQ_FREE + pc; unbusied.  Locks (as words): the page's spinlock,
+    the atomic, the old and new queues'.  Returns the old queue's base (PQ_NONE if on
+    none) | the FREED_* bit | PBUSY_WANTED if a thread waits for the busy; or, nothing
+    changed, -WAIT - word (a lock held by another thread) or -2 - k (materialise page
+    k first).  The caller counts (the removal, then the new queue) and wakes."""
     words = w4[R_WORDS]
-    if (words[W_PAGE + (m & PQ_L2_MASK)] or words[W_ATOMIC] or words[W_QUEUE + fq] or
-            (q and words[W_QUEUE + q])):
-        return DECLINE
-    h = int(w4[R_HEAD, fq])
-    if h and w1[R_IMPLICIT, (h - 1 + off) >> 10]:
-        return -1 - h
+    s = W_PAGE + (m & PQ_L2_MASK)
+    if _held(words, s, me):
+        return -WAIT - s
+    if _held(words, W_ATOMIC, me):
+        return -WAIT - W_ATOMIC
+    f = int(w4[R_FLAGS, m])
+    b = int(w4[R_BUSY, m])
+    if f & PG_FICTITIOUS:
+        w4[R_FLAGS, m] = f & ~(PG_MAPPED | PG_WRITEABLE)
+        w4[R_BUSY, m] = b & ~(PBUSY_LOCKED | PBUSY_WANTED)
+        return FREED_FICT | (b & PBUSY_WANTED)
+    q = int(w2[R_QUEUE, m])
+    held = w4[R_HOLD, m] != 0
+    dest = 0
+    if held:
+        dest = PQ_HOLD + int(w2[R_PC, m])
+    elif not give:
+        dest = PQ_FREE + int(w2[R_PC, m])
+    if q and _held(words, W_QUEUE + q, me):
+        return -WAIT - (W_QUEUE + q)
+    if dest and _held(words, W_QUEUE + dest, me):
+        return -WAIT - (W_QUEUE + dest)
+    if dest:
+        h = int(w4[R_HEAD, dest])
+        if h and w1[R_IMPLICIT, (h - 1 + off) >> 10]:
+            return -1 - h
     base = PQ_NONE
     if q:
         r = q_remove(w4, w2, w1, off, q, m)
@@ -143,40 +150,52 @@ def free_toq(w4, w2, w1, off: int, m: int) -> int:
     w1[R_VALID, m] = 0
     w1[R_DIRTY, m] = 0
     w4[R_FLAGS, m] = f & ~(PG_MAPPED | PG_WRITEABLE | PG_NEED_COMMIT | PG_UNQUEUED)
-    q_insert(w4, w2, w1, fq, m, True)
-    b = int(w4[R_BUSY, m])
+    how = FREED_GIVE
+    if dest:
+        q_insert(w4, w2, w1, dest, m, not held)
+        how = FREED_HOLD if held else 0
     w4[R_BUSY, m] = b & ~(PBUSY_LOCKED | PBUSY_WANTED)
-    return int(base | (b & PBUSY_WANTED))
+    return int(base | how | (b & PBUSY_WANTED))
 
 
 # -- the page-cache read's last steps ------------------------------------------------------------
+READ_ACTIVATE = 2       # read_done: the page is on another queue (the caller activates it)
+
+
 @njit
-def read_done(w4, w2, w1, off: int, m: int) -> int:
-    """pagecache_read after vm_page_grab, for a hard-busied page on no queue or already
-    active (else DECLINE), without a Python lock (the page's, PQ_ACTIVE + pc's and the
-    atomic's words must be 0, else DECLINE): vm_page_set_validclean of the whole page
-    unless it is all valid, vm_page_activate (act_count raised to ACT_INIT, the tail of
-    PQ_ACTIVE + pc; nothing for a fictitious or unqueued page), vm_page_wakeup.  Returns
-    1 if the page joined PQ_ACTIVE (the caller counts it), else 0, | PBUSY_WANTED if a
-    thread waits for the busy; nothing changed on DECLINE."""
+def read_done(w4, w2, w1, off: int, m: int, me: int) -> int:
+    """pagecache_read after vm_page_grab, for a hard-busied page: vm_page_set_validclean
+    of the whole page unless it is all valid, then, for a page on no queue or already
+    active, vm_page_activate (act_count raised to ACT_INIT, the tail of PQ_ACTIVE + pc;
+    nothing for a fictitious or unqueued page) and vm_page_wakeup.  Locks (as words):
+    the page's spinlock, the atomic, PQ_ACTIVE + pc's.  Returns 1 if the page joined
+    PQ_ACTIVE (the caller counts it), else 0, | PBUSY_WANTED if a thread waits for the
+    busy; READ_ACTIVATE (valid, still busied) for a page on another queue: the caller
+    activates and unbusies it; -WAIT - word, nothing changed."""
+    words = w4[R_WORDS]
+    s = W_PAGE + (m & PQ_L2_MASK)
     q = int(w2[R_QUEUE, m])
     aq = PQ_ACTIVE + int(w2[R_PC, m])
-    b = int(w4[R_BUSY, m])
-    words = w4[R_WORDS]
-    if (q and q != aq) or not b & PBUSY_LOCKED or words[W_PAGE + (m & PQ_L2_MASK)] or \
-            words[W_ATOMIC] or words[W_QUEUE + aq]:
-        return DECLINE
+    if _held(words, s, me):
+        return -WAIT - s
+    if _held(words, W_ATOMIC, me):
+        return -WAIT - W_ATOMIC
+    if _held(words, W_QUEUE + aq, me):
+        return -WAIT - (W_QUEUE + aq)
     if w1[R_VALID, m] != VM_PAGE_BITS_ALL:
         w1[R_VALID, m] = VM_PAGE_BITS_ALL
         w1[R_DIRTY, m] = 0
         w4[R_FLAGS, m] = int(w4[R_FLAGS, m]) & ~PG_NOSYNC
     added = 0
     if not int(w4[R_FLAGS, m]) & (PG_FICTITIOUS | PG_UNQUEUED):
+        if q and q != aq:
+            return READ_ACTIVATE
         if w1[R_ACT, m] < ACT_INIT:
             w1[R_ACT, m] = ACT_INIT
         if not q:
             q_insert(w4, w2, w1, aq, m, False)
             added = 1
+    b = int(w4[R_BUSY, m])
     w4[R_BUSY, m] = b & ~(PBUSY_LOCKED | PBUSY_WANTED)
     return added | (b & PBUSY_WANTED)
 
@@ -259,27 +278,51 @@ def scan_active(w4, w2, w1, vnode, off: int, qi: int, budget: int, need: int, ad
     return SCAN_DONE, used, got, pd
 
 
-# -- vm_page_select_free_or_cache: the colour search -------------------------------------------
-SEL_FOUND, SEL_NONE, SEL_DECLINE, SEL_MATERIALISE = 0, 1, 2, 3
+# -- vm_page_select_free / _cache / _free_or_cache: the colour search ---------------------------
+SEL_FOUND, SEL_NONE, SEL_WAIT, SEL_MATERIALISE, SEL_BUSY, SEL_UNUSABLE = range(6)
 
 
 @njit
-def _probe_set(w1, base: int, idx: int, mask: int, s0: int, s1: int, count: int):
+def _first_lockable(w4, w1, off: int, q: int, me: int) -> int:
+    """_vm_page_list_find's walk of queue ``q`` (its spinlock taken): the first page whose
+    page spinlock can be had (its stripe's word down, or held by the caller).  Returns
+    the page, -1 if none can, -WAIT - word if the queue's lock is held by another thread,
+    or -2 - k (materialise page k to walk on)."""
+    words = w4[R_WORDS]
+    if _held(words, W_QUEUE + q, me):
+        return -WAIT - (W_QUEUE + q)
+    n = int(w4[R_HEAD, q])
+    while n:
+        m = n - 1
+        if w1[R_IMPLICIT, (m + off) >> 10]:
+            return -2 - m
+        if not _held(words, W_PAGE + (m & PQ_L2_MASK), me):
+            return m
+        n = int(w4[R_NEXT, m])
+    return -1
+
+
+@njit
+def _probe_set(w4, w1, off: int, base: int, idx: int, mask: int, s0: int, s1: int,
+               count: int, me: int):
     """One widening step of the colour search, as the kernel's probe loop: the ``mask +
     1`` colours of idx's aligned set from idx on, wrapping, skipping [s0, s1) (the set
-    already searched), counting probes.  Returns (colour of the first non-empty queue
-    or -1, s0, s1, count) -- the new skip set when none."""
+    already searched), counting probes; a non-empty queue is walked for a page whose
+    lock can be had.  Returns (colour or -1, the page or _first_lockable's code, s0, s1,
+    count) -- the new skip set when none."""
     q, rng = idx, mask + 1
     while rng > 0:
         if s0 <= q < s1:
             rng -= s1 - q
             q = (q & ~mask) | (s1 & mask)
         if rng > 0 and w1[R_NONEMPTY, base + q]:
-            return q, s0, s1, count
+            m = _first_lockable(w4, w1, off, base + q, me)
+            if m != -1:
+                return q, m, s0, s1, count
         rng -= 1
         count += 1
         q = (q & ~mask) | ((q + 1) & mask)
-    return -1, q & ~mask, (q | mask) + 1, count
+    return -1, -1, q & ~mask, (q | mask) + 1, count
 
 
 @njit
@@ -293,71 +336,92 @@ def _any(w1, base: int) -> bool:
 
 
 @njit
-def select_free_or_cache(w4, w2, w1, off: int, color: int, sam: int):
-    """vm_page_select_free_or_cache without a Python lock: the exact colour's free queue,
-    else _vm_page_list_find2_wide's interleaved search (free 16, free 32, cache 16, ...
-    from the free queue's ``lastq`` hint; a search of 8 or more probes leaves the colour
-    found in the hint), the page at the head of the queue found, dequeued and
-    hard-busied (a cache page only if it can be recycled).  Returns (SEL_FOUND, page,
-    base), (SEL_NONE, -1, 0) when both bases are empty or the search finds nothing, or,
-    with nothing changed, (SEL_DECLINE, -1, 0) -- a lock word up, a busy page, a cache
-    page to deactivate: the Python path -- or (SEL_MATERIALISE, page, 0).  The caller
-    counts the removal."""
-    if not _any(w1, PQ_FREE) and not _any(w1, PQ_CACHE):
-        return SEL_NONE, -1, 0
-    q = PQ_FREE + color
+def select_free_or_cache(w4, w2, w1, off: int, b1: int, b2: int, color: int, sam: int,
+                         me: int):
+    """vm_page_select_free (``b1`` PQ_FREE, ``b2`` 0), vm_page_select_cache (PQ_CACHE, 0)
+    and vm_page_select_free_or_cache (PQ_FREE, PQ_CACHE), one search each: the exact
+    colour's queue of ``b1`` (a page found there clears the colour's hints), else
+    _vm_page_list_find_wide's sets of 16, 32, ... colours, or with ``b2``
+    _vm_page_list_find2_wide's interleave (b1 16, b1 32, b2 16, b1 64, ...), both from
+    b1's ``lastq`` hint; a search of 8 or more probes leaves the colour found in the
+    hint.  Locks (as words): each queue's spinlock, then the page's by try (a page whose
+    stripe another thread holds is passed over), the atomic.  The page found, if it can
+    be busied (and, from PQ_CACHE, recycled: not mapped, held, wired, dirty or
+    NEED_COMMIT), is dequeued and hard-busied, and a free page's flags, act_count and
+    valid bits cleared for vm_page_alloc.  Returns (SEL_FOUND, page, base);
+    (SEL_NONE, -1, 0) when the bases are empty or the search finds nothing;
+    (SEL_BUSY or SEL_UNUSABLE, page, base) with only the hints changed, the page still
+    queued, for the caller to set aside (deactivate) before searching again; or, nothing
+    changed, (SEL_WAIT, word, 0) -- a lock another thread holds -- or
+    (SEL_MATERIALISE, page, 0).  The caller counts the removal."""
+    q = b1 + color
     hq, hint = 0, -1                            # the hint to leave, on success
+    m = -1
+    base = b1
     if w1[R_NONEMPTY, q]:
-        base = PQ_FREE
-    else:
-        lastp = int(w4[R_LASTQ, PQ_FREE + color])
+        m = _first_lockable(w4, w1, off, q, me)
+        if m >= 0:
+            hq = -1                             # the exact colour: clear its hints
+    if m == -1:
+        if not _any(w1, b1) and not (b2 and _any(w1, b2)):
+            return SEL_NONE, -1, 0
+        lastp = int(w4[R_LASTQ, q])
         start = color if lastp == -1 or lastp == 0xFFFFFFFF else lastp
         m1 = m2 = sam >> 1
         s1 = n1 = s2 = n2 = -1
         c1 = c2 = 0
         widest = (sam << 1) | 1
-        found = -1
-        base = PQ_FREE
         while True:
             if m1 != PQ_L2_MASK:
                 m1 = m1 * 2 + 1
-                found, s1, n1, c1 = _probe_set(w1, PQ_FREE, start, m1, s1, n1, c1)
+                found, m, s1, n1, c1 = _probe_set(w4, w1, off, b1, start, m1, s1, n1, c1,
+                                                  me)
                 if found >= 0:
                     if c1 >= 8:
-                        hq, hint = PQ_FREE + color, found
+                        hq, hint = b1 + color, found
                     break
-            if m1 >= widest:
+            if b2 and m1 >= widest:
                 m2 = m2 * 2 + 1
-                found, s2, n2, c2 = _probe_set(w1, PQ_CACHE, start, m2, s2, n2, c2)
+                found, m, s2, n2, c2 = _probe_set(w4, w1, off, b2, start, m2, s2, n2, c2,
+                                                  me)
                 if found >= 0:
-                    base = PQ_CACHE
+                    base = b2
                     if c2 >= 8:
-                        hq, hint = PQ_CACHE + color, found
+                        hq, hint = b2 + color, found
                     break
-            if m1 == PQ_L2_MASK or m2 == PQ_L2_MASK:
+            if m1 == PQ_L2_MASK or (b2 and m2 == PQ_L2_MASK):
                 return SEL_NONE, -1, 0
         q = base + found
-    words = w4[R_WORDS]
-    m = int(w4[R_HEAD, q]) - 1
-    if words[W_QUEUE + q] or words[W_PAGE + (m & PQ_L2_MASK)] or words[W_ATOMIC]:
-        return SEL_DECLINE, -1, 0
+    if m <= -WAIT:
+        return SEL_WAIT, -WAIT - m, 0
+    if m < 0:
+        return SEL_MATERIALISE, -2 - m, 0
+    if _held(w4[R_WORDS], W_ATOMIC, me):
+        return SEL_WAIT, W_ATOMIC, 0
     b = int(w4[R_BUSY, m])
+    st = SEL_FOUND
     if b & (PBUSY_LOCKED | PBUSY_MASK):
-        return SEL_DECLINE, -1, 0                # busy: Python deactivates it
-    if base == PQ_CACHE and (int(w4[R_FLAGS, m]) & (PG_NEED_COMMIT | PG_MAPPED) or
-                             w4[R_HOLD, m] or w4[R_WIRE, m] or
-                             w1[R_DIRTY, m] & w1[R_VALID, m]):
-        return SEL_DECLINE, -1, 0                # not reusable: Python deactivates it
-    r = q_remove(w4, w2, w1, off, q, m)
-    if r:
-        return SEL_MATERIALISE, -r - 2, 0
-    w4[R_BUSY, m] = b | PBUSY_LOCKED
-    if q == PQ_FREE + color:
-        w4[R_LASTQ, PQ_FREE + color] = NO_HINT
-        w4[R_LASTQ, PQ_CACHE + color] = NO_HINT
+        st = SEL_BUSY
+    elif base == PQ_CACHE and (int(w4[R_FLAGS, m]) & (PG_NEED_COMMIT | PG_MAPPED) or
+                               w4[R_HOLD, m] or w4[R_WIRE, m] or
+                               w1[R_DIRTY, m] & w1[R_VALID, m]):
+        st = SEL_UNUSABLE
+    else:
+        r = q_remove(w4, w2, w1, off, q, m)
+        if r:
+            return SEL_MATERIALISE, -r - 2, 0
+        w4[R_BUSY, m] = b | PBUSY_LOCKED
+        if base == PQ_FREE:
+            w4[R_FLAGS, m] = 0
+            w1[R_ACT, m] = 0
+            w1[R_VALID, m] = 0
+    if hq == -1:
+        w4[R_LASTQ, b1 + color] = NO_HINT
+        if b2:
+            w4[R_LASTQ, b2 + color] = NO_HINT
     elif hq:
         w4[R_LASTQ, hq] = hint
-    return SEL_FOUND, m, base
+    return st, m, base
 
 
 @njit
@@ -421,16 +485,22 @@ def scan_inactive(w4, w2, w1, off: int, qi: int, budget: int, need: int, adj: in
 
 # -- the buddy source's take ---------------------------------------------------------------------
 @njit
-def busy_take(w4, m: int) -> int:
-    """The buddy source's select after vm_phys handed page ``m`` out: hard-busy it,
-    without a Python lock (the page's and the atomic's words must be 0, else DECLINE:
-    the freeing thread may still hold the page lock, the Python path waits for it).
-    Returns 0, or 1 if the page is busy (it came back busy: the caller's error)."""
+def busy_take(w4, w1, m: int, me: int) -> int:
+    """The buddy source's select after vm_phys handed page ``m`` out: hard-busy it and
+    clear its flags, act_count and valid bits for vm_page_alloc.  Locks (as words): the
+    page's spinlock, the atomic.  Returns 0, 1 if the page is busy (it came back busy:
+    the caller's error), or -WAIT - word (held by another thread), nothing changed."""
     words = w4[R_WORDS]
-    if words[W_PAGE + (m & PQ_L2_MASK)] or words[W_ATOMIC]:
-        return DECLINE
+    s = W_PAGE + (m & PQ_L2_MASK)
+    if _held(words, s, me):
+        return -WAIT - s
+    if _held(words, W_ATOMIC, me):
+        return -WAIT - W_ATOMIC
     b = int(w4[R_BUSY, m])
     if b & (PBUSY_LOCKED | PBUSY_MASK):
         return 1
     w4[R_BUSY, m] = b | PBUSY_LOCKED
+    w4[R_FLAGS, m] = 0
+    w1[R_ACT, m] = 0
+    w1[R_VALID, m] = 0
     return 0
