@@ -98,7 +98,7 @@ def compiled_calls(vm: DragonflyVm):
                 ff(w4, w2, w1, off, fa(w4, w2, w1, off, 1, 0))
         else:
             for _ in range(n):
-                ff(w4, w2, w1, off, fs(w4, w2, w1, off, 1, 3073, 0, 15, 1)[1], False, 1)
+                ff(w4, w2, w1, off, fs(w4, w2, w1, off, 1, 3073, 0, 15, 1)[1], 0, 1)
         return (time.process_time() - t) / n
     return pair
 

@@ -166,7 +166,7 @@ def test_free_waits_while_the_atomic_is_held_elsewhere_then_frees(mode):
     t, done = _held_elsewhere(vm.atomic)
     before = digest(vm)
     try:
-        assert vm._body("_c_free_toq", p.w4, p.w2, p.w1, vm.queues.off, m, False,
+        assert vm._body("_c_free_toq", p.w4, p.w2, p.w1, vm.queues.off, m, 0,
                         ME.t) == -WAIT - W_ATOMIC
         assert digest(vm) == before
         a = threading.Thread(target=lambda: vm.vm_page_free(m))

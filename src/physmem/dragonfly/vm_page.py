@@ -185,10 +185,10 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
         g = self._gate
         assert g is not None
         with g:
-            self._c_select = select_free_or_cache.compiled()
-            self._c_free_toq = free_toq.compiled()
-            self._c_read_done = read_done.compiled()
-            self._c_busy_take = busy_take.compiled()
+            self._c_select = select_free_or_cache.entry()
+            self._c_free_toq = free_toq.entry()
+            self._c_read_done = read_done.entry()
+            self._c_busy_take = busy_take.entry()
             self._c_scan_active = scan_active.compiled()
             self._c_scan_inactive = scan_inactive.compiled()
             self._core = True

@@ -436,7 +436,7 @@ class AllocMixin:
         if self._witness_on:
             self.witness.path(("page", False), ("queue", False))
         w4, w2, w1, off = p.w4, p.w2, p.w1, self.queues.off
-        give = self.kernel is not None
+        give = int(self.kernel is not None)
         me = t.me
         while True:                  # the body (vm_page_core.free_toq)
             if self._gate is None:

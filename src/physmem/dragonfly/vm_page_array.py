@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from ..jit import njit
+from ..jit import njit_typed
 from ..pagearray import zeros
 
 # vm_page.h flags
@@ -458,8 +458,14 @@ class FinalizeMoves:
 # -- queue list operations (the caller holds the queue's spinlock, or its word is 0) ------
 # They index PageArray's row arrays w4/w2/w1 (numpy arrays when compiled, 2-D memoryviews
 # from Python) by row and page: a compiled call makes no views (each costs ~25 ns).
-@njit
-def q_insert(w4, w2, w1, q: int, i: int, athead: bool) -> None:
+# Compiled for one signature (the rows, then int64s), as the bodies that call them
+# (vm_page_core.py: typed functions run without numba's runtime, and so must their
+# callees).
+rows_fn = njit_typed(w4="uint32[:, ::1]", w2="uint16[:, ::1]", w1="uint8[:, ::1]")
+
+
+@rows_fn
+def q_insert(w4, w2, w1, q: int, i: int, athead: int) -> None:
     """_vm_page_add_queue's list work: link page ``i`` (materialised) into queue ``q`` at
     its head or tail.  Heads and tails are always materialised."""
     n = i + 1
@@ -486,7 +492,7 @@ def q_insert(w4, w2, w1, q: int, i: int, athead: bool) -> None:
     w1[R_NONEMPTY, q] = 1
 
 
-@njit
+@rows_fn
 def q_remove(w4, w2, w1, off: int, q: int, i: int) -> int:
     """_vm_page_rem_queue's list work: unlink page ``i`` from queue ``q``.  Returns 0, or
     ``-2 - k`` without changing anything when neighbour page k's block is implicit (the

@@ -82,18 +82,25 @@ from .vm_page_array import (
     W_QUEUE,
     q_insert,
     q_remove,
+    rows_fn,
 )
 
 NO_HINT = 0xFFFFFFFF    # lastq -1 (no hint) in w4's uint32 row (Python's int32 view: -1)
 DECLINE = -1          # a checked core met a lock held elsewhere (or a case it leaves)
 WAIT = 1 << 40        # -WAIT - w: lock word w is held by another thread (wait for it)
+# The bodies and their helpers: compiled for one signature (the rows, then int64s), so
+# the page layer calls their machine code's entry point (Lazy.entry: no type matching),
+# and without numba's runtime (so they make no array views: w4[R_WORDS, w], not a row).
+body = rows_fn
 
 
-@njit
-def _held(words, w: int, me: int) -> bool:
+
+@body
+def _held(w4, w: int, me: int) -> bool:
     """Lock word ``w`` is up and its holder is not the calling thread ``me`` (a lock
-    the caller holds is as good as taken; the page stripes are reentrant)."""
-    return words[w] != 0 and words[NWORDS + w] != me
+    the caller holds is as good as taken; the page stripes are reentrant).  (Indexed
+    in w4, not through a row view: the typed bodies run without numba's runtime.)"""
+    return w4[R_WORDS, w] != 0 and w4[R_WORDS, NWORDS + w] != me
 
 
 # -- vm_page_free_toq ------------------------------------------------------------------------
@@ -102,8 +109,8 @@ FREED_HOLD = 0x20000
 FREED_GIVE = 0x40000
 
 
-@njit
-def free_toq(w4, w2, w1, off: int, m: int, give: bool, me: int) -> int:
+@body
+def free_toq(w4, w2, w1, off: int, m: int, give: int, me: int) -> int:
     """vm_page_free_toq after vm_page_remove, for a hard-busied page: a fictitious page
     loses PG_MAPPED/WRITEABLE and is unbusied (FREED_FICT); otherwise it leaves its
     queue, its valid and dirty bits are cleared, PG_MAPPED/WRITEABLE/NEED_COMMIT/
@@ -114,11 +121,10 @@ def free_toq(w4, w2, w1, off: int, m: int, give: bool, me: int) -> int:
     none) | the FREED_* bit | PBUSY_WANTED if a thread waits for the busy; or, nothing
     changed, -WAIT - word (a lock held by another thread) or -2 - k (materialise page
     k first).  The caller counts (the removal, then the new queue) and wakes."""
-    words = w4[R_WORDS]
     s = W_PAGE + (m & PQ_L2_MASK)
-    if _held(words, s, me):
+    if _held(w4, s, me):
         return -WAIT - s
-    if _held(words, W_ATOMIC, me):
+    if _held(w4, W_ATOMIC, me):
         return -WAIT - W_ATOMIC
     f = int(w4[R_FLAGS, m])
     b = int(w4[R_BUSY, m])
@@ -133,9 +139,9 @@ def free_toq(w4, w2, w1, off: int, m: int, give: bool, me: int) -> int:
         dest = PQ_HOLD + int(w2[R_PC, m])
     elif not give:
         dest = PQ_FREE + int(w2[R_PC, m])
-    if q and _held(words, W_QUEUE + q, me):
+    if q and _held(w4, W_QUEUE + q, me):
         return -WAIT - (W_QUEUE + q)
-    if dest and _held(words, W_QUEUE + dest, me):
+    if dest and _held(w4, W_QUEUE + dest, me):
         return -WAIT - (W_QUEUE + dest)
     if dest:
         h = int(w4[R_HEAD, dest])
@@ -152,7 +158,7 @@ def free_toq(w4, w2, w1, off: int, m: int, give: bool, me: int) -> int:
     w4[R_FLAGS, m] = f & ~(PG_MAPPED | PG_WRITEABLE | PG_NEED_COMMIT | PG_UNQUEUED)
     how = FREED_GIVE
     if dest:
-        q_insert(w4, w2, w1, dest, m, not held)
+        q_insert(w4, w2, w1, dest, m, 0 if held else 1)
         how = FREED_HOLD if held else 0
     w4[R_BUSY, m] = b & ~(PBUSY_LOCKED | PBUSY_WANTED)
     return int(base | how | (b & PBUSY_WANTED))
@@ -162,7 +168,7 @@ def free_toq(w4, w2, w1, off: int, m: int, give: bool, me: int) -> int:
 READ_ACTIVATE = 2       # read_done: the page is on another queue (the caller activates it)
 
 
-@njit
+@body
 def read_done(w4, w2, w1, off: int, m: int, me: int) -> int:
     """pagecache_read after vm_page_grab, for a hard-busied page: vm_page_set_validclean
     of the whole page unless it is all valid, then, for a page on no queue or already
@@ -172,15 +178,14 @@ def read_done(w4, w2, w1, off: int, m: int, me: int) -> int:
     PQ_ACTIVE (the caller counts it), else 0, | PBUSY_WANTED if a thread waits for the
     busy; READ_ACTIVATE (valid, still busied) for a page on another queue: the caller
     activates and unbusies it; -WAIT - word, nothing changed."""
-    words = w4[R_WORDS]
     s = W_PAGE + (m & PQ_L2_MASK)
     q = int(w2[R_QUEUE, m])
     aq = PQ_ACTIVE + int(w2[R_PC, m])
-    if _held(words, s, me):
+    if _held(w4, s, me):
         return -WAIT - s
-    if _held(words, W_ATOMIC, me):
+    if _held(w4, W_ATOMIC, me):
         return -WAIT - W_ATOMIC
-    if _held(words, W_QUEUE + aq, me):
+    if _held(w4, W_QUEUE + aq, me):
         return -WAIT - (W_QUEUE + aq)
     if w1[R_VALID, m] != VM_PAGE_BITS_ALL:
         w1[R_VALID, m] = VM_PAGE_BITS_ALL
@@ -193,7 +198,7 @@ def read_done(w4, w2, w1, off: int, m: int, me: int) -> int:
         if w1[R_ACT, m] < ACT_INIT:
             w1[R_ACT, m] = ACT_INIT
         if not q:
-            q_insert(w4, w2, w1, aq, m, False)
+            q_insert(w4, w2, w1, aq, m, 0)
             added = 1
     b = int(w4[R_BUSY, m])
     w4[R_BUSY, m] = b & ~(PBUSY_LOCKED | PBUSY_WANTED)
@@ -282,27 +287,26 @@ def scan_active(w4, w2, w1, vnode, off: int, qi: int, budget: int, need: int, ad
 SEL_FOUND, SEL_NONE, SEL_WAIT, SEL_MATERIALISE, SEL_BUSY, SEL_UNUSABLE = range(6)
 
 
-@njit
+@body
 def _first_lockable(w4, w1, off: int, q: int, me: int) -> int:
     """_vm_page_list_find's walk of queue ``q`` (its spinlock taken): the first page whose
     page spinlock can be had (its stripe's word down, or held by the caller).  Returns
     the page, -1 if none can, -WAIT - word if the queue's lock is held by another thread,
     or -2 - k (materialise page k to walk on)."""
-    words = w4[R_WORDS]
-    if _held(words, W_QUEUE + q, me):
+    if _held(w4, W_QUEUE + q, me):
         return -WAIT - (W_QUEUE + q)
     n = int(w4[R_HEAD, q])
     while n:
         m = n - 1
         if w1[R_IMPLICIT, (m + off) >> 10]:
             return -2 - m
-        if not _held(words, W_PAGE + (m & PQ_L2_MASK), me):
+        if not _held(w4, W_PAGE + (m & PQ_L2_MASK), me):
             return m
         n = int(w4[R_NEXT, m])
     return -1
 
 
-@njit
+@body
 def _probe_set(w4, w1, off: int, base: int, idx: int, mask: int, s0: int, s1: int,
                count: int, me: int):
     """One widening step of the colour search, as the kernel's probe loop: the ``mask +
@@ -325,7 +329,7 @@ def _probe_set(w4, w1, off: int, base: int, idx: int, mask: int, s0: int, s1: in
     return -1, -1, q & ~mask, (q | mask) + 1, count
 
 
-@njit
+@body
 def _any(w1, base: int) -> bool:
     """Whether a queue of ``base``'s 1024 colours is non-empty (a loop: numba compiles
     no generator expressions here)."""
@@ -335,7 +339,7 @@ def _any(w1, base: int) -> bool:
     return False
 
 
-@njit
+@body
 def select_free_or_cache(w4, w2, w1, off: int, b1: int, b2: int, color: int, sam: int,
                          me: int):
     """vm_page_select_free (``b1`` PQ_FREE, ``b2`` 0), vm_page_select_cache (PQ_CACHE, 0)
@@ -396,7 +400,7 @@ def select_free_or_cache(w4, w2, w1, off: int, b1: int, b2: int, color: int, sam
         return SEL_WAIT, -WAIT - m, 0
     if m < 0:
         return SEL_MATERIALISE, -2 - m, 0
-    if _held(w4[R_WORDS], W_ATOMIC, me):
+    if _held(w4, W_ATOMIC, me):
         return SEL_WAIT, W_ATOMIC, 0
     b = int(w4[R_BUSY, m])
     st = SEL_FOUND
@@ -484,17 +488,16 @@ def scan_inactive(w4, w2, w1, off: int, qi: int, budget: int, need: int, adj: in
 
 
 # -- the buddy source's take ---------------------------------------------------------------------
-@njit
+@body
 def busy_take(w4, w1, m: int, me: int) -> int:
     """The buddy source's select after vm_phys handed page ``m`` out: hard-busy it and
     clear its flags, act_count and valid bits for vm_page_alloc.  Locks (as words): the
     page's spinlock, the atomic.  Returns 0, 1 if the page is busy (it came back busy:
     the caller's error), or -WAIT - word (held by another thread), nothing changed."""
-    words = w4[R_WORDS]
     s = W_PAGE + (m & PQ_L2_MASK)
-    if _held(words, s, me):
+    if _held(w4, s, me):
         return -WAIT - s
-    if _held(words, W_ATOMIC, me):
+    if _held(w4, W_ATOMIC, me):
         return -WAIT - W_ATOMIC
     b = int(w4[R_BUSY, m])
     if b & (PBUSY_LOCKED | PBUSY_MASK):
