@@ -192,6 +192,12 @@ class AllocMixin:
         if obj is not None:
             if self.objects.get(getattr(obj, "id", None)) is not obj:
                 self._check_obj(obj, "vm_page_alloc")
+        return self._alloc(obj, pindex, req)
+
+    def _alloc(self, obj: VmObject | None, pindex: int, req: int) -> int | None:
+        """vm_page_alloc past its argument checks (vm_page_grab's way in: it checked
+        them)."""
+        if obj is not None:
             # The kernel has no pre-check: it selects a page (recycling PQ_CACHE pages on
             # the way), vm_page_insert fails, the page is freed again and NULL returned
             # with VM_ALLOC_NULL_OK.  Without it the kernel panics ("PAGE RACE"): refuse
@@ -284,8 +290,10 @@ class AllocMixin:
                 self._wakeup(m)
                 continue
             if m is None:
-                m = self.vm_page_alloc(obj, pindex, (req & ~VM_ALLOC_RETRY) |
-                                       (VM_ALLOC_NULL_OK if req & VM_ALLOC_RETRY else 0))
+                r = (req & ~VM_ALLOC_RETRY) | (VM_ALLOC_NULL_OK if req & VM_ALLOC_RETRY else 0)
+                # (obj and pindex checked above; the class: vm_page_alloc's error)
+                m = self._alloc(obj, pindex, r) if r & ALLOC_CLASSES else \
+                    self.vm_page_alloc(obj, pindex, r)
                 if m is None:
                     self.vm_wait(proc)
                     if not req & VM_ALLOC_RETRY:
