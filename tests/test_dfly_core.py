@@ -83,17 +83,21 @@ def _held_elsewhere(lock) -> tuple[threading.Thread, threading.Event]:
     return t, done
 
 
+@pytest.fixture(params=["plain", "compiled"])
+def vm(request) -> DragonflyVm:
+    """A small page layer running its bodies plain (under the gate) or compiled."""
+    if request.param == "compiled" and not jit.enabled():
+        pytest.skip("the JIT is off")
+    return small(jit=request.param == "compiled")
+
+
 def _select(vm: DragonflyVm, color: int) -> tuple[int, int, int]:
     p = vm.pages
     return vm._body("_c_select", p.w4, p.w2, p.w1, vm.queues.off, PQ_FREE, PQ_CACHE,
                     color, vm.set_assoc_mask, ME.t)
 
 
-@pytest.mark.parametrize("mode", [False, True])
-def test_alloc_waits_for_a_queue_lock_held_by_another_thread(mode):
-    if mode and not jit.enabled():
-        pytest.skip("the JIT is off")
-    vm = small(jit=mode)
+def test_alloc_waits_for_a_queue_lock_held_by_another_thread(vm):
     o = vm.object_create()
     color = vm.vm_get_pg_color(0, o, 0)
     q = PQ_FREE + color
@@ -121,11 +125,7 @@ def test_alloc_waits_for_a_queue_lock_held_by_another_thread(mode):
     vm.check()
 
 
-@pytest.mark.parametrize("mode", [False, True])
-def test_bodies_skip_a_page_whose_lock_another_thread_holds(mode):
-    if mode and not jit.enabled():
-        pytest.skip("the JIT is off")
-    vm = small(jit=mode)
+def test_bodies_skip_a_page_whose_lock_another_thread_holds(vm):
     o = vm.object_create()
     color = vm.vm_get_pg_color(0, o, 0)
     q = PQ_FREE + color
@@ -154,11 +154,7 @@ def test_bodies_skip_a_page_whose_lock_another_thread_holds(mode):
     vm.check()
 
 
-@pytest.mark.parametrize("mode", [False, True])
-def test_free_waits_while_the_atomic_is_held_elsewhere_then_frees(mode):
-    if mode and not jit.enabled():
-        pytest.skip("the JIT is off")
-    vm = small(jit=mode)
+def test_free_waits_while_the_atomic_is_held_elsewhere_then_frees(vm):
     o = vm.object_create()
     m = vm.vm_page_alloc(o, 0, VM_ALLOC_NORMAL)
     vm.vm_page_remove(m)
@@ -183,13 +179,9 @@ def test_free_waits_while_the_atomic_is_held_elsewhere_then_frees(mode):
     vm.check()
 
 
-@pytest.mark.parametrize("mode", [False, True])
-def test_a_lock_the_caller_holds_does_not_stop_a_body(mode):
+def test_a_lock_the_caller_holds_does_not_stop_a_body(vm):
     """A page stripe the calling thread holds (reentrant) is as good as taken: the body
     frees the page instead of waiting for itself."""
-    if mode and not jit.enabled():
-        pytest.skip("the JIT is off")
-    vm = small(jit=mode)
     o = vm.object_create()
     m = vm.vm_page_alloc(o, 0, VM_ALLOC_NORMAL)
     spin = vm.page_spin[m & 1023]

@@ -103,6 +103,18 @@ def _held(w4, w: int, me: int) -> bool:
     return w4[R_WORDS, w] != 0 and w4[R_WORDS, NWORDS + w] != me
 
 
+@body
+def _page_wait(w4, m: int, me: int) -> int:
+    """Page ``m``'s spinlock and the busy atomic, as a body takes them: -WAIT - word for
+    the first that another thread holds, else 0."""
+    s = W_PAGE + (m & PQ_L2_MASK)
+    if _held(w4, s, me):
+        return -WAIT - s
+    if _held(w4, W_ATOMIC, me):
+        return -WAIT - W_ATOMIC
+    return 0
+
+
 # -- vm_page_free_toq ------------------------------------------------------------------------
 FREED_FICT = 0x10000     # free_toq's result bits besides the old queue's base
 FREED_HOLD = 0x20000
@@ -121,11 +133,9 @@ def free_toq(w4, w2, w1, off: int, m: int, give: int, me: int) -> int:
     none) | the FREED_* bit | PBUSY_WANTED if a thread waits for the busy; or, nothing
     changed, -WAIT - word (a lock held by another thread) or -2 - k (materialise page
     k first).  The caller counts (the removal, then the new queue) and wakes."""
-    s = W_PAGE + (m & PQ_L2_MASK)
-    if _held(w4, s, me):
-        return -WAIT - s
-    if _held(w4, W_ATOMIC, me):
-        return -WAIT - W_ATOMIC
+    r = _page_wait(w4, m, me)
+    if r:
+        return r
     f = int(w4[R_FLAGS, m])
     b = int(w4[R_BUSY, m])
     if f & PG_FICTITIOUS:
@@ -178,13 +188,11 @@ def read_done(w4, w2, w1, off: int, m: int, me: int) -> int:
     PQ_ACTIVE (the caller counts it), else 0, | PBUSY_WANTED if a thread waits for the
     busy; READ_ACTIVATE (valid, still busied) for a page on another queue: the caller
     activates and unbusies it; -WAIT - word, nothing changed."""
-    s = W_PAGE + (m & PQ_L2_MASK)
     q = int(w2[R_QUEUE, m])
     aq = PQ_ACTIVE + int(w2[R_PC, m])
-    if _held(w4, s, me):
-        return -WAIT - s
-    if _held(w4, W_ATOMIC, me):
-        return -WAIT - W_ATOMIC
+    r = _page_wait(w4, m, me)
+    if r:
+        return r
     if _held(w4, W_QUEUE + aq, me):
         return -WAIT - (W_QUEUE + aq)
     if w1[R_VALID, m] != VM_PAGE_BITS_ALL:
@@ -494,11 +502,9 @@ def busy_take(w4, w1, m: int, me: int) -> int:
     clear its flags, act_count and valid bits for vm_page_alloc.  Locks (as words): the
     page's spinlock, the atomic.  Returns 0, 1 if the page is busy (it came back busy:
     the caller's error), or -WAIT - word (held by another thread), nothing changed."""
-    s = W_PAGE + (m & PQ_L2_MASK)
-    if _held(w4, s, me):
-        return -WAIT - s
-    if _held(w4, W_ATOMIC, me):
-        return -WAIT - W_ATOMIC
+    r = _page_wait(w4, m, me)
+    if r:
+        return r
     b = int(w4[R_BUSY, m])
     if b & (PBUSY_LOCKED | PBUSY_MASK):
         return 1
