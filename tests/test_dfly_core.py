@@ -11,7 +11,7 @@ from physmem import jit
 from physmem.dfly_workloads import anon_churn, pagecache_fill
 from physmem.dragonfly.locks import ME
 from physmem.dragonfly.vm_page import VM_ALLOC_NORMAL, DragonflyVm
-from physmem.dragonfly.vm_page_array import PQ_CACHE, PQ_FREE, W_ATOMIC, W_QUEUE
+from physmem.dragonfly.vm_page_array import PQ_CACHE, PQ_FREE, PQ_INACTIVE, W_ATOMIC, W_QUEUE
 from physmem.dragonfly.vm_page_core import (
     SEL_WAIT,
     WAIT,
@@ -195,3 +195,20 @@ def test_plain_bodies_are_the_compiled_ones_own_python():
     """The plain mode runs the very functions numba compiles (their ``.py``)."""
     vm = small(jit=False)
     assert vm._c_select is select_free_or_cache.py and vm._c_free_toq is free_toq.py
+
+
+def test_the_search_sets_aside_a_cache_page_it_cannot_recycle(vm):
+    """vm_page_select_cache on a cache page that became dirty (the pmap's modify bit,
+    poked here): busied, deactivated to the tail of PQ_INACTIVE + pc, unbusied, and the
+    search goes on (to nothing: it was the only cache page)."""
+    o = vm.object_create()
+    m = vm.vm_page_alloc(o, 0, VM_ALLOC_NORMAL)
+    p = vm.pages
+    vm.vm_page_set_validclean(m, 0, 4096)
+    vm.vm_page_cache(m)                        # (unbusies)
+    assert p.queue[m] == PQ_CACHE + p.pc[m]
+    p.dirty[m] = p.valid[m]
+    assert vm._select(PQ_CACHE, 0, p.pc[m]) == (None, PQ_CACHE)
+    assert p.queue[m] == PQ_INACTIVE + p.pc[m]
+    assert vm.queues.tail[PQ_INACTIVE + p.pc[m]] == m + 1 and not p.busy_count[m]
+    vm.check()

@@ -163,3 +163,19 @@ def test_search_matches_the_kernel_loop(sam):
             assert search(rows, PQ_FREE, PQ_CACHE, idx, sam) == want2
             for k, v in lastq.items():
                 assert w4[R_LASTQ, k] == v
+
+
+def test_the_plain_memchr_matches_the_compiled_loop():
+    """_next_nonempty's plain version (bytes.find) and its loop (what numba compiles)
+    agree on random rows and ranges, through a memoryview and on the array."""
+    from physmem.dragonfly.vm_page_core import _next_nonempty, _next_nonempty_py
+    rng = random.Random(5)
+    for _ in range(200):
+        w1 = np.zeros((W1_ROWS, ROW_MIN), np.uint8)
+        for q in rng.sample(range(PQ_COUNT), rng.choice([0, 1, 5, 50])):
+            w1[R_NONEMPTY, q] = 1
+        a = rng.randrange(PQ_COUNT)
+        b = rng.randrange(a, PQ_COUNT + 1)
+        want = _next_nonempty.fn(w1, a, b)
+        assert _next_nonempty_py(w1, a, b) == want
+        assert _next_nonempty_py(memoryview(w1), a, b) == want

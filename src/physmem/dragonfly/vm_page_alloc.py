@@ -122,7 +122,11 @@ class AllocMixin:
                 s[counter] -= 1
                 a = adj[counter] = adj[counter] - 1
                 slock.release()
-                if a < -1024 and self.start(-1024 * self.ncpus):
+                d = -1024 * self.ncpus              # vm_paging_start(d), inlined
+                if a < -1024 and (s["v_paging_start"] > s["v_free_count"] +
+                                  s["v_cache_count"] + d or
+                                  s["v_free_min"] > s["v_free_count"] + d or
+                                  s["v_free_reserved"] > s["v_free_count"]):
                     with slock:
                         self.vmstats.__dict__[counter] += adj[counter]
                         adj[counter] = 0

@@ -315,19 +315,53 @@ def _first_lockable(w4, w1, off: int, q: int, me: int) -> int:
 
 
 @body
+def _next_nonempty(w1, a: int, b: int) -> int:
+    """The first queue q in [a, b) whose non-empty byte is set, or -1 (memchr over the
+    row).  A primitive, not a kernel step: compiled, this loop; as plain Python,
+    :func:`_next_nonempty_py` (``bytes.find``, C speed), tested equal."""
+    for q in range(a, b):
+        if w1[R_NONEMPTY, q]:
+            return q
+    return -1
+
+
+def _next_nonempty_py(w1, a: int, b: int) -> int:
+    """_next_nonempty for the plain bodies: over a memoryview of the rows (or the rows
+    themselves), one ``bytes.find`` instead of a Python loop."""
+    rows = w1.obj if isinstance(w1, memoryview) else w1
+    j = rows[R_NONEMPTY, a:b].tobytes().find(1)
+    return j + a if j >= 0 else -1
+
+
+_next_nonempty._py = _next_nonempty_py      # what Lazy.py (the plain bodies) calls
+
+
+@body
 def _probe_set(w4, w1, off: int, base: int, idx: int, mask: int, s0: int, s1: int,
                count: int, me: int):
     """One widening step of the colour search, as the kernel's probe loop: the ``mask +
     1`` colours of idx's aligned set from idx on, wrapping, skipping [s0, s1) (the set
     already searched), counting probes; a non-empty queue is walked for a page whose
-    lock can be had.  Returns (colour or -1, the page or _first_lockable's code, s0, s1,
-    count) -- the new skip set when none."""
+    lock can be had.  A run of empty colours is stepped over at once, counted as the
+    loop would count it (not past the set's end, the searched set or the range left).
+    Returns (colour or -1, the page or _first_lockable's code, s0, s1, count) -- the
+    new skip set when none."""
     q, rng = idx, mask + 1
     while rng > 0:
         if s0 <= q < s1:
             rng -= s1 - q
             q = (q & ~mask) | (s1 & mask)
-        if rng > 0 and w1[R_NONEMPTY, base + q]:
+        if rng > 0:
+            if not w1[R_NONEMPTY, base + q]:
+                lim = min((q | mask) + 1, q + rng)
+                if s0 > q:
+                    lim = min(lim, s0)
+                j = _next_nonempty(w1, base + q, base + lim)
+                d = (j - base if j >= 0 else lim) - q
+                rng -= d
+                count += d
+                q = (q & ~mask) | ((q + d) & mask)
+                continue
             m = _first_lockable(w4, w1, off, base + q, me)
             if m != -1:
                 return q, m, s0, s1, count
@@ -335,16 +369,6 @@ def _probe_set(w4, w1, off: int, base: int, idx: int, mask: int, s0: int, s1: in
         count += 1
         q = (q & ~mask) | ((q + 1) & mask)
     return -1, -1, q & ~mask, (q | mask) + 1, count
-
-
-@body
-def _any(w1, base: int) -> bool:
-    """Whether a queue of ``base``'s 1024 colours is non-empty (a loop: numba compiles
-    no generator expressions here)."""
-    for q in range(base, base + PQ_L2_SIZE):  # noqa: SIM110
-        if w1[R_NONEMPTY, q]:
-            return True
-    return False
 
 
 @body
@@ -375,8 +399,9 @@ def select_free_or_cache(w4, w2, w1, off: int, b1: int, b2: int, color: int, sam
         if m >= 0:
             hq = -1                             # the exact colour: clear its hints
     if m == -1:
-        if not _any(w1, b1) and not (b2 and _any(w1, b2)):
-            return SEL_NONE, -1, 0
+        if _next_nonempty(w1, b1, b1 + PQ_L2_SIZE) < 0 and not (
+                b2 and _next_nonempty(w1, b2, b2 + PQ_L2_SIZE) >= 0):
+            return SEL_NONE, -1, 0          # both bases empty
         lastp = int(w4[R_LASTQ, q])
         start = color if lastp == -1 or lastp == 0xFFFFFFFF else lastp
         m1 = m2 = sam >> 1
