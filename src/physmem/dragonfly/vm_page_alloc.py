@@ -339,8 +339,13 @@ class AllocMixin:
                 spin.release()
             self._wakeup(m)
             return m
-        if r & 1:
-            self._count("v_active_count", 1)     # _add_queue's count
+        if r & 1:                    # _add_queue's count (an addition never folds)
+            c = self.cpu[self._tls.cpu]
+            slock = self.stats_lock
+            slock.acquire()
+            c.vmstats.v_active_count += 1
+            c.adj["v_active_count"] += 1
+            slock.release()
         if r & PBUSY_WANTED:
             with self.sleep:
                 self.sleep.notify_all()
