@@ -10,6 +10,12 @@ The buddy lines: right after boot every free block of firecracker-1g is of the t
 ("split"); with one page held first, the pair's page has an allocated buddy and neither
 splits nor merges ("no split").  "vm_phys pair" is the FreeBSD layer's Kernel API alone
 (alloc_pages + free_pages), the rest of a buddy pair is the DragonFly page layer's.
+
+With the compiled fast paths (issue 12 part 3; ``PHYSMEM_JIT_TIER=0`` makes them run from
+the first call): "pair, no object" leaves out the object's insert and removal, "2
+compiled calls" is the pair's compiled share alone (the bodies select_free_or_cache +
+free_toq called directly, numba's dispatch included; alloc_head + free_toq on the tree
+of branch issue12c).
 """
 import statistics
 import threading
@@ -23,8 +29,8 @@ def median_us(fn) -> float:
     return statistics.median(fn() for _ in range(31)) * 1e6
 
 
-def pair_of(vm: DragonflyVm):
-    o = vm.object_create()
+def pair_of(vm: DragonflyVm, with_object: bool = True):
+    o = vm.object_create() if with_object else None
     alloc, free = vm.vm_page_alloc, vm.vm_page_free
 
     def pair(n: int = 2000) -> float:
@@ -77,7 +83,29 @@ def calls(n: int = 2000) -> float:
     return (time.process_time() - t) / n
 
 
-rows = [("pair (dragonfly source)", pair_of(DragonflyVm("firecracker-1g"))),
+def compiled_calls(vm: DragonflyVm):
+    p = vm.pages
+    fs, fa = getattr(vm, "_c_select", None), getattr(vm, "_c_alloc_head", None)
+    ff = getattr(vm, "_c_free_toq", None)
+
+    def pair(n: int = 2000) -> float:
+        if fs is None or not vm._core:      # a tree without them, or the JIT off
+            return float("nan")
+        w4, w2, w1, off = p.w4, p.w2, p.w1, vm.queues.off
+        t = time.process_time()
+        if fa is not None:                  # issue12c's paths
+            for _ in range(n):
+                ff(w4, w2, w1, off, fa(w4, w2, w1, off, 1, 0))
+        else:
+            for _ in range(n):
+                ff(w4, w2, w1, off, fs(w4, w2, w1, off, 1, 3073, 0, 15, 1)[1], 0, 1)
+        return (time.process_time() - t) / n
+    return pair
+
+
+vm = DragonflyVm("firecracker-1g")
+rows = [("pair (dragonfly source)", pair_of(vm)), ("pair, no object", pair_of(vm, False)),
+        ("2 compiled calls", compiled_calls(vm)),
         ("10 lock acquire+release", locks), ("4 method calls", calls)]
 buddy = DragonflyVm("firecracker-1g", source="buddy")
 rows += [("buddy pair, split", pair_of(buddy)),

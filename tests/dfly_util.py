@@ -14,7 +14,8 @@ def digest(vm: DragonflyVm) -> str:
         h.update(name.encode())
         h.update(a.tobytes())
     q = vm.queues
-    h.update(repr((q.head, q.tail, q.lcnt, q.lastq, bytes(q.nonempty))).encode())
+    h.update(repr((list(q.head), list(q.tail), list(q.lcnt), list(q.lastq),
+                   bytes(q.nonempty))).encode())
     h.update(repr(vm.vmstats).encode())
     for c in vm.cpu:
         h.update(repr((c.vmstats, c.adj, c.cnt)).encode())

@@ -26,6 +26,7 @@ LAYERS = {
     # DragonFly's page layer sits above the free-page allocators (the buddy source).
     "physmem.dragonfly.locks": 1, "physmem.dragonfly.vm_object": 1,
     "physmem.dragonfly.vm_page_array": 3.5, "physmem.dragonfly.vm_pageout": 6.5,
+    "physmem.dragonfly.vm_page_core": 3.55,
     "physmem.dragonfly.invariants": 6.55, "physmem.dragonfly.vm_page": 6.6,
     # vm_page.py's subsystems (mixed into DragonflyVm) and the names they share
     "physmem.dragonfly.vm_page_defs": 3.6, "physmem.dragonfly.vm_page_boot": 6.5,

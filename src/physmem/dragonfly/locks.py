@@ -8,8 +8,10 @@ lock with a class name; with the checker on (``DragonflyVm(witness=True)``), eve
 acquisition is recorded per thread and one that breaks the order raises
 :class:`LockOrderError` before it blocks.
 
-Without the checker the locks are plain ``threading`` locks (no Python-level wrapper on the
-hot paths); the checker is chosen when the page layer is built.
+Every lock is a :class:`WordLock` (its holds shown to the page layer's bodies,
+vm_page_core.py) over a plain ``threading`` lock, or over a :class:`Spin` when the checker
+is on (chosen when the page layer is built).  The bodies take no Python lock:
+:meth:`Witness.path` checks the order of the locks their kernel paths take.
 
 Page spinlocks are striped: 1024 locks shared by pages whose index is equal modulo 1024
 (a real per-page lock would cost one Python object per page).
@@ -18,6 +20,7 @@ Page spinlocks are striped: 1024 locks shared by pages whose index is equal modu
 from __future__ import annotations
 
 import functools
+import itertools
 import threading
 
 from ..errors import InvariantError
@@ -25,6 +28,19 @@ from ..errors import InvariantError
 # Lock classes in the order they may be acquired (lower rank first).
 RANKS = {"page": 1, "queue": 2}
 PAGE_STRIPES = 1024
+_tokens = itertools.count(1)
+
+
+class _Me(threading.local):
+    """A small number per thread, never 0 (``ME.t``): what a :class:`WordLock` writes as
+    its holder, and what a compiled body is told it runs for (a word whose holder is the
+    calling thread itself does not stop it: the lock is as good as taken)."""
+
+    def __init__(self) -> None:
+        self.t = next(_tokens) & 0xFFFFFFFF or next(_tokens)
+
+
+ME = _Me()
 
 
 class LockOrderError(InvariantError):
@@ -63,6 +79,21 @@ class Witness:
         if self.enabled:
             self.held().append(cls)
 
+    def path(self, *steps: tuple[str, bool]) -> None:
+        """Check the acquisitions a compiled body stands for, as if taken one inside the
+        other (``(class, trying)`` each) and released at its end: the body takes no
+        Python lock, WITNESS checks the order its kernel path would take them in."""
+        if not self.enabled:
+            return
+        h = self.held()
+        n = len(h)
+        try:
+            for cls, trying in steps:
+                self.before(cls, trying)
+                h.append(cls)
+        finally:
+            del h[n:]
+
     def release(self, cls: str) -> None:
         if self.enabled:
             h = self.held()
@@ -72,12 +103,67 @@ class Witness:
                 h.reverse()
 
 
-def make_spin(cls: str, witness: Witness):
-    """A spinlock of class ``cls``: a plain ``threading`` lock (reentrant for the striped
-    page locks), or a checked :class:`Spin` when the lock-order checker is on."""
+def make_spin(cls: str, witness: Witness, words, i: int, gate: list):
+    """A spinlock of class ``cls`` raising lock word ``i`` of ``words`` (a
+    :class:`WordLock`, ``gate`` its gate) over a plain ``threading`` lock (reentrant for
+    the striped page locks), or over a checked :class:`Spin` when the lock-order checker
+    is on."""
     if witness.enabled:
-        return Spin(cls, witness)
-    return threading.RLock() if cls == "page" else threading.Lock()
+        return WordLock(Spin(cls, witness), words, i, gate)
+    return WordLock(threading.RLock() if cls == "page" else threading.Lock(), words, i,
+                    gate)
+
+
+class WordLock:
+    """A lock that shows the page layer's bodies (vm_page_core.py) whether it is held:
+    word ``i`` of ``words`` counts its holds and word ``nwords + i`` names the holder
+    (``ME.t``), raised right after the acquire, lowered right before the release (only
+    the holder writes them).
+
+    A body runs atomically with respect to the holders' critical sections: compiled, it
+    holds the GIL; as plain Python (the JIT off, or before the tier) it runs holding the
+    gate (``gate[0]``, a lock; None once the bodies are compiled), and the word is raised
+    under the gate too.  Either way a body that runs between another thread's real
+    acquire and its raise is ordered before that thread's critical section, which has
+    not read anything yet."""
+
+    __slots__ = ("_acq", "_gate", "_i", "_own", "_rel", "_words")
+
+    def __init__(self, lock, words, i: int, gate: list) -> None:
+        self._acq, self._rel = lock.acquire, lock.release
+        self._words, self._i, self._own = words, i, len(words) // 2 + i
+        self._gate = gate
+
+    def acquire(self, blocking: bool = True) -> bool:
+        """``threading.Lock.acquire``'s signature (True if taken)."""
+        if self._acq(blocking):
+            w = self._words
+            g = self._gate[0]
+            # the holder first: a word up never names a thread that let it go
+            if g is None:
+                w[self._own] = ME.t
+                w[self._i] += 1
+            else:
+                g.acquire()
+                w[self._own] = ME.t
+                w[self._i] += 1
+                g.release()
+            return True
+        return False
+
+    def try_acquire(self) -> bool:
+        return self.acquire(False)
+
+    def release(self) -> None:
+        self._words[self._i] -= 1
+        self._rel()
+
+    def __enter__(self) -> WordLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 class Spin:

@@ -24,12 +24,15 @@ import dataclasses
 import threading
 from collections.abc import Iterator
 
+import numpy as np
+
 from ..bits import PAGE_SHIFT
 from ..errors import AddressError, ArgumentError, PhysmemError
+from ..jit import enabled as jit_enabled
 from ..machine import Machine, get_machine
 from ..pagearray import PG_PHYS_ALLOC
 from .alist import Alist
-from .locks import PAGE_STRIPES, Witness, make_spin
+from .locks import PAGE_STRIPES, Witness, WordLock, make_spin
 from .vm_object import PageHash, VmObject
 from .vm_page_alloc import AllocMixin
 from .vm_page_array import (
@@ -38,6 +41,9 @@ from .vm_page_array import (
     PQ_FREE,
     PQ_HOLD,
     PQ_L2_MASK,
+    W_ATOMIC,
+    W_PAGE,
+    W_QUEUE,
     CpuStats,
     PageArray,
     Queues,
@@ -46,6 +52,14 @@ from .vm_page_array import (
 from .vm_page_bits import BitsMixin
 from .vm_page_boot import BootMixin
 from .vm_page_busy import BusyMixin
+from .vm_page_core import (
+    busy_take,
+    free_toq,
+    read_done,
+    scan_active,
+    scan_inactive,
+    select_free_or_cache,
+)
 from .vm_page_defs import (
     PINDEX_LIMIT,
     VM_ALLOC_CPU,
@@ -78,7 +92,8 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
 
     def __init__(self, machine: str | Machine = "firecracker-1g", source: str = "dragonfly",
                  cpus: CpuTopology | None = None, dma_reserved: int | None = None,
-                 witness: bool = False, hash_vnode_only: bool = False) -> None:
+                 witness: bool = False, hash_vnode_only: bool = False,
+                 jit: bool | int | None = None) -> None:
         if not isinstance(machine, (str, Machine)):
             raise ArgumentError(f"machine must be a preset name, a file path or a Machine, "
                                 f"not {type(machine).__name__}")
@@ -92,6 +107,7 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
         self._color_slices()
         self.witness = Witness()
         self.witness.enable(witness)
+        self._witness_on = bool(witness)
         if source == "buddy":
             avail = m.phys_avail()          # the pages FreeBSD's boot hands to vm_phys
         else:
@@ -112,12 +128,35 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
         self._quick_color = [0] * self.ncpus     # globaldata gd_quick_color, 0 at boot
         self.objects: dict[int, VmObject] = {}
         self._next_obj = 1
+        self.vnode_ids = np.zeros(64, np.uint8)     # 1 at the ids of vnode objects
         self.fake: dict[int, FakePage] = {}
         self.md_refs: dict[int, int] = {}           # pmap reference counts
         self.md_mod: set[int] = set()              # pmap modified pages
-        self.page_spin = [make_spin("page", self.witness) for _ in range(PAGE_STRIPES)]
-        self.queue_spin = [make_spin("queue", self.witness) for _ in range(PQ_COUNT)]
-        self.atomic = threading.Lock()             # stands for the CPU's atomic ops
+        # The bodies (vm_page_core.py): plain Python under the gate (``_gate``) until the
+        # JIT's tier, then compiled: after ``jit`` allocations (True: at once; False:
+        # never; None: PHYSMEM_JIT_TIER, else 20,000), as the FreeBSD Kernel's tiers;
+        # always plain with the JIT off.  Every page-layer lock raises its word for them.
+        from ..kernel import jit_mode
+        tier = jit_mode(jit)
+        words = self.pages.words
+        self._gate: threading.Lock | None = threading.Lock()
+        self._gate_ref = [self._gate]              # the WordLocks' view of it
+        self._core = False                         # the bodies compiled (see _tier)
+        self._tier = -1 if tier is False or not jit_enabled() else \
+            (0 if tier is True else int(tier))
+        g = self._gate_ref
+        self.page_spin = [make_spin("page", self.witness, words, W_PAGE + i, g)
+                          for i in range(PAGE_STRIPES)]
+        self.queue_spin = [make_spin("queue", self.witness, words, W_QUEUE + q, g)
+                           for q in range(PQ_COUNT)]
+        # stands for the CPU's atomic ops
+        self.atomic = WordLock(threading.Lock(), words, W_ATOMIC, g)
+        self._c_select = select_free_or_cache.py
+        self._c_free_toq = free_toq.py
+        self._c_read_done = read_done.py
+        self._c_busy_take = busy_take.py
+        if self._tier == 0:
+            self._enter_core()
         self.stats_lock = threading.Lock()         # per-CPU deltas vs. their rollup
         self.sleep = threading.Condition(threading.Lock())
         self.set_assoc_mask = 15
@@ -137,6 +176,46 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
         self._init_pageout()
         self._startup(avail, dma_reserved)
         self._buddy_domains = self._buddy_domains_by_cpu() if self.kernel is not None else []
+
+    def _enter_core(self) -> None:
+        """Switch the bodies to their compiled versions (compiling them on first use in
+        the process), under the gate: no plain body runs meanwhile, and none after it
+        (their callers read the gate, then the function, under it).  The dispatchers are
+        kept here, so a call skips :class:`~physmem.jit.Lazy`."""
+        g = self._gate
+        assert g is not None
+        with g:
+            self._c_select = select_free_or_cache.entry()
+            self._c_free_toq = free_toq.entry()
+            self._c_read_done = read_done.entry()
+            self._c_busy_take = busy_take.entry()
+            self._c_scan_active = scan_active.compiled()
+            self._c_scan_inactive = scan_inactive.compiled()
+            self._core = True
+            self._gate_ref[0] = None
+            self._gate = None
+
+    def _body(self, name: str, *args):
+        """Call body ``name`` (``_c_<name>``) as plain Python, holding the gate (see
+        :mod:`.vm_page_core`); once compiled, without it.  The hot paths test
+        ``self._gate is None`` and call the compiled body themselves."""
+        g = self._gate
+        if g is None:
+            return getattr(self, name)(*args)
+        with g:
+            return getattr(self, name)(*args)
+
+    def _wait_word(self, w: int) -> None:
+        """A body met lock word ``w`` held by another thread: wait for that lock (take
+        and drop it), as the kernel's path would block on it."""
+        if w < W_PAGE:
+            lock = self.queue_spin[w - W_QUEUE]
+        elif w < W_ATOMIC:
+            lock = self.page_spin[w - W_PAGE]
+        else:
+            lock = self.atomic
+        lock.acquire()
+        lock.release()
 
     # ======================================================================================
     # Addresses, CPUs, per-CPU statistics

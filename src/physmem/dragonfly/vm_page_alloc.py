@@ -14,25 +14,32 @@ from .alist import ALIST_BLOCK_NONE
 from .locks import PAGE_STRIPES, page_op
 from .vm_object import VmObject
 from .vm_page_array import (
+    COUNTER,
     PBUSY_LOCKED,
     PBUSY_MASK,
     PBUSY_WANTED,
     PG_FICTITIOUS,
     PG_MAPPED,
     PG_NEED_COMMIT,
-    PG_NOSYNC,
-    PG_UNQUEUED,
-    PG_WRITEABLE,
     PQ_CACHE,
     PQ_FREE,
-    PQ_HOLD,
     PQ_L2_MASK,
     PQ_L2_SIZE,
     VM_PAGE_BITS_ALL,
-    CpuStats,
+    queue_base,
+)
+from .vm_page_core import (
+    FREED_FICT,
+    FREED_GIVE,
+    FREED_HOLD,
+    READ_ACTIVATE,
+    SEL_FOUND,
+    SEL_MATERIALISE,
+    SEL_NONE,
+    SEL_WAIT,
+    WAIT,
 )
 from .vm_page_defs import (
-    _RACE,
     ALLOC_CLASSES,
     PINDEX_LIMIT,
     RETRY_LIMIT,
@@ -75,86 +82,89 @@ class AllocMixin:
             phys_id, core_id, ht_id = t.ids(cpu)
             self._color_base.append(phys_id * phys + core_id * grp + ht_id * cs)
 
-    def _select_free(self, color: int) -> int | None:
-        """vm_page_select_free: a free page, dequeued and hard-busied (one that cannot be
-        busied is deactivated out of the way)."""
-        while True:
-            if self.source == "buddy":
-                return self._buddy_take(color)
-            m = self._list_find(PQ_FREE, color)
-            if m is None:
-                return None
-            if self._busy_try(m, True):
-                self._deactivate_locked(m, False)
-                self.page_unlock(m)
-                continue
-            p = self.pages
-            assert not p.flags[m] & (PG_UNQUEUED | PG_NEED_COMMIT)
-            assert p.hold_count[m] == 0 and p.wire_count[m] == 0
-            self.page_unlock(m)
-            self.pagedaemon_wakeup()
-            return m
-
     def _cache_ok(self, m: int) -> bool:
         """A busied cache page that can be recycled (vm_page_select_cache's test)."""
         p = self.pages
         return not (p.flags[m] & (PG_NEED_COMMIT | PG_MAPPED) or p.hold_count[m] or
                     p.wire_count[m] or p.dirty[m] & p.valid[m])
 
-    def _select_cache(self, color: int) -> int | None:
-        """vm_page_select_cache: a reusable cache page, dequeued and hard-busied (others
-        are deactivated)."""
+    def _select(self, b1: int, b2: int, color: int) -> tuple[int | None, int]:
+        """vm_page_select_free (``b1`` PQ_FREE, ``b2`` 0), vm_page_select_cache
+        (PQ_CACHE, 0) or vm_page_select_free_or_cache (PQ_FREE, PQ_CACHE): the body's
+        search (:func:`~.vm_page_core.select_free_or_cache`), the removal counted, the
+        pagedaemon kicked.  Returns (the page, dequeued and hard-busied, the base it came
+        from), or (None, b1).  Between the body's calls, what it leaves to Python: a lock
+        another thread holds (waited for), a block to materialise, a page found that
+        cannot be taken (set aside: :meth:`_set_aside`)."""
+        p = self.pages
+        w4, w2, w1, off = p.w4, p.w2, p.w1, self.queues.off
+        sam = self.set_assoc_mask
+        if self._witness_on:
+            self.witness.path(("queue", False), ("page", True))
+        t = self._tls
+        me = t.me
         while True:
-            m = self._list_find(PQ_CACHE, color)
-            if m is None:
-                return None
-            if self._busy_try(m, True):
-                self._deactivate_locked(m, False)
-                self.page_unlock(m)
-                continue
-            if self._cache_ok(m):
-                self.page_unlock(m)
-                self.pagedaemon_wakeup()
-                return m
-            self._deactivate_locked(m, False)
-            self._wakeup(m)
-            self.page_unlock(m)
-
-    def _select_free_or_cache(self, color: int) -> tuple[int | None, bool]:
-        """vm_page_select_free_or_cache: one search over the free and cache queues
-        (_vm_page_list_find2); returns (page dequeued and hard-busied, from cache)."""
-        if self.source == "buddy":
-            m = self._buddy_take(color)
-            if m is not None:
-                return m, False
-            return self._select_cache(color), True
-        q = self.queues
-        while True:
-            if q.empty(PQ_FREE) and q.empty(PQ_CACHE):
-                return None, False
-            m = self._list_first_trylock(PQ_FREE + color)
-            base = PQ_FREE
-            if m is not None:
-                q.lastq[PQ_FREE + color] = q.lastq[PQ_CACHE + color] = -1
+            if self._gate is None:
+                st, m, base = self._c_select(w4, w2, w1, off, b1, b2, color, sam, me)
             else:
-                m, base = self._find2_wide(PQ_FREE, PQ_CACHE, color)
-                if m is None:
-                    return None, False
+                st, m, base = self._body("_c_select", w4, w2, w1, off, b1, b2, color,
+                                         sam, me)
+            if st == SEL_FOUND:
+                # _count(COUNTER[base], -1), inlined: this CPU's view and delta; a
+                # removal that leaves the delta below -1024 while paging should start
+                # folds it at once
+                counter = COUNTER[base]
+                c = self.cpu[t.cpu]
+                s = c.vmstats.__dict__
+                adj = c.adj
+                slock = self.stats_lock
+                slock.acquire()
+                s[counter] -= 1
+                a = adj[counter] = adj[counter] - 1
+                slock.release()
+                d = -1024 * self.ncpus              # vm_paging_start(d), inlined
+                if a < -1024 and (s["v_paging_start"] > s["v_free_count"] +
+                                  s["v_cache_count"] + d or
+                                  s["v_free_min"] > s["v_free_count"] + d or
+                                  s["v_free_reserved"] > s["v_free_count"]):
+                    with slock:
+                        self.vmstats.__dict__[counter] += adj[counter]
+                        adj[counter] = 0
+                if s["v_free_count"] < s["v_paging_start"]:
+                    self.pagedaemon_wakeup()       # (it tests no more below that)
+                return m, base
+            if st == SEL_NONE:
+                return None, b1
+            if st == SEL_WAIT:
+                self._wait_word(m)
+            elif st == SEL_MATERIALISE:
+                self.queues.materialise(m)
+            else:
+                self._set_aside(m, base)
+
+    def _set_aside(self, m: int, base: int) -> None:
+        """The select loops' way past a page they found but cannot take (busy, or a cache
+        page that cannot be recycled): dequeued and deactivated under its spinlock (a
+        cache page busied meanwhile and unbusied after).  If the page left its queue
+        before the spinlock was had, or can be taken now, nothing: the caller searches
+        again."""
+        p = self.pages
+        spin = self.page_spin[m & (PAGE_STRIPES - 1)]
+        spin.acquire()
+        try:
+            if queue_base(p.queue[m]) != base:
+                return
             if self._busy_try(m, True):
+                self._rem_queue(m)
                 self._deactivate_locked(m, False)
-                self.page_unlock(m)
-                continue
-            if base == PQ_FREE:
-                self.page_unlock(m)
-                self.pagedaemon_wakeup()
-                return m, False
-            if self._cache_ok(m):
-                self.page_unlock(m)
-                self.pagedaemon_wakeup()
-                return m, True
-            self._deactivate_locked(m, False)
-            self._wakeup(m)
-            self.page_unlock(m)
+            elif base == PQ_CACHE and not self._cache_ok(m):
+                self._rem_queue(m)
+                self._deactivate_locked(m, False)
+                self._wakeup(m)
+            else:
+                self._wakeup(m)
+        finally:
+            spin.release()
 
     def _recycle(self, m: int) -> None:
         """vm_page_alloc's found_cache: a busied cache page on its way back to PQ_FREE.
@@ -186,6 +196,12 @@ class AllocMixin:
         if obj is not None:
             if self.objects.get(getattr(obj, "id", None)) is not obj:
                 self._check_obj(obj, "vm_page_alloc")
+        return self._alloc(obj, pindex, req)
+
+    def _alloc(self, obj: VmObject | None, pindex: int, req: int) -> int | None:
+        """vm_page_alloc past its argument checks (vm_page_grab's way in: it checked
+        them)."""
+        if obj is not None:
             # The kernel has no pre-check: it selects a page (recycling PQ_CACHE pages on
             # the way), vm_page_insert fails, the page is freed again and NULL returned
             # with VM_ALLOC_NULL_OK.  Without it the kernel panics ("PAGE RACE"): refuse
@@ -203,37 +219,25 @@ class AllocMixin:
         else:
             cpu = here
         color = (self._color_base[cpu] + k % self._color_cs) & PQ_L2_MASK   # vm_get_pg_color
-        if self.kernel is None:
-            if self.nonempty[PQ_FREE + color]:
-                m = self._alloc_fast(obj, pindex, req, color, self.cpu[here])
-                if m is not None:
-                    return m if m != _RACE else self._page_race(obj, pindex, req)
-        else:
-            # The buddy source: the general loop's first step when the class may take a
-            # free page (both selects begin with the buddy take), without the loop.
+        if self._tier > 0:                  # the JIT's tier: compiled after N allocations
+            self._tier -= 1
+            if not self._tier:
+                self._enter_core()
+        b2 = PQ_CACHE if req & VM_ALLOC_NORMAL else 0
+        retries = 0
+        while True:
             s = self.cpu[here].vmstats
             free = s.v_free_count
             if free >= s.v_free_reserved or (req & VM_ALLOC_INTERRUPT and free > 0) or (
                     req & VM_ALLOC_SYSTEM and s.v_cache_count == 0 and
                     free > s.v_interrupt_free_min):
-                m = self._buddy_take(color)
-                if m is not None:
-                    m = self._alloc_finish(m, obj, pindex)
-                    return m if m != _RACE else self._page_race(obj, pindex, req)
-        retries = 0
-        while True:
-            s = self.local()
-            if (s.v_free_count >= s.v_free_reserved
-                    or (req & VM_ALLOC_INTERRUPT and s.v_free_count > 0)
-                    or (req & VM_ALLOC_SYSTEM and s.v_cache_count == 0
-                        and s.v_free_count > s.v_interrupt_free_min)):
-                if req & VM_ALLOC_NORMAL:
-                    m, fromcache = self._select_free_or_cache(color)
-                    if m is not None and fromcache:
-                        self._recycle(m)
-                        continue
+                if self.kernel is None:
+                    m, base = self._select(PQ_FREE, b2, color)
                 else:
-                    m = self._select_free(color)
+                    # the buddy source: both selects begin with the buddy take
+                    m, base = self._buddy_take(color), PQ_FREE
+                    if m is None and b2:
+                        m, base = self._select(PQ_CACHE, 0, color)
                 if m is None:
                     # The count raced (or is stale): fold the per-CPU deltas and look
                     # again.  The kernel loops forever; the model gives up after a few.
@@ -242,10 +246,22 @@ class AllocMixin:
                     if retries > 3:
                         break
                     continue
-                m = self._alloc_finish(m, obj, pindex)
-                return m if m != _RACE else self._page_race(obj, pindex, req)
-            if req & VM_ALLOC_NORMAL:
-                m = self._select_cache(color)
+                if base == PQ_CACHE:
+                    self._recycle(m)
+                    continue
+                # the insert (lost to another thread: the page is freed again), the
+                # pagedaemon check
+                if obj is None:
+                    self.pages.pindex[m] = pindex
+                elif not self._insert(m, obj, pindex):
+                    self.vm_page_free(m)
+                    return self._page_race(obj, pindex, req)
+                s = self.cpu[here].vmstats
+                if s.v_free_count < s.v_paging_start:
+                    self.pagedaemon_wakeup()
+                return m
+            if b2:
+                m, _ = self._select(PQ_CACHE, 0, color)
                 if m is not None:
                     self._recycle(m)
                     continue
@@ -254,77 +270,6 @@ class AllocMixin:
         self.pagedaemon_wakeup()
         return None
 
-    def _alloc_fast(self, obj: VmObject | None, pindex: int, req: int, color: int,
-                    c: CpuStats) -> int | None:
-        """vm_page_alloc's common case, inlined: the class may take a free page and the
-        exact colour's queue gives one whose page lock and busy are free.  Same effects
-        as the general path (select_free, the colour hint reset, the busy, the count,
-        two pagedaemon checks, the insert); None sends the caller there.  Locks: takes
-        and drops the queue spinlock, the page spinlock (try), the busy atomic, the
-        per-CPU statistics lock and the object's token, one after the other.  ``c``:
-        the running CPU's statistics."""
-        s = c.vmstats
-        free = s.v_free_count
-        if not (free >= s.v_free_reserved or (req & VM_ALLOC_INTERRUPT and free > 0) or
-                (req & VM_ALLOC_SYSTEM and s.v_cache_count == 0 and
-                 free > s.v_interrupt_free_min)):
-            return None
-        q = PQ_FREE + color
-        qs = self.queues
-        qlock = self.queue_spin[q]
-        qlock.acquire()
-        m = qs.first(q)
-        if m is None:
-            qlock.release()
-            return None
-        spin = self.page_spin[m & (PAGE_STRIPES - 1)]
-        if not spin.acquire(False):
-            qlock.release()
-            return None
-        p = self.pages
-        bc = p.busy_count
-        atomic = self.atomic
-        atomic.acquire()
-        b = bc[m]
-        if b & (PBUSY_LOCKED | PBUSY_MASK):
-            atomic.release()
-            spin.release()
-            qlock.release()
-            return None
-        bc[m] = b | PBUSY_LOCKED
-        atomic.release()
-        qs.remove_head(q)
-        spin.release()
-        qlock.release()
-        slock = self.stats_lock                       # _count("v_free_count", -1)
-        slock.acquire()
-        s.v_free_count -= 1
-        adj = c.adj
-        a = adj["v_free_count"] = adj["v_free_count"] - 1
-        slock.release()
-        if a < -1024 and self.start(-1024 * self.ncpus):
-            slock.acquire()
-            self.vmstats.v_free_count += adj["v_free_count"]
-            adj["v_free_count"] = 0
-            slock.release()
-        lastq = qs.lastq
-        lastq[q] = -1
-        if req & VM_ALLOC_NORMAL:
-            lastq[PQ_CACHE + color] = -1
-        if s.v_free_count < s.v_paging_start:        # select_free's pagedaemon_wakeup
-            self.pagedaemon_wakeup()                   # (start() is false at or above it)
-        p.flags[m] = 0
-        p.act_count[m] = 0
-        p.valid[m] = 0
-        if obj is None:
-            p.pindex[m] = pindex
-        elif not self._insert(m, obj, pindex):
-            self.vm_page_free(m)                      # lost (obj, pindex) to another thread
-            return _RACE
-        if s.v_free_count < s.v_paging_start:        # vm_page_alloc's
-            self.pagedaemon_wakeup()
-        return m
-
     @staticmethod
     def _page_race(obj: VmObject, pindex: int, req: int) -> None:
         """(obj, pindex) is taken: NULL with VM_ALLOC_NULL_OK, else the kernel's panic."""
@@ -332,24 +277,6 @@ class AllocMixin:
             return None
         raise PageStateError(f"vm_page_alloc: object {obj.id} already has page {pindex} "
                              "(PAGE RACE)")
-
-    def _alloc_finish(self, m: int, obj: VmObject | None, pindex: int) -> int:
-        """vm_page_alloc after the select: the page's flags, act_count and valid bits
-        cleared, the insert (_RACE if another thread took (obj, pindex) meanwhile: the
-        page is freed again), the pagedaemon check.  Returns the page."""
-        p = self.pages
-        assert p.dirty[m] == 0 and p.wire_count[m] == 0 and not p.busy_count[m] & PBUSY_MASK
-        p.flags[m] = 0
-        p.act_count[m] = 0
-        p.valid[m] = 0
-        if obj is not None:
-            if not self._insert(m, obj, pindex):
-                self.vm_page_free(m)                  # lost (obj, pindex) to another thread
-                return _RACE
-        else:
-            p.pindex[m] = pindex
-        self.pagedaemon_wakeup()
-        return m
 
     def vm_page_grab(self, obj: VmObject, pindex: int, req: int,
                      proc: Proc | None = None) -> int | None:
@@ -367,8 +294,10 @@ class AllocMixin:
                 self._wakeup(m)
                 continue
             if m is None:
-                m = self.vm_page_alloc(obj, pindex, (req & ~VM_ALLOC_RETRY) |
-                                       (VM_ALLOC_NULL_OK if req & VM_ALLOC_RETRY else 0))
+                r = (req & ~VM_ALLOC_RETRY) | (VM_ALLOC_NULL_OK if req & VM_ALLOC_RETRY else 0)
+                # (obj and pindex checked above; the class: vm_page_alloc's error)
+                m = self._alloc(obj, pindex, r) if r & ALLOC_CLASSES else \
+                    self.vm_page_alloc(obj, pindex, r)
                 if m is None:
                     self.vm_wait(proc)
                     if not req & VM_ALLOC_RETRY:
@@ -390,18 +319,36 @@ class AllocMixin:
         m = self.vm_page_grab(obj, pindex, VM_ALLOC_NORMAL | VM_ALLOC_RETRY, proc)
         assert m is not None
         p = self.pages
-        if p.valid[m] != VM_PAGE_BITS_ALL:
-            # vm_page_set_validclean(m, 0, PAGE_SIZE): no partial chunk to zero
-            p.valid[m] = VM_PAGE_BITS_ALL
-            p.dirty[m] = 0
-            p.flags[m] &= ~PG_NOSYNC
-        spin = self.page_spin[m & (PAGE_STRIPES - 1)]
-        spin.acquire()
-        try:
-            self._activate(m)
-        finally:
-            spin.release()
-        self._wakeup(m)
+        if self._witness_on:
+            self.witness.path(("page", False), ("queue", False))
+        me = self._tls.me
+        while True:                  # the body (vm_page_core.read_done)
+            if self._gate is None:
+                r = self._c_read_done(p.w4, p.w2, p.w1, self.queues.off, m, me)
+            else:
+                r = self._body("_c_read_done", p.w4, p.w2, p.w1, self.queues.off, m, me)
+            if r >= 0:
+                break
+            self._wait_word(-WAIT - r)
+        if r == READ_ACTIVATE:       # on another queue: vm_page_activate, then the wakeup
+            spin = self.page_spin[m & (PAGE_STRIPES - 1)]
+            spin.acquire()
+            try:
+                self._activate(m)
+            finally:
+                spin.release()
+            self._wakeup(m)
+            return m
+        if r & 1:                    # _add_queue's count (an addition never folds)
+            c = self.cpu[self._tls.cpu]
+            slock = self.stats_lock
+            slock.acquire()
+            c.vmstats.v_active_count += 1
+            c.adj["v_active_count"] += 1
+            slock.release()
+        if r & PBUSY_WANTED:
+            with self.sleep:
+                self.sleep.notify_all()
         return m
 
     def vm_page_alloczwq(self, pindex: int, req: int, proc: Proc | None = None) -> int | None:
@@ -488,7 +435,8 @@ class AllocMixin:
             raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is already free")
         if p.wire_count[m] and not p.flags[m] & PG_FICTITIOUS:
             raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is wired")
-        c = self.cpu[self._tls.cpu]
+        t = self._tls
+        c = self.cpu[t.cpu]
         c.cnt["v_tfree"] += 1
         oid = p.obj[m]
         if oid:
@@ -502,56 +450,54 @@ class AllocMixin:
             obj.generation += 1
             p.obj[m] = 0
             token.release()
-        spin = self.page_spin[m & (PAGE_STRIPES - 1)]
-        spin.acquire()
-        try:
-            self._free_toq(m, c)
-        finally:
-            spin.release()
-
-    def _free_toq(self, m: int, c: CpuStats) -> None:
-        """vm_page_free_toq after vm_page_remove (the page spinlock is held; ``c``: this
-        CPU's statistics): off its queue, onto PQ_HOLD, or to the head of PQ_FREE + pc
-        (back to vm_phys on the buddy source), unbusied.  Written out with
-        acquire/release: every page the layer frees comes through here."""
-        p = self.pages
-        flags = p.flags[m] & ~(PG_MAPPED | PG_WRITEABLE)    # pmap_mapped_sync
-        if flags & PG_FICTITIOUS:
-            p.flags[m] = flags
-            self._wakeup(m)
+        if self._witness_on:
+            self.witness.path(("page", False), ("queue", False))
+        w4, w2, w1, off = p.w4, p.w2, p.w1, self.queues.off
+        give = int(self.kernel is not None)
+        me = t.me
+        while True:                  # the body (vm_page_core.free_toq)
+            if self._gate is None:
+                r = self._c_free_toq(w4, w2, w1, off, m, give, me)
+            else:
+                r = self._body("_c_free_toq", w4, w2, w1, off, m, give, me)
+            if r >= 0:
+                break
+            if r <= -WAIT:
+                self._wait_word(-WAIT - r)
+            else:
+                self.queues.materialise(-r - 2)
+        wanted = r & PBUSY_WANTED
+        if r & FREED_FICT:
+            if wanted:
+                with self.sleep:
+                    self.sleep.notify_all()
             return
-        if p.queue[m]:
-            self._rem_queue(m)
-        p.valid[m] = 0
-        p.dirty[m] = 0
+        if r & 0xFFFF:
+            self._count(COUNTER[r & 0xFFFF], -1)     # the removal, then the new queue
         if self.md_mod:
             self.md_mod.discard(m)
         if self.md_refs:
             self.md_refs.pop(m, None)
-        p.flags[m] = flags & ~(PG_NEED_COMMIT | PG_UNQUEUED)
-        if p.hold_count[m]:
-            self._add_queue(m, PQ_HOLD + p.pc[m], False)
+        if r & FREED_HOLD:
+            self._count("v_active_count", 1)     # (PQ_HOLD counts as active)
         else:
-            k = self.kernel
-            if k is None:
-                fq = PQ_FREE + p.pc[m]                 # _add_queue at the head, inlined
-                qlock = self.queue_spin[fq]
-                qlock.acquire()
-                self.queues.insert(fq, m, True)
-                qlock.release()
-            else:
+            if r & FREED_GIVE:
+                k = self.kernel
+                assert k is not None
                 k.free_pages((m + self.first_pfn) << PAGE_SHIFT, 0)    # _buddy_give
-            slock = self.stats_lock                    # _count("v_free_count", +1)
+            slock = self.stats_lock                # _count("v_free_count", +1), inlined
             slock.acquire()
             c.vmstats.v_free_count += 1
             c.adj["v_free_count"] += 1
             slock.release()
-        atomic = self.atomic
-        atomic.acquire()
-        b = p.busy_count[m]
-        p.busy_count[m] = b & ~(PBUSY_LOCKED | PBUSY_WANTED)
-        atomic.release()
-        if b & PBUSY_WANTED:
+        if wanted or self.vm_pageout_pages_needed or self.vm_pages_waiting:
+            self._freed_wakeups(wanted)
+
+    def _freed_wakeups(self, wanted: int) -> None:
+        """vm_page_free_toq's end: wake the page's busy waiters (``wanted``: its
+        PBUSY_WANTED bit), then vm_page_free_wakeup if the pagedaemon or vm_wait sleepers
+        wait for free pages."""
+        if wanted:
             with self.sleep:
                 self.sleep.notify_all()
         if self.vm_pageout_pages_needed or self.vm_pages_waiting:
@@ -576,20 +522,18 @@ class AllocMixin:
             if pa is not None:
                 m = (pa >> PAGE_SHIFT) - self.first_pfn
                 self._count("v_free_count", -1)
-                # vm_page_free_toq unbusies the page under its spinlock *after* giving it
-                # back (as the kernel does after the PQ_FREE insert, where allocators only
-                # try the page lock): wait for that spinlock before busying.
-                spin = self.page_spin[m & (PAGE_STRIPES - 1)]
-                spin.acquire()
-                atomic = self.atomic
-                atomic.acquire()
-                bc = self.pages.busy_count
-                b = bc[m]
-                if not b & (PBUSY_LOCKED | PBUSY_MASK):
-                    bc[m] = b | PBUSY_LOCKED
-                atomic.release()
-                spin.release()
-                if b & (PBUSY_LOCKED | PBUSY_MASK):
+                if self._witness_on:
+                    self.witness.path(("page", False))
+                w4, w1, me = self.pages.w4, self.pages.w1, self._tls.me
+                while True:          # the body (vm_page_core.busy_take)
+                    if self._gate is None:
+                        r = self._c_busy_take(w4, w1, m, me)
+                    else:
+                        r = self._body("_c_busy_take", w4, w1, m, me)
+                    if r >= 0:
+                        break
+                    self._wait_word(-WAIT - r)
+                if r:
                     raise PageStateError("buddy page came back busy")
                 return m
         return None

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from ..jit import njit_typed
 from ..pagearray import zeros
 
 # vm_page.h flags
@@ -98,6 +99,23 @@ def boot_color(pfn):
     return (pfn ^ (pfn >> 10) ^ (pfn >> 20)) & PQ_L2_MASK
 
 
+# The rows of PageArray's three arrays (w4 uint32, w2 uint16, w1 uint8), and the lock
+# words' slots in row R_WORDS (vm_page_core.py): one per queue spinlock, one per page
+# spinlock stripe, the busy atomic's; then, at NWORDS + slot, each word's holder (the
+# thread's ``locks.ME.t``, meaningful while the word is up).
+R_FLAGS, R_BUSY, R_WIRE, R_HOLD, R_OBJ, R_NEXT, R_PREV = range(7)
+R_HEAD, R_TAIL, R_LCNT, R_LASTQ, R_WORDS, R_ADDS = range(7, 13)
+W4_ROWS = 13
+R_QUEUE, R_PC = 0, 1
+W2_ROWS = 2
+R_ACT, R_VALID, R_DIRTY, R_NONEMPTY, R_IMPLICIT, R_MDREF = range(6)
+W1_ROWS = 6
+W_QUEUE, W_PAGE = 0, PQ_COUNT
+W_ATOMIC = PQ_COUNT + PQ_L2_SIZE
+NWORDS = W_ATOMIC + 1
+ROW_MIN = 2 * NWORDS
+
+
 @dataclass
 class VmStats:
     """``struct vmstats``: counts and thresholds (longs), as DragonFly keeps them."""
@@ -143,25 +161,84 @@ class CpuStats:
 
 
 class PageArray:
-    """The DragonFly page array over pfns ``[first_pfn, first_pfn + npages)``."""
+    """The DragonFly page array over pfns ``[first_pfn, first_pfn + npages)``.
+
+    The fields are grouped by width into three 2-D arrays, one row per field, so that a
+    compiled call receives the page layer as three arrays (numba's dispatch costs ~50 ns
+    per array argument, a view made inside a compiled call ~20 ns; :mod:`.vm_page_core`):
+
+    - ``w4`` (uint32): flags, busy_count, wire_count, hold_count, obj, next, prev, and
+      the queues' head, tail, lcnt, lastq, the lock words (vm_page_core.py) and the
+      inactive queues' tail-insert counts (``adds``);
+    - ``w2`` (uint16): queue, pc;
+    - ``w1`` (uint8): act_count, valid, dirty, the queues' non-empty bytes, the
+      implicit-block bytes and ``mdref`` (1 where the pmap may hold references for the
+      page, ``DragonflyVm.md_refs``: the compiled scan leaves those pages to Python);
+
+    plus ``pindex`` (int64).  Rows are ``max(npages, ROW_MIN)`` long and zero-filled
+    anonymous memory, so the parts nothing writes cost nothing.  Python reads and writes
+    single entries through memoryviews of the rows (signed fields through int32 views:
+    the bits are the same)."""
 
     FIELDS = (("flags", np.uint32), ("busy_count", np.uint32), ("wire_count", np.uint32),
               ("hold_count", np.int32), ("queue", np.uint16), ("pc", np.uint16),
               ("act_count", np.uint8), ("valid", np.uint8), ("dirty", np.uint8),
               ("obj", np.int32), ("pindex", np.int64), ("next", np.int32),
               ("prev", np.int32))
+    # (part, array, row, dtype seen from Python, length: None = npages)
+    ROWS = (("flags", "w4", R_FLAGS, np.uint32, None),
+            ("busy_count", "w4", R_BUSY, np.uint32, None),
+            ("wire_count", "w4", R_WIRE, np.uint32, None),
+            ("hold_count", "w4", R_HOLD, np.int32, None),
+            ("obj", "w4", R_OBJ, np.int32, None),
+            ("next", "w4", R_NEXT, np.int32, None),
+            ("prev", "w4", R_PREV, np.int32, None),
+            ("head", "w4", R_HEAD, np.uint32, PQ_COUNT),
+            ("tail", "w4", R_TAIL, np.uint32, PQ_COUNT),
+            ("lcnt", "w4", R_LCNT, np.uint32, PQ_COUNT),
+            ("lastq", "w4", R_LASTQ, np.int32, PQ_COUNT),
+            ("words", "w4", R_WORDS, np.uint32, 2 * NWORDS),
+            ("adds", "w4", R_ADDS, np.uint32, PQ_COUNT),
+            ("queue", "w2", R_QUEUE, np.uint16, None),
+            ("pc", "w2", R_PC, np.uint16, None),
+            ("act_count", "w1", R_ACT, np.uint8, None),
+            ("valid", "w1", R_VALID, np.uint8, None),
+            ("dirty", "w1", R_DIRTY, np.uint8, None),
+            ("nonempty", "w1", R_NONEMPTY, np.uint8, PQ_COUNT),
+            ("implicit", "w1", R_IMPLICIT, np.uint8, -1),
+            ("mdref", "w1", R_MDREF, np.uint8, None))
 
     def __init__(self, first_pfn: int, npages: int) -> None:
         self.first_pfn = first_pfn
         self.npages = npages
-        self.arrays: dict[str, np.ndarray] = {}
-        for name, dt in self.FIELDS:
-            a = zeros(npages, dt)
-            self.arrays[name] = a
+        self.implicit_off = first_pfn & PQ_L2_MASK
+        self.nblocks = (npages + self.implicit_off + PQ_L2_MASK) >> 10
+        row = max(npages, ROW_MIN)
+        self.w4 = zeros(W4_ROWS * row, np.uint32).reshape(W4_ROWS, row)
+        self.w2 = zeros(W2_ROWS * row, np.uint16).reshape(W2_ROWS, row)
+        self.w1 = zeros(W1_ROWS * row, np.uint8).reshape(W1_ROWS, row)
+        self.arrays: dict[str, np.ndarray] = {"pindex": zeros(npages, np.int64)}
+        for name, grp, r, dt, n in self.ROWS:
+            n = npages if n is None else (self.nblocks if n == -1 else n)
+            self.arrays[name] = getattr(self, grp)[r, :n].view(dt)
+        for name, a in self.arrays.items():
             setattr(self, name, memoryview(a))
+        self.arrays["lastq"][:] = -1
+        # 2-D memoryviews for the queue core's plain Python (vm_page_core.py)
+        self.mw4, self.mw2, self.mw1 = (memoryview(self.w4), memoryview(self.w2),
+                                        memoryview(self.w1))
 
     def bytes_per_page(self) -> int:
         return sum(np.dtype(dt).itemsize for _, dt in self.FIELDS)
+
+
+def find_nonempty(ne, a: int, b: int) -> int:
+    """The first q in [a, b) with ``ne[q]`` set, or -1 (``bytearray.find`` at C speed, on
+    a copy of the range when ``ne`` is a memoryview)."""
+    if isinstance(ne, memoryview):
+        j = ne[a:b].tobytes().find(1)
+        return j + a if j >= 0 else -1
+    return ne.find(1, a, b)
 
 
 MOVED = 0x80      # implicit-block flag: some of its pages may be finalize's moved pages
@@ -378,6 +455,77 @@ class FinalizeMoves:
         return mv, self.recip[j], nxt, prv
 
 
+# -- queue list operations (the caller holds the queue's spinlock, or its word is 0) ------
+# They index PageArray's row arrays w4/w2/w1 (numpy arrays when compiled, 2-D memoryviews
+# from Python) by row and page: a compiled call makes no views (each costs ~25 ns).
+# Compiled for one signature (the rows, then int64s), as the bodies that call them
+# (vm_page_core.py: typed functions run without numba's runtime, and so must their
+# callees).
+rows_fn = njit_typed(w4="uint32[:, ::1]", w2="uint16[:, ::1]", w1="uint8[:, ::1]")
+
+
+@rows_fn
+def q_insert(w4, w2, w1, q: int, i: int, athead: int) -> None:
+    """_vm_page_add_queue's list work: link page ``i`` (materialised) into queue ``q`` at
+    its head or tail.  Heads and tails are always materialised."""
+    n = i + 1
+    if athead:
+        h = int(w4[R_HEAD, q])
+        w4[R_NEXT, i] = h
+        w4[R_PREV, i] = 0
+        if h:
+            w4[R_PREV, h - 1] = n
+        else:
+            w4[R_TAIL, q] = n
+        w4[R_HEAD, q] = n
+    else:
+        t = int(w4[R_TAIL, q])
+        w4[R_PREV, i] = t
+        w4[R_NEXT, i] = 0
+        if t:
+            w4[R_NEXT, t - 1] = n
+        else:
+            w4[R_HEAD, q] = n
+        w4[R_TAIL, q] = n
+    w2[R_QUEUE, i] = q
+    w4[R_LCNT, q] += 1
+    w1[R_NONEMPTY, q] = 1
+
+
+@rows_fn
+def q_remove(w4, w2, w1, off: int, q: int, i: int) -> int:
+    """_vm_page_rem_queue's list work: unlink page ``i`` from queue ``q``.  Returns 0, or
+    ``-2 - k`` without changing anything when neighbour page k's block is implicit (the
+    caller materialises it and calls again; ``off``: the implicit blocks' offset)."""
+    nx = int(w4[R_NEXT, i])
+    pv = int(w4[R_PREV, i])
+    if pv and w1[R_IMPLICIT, (pv - 1 + off) >> 10]:
+        return -1 - pv
+    if nx and w1[R_IMPLICIT, (nx - 1 + off) >> 10]:
+        return -1 - nx
+    if pv:
+        w4[R_NEXT, pv - 1] = nx
+    else:
+        w4[R_HEAD, q] = nx
+    if nx:
+        w4[R_PREV, nx - 1] = pv
+    else:
+        w4[R_TAIL, q] = pv
+    w4[R_NEXT, i] = 0
+    w4[R_PREV, i] = 0
+    w2[R_QUEUE, i] = PQ_NONE
+    c = int(w4[R_LCNT, q]) - 1
+    w4[R_LCNT, q] = c
+    if not c:
+        w1[R_NONEMPTY, q] = 0
+    return 0
+
+
+# Python's way in to the queue operations: the plain functions (no numba import).
+_insert_py = q_insert.py
+_remove_py = q_remove.py
+
+
 class Queues:
     """``vm_page_queues[PQ_COUNT]``: doubly linked lists through the page array's
     next/prev fields (index + 1, 0 = none), with ``lcnt`` and ``lastq`` per queue.
@@ -400,20 +548,21 @@ class Queues:
 
     def __init__(self, pages: PageArray) -> None:
         self.pages = pages
-        self.head = [0] * PQ_COUNT
-        self.tail = [0] * PQ_COUNT
-        self.lcnt = [0] * PQ_COUNT
-        self.lastq = [-1] * PQ_COUNT
-        self.adds = [0] * PQ_COUNT
-        # 1 where a queue is non-empty: the colour search finds the next candidate with
-        # bytearray.find (C speed) instead of probing empty colours one by one.
-        self.nonempty = bytearray(PQ_COUNT)
+        # heads, tails (index + 1, 0 = none), counts and lastq hints: int64 parts of the
+        # page array's buffer, seen through memoryviews (compiled calls read them too)
+        self.head = pages.head
+        self.tail = pages.tail
+        self.lcnt = pages.lcnt
+        self.lastq = pages.lastq
+        self.adds = pages.adds
+        # 1 where a queue is non-empty: the colour search jumps over runs of empty
+        # colours (find_nonempty) instead of probing them one by one.
+        self.nonempty = pages.nonempty
         # The implicit blocks: block of page i = (i + off) >> 10; 0 = materialised (or
         # never implicit), s = implicit, its pages in socket s - 1's share of the colours.
-        self.off = pages.first_pfn & PQ_L2_MASK
-        nblocks = (pages.npages + self.off + PQ_L2_MASK) >> 10
-        self.implicit_arr = np.zeros(nblocks, dtype=np.uint8)
-        self.implicit = memoryview(self.implicit_arr)
+        self.off = pages.implicit_off
+        self.implicit_arr = pages.arrays["implicit"]
+        self.implicit = pages.implicit
         self.share = PQ_L2_SIZE          # colours per socket (vm_numa_organize's share)
         self.moves: FinalizeMoves | None = None    # the finalize's moves (MOVED blocks)
         self._mlock = threading.Lock()   # materialisation (a leaf lock: nothing inside)
@@ -539,7 +688,7 @@ class Queues:
         """Every field of the page array, implicit blocks included: the live arrays, and
         for ``pc``/``queue``/``next``/``prev`` copies with the implicit blocks filled by
         rule (read-only: nothing is materialised).  For INVARIANTS, digests, tests."""
-        a = dict(self.pages.arrays)
+        a = {name: self.pages.arrays[name] for name, _ in PageArray.FIELDS}
         blocks = np.flatnonzero(self.implicit_arr)
         if not len(blocks):
             return a
@@ -560,74 +709,22 @@ class Queues:
         """Link page ``i`` (materialised: the caller got it from a queue method or a
         checked call) into queue ``q``; the old head/tail is materialised."""
         p = self.pages
-        n = i + 1
-        if athead:
-            h = self.head[q]
-            p.next[i] = h
-            p.prev[i] = 0
-            if h:
-                p.prev[h - 1] = n
-            else:
-                self.tail[q] = n
-            self.head[q] = n
-        else:
-            t = self.tail[q]
-            p.prev[i] = t
-            p.next[i] = 0
-            if t:
-                p.next[t - 1] = n
-            else:
-                self.head[q] = n
-            self.tail[q] = n
-        p.queue[i] = q
-        self.lcnt[q] += 1
-        self.nonempty[q] = 1
+        _insert_py(p.mw4, p.mw2, p.mw1, q, i, athead)
 
     def remove(self, q: int, i: int) -> None:
         """Unlink page ``i`` from queue ``q`` (its neighbours materialised first)."""
         p = self.pages
-        nx, pv = p.next[i], p.prev[i]
-        imp, off = self.implicit, self.off
-        if pv:
-            if imp[(pv - 1 + off) >> 10]:
-                self.materialise(pv - 1)
-            p.next[pv - 1] = nx
-        else:
-            self.head[q] = nx
-        if nx:
-            if imp[(nx - 1 + off) >> 10]:
-                self.materialise(nx - 1)
-            p.prev[nx - 1] = pv
-        else:
-            self.tail[q] = pv
-        p.next[i] = p.prev[i] = 0
-        p.queue[i] = PQ_NONE
-        self.lcnt[q] -= 1
-        if not self.lcnt[q]:
-            self.nonempty[q] = 0
+        while True:
+            r = _remove_py(p.mw4, p.mw2, p.mw1, self.off, q, i)
+            if not r:
+                return
+            self.materialise(-r - 2)
 
     def remove_head(self, q: int) -> int:
         """Unlink the head page of queue ``q`` and return its index (the queue is not
-        empty; the caller holds the queue spinlock).  ``remove(q, first(q))`` fused: the
-        allocation fast path's one queue operation.  The head is always materialised; its
-        successor is materialised before its link is written."""
-        p = self.pages
-        n = self.head[q]
-        m = n - 1
-        nx = p.next[m]
-        self.head[q] = nx
-        if nx:
-            if self.implicit[(nx - 1 + self.off) >> 10]:
-                self.materialise(nx - 1)
-            p.prev[nx - 1] = 0
-        else:
-            self.tail[q] = 0
-        p.next[m] = 0
-        p.queue[m] = PQ_NONE
-        c = self.lcnt[q] - 1
-        self.lcnt[q] = c
-        if not c:
-            self.nonempty[q] = 0
+        empty; the caller holds the queue spinlock).  The allocation's queue operation."""
+        m = self.head[q] - 1
+        self.remove(q, m)
         return m
 
     def move_to_tail(self, q: int, i: int) -> None:
@@ -641,7 +738,7 @@ class Queues:
         """Whether all 1024 colours of ``base`` are empty (a C-speed scan of the
         non-empty bytes; each byte changes only under its queue's lock, so unlike a shared
         counter it cannot drift when threads change different queues)."""
-        return self.nonempty.find(1, base, base + PQ_L2_SIZE) < 0
+        return find_nonempty(self.nonempty, base, base + PQ_L2_SIZE) < 0
 
     def first(self, q: int) -> int | None:
         h = self.head[q]
@@ -716,7 +813,7 @@ class Queues:
         only the ``write`` entries (materialised blocks) are stored.  Each implicit block
         not in ``order`` adds its pages to the colours of its socket's share.
         The queues must be empty."""
-        assert not any(self.lcnt), "build_boot: queues not empty"
+        assert not any(self.lcnt.tolist()), "build_boot: queues not empty"
         if len(order):
             for q, first, last, n in zip(*self._link_runs(order, queues, write),
                                          strict=True):

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from ..errors import ArgumentError, StateError
 from ..machine import parse_cpus
+from .locks import ME
 from .vm_page_array import (
     PBUSY_LOCKED,
     PG_FICTITIOUS,
@@ -68,6 +69,9 @@ class _CpuLocal(threading.local):
 
     cpu = 0
     thread_color = 0
+
+    def __init__(self) -> None:
+        self.me = ME.t          # the thread's number for the lock words (locks.ME)
 
 
 class PageStateError(StateError):

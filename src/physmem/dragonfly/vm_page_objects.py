@@ -7,9 +7,11 @@ vm_page_lookup and its busy variants, vm_page_hash_get/enter.
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..errors import ArgumentError
 from .locks import page_op
-from .vm_object import OBJ_TYPES, OBJT_DEFAULT, VmObject
+from .vm_object import OBJ_TYPES, OBJT_DEFAULT, OBJT_VNODE, VmObject
 from .vm_page_array import (
     PG_MAPPEDMULTI,
     PG_NEED_COMMIT,
@@ -56,6 +58,13 @@ class ObjectMixin:
         with self.stats_lock:                  # ids are handed out once, on any thread
             oid = self._next_obj
             self._next_obj += 1
+            if type == OBJT_VNODE:
+                # vnode objects by id, for the compiled active scan's act_count decline
+                v = self.vnode_ids
+                if oid >= len(v):
+                    v = np.concatenate([v, np.zeros(max(len(v), oid + 1), np.uint8)])
+                v[oid] = 1
+                self.vnode_ids = v
         o = VmObject(oid, type, self.vm_quickcolor())
         self.objects[o.id] = o
         return o

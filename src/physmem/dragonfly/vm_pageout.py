@@ -49,6 +49,7 @@ from .vm_page_array import (
     VmStats,
     queue_base,
 )
+from .vm_page_core import SCAN_DONE, SCAN_EMPTY
 
 if TYPE_CHECKING:
     from .vm_object import VmObject
@@ -308,6 +309,7 @@ class PageoutMixin:
     def vm_page_reference(self, m: int) -> None:
         """The pmap saw an access (what pmap_ts_referenced will report)."""
         self.md_refs[m] = self.md_refs.get(m, 0) + 1
+        self.pages.mdref[m] = 1             # (the compiled scan leaves the page to Python)
 
     @page_op()
     def vm_page_modify(self, m: int) -> None:
@@ -319,6 +321,7 @@ class PageoutMixin:
         self.pages.flags[m] |= PG_MAPPED
 
     def _ts_referenced(self, m: int) -> int:
+        self.pages.mdref[m] = 0
         return self.md_refs.pop(m, 0)
 
     # ---------------------------------------------------------------- madvise
@@ -485,6 +488,13 @@ class PageoutMixin:
         got = 0
         per = pqaverage(shortage if use is None else use)
         c = getattr(self, rover)
+        # the compiled scan of this queue base (none: the Python visits below)
+        batch = None
+        if self._core:
+            if base == PQ_ACTIVE:
+                batch = self._active_batch
+            elif base == PQ_INACTIVE and not self.md_mod:
+                batch = self._inactive_batch
         try:
             for _ in range(PQ_L2_SIZE):
                 if got >= shortage:
@@ -493,6 +503,17 @@ class PageoutMixin:
                 c = (c + 1) & PQ_L2_MASK
                 budget = min(per, lcnt[qi])
                 while budget > 0 and got < shortage:
+                    if batch is not None:
+                        # compiled, no Python lock: stops before a page it leaves here
+                        st, used, g = batch(qi, budget, shortage - got)
+                        budget -= used
+                        got += g
+                        if st == SCAN_EMPTY:
+                            break
+                        if st == SCAN_DONE:
+                            continue
+                        if budget <= 0:
+                            break
                     budget -= 1
                     m = first_locked(qi)
                     if m is None:
@@ -624,6 +645,7 @@ class PageoutMixin:
             md_refs = self.md_refs
             refs = (1 if flags & PG_REFERENCED else 0) + (md_refs.pop(m, 0) if md_refs
                                                            else 0)   # _ts_referenced
+            p.mdref[m] = 0
             if flags & PG_REFERENCED:
                 p.flags[m] = flags & ~PG_REFERENCED
             act = p.act_count[m]
@@ -649,6 +671,62 @@ class PageoutMixin:
             atomic.release()
             if b & PBUSY_WANTED:
                 self._wake_waiters()
+
+    def _active_batch(self, qi: int, budget: int, need: int) -> tuple[int, int, int]:
+        """The compiled active scan (vm_page_core.scan_active) over queue ``qi``: up to
+        ``budget`` pages, ``need`` deactivations; then its counts -- v_pdpages, the
+        deactivations in the pageout stats and in this CPU's view and pending deltas
+        (active -1, inactive +1 each: no fold, the batch stops before one).  Returns
+        (status, pages visited, deactivated)."""
+        p = self.pages
+        c = self.cpu[self._tls.cpu]
+        r = self._c_scan_active(p.w4, p.w2, p.w1, self.vnode_ids, self.queues.off, qi,
+                                budget, need, c.adj["v_active_count"],
+                                self.start(-1024 * self.ncpus), self.filemem_decline,
+                                self.anonmem_decline)
+        g, pd = r[2], r[3]
+        if pd:
+            c.cnt["v_pdpages"] += pd
+        if g:
+            self.pageout_stats.deactivated += g
+            with self.stats_lock:
+                v, adj = c.vmstats, c.adj
+                v.v_active_count -= g
+                v.v_inactive_count += g
+                adj["v_active_count"] -= g
+                adj["v_inactive_count"] += g
+        return r[0], r[1], g
+
+    def _inactive_batch(self, qi: int, budget: int, need: int) -> tuple[int, int, int]:
+        """The compiled inactive scan (vm_page_core.scan_inactive) over queue ``qi``: up
+        to ``budget`` pages, ``need`` cached; then its counts -- v_pdpages, the cached and
+        reactivated pages in the pageout stats and in this CPU's view and pending deltas
+        (no fold: the batch stops before one) -- and, if it cached pages,
+        vm_page_free_wakeup (once: the free and cache counts only grew meanwhile, so its
+        tests decide as they would have at the first page).  Returns (status, pages
+        visited, cached)."""
+        p = self.pages
+        c = self.cpu[self._tls.cpu]
+        st, used, g, pd, react = self._c_scan_inactive(
+            p.w4, p.w2, p.w1, self.queues.off, qi, budget, need,
+            c.adj["v_inactive_count"], self.start(-1024 * self.ncpus))
+        if pd:
+            c.cnt["v_pdpages"] += pd
+        if g or react:
+            ps = self.pageout_stats
+            ps.cached += g
+            ps.reactivated += react
+            with self.stats_lock:
+                v, adj = c.vmstats, c.adj
+                v.v_inactive_count -= g + react
+                adj["v_inactive_count"] -= g + react
+                v.v_active_count += react
+                adj["v_active_count"] += react
+                v.v_cache_count += g
+                adj["v_cache_count"] += g
+            if g:
+                self.vm_page_free_wakeup()
+        return st, used, g
 
     def _cache_to_free(self) -> None:
         """Free cache pages while v_free_count < v_free_target and cache > 16; the rover

@@ -1,0 +1,540 @@
+"""The page layer's bodies: the kernel steps of vm_page_alloc's colour search
+(vm_page_select_free/_cache/_free_or_cache), vm_page_free_toq, the page-cache read's
+last steps and the buddy source's busy take, each written once as loops over the page
+array's rows.  The page layer always runs them: compiled by numba (:mod:`physmem.jit`)
+once the JIT's tier is reached, and as the same plain Python before it and with the JIT
+off (``PHYSMEM_JIT=0``, ``NUMBA_DISABLE_JIT=1``).
+
+They take the page array as its three row arrays (:class:`~.vm_page_array.PageArray`
+``w4``, ``w2``, ``w1``: three arrays to unbox, not twenty, and no view made inside) and
+use the queue list operations that Python's :class:`~.vm_page_array.Queues` uses too
+(``q_insert``, ``q_remove``).
+
+Locks: a body takes no Python lock.  Each page-layer lock the kernel's path takes (the
+queue spinlocks, the page spinlock stripes, the busy atomic) has a word in row
+``R_WORDS`` that its :class:`~.locks.WordLock` raises while a thread holds it, with the
+holder's number beside it (``NWORDS + word``).  A body runs atomically with respect to
+the holders: compiled, it holds the GIL (no ``nogil``); as plain Python, the caller runs
+it holding the page layer's gate, under which the words are raised too.  Where the
+kernel would block on a lock whose word another thread holds, the body returns
+``-WAIT - word`` (SEL_WAIT) before changing anything: the caller waits for that lock
+and calls the body again.  Where the kernel only tries a page lock (a queue's walk), a
+held stripe passes the page over, as the kernel's trylock.  A word held by the calling
+thread itself (``me``, :data:`~.locks.ME`) does not stop a body: the lock is as good as
+taken.  WITNESS checks the order of the locks each body's path stands for
+(:meth:`~.locks.Witness.path`).
+
+Implicit blocks (vm_page_array.py): the rule that gives their pages' fields is numpy code
+(``Queues.materialise``); a body that would read or write a link of a page of an
+implicit block returns ``-2 - page`` (SEL_MATERIALISE) without changing anything, the
+caller materialises that block and calls again.
+"""
+
+from __future__ import annotations
+
+from ..jit import njit
+from .vm_page_array import (
+    ACT_ADVANCE,
+    ACT_INIT,
+    ACT_MAX,
+    NWORDS,
+    PBUSY_LOCKED,
+    PBUSY_MASK,
+    PBUSY_WANTED,
+    PG_FICTITIOUS,
+    PG_MAPPED,
+    PG_NEED_COMMIT,
+    PG_NOSYNC,
+    PG_REFERENCED,
+    PG_UNQUEUED,
+    PG_WINATCFLS,
+    PG_WRITEABLE,
+    PQ_ACTIVE,
+    PQ_CACHE,
+    PQ_FREE,
+    PQ_HOLD,
+    PQ_INACTIVE,
+    PQ_L2_MASK,
+    PQ_L2_SIZE,
+    PQ_NONE,
+    R_ACT,
+    R_ADDS,
+    R_BUSY,
+    R_DIRTY,
+    R_FLAGS,
+    R_HEAD,
+    R_HOLD,
+    R_IMPLICIT,
+    R_LASTQ,
+    R_MDREF,
+    R_NEXT,
+    R_NONEMPTY,
+    R_OBJ,
+    R_PC,
+    R_QUEUE,
+    R_TAIL,
+    R_VALID,
+    R_WIRE,
+    R_WORDS,
+    VM_PAGE_BITS_ALL,
+    W_ATOMIC,
+    W_PAGE,
+    W_QUEUE,
+    q_insert,
+    q_remove,
+    rows_fn,
+)
+
+NO_HINT = 0xFFFFFFFF    # lastq -1 (no hint) in w4's uint32 row (Python's int32 view: -1)
+DECLINE = -1          # a checked core met a lock held elsewhere (or a case it leaves)
+WAIT = 1 << 40        # -WAIT - w: lock word w is held by another thread (wait for it)
+# The bodies and their helpers: compiled for one signature (the rows, then int64s), so
+# the page layer calls their machine code's entry point (Lazy.entry: no type matching),
+# and without numba's runtime (so they make no array views: w4[R_WORDS, w], not a row).
+body = rows_fn
+
+
+
+@body
+def _held(w4, w: int, me: int) -> bool:
+    """Lock word ``w`` is up and its holder is not the calling thread ``me`` (a lock
+    the caller holds is as good as taken; the page stripes are reentrant).  (Indexed
+    in w4, not through a row view: the typed bodies run without numba's runtime.)"""
+    return w4[R_WORDS, w] != 0 and w4[R_WORDS, NWORDS + w] != me
+
+
+@body
+def _page_wait(w4, m: int, me: int) -> int:
+    """Page ``m``'s spinlock and the busy atomic, as a body takes them: -WAIT - word for
+    the first that another thread holds, else 0."""
+    s = W_PAGE + (m & PQ_L2_MASK)
+    if _held(w4, s, me):
+        return -WAIT - s
+    if _held(w4, W_ATOMIC, me):
+        return -WAIT - W_ATOMIC
+    return 0
+
+
+# -- vm_page_free_toq ------------------------------------------------------------------------
+FREED_FICT = 0x10000     # free_toq's result bits besides the old queue's base
+FREED_HOLD = 0x20000
+FREED_GIVE = 0x40000
+
+
+@body
+def free_toq(w4, w2, w1, off: int, m: int, give: int, me: int) -> int:
+    """vm_page_free_toq after vm_page_remove, for a hard-busied page: a fictitious page
+    loses PG_MAPPED/WRITEABLE and is unbusied (FREED_FICT); otherwise it leaves its
+    queue, its valid and dirty bits are cleared, PG_MAPPED/WRITEABLE/NEED_COMMIT/
+    UNQUEUED dropped, and it goes to the tail of PQ_HOLD + pc while held (FREED_HOLD),
+    back to vm_phys with ``give`` (the buddy source: FREED_GIVE, the caller gives it),
+    else to the head of PQ_FREE + pc; unbusied.  Locks (as words): the page's spinlock,
+    the atomic, the old and new queues'.  Returns the old queue's base (PQ_NONE if on
+    none) | the FREED_* bit | PBUSY_WANTED if a thread waits for the busy; or, nothing
+    changed, -WAIT - word (a lock held by another thread) or -2 - k (materialise page
+    k first).  The caller counts (the removal, then the new queue) and wakes."""
+    r = _page_wait(w4, m, me)
+    if r:
+        return r
+    f = int(w4[R_FLAGS, m])
+    b = int(w4[R_BUSY, m])
+    if f & PG_FICTITIOUS:
+        w4[R_FLAGS, m] = f & ~(PG_MAPPED | PG_WRITEABLE)
+        w4[R_BUSY, m] = b & ~(PBUSY_LOCKED | PBUSY_WANTED)
+        return FREED_FICT | (b & PBUSY_WANTED)
+    q = int(w2[R_QUEUE, m])
+    held = w4[R_HOLD, m] != 0
+    dest = 0
+    if held:
+        dest = PQ_HOLD + int(w2[R_PC, m])
+    elif not give:
+        dest = PQ_FREE + int(w2[R_PC, m])
+    if q and _held(w4, W_QUEUE + q, me):
+        return -WAIT - (W_QUEUE + q)
+    if dest and _held(w4, W_QUEUE + dest, me):
+        return -WAIT - (W_QUEUE + dest)
+    if dest:
+        h = int(w4[R_HEAD, dest])
+        if h and w1[R_IMPLICIT, (h - 1 + off) >> 10]:
+            return -1 - h
+    base = PQ_NONE
+    if q:
+        r = q_remove(w4, w2, w1, off, q, m)
+        if r:
+            return r
+        base = ((q - 1) & ~PQ_L2_MASK) + 1
+    w1[R_VALID, m] = 0
+    w1[R_DIRTY, m] = 0
+    w4[R_FLAGS, m] = f & ~(PG_MAPPED | PG_WRITEABLE | PG_NEED_COMMIT | PG_UNQUEUED)
+    how = FREED_GIVE
+    if dest:
+        q_insert(w4, w2, w1, dest, m, 0 if held else 1)
+        how = FREED_HOLD if held else 0
+    w4[R_BUSY, m] = b & ~(PBUSY_LOCKED | PBUSY_WANTED)
+    return int(base | how | (b & PBUSY_WANTED))
+
+
+# -- the page-cache read's last steps ------------------------------------------------------------
+READ_ACTIVATE = 2       # read_done: the page is on another queue (the caller activates it)
+
+
+@body
+def read_done(w4, w2, w1, off: int, m: int, me: int) -> int:
+    """pagecache_read after vm_page_grab, for a hard-busied page: vm_page_set_validclean
+    of the whole page unless it is all valid, then, for a page on no queue or already
+    active, vm_page_activate (act_count raised to ACT_INIT, the tail of PQ_ACTIVE + pc;
+    nothing for a fictitious or unqueued page) and vm_page_wakeup.  Locks (as words):
+    the page's spinlock, the atomic, PQ_ACTIVE + pc's.  Returns 1 if the page joined
+    PQ_ACTIVE (the caller counts it), else 0, | PBUSY_WANTED if a thread waits for the
+    busy; READ_ACTIVATE (valid, still busied) for a page on another queue: the caller
+    activates and unbusies it; -WAIT - word, nothing changed."""
+    q = int(w2[R_QUEUE, m])
+    aq = PQ_ACTIVE + int(w2[R_PC, m])
+    r = _page_wait(w4, m, me)
+    if r:
+        return r
+    if _held(w4, W_QUEUE + aq, me):
+        return -WAIT - (W_QUEUE + aq)
+    if w1[R_VALID, m] != VM_PAGE_BITS_ALL:
+        w1[R_VALID, m] = VM_PAGE_BITS_ALL
+        w1[R_DIRTY, m] = 0
+        w4[R_FLAGS, m] = int(w4[R_FLAGS, m]) & ~PG_NOSYNC
+    added = 0
+    if not int(w4[R_FLAGS, m]) & (PG_FICTITIOUS | PG_UNQUEUED):
+        if q and q != aq:
+            return READ_ACTIVATE
+        if w1[R_ACT, m] < ACT_INIT:
+            w1[R_ACT, m] = ACT_INIT
+        if not q:
+            q_insert(w4, w2, w1, aq, m, 0)
+            added = 1
+    b = int(w4[R_BUSY, m])
+    w4[R_BUSY, m] = b & ~(PBUSY_LOCKED | PBUSY_WANTED)
+    return added | (b & PBUSY_WANTED)
+
+
+# -- the pagedaemon's active scan ----------------------------------------------------------------
+SCAN_DONE, SCAN_EMPTY, SCAN_DECLINE = 0, 1, 2
+
+
+@njit
+def _requeue_ok(adj: int, start_ok: bool) -> bool:
+    """A removal from an active queue may go on without folding this CPU's pending
+    delta (_count's fold: below -1024 while paging should start)."""
+    return not (start_ok and adj - 1 < -1024)
+
+
+@njit
+def scan_active(w4, w2, w1, vnode, off: int, qi: int, budget: int, need: int, adj: int,
+                start_ok: bool, file_decline: int, anon_decline: int):
+    """vm_pageout_scan_active's steps over active queue ``qi`` from its head, up to
+    ``budget`` pages and until ``need`` are deactivated, without a Python lock: each
+    page is busied, aged (+ACT_ADVANCE + refs when referenced, else - the object's
+    decline: ``file_decline`` for vnode objects (``vnode[obj]``), ``anon_decline``
+    otherwise), requeued at the tail, or deactivated at act_count 0 (the tail of
+    PQ_INACTIVE + pc, counted in ``adds``), then unbusied, as ``_active_page`` does.
+    ``adj``: this CPU's pending active-count delta, ``start_ok``: vm_paging_start with
+    the fold's margin.  Stops with SCAN_DECLINE *before* a page it leaves to Python: a
+    lock word up, a page the pmap may hold references for (``mdref``), a wired,
+    fictitious or unqueued page, a busy waiter, a removal that would fold the delta.
+    Returns (status, pages visited, deactivated, v_pdpages counted)."""
+    words = w4[R_WORDS]
+    used = got = pd = 0
+    while used < budget and got < need:
+        n = int(w4[R_HEAD, qi])
+        if n == 0:
+            return SCAN_EMPTY, used, got, pd
+        m = n - 1
+        if words[W_QUEUE + qi] or words[W_PAGE + (m & PQ_L2_MASK)] or words[W_ATOMIC]:
+            return SCAN_DECLINE, used, got, pd
+        b = int(w4[R_BUSY, m])
+        f = int(w4[R_FLAGS, m])
+        if w1[R_MDREF, m] or b & PBUSY_WANTED or f & (PG_FICTITIOUS | PG_UNQUEUED) or \
+                w4[R_WIRE, m] or not _requeue_ok(adj, start_ok):
+            return SCAN_DECLINE, used, got, pd
+        used += 1
+        tail = int(w4[R_TAIL, qi])
+        if b & (PBUSY_LOCKED | PBUSY_MASK):          # _busy_try failed: requeue
+            if tail != n:
+                q_remove(w4, w2, w1, off, qi, m)
+                q_insert(w4, w2, w1, qi, m, False)
+            continue
+        pd += 1                                      # past the busy and wired checks
+        act = int(w1[R_ACT, m])
+        if w4[R_HOLD, m] or f & PG_REFERENCED:
+            if not w4[R_HOLD, m]:
+                w4[R_FLAGS, m] = f & ~PG_REFERENCED
+                w1[R_ACT, m] = min(ACT_MAX, act + ACT_ADVANCE + 1)
+            if tail != n:
+                q_remove(w4, w2, w1, off, qi, m)
+                q_insert(w4, w2, w1, qi, m, False)
+            continue
+        oid = int(w4[R_OBJ, m])
+        if oid and oid < len(vnode) and vnode[oid]:
+            act -= file_decline
+        else:
+            act -= anon_decline
+        if act > 0:
+            w1[R_ACT, m] = act
+            if tail != n:
+                q_remove(w4, w2, w1, off, qi, m)
+                q_insert(w4, w2, w1, qi, m, False)
+            continue
+        w1[R_ACT, m] = 0                             # vm_page_deactivate
+        q_remove(w4, w2, w1, off, qi, m)
+        adj -= 1
+        w4[R_FLAGS, m] = f & ~PG_WINATCFLS
+        iq = PQ_INACTIVE + int(w2[R_PC, m])
+        q_insert(w4, w2, w1, iq, m, False)
+        w4[R_ADDS, iq] += 1
+        got += 1
+    return SCAN_DONE, used, got, pd
+
+
+# -- vm_page_select_free / _cache / _free_or_cache: the colour search ---------------------------
+SEL_FOUND, SEL_NONE, SEL_WAIT, SEL_MATERIALISE, SEL_BUSY, SEL_UNUSABLE = range(6)
+
+
+@body
+def _first_lockable(w4, w1, off: int, q: int, me: int) -> int:
+    """_vm_page_list_find's walk of queue ``q`` (its spinlock taken): the first page whose
+    page spinlock can be had (its stripe's word down, or held by the caller).  Returns
+    the page, -1 if none can, -WAIT - word if the queue's lock is held by another thread,
+    or -2 - k (materialise page k to walk on)."""
+    if _held(w4, W_QUEUE + q, me):
+        return -WAIT - (W_QUEUE + q)
+    n = int(w4[R_HEAD, q])
+    while n:
+        m = n - 1
+        if w1[R_IMPLICIT, (m + off) >> 10]:
+            return -2 - m
+        if not _held(w4, W_PAGE + (m & PQ_L2_MASK), me):
+            return m
+        n = int(w4[R_NEXT, m])
+    return -1
+
+
+@body
+def _next_nonempty(w1, a: int, b: int) -> int:
+    """The first queue q in [a, b) whose non-empty byte is set, or -1 (memchr over the
+    row).  A primitive, not a kernel step: compiled, this loop; as plain Python,
+    :func:`_next_nonempty_py` (``bytes.find``, C speed), tested equal."""
+    for q in range(a, b):
+        if w1[R_NONEMPTY, q]:
+            return q
+    return -1
+
+
+def _next_nonempty_py(w1, a: int, b: int) -> int:
+    """_next_nonempty for the plain bodies: over a memoryview of the rows (or the rows
+    themselves), one ``bytes.find`` instead of a Python loop."""
+    rows = w1.obj if isinstance(w1, memoryview) else w1
+    j = rows[R_NONEMPTY, a:b].tobytes().find(1)
+    return j + a if j >= 0 else -1
+
+
+_next_nonempty._py = _next_nonempty_py      # what Lazy.py (the plain bodies) calls
+
+
+@body
+def _probe_set(w4, w1, off: int, base: int, idx: int, mask: int, s0: int, s1: int,
+               count: int, me: int):
+    """One widening step of the colour search, as the kernel's probe loop: the ``mask +
+    1`` colours of idx's aligned set from idx on, wrapping, skipping [s0, s1) (the set
+    already searched), counting probes; a non-empty queue is walked for a page whose
+    lock can be had.  A run of empty colours is stepped over at once, counted as the
+    loop would count it (not past the set's end, the searched set or the range left).
+    Returns (colour or -1, the page or _first_lockable's code, s0, s1, count) -- the
+    new skip set when none."""
+    q, rng = idx, mask + 1
+    while rng > 0:
+        if s0 <= q < s1:
+            rng -= s1 - q
+            q = (q & ~mask) | (s1 & mask)
+        if rng > 0:
+            if not w1[R_NONEMPTY, base + q]:
+                lim = min((q | mask) + 1, q + rng)
+                if s0 > q:
+                    lim = min(lim, s0)
+                j = _next_nonempty(w1, base + q, base + lim)
+                d = (j - base if j >= 0 else lim) - q
+                rng -= d
+                count += d
+                q = (q & ~mask) | ((q + d) & mask)
+                continue
+            m = _first_lockable(w4, w1, off, base + q, me)
+            if m != -1:
+                return q, m, s0, s1, count
+        rng -= 1
+        count += 1
+        q = (q & ~mask) | ((q + 1) & mask)
+    return -1, -1, q & ~mask, (q | mask) + 1, count
+
+
+@body
+def select_free_or_cache(w4, w2, w1, off: int, b1: int, b2: int, color: int, sam: int,
+                         me: int):
+    """vm_page_select_free (``b1`` PQ_FREE, ``b2`` 0), vm_page_select_cache (PQ_CACHE, 0)
+    and vm_page_select_free_or_cache (PQ_FREE, PQ_CACHE), one search each: the exact
+    colour's queue of ``b1`` (a page found there clears the colour's hints), else
+    _vm_page_list_find_wide's sets of 16, 32, ... colours, or with ``b2``
+    _vm_page_list_find2_wide's interleave (b1 16, b1 32, b2 16, b1 64, ...), both from
+    b1's ``lastq`` hint; a search of 8 or more probes leaves the colour found in the
+    hint.  Locks (as words): each queue's spinlock, then the page's by try (a page whose
+    stripe another thread holds is passed over), the atomic.  The page found, if it can
+    be busied (and, from PQ_CACHE, recycled: not mapped, held, wired, dirty or
+    NEED_COMMIT), is dequeued and hard-busied, and a free page's flags, act_count and
+    valid bits cleared for vm_page_alloc.  Returns (SEL_FOUND, page, base);
+    (SEL_NONE, -1, 0) when the bases are empty or the search finds nothing;
+    (SEL_BUSY or SEL_UNUSABLE, page, base) with only the hints changed, the page still
+    queued, for the caller to set aside (deactivate) before searching again; or, nothing
+    changed, (SEL_WAIT, word, 0) -- a lock another thread holds -- or
+    (SEL_MATERIALISE, page, 0).  The caller counts the removal."""
+    q = b1 + color
+    hq, hint = 0, -1                            # the hint to leave, on success
+    m = -1
+    base = b1
+    if w1[R_NONEMPTY, q]:
+        m = _first_lockable(w4, w1, off, q, me)
+        if m >= 0:
+            hq = -1                             # the exact colour: clear its hints
+    if m == -1:
+        if _next_nonempty(w1, b1, b1 + PQ_L2_SIZE) < 0 and not (
+                b2 and _next_nonempty(w1, b2, b2 + PQ_L2_SIZE) >= 0):
+            return SEL_NONE, -1, 0          # both bases empty
+        lastp = int(w4[R_LASTQ, q])
+        start = color if lastp == -1 or lastp == 0xFFFFFFFF else lastp
+        m1 = m2 = sam >> 1
+        s1 = n1 = s2 = n2 = -1
+        c1 = c2 = 0
+        widest = (sam << 1) | 1
+        while True:
+            if m1 != PQ_L2_MASK:
+                m1 = m1 * 2 + 1
+                found, m, s1, n1, c1 = _probe_set(w4, w1, off, b1, start, m1, s1, n1, c1,
+                                                  me)
+                if found >= 0:
+                    if c1 >= 8:
+                        hq, hint = b1 + color, found
+                    break
+            if b2 and m1 >= widest:
+                m2 = m2 * 2 + 1
+                found, m, s2, n2, c2 = _probe_set(w4, w1, off, b2, start, m2, s2, n2, c2,
+                                                  me)
+                if found >= 0:
+                    base = b2
+                    if c2 >= 8:
+                        hq, hint = b2 + color, found
+                    break
+            if m1 == PQ_L2_MASK or (b2 and m2 == PQ_L2_MASK):
+                return SEL_NONE, -1, 0
+        q = base + found
+    if m <= -WAIT:
+        return SEL_WAIT, -WAIT - m, 0
+    if m < 0:
+        return SEL_MATERIALISE, -2 - m, 0
+    if _held(w4, W_ATOMIC, me):
+        return SEL_WAIT, W_ATOMIC, 0
+    b = int(w4[R_BUSY, m])
+    st = SEL_FOUND
+    if b & (PBUSY_LOCKED | PBUSY_MASK):
+        st = SEL_BUSY
+    elif base == PQ_CACHE and (int(w4[R_FLAGS, m]) & (PG_NEED_COMMIT | PG_MAPPED) or
+                               w4[R_HOLD, m] or w4[R_WIRE, m] or
+                               w1[R_DIRTY, m] & w1[R_VALID, m]):
+        st = SEL_UNUSABLE
+    else:
+        r = q_remove(w4, w2, w1, off, q, m)
+        if r:
+            return SEL_MATERIALISE, -r - 2, 0
+        w4[R_BUSY, m] = b | PBUSY_LOCKED
+        if base == PQ_FREE:
+            w4[R_FLAGS, m] = 0
+            w1[R_ACT, m] = 0
+            w1[R_VALID, m] = 0
+    if hq == -1:
+        w4[R_LASTQ, b1 + color] = NO_HINT
+        if b2:
+            w4[R_LASTQ, b2 + color] = NO_HINT
+    elif hq:
+        w4[R_LASTQ, hq] = hint
+    return st, m, base
+
+
+@njit
+def scan_inactive(w4, w2, w1, off: int, qi: int, budget: int, need: int, adj: int,
+                  start_ok: bool):
+    """vm_pageout_scan_inactive's steps (and vm_pageout_page's decisions) over inactive
+    queue ``qi`` from its head, up to ``budget`` pages and until ``need`` are cached,
+    without a Python lock, as ``_inactive_page`` does them: a busy, held or
+    PG_NEED_COMMIT page is requeued at the tail; a referenced one reactivated
+    (act_count + ACT_ADVANCE + 1, at least ACT_INIT, the tail of PQ_ACTIVE + pc); a
+    dirty one met for the first time marked PG_WINATCFLS and requeued; a clean valid
+    one cached (PG_MAPPED/WRITEABLE dropped, the tail of PQ_CACHE + pc).  For pages
+    the pmap saw written the caller runs Python (``md_mod``).  ``adj``/``start_ok``: as
+    for scan_active, for the inactive count.  Stops with SCAN_DECLINE before a page it
+    leaves to Python: a lock word up, ``mdref``, a wired, fictitious or unqueued page, a
+    busy waiter, an invalid page (freed) or one to launder, a removal that would fold the
+    delta.  Returns (status, pages visited, cached, v_pdpages, reactivated)."""
+    words = w4[R_WORDS]
+    used = got = pd = react = 0
+    while used < budget and got < need:
+        n = int(w4[R_HEAD, qi])
+        if n == 0:
+            return SCAN_EMPTY, used, got, pd, react
+        m = n - 1
+        if words[W_QUEUE + qi] or words[W_PAGE + (m & PQ_L2_MASK)] or words[W_ATOMIC]:
+            return SCAN_DECLINE, used, got, pd, react
+        b = int(w4[R_BUSY, m])
+        f = int(w4[R_FLAGS, m])
+        dirty = int(w1[R_DIRTY, m])
+        if w1[R_MDREF, m] or b & PBUSY_WANTED or f & (PG_FICTITIOUS | PG_UNQUEUED) or \
+                w4[R_WIRE, m] or not _requeue_ok(adj, start_ok) or \
+                (not b & (PBUSY_LOCKED | PBUSY_MASK) and not w4[R_HOLD, m] and
+                 not f & (PG_NEED_COMMIT | PG_REFERENCED) and
+                 (w1[R_VALID, m] == 0 or (dirty and f & PG_WINATCFLS))):
+            return SCAN_DECLINE, used, got, pd, react
+        used += 1
+        pd += 1                                      # every entry stepped to
+        if b & (PBUSY_LOCKED | PBUSY_MASK) or w4[R_HOLD, m] or f & PG_NEED_COMMIT or (
+                dirty and not f & PG_REFERENCED):
+            if dirty and not b & (PBUSY_LOCKED | PBUSY_MASK) and not w4[R_HOLD, m] and \
+                    not f & PG_NEED_COMMIT:
+                w4[R_FLAGS, m] = f | PG_WINATCFLS    # dirty pages cycle twice
+            if int(w4[R_TAIL, qi]) != n:
+                q_remove(w4, w2, w1, off, qi, m)
+                q_insert(w4, w2, w1, qi, m, False)
+            continue
+        q_remove(w4, w2, w1, off, qi, m)
+        adj -= 1
+        if f & PG_REFERENCED:                        # reactivated
+            w4[R_FLAGS, m] = f & ~PG_REFERENCED
+            act = min(ACT_MAX, int(w1[R_ACT, m]) + ACT_ADVANCE + 1)
+            w1[R_ACT, m] = max(act, ACT_INIT)
+            q_insert(w4, w2, w1, PQ_ACTIVE + int(w2[R_PC, m]), m, False)
+            react += 1
+            continue
+        w4[R_FLAGS, m] = f & ~(PG_MAPPED | PG_WRITEABLE)    # vm_page_cache
+        q_insert(w4, w2, w1, PQ_CACHE + int(w2[R_PC, m]), m, False)
+        got += 1
+    return SCAN_DONE, used, got, pd, react
+
+
+# -- the buddy source's take ---------------------------------------------------------------------
+@body
+def busy_take(w4, w1, m: int, me: int) -> int:
+    """The buddy source's select after vm_phys handed page ``m`` out: hard-busy it and
+    clear its flags, act_count and valid bits for vm_page_alloc.  Locks (as words): the
+    page's spinlock, the atomic.  Returns 0, 1 if the page is busy (it came back busy:
+    the caller's error), or -WAIT - word (held by another thread), nothing changed."""
+    r = _page_wait(w4, m, me)
+    if r:
+        return r
+    b = int(w4[R_BUSY, m])
+    if b & (PBUSY_LOCKED | PBUSY_MASK):
+        return 1
+    w4[R_BUSY, m] = b | PBUSY_LOCKED
+    w4[R_FLAGS, m] = 0
+    w1[R_ACT, m] = 0
+    w1[R_VALID, m] = 0
+    return 0
