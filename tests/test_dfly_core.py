@@ -17,10 +17,9 @@ from physmem.dragonfly.vm_page_core import (
     busy_take,
     free_toq,
     read_done,
-    scan_active,
-    scan_inactive,
     select_free_or_cache,
 )
+from physmem.dragonfly.vm_pageout_core import scan_active, scan_inactive
 from physmem.machine import Machine, RamRange
 
 from .dfly_util import digest
