@@ -70,7 +70,7 @@ p = vm.pages
 for name, fn in (("scan_active", lambda: vm._active_batch(PQ_ACTIVE, 1, 1)),
                  ("scan_inactive", lambda: vm._inactive_batch(PQ_INACTIVE, 1, 1)),
                  ("active_visit", lambda: active_visit.compiled()(
-                     p.w4, p.w1, vm.vnode_ids, 0, 0, 2, 1)),
+                     p.w4, p.w1, 0, 0, vm.vnode_ids, 2, 1)),
                  ("inactive_visit", lambda: inactive_visit.compiled()(
                      p.w4, p.w1, 0, 0, False))):
     t = time.process_time()

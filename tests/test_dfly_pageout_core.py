@@ -5,8 +5,6 @@ thread holds; WITNESS sees the locks the scans take."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from physmem import jit
@@ -23,6 +21,7 @@ from physmem.dragonfly.vm_page_array import (
 from physmem.dragonfly.vm_pageout_core import scan_active, scan_inactive
 
 from .dfly_util import digest
+from .test_dfly_core import _held_elsewhere
 from .test_dfly_pageout_counters import small
 
 needs_jit = pytest.mark.skipif(not jit.enabled(), reason="the JIT is off")
@@ -88,19 +87,6 @@ def test_batches_plain_batches_and_python_visits_leave_the_same_state():
     assert want[1]["reactivated"] and want[1]["laundered"]
     assert scans(compiled) == want
     assert scans(plain) == want
-
-
-def _held_elsewhere(lock) -> tuple[threading.Thread, threading.Event]:
-    got, done = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with lock:
-            got.set()
-            done.wait(10)
-    t = threading.Thread(target=hold)
-    t.start()
-    assert got.wait(10)
-    return t, done
 
 
 @pytest.mark.parametrize("jit_on", [True, False])

@@ -69,6 +69,10 @@ from .vm_pageout_core import (
 if TYPE_CHECKING:
     from .vm_object import VmObject
 
+# Python's visits with the compiled paths off: the plain functions (no numba import)
+_active_visit_py = active_visit.py
+_inactive_visit_py = inactive_visit.py
+
 MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_WILLNEED, MADV_DONTNEED, MADV_FREE = range(6)
 MADVICE = {"normal": MADV_NORMAL, "random": MADV_RANDOM, "sequential": MADV_SEQUENTIAL,
            "willneed": MADV_WILLNEED, "dontneed": MADV_DONTNEED, "free": MADV_FREE}
@@ -572,65 +576,61 @@ class PageoutMixin:
                 self.vmstats.__dict__[counter] += adj[counter] - 1
                 adj[counter] = 1
 
-    def _visit_fn(self, fn):
-        """Visit function ``fn`` (vm_pageout_core.active_visit/inactive_visit) as Python
-        calls it, with the rows it takes: compiled over the arrays while the compiled
-        paths are on, else the plain function over the rows' memoryviews."""
-        p = self.pages
-        if self._core:
-            return fn.compiled(), p.w4, p.w1
-        return fn.py, p.mw4, p.mw1
-
-    def _visited(self, m: int, a: int, refs: int) -> None:
-        """After a visit (answer ``a``): drop the pmap's reference count it took, count
-        v_pdpages if it says so."""
-        if a & V_REFS and refs:
-            self.md_refs.pop(m, None)
-        if a & V_PD:
-            self.cpu[self._tls.cpu].cnt["v_pdpages"] += 1
+    def _leave(self, m: int, q: int, a: int) -> None:
+        """The scans' last steps for a page they keep on queue ``q`` (answer ``a``): off
+        the queues if wired, else to the tail; unbusied if the visit busied it."""
+        if a & V_ACTION == V_REMOVE:
+            self._rem_queue(m)                   # wired pages leave the queues
+        else:
+            self._requeue(m, q)
+        if a & V_BUSIED:
+            self._wakeup(m)
 
     def _active_page(self, m: int, qa: int) -> int:
         """Visit one active page (its spinlock held: the pagedaemon's way in, or a batch
         declined it) with vm_pageout_core.active_visit, then carry out its answer under
-        the queue locks: requeue, take a wired page off the queues, or deactivate;
-        unbusy.  Returns 1 if it was deactivated."""
-        f, w4, w1 = self._visit_fn(active_visit)
+        the queue locks: deactivate (and unbusy), or ``_leave``.  Returns 1 if it was
+        deactivated."""
+        p = self.pages
         refs = self.md_refs.get(m, 0) if self.md_refs else 0
         atomic = self.atomic                     # the visit busies the page
         atomic.acquire()
-        try:
-            a = f(w4, w1, self.vnode_ids, m, refs, self.filemem_decline,
-                  self.anonmem_decline)
-        finally:
-            atomic.release()
-        self._visited(m, a, refs)
-        act = a & V_ACTION
-        done = 0
-        if act == V_DEACTIVATE:
+        if self._core:                           # compiled, over the arrays
+            a = active_visit.compiled()(p.w4, p.w1, m, refs, self.vnode_ids,
+                                        self.filemem_decline, self.anonmem_decline)
+        else:                                    # plain, over the rows' memoryviews
+            a = _active_visit_py(p.mw4, p.mw1, m, refs, self.vnode_ids,
+                                 self.filemem_decline, self.anonmem_decline)
+        atomic.release()
+        if a & V_PD:
+            self.cpu[self._tls.cpu].cnt["v_pdpages"] += 1
+        if refs and a & V_REFS:
+            self.md_refs.pop(m, None)             # _ts_referenced took them
+        if a & V_ACTION == V_DEACTIVATE:
             self._deactivate(m)
             self.pageout_stats.deactivated += 1
-            done = 1
-        elif act == V_REMOVE:
-            self._rem_queue(m)                   # wired pages leave the queues
-        else:
-            self._requeue(m, qa)
-        if a & V_BUSIED:
             self._wakeup(m)
-        return done
+            return 1
+        self._leave(m, qa, a)
+        return 0
 
     def _inactive_page(self, m: int, qi: int) -> int:
         """Visit one inactive page (its spinlock held) with
         vm_pageout_core.inactive_visit and carry out its answer (``_inactive_act``).
         Returns 1 if it was cached or freed."""
-        f, w4, w1 = self._visit_fn(inactive_visit)
+        p = self.pages
         refs = self.md_refs.get(m, 0) if self.md_refs else 0
+        modified = m in self.md_mod if self.md_mod else False
         atomic = self.atomic                     # the visit busies the page
         atomic.acquire()
-        try:
-            a = f(w4, w1, m, refs, m in self.md_mod)
-        finally:
-            atomic.release()
-        self._visited(m, a, refs)
+        if self._core:
+            a = inactive_visit.compiled()(p.w4, p.w1, m, refs, modified)
+        else:
+            a = _inactive_visit_py(p.mw4, p.mw1, m, refs, modified)
+        atomic.release()
+        if refs and a & V_REFS:
+            self.md_refs.pop(m, None)             # _ts_referenced took them
+        self.cpu[self._tls.cpu].cnt["v_pdpages"] += 1     # (every inactive entry)
         return self._inactive_act(m, qi, a)
 
     def _inactive_act(self, m: int, qi: int, a: int) -> int:
@@ -649,7 +649,8 @@ class PageoutMixin:
             st.freed += 1
             return 1
         if act == V_LAUNDER and not self._launder(m):
-            act = V_REQUEUE
+            act = V_REQUEUE                      # swap full: the page stays
+            a = (a & ~V_ACTION) | V_REQUEUE
         if act in (V_CACHE, V_LAUNDER):
             # vm_pageout_page: clean pages are cached (vm_page_cache), with or without
             # an object.  A dirty page on its second visit was laundered just above (no
@@ -663,12 +664,9 @@ class PageoutMixin:
         if act == V_ACTIVATE:
             self._activate(m)
             st.reactivated += 1
-        elif act == V_REMOVE:
-            self._rem_queue(m)                   # wired pages leave the queues
-        else:
-            self._requeue(m, qi)
-        if a & V_BUSIED:
             self._wakeup(m)
+        else:
+            self._leave(m, qi, a)
         return 0
 
     def _launder(self, m: int) -> bool:

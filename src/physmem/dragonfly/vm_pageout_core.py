@@ -30,9 +30,11 @@ A batch returns to Python in two ways, and Python goes on with the same batch af
   back busied, with its answer, and Python finishes it (``_inactive_act``).
 
 Counters stay in Python: a batch returns what it did and the caller counts it, in the
-kernel's order.  Pages on the active, inactive and cache queues are never in implicit
-blocks (only free pages are), so these queue operations never need a block
-materialised.
+kernel's order.  The active visit reads fields with ``int()`` only where the arithmetic
+needs it (act_count may go below 0; with NUMBA_DISABLE_JIT=1 the rows are numpy arrays,
+whose unsigned scalars would wrap): it is the plain Python mode's per-page cost too.
+Pages on the active, inactive and cache queues are never in implicit blocks (only free
+pages are), so these queue operations never need a block materialised.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ SCAN_DONE, SCAN_EMPTY, SCAN_DECLINE, SCAN_DEFER = range(4)
 
 # -- one page ---------------------------------------------------------------------------------
 @njit
-def active_visit(w4, w1, vnode, m: int, refs: int, file_decline: int,
+def active_visit(w4, w1, m: int, refs: int, vnode, file_decline: int,
                  anon_decline: int) -> int:
     """vm_pageout_scan_active's steps for active page ``m`` (its spinlock and the busy
     atomic held, or their words 0): the busy try (failed: V_REQUEUE); a wired page
@@ -101,7 +103,7 @@ def active_visit(w4, w1, vnode, m: int, refs: int, file_decline: int,
     (``file_decline`` for vnode objects, ``vnode[obj]``, else ``anon_decline``) and is
     requeued while act_count stays above 0, deactivated at 0 (V_DEACTIVATE).  Returns the
     answer | what it did; moves nothing."""
-    b = int(w4[R_BUSY, m])
+    b = w4[R_BUSY, m]
     if b & (PBUSY_LOCKED | PBUSY_MASK):
         return V_REQUEUE
     w4[R_BUSY, m] = b | PBUSY_LOCKED
@@ -110,16 +112,16 @@ def active_visit(w4, w1, vnode, m: int, refs: int, file_decline: int,
     if w4[R_HOLD, m]:
         return V_REQUEUE | V_BUSIED | V_PD
     done = V_BUSIED | V_PD | V_REFS
-    f = int(w4[R_FLAGS, m])
+    f = w4[R_FLAGS, m]
     if f & PG_REFERENCED:
         refs += 1
-        w4[R_FLAGS, m] = f & ~PG_REFERENCED
+        w4[R_FLAGS, m] = f ^ PG_REFERENCED
     w1[R_MDREF, m] = 0
-    act = int(w1[R_ACT, m])
+    act = int(w1[R_ACT, m])                     # (it may go below 0)
     if refs:
         w1[R_ACT, m] = min(ACT_MAX, act + ACT_ADVANCE + refs)
         return V_REQUEUE | done
-    oid = int(w4[R_OBJ, m])
+    oid = w4[R_OBJ, m]
     if oid and oid < len(vnode) and vnode[oid]:
         act -= file_decline
     else:
@@ -143,7 +145,7 @@ def inactive_visit(w4, w1, m: int, refs: int, modified: bool) -> int:
     (PG_MAPPED/WRITEABLE dropped, V_FREE), a dirty one marked PG_WINATCFLS and requeued
     on its first visit, laundered on its second (V_LAUNDER), a clean one cached
     (V_CACHE).  Returns the answer | what it did; moves nothing."""
-    b = int(w4[R_BUSY, m])
+    b = w4[R_BUSY, m]
     if b & (PBUSY_LOCKED | PBUSY_MASK):
         return V_REQUEUE | V_PD
     w4[R_BUSY, m] = b | PBUSY_LOCKED
@@ -228,7 +230,7 @@ def scan_active(w4, w2, w1, vnode, off: int, qi: int, budget: int, need: int, ad
         if not _head_ok(w4, w1, qi, dest, m, adj, start_ok):
             return SCAN_DECLINE, used, got, pd
         used += 1
-        a = active_visit(w4, w1, vnode, m, 0, file_decline, anon_decline)
+        a = active_visit(w4, w1, m, 0, vnode, file_decline, anon_decline)
         if a & V_PD:
             pd += 1
         if a & V_ACTION == V_DEACTIVATE:
