@@ -142,19 +142,13 @@ class TransitionMixin:
     def _insert_locked(self, q: int, counter: str, insert, m: int, *args) -> None:
         """Run one-page insertion ``insert`` (``activate_insert``, ``deactivate_insert``:
         their plain functions) for page ``m``, off every queue, holding queue ``q``'s
-        spinlock; then count the page in this CPU's view and pending delta (as
-        _add_queue: an add never folds)."""
+        spinlock; then count the page in this CPU's view and pending delta."""
         p = self.pages
         lock = self.queue_spin[q]
         lock.acquire()
         insert(p.mw4, p.mw2, p.mw1, m, *args)
         lock.release()
-        c = self.cpu[self._tls.cpu]
-        lock = self.stats_lock
-        lock.acquire()
-        c.vmstats.__dict__[counter] += 1
-        c.adj[counter] += 1
-        lock.release()
+        self._count(counter, 1)
 
     @page_op()
     def vm_page_soft_activate(self, m: int) -> None:
