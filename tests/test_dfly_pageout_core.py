@@ -124,8 +124,7 @@ def test_a_scan_leaves_a_page_whose_lock_another_thread_holds(jit_on):
 
 
 def test_witness_checks_the_locks_a_scan_takes():
-    vm = small(witness=True, jit=True)
-    assert not vm._core                       # WITNESS: the page-by-page visits
+    vm = small(witness=True, jit=True)       # WITNESS: page by page, Python's locks
     o = vm.object_create("default")
     m = vm.vm_page_alloc(o, 0, VM_ALLOC_NORMAL)
     vm.vm_page_activate(m)

@@ -515,9 +515,10 @@ class PageoutMixin:
         per = pqaverage(shortage if use is None else use)
         c = getattr(self, rover)
         # the compiled batch (none: Python visits every page).  The inactive one assumes
-        # no pmap write is pending (md_mod: a set Python's visit reads)
+        # no pmap write is pending (md_mod: a set Python's visit reads).  With WITNESS
+        # every page goes through Python's locks, so the checker sees the scans' classes
         batch = None
-        if self._core:
+        if self._core and not self.witness.enabled:
             if active:
                 batch = self._active_batch
             elif not self.md_mod:
