@@ -111,8 +111,11 @@ def test_free_wakeup_waits_for_the_hysteresis(over_min, woken):
 
 
 # -- the active scan's decline -------------------------------------------------------------
-def test_active_scan_declines_anonymous_and_file_pages_differently():
+@pytest.mark.parametrize("via", ["visit", "batch"])
+def test_active_scan_declines_anonymous_and_file_pages_differently(via):
     vm = small()
+    if via == "batch" and not vm._core:
+        pytest.skip("the compiled batches are off")
     vm.anonmem_decline, vm.filemem_decline = 3, 7       # distinct, to see which applies
     pages = {}
     for kind in ("default", "swap", "vnode"):
@@ -124,7 +127,16 @@ def test_active_scan_declines_anonymous_and_file_pages_differently():
         vm.vm_page_wakeup(m)
         pages[kind] = m
     for m in pages.values():
-        assert vm._active_page(m, PQ_ACTIVE + vm.pages.pc[m]) == 0
+        qa = PQ_ACTIVE + vm.pages.pc[m]
+        if via == "visit":                  # Python's way: the page locked, one visit
+            vm.page_spin[m & 1023].acquire()
+            try:
+                assert vm._active_page(m, qa) == 0
+            finally:
+                vm.page_spin[m & 1023].release()
+        else:                               # the compiled batch over its colour
+            assert vm.queues.first(qa) == m
+            assert vm._active_batch(qa, 1, 1)[1:] == (1, 0)
     p = vm.pages
     assert p.act_count[pages["default"]] == 17 and p.act_count[pages["swap"]] == 17
     assert p.act_count[pages["vnode"]] == 13

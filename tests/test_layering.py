@@ -33,6 +33,7 @@ LAYERS = {
     "physmem.dragonfly.vm_page_search": 6.5, "physmem.dragonfly.vm_page_busy": 6.5,
     "physmem.dragonfly.vm_page_alloc": 6.5, "physmem.dragonfly.vm_page_transitions": 6.5,
     "physmem.dragonfly.vm_page_objects": 6.5, "physmem.dragonfly.vm_page_bits": 6.5,
+    "physmem.dragonfly.vm_pageout_core": 6.5,
     "physmem.dragonfly.vm_page_views": 6.57,
     "physmem.trace_dfly": 6.8, "physmem.dfly_workloads": 8,
     "physmem.trace": 7, "physmem.snapshot": 7,

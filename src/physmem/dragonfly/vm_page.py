@@ -56,8 +56,6 @@ from .vm_page_core import (
     busy_take,
     free_toq,
     read_done,
-    scan_active,
-    scan_inactive,
     select_free_or_cache,
 )
 from .vm_page_defs import (
@@ -84,6 +82,7 @@ from .vm_page_search import QueueSearchMixin
 from .vm_page_transitions import TransitionMixin
 from .vm_page_views import ViewMixin
 from .vm_pageout import PageoutMixin
+from .vm_pageout_core import scan_active, scan_inactive
 
 
 class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, TransitionMixin,

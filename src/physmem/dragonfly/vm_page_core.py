@@ -32,11 +32,8 @@ caller materialises that block and calls again.
 
 from __future__ import annotations
 
-from ..jit import njit
 from .vm_page_array import (
-    ACT_ADVANCE,
     ACT_INIT,
-    ACT_MAX,
     NWORDS,
     PBUSY_LOCKED,
     PBUSY_MASK,
@@ -45,20 +42,16 @@ from .vm_page_array import (
     PG_MAPPED,
     PG_NEED_COMMIT,
     PG_NOSYNC,
-    PG_REFERENCED,
     PG_UNQUEUED,
-    PG_WINATCFLS,
     PG_WRITEABLE,
     PQ_ACTIVE,
     PQ_CACHE,
     PQ_FREE,
     PQ_HOLD,
-    PQ_INACTIVE,
     PQ_L2_MASK,
     PQ_L2_SIZE,
     PQ_NONE,
     R_ACT,
-    R_ADDS,
     R_BUSY,
     R_DIRTY,
     R_FLAGS,
@@ -66,13 +59,10 @@ from .vm_page_array import (
     R_HOLD,
     R_IMPLICIT,
     R_LASTQ,
-    R_MDREF,
     R_NEXT,
     R_NONEMPTY,
-    R_OBJ,
     R_PC,
     R_QUEUE,
-    R_TAIL,
     R_VALID,
     R_WIRE,
     R_WORDS,
@@ -179,6 +169,17 @@ READ_ACTIVATE = 2       # read_done: the page is on another queue (the caller ac
 
 
 @body
+def activate_insert(w4, w2, w1, m: int) -> None:
+    """vm_page_activate's insertion, for a page off every queue (the caller holds
+    PQ_ACTIVE + pc's spinlock, or its word is 0): act_count raised to ACT_INIT, the tail
+    of PQ_ACTIVE + pc.  The caller counts v_active_count.  (The read's tail and the
+    transitions' activate, plain or in the scans' batches, share it.)"""
+    if w1[R_ACT, m] < ACT_INIT:
+        w1[R_ACT, m] = ACT_INIT
+    q_insert(w4, w2, w1, PQ_ACTIVE + int(w2[R_PC, m]), m, 0)
+
+
+@body
 def read_done(w4, w2, w1, off: int, m: int, me: int) -> int:
     """pagecache_read after vm_page_grab, for a hard-busied page: vm_page_set_validclean
     of the whole page unless it is all valid, then, for a page on no queue or already
@@ -203,92 +204,14 @@ def read_done(w4, w2, w1, off: int, m: int, me: int) -> int:
     if not int(w4[R_FLAGS, m]) & (PG_FICTITIOUS | PG_UNQUEUED):
         if q and q != aq:
             return READ_ACTIVATE
-        if w1[R_ACT, m] < ACT_INIT:
-            w1[R_ACT, m] = ACT_INIT
         if not q:
-            q_insert(w4, w2, w1, aq, m, 0)
+            activate_insert(w4, w2, w1, m)
             added = 1
+        elif w1[R_ACT, m] < ACT_INIT:
+            w1[R_ACT, m] = ACT_INIT
     b = int(w4[R_BUSY, m])
     w4[R_BUSY, m] = b & ~(PBUSY_LOCKED | PBUSY_WANTED)
     return added | (b & PBUSY_WANTED)
-
-
-# -- the pagedaemon's active scan ----------------------------------------------------------------
-SCAN_DONE, SCAN_EMPTY, SCAN_DECLINE = 0, 1, 2
-
-
-@njit
-def _requeue_ok(adj: int, start_ok: bool) -> bool:
-    """A removal from an active queue may go on without folding this CPU's pending
-    delta (_count's fold: below -1024 while paging should start)."""
-    return not (start_ok and adj - 1 < -1024)
-
-
-@njit
-def scan_active(w4, w2, w1, vnode, off: int, qi: int, budget: int, need: int, adj: int,
-                start_ok: bool, file_decline: int, anon_decline: int):
-    """vm_pageout_scan_active's steps over active queue ``qi`` from its head, up to
-    ``budget`` pages and until ``need`` are deactivated, without a Python lock: each
-    page is busied, aged (+ACT_ADVANCE + refs when referenced, else - the object's
-    decline: ``file_decline`` for vnode objects (``vnode[obj]``), ``anon_decline``
-    otherwise), requeued at the tail, or deactivated at act_count 0 (the tail of
-    PQ_INACTIVE + pc, counted in ``adds``), then unbusied, as ``_active_page`` does.
-    ``adj``: this CPU's pending active-count delta, ``start_ok``: vm_paging_start with
-    the fold's margin.  Stops with SCAN_DECLINE *before* a page it leaves to Python: a
-    lock word up, a page the pmap may hold references for (``mdref``), a wired,
-    fictitious or unqueued page, a busy waiter, a removal that would fold the delta.
-    Returns (status, pages visited, deactivated, v_pdpages counted)."""
-    words = w4[R_WORDS]
-    used = got = pd = 0
-    while used < budget and got < need:
-        n = int(w4[R_HEAD, qi])
-        if n == 0:
-            return SCAN_EMPTY, used, got, pd
-        m = n - 1
-        if words[W_QUEUE + qi] or words[W_PAGE + (m & PQ_L2_MASK)] or words[W_ATOMIC]:
-            return SCAN_DECLINE, used, got, pd
-        b = int(w4[R_BUSY, m])
-        f = int(w4[R_FLAGS, m])
-        if w1[R_MDREF, m] or b & PBUSY_WANTED or f & (PG_FICTITIOUS | PG_UNQUEUED) or \
-                w4[R_WIRE, m] or not _requeue_ok(adj, start_ok):
-            return SCAN_DECLINE, used, got, pd
-        used += 1
-        tail = int(w4[R_TAIL, qi])
-        if b & (PBUSY_LOCKED | PBUSY_MASK):          # _busy_try failed: requeue
-            if tail != n:
-                q_remove(w4, w2, w1, off, qi, m)
-                q_insert(w4, w2, w1, qi, m, False)
-            continue
-        pd += 1                                      # past the busy and wired checks
-        act = int(w1[R_ACT, m])
-        if w4[R_HOLD, m] or f & PG_REFERENCED:
-            if not w4[R_HOLD, m]:
-                w4[R_FLAGS, m] = f & ~PG_REFERENCED
-                w1[R_ACT, m] = min(ACT_MAX, act + ACT_ADVANCE + 1)
-            if tail != n:
-                q_remove(w4, w2, w1, off, qi, m)
-                q_insert(w4, w2, w1, qi, m, False)
-            continue
-        oid = int(w4[R_OBJ, m])
-        if oid and oid < len(vnode) and vnode[oid]:
-            act -= file_decline
-        else:
-            act -= anon_decline
-        if act > 0:
-            w1[R_ACT, m] = act
-            if tail != n:
-                q_remove(w4, w2, w1, off, qi, m)
-                q_insert(w4, w2, w1, qi, m, False)
-            continue
-        w1[R_ACT, m] = 0                             # vm_page_deactivate
-        q_remove(w4, w2, w1, off, qi, m)
-        adj -= 1
-        w4[R_FLAGS, m] = f & ~PG_WINATCFLS
-        iq = PQ_INACTIVE + int(w2[R_PC, m])
-        q_insert(w4, w2, w1, iq, m, False)
-        w4[R_ADDS, iq] += 1
-        got += 1
-    return SCAN_DONE, used, got, pd
 
 
 # -- vm_page_select_free / _cache / _free_or_cache: the colour search ---------------------------
@@ -459,65 +382,6 @@ def select_free_or_cache(w4, w2, w1, off: int, b1: int, b2: int, color: int, sam
     elif hq:
         w4[R_LASTQ, hq] = hint
     return st, m, base
-
-
-@njit
-def scan_inactive(w4, w2, w1, off: int, qi: int, budget: int, need: int, adj: int,
-                  start_ok: bool):
-    """vm_pageout_scan_inactive's steps (and vm_pageout_page's decisions) over inactive
-    queue ``qi`` from its head, up to ``budget`` pages and until ``need`` are cached,
-    without a Python lock, as ``_inactive_page`` does them: a busy, held or
-    PG_NEED_COMMIT page is requeued at the tail; a referenced one reactivated
-    (act_count + ACT_ADVANCE + 1, at least ACT_INIT, the tail of PQ_ACTIVE + pc); a
-    dirty one met for the first time marked PG_WINATCFLS and requeued; a clean valid
-    one cached (PG_MAPPED/WRITEABLE dropped, the tail of PQ_CACHE + pc).  For pages
-    the pmap saw written the caller runs Python (``md_mod``).  ``adj``/``start_ok``: as
-    for scan_active, for the inactive count.  Stops with SCAN_DECLINE before a page it
-    leaves to Python: a lock word up, ``mdref``, a wired, fictitious or unqueued page, a
-    busy waiter, an invalid page (freed) or one to launder, a removal that would fold the
-    delta.  Returns (status, pages visited, cached, v_pdpages, reactivated)."""
-    words = w4[R_WORDS]
-    used = got = pd = react = 0
-    while used < budget and got < need:
-        n = int(w4[R_HEAD, qi])
-        if n == 0:
-            return SCAN_EMPTY, used, got, pd, react
-        m = n - 1
-        if words[W_QUEUE + qi] or words[W_PAGE + (m & PQ_L2_MASK)] or words[W_ATOMIC]:
-            return SCAN_DECLINE, used, got, pd, react
-        b = int(w4[R_BUSY, m])
-        f = int(w4[R_FLAGS, m])
-        dirty = int(w1[R_DIRTY, m])
-        if w1[R_MDREF, m] or b & PBUSY_WANTED or f & (PG_FICTITIOUS | PG_UNQUEUED) or \
-                w4[R_WIRE, m] or not _requeue_ok(adj, start_ok) or \
-                (not b & (PBUSY_LOCKED | PBUSY_MASK) and not w4[R_HOLD, m] and
-                 not f & (PG_NEED_COMMIT | PG_REFERENCED) and
-                 (w1[R_VALID, m] == 0 or (dirty and f & PG_WINATCFLS))):
-            return SCAN_DECLINE, used, got, pd, react
-        used += 1
-        pd += 1                                      # every entry stepped to
-        if b & (PBUSY_LOCKED | PBUSY_MASK) or w4[R_HOLD, m] or f & PG_NEED_COMMIT or (
-                dirty and not f & PG_REFERENCED):
-            if dirty and not b & (PBUSY_LOCKED | PBUSY_MASK) and not w4[R_HOLD, m] and \
-                    not f & PG_NEED_COMMIT:
-                w4[R_FLAGS, m] = f | PG_WINATCFLS    # dirty pages cycle twice
-            if int(w4[R_TAIL, qi]) != n:
-                q_remove(w4, w2, w1, off, qi, m)
-                q_insert(w4, w2, w1, qi, m, False)
-            continue
-        q_remove(w4, w2, w1, off, qi, m)
-        adj -= 1
-        if f & PG_REFERENCED:                        # reactivated
-            w4[R_FLAGS, m] = f & ~PG_REFERENCED
-            act = min(ACT_MAX, int(w1[R_ACT, m]) + ACT_ADVANCE + 1)
-            w1[R_ACT, m] = max(act, ACT_INIT)
-            q_insert(w4, w2, w1, PQ_ACTIVE + int(w2[R_PC, m]), m, False)
-            react += 1
-            continue
-        w4[R_FLAGS, m] = f & ~(PG_MAPPED | PG_WRITEABLE)    # vm_page_cache
-        q_insert(w4, w2, w1, PQ_CACHE + int(w2[R_PC, m]), m, False)
-        got += 1
-    return SCAN_DONE, used, got, pd, react
 
 
 # -- the buddy source's take ---------------------------------------------------------------------

@@ -3,10 +3,19 @@
 
 Queue transitions: vm_page_activate, vm_page_deactivate, vm_page_cache, vm_page_unqueue,
 vm_page_try_to_free and their helpers.
+
+The one-page steps the pagedaemon's scans share with these methods are written once, as
+functions over the page array's rows (:class:`~.vm_page_array.PageArray` ``w4``/``w2``/
+``w1``) that numba compiles for the scans' batches (:mod:`.vm_pageout_core`) and that the
+methods here run as plain Python over the rows' memoryviews, holding the kernel's locks:
+``deactivate_insert`` (the insertion after the page left its queue) and ``cache_decide``
+(vm_page_cache's tests); ``activate_insert``, which the page-cache read's tail uses too,
+is :mod:`.vm_page_core`'s.
 """
 
 from __future__ import annotations
 
+from ..jit import njit
 from .locks import page_op
 from .vm_page_array import (
     ACT_INIT,
@@ -22,11 +31,71 @@ from .vm_page_array import (
     PQ_FREE,
     PQ_HOLD,
     PQ_INACTIVE,
+    PQ_L2_MASK,
+    R_ADDS,
+    R_BUSY,
+    R_DIRTY,
+    R_FLAGS,
+    R_HOLD,
+    R_PC,
+    R_QUEUE,
+    R_WIRE,
+    VM_PAGE_BITS_ALL,
+    q_insert,
     queue_base,
 )
+from .vm_page_core import activate_insert
 from .vm_page_defs import (
     PageStateError,
 )
+
+# vm_page_cache's decision (cache_decide)
+C_NONE, C_DEACTIVATE, C_CACHE = 0, 1, 2
+C_DIRTIED = 4           # | the pmap's modify bit made the page all dirty (vm_page_dirty)
+
+
+# -- the one-page steps (the caller holds the page's spinlock, or its word is 0) -------------
+@njit
+def deactivate_insert(w4, w2, w1, m: int, athead: bool) -> None:
+    """_vm_page_deactivate_locked's insertion, for a page off every queue (the caller
+    holds PQ_INACTIVE + pc's spinlock, or its word is 0): PG_WINATCFLS cleared, the head
+    or tail of PQ_INACTIVE + pc; a tail insert counts in ``adds``.  The caller counts
+    v_inactive_count."""
+    w4[R_FLAGS, m] = int(w4[R_FLAGS, m]) & ~PG_WINATCFLS
+    q = PQ_INACTIVE + int(w2[R_PC, m])
+    q_insert(w4, w2, w1, q, m, athead)
+    if not athead:
+        w4[R_ADDS, q] += 1
+
+
+@njit
+def cache_decide(w4, w2, w1, m: int, modified: bool) -> int:
+    """vm_page_cache's tests on a hard-busied page (its spinlock held): C_NONE for a page
+    it leaves (unqueued, NEED_COMMIT, fictitious, soft-busied, wired, held, or already
+    cached); else PG_MAPPED/WRITEABLE dropped, vm_page_test_dirty (``modified``: the pmap
+    saw a write; the page becomes all dirty, | C_DIRTIED: the caller marks its object),
+    and C_DEACTIVATE for a dirty page, C_CACHE for a clean one.  Moves nothing."""
+    f = int(w4[R_FLAGS, m])
+    if f & (PG_UNQUEUED | PG_NEED_COMMIT | PG_FICTITIOUS) or \
+            w4[R_BUSY, m] & PBUSY_MASK or w4[R_WIRE, m] or w4[R_HOLD, m]:
+        return C_NONE
+    q = int(w2[R_QUEUE, m])
+    if q and ((q - 1) & ~PQ_L2_MASK) + 1 == PQ_CACHE:
+        return C_NONE
+    w4[R_FLAGS, m] = f & ~(PG_MAPPED | PG_WRITEABLE)
+    r = C_CACHE
+    if modified and w1[R_DIRTY, m] != VM_PAGE_BITS_ALL:
+        w1[R_DIRTY, m] = VM_PAGE_BITS_ALL
+        r |= C_DIRTIED
+    if w1[R_DIRTY, m]:
+        r = (r & C_DIRTIED) | C_DEACTIVATE
+    return r
+
+
+# Python's way in: the plain functions over the rows' memoryviews (no numba import)
+_activate_insert_py = activate_insert.py
+_deactivate_insert_py = deactivate_insert.py
+_cache_decide_py = cache_decide.py
 
 
 class TransitionMixin:
@@ -56,11 +125,21 @@ class TransitionMixin:
         old = self._rem_queue(m)
         if old == PQ_CACHE:
             self.cpu[self._tls.cpu].cnt["v_reactivated"] += 1
-        if p.act_count[m] < ACT_INIT:
-            p.act_count[m] = ACT_INIT
-        self._add_queue(m, PQ_ACTIVE + p.pc[m], False)
+        self._insert_locked(PQ_ACTIVE + p.pc[m], "v_active_count", _activate_insert_py,
+                            m)
         if old in (PQ_FREE, PQ_CACHE):
             self.pagedaemon_wakeup()
+
+    def _insert_locked(self, q: int, counter: str, insert, m: int, *args) -> None:
+        """Run one-page insertion ``insert`` (``activate_insert``, ``deactivate_insert``:
+        their plain functions) for page ``m``, off every queue, holding queue ``q``'s
+        spinlock; then count the page in this CPU's view and pending delta."""
+        p = self.pages
+        lock = self.queue_spin[q]
+        lock.acquire()
+        insert(p.mw4, p.mw2, p.mw1, m, *args)
+        lock.release()
+        self._count(counter, 1)
 
     @page_op()
     def vm_page_soft_activate(self, m: int) -> None:
@@ -91,11 +170,8 @@ class TransitionMixin:
     def _deactivate_locked(self, m: int, athead: bool) -> None:
         """_vm_page_deactivate_locked's insertion (the page is off every queue): clear
         PG_WINATCFLS, head or tail of PQ_INACTIVE + pc; tail inserts count in ``adds``."""
-        self.pages.flags[m] &= ~PG_WINATCFLS
-        q = PQ_INACTIVE + self.pages.pc[m]
-        self._add_queue(m, q, athead)
-        if not athead:
-            self.queues.adds[q] += 1
+        self._insert_locked(PQ_INACTIVE + self.pages.pc[m], "v_inactive_count",
+                            _deactivate_insert_py, m, athead)
 
     @page_op(locked=True)
     def vm_page_cache(self, m: int) -> None:
@@ -109,19 +185,16 @@ class TransitionMixin:
         not free)."""
         p = self.pages
         try:
-            if (p.flags[m] & (PG_UNQUEUED | PG_NEED_COMMIT | PG_FICTITIOUS) or
-                    p.busy_count[m] & PBUSY_MASK or p.wire_count[m] or p.hold_count[m]):
-                return
-            if queue_base(p.queue[m]) == PQ_CACHE:
-                return
-            p.flags[m] &= ~(PG_MAPPED | PG_WRITEABLE)
-            self._test_dirty(m)
-            if p.dirty[m] or p.flags[m] & PG_NEED_COMMIT:
+            r = _cache_decide_py(p.mw4, p.mw2, p.mw1, m, m in self.md_mod)
+            if r & C_DIRTIED:
+                self._object_maybe_dirty(m)         # vm_page_dirty's object half
+            r &= ~C_DIRTIED
+            if r == C_DEACTIVATE:
                 self._deactivate(m)
-                return
-            self._rem_queue(m)
-            self._add_queue(m, PQ_CACHE + p.pc[m], False)
-            self.vm_page_free_wakeup()
+            elif r == C_CACHE:
+                self._rem_queue(m)
+                self._add_queue(m, PQ_CACHE + p.pc[m], False)
+                self.vm_page_free_wakeup()
         finally:
             self._wakeup(m)
 

@@ -18,7 +18,6 @@ The mixin expects the attributes and queue primitives of
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -29,9 +28,7 @@ from .vm_page_array import (
     ACT_INIT,
     ACT_MAX,
     COUNTER,
-    PBUSY_LOCKED,
     PBUSY_MASK,
-    PBUSY_WANTED,
     PG_FICTITIOUS,
     PG_MAPPED,
     PG_NEED_COMMIT,
@@ -49,10 +46,32 @@ from .vm_page_array import (
     VmStats,
     queue_base,
 )
-from .vm_page_core import SCAN_DONE, SCAN_EMPTY
+from .vm_pageout_core import (
+    SCAN_DECLINE,
+    SCAN_DEFER,
+    SCAN_EMPTY,
+    V_ACTION,
+    V_ACTIVATE,
+    V_BUSIED,
+    V_CACHE,
+    V_DEACTIVATE,
+    V_DIRTIED,
+    V_FREE,
+    V_LAUNDER,
+    V_PD,
+    V_REFS,
+    V_REMOVE,
+    V_REQUEUE,
+    active_visit,
+    inactive_visit,
+)
 
 if TYPE_CHECKING:
     from .vm_object import VmObject
+
+# Python's visits with the compiled paths off: the plain functions (no numba import)
+_active_visit_py = active_visit.py
+_inactive_visit_py = inactive_visit.py
 
 MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_WILLNEED, MADV_DONTNEED, MADV_FREE = range(6)
 MADVICE = {"normal": MADV_NORMAL, "random": MADV_RANDOM, "sequential": MADV_SEQUENTIAL,
@@ -475,25 +494,34 @@ class PageoutMixin:
         self._avail_shortage = shortage - made
         return made
 
-    def _scan_queues(self, base: int, rover: str, shortage: int,
-                     visit: Callable[[int, int], int], use: int | None = None) -> int:
-        """Visit pages from the head of each colour of ``base`` -- PQAVERAGE(use) per
-        colour (``use`` defaults to ``shortage``), colours in the order of the rover
-        attribute ``rover`` -- until ``visit`` (called with the page locked) has returned
-        ``shortage`` credits in all."""
+    def _scan_queues(self, base: int, rover: str, shortage: int, use: int | None = None
+                     ) -> int:
+        """Visit pages from the head of each colour of ``base`` (PQ_ACTIVE or
+        PQ_INACTIVE) -- PQAVERAGE(use) per colour (``use`` defaults to ``shortage``),
+        colours in the order of the rover attribute ``rover`` -- until the visits have
+        deactivated (active) or cached and freed (inactive) ``shortage`` pages in all.
+        With the compiled paths on, a colour's pages go through its batch
+        (vm_pageout_core.scan_active/scan_inactive) and Python visits one page where the
+        batch declines, or finishes the page it defers; otherwise Python visits every
+        page (``_active_page``/``_inactive_page``: the same visit functions, under the
+        kernel's locks)."""
         q = self.queues
         lcnt = q.lcnt
         first_locked = self.first_locked
         spins = self.page_spin
+        active = base == PQ_ACTIVE
+        visit = self._active_page if active else self._inactive_page
         got = 0
         per = pqaverage(shortage if use is None else use)
         c = getattr(self, rover)
-        # the compiled scan of this queue base (none: the Python visits below)
+        # the compiled batch (none: Python visits every page).  The inactive one assumes
+        # no pmap write is pending (md_mod: a set Python's visit reads).  With WITNESS
+        # every page goes through Python's locks, so the checker sees the scans' classes
         batch = None
-        if self._core:
-            if base == PQ_ACTIVE:
+        if self._core and not self.witness.enabled:
+            if active:
                 batch = self._active_batch
-            elif base == PQ_INACTIVE and not self.md_mod:
+            elif not self.md_mod:
                 batch = self._inactive_batch
         try:
             for _ in range(PQ_L2_SIZE):
@@ -504,13 +532,12 @@ class PageoutMixin:
                 budget = min(per, lcnt[qi])
                 while budget > 0 and got < shortage:
                     if batch is not None:
-                        # compiled, no Python lock: stops before a page it leaves here
                         st, used, g = batch(qi, budget, shortage - got)
                         budget -= used
                         got += g
                         if st == SCAN_EMPTY:
                             break
-                        if st == SCAN_DONE:
+                        if st != SCAN_DECLINE:      # done, or a deferred page finished
                             continue
                         if budget <= 0:
                             break
@@ -527,8 +554,10 @@ class PageoutMixin:
         return got
 
     def _scan_inactive(self, shortage: int, use: int | None = None) -> int:
-        return self._scan_queues(PQ_INACTIVE, "_inactive_rover", shortage,
-                                 self._inactive_page, use)
+        return self._scan_queues(PQ_INACTIVE, "_inactive_rover", shortage, use)
+
+    def _scan_active(self, shortage: int) -> None:
+        self._scan_queues(PQ_ACTIVE, "_active_rover", shortage)
 
     def _requeue(self, m: int, q: int) -> None:
         """Move a page to its queue's tail (the scan's way of skipping it): _rem_queue then
@@ -548,54 +577,97 @@ class PageoutMixin:
                 self.vmstats.__dict__[counter] += adj[counter] - 1
                 adj[counter] = 1
 
-    def _inactive_page(self, m: int, qi: int) -> int:
-        """vm_pageout_scan_inactive's step and vm_pageout_page's decisions for one
-        inactive page (its spinlock held); returns 1 if it was cached or freed."""
-        p, st = self.pages, self.pageout_stats
-        # vm_pageout_scan_inactive: v_pdpages counts every queue entry the scan steps to,
-        # before the busy try (the kernel's markers too; the model has none)
-        self.cpu[self._tls.cpu].cnt["v_pdpages"] += 1
-        if self._busy_try(m, True):
-            self._requeue(m, qi)
-            return 0
-        if p.wire_count[m]:
+    def _leave(self, m: int, q: int, a: int) -> None:
+        """The scans' last steps for a page they keep on queue ``q`` (answer ``a``): off
+        the queues if wired, else to the tail; unbusied if the visit busied it."""
+        if a & V_ACTION == V_REMOVE:
             self._rem_queue(m)                   # wired pages leave the queues
-        elif p.hold_count[m] or p.flags[m] & PG_NEED_COMMIT:
-            self._requeue(m, qi)
         else:
-            refs = (1 if p.flags[m] & PG_REFERENCED else 0) + self._ts_referenced(m)
-            p.flags[m] &= ~PG_REFERENCED
-            if refs:
-                p.act_count[m] = min(ACT_MAX, p.act_count[m] + ACT_ADVANCE + refs)
-                self._activate(m)
-                st.reactivated += 1
-            else:
-                self._test_dirty(m)
-                if p.valid[m] == 0:
-                    # vm_pageout_page: invalid pages are freed (vm_pageout_page_free,
-                    # v_dfree), whatever their object and dirty bits
-                    p.flags[m] &= ~(PG_MAPPED | PG_WRITEABLE)
-                    self.vm_page_free(m)         # unbusies
-                    self.cpu[self._tls.cpu].cnt["v_dfree"] += 1
-                    st.freed += 1
-                    return 1
-                if p.dirty[m] and not p.flags[m] & PG_WINATCFLS:
-                    # vm_pageout_page: dirty pages cycle through the queue twice
-                    p.flags[m] |= PG_WINATCFLS
-                    self._requeue(m, qi)
-                elif p.dirty[m] and not self._launder(m):
-                    self._requeue(m, qi)
-                else:
-                    # vm_pageout_page: clean pages are cached (vm_page_cache), with or
-                    # without an object.  A dirty page on its second visit was
-                    # laundered just above (no pager I/O: written at once, and cached
-                    # as OBJPC_TRY_TO_CACHE asks once its write completes)
-                    self._cache(m)               # unbusies
-                    if queue_base(p.queue[m]) == PQ_CACHE:
-                        st.cached += 1
-                        return 1
-                    return 0
-        self._wakeup(m)
+            self._requeue(m, q)
+        if a & V_BUSIED:
+            self._wakeup(m)
+
+    def _active_page(self, m: int, qa: int) -> int:
+        """Visit one active page (its spinlock held: the pagedaemon's way in, or a batch
+        declined it) with vm_pageout_core.active_visit, then carry out its answer under
+        the queue locks: deactivate (and unbusy), or ``_leave``.  Returns 1 if it was
+        deactivated."""
+        p = self.pages
+        refs = self.md_refs.get(m, 0) if self.md_refs else 0
+        atomic = self.atomic                     # the visit busies the page
+        atomic.acquire()
+        if self._core:                           # compiled, over the arrays
+            a = active_visit.compiled()(p.w4, p.w1, m, refs, self.vnode_ids,
+                                        self.filemem_decline, self.anonmem_decline)
+        else:                                    # plain, over the rows' memoryviews
+            a = _active_visit_py(p.mw4, p.mw1, m, refs, self.vnode_ids,
+                                 self.filemem_decline, self.anonmem_decline)
+        atomic.release()
+        if a & V_PD:
+            self.cpu[self._tls.cpu].cnt["v_pdpages"] += 1
+        if refs and a & V_REFS:
+            self.md_refs.pop(m, None)             # _ts_referenced took them
+        if a & V_ACTION == V_DEACTIVATE:
+            self._deactivate(m)
+            self.pageout_stats.deactivated += 1
+            self._wakeup(m)
+            return 1
+        self._leave(m, qa, a)
+        return 0
+
+    def _inactive_page(self, m: int, qi: int) -> int:
+        """Visit one inactive page (its spinlock held) with
+        vm_pageout_core.inactive_visit and carry out its answer (``_inactive_act``).
+        Returns 1 if it was cached or freed."""
+        p = self.pages
+        refs = self.md_refs.get(m, 0) if self.md_refs else 0
+        modified = m in self.md_mod if self.md_mod else False
+        atomic = self.atomic                     # the visit busies the page
+        atomic.acquire()
+        if self._core:
+            a = inactive_visit.compiled()(p.w4, p.w1, m, refs, modified)
+        else:
+            a = _inactive_visit_py(p.mw4, p.mw1, m, refs, modified)
+        atomic.release()
+        if refs and a & V_REFS:
+            self.md_refs.pop(m, None)             # _ts_referenced took them
+        self.cpu[self._tls.cpu].cnt["v_pdpages"] += 1     # (every inactive entry)
+        return self._inactive_act(m, qi, a)
+
+    def _inactive_act(self, m: int, qi: int, a: int) -> int:
+        """Carry out inactive_visit's answer ``a`` for page ``m`` (its spinlock held, the
+        page busied if ``a`` says so) under the kernel's locks: requeue, take a wired
+        page off the queues, reactivate, free (vm_pageout_page_free: v_dfree), launder
+        a dirty page on its second visit (requeued when swap is full) and cache it, or
+        cache; unbusy.  Returns 1 if it was cached or freed."""
+        st = self.pageout_stats
+        act = a & V_ACTION
+        if a & V_DIRTIED:
+            self._object_maybe_dirty(m)          # vm_page_dirty's object half
+        if act == V_FREE:
+            self.vm_page_free(m)                 # unbusies
+            self.cpu[self._tls.cpu].cnt["v_dfree"] += 1
+            st.freed += 1
+            return 1
+        if act == V_LAUNDER and not self._launder(m):
+            act = V_REQUEUE                      # swap full: the page stays
+            a = (a & ~V_ACTION) | V_REQUEUE
+        if act in (V_CACHE, V_LAUNDER):
+            # vm_pageout_page: clean pages are cached (vm_page_cache), with or without
+            # an object.  A dirty page on its second visit was laundered just above (no
+            # pager I/O: written at once, and cached as OBJPC_TRY_TO_CACHE asks once its
+            # write completes)
+            self._cache(m)                       # unbusies
+            if queue_base(self.pages.queue[m]) == PQ_CACHE:
+                st.cached += 1
+                return 1
+            return 0
+        if act == V_ACTIVATE:
+            self._activate(m)
+            st.reactivated += 1
+            self._wakeup(m)
+        else:
+            self._leave(m, qi, a)
         return 0
 
     def _launder(self, m: int) -> bool:
@@ -613,68 +685,9 @@ class PageoutMixin:
         self.pageout_stats.laundered += 1
         return True
 
-    def _scan_active(self, shortage: int) -> None:
-        self._scan_queues(PQ_ACTIVE, "_active_rover", shortage, self._active_page)
-
-    def _active_page(self, m: int, qa: int) -> int:
-        """Age one active page (its spinlock held); returns 1 if it was deactivated.  The
-        busy try, the pmap reference count and the unbusy are written out (this runs a
-        few times per page the workloads bring in)."""
-        p = self.pages
-        bc = p.busy_count
-        atomic = self.atomic
-        atomic.acquire()
-        b = bc[m]
-        if b & (PBUSY_LOCKED | PBUSY_MASK):         # _busy_try(m, True) failed
-            atomic.release()
-            self._requeue(m, qa)
-            return 0
-        bc[m] = b | PBUSY_LOCKED
-        atomic.release()
-        try:
-            if p.wire_count[m]:
-                self._rem_queue(m)               # wired pages leave the queues
-                return 0
-            # vm_pageout_scan_active: v_pdpages counts the pages past the wired (and
-            # emergency pager) checks; the kernel has no hold check (#if 0)
-            self.cpu[self._tls.cpu].cnt["v_pdpages"] += 1
-            if p.hold_count[m]:
-                self._requeue(m, qa)
-                return 0
-            flags = p.flags[m]
-            md_refs = self.md_refs
-            refs = (1 if flags & PG_REFERENCED else 0) + (md_refs.pop(m, 0) if md_refs
-                                                           else 0)   # _ts_referenced
-            p.mdref[m] = 0
-            if flags & PG_REFERENCED:
-                p.flags[m] = flags & ~PG_REFERENCED
-            act = p.act_count[m]
-            if refs:
-                p.act_count[m] = min(ACT_MAX, act + ACT_ADVANCE + refs)
-                self._requeue(m, qa)
-                return 0
-            o = self.objects.get(p.obj[m])
-            act -= (self.filemem_decline if o is not None and o.type == "vnode"
-                    else self.anonmem_decline)
-            if act > 0:
-                p.act_count[m] = act
-                self._requeue(m, qa)
-                return 0
-            p.act_count[m] = 0
-            self._deactivate(m)
-            self.pageout_stats.deactivated += 1
-            return 1
-        finally:
-            atomic.acquire()                     # _wakeup(m)
-            b = bc[m]
-            bc[m] = b & ~(PBUSY_LOCKED | PBUSY_WANTED)
-            atomic.release()
-            if b & PBUSY_WANTED:
-                self._wake_waiters()
-
     def _active_batch(self, qi: int, budget: int, need: int) -> tuple[int, int, int]:
-        """The compiled active scan (vm_page_core.scan_active) over queue ``qi``: up to
-        ``budget`` pages, ``need`` deactivations; then its counts -- v_pdpages, the
+        """The compiled active batch (vm_pageout_core.scan_active) over queue ``qi``: up
+        to ``budget`` pages, ``need`` deactivations; then its counts -- v_pdpages, the
         deactivations in the pageout stats and in this CPU's view and pending deltas
         (active -1, inactive +1 each: no fold, the batch stops before one).  Returns
         (status, pages visited, deactivated)."""
@@ -698,16 +711,17 @@ class PageoutMixin:
         return r[0], r[1], g
 
     def _inactive_batch(self, qi: int, budget: int, need: int) -> tuple[int, int, int]:
-        """The compiled inactive scan (vm_page_core.scan_inactive) over queue ``qi``: up
-        to ``budget`` pages, ``need`` cached; then its counts -- v_pdpages, the cached and
-        reactivated pages in the pageout stats and in this CPU's view and pending deltas
-        (no fold: the batch stops before one) -- and, if it cached pages,
+        """The compiled inactive batch (vm_pageout_core.scan_inactive) over queue ``qi``:
+        up to ``budget`` pages, ``need`` cached or freed; then its counts -- v_pdpages,
+        the cached and reactivated pages in the pageout stats and in this CPU's view and
+        pending deltas (no fold: the batch stops before one) -- and, if it cached pages,
         vm_page_free_wakeup (once: the free and cache counts only grew meanwhile, so its
-        tests decide as they would have at the first page).  Returns (status, pages
-        visited, cached)."""
+        tests decide as they would have at the first page); then a page it deferred
+        (to free or launder) is finished here, under its spinlock (``_inactive_act``).
+        Returns (status, pages visited, cached or freed)."""
         p = self.pages
         c = self.cpu[self._tls.cpu]
-        st, used, g, pd, react = self._c_scan_inactive(
+        st, used, g, pd, react, m, a = self._c_scan_inactive(
             p.w4, p.w2, p.w1, self.queues.off, qi, budget, need,
             c.adj["v_inactive_count"], self.start(-1024 * self.ncpus))
         if pd:
@@ -726,6 +740,13 @@ class PageoutMixin:
                 adj["v_cache_count"] += g
             if g:
                 self.vm_page_free_wakeup()
+        if st == SCAN_DEFER:
+            spin = self.page_spin[m & (PAGE_STRIPES - 1)]
+            spin.acquire()
+            try:
+                g += self._inactive_act(m, qi, a)
+            finally:
+                spin.release()
         return st, used, g
 
     def _cache_to_free(self) -> None:

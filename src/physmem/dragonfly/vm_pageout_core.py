@@ -1,0 +1,293 @@
+"""The pagedaemon's scans (sys/vm/vm_pageout.c), written once as loops over the page
+array's rows: numba compiles them (:mod:`physmem.jit`) and ``vm_pageout.py`` runs them,
+or runs them as plain Python with the JIT off.
+
+Two levels, each one implementation:
+
+* a page's *visit* -- ``active_visit`` (vm_pageout_scan_active's steps for one page) and
+  ``inactive_visit`` (vm_pageout_scan_inactive's and vm_pageout_page's) -- busies the
+  page, decides, changes its fields and returns what to do with it (``V_*``): requeue it
+  at its queue's tail, deactivate, reactivate, cache, free, launder, or take it off the
+  queues.  It moves nothing and takes no lock: the caller holds the page's spinlock and
+  the busy atomic (Python), or their words are 0 (compiled, under the GIL);
+* a *batch* -- ``scan_active`` and ``scan_inactive`` -- visits one colour's queue from its
+  head, up to a budget, and applies each visit's answer with the queue operations
+  (``q_insert``, ``q_remove``) and the one-page transitions (``activate_insert``:
+  vm_page_core.py; ``deactivate_insert``, ``cache_decide``: vm_page_transitions.py) that Python's
+  methods run too.  It takes no Python lock: it reads the lock words that the page
+  layer's ``WordLock``s raise (vm_page_core.py explains why that is safe) and stops.
+
+A batch returns to Python in two ways, and Python goes on with the same batch after:
+
+* SCAN_DECLINE, *before* visiting the head page: a lock word up (another thread holds
+  the queue's, the page's or the atomic's lock: Python blocks or tries as the kernel
+  does), or a page whose visit needs Python's data (``mdref``: the pmap's reference
+  counts are a dict), a wired, fictitious or unqueued page, a busy waiter to wake, a
+  removal that would fold this CPU's pending delta.  Python visits one page -- the same
+  visit function, under the real locks (``_active_page``, ``_inactive_page``);
+* SCAN_DEFER, *after* visiting a page whose answer only Python can carry out -- free it
+  (its object's page table and token) or launder it (the pager, swap): the page comes
+  back busied, with its answer, and Python finishes it (``_inactive_act``).
+
+Counters stay in Python: a batch returns what it did and the caller counts it, in the
+kernel's order.  The active visit reads fields with ``int()`` only where the arithmetic
+needs it (act_count may go below 0; with NUMBA_DISABLE_JIT=1 the rows are numpy arrays,
+whose unsigned scalars would wrap): it is the plain Python mode's per-page cost too.
+Pages on the active, inactive and cache queues are never in implicit blocks (only free
+pages are), so these queue operations never need a block materialised.
+"""
+
+from __future__ import annotations
+
+from ..jit import njit
+from .vm_page_array import (
+    ACT_ADVANCE,
+    ACT_MAX,
+    PBUSY_LOCKED,
+    PBUSY_MASK,
+    PBUSY_WANTED,
+    PG_FICTITIOUS,
+    PG_MAPPED,
+    PG_NEED_COMMIT,
+    PG_REFERENCED,
+    PG_UNQUEUED,
+    PG_WINATCFLS,
+    PG_WRITEABLE,
+    PQ_ACTIVE,
+    PQ_CACHE,
+    PQ_INACTIVE,
+    PQ_L2_MASK,
+    R_ACT,
+    R_BUSY,
+    R_DIRTY,
+    R_FLAGS,
+    R_HEAD,
+    R_HOLD,
+    R_MDREF,
+    R_OBJ,
+    R_TAIL,
+    R_VALID,
+    R_WIRE,
+    R_WORDS,
+    VM_PAGE_BITS_ALL,
+    W_ATOMIC,
+    W_PAGE,
+    W_QUEUE,
+    q_insert,
+    q_remove,
+)
+from .vm_page_core import activate_insert
+from .vm_page_transitions import C_CACHE, cache_decide, deactivate_insert
+
+# A visit's answer (the low 3 bits) ...
+V_REQUEUE, V_REMOVE, V_DEACTIVATE, V_ACTIVATE, V_CACHE, V_FREE, V_LAUNDER = range(7)
+V_ACTION = 7
+# ... and what it did on the way (| these)
+V_BUSIED = 8        # it hard-busied the page: the caller unbusies it (vm_page_wakeup)
+V_PD = 16           # v_pdpages counts this page
+V_REFS = 32         # it took the pmap's reference count (the caller drops md_refs[m])
+V_DIRTIED = 64      # the pmap's modify bit made it all dirty (the caller marks the object)
+
+SCAN_DONE, SCAN_EMPTY, SCAN_DECLINE, SCAN_DEFER = range(4)
+
+
+# -- one page ---------------------------------------------------------------------------------
+@njit
+def active_visit(w4, w1, m: int, refs: int, vnode, file_decline: int,
+                 anon_decline: int) -> int:
+    """vm_pageout_scan_active's steps for active page ``m`` (its spinlock and the busy
+    atomic held, or their words 0): the busy try (failed: V_REQUEUE); a wired page
+    leaves the queues (V_REMOVE); v_pdpages counts the page (V_PD) past those checks;
+    a held page goes to the tail (the kernel's hold check is #if 0); else its references
+    (PG_REFERENCED + ``refs``, the pmap's count: V_REFS) age it up by ACT_ADVANCE + refs
+    (at most ACT_MAX, V_REQUEUE), or it ages down by its object's decline
+    (``file_decline`` for vnode objects, ``vnode[obj]``, else ``anon_decline``) and is
+    requeued while act_count stays above 0, deactivated at 0 (V_DEACTIVATE).  Returns the
+    answer | what it did; moves nothing."""
+    b = w4[R_BUSY, m]
+    if b & (PBUSY_LOCKED | PBUSY_MASK):
+        return V_REQUEUE
+    w4[R_BUSY, m] = b | PBUSY_LOCKED
+    if w4[R_WIRE, m]:
+        return V_REMOVE | V_BUSIED
+    if w4[R_HOLD, m]:
+        return V_REQUEUE | V_BUSIED | V_PD
+    done = V_BUSIED | V_PD | V_REFS
+    f = w4[R_FLAGS, m]
+    if f & PG_REFERENCED:
+        refs += 1
+        w4[R_FLAGS, m] = f ^ PG_REFERENCED
+    w1[R_MDREF, m] = 0
+    act = int(w1[R_ACT, m])                     # (it may go below 0)
+    if refs:
+        w1[R_ACT, m] = min(ACT_MAX, act + ACT_ADVANCE + refs)
+        return V_REQUEUE | done
+    oid = w4[R_OBJ, m]
+    if oid and oid < len(vnode) and vnode[oid]:
+        act -= file_decline
+    else:
+        act -= anon_decline
+    if act > 0:
+        w1[R_ACT, m] = act
+        return V_REQUEUE | done
+    w1[R_ACT, m] = 0
+    return V_DEACTIVATE | done
+
+
+@njit
+def inactive_visit(w4, w1, m: int, refs: int, modified: bool) -> int:
+    """vm_pageout_scan_inactive's steps and vm_pageout_page's decisions for inactive page
+    ``m`` (its spinlock and the busy atomic held, or their words 0).  v_pdpages counts
+    every entry stepped to (V_PD, before the busy try).  A busy (V_REQUEUE), held or
+    PG_NEED_COMMIT page goes to the tail; a wired one leaves the queues (V_REMOVE); a
+    referenced one (PG_REFERENCED + ``refs``, the pmap's count: V_REFS) is reactivated
+    with act_count + ACT_ADVANCE + refs (V_ACTIVATE); else vm_page_test_dirty
+    (``modified``: the pmap saw a write, V_DIRTIED), and an invalid page is freed
+    (PG_MAPPED/WRITEABLE dropped, V_FREE), a dirty one marked PG_WINATCFLS and requeued
+    on its first visit, laundered on its second (V_LAUNDER), a clean one cached
+    (V_CACHE).  Returns the answer | what it did; moves nothing."""
+    b = w4[R_BUSY, m]
+    if b & (PBUSY_LOCKED | PBUSY_MASK):
+        return V_REQUEUE | V_PD
+    w4[R_BUSY, m] = b | PBUSY_LOCKED
+    done = V_BUSIED | V_PD
+    if w4[R_WIRE, m]:
+        return V_REMOVE | done
+    f = int(w4[R_FLAGS, m])
+    if w4[R_HOLD, m] or f & PG_NEED_COMMIT:
+        return V_REQUEUE | done
+    done |= V_REFS
+    w1[R_MDREF, m] = 0
+    if f & PG_REFERENCED:
+        refs += 1
+        f &= ~PG_REFERENCED
+        w4[R_FLAGS, m] = f
+    if refs:
+        w1[R_ACT, m] = min(ACT_MAX, int(w1[R_ACT, m]) + ACT_ADVANCE + refs)
+        return V_ACTIVATE | done
+    if modified and w1[R_DIRTY, m] != VM_PAGE_BITS_ALL:
+        w1[R_DIRTY, m] = VM_PAGE_BITS_ALL
+        done |= V_DIRTIED
+    if w1[R_VALID, m] == 0:
+        w4[R_FLAGS, m] = f & ~(PG_MAPPED | PG_WRITEABLE)
+        return V_FREE | done
+    if w1[R_DIRTY, m]:
+        if not f & PG_WINATCFLS:                 # dirty pages cycle through twice
+            w4[R_FLAGS, m] = f | PG_WINATCFLS
+            return V_REQUEUE | done
+        return V_LAUNDER | done
+    return V_CACHE | done
+
+
+# -- a batch over one colour's queue -------------------------------------------------------
+@njit
+def _head_ok(w4, w1, qi: int, dest: int, m: int, adj: int, start_ok: bool) -> bool:
+    """Whether a batch may visit queue ``qi``'s head ``m`` without Python: the words of
+    ``qi``, of the queue ``dest`` a page may move to (the same colour of another base),
+    of the page's lock stripe and of the atomic are 0; no pmap reference count waits in
+    Python's dict (``mdref``); the page is not wired, fictitious or unqueued, and no
+    thread waits for its busy; its removal would not fold this CPU's pending delta
+    ``adj`` (_count's fold: below -1024 while paging should start, ``start_ok``)."""
+    words = w4[R_WORDS]
+    if words[W_QUEUE + qi] or words[W_QUEUE + dest] or \
+            words[W_PAGE + (m & PQ_L2_MASK)] or words[W_ATOMIC]:
+        return False
+    if w1[R_MDREF, m] or w4[R_BUSY, m] & PBUSY_WANTED or w4[R_WIRE, m] or \
+            int(w4[R_FLAGS, m]) & (PG_FICTITIOUS | PG_UNQUEUED):
+        return False
+    return not (start_ok and adj - 1 < -1024)
+
+
+@njit
+def _to_tail(w4, w2, w1, off: int, qi: int, m: int) -> None:
+    """The scans' requeue: page ``m`` to the tail of its queue ``qi``."""
+    if int(w4[R_TAIL, qi]) != m + 1:
+        q_remove(w4, w2, w1, off, qi, m)
+        q_insert(w4, w2, w1, qi, m, False)
+
+
+@njit
+def _unbusy(w4, m: int) -> None:
+    """vm_page_wakeup for a page nobody waits for (_head_ok checked PBUSY_WANTED)."""
+    w4[R_BUSY, m] = int(w4[R_BUSY, m]) & ~(PBUSY_LOCKED | PBUSY_WANTED)
+
+
+@njit
+def scan_active(w4, w2, w1, vnode, off: int, qi: int, budget: int, need: int, adj: int,
+                start_ok: bool, file_decline: int, anon_decline: int):
+    """vm_pageout_scan_active over active queue ``qi`` from its head: up to ``budget``
+    pages, until ``need`` are deactivated, each visited by ``active_visit`` and then
+    requeued at the tail or deactivated (the tail of PQ_INACTIVE + pc) and unbusied.
+    ``adj``: this CPU's pending v_active_count delta.  Stops with SCAN_DECLINE before a
+    head that _head_ok leaves to Python.  Returns (status, pages visited, deactivated,
+    v_pdpages counted)."""
+    dest = qi - PQ_ACTIVE + PQ_INACTIVE
+    used = got = pd = 0
+    while used < budget and got < need:
+        n = int(w4[R_HEAD, qi])
+        if n == 0:
+            return SCAN_EMPTY, used, got, pd
+        m = n - 1
+        if not _head_ok(w4, w1, qi, dest, m, adj, start_ok):
+            return SCAN_DECLINE, used, got, pd
+        used += 1
+        a = active_visit(w4, w1, m, 0, vnode, file_decline, anon_decline)
+        if a & V_PD:
+            pd += 1
+        if a & V_ACTION == V_DEACTIVATE:
+            q_remove(w4, w2, w1, off, qi, m)
+            adj -= 1
+            deactivate_insert(w4, w2, w1, m, False)
+            got += 1
+        else:                                   # V_REQUEUE (V_REMOVE: wired, declined)
+            _to_tail(w4, w2, w1, off, qi, m)
+        if a & V_BUSIED:
+            _unbusy(w4, m)
+    return SCAN_DONE, used, got, pd
+
+
+@njit
+def scan_inactive(w4, w2, w1, off: int, qi: int, budget: int, need: int, adj: int,
+                  start_ok: bool):
+    """vm_pageout_scan_inactive over inactive queue ``qi`` from its head: up to
+    ``budget`` pages, until ``need`` are cached, each visited by ``inactive_visit``
+    (with no pmap write seen: the caller runs Python while ``md_mod`` holds pages) and
+    then requeued, reactivated (``activate_insert``) or cached (``cache_decide``, the
+    tail of PQ_CACHE + pc) and unbusied.  ``adj``: this CPU's pending v_inactive_count
+    delta.  Stops with SCAN_DECLINE before a head that _head_ok leaves to Python, and
+    with SCAN_DEFER after visiting a page to free or launder: that page is still busied
+    and queued, its answer returned for Python to carry out.  Returns (status, pages
+    visited, cached, v_pdpages, reactivated, deferred page or -1, its answer)."""
+    dest = qi - PQ_INACTIVE + PQ_CACHE
+    dest2 = qi - PQ_INACTIVE + PQ_ACTIVE
+    used = got = pd = react = 0
+    while used < budget and got < need:
+        n = int(w4[R_HEAD, qi])
+        if n == 0:
+            return SCAN_EMPTY, used, got, pd, react, -1, 0
+        m = n - 1
+        if not _head_ok(w4, w1, qi, dest, m, adj, start_ok) or w4[R_WORDS, W_QUEUE + dest2]:
+            return SCAN_DECLINE, used, got, pd, react, -1, 0
+        used += 1
+        a = inactive_visit(w4, w1, m, 0, False)
+        if a & V_PD:
+            pd += 1
+        act = a & V_ACTION
+        if act >= V_FREE:                       # V_FREE, V_LAUNDER: Python's
+            return SCAN_DEFER, used, got, pd, react, m, a
+        if act == V_ACTIVATE:
+            q_remove(w4, w2, w1, off, qi, m)
+            adj -= 1
+            activate_insert(w4, w2, w1, m)
+            react += 1
+        elif act == V_CACHE:
+            if cache_decide(w4, w2, w1, m, False) == C_CACHE:
+                q_remove(w4, w2, w1, off, qi, m)
+                adj -= 1
+                q_insert(w4, w2, w1, PQ_CACHE + (qi - PQ_INACTIVE), m, False)
+                got += 1
+        else:                                   # V_REQUEUE (V_REMOVE: wired, declined)
+            _to_tail(w4, w2, w1, off, qi, m)
+        if a & V_BUSIED:
+            _unbusy(w4, m)
+    return SCAN_DONE, used, got, pd, react, -1, 0
