@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from physmem import sweep
-from physmem.atomic import MARKER, clean_stale, is_marked
+from physmem.atomic import MARKER, clean_stale, is_marked, signals_as_exceptions
 from physmem.cli import main
 from physmem.sweep import _run_dask, _run_pool, failed_row, run_one, write_results
 from physmem.workloads import RunConfig, read_run, run_workload, write_run
@@ -293,6 +293,26 @@ def test_a_worker_killed_between_two_submissions_loses_no_row(kill_after):
     assert sorted(rows) == list(range(12))
     assert [r["seed"] for r in rows.values()] == [specs[i]["seed"] for i in rows]
     assert not [r for r in rows.values() if r["error"]]
+
+
+def _sigterm_on_seed_13(spec: dict) -> dict:
+    if spec["seed"] == 13:
+        os.kill(os.getpid(), signal.SIGTERM)      # as a broken pool ends its workers
+        time.sleep(30)
+    return {**spec, "error": ""}
+
+
+def test_a_sweep_worker_dies_of_sigterm_even_under_the_clis_signal_handlers():
+    """The CLI turns SIGTERM into SystemExit (to remove temporary files); its forked
+    workers must not inherit that, or the SIGTERM a broken pool sends them is caught and a
+    worker can outlive the sweep."""
+    specs = [{"seed": s} for s in range(10, 16)]
+    rows: dict[int, dict] = {}
+    with signals_as_exceptions():
+        _run_pool(specs, 2, lambda i, r: rows.__setitem__(i, r), _sigterm_on_seed_13)
+    assert sorted(rows) == list(range(6))
+    assert [r["seed"] for r in rows.values() if r["error"]] == [13]
+    assert "worker process died (3 attempts)" in rows[3]["error"]
 
 
 class _FutureLostInSubmit(ProcessPoolExecutor):

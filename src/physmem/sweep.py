@@ -22,6 +22,7 @@ import io
 import itertools
 import math
 import os
+import signal
 import tomllib
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -182,12 +183,22 @@ def _run_pool(specs: list[dict], nworkers: int, finish: Callable[[int, dict], No
     todo = list(range(len(specs)))[::-1]
     attempts = [0] * len(specs)
     while todo:
-        with ProcessPoolExecutor(max_workers=nworkers) as ex:
+        with ProcessPoolExecutor(max_workers=nworkers, initializer=_worker_signals) as ex:
             running = _pool_round(ex, specs, nworkers, finish, work, todo, attempts)
         # The pool broke; leaving ``with`` waited for its manager thread to fail what was in
         # flight, so each run there has its result, or died with the pool (re-run it).
         for f, i in running.items():
             _settle(f, i, specs, attempts, todo, finish)
+
+
+def _worker_signals() -> None:
+    """A pool worker's SIGTERM and SIGHUP kill it.  Forked from the CLI, it inherits
+    handlers that raise SystemExit to remove temporary files; then the SIGTERM with which a
+    broken pool ends its workers (their queue locks may be held by a dead one) is only an
+    exception, and a worker blocked on such a lock afterwards outlives the sweep, holding
+    its stdout."""
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, signal.SIG_DFL)
 
 
 def _pool_round(ex: ProcessPoolExecutor, specs: list[dict], nworkers: int,
