@@ -8,13 +8,16 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from physmem.atomic import MARKER, clean_stale, is_marked
+from physmem import sweep
+from physmem.atomic import MARKER, clean_stale, is_marked, signals_as_exceptions
 from physmem.cli import main
 from physmem.sweep import _run_dask, _run_pool, failed_row, run_one, write_results
 from physmem.workloads import RunConfig, read_run, run_workload, write_run
@@ -248,6 +251,95 @@ def test_a_sweep_whose_worker_dies_keeps_every_other_row():
     assert [r["seed"] for r in rows.values() if r["error"]] == [13]
     assert rows[12] == failed_row({"seed": 13}, rows[12]["error"])
     assert "worker process died (3 attempts)" in rows[12]["error"]
+
+
+def _row_with_pid(spec: dict) -> dict:
+    return {**spec, "pid": os.getpid(), "error": ""}
+
+
+def _kill_and_reap(pid: int) -> None:
+    """SIGKILL a pool's worker and return once the pool has noticed: its manager thread
+    marks the pool broken, then joins (reaps) the dead worker."""
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"worker {pid} was never reaped")
+
+
+def _collect(rows: dict[int, dict], kill_after: int):
+    """A ``finish`` that keeps each row once (a second row for a run fails the test) and
+    kills the worker of the ``kill_after``-th row between two of the pool's steps."""
+    def finish(i: int, row: dict) -> None:
+        assert i not in rows, f"run {i} reported twice"
+        rows[i] = row
+        if len(rows) == kill_after:
+            _kill_and_reap(row["pid"])
+    return finish
+
+
+@pytest.mark.parametrize("kill_after", [1, 6, 12])
+def test_a_worker_killed_between_two_submissions_loses_no_row(kill_after):
+    """The submit after a worker died meets a broken pool (every time, not by timing
+    luck): the runs in flight are re-run on a new pool, every run is one row, no error.
+    Killed after the last row, the pool dies while it shuts down."""
+    specs = [{"seed": s} for s in range(12)]
+    rows: dict[int, dict] = {}
+    _run_pool(specs, 2, _collect(rows, kill_after), _row_with_pid)
+    assert sorted(rows) == list(range(12))
+    assert [r["seed"] for r in rows.values()] == [specs[i]["seed"] for i in rows]
+    assert not [r for r in rows.values() if r["error"]]
+
+
+def _sigterm_on_seed_13(spec: dict) -> dict:
+    if spec["seed"] == 13:
+        os.kill(os.getpid(), signal.SIGTERM)      # as a broken pool ends its workers
+        time.sleep(30)
+    return {**spec, "error": ""}
+
+
+def test_a_sweep_worker_dies_of_sigterm_even_under_the_clis_signal_handlers():
+    """The CLI turns SIGTERM into SystemExit (to remove temporary files); its forked
+    workers must not inherit that, or the SIGTERM a broken pool sends them is caught and a
+    worker can outlive the sweep."""
+    specs = [{"seed": s} for s in range(10, 16)]
+    rows: dict[int, dict] = {}
+    with signals_as_exceptions():
+        _run_pool(specs, 2, lambda i, r: rows.__setitem__(i, r), _sigterm_on_seed_13)
+    assert sorted(rows) == list(range(6))
+    assert [r["seed"] for r in rows.values() if r["error"]] == [13]
+    assert "worker process died (3 attempts)" in rows[3]["error"]
+
+
+class _FutureLostInSubmit(ProcessPoolExecutor):
+    """A pool that, once broken, hands out one future it never settles: what CPython
+    3.11's submit does when the break lands between its check and its enqueue."""
+
+    lost = 0
+
+    def submit(self, fn, /, *args, **kwargs):
+        if getattr(self, "_broken", False) and not _FutureLostInSubmit.lost:
+            _FutureLostInSubmit.lost += 1
+            return Future()
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_a_future_the_broken_pool_never_settles_is_run_again(monkeypatch):
+    monkeypatch.setattr(sweep, "ProcessPoolExecutor", _FutureLostInSubmit)
+    specs = [{"seed": s} for s in range(4)]
+    rows: dict[int, dict] = {}
+    t = threading.Thread(target=_run_pool, daemon=True,
+                         args=(specs, 1, _collect(rows, 1), _row_with_pid))
+    t.start()
+    t.join(timeout=60)
+    assert not t.is_alive(), "the sweep waits forever for a future nobody settles"
+    assert _FutureLostInSubmit.lost == 1
+    assert sorted(rows) == list(range(4))
+    assert not [r for r in rows.values() if r["error"]]
 
 
 def test_a_dask_sweep_whose_worker_dies_keeps_every_other_row():

@@ -22,9 +22,10 @@ import io
 import itertools
 import math
 import os
+import signal
 import tomllib
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import IO
@@ -101,6 +102,7 @@ RESULT_KEYS = ("trace_ops", "seconds", "ops_per_second", "boot_inits", "on_deman
 COLUMNS = ("machine", "policy", "workload", "seed", "ops", *RESULT_KEYS, "error")
 MAX_ATTEMPTS = 3           # runs of one spec whose worker died before it is reported failed
 SCHEDULER_TIMEOUT = 10.0   # seconds to reach a Dask scheduler
+POOL_POLL = 1.0            # seconds between checks that the process pool is not broken
 
 
 def run_one(spec: dict) -> dict:
@@ -176,29 +178,78 @@ def _run_pool(specs: list[dict], nworkers: int, finish: Callable[[int, dict], No
               work: Callable[[dict], dict] = _safe_one) -> None:
     """``work(spec)`` for every spec on a process pool, at most ``nworkers`` runs in flight
     (so a dying worker costs an attempt only to the runs it could have been running); a
-    broken pool is replaced."""
+    broken pool is replaced.  A worker may die at any moment (under a run, between two
+    submissions, while the pool shuts down): every run then ends as exactly one row."""
     todo = list(range(len(specs)))[::-1]
     attempts = [0] * len(specs)
     while todo:
-        with ProcessPoolExecutor(max_workers=nworkers) as ex:
-            running: dict = {}
-            broken = False
-            while (todo or running) and not broken:
-                while todo and len(running) < nworkers:
-                    i = todo.pop()
-                    attempts[i] += 1
-                    running[ex.submit(work, specs[i])] = i
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for f in finished:
-                    i = running.pop(f)
-                    try:
-                        finish(i, f.result())
-                    except BrokenProcessPool:
-                        broken = True
-                        _retry_or_fail(i, specs, attempts, todo, finish, "worker process died")
-            if broken:                 # every run still in flight died with the pool
-                for i in running.values():
-                    _retry_or_fail(i, specs, attempts, todo, finish, "worker process died")
+        with ProcessPoolExecutor(max_workers=nworkers, initializer=_worker_signals) as ex:
+            running = _pool_round(ex, specs, nworkers, finish, work, todo, attempts)
+        # The pool broke; leaving ``with`` waited for its manager thread to fail what was in
+        # flight, so each run there has its result, or died with the pool (re-run it).
+        for f, i in running.items():
+            _settle(f, i, specs, attempts, todo, finish)
+
+
+def _worker_signals() -> None:
+    """A pool worker's SIGTERM and SIGHUP kill it.  Forked from the CLI, it inherits
+    handlers that raise SystemExit to remove temporary files; then the SIGTERM with which a
+    broken pool ends its workers (their queue locks may be held by a dead one) is only an
+    exception, and a worker blocked on such a lock afterwards outlives the sweep, holding
+    its stdout."""
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, signal.SIG_DFL)
+
+
+def _pool_round(ex: ProcessPoolExecutor, specs: list[dict], nworkers: int,
+                finish: Callable[[int, dict], None], work: Callable[[dict], dict],
+                todo: list[int], attempts: list[int]) -> dict[Future, int]:
+    """Runs from ``todo`` on ``ex`` until none is left (returns {}) or the pool breaks:
+    then returns the runs in flight (future: spec index), not yet settled.  A run leaves
+    ``todo`` only once submitted, so a submit that meets a broken pool loses nothing."""
+    running: dict[Future, int] = {}
+    while todo or running:
+        while todo and len(running) < nworkers:
+            try:
+                f = ex.submit(work, specs[todo[-1]])
+            except BrokenProcessPool:   # a worker died since the last wait
+                return running
+            except RuntimeError:        # "after shutdown": 3.11 seen half-way through a break
+                if not _broken(ex):
+                    raise
+                return running
+            i = todo.pop()
+            attempts[i] += 1
+            running[f] = i
+        finished, _ = wait(running, timeout=POOL_POLL, return_when=FIRST_COMPLETED)
+        if not finished and _broken(ex):
+            return running
+        for f in finished:
+            if isinstance(f.exception(), BrokenProcessPool):
+                return running          # the other runs in flight are failed with it
+            _settle(f, running.pop(f), specs, attempts, todo, finish)
+    return running
+
+
+def _broken(ex: ProcessPoolExecutor) -> bool:
+    """Whether ``ex`` is broken although no future said so.  CPython 3.11 marks the pool
+    broken without its shutdown lock (3.12 takes it), so a worker dying during a submit can
+    leave the future submitted never settled, or make the submit say "after shutdown"."""
+    return bool(getattr(ex, "_broken", False))
+
+
+def _settle(f: Future, i: int, specs: list[dict], attempts: list[int], todo: list[int],
+            finish: Callable[[int, dict], None]) -> None:
+    """Spec ``i``'s row from its future ``f`` of a pool that has finished with it: the
+    result; or, if its worker died (or the pool never settled ``f``), the run again (or a
+    failed row after MAX_ATTEMPTS); any other error is the row's error."""
+    e = f.exception() if f.done() else BrokenProcessPool()
+    if e is None:
+        finish(i, f.result())
+    elif isinstance(e, BrokenProcessPool):
+        _retry_or_fail(i, specs, attempts, todo, finish, "worker process died")
+    else:
+        finish(i, failed_row(specs[i], _why(e)))
 
 
 def _retry_or_fail(i: int, specs: list[dict], attempts: list[int], todo: list[int],
