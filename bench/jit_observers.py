@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Issue 13 (wt13c): the cold compile with the extent mirror, side by side with another tree.
 
-Kernel's fast paths have variants without the log's netting for a kernel with no observer
-attached (vm_phys._UNOBSERVED): the first compiled pair without observers compiles less,
-and a kernel that attaches the mirror after running compiled compiles the netting variants
-then.  Per tree and round, fresh processes with an empty numba cache each (CPU s,
+What the first compiled pair compiles depends on whether observers are attached (with
+the mirror's direct hand-off the fast paths no longer call the log's netting; a kernel
+that attaches the mirror after running compiled may compile more then).  Per tree and
+round, fresh processes with an empty numba cache each (CPU s,
 process_time): the first alloc_pages + free_pages pair of a lazily booted firecracker-1g
 with ``jit=True`` (a) without the mirror, then the first pair after attaching it, and
 (b) with the mirror attached at boot.
