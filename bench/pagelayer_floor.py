@@ -15,7 +15,10 @@ With the compiled fast paths (issue 12 part 3; ``PHYSMEM_JIT_TIER=0`` makes them
 the first call): "pair, no object" leaves out the object's insert and removal, "2
 compiled calls" is the pair's compiled share alone (the bodies select_free_or_cache +
 free_toq called directly, numba's dispatch included; alloc_head + free_toq on the tree
-of branch issue12c).
+of branch issue12c).  The door's layers (issue 12 part 3, wt12d): "pair, _alloc" skips
+vm_page_alloc's argument checks (vm_page_grab's way in), "_select + vm_page_free" also
+leaves out vm_page_alloc's own steps (colour, free-count test, pagedaemon test): no
+object, the select's count and vm_page_free's door around the two compiled calls.
 """
 import statistics
 import threading
@@ -37,6 +40,24 @@ def pair_of(vm: DragonflyVm, with_object: bool = True):
         t = time.process_time()
         for i in range(n):
             free(alloc(o, i, VM_ALLOC_NORMAL))
+        return (time.process_time() - t) / n
+    return pair
+
+
+def inner_pair_of(vm: DragonflyVm, what: str):
+    o = vm.object_create()
+    free, inner, select = vm.vm_page_free, getattr(vm, "_alloc", None), vm._select
+
+    def pair(n: int = 2000) -> float:
+        if inner is None:                   # a tree without the inner part
+            return float("nan")
+        t = time.process_time()
+        if what == "_alloc":
+            for i in range(n):
+                free(inner(o, i, VM_ALLOC_NORMAL))
+        else:                               # PQ_FREE (1), PQ_CACHE (3073)
+            for i in range(n):
+                free(select(1, 3073, i & 1023)[0])
         return (time.process_time() - t) / n
     return pair
 
@@ -105,6 +126,8 @@ def compiled_calls(vm: DragonflyVm):
 
 vm = DragonflyVm("firecracker-1g")
 rows = [("pair (dragonfly source)", pair_of(vm)), ("pair, no object", pair_of(vm, False)),
+        ("pair, _alloc (no argument checks)", inner_pair_of(vm, "_alloc")),
+        ("_select + vm_page_free", inner_pair_of(vm, "_select")),
         ("2 compiled calls", compiled_calls(vm)),
         ("10 lock acquire+release", locks), ("4 method calls", calls)]
 buddy = DragonflyVm("firecracker-1g", source="buddy")

@@ -193,9 +193,10 @@ class AllocMixin:
                                 "is required")
         if type(pindex) is not int or not 0 <= pindex < PINDEX_LIMIT:
             self._check_pindex(pindex, "vm_page_alloc")
-        if obj is not None:
-            if self.objects.get(getattr(obj, "id", None)) is not obj:
-                self._check_obj(obj, "vm_page_alloc")
+        # (the exact type first: a subclass or a stranger gets _check_obj's full test)
+        if obj is not None and (type(obj) is not VmObject or
+                                self.objects.get(obj.id) is not obj):
+            self._check_obj(obj, "vm_page_alloc")
         return self._alloc(obj, pindex, req)
 
     def _alloc(self, obj: VmObject | None, pindex: int, req: int) -> int | None:
@@ -453,7 +454,7 @@ class AllocMixin:
         if self._witness_on:
             self.witness.path(("page", False), ("queue", False))
         w4, w2, w1, off = p.w4, p.w2, p.w1, self.queues.off
-        give = int(self.kernel is not None)
+        give = 0 if self.kernel is None else 1
         me = t.me
         while True:                  # the body (vm_page_core.free_toq)
             if self._gate is None:
