@@ -76,7 +76,6 @@ from .vm_page_array import (
 )
 
 NO_HINT = 0xFFFFFFFF    # lastq -1 (no hint) in w4's uint32 row (Python's int32 view: -1)
-DECLINE = -1          # a checked core met a lock held elsewhere (or a case it leaves)
 WAIT = 1 << 40        # -WAIT - w: lock word w is held by another thread (wait for it)
 # The bodies and their helpers: compiled for one signature (the rows, then int64s), so
 # the page layer calls their machine code's entry point (Lazy.entry: no type matching),
