@@ -76,17 +76,20 @@ def scans(vm: DragonflyVm) -> tuple:
 
 @needs_jit
 def test_batches_plain_batches_and_python_visits_leave_the_same_state():
-    python = small(jit=False)
+    python = small(jit=False, witness=True)    # WITNESS: every page a Python visit
     assert not python._core
     compiled = small(jit=True)
     assert compiled._core
-    plain = small(jit=True)
+    plain = small(jit=True)                    # the plain scans over the arrays
     plain._c_scan_active, plain._c_scan_inactive = scan_active.py, scan_inactive.py
+    gated = small(jit=False)                   # the JIT off: plain scans under the gate
+    assert gated._gate is not None
     want = scans(python)
     assert want[1]["cached"] and want[1]["freed"] and want[1]["deactivated"]
     assert want[1]["reactivated"] and want[1]["laundered"]
     assert scans(compiled) == want
     assert scans(plain) == want
+    assert scans(gated) == want
 
 
 @pytest.mark.parametrize("jit_on", [True, False])

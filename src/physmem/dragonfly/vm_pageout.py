@@ -30,12 +30,10 @@ from .vm_meter import (
     CNT_PPWAKEUPS,
     GD_ADJ,
     GD_SIZE,
-    V_ACTIVE_COUNT,
     V_CACHE_COUNT,
     V_FREE_COUNT,
     V_FREE_MIN,
     V_FREE_RESERVED,
-    V_INACTIVE_COUNT,
     V_PAGING_START,
     VmStats,
     paging_start,
@@ -63,9 +61,8 @@ from .vm_page_array import (
     queue_base,
 )
 from .vm_pageout_core import (
-    SCAN_DECLINE,
     SCAN_DEFER,
-    SCAN_EMPTY,
+    SCAN_DONE,
     V_ACTION,
     V_ACTIVATE,
     V_BUSIED,
@@ -80,6 +77,8 @@ from .vm_pageout_core import (
     V_REQUEUE,
     active_visit,
     inactive_visit,
+    scan_active,
+    scan_inactive,
 )
 
 if TYPE_CHECKING:
@@ -89,6 +88,8 @@ if TYPE_CHECKING:
 _active_visit_py = active_visit.py
 _inactive_visit_py = inactive_visit.py
 _paging_start_py = paging_start.py
+_scan_active_py = scan_active.py
+_scan_inactive_py = scan_inactive.py
 
 MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_WILLNEED, MADV_DONTNEED, MADV_FREE = range(6)
 MADVICE = {"normal": MADV_NORMAL, "random": MADV_RANDOM, "sequential": MADV_SEQUENTIAL,
@@ -514,58 +515,79 @@ class PageoutMixin:
         PQ_INACTIVE) -- PQAVERAGE(use) per colour (``use`` defaults to ``shortage``),
         colours in the order of the rover attribute ``rover`` -- until the visits have
         deactivated (active) or cached and freed (inactive) ``shortage`` pages in all.
-        With the compiled paths on, a colour's pages go through its batch
-        (vm_pageout_core.scan_active/scan_inactive) and Python visits one page where the
-        batch declines, or finishes the page it defers; otherwise Python visits every
-        page (``_active_page``/``_inactive_page``: the same visit functions, under the
-        kernel's locks)."""
-        q = self.queues
-        lcnt = q.lcnt
-        first_locked = self.first_locked
-        spins = self.page_spin
+        The scan is a body (vm_pageout_core.scan_active/scan_inactive: compiled, or
+        plain under the gate) that steps the colours, visits and moves the pages itself;
+        Python visits one page where it declines (``_active_page``/``_inactive_page``:
+        the same visit functions, under the kernel's locks), finishes the page it defers,
+        counts the pageout stats and runs vm_page_free_wakeup after pages were cached,
+        then calls it again with its state.  Under WITNESS the scan declines every page
+        (Python's locks for each, so the checker sees the scans' classes); the inactive
+        one too while the pmap has seen writes (``md_mod``: a set Python's visit
+        reads)."""
         active = base == PQ_ACTIVE
         visit = self._active_page if active else self._inactive_page
-        got = 0
+        first_locked = self.first_locked
+        spins = self.page_spin
+        ps = self.pageout_stats
         per = pqaverage(shortage if use is None else use)
-        c = getattr(self, rover)
-        # the compiled batch (none: Python visits every page).  The inactive one assumes
-        # no pmap write is pending (md_mod: a set Python's visit reads).  With WITNESS
-        # every page goes through Python's locks, so the checker sees the scans' classes
-        batch = None
-        if self._core and not self.witness.enabled:
-            if active:
-                batch = self._active_batch
-            elif not self.md_mod:
-                batch = self._inactive_batch
+        batch = int(not self.witness.enabled and (active or not self.md_mod))
+        cpu = self._tls.cpu
+        c, k, budget, got = getattr(self, rover), 0, 0, 0
         try:
-            for _ in range(PQ_L2_SIZE):
-                if got >= shortage:
+            while True:
+                r = self._scan_body(active, cpu, c, k, budget, got, shortage, per, batch)
+                st, c, k, budget, got = r[0], r[1], r[2], r[3], r[4]
+                if active:
+                    ps.deactivated += r[5]
+                elif r[5] or r[6]:
+                    ps.cached += r[5]
+                    ps.reactivated += r[6]
+                    if r[5]:
+                        self.vm_page_free_wakeup()
+                if st == SCAN_DONE:
                     break
-                qi = base + c
-                c = (c + 1) & PQ_L2_MASK
-                budget = min(per, lcnt[qi])
-                while budget > 0 and got < shortage:
-                    if batch is not None:
-                        st, used, g = batch(qi, budget, shortage - got)
-                        budget -= used
-                        got += g
-                        if st == SCAN_EMPTY:
-                            break
-                        if st != SCAN_DECLINE:      # done, or a deferred page finished
-                            continue
-                        if budget <= 0:
-                            break
-                    budget -= 1
-                    m = first_locked(qi)
-                    if m is None:
-                        break
+                qi = base + ((c - 1) & PQ_L2_MASK)
+                if st == SCAN_DEFER:              # a page to free or launder: Python's
+                    m = r[7]
+                    spin = spins[m & (PAGE_STRIPES - 1)]
+                    spin.acquire()
                     try:
-                        got += visit(m, qi)
+                        got += self._inactive_act(m, qi, r[8])
                     finally:
-                        spins[m & (PAGE_STRIPES - 1)].release()     # page_unlock(m)
+                        spin.release()
+                    continue
+                budget -= 1                       # SCAN_DECLINE: one visit here
+                m = first_locked(qi)
+                if m is None:
+                    budget = 0                    # (no page lock to try: next colour)
+                    continue
+                try:
+                    got += visit(m, qi)
+                finally:
+                    spins[m & (PAGE_STRIPES - 1)].release()     # page_unlock(m)
         finally:
             setattr(self, rover, c)          # (only this scan reads its rover)
         return got
+
+    def _scan_body(self, active: bool, *state: int) -> tuple:
+        """One call of the scan body with ``state`` (cpu, rover, colours started, budget
+        left, pages got, shortage, PQAVERAGE, batch): compiled over the arrays, or plain
+        (its ``.py``) over the rows' memoryviews holding the gate (see
+        :mod:`.vm_page_core`)."""
+        p = self.pages
+        off = self.queues.off
+        g = self._gate
+        if g is None:
+            if active:
+                return self._c_scan_active(p.w4, p.w2, p.w1, self.vnode_ids, self.stats,
+                                           off, *state, self.filemem_decline,
+                                           self.anonmem_decline)
+            return self._c_scan_inactive(p.w4, p.w2, p.w1, self.stats, off, *state)
+        with g:
+            if active:
+                return _scan_active_py(p.mw4, p.mw2, p.mw1, self.vnode_ids, self._st, off,
+                                       *state, self.filemem_decline, self.anonmem_decline)
+            return _scan_inactive_py(p.mw4, p.mw2, p.mw1, self._st, off, *state)
 
     def _scan_inactive(self, shortage: int, use: int | None = None) -> int:
         return self._scan_queues(PQ_INACTIVE, "_inactive_rover", shortage, use)
@@ -637,9 +659,9 @@ class PageoutMixin:
         atomic = self.atomic                     # the visit busies the page
         atomic.acquire()
         if self._core:
-            a = inactive_visit.compiled()(p.w4, p.w1, m, refs, modified)
+            a = inactive_visit.compiled()(p.w4, p.w1, m, refs, int(modified))
         else:
-            a = _inactive_visit_py(p.mw4, p.mw1, m, refs, modified)
+            a = _inactive_visit_py(p.mw4, p.mw1, m, refs, int(modified))
         atomic.release()
         if refs and a & V_REFS:
             self.md_refs.pop(m, None)             # _ts_referenced took them
@@ -696,65 +718,6 @@ class PageoutMixin:
         p.flags[m] &= ~PG_WINATCFLS
         self.pageout_stats.laundered += 1
         return True
-
-    def _active_batch(self, qi: int, budget: int, need: int) -> tuple[int, int, int]:
-        """The compiled active batch (vm_pageout_core.scan_active) over queue ``qi``: up
-        to ``budget`` pages, ``need`` deactivations; then its counts -- v_pdpages, the
-        deactivations in the pageout stats and in this CPU's view and pending deltas
-        (active -1, inactive +1 each: no fold, the batch stops before one).  Returns
-        (status, pages visited, deactivated)."""
-        p = self.pages
-        cpu = self._tls.cpu
-        r = self._c_scan_active(p.w4, p.w2, p.w1, self.vnode_ids, self.queues.off, qi,
-                                budget, need,
-                                self.mstats[cpu * GD_SIZE + GD_ADJ + V_ACTIVE_COUNT],
-                                self.start(-1024 * self.ncpus), self.filemem_decline,
-                                self.anonmem_decline)
-        g, pd = r[2], r[3]
-        if pd:
-            self._cv[cpu][CNT_PDPAGES] += pd
-        if g:
-            self.pageout_stats.deactivated += g
-            self._count(V_ACTIVE_COUNT, -g)     # (no fold: the batch stopped before one)
-            self._count(V_INACTIVE_COUNT, g)
-        return r[0], r[1], g
-
-    def _inactive_batch(self, qi: int, budget: int, need: int) -> tuple[int, int, int]:
-        """The compiled inactive batch (vm_pageout_core.scan_inactive) over queue ``qi``:
-        up to ``budget`` pages, ``need`` cached or freed; then its counts -- v_pdpages,
-        the cached and reactivated pages in the pageout stats and in this CPU's view and
-        pending deltas (no fold: the batch stops before one) -- and, if it cached pages,
-        vm_page_free_wakeup (once: the free and cache counts only grew meanwhile, so its
-        tests decide as they would have at the first page); then a page it deferred
-        (to free or launder) is finished here, under its spinlock (``_inactive_act``).
-        Returns (status, pages visited, cached or freed)."""
-        p = self.pages
-        cpu = self._tls.cpu
-        st, used, g, pd, react, m, a = self._c_scan_inactive(
-            p.w4, p.w2, p.w1, self.queues.off, qi, budget, need,
-            self.mstats[cpu * GD_SIZE + GD_ADJ + V_INACTIVE_COUNT],
-            self.start(-1024 * self.ncpus))
-        if pd:
-            self._cv[cpu][CNT_PDPAGES] += pd
-        if g or react:
-            ps = self.pageout_stats
-            ps.cached += g
-            ps.reactivated += react
-            self._count(V_INACTIVE_COUNT, -(g + react))     # (no fold: see the batch)
-            if react:
-                self._count(V_ACTIVE_COUNT, react)
-            if g:
-                self._count(V_CACHE_COUNT, g)
-            if g:
-                self.vm_page_free_wakeup()
-        if st == SCAN_DEFER:
-            spin = self.page_spin[m & (PAGE_STRIPES - 1)]
-            spin.acquire()
-            try:
-                g += self._inactive_act(m, qi, a)
-            finally:
-                spin.release()
-        return st, used, g
 
     def _cache_to_free(self) -> None:
         """Free cache pages while v_free_count < v_free_target and cache > 16; the rover
