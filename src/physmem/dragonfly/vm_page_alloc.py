@@ -32,10 +32,14 @@ from .vm_page_core import (
     FREED_FICT,
     FREED_GIVE,
     FREED_HOLD,
+    LOOKUP_NONE,
     READ_ACTIVATE,
+    RETRY,
     SEL_FOUND,
     SEL_MATERIALISE,
     SEL_NONE,
+    SEL_RETRY,
+    SEL_TAKEN,
     SEL_WAIT,
     WAIT,
 )
@@ -88,16 +92,19 @@ class AllocMixin:
         return not (p.flags[m] & (PG_NEED_COMMIT | PG_MAPPED) or p.hold_count[m] or
                     p.wire_count[m] or p.dirty[m] & p.valid[m])
 
-    def _select(self, b1: int, b2: int, color: int) -> tuple[int | None, int]:
+    def _select(self, b1: int, b2: int, color: int, oid: int = -1,
+                pindex: int = 0) -> tuple[int | None, int]:
         """vm_page_select_free (``b1`` PQ_FREE, ``b2`` 0), vm_page_select_cache
         (PQ_CACHE, 0) or vm_page_select_free_or_cache (PQ_FREE, PQ_CACHE): the body's
-        search (:func:`~.vm_page_core.select_free_or_cache`), the removal counted, the
-        pagedaemon kicked.  Returns (the page, dequeued and hard-busied, the base it came
-        from), or (None, b1).  Between the body's calls, what it leaves to Python: a lock
-        another thread holds (waited for), a block to materialise, a page found that
-        cannot be taken (set aside: :meth:`_set_aside`)."""
-        p = self.pages
-        w4, w2, w1, off = p.w4, p.w2, p.w1, self.queues.off
+        search (:func:`~.vm_page_core.select_insert`: with ``oid`` >= 0 a free page
+        found enters object ``oid`` at ``pindex`` in the same call), the removal
+        counted, the pagedaemon kicked.  Returns (the page, dequeued and hard-busied, the
+        base it came from), (None, b1), or (None, -1) if ``pindex`` is taken (nothing
+        changed).  Between the body's calls, what it leaves to Python: a lock another
+        thread holds (waited for), a block to materialise, a full table, a page found
+        that cannot be taken (set aside: :meth:`_set_aside`)."""
+        p, tab = self.pages, self.objtab
+        w4, w2, w1, pi, off = p.w4, p.w2, p.w1, p.pi, self.queues.off
         sam = self.set_assoc_mask
         if self._witness_on:
             self.witness.path(("queue", False), ("page", True))
@@ -105,10 +112,11 @@ class AllocMixin:
         me = t.me
         while True:
             if self._gate is None:
-                st, m, base = self._c_select(w4, w2, w1, off, b1, b2, color, sam, me)
+                st, m, base = self._c_select(w4, w2, w1, pi, tab.ot, tab.ob, off, b1, b2,
+                                             color, sam, oid, pindex, me)
             else:
-                st, m, base = self._body("_c_select", w4, w2, w1, off, b1, b2, color,
-                                         sam, me)
+                st, m, base = self._body("_c_select", w4, w2, w1, pi, tab.ot, tab.ob, off,
+                                         b1, b2, color, sam, oid, pindex, me)
             if st == SEL_FOUND:
                 # _count(COUNTER[base], -1), inlined: this CPU's view and delta; a
                 # removal that leaves the delta below -1024 while paging should start
@@ -137,6 +145,10 @@ class AllocMixin:
                 return None, b1
             if st == SEL_WAIT:
                 self._wait_word(m)
+            elif st == SEL_RETRY:
+                tab.fix()
+            elif st == SEL_TAKEN:
+                return None, -1
             elif st == SEL_MATERIALISE:
                 self.queues.materialise(m)
             else:
@@ -203,19 +215,25 @@ class AllocMixin:
         """vm_page_alloc past its argument checks (vm_page_grab's way in: it checked
         them)."""
         if obj is not None:
+            k = pindex + obj.pg_color
+            oid = obj.id
             # The kernel has no pre-check: it selects a page (recycling PQ_CACHE pages on
             # the way), vm_page_insert fails, the page is freed again and NULL returned
             # with VM_ALLOC_NULL_OK.  Without it the kernel panics ("PAGE RACE"): refuse
-            # that before anything changes.
-            if pindex in obj.memq and not req & VM_ALLOC_NULL_OK:
+            # that before anything changes.  On the dragonfly source the select's body
+            # tests it first (SEL_TAKEN); the paths that do not reach it test it here.
+            if not req & VM_ALLOC_NULL_OK and self.kernel is not None and \
+                    self._present(oid, pindex):
                 return self._page_race(obj, pindex, req)
-            k = pindex + obj.pg_color
         else:
             k = pindex
+            oid = 0
         here = self._tls.cpu
         if req & VM_ALLOC_CPU_SPEC:
             cpu = req >> 16
             if not 0 <= cpu < self.ncpus:
+                if oid and not req & VM_ALLOC_NULL_OK and self._present(oid, pindex):
+                    return self._page_race(obj, pindex, req)
                 raise ArgumentError(f"VM_ALLOC_CPU({cpu}) out of range 0..{self.ncpus - 1}")
         else:
             cpu = here
@@ -226,6 +244,7 @@ class AllocMixin:
                 self._enter_core()
         b2 = PQ_CACHE if req & VM_ALLOC_NORMAL else 0
         retries = 0
+        taken = False               # (obj, pindex) taken, VM_ALLOC_NULL_OK: select only
         while True:
             s = self.cpu[here].vmstats
             free = s.v_free_count
@@ -233,7 +252,13 @@ class AllocMixin:
                     req & VM_ALLOC_SYSTEM and s.v_cache_count == 0 and
                     free > s.v_interrupt_free_min):
                 if self.kernel is None:
-                    m, base = self._select(PQ_FREE, b2, color)
+                    # the select and the insert, one body (select_insert)
+                    m, base = self._select(PQ_FREE, b2, color, -1 if taken else oid, pindex)
+                    if base == -1:
+                        if not req & VM_ALLOC_NULL_OK:
+                            return self._page_race(obj, pindex, req)
+                        taken = True
+                        continue
                 else:
                     # the buddy source: both selects begin with the buddy take
                     m, base = self._buddy_take(color), PQ_FREE
@@ -250,17 +275,23 @@ class AllocMixin:
                 if base == PQ_CACHE:
                     self._recycle(m)
                     continue
-                # the insert (lost to another thread: the page is freed again), the
-                # pagedaemon check
-                if obj is None:
-                    self.pages.pindex[m] = pindex
-                elif not self._insert(m, obj, pindex):
+                if taken:                   # vm_page_insert failed: freed again, NULL
                     self.vm_page_free(m)
-                    return self._page_race(obj, pindex, req)
+                    return None
+                # the buddy source's insert (lost to another thread: the page is freed
+                # again), then the pagedaemon check
+                if self.kernel is not None:
+                    if obj is None:
+                        self.pages.pindex[m] = pindex
+                    elif not self._insert(m, obj, pindex):
+                        self.vm_page_free(m)
+                        return self._page_race(obj, pindex, req)
                 s = self.cpu[here].vmstats
                 if s.v_free_count < s.v_paging_start:
                     self.pagedaemon_wakeup()
                 return m
+            if oid and not req & VM_ALLOC_NULL_OK and self._present(oid, pindex):
+                return self._page_race(obj, pindex, req)
             if b2:
                 m, _ = self._select(PQ_CACHE, 0, color)
                 if m is not None:
@@ -270,6 +301,20 @@ class AllocMixin:
         self.deficit += 1
         self.pagedaemon_wakeup()
         return None
+
+    def _present(self, oid: int, pindex: int) -> bool:
+        """Whether object ``oid`` has a page at ``pindex`` (the lookup body, under its
+        token)."""
+        t = self.objtab
+        me = self._tls.me
+        while True:
+            if self._gate is None:
+                m = self._c_lookup(t.ot, t.ob, oid, pindex, me)
+            else:
+                m = self._body("_c_lookup", t.ot, t.ob, oid, pindex, me)
+            if m >= 0 or m == LOOKUP_NONE:
+                return m >= 0
+            self._obj_retry(m)
 
     @staticmethod
     def _page_race(obj: VmObject, pindex: int, req: int) -> None:
@@ -439,32 +484,24 @@ class AllocMixin:
         t = self._tls
         c = self.cpu[t.cpu]
         c.cnt["v_tfree"] += 1
-        oid = p.obj[m]
-        if oid:
-            # vm_page_remove, inlined: out of the object under its token, before the page
-            # spinlock.
-            obj = self.objects[oid]
-            token = obj.token
-            token.acquire()
-            del obj.memq[p.pindex[m]]
-            obj.resident_page_count -= 1
-            obj.generation += 1
-            p.obj[m] = 0
-            token.release()
         if self._witness_on:
             self.witness.path(("page", False), ("queue", False))
-        w4, w2, w1, off = p.w4, p.w2, p.w1, self.queues.off
+        w4, w2, w1, pi, off = p.w4, p.w2, p.w1, p.pi, self.queues.off
+        tab = self.objtab
         give = 0 if self.kernel is None else 1
         me = t.me
-        while True:                  # the body (vm_page_core.free_toq)
+        while True:                  # the body (vm_page_core.free_toq), the removal first
             if self._gate is None:
-                r = self._c_free_toq(w4, w2, w1, off, m, give, me)
+                r = self._c_free_toq(w4, w2, w1, pi, tab.ot, tab.ob, off, m, give, me)
             else:
-                r = self._body("_c_free_toq", w4, w2, w1, off, m, give, me)
+                r = self._body("_c_free_toq", w4, w2, w1, pi, tab.ot, tab.ob, off, m,
+                               give, me)
             if r >= 0:
                 break
             if r <= -WAIT:
                 self._wait_word(-WAIT - r)
+            elif r == RETRY:
+                tab.fix()
             else:
                 self.queues.materialise(-r - 2)
         wanted = r & PBUSY_WANTED

@@ -32,6 +32,18 @@ caller materialises that block and calls again.
 
 from __future__ import annotations
 
+from .vm_object import (
+    O_FLAGS,
+    O_HOLDER,
+    O_TOKEN,
+    T_META,
+    TM_MOVED,
+    tab_find,
+    tab_insert,
+    tab_lookup,
+    tab_remove,
+    tab_room,
+)
 from .vm_page_array import (
     ACT_INIT,
     NWORDS,
@@ -61,6 +73,7 @@ from .vm_page_array import (
     R_LASTQ,
     R_NEXT,
     R_NONEMPTY,
+    R_OBJ,
     R_PC,
     R_QUEUE,
     R_VALID,
@@ -70,6 +83,7 @@ from .vm_page_array import (
     W_ATOMIC,
     W_PAGE,
     W_QUEUE,
+    W_TOKEN,
     q_insert,
     q_remove,
     rows_fn,
@@ -104,6 +118,61 @@ def _page_wait(w4, m: int, me: int) -> int:
     return 0
 
 
+# -- objects: vm_page_insert, vm_page_remove, vm_page_lookup ------------------------------------
+RETRY = -1     # an object array was replaced, or the table is full: ObjectTable.fix(), again
+LOOKUP_NONE = -2
+
+
+@body
+def _obj_wait(ot, ob, oid: int, me: int) -> int:
+    """Object ``oid``'s token, as a body takes it (vm_page_insert/remove/lookup run with
+    the object held): -WAIT - (W_TOKEN + oid) if another thread holds it, RETRY if
+    ``ot`` or ``ob`` has been replaced by a larger array, else 0."""
+    if ot[T_META, TM_MOVED] or ob[O_FLAGS, 0]:
+        return RETRY
+    if ob[O_TOKEN, oid] != 0 and ob[O_HOLDER, oid] != me:
+        return -WAIT - (W_TOKEN + oid)
+    return 0
+
+
+@body
+def page_insert(w4, w1, pi, ot, ob, m: int, oid: int, pindex: int, me: int) -> int:
+    """vm_page_insert under object ``oid``'s token: page ``m`` enters it at ``pindex``
+    (:func:`~.vm_object.tab_insert`).  Returns 0, 1 if ``pindex`` is taken; or, nothing
+    changed, RETRY (the table is full or replaced) or -WAIT - word."""
+    r = _obj_wait(ot, ob, oid, me)
+    if r:
+        return r
+    if not tab_room(ot):
+        return RETRY
+    return tab_insert(w4, w1, pi, ot, ob, m, oid, pindex)
+
+
+@body
+def page_remove(w4, pi, ot, ob, m: int, me: int) -> int:
+    """vm_page_remove under the page's object's token (a page of no object: nothing).
+    Returns 0; or, nothing changed, RETRY or -WAIT - word."""
+    oid = int(w4[R_OBJ, m])
+    if not oid:
+        return 0
+    r = _obj_wait(ot, ob, oid, me)
+    if r:
+        return r
+    tab_remove(w4, pi, ot, ob, m)
+    return 0
+
+
+@body
+def page_lookup(ot, ob, oid: int, pindex: int, me: int) -> int:
+    """vm_page_lookup under object ``oid``'s token: its page at ``pindex``, LOOKUP_NONE;
+    or RETRY or -WAIT - word."""
+    r = _obj_wait(ot, ob, oid, me)
+    if r:
+        return r
+    m = tab_lookup(ot, oid, pindex)
+    return m if m >= 0 else LOOKUP_NONE
+
+
 # -- vm_page_free_toq ------------------------------------------------------------------------
 FREED_FICT = 0x10000     # free_toq's result bits besides the old queue's base
 FREED_HOLD = 0x20000
@@ -111,8 +180,9 @@ FREED_GIVE = 0x40000
 
 
 @body
-def free_toq(w4, w2, w1, off: int, m: int, give: int, me: int) -> int:
-    """vm_page_free_toq after vm_page_remove, for a hard-busied page: a fictitious page
+def free_toq(w4, w2, w1, pi, ot, ob, off: int, m: int, give: int, me: int) -> int:
+    """vm_page_free_toq for a hard-busied page: vm_page_remove (out of its object, under
+    the object's token), then a fictitious page
     loses PG_MAPPED/WRITEABLE and is unbusied (FREED_FICT); otherwise it leaves its
     queue, its valid and dirty bits are cleared, PG_MAPPED/WRITEABLE/NEED_COMMIT/
     UNQUEUED dropped, and it goes to the tail of PQ_HOLD + pc while held (FREED_HOLD),
@@ -120,14 +190,22 @@ def free_toq(w4, w2, w1, off: int, m: int, give: int, me: int) -> int:
     else to the head of PQ_FREE + pc; unbusied.  Locks (as words): the page's spinlock,
     the atomic, the old and new queues'.  Returns the old queue's base (PQ_NONE if on
     none) | the FREED_* bit | PBUSY_WANTED if a thread waits for the busy; or, nothing
-    changed, -WAIT - word (a lock held by another thread) or -2 - k (materialise page
-    k first).  The caller counts (the removal, then the new queue) and wakes."""
+    changed, -WAIT - word (a lock held by another thread), RETRY (an object array was
+    replaced) or -2 - k (materialise page k first).  The caller counts (the removal,
+    then the new queue) and wakes."""
+    oid = int(w4[R_OBJ, m])
+    if oid:
+        r = _obj_wait(ot, ob, oid, me)
+        if r:
+            return r
     r = _page_wait(w4, m, me)
     if r:
         return r
     f = int(w4[R_FLAGS, m])
     b = int(w4[R_BUSY, m])
     if f & PG_FICTITIOUS:
+        if oid:
+            tab_remove(w4, pi, ot, ob, m)
         w4[R_FLAGS, m] = f & ~(PG_MAPPED | PG_WRITEABLE)
         w4[R_BUSY, m] = b & ~(PBUSY_LOCKED | PBUSY_WANTED)
         return FREED_FICT | (b & PBUSY_WANTED)
@@ -152,6 +230,8 @@ def free_toq(w4, w2, w1, off: int, m: int, give: int, me: int) -> int:
         if r:
             return r
         base = ((q - 1) & ~PQ_L2_MASK) + 1
+    if oid:
+        tab_remove(w4, pi, ot, ob, m)
     w1[R_VALID, m] = 0
     w1[R_DIRTY, m] = 0
     w4[R_FLAGS, m] = f & ~(PG_MAPPED | PG_WRITEABLE | PG_NEED_COMMIT | PG_UNQUEUED)
@@ -215,6 +295,7 @@ def read_done(w4, w2, w1, off: int, m: int, me: int) -> int:
 
 # -- vm_page_select_free / _cache / _free_or_cache: the colour search ---------------------------
 SEL_FOUND, SEL_NONE, SEL_WAIT, SEL_MATERIALISE, SEL_BUSY, SEL_UNUSABLE = range(6)
+SEL_RETRY, SEL_TAKEN = 6, 7       # select_insert: an object array to fix; pindex taken
 
 
 @body
@@ -380,6 +461,35 @@ def select_free_or_cache(w4, w2, w1, off: int, b1: int, b2: int, color: int, sam
             w4[R_LASTQ, b2 + color] = NO_HINT
     elif hq:
         w4[R_LASTQ, hq] = hint
+    return st, m, base
+
+
+@body
+def select_insert(w4, w2, w1, pi, ot, ob, off: int, b1: int, b2: int, color: int,
+                  sam: int, oid: int, pindex: int, me: int):
+    """vm_page_alloc's select and vm_page_insert as one step: with ``oid`` > 0, object
+    oid's token first (SEL_WAIT on it, SEL_RETRY for a full or replaced table, SEL_TAKEN
+    if ``pindex`` is taken: nothing changed), then :func:`select_free_or_cache`; a page
+    found on PQ_FREE enters the object at ``pindex`` (``oid`` 0: an object-less page,
+    its pindex set; ``oid`` -1: the select alone).  A page found on PQ_CACHE is left to
+    the caller (recycled: another object's page).  Returns select_free_or_cache's
+    triple."""
+    if oid > 0:
+        r = _obj_wait(ot, ob, oid, me)
+        if r == RETRY:
+            return SEL_RETRY, 0, 0
+        if r:
+            return SEL_WAIT, -WAIT - r, 0
+        if not tab_room(ot):
+            return SEL_RETRY, 0, 0
+        if tab_find(ot, oid, pindex) >= 0:
+            return SEL_TAKEN, 0, 0
+    st, m, base = select_free_or_cache(w4, w2, w1, off, b1, b2, color, sam, me)
+    if st == SEL_FOUND and base == PQ_FREE and oid >= 0:
+        if oid:
+            tab_insert(w4, w1, pi, ot, ob, m, oid, pindex)
+        else:
+            pi[m] = pindex
     return st, m, base
 
 
