@@ -29,8 +29,10 @@ def small(mib: int = 48, tiny: bool = True, **kw) -> DragonflyVm:
     m = Machine(f"t{mib}", [RamRange(0x100000, mib * MIB)], page_array="none")
     vm = DragonflyVm(m, **kw)
     if tiny:
-        vm.objtab.ot = np.zeros((T_ROWS, 8), np.int64)
-        vm.objtab.ob = np.zeros((O_ROWS, 2), np.int64)
+        t = vm.objtab
+        t.ot = np.zeros((T_ROWS, 8), np.int64)
+        t.ob = np.zeros((O_ROWS, 2), np.int64)
+        t.vot, t.vob = memoryview(t.ot), memoryview(t.ob)
     return vm
 
 

@@ -58,6 +58,7 @@ from .vm_page_core import (
     free_toq,
     page_insert,
     page_lookup,
+    page_read,
     page_remove,
     read_done,
     select_insert,
@@ -162,6 +163,7 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
         self._c_lookup = page_lookup.py
         self._c_free_toq = free_toq.py
         self._c_read_done = read_done.py
+        self._c_read = page_read.py
         self._c_busy_take = busy_take.py
         if self._tier == 0:
             self._enter_core()
@@ -199,6 +201,7 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
             self._c_lookup = page_lookup.entry()
             self._c_free_toq = free_toq.entry()
             self._c_read_done = read_done.entry()
+            self._c_read = page_read.entry()
             self._c_busy_take = busy_take.entry()
             self._c_scan_active = scan_active.compiled()
             self._c_scan_inactive = scan_inactive.compiled()

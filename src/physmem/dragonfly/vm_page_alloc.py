@@ -33,6 +33,11 @@ from .vm_page_core import (
     FREED_GIVE,
     FREED_HOLD,
     LOOKUP_NONE,
+    RD_HASH,
+    RD_HIT,
+    RD_NEW,
+    RD_PART,
+    RD_SLOW,
     READ_ACTIVATE,
     RETRY,
     SEL_FOUND,
@@ -115,31 +120,10 @@ class AllocMixin:
                 st, m, base = self._c_select(w4, w2, w1, pi, tab.ot, tab.ob, off, b1, b2,
                                              color, sam, oid, pindex, me)
             else:
-                st, m, base = self._body("_c_select", w4, w2, w1, pi, tab.ot, tab.ob, off,
+                st, m, base = self._body("_c_select", w4, w2, w1, p.pindex, tab.vot, tab.vob, off,
                                          b1, b2, color, sam, oid, pindex, me)
             if st == SEL_FOUND:
-                # _count(COUNTER[base], -1), inlined: this CPU's view and delta; a
-                # removal that leaves the delta below -1024 while paging should start
-                # folds it at once
-                counter = COUNTER[base]
-                c = self.cpu[t.cpu]
-                s = c.vmstats.__dict__
-                adj = c.adj
-                slock = self.stats_lock
-                slock.acquire()
-                s[counter] -= 1
-                a = adj[counter] = adj[counter] - 1
-                slock.release()
-                d = -1024 * self.ncpus              # vm_paging_start(d), inlined
-                if a < -1024 and (s["v_paging_start"] > s["v_free_count"] +
-                                  s["v_cache_count"] + d or
-                                  s["v_free_min"] > s["v_free_count"] + d or
-                                  s["v_free_reserved"] > s["v_free_count"]):
-                    with slock:
-                        self.vmstats.__dict__[counter] += adj[counter]
-                        adj[counter] = 0
-                if s["v_free_count"] < s["v_paging_start"]:
-                    self.pagedaemon_wakeup()       # (it tests no more below that)
+                self._took(base)
                 return m, base
             if st == SEL_NONE:
                 return None, b1
@@ -153,6 +137,31 @@ class AllocMixin:
                 self.queues.materialise(m)
             else:
                 self._set_aside(m, base)
+
+    def _took(self, base: int) -> None:
+        """A select took a page off ``base``: _count(COUNTER[base], -1), inlined (this
+        CPU's view and delta; a removal that leaves the delta below -1024 while paging
+        should start folds it at once), then the pagedaemon kicked below
+        v_paging_start."""
+        counter = COUNTER[base]
+        c = self.cpu[self._tls.cpu]
+        s = c.vmstats.__dict__
+        adj = c.adj
+        slock = self.stats_lock
+        slock.acquire()
+        s[counter] -= 1
+        a = adj[counter] = adj[counter] - 1
+        slock.release()
+        d = -1024 * self.ncpus              # vm_paging_start(d), inlined
+        if a < -1024 and (s["v_paging_start"] > s["v_free_count"] +
+                          s["v_cache_count"] + d or
+                          s["v_free_min"] > s["v_free_count"] + d or
+                          s["v_free_reserved"] > s["v_free_count"]):
+            with slock:
+                self.vmstats.__dict__[counter] += adj[counter]
+                adj[counter] = 0
+        if s["v_free_count"] < s["v_paging_start"]:
+            self.pagedaemon_wakeup()       # (it tests no more below that)
 
     def _set_aside(self, m: int, base: int) -> None:
         """The select loops' way past a page they found but cannot take (busy, or a cache
@@ -311,7 +320,7 @@ class AllocMixin:
             if self._gate is None:
                 m = self._c_lookup(t.ot, t.ob, oid, pindex, me)
             else:
-                m = self._body("_c_lookup", t.ot, t.ob, oid, pindex, me)
+                m = self._body("_c_lookup", t.vot, t.vob, oid, pindex, me)
             if m >= 0 or m == LOOKUP_NONE:
                 return m >= 0
             self._obj_retry(m)
@@ -361,21 +370,86 @@ class AllocMixin:
         ``vm_page_grab(obj, pindex, NORMAL | RETRY)``; unless the page is all valid,
         ``vm_page_set_validclean`` over the whole page; ``vm_page_activate``;
         ``vm_page_wakeup`` -- the same steps in the same order, the arguments checked
-        once.  Returns the page (unbusied, active)."""
-        m = self.vm_page_grab(obj, pindex, VM_ALLOC_NORMAL | VM_ALLOC_RETRY, proc)
+        once.  Returns the page (unbusied, active).  The common cases (a page found
+        idle; a miss allocated from PQ_FREE) are one body
+        (:func:`~.vm_page_core.page_read`); a busy page, the class floor or an empty
+        search take vm_page_grab's path."""
+        if type(obj) is not VmObject or self.objects.get(obj.id) is not obj:
+            self._check_obj(obj, "vm_page_grab")
+        if type(pindex) is not int or not 0 <= pindex < PINDEX_LIMIT:
+            self._check_pindex(pindex, "vm_page_grab")
+        p, tab, t = self.pages, self.objtab, self._tls
+        here = t.cpu
+        color = (self._color_base[here] + (pindex + obj.pg_color) % self._color_cs) & \
+            PQ_L2_MASK                      # vm_get_pg_color
+        if self._witness_on:
+            self.witness.path(("queue", False), ("page", True))
+            self.witness.path(("page", False), ("queue", False))
+        off, sam, oid, me = self.queues.off, self.set_assoc_mask, obj.id, t.me
+        buddy = self.kernel is not None     # (its misses take vm_page_grab's path)
+        while True:
+            s = self.cpu[here].vmstats
+            # NORMAL's class floor
+            floor = 1 if s.v_free_count >= s.v_free_reserved and not buddy else 0
+            if self._gate is None:
+                st, m, r = self._c_read(p.w4, p.w2, p.w1, p.pi, tab.ot, tab.ob, off,
+                                        PQ_CACHE, color, sam, floor, oid, pindex, me)
+            else:
+                st, m, r = self._body("_c_read", p.w4, p.w2, p.w1, p.pindex, tab.vot,
+                                      tab.vob, off, PQ_CACHE, color, sam, floor, oid,
+                                      pindex, me)
+            if st == RD_HIT:
+                if r & RD_HASH and self.hash is not None:
+                    self.hash_enter(m)
+                return self._read_end(m, r & 0xFFFFFFFF)
+            if st in (RD_NEW, RD_PART):
+                # vm_page_alloc's counts: the select's, then its own pagedaemon test
+                self._took(PQ_FREE)
+                s = self.cpu[here].vmstats
+                if s.v_free_count < s.v_paging_start:
+                    self.pagedaemon_wakeup()
+                if self._tier > 0:          # the JIT's tier: compiled after N allocations
+                    self._tier -= 1
+                    if not self._tier:
+                        self._enter_core()
+                if st == RD_NEW:
+                    return self._read_end(m, r)
+                return self._read_done(m)
+            if st == RD_SLOW:
+                return self._read_done(self.vm_page_grab(obj, pindex,
+                                                         VM_ALLOC_NORMAL | VM_ALLOC_RETRY,
+                                                         proc))
+            if st == SEL_FOUND:             # a cache page: recycled, then again
+                self._took(PQ_CACHE)
+                self._recycle(m)
+            elif st == SEL_WAIT:
+                self._wait_word(m)
+            elif st == SEL_RETRY:
+                tab.fix()
+            elif st == SEL_MATERIALISE:
+                self.queues.materialise(m)
+            else:
+                self._set_aside(m, r)
+
+    def _read_done(self, m: int | None) -> int:
+        """pagecache_read after vm_page_grab: the body :func:`~.vm_page_core.read_done`
+        (waiting for the locks it meets held), then :meth:`_read_end`."""
         assert m is not None
         p = self.pages
-        if self._witness_on:
-            self.witness.path(("page", False), ("queue", False))
         me = self._tls.me
-        while True:                  # the body (vm_page_core.read_done)
+        while True:
             if self._gate is None:
                 r = self._c_read_done(p.w4, p.w2, p.w1, self.queues.off, m, me)
             else:
                 r = self._body("_c_read_done", p.w4, p.w2, p.w1, self.queues.off, m, me)
             if r >= 0:
-                break
+                return self._read_end(m, r)
             self._wait_word(-WAIT - r)
+
+    def _read_end(self, m: int, r: int) -> int:
+        """The read's tail after read_done's result ``r``: a page on another queue is
+        activated and unbusied here; a page that joined PQ_ACTIVE is counted; busy
+        waiters are woken.  Returns the page."""
         if r == READ_ACTIVATE:       # on another queue: vm_page_activate, then the wakeup
             spin = self.page_spin[m & (PAGE_STRIPES - 1)]
             spin.acquire()
@@ -494,7 +568,7 @@ class AllocMixin:
             if self._gate is None:
                 r = self._c_free_toq(w4, w2, w1, pi, tab.ot, tab.ob, off, m, give, me)
             else:
-                r = self._body("_c_free_toq", w4, w2, w1, pi, tab.ot, tab.ob, off, m,
+                r = self._body("_c_free_toq", w4, w2, w1, p.pindex, tab.vot, tab.vob, off, m,
                                give, me)
             if r >= 0:
                 break

@@ -36,11 +36,13 @@ from .vm_object import (
     O_FLAGS,
     O_HOLDER,
     O_TOKEN,
+    T_M,
     T_META,
     TM_MOVED,
     tab_find,
     tab_insert,
     tab_lookup,
+    tab_put,
     tab_remove,
     tab_room,
 )
@@ -52,6 +54,7 @@ from .vm_page_array import (
     PBUSY_WANTED,
     PG_FICTITIOUS,
     PG_MAPPED,
+    PG_MAPPEDMULTI,
     PG_NEED_COMMIT,
     PG_NOSYNC,
     PG_UNQUEUED,
@@ -474,6 +477,7 @@ def select_insert(w4, w2, w1, pi, ot, ob, off: int, b1: int, b2: int, color: int
     its pindex set; ``oid`` -1: the select alone).  A page found on PQ_CACHE is left to
     the caller (recycled: another object's page).  Returns select_free_or_cache's
     triple."""
+    slot = -1
     if oid > 0:
         r = _obj_wait(ot, ob, oid, me)
         if r == RETRY:
@@ -482,15 +486,70 @@ def select_insert(w4, w2, w1, pi, ot, ob, off: int, b1: int, b2: int, color: int
             return SEL_WAIT, -WAIT - r, 0
         if not tab_room(ot):
             return SEL_RETRY, 0, 0
-        if tab_find(ot, oid, pindex) >= 0:
+        slot = tab_find(ot, oid, pindex)
+        if slot >= 0:
             return SEL_TAKEN, 0, 0
     st, m, base = select_free_or_cache(w4, w2, w1, off, b1, b2, color, sam, me)
     if st == SEL_FOUND and base == PQ_FREE and oid >= 0:
         if oid:
-            tab_insert(w4, w1, pi, ot, ob, m, oid, pindex)
+            tab_put(w4, w1, pi, ot, ob, -1 - slot, m, oid, pindex)
         else:
             pi[m] = pindex
     return st, m, base
+
+
+RD_HIT, RD_NEW, RD_PART, RD_SLOW = 8, 9, 10, 11     # page_read's own outcomes
+RD_HASH = 1 << 32           # page_read: a page found is PG_MAPPEDMULTI (vm_page_hash_enter)
+
+
+@body
+def page_read(w4, w2, w1, pi, ot, ob, off: int, b2: int, color: int, sam: int,
+              floor: int, oid: int, pindex: int, me: int):
+    """The page-cache read (DragonflyVm.pagecache_read) as one step, under object
+    ``oid``'s token: vm_page_grab(NORMAL | RETRY) -- vm_page_lookup, the page found
+    hard-busied, or on a miss vm_page_alloc's select (PQ_FREE, then ``b2`` PQ_CACHE) and
+    vm_page_insert -- then :func:`read_done` (validclean, activate, wakeup).  ``floor``:
+    the caller's class floor test passed (vm_page_alloc may select).  Returns
+    (RD_HIT or RD_NEW, page, read_done's result | RD_HASH for a PG_MAPPEDMULTI page
+    found); (RD_PART, page, 0): allocated and inserted, read_done left to the caller (a
+    lock it needs is held elsewhere); (SEL_FOUND, page, PQ_CACHE): a cache page dequeued
+    and busied, to recycle before calling again; (RD_SLOW, 0, 0), nothing changed: the
+    page found is busy, the floor is reached or the select found nothing (the caller's
+    vm_page_grab path); or, nothing changed, select_insert's SEL_WAIT, SEL_RETRY,
+    SEL_MATERIALISE, SEL_BUSY, SEL_UNUSABLE triples.  The caller counts."""
+    r = _obj_wait(ot, ob, oid, me)
+    if r == RETRY:
+        return SEL_RETRY, 0, 0
+    if r:
+        return SEL_WAIT, -WAIT - r, 0
+    if not tab_room(ot):
+        return SEL_RETRY, 0, 0
+    slot = tab_find(ot, oid, pindex)
+    if slot >= 0:
+        m = int(ot[T_M, slot]) - 1
+        r = _page_wait(w4, m, me)         # read_done's locks, before the busy
+        if r:
+            return SEL_WAIT, -WAIT - r, 0
+        aq = W_QUEUE + PQ_ACTIVE + int(w2[R_PC, m])
+        if _held(w4, aq, me):
+            return SEL_WAIT, aq, 0
+        b = int(w4[R_BUSY, m])
+        if b & (PBUSY_LOCKED | PBUSY_MASK):
+            return RD_SLOW, 0, 0
+        w4[R_BUSY, m] = b | PBUSY_LOCKED
+        h = RD_HASH if int(w4[R_FLAGS, m]) & PG_MAPPEDMULTI else 0
+        return RD_HIT, m, read_done(w4, w2, w1, off, m, me) | h
+    if not floor:
+        return RD_SLOW, 0, 0
+    st, m, base = select_free_or_cache(w4, w2, w1, off, PQ_FREE, b2, color, sam, me)
+    if st == SEL_NONE:
+        return RD_SLOW, 0, 0
+    if st != SEL_FOUND or base != PQ_FREE:
+        return st, m, base
+    tab_put(w4, w1, pi, ot, ob, -1 - slot, m, oid, pindex)
+    if _page_wait(w4, m, me) or _held(w4, W_QUEUE + PQ_ACTIVE + int(w2[R_PC, m]), me):
+        return RD_PART, m, 0
+    return RD_NEW, m, read_done(w4, w2, w1, off, m, me)
 
 
 # -- the buddy source's take ---------------------------------------------------------------------

@@ -91,7 +91,7 @@ class ObjectMixin:
             if self._gate is None:
                 r = self._c_insert(p.w4, p.w1, p.pi, t.ot, t.ob, m, obj.id, pindex, me)
             else:
-                r = self._body("_c_insert", p.w4, p.w1, p.pi, t.ot, t.ob, m, obj.id,
+                r = self._body("_c_insert", p.w4, p.w1, p.pindex, t.vot, t.vob, m, obj.id,
                                pindex, me)
             if r >= 0:
                 return not r
@@ -123,7 +123,7 @@ class ObjectMixin:
             if self._gate is None:
                 r = self._c_remove(p.w4, p.pi, t.ot, t.ob, m, me)
             else:
-                r = self._body("_c_remove", p.w4, p.pi, t.ot, t.ob, m, me)
+                r = self._body("_c_remove", p.w4, p.pindex, t.vot, t.vob, m, me)
             if r >= 0:
                 return
             self._obj_retry(r)
@@ -143,7 +143,7 @@ class ObjectMixin:
             if self._gate is None:
                 m = self._c_lookup(t.ot, t.ob, obj.id, pindex, me)
             else:
-                m = self._body("_c_lookup", t.ot, t.ob, obj.id, pindex, me)
+                m = self._body("_c_lookup", t.vot, t.vob, obj.id, pindex, me)
             if m >= 0:
                 break
             if m == LOOKUP_NONE:
@@ -170,7 +170,7 @@ class ObjectMixin:
         self._check_obj(obj, "vm_page_rename")
         self._check_pindex(pindex, "vm_page_rename")
         self._need_hard_busy(m, "vm_page_rename")
-        if tab_lookup(self.objtab.ot, obj.id, pindex) >= 0:
+        if tab_lookup(self.objtab.vot, obj.id, pindex) >= 0:
             raise PageStateError(f"vm_page_rename: object {obj.id} already has {pindex}")
         self.vm_page_remove(m)
         self._insert(m, obj, pindex)
@@ -183,7 +183,7 @@ class ObjectMixin:
         oid = self.pages.obj[m]
         if not oid:
             return None
-        n = tab_lookup(self.objtab.ot, oid, self.pages.pindex[m] + 1)
+        n = tab_lookup(self.objtab.vot, oid, self.pages.pindex[m] + 1)
         return n if n >= 0 else None
 
     def hash_enter(self, m: int) -> None:
