@@ -33,6 +33,17 @@ from ..machine import Machine, get_machine
 from ..pagearray import PG_PHYS_ALLOC
 from .alist import Alist
 from .locks import PAGE_STRIPES, Witness, WordLock, make_spin
+from .vm_meter import (
+    GD_ADJ,
+    GD_CNT,
+    GD_SIZE,
+    GD_VMSTATS,
+    CpuStats,
+    VmStats,
+    stats_array,
+    vmstats_count,
+    vmstats_rollup,
+)
 from .vm_object import ObjectTable, PageHash, VmObject
 from .vm_page_alloc import AllocMixin
 from .vm_page_array import (
@@ -45,10 +56,8 @@ from .vm_page_array import (
     W_PAGE,
     W_QUEUE,
     W_TOKEN,
-    CpuStats,
     PageArray,
     Queues,
-    VmStats,
 )
 from .vm_page_bits import BitsMixin
 from .vm_page_boot import BootMixin
@@ -126,8 +135,19 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
         self.nonempty = self.queues.nonempty
         self._implicit = self.queues.implicit     # untouched blocks (see Queues)
         self._implicit_off = self.queues.off
-        self.vmstats = VmStats()
-        self.cpu = [CpuStats() for _ in range(self.ncpus)]
+        # The statistics (vm_meter.py): one int64 array, a block per CPU (its view,
+        # pending deltas and event counters) and the global vmstats; Python's views of it
+        self.stats = stats_array(self.ncpus)
+        self.mstats = memoryview(self.stats)
+        self._st = self.mstats                   # what the plain statistics bodies index
+        self.vmstats = VmStats(self.mstats, self.ncpus * GD_SIZE)
+        self.cpu = [CpuStats(self.mstats, c) for c in range(self.ncpus)]
+        self._local = [c.vmstats for c in self.cpu]
+        # per CPU, memoryviews of its view and its event counters (the hot paths' reads)
+        self._lv = [self.mstats[c * GD_SIZE + GD_VMSTATS:c * GD_SIZE + GD_ADJ]
+                    for c in range(self.ncpus)]
+        self._cv = [self.mstats[c * GD_SIZE + GD_CNT:(c + 1) * GD_SIZE]
+                    for c in range(self.ncpus)]
         self._tls = _CpuLocal()
         self._quick_color = [0] * self.ncpus     # globaldata gd_quick_color, 0 at boot
         self.objects: dict[int, VmObject] = {}
@@ -165,9 +185,11 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
         self._c_read_done = read_done.py
         self._c_read = page_read.py
         self._c_busy_take = busy_take.py
+        self._c_vmstats_count = vmstats_count.py
+        self._c_vmstats_rollup = vmstats_rollup.py
         if self._tier == 0:
             self._enter_core()
-        self.stats_lock = threading.Lock()         # per-CPU deltas vs. their rollup
+        self.stats_lock = threading.Lock()         # object ids, vm_quickcolor's counters
         self.sleep = threading.Condition(threading.Lock())
         self.set_assoc_mask = 15
         self.hash: PageHash | None = None
@@ -205,6 +227,9 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
             self._c_busy_take = busy_take.entry()
             self._c_scan_active = scan_active.compiled()
             self._c_scan_inactive = scan_inactive.compiled()
+            self._c_vmstats_count = vmstats_count.entry()
+            self._c_vmstats_rollup = vmstats_rollup.entry()
+            self._st = self.stats
             self._core = True
             self._gate_ref[0] = None
             self._gate = None
@@ -308,44 +333,41 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
         finally:
             self._tls.cpu = old
 
-    def _count(self, counter: str, delta: int) -> None:
-        """A queue add (+1) or remove (-1): this CPU's local view and pending delta change
-        at once.  A removal that leaves the delta below -1024 while paging should start
-        folds it into the global vmstats at once (_vm_page_rem_queue_spinlocked)."""
-        c = self.cpu[self._tls.cpu]
-        lock = self.stats_lock
-        lock.acquire()
-        c.vmstats.__dict__[counter] += delta     # (dict ops: faster than setattr)
-        adj = c.adj
-        a = adj[counter] = adj[counter] + delta
-        lock.release()
-        if a < -1024 and delta < 0 and self.start(-1024 * self.ncpus):
-            with lock:
-                self.vmstats.__dict__[counter] += adj[counter]
-                adj[counter] = 0
+    def _stats(self, name: str, *args) -> int:
+        """Call statistics body ``name`` (``_c_vmstats_*``, vm_meter.py) on the array:
+        compiled, at once (one call holds the GIL: atomic as the kernel's atomic ops);
+        plain, holding the gate, over the array's memoryview."""
+        g = self._gate
+        if g is None:
+            return getattr(self, name)(self.stats, *args)
+        with g:
+            return getattr(self, name)(self._st, *args)
 
-    def _count_adj(self, counter: str, delta: int) -> None:
+    def _count(self, f: int, delta: int) -> None:
+        """A queue add (+1) or remove (-1) of vmstats field ``f`` (vm_meter's V_*): this
+        CPU's local view and pending delta change at once.  A removal that leaves the
+        delta below -1024 while paging should start folds it into the global vmstats at
+        once (_vm_page_rem_queue_spinlocked; vm_meter.vmstats_count)."""
+        g = self._gate
+        if g is None:
+            self._c_vmstats_count(self.stats, self._tls.cpu, f, delta, 1)
+        else:                        # _stats, inlined (the body cannot raise)
+            g.acquire()
+            self._c_vmstats_count(self._st, self._tls.cpu, f, delta, 1)
+            g.release()
+
+    def _count_adj(self, f: int, delta: int) -> None:
         """A pending delta only (vm_page_wire/unwire's v_wire_count): no CPU sees it
         before the next rollup."""
-        c = self.cpu[self.curcpu()]
-        with self.stats_lock:
-            c.adj[counter] += delta
+        self._stats("_c_vmstats_count", self._tls.cpu, f, delta, 0)
 
     def vmstats_rollup(self) -> None:
         """Fold every CPU's pending deltas into the global vmstats, refresh the copies."""
-        g = self.vmstats
-        with self.stats_lock:
-            for c in self.cpu:
-                for k, v in c.adj.items():
-                    if v:
-                        setattr(g, k, getattr(g, k) + v)
-                        c.adj[k] = 0
-            for c in self.cpu:
-                c.vmstats = g.copy()
+        self._stats("_c_vmstats_rollup")
 
     def local(self) -> VmStats:
         """This CPU's view of vmstats (gd_vmstats)."""
-        return self.cpu[self._tls.cpu].vmstats
+        return self._local[self._tls.cpu]
 
 
 __all__ = [

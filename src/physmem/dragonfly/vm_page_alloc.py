@@ -12,6 +12,15 @@ from ..bits import PAGE_SHIFT
 from ..errors import AddressError, ArgumentError
 from .alist import ALIST_BLOCK_NONE
 from .locks import PAGE_STRIPES, page_op
+from .vm_meter import (
+    CNT_TFREE,
+    V_ACTIVE_COUNT,
+    V_CACHE_COUNT,
+    V_FREE_COUNT,
+    V_FREE_RESERVED,
+    V_INTERRUPT_FREE_MIN,
+    V_PAGING_START,
+)
 from .vm_object import VmObject
 from .vm_page_array import (
     COUNTER,
@@ -139,28 +148,11 @@ class AllocMixin:
                 self._set_aside(m, base)
 
     def _took(self, base: int) -> None:
-        """A select took a page off ``base``: _count(COUNTER[base], -1), inlined (this
-        CPU's view and delta; a removal that leaves the delta below -1024 while paging
-        should start folds it at once), then the pagedaemon kicked below
-        v_paging_start."""
-        counter = COUNTER[base]
-        c = self.cpu[self._tls.cpu]
-        s = c.vmstats.__dict__
-        adj = c.adj
-        slock = self.stats_lock
-        slock.acquire()
-        s[counter] -= 1
-        a = adj[counter] = adj[counter] - 1
-        slock.release()
-        d = -1024 * self.ncpus              # vm_paging_start(d), inlined
-        if a < -1024 and (s["v_paging_start"] > s["v_free_count"] +
-                          s["v_cache_count"] + d or
-                          s["v_free_min"] > s["v_free_count"] + d or
-                          s["v_free_reserved"] > s["v_free_count"]):
-            with slock:
-                self.vmstats.__dict__[counter] += adj[counter]
-                adj[counter] = 0
-        if s["v_free_count"] < s["v_paging_start"]:
+        """A select took a page off ``base``: the removal counted (and its fold), then
+        the pagedaemon kicked below v_paging_start."""
+        self._count(COUNTER[base], -1)
+        s = self._lv[self._tls.cpu]         # this CPU's view
+        if s[V_FREE_COUNT] < s[V_PAGING_START]:
             self.pagedaemon_wakeup()       # (it tests no more below that)
 
     def _set_aside(self, m: int, base: int) -> None:
@@ -255,11 +247,11 @@ class AllocMixin:
         retries = 0
         taken = False               # (obj, pindex) taken, VM_ALLOC_NULL_OK: select only
         while True:
-            s = self.cpu[here].vmstats
-            free = s.v_free_count
-            if free >= s.v_free_reserved or (req & VM_ALLOC_INTERRUPT and free > 0) or (
-                    req & VM_ALLOC_SYSTEM and s.v_cache_count == 0 and
-                    free > s.v_interrupt_free_min):
+            s = self._lv[here]                  # this CPU's view
+            free = s[V_FREE_COUNT]
+            if free >= s[V_FREE_RESERVED] or (req & VM_ALLOC_INTERRUPT and free > 0) or (
+                    req & VM_ALLOC_SYSTEM and s[V_CACHE_COUNT] == 0 and
+                    free > s[V_INTERRUPT_FREE_MIN]):
                 if self.kernel is None:
                     # the select and the insert, one body (select_insert)
                     m, base = self._select(PQ_FREE, b2, color, -1 if taken else oid, pindex)
@@ -295,8 +287,8 @@ class AllocMixin:
                     elif not self._insert(m, obj, pindex):
                         self.vm_page_free(m)
                         return self._page_race(obj, pindex, req)
-                s = self.cpu[here].vmstats
-                if s.v_free_count < s.v_paging_start:
+                s = self._lv[here]
+                if s[V_FREE_COUNT] < s[V_PAGING_START]:
                     self.pagedaemon_wakeup()
                 return m
             if oid and not req & VM_ALLOC_NULL_OK and self._present(oid, pindex):
@@ -388,9 +380,8 @@ class AllocMixin:
         off, sam, oid, me = self.queues.off, self.set_assoc_mask, obj.id, t.me
         buddy = self.kernel is not None     # (its misses take vm_page_grab's path)
         while True:
-            s = self.cpu[here].vmstats
-            # NORMAL's class floor
-            floor = 1 if s.v_free_count >= s.v_free_reserved and not buddy else 0
+            s = self._lv[here]              # this CPU's view: NORMAL's class floor
+            floor = 1 if s[V_FREE_COUNT] >= s[V_FREE_RESERVED] and not buddy else 0
             if self._gate is None:
                 st, m, r = self._c_read(p.w4, p.w2, p.w1, p.pi, tab.ot, tab.ob, off,
                                         PQ_CACHE, color, sam, floor, oid, pindex, me)
@@ -405,8 +396,8 @@ class AllocMixin:
             if st in (RD_NEW, RD_PART):
                 # vm_page_alloc's counts: the select's, then its own pagedaemon test
                 self._took(PQ_FREE)
-                s = self.cpu[here].vmstats
-                if s.v_free_count < s.v_paging_start:
+                s = self._lv[here]
+                if s[V_FREE_COUNT] < s[V_PAGING_START]:
                     self.pagedaemon_wakeup()
                 if self._tier > 0:          # the JIT's tier: compiled after N allocations
                     self._tier -= 1
@@ -460,12 +451,7 @@ class AllocMixin:
             self._wakeup(m)
             return m
         if r & 1:                    # _add_queue's count (an addition never folds)
-            c = self.cpu[self._tls.cpu]
-            slock = self.stats_lock
-            slock.acquire()
-            c.vmstats.v_active_count += 1
-            c.adj["v_active_count"] += 1
-            slock.release()
+            self._count(V_ACTIVE_COUNT, 1)
         if r & PBUSY_WANTED:
             with self.sleep:
                 self.sleep.notify_all()
@@ -556,8 +542,7 @@ class AllocMixin:
         if p.wire_count[m] and not p.flags[m] & PG_FICTITIOUS:
             raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is wired")
         t = self._tls
-        c = self.cpu[t.cpu]
-        c.cnt["v_tfree"] += 1
+        self._cv[t.cpu][CNT_TFREE] += 1
         if self._witness_on:
             self.witness.path(("page", False), ("queue", False))
         w4, w2, w1, pi, off = p.w4, p.w2, p.w1, p.pi, self.queues.off
@@ -591,17 +576,13 @@ class AllocMixin:
         if self.md_refs:
             self.md_refs.pop(m, None)
         if r & FREED_HOLD:
-            self._count("v_active_count", 1)     # (PQ_HOLD counts as active)
+            self._count(V_ACTIVE_COUNT, 1)       # (PQ_HOLD counts as active)
         else:
             if r & FREED_GIVE:
                 k = self.kernel
                 assert k is not None
                 k.free_pages((m + self.first_pfn) << PAGE_SHIFT, 0)    # _buddy_give
-            slock = self.stats_lock                # _count("v_free_count", +1), inlined
-            slock.acquire()
-            c.vmstats.v_free_count += 1
-            c.adj["v_free_count"] += 1
-            slock.release()
+            self._count(V_FREE_COUNT, 1)
         if wanted or self.vm_pageout_pages_needed or self.vm_pages_waiting:
             self._freed_wakeups(wanted)
 
@@ -633,7 +614,7 @@ class AllocMixin:
             pa = alloc(d, "default", 0)
             if pa is not None:
                 m = (pa >> PAGE_SHIFT) - self.first_pfn
-                self._count("v_free_count", -1)
+                self._count(V_FREE_COUNT, -1)
                 if self._witness_on:
                     self.witness.path(("page", False))
                 w4, w1, me = self.pages.w4, self.pages.w1, self._tls.me
@@ -665,4 +646,4 @@ class AllocMixin:
         """The buddy source's free: the page back to vm_phys, counted in v_free_count."""
         assert self.kernel is not None
         self.kernel.free_pages((m + self.first_pfn) << PAGE_SHIFT, 0)
-        self._count("v_free_count", 1)
+        self._count(V_FREE_COUNT, 1)

@@ -1,4 +1,4 @@
-"""DragonFly BSD's ``struct vm_page`` lifecycle fields, its page queues × colours, and vmstats.
+"""DragonFly BSD's ``struct vm_page`` lifecycle fields and its page queues × colours.
 
 The fields live in numpy arrays, one entry per page from the first to the last available
 page (``vm_page_array``), with the names and bit values of DragonFly's ``vm_page.h``; the
@@ -32,12 +32,20 @@ cache-hot); the others at the head only when asked.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field, fields
 
 import numpy as np
 
 from ..jit import njit_typed
 from ..pagearray import zeros
+from .vm_meter import (  # noqa: F401  (COUNTS, CpuStats, VmStats: re-exported)
+    COUNTS,
+    V_ACTIVE_COUNT,
+    V_CACHE_COUNT,
+    V_FREE_COUNT,
+    V_INACTIVE_COUNT,
+    CpuStats,
+    VmStats,
+)
 
 # vm_page.h flags
 PG_UNUSED0001 = 0x1
@@ -82,10 +90,11 @@ PQ_HOLD = 1 + 4 * PQ_L2_SIZE
 PQ_COUNT = 1 + 5 * PQ_L2_SIZE
 QUEUE_NAMES = {PQ_FREE: "PQ_FREE", PQ_INACTIVE: "PQ_INACTIVE", PQ_ACTIVE: "PQ_ACTIVE",
                PQ_CACHE: "PQ_CACHE", PQ_HOLD: "PQ_HOLD"}
-# The vmstats counter each queue base feeds (HOLD counts as active).
-COUNTER = {PQ_FREE: "v_free_count", PQ_INACTIVE: "v_inactive_count",
-           PQ_ACTIVE: "v_active_count", PQ_CACHE: "v_cache_count",
-           PQ_HOLD: "v_active_count"}
+# The vmstats counter (vm_meter.py's field index) each queue base feeds (HOLD counts as
+# active).
+COUNTER = {PQ_FREE: V_FREE_COUNT, PQ_INACTIVE: V_INACTIVE_COUNT,
+           PQ_ACTIVE: V_ACTIVE_COUNT, PQ_CACHE: V_CACHE_COUNT,
+           PQ_HOLD: V_ACTIVE_COUNT}
 
 
 def queue_base(q: int) -> int:
@@ -116,50 +125,6 @@ W_ATOMIC = PQ_COUNT + PQ_L2_SIZE
 NWORDS = W_ATOMIC + 1
 ROW_MIN = 2 * NWORDS
 W_TOKEN = 2 * NWORDS    # -WAIT - (W_TOKEN + id): object id's token (vm_object.py) is held
-
-
-@dataclass
-class VmStats:
-    """``struct vmstats``: counts and thresholds (longs), as DragonFly keeps them."""
-
-    v_page_count: int = 0
-    v_free_count: int = 0
-    v_cache_count: int = 0
-    v_inactive_count: int = 0
-    v_active_count: int = 0
-    v_wire_count: int = 0
-    v_dma_pages: int = 0
-    v_free_min: int = 0
-    v_free_reserved: int = 0
-    v_free_severe: int = 0
-    v_pageout_free_min: int = 0
-    v_interrupt_free_min: int = 0
-    v_free_target: int = 0
-    v_inactive_target: int = 0
-    v_paging_wait: int = 0
-    v_paging_start: int = 0
-    v_paging_target1: int = 0
-    v_paging_target2: int = 0
-
-    def copy(self) -> VmStats:
-        return VmStats(**{f.name: getattr(self, f.name) for f in fields(self)})
-
-
-COUNTS = ("v_free_count", "v_cache_count", "v_inactive_count", "v_active_count",
-          "v_wire_count")
-
-
-@dataclass
-class CpuStats:
-    """A CPU's view: ``gd_vmstats`` (local copy, adjusted at once) and
-    ``gd_vmstats_adj`` (deltas not yet folded into the global vmstats), plus the event
-    counters of ``gd_cnt``."""
-
-    vmstats: VmStats = field(default_factory=VmStats)
-    adj: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTS, 0))
-    cnt: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
-        ("v_tfree", "v_reactivated", "v_pdwakeups", "v_ppwakeups", "v_dfree",
-         "v_pdpages"), 0))
 
 
 class PageArray:

@@ -13,6 +13,7 @@ import numpy as np
 from ..bits import PAGE_SHIFT, PAGE_SIZE, round_page
 from ..pagearray import zeros
 from .alist import ALIST_BLOCK_NONE, Alist
+from .vm_meter import CNT_TFREE, V_FREE_COUNT, V_WIRE_COUNT
 from .vm_object import PageHash
 from .vm_page_array import (
     MOVED,
@@ -130,9 +131,8 @@ class BootMixin:
             if numa and moves is None:
                 self._numa_organize_finalize()
         # The boot CPU's copy; the others get theirs at the first rollup (hardclock),
-        # which the model does at once.
-        for c in self.cpu:
-            c.vmstats = self.vmstats.copy()
+        # which the model does at once (no deltas yet: the rollup only copies).
+        self.vmstats_rollup()
         self._startup_finish()
 
     def _carve(self, avail: list[tuple[int, int]], total: int) -> list[tuple[int, int]]:
@@ -449,12 +449,9 @@ class BootMixin:
         for c in np.flatnonzero(adds).tolist():
             q.adds[PQ_INACTIVE + c] += int(adds[c])
         q.push_heads(idx, (pcs + PQ_FREE).astype(np.uint16))
-        c = self.cpu[self._tls.cpu]
-        with self.stats_lock:
-            c.vmstats.v_free_count += n
-            c.adj["v_free_count"] += n
-            c.adj["v_wire_count"] -= n
-        c.cnt["v_tfree"] += n
+        self._count(V_FREE_COUNT, n)
+        self._count_adj(V_WIRE_COUNT, -n)
+        self._cv[self._tls.cpu][CNT_TFREE] += n
 
     def _startup_finish(self) -> None:
         """vm_page_startup_finish: return the DMA reserve's excess, size the page hash,

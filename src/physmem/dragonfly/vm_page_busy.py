@@ -8,6 +8,7 @@ vm_page_io_start/finish), wiring and holding.
 from __future__ import annotations
 
 from .locks import page_op
+from .vm_meter import V_WIRE_COUNT
 from .vm_page_array import (
     PBUSY_LOCKED,
     PBUSY_MASK,
@@ -136,7 +137,7 @@ class BusyMixin:
             raise PageStateError(f"vm_page_wire: page {self.pa(m):#x} is free")
         p.wire_count[m] += 1
         if p.wire_count[m] == 1:
-            self._count_adj("v_wire_count", 1)
+            self._count_adj(V_WIRE_COUNT, 1)
 
     @page_op(locked=True)
     def vm_page_unwire(self, m: int, activate: bool) -> None:
@@ -153,7 +154,7 @@ class BusyMixin:
         p = self.pages
         p.wire_count[m] -= 1
         if p.wire_count[m] == 0:
-            self._count_adj("v_wire_count", -1)
+            self._count_adj(V_WIRE_COUNT, -1)
             if p.flags[m] & PG_UNQUEUED:
                 return
             if activate or p.flags[m] & PG_NEED_COMMIT:

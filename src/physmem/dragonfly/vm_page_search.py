@@ -36,13 +36,7 @@ class QueueSearchMixin:
         lock.acquire()
         self.queues.insert(q, m, athead or base == PQ_FREE)
         lock.release()
-        counter = COUNTER[base]                            # _count(counter, +1)
-        c = self.cpu[self._tls.cpu]
-        lock = self.stats_lock
-        lock.acquire()
-        c.vmstats.__dict__[counter] += 1
-        c.adj[counter] += 1
-        lock.release()
+        self._count(COUNTER[base], 1)
 
     def _rem_queue(self, m: int) -> int:
         """Dequeue the page; returns its old base (PQ_NONE if it was on none)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from ..jit import njit
 from .locks import page_op
+from .vm_meter import CNT_REACTIVATED, V_ACTIVE_COUNT, V_INACTIVE_COUNT
 from .vm_page_array import (
     ACT_INIT,
     PBUSY_MASK,
@@ -124,13 +125,13 @@ class TransitionMixin:
             raise PageStateError(f"vm_page_activate: page {self.pa(m):#x} is free")
         old = self._rem_queue(m)
         if old == PQ_CACHE:
-            self.cpu[self._tls.cpu].cnt["v_reactivated"] += 1
-        self._insert_locked(PQ_ACTIVE + p.pc[m], "v_active_count", _activate_insert_py,
+            self._cv[self._tls.cpu][CNT_REACTIVATED] += 1
+        self._insert_locked(PQ_ACTIVE + p.pc[m], V_ACTIVE_COUNT, _activate_insert_py,
                             m)
         if old in (PQ_FREE, PQ_CACHE):
             self.pagedaemon_wakeup()
 
-    def _insert_locked(self, q: int, counter: str, insert, m: int, *args) -> None:
+    def _insert_locked(self, q: int, counter: int, insert, m: int, *args) -> None:
         """Run one-page insertion ``insert`` (``activate_insert``, ``deactivate_insert``:
         their plain functions) for page ``m``, off every queue, holding queue ``q``'s
         spinlock; then count the page in this CPU's view and pending delta."""
@@ -164,13 +165,13 @@ class TransitionMixin:
             raise PageStateError(f"vm_page_deactivate: page {self.pa(m):#x} is free")
         old = self._rem_queue(m)
         if old == PQ_CACHE:
-            self.cpu[self._tls.cpu].cnt["v_reactivated"] += 1
+            self._cv[self._tls.cpu][CNT_REACTIVATED] += 1
         self._deactivate_locked(m, athead)
 
     def _deactivate_locked(self, m: int, athead: bool) -> None:
         """_vm_page_deactivate_locked's insertion (the page is off every queue): clear
         PG_WINATCFLS, head or tail of PQ_INACTIVE + pc; tail inserts count in ``adds``."""
-        self._insert_locked(PQ_INACTIVE + self.pages.pc[m], "v_inactive_count",
+        self._insert_locked(PQ_INACTIVE + self.pages.pc[m], V_INACTIVE_COUNT,
                             _deactivate_insert_py, m, athead)
 
     @page_op(locked=True)

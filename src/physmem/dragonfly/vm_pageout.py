@@ -23,6 +23,23 @@ from typing import TYPE_CHECKING
 
 from ..errors import ArgumentError
 from .locks import PAGE_STRIPES, page_op
+from .vm_meter import (
+    CNT_DFREE,
+    CNT_PDPAGES,
+    CNT_PDWAKEUPS,
+    CNT_PPWAKEUPS,
+    GD_ADJ,
+    GD_SIZE,
+    V_ACTIVE_COUNT,
+    V_CACHE_COUNT,
+    V_FREE_COUNT,
+    V_FREE_MIN,
+    V_FREE_RESERVED,
+    V_INACTIVE_COUNT,
+    V_PAGING_START,
+    VmStats,
+    paging_start,
+)
 from .vm_page_array import (
     ACT_ADVANCE,
     ACT_INIT,
@@ -43,7 +60,6 @@ from .vm_page_array import (
     PQ_L2_SIZE,
     PQ_PRIME2,
     VM_PAGE_BITS_ALL,
-    VmStats,
     queue_base,
 )
 from .vm_pageout_core import (
@@ -72,6 +88,7 @@ if TYPE_CHECKING:
 # Python's visits with the compiled paths off: the plain functions (no numba import)
 _active_visit_py = active_visit.py
 _inactive_visit_py = inactive_visit.py
+_paging_start_py = paging_start.py
 
 MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_WILLNEED, MADV_DONTNEED, MADV_FREE = range(6)
 MADVICE = {"normal": MADV_NORMAL, "random": MADV_RANDOM, "sequential": MADV_SEQUENTIAL,
@@ -154,8 +171,7 @@ class PageoutMixin:
     def _derive_thresholds(self) -> None:
         self.vmstats_rollup()
         derive_thresholds(self.vmstats)
-        for c in self.cpu:
-            c.vmstats = self.vmstats.copy()
+        self.vmstats_rollup()                    # (no deltas: every CPU's view copied)
 
     # ---------------------------------------------------------------- predicates (§9.3)
     @staticmethod
@@ -190,10 +206,8 @@ class PageoutMixin:
         return s.v_paging_wait > self._avail(s) or s.v_free_reserved > s.v_free_count
 
     def start(self, adj: int = 0) -> bool:
-        """vm_paging_start(adj): the pagedaemon should run."""
-        s = self.local()
-        return (s.v_paging_start > self._avail(s) + adj or s.v_free_min > s.v_free_count + adj
-                or s.v_free_reserved > s.v_free_count)
+        """vm_paging_start(adj): the pagedaemon should run (on this CPU's view)."""
+        return _paging_start_py(self.mstats, self._tls.cpu * GD_SIZE, adj)
 
     def target1(self) -> bool:
         s = self.local()
@@ -227,11 +241,11 @@ class PageoutMixin:
         below v_free_min.  Counts nothing: v_pdwakeups is the daemon's own count, taken
         in vm_pageout once per pass (vm_pageout.c's pagedaemon_wakeup touches no counter).
         """
-        s = self.cpu[self._tls.cpu].vmstats
-        free = s.v_free_count
+        s = self._lv[self._tls.cpu]
+        free = s[V_FREE_COUNT]
         # vm_paging_start(0), inlined: this runs twice per allocation
-        if not (s.v_paging_start > free + s.v_cache_count or s.v_free_min > free or
-                s.v_free_reserved > free):
+        if not (s[V_PAGING_START] > free + s[V_CACHE_COUNT] or s[V_FREE_MIN] > free or
+                s[V_FREE_RESERVED] > free):
             return
         if not getattr(self._in_daemon, "on", False):       # not from the daemon itself
             if self.vm_pages_needed <= 1:
@@ -254,7 +268,7 @@ class PageoutMixin:
         if self.vm_pages_waiting and (not self.min_dnc(self.page_free_hysteresis)
                                       or not self.target1()):
             self.vm_pages_waiting = 0
-            self.cpu[self.curcpu()].cnt["v_ppwakeups"] += 1
+            self._cv[self._tls.cpu][CNT_PPWAKEUPS] += 1
             self._wake_waiters()
 
     def _wake_waiters(self) -> None:
@@ -426,7 +440,7 @@ class PageoutMixin:
                 # counts one v_pdwakeups on the daemon's CPU, whether it slept first (a
                 # kick, or a timeout that found paging needed) or looped at once with
                 # vm_pages_needed still set; a timeout with nothing to do counts nothing.
-                self.cpu[self._tls.cpu].cnt["v_pdwakeups"] += 1
+                self._cv[self._tls.cpu][CNT_PDWAKEUPS] += 1
                 got = self.vm_pageout_scan(n)
                 made += got
                 self.vmstats_rollup()
@@ -570,12 +584,10 @@ class PageoutMixin:
         lock.acquire()
         self.queues.move_to_tail(q, m)
         lock.release()
-        counter = COUNTER[base]
-        adj = self.cpu[self._tls.cpu].adj
-        if adj[counter] - 1 < -1024 and self.start(-1024 * self.ncpus):
-            with self.stats_lock:                   # _count's fold, then the +1
-                self.vmstats.__dict__[counter] += adj[counter] - 1
-                adj[counter] = 1
+        f = COUNTER[base]
+        if self.mstats[self._tls.cpu * GD_SIZE + GD_ADJ + f] - 1 < -1024:
+            self._count(f, -1)                       # the removal's fold ...
+            self._count(f, 1)                        # ... then the addition
 
     def _leave(self, m: int, q: int, a: int) -> None:
         """The scans' last steps for a page they keep on queue ``q`` (answer ``a``): off
@@ -604,7 +616,7 @@ class PageoutMixin:
                                  self.filemem_decline, self.anonmem_decline)
         atomic.release()
         if a & V_PD:
-            self.cpu[self._tls.cpu].cnt["v_pdpages"] += 1
+            self._cv[self._tls.cpu][CNT_PDPAGES] += 1
         if refs and a & V_REFS:
             self.md_refs.pop(m, None)             # _ts_referenced took them
         if a & V_ACTION == V_DEACTIVATE:
@@ -631,7 +643,7 @@ class PageoutMixin:
         atomic.release()
         if refs and a & V_REFS:
             self.md_refs.pop(m, None)             # _ts_referenced took them
-        self.cpu[self._tls.cpu].cnt["v_pdpages"] += 1     # (every inactive entry)
+        self._cv[self._tls.cpu][CNT_PDPAGES] += 1     # (every inactive entry)
         return self._inactive_act(m, qi, a)
 
     def _inactive_act(self, m: int, qi: int, a: int) -> int:
@@ -646,7 +658,7 @@ class PageoutMixin:
             self._object_maybe_dirty(m)          # vm_page_dirty's object half
         if act == V_FREE:
             self.vm_page_free(m)                 # unbusies
-            self.cpu[self._tls.cpu].cnt["v_dfree"] += 1
+            self._cv[self._tls.cpu][CNT_DFREE] += 1
             st.freed += 1
             return 1
         if act == V_LAUNDER and not self._launder(m):
@@ -692,22 +704,19 @@ class PageoutMixin:
         (active -1, inactive +1 each: no fold, the batch stops before one).  Returns
         (status, pages visited, deactivated)."""
         p = self.pages
-        c = self.cpu[self._tls.cpu]
+        cpu = self._tls.cpu
         r = self._c_scan_active(p.w4, p.w2, p.w1, self.vnode_ids, self.queues.off, qi,
-                                budget, need, c.adj["v_active_count"],
+                                budget, need,
+                                self.mstats[cpu * GD_SIZE + GD_ADJ + V_ACTIVE_COUNT],
                                 self.start(-1024 * self.ncpus), self.filemem_decline,
                                 self.anonmem_decline)
         g, pd = r[2], r[3]
         if pd:
-            c.cnt["v_pdpages"] += pd
+            self._cv[cpu][CNT_PDPAGES] += pd
         if g:
             self.pageout_stats.deactivated += g
-            with self.stats_lock:
-                v, adj = c.vmstats, c.adj
-                v.v_active_count -= g
-                v.v_inactive_count += g
-                adj["v_active_count"] -= g
-                adj["v_inactive_count"] += g
+            self._count(V_ACTIVE_COUNT, -g)     # (no fold: the batch stopped before one)
+            self._count(V_INACTIVE_COUNT, g)
         return r[0], r[1], g
 
     def _inactive_batch(self, qi: int, budget: int, need: int) -> tuple[int, int, int]:
@@ -720,24 +729,22 @@ class PageoutMixin:
         (to free or launder) is finished here, under its spinlock (``_inactive_act``).
         Returns (status, pages visited, cached or freed)."""
         p = self.pages
-        c = self.cpu[self._tls.cpu]
+        cpu = self._tls.cpu
         st, used, g, pd, react, m, a = self._c_scan_inactive(
             p.w4, p.w2, p.w1, self.queues.off, qi, budget, need,
-            c.adj["v_inactive_count"], self.start(-1024 * self.ncpus))
+            self.mstats[cpu * GD_SIZE + GD_ADJ + V_INACTIVE_COUNT],
+            self.start(-1024 * self.ncpus))
         if pd:
-            c.cnt["v_pdpages"] += pd
+            self._cv[cpu][CNT_PDPAGES] += pd
         if g or react:
             ps = self.pageout_stats
             ps.cached += g
             ps.reactivated += react
-            with self.stats_lock:
-                v, adj = c.vmstats, c.adj
-                v.v_inactive_count -= g + react
-                adj["v_inactive_count"] -= g + react
-                v.v_active_count += react
-                adj["v_active_count"] += react
-                v.v_cache_count += g
-                adj["v_cache_count"] += g
+            self._count(V_INACTIVE_COUNT, -(g + react))     # (no fold: see the batch)
+            if react:
+                self._count(V_ACTIVE_COUNT, react)
+            if g:
+                self._count(V_CACHE_COUNT, g)
             if g:
                 self.vm_page_free_wakeup()
         if st == SCAN_DEFER:
@@ -775,7 +782,7 @@ class PageoutMixin:
                 self._wakeup(m)                   # moved while unlocked: not ours now
                 continue
             self.vm_page_free(m)
-            self.cpu[self._tls.cpu].cnt["v_dfree"] += 1     # vm_pageout_scan_cache
+            self._cv[self._tls.cpu][CNT_DFREE] += 1     # vm_pageout_scan_cache
             st.freed += 1
 
     def vm_pageout_page_stats(self) -> int:
