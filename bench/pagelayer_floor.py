@@ -119,10 +119,11 @@ def compiled_calls(vm: DragonflyVm):
             for _ in range(n):
                 ff(w4, w2, w1, off, fa(w4, w2, w1, off, 1, 0))
         elif tab is not None:               # issue12r: the objects' arrays passed too
-            pi, ot, ob = p.pi, tab.ot, tab.ob
+            pi, ot, ob, st = p.pi, tab.ot, tab.ob, vm.stats
             for _ in range(n):
-                ff(w4, w2, w1, pi, ot, ob, off,
-                   fs(w4, w2, w1, pi, ot, ob, off, 1, 3073, 0, 15, -1, 0, 1)[1], 0, 1)
+                ff(w4, w2, w1, pi, ot, ob, st, off,
+                   fs(w4, w2, w1, pi, ot, ob, st, off, 1, 3073, 0, 15, 0, 1, -1, 0, 1)[1],
+                   0, 0, 1)
         else:
             for _ in range(n):
                 ff(w4, w2, w1, off, fs(w4, w2, w1, off, 1, 3073, 0, 15, 1)[1], 0, 1)

@@ -94,8 +94,9 @@ def vm(request) -> DragonflyVm:
 def _select(vm: DragonflyVm, color: int) -> tuple[int, int, int]:
     p = vm.pages
     t = vm.objtab
-    return vm._body("_c_select", p.w4, p.w2, p.w1, p.pi, t.ot, t.ob, vm.queues.off,
-                    PQ_FREE, PQ_CACHE, color, vm.set_assoc_mask, -1, 0, ME.t)
+    return vm._body("_c_select", p.w4, p.w2, p.w1, p.pi, t.ot, t.ob, vm.stats,
+                    vm.queues.off, PQ_FREE, PQ_CACHE, color, vm.set_assoc_mask, 0, 0, -1, 0,
+                    ME.t)
 
 
 def test_alloc_waits_for_a_queue_lock_held_by_another_thread(vm):
@@ -164,13 +165,13 @@ def test_free_waits_while_the_atomic_is_held_elsewhere_then_frees(vm):
     before = digest(vm)
     try:
         tb = vm.objtab
-        assert vm._body("_c_free_toq", p.w4, p.w2, p.w1, p.pi, tb.ot, tb.ob, vm.queues.off,
-                        m, 0, ME.t) == -WAIT - W_ATOMIC
+        assert vm._body("_c_free_toq", p.w4, p.w2, p.w1, p.pi, tb.ot, tb.ob, vm.stats,
+                        vm.queues.off, m, 0, 0, ME.t) == -WAIT - W_ATOMIC
         assert digest(vm) == before
         a = threading.Thread(target=lambda: vm.vm_page_free(m))
         a.start()
         a.join(0.3)
-        # (v_tfree is counted before the body: the page itself has not moved)
+        # (the body changed nothing: the page has not moved, v_tfree not counted)
         assert a.is_alive() and p.queue[m] == 0 and p.busy_count[m]
     finally:
         done.set()

@@ -13,7 +13,6 @@ from ..errors import AddressError, ArgumentError
 from .alist import ALIST_BLOCK_NONE
 from .locks import PAGE_STRIPES, page_op
 from .vm_meter import (
-    CNT_TFREE,
     V_ACTIVE_COUNT,
     V_CACHE_COUNT,
     V_FREE_COUNT,
@@ -23,7 +22,6 @@ from .vm_meter import (
 )
 from .vm_object import VmObject
 from .vm_page_array import (
-    COUNTER,
     PBUSY_LOCKED,
     PBUSY_MASK,
     PBUSY_WANTED,
@@ -40,7 +38,6 @@ from .vm_page_array import (
 from .vm_page_core import (
     FREED_FICT,
     FREED_GIVE,
-    FREED_HOLD,
     LOOKUP_NONE,
     RD_HASH,
     RD_HIT,
@@ -49,6 +46,7 @@ from .vm_page_core import (
     RD_SLOW,
     READ_ACTIVATE,
     RETRY,
+    SEL_FLOOR,
     SEL_FOUND,
     SEL_MATERIALISE,
     SEL_NONE,
@@ -56,6 +54,7 @@ from .vm_page_core import (
     SEL_TAKEN,
     SEL_WAIT,
     WAIT,
+    WAKE,
 )
 from .vm_page_defs import (
     ALLOC_CLASSES,
@@ -106,36 +105,43 @@ class AllocMixin:
         return not (p.flags[m] & (PG_NEED_COMMIT | PG_MAPPED) or p.hold_count[m] or
                     p.wire_count[m] or p.dirty[m] & p.valid[m])
 
-    def _select(self, b1: int, b2: int, color: int, oid: int = -1,
-                pindex: int = 0) -> tuple[int | None, int]:
+    def _select(self, b1: int, b2: int, color: int, oid: int = -1, pindex: int = 0,
+                req: int = 0) -> tuple[int | None, int]:
         """vm_page_select_free (``b1`` PQ_FREE, ``b2`` 0), vm_page_select_cache
-        (PQ_CACHE, 0) or vm_page_select_free_or_cache (PQ_FREE, PQ_CACHE): the body's
-        search (:func:`~.vm_page_core.select_insert`: with ``oid`` >= 0 a free page
-        found enters object ``oid`` at ``pindex`` in the same call), the removal
-        counted, the pagedaemon kicked.  Returns (the page, dequeued and hard-busied, the
-        base it came from), (None, b1), or (None, -1) if ``pindex`` is taken (nothing
-        changed).  Between the body's calls, what it leaves to Python: a lock another
-        thread holds (waited for), a block to materialise, a full table, a page found
-        that cannot be taken (set aside: :meth:`_set_aside`)."""
-        p, tab = self.pages, self.objtab
-        w4, w2, w1, pi, off = p.w4, p.w2, p.w1, p.pi, self.queues.off
-        sam = self.set_assoc_mask
+        (PQ_CACHE, 0) or vm_page_select_free_or_cache (PQ_FREE, PQ_CACHE): the body
+        :func:`~.vm_page_core.select_insert` (the removal counted in it; with ``req``,
+        vm_page_alloc's class floor first; with ``oid`` >= 0 a free page found enters
+        object ``oid`` at ``pindex`` in the same call), then the pagedaemon kicked
+        (twice for vm_page_alloc's page: the select's test and its own).  Returns (the
+        page, dequeued and hard-busied, the base it came from), (None, b1), (None, -1)
+        if ``pindex`` is taken or (None, -2) at the class floor (nothing changed).
+        Between the body's calls, what it leaves to Python: a lock another thread holds
+        (waited for), a block to materialise, a full table, a page found that cannot be
+        taken (set aside: :meth:`_set_aside`)."""
         if self._witness_on:
             self.witness.path(("queue", False), ("page", True))
-        t = self._tls
-        me = t.me
+        p, tab, t = self.pages, self.objtab, self._tls
+        w4, w2, w1, off, sam = p.w4, p.w2, p.w1, self.queues.off, self.set_assoc_mask
+        cpu, me = t.cpu, t.me
         while True:
             if self._gate is None:
-                st, m, base = self._c_select(w4, w2, w1, pi, tab.ot, tab.ob, off, b1, b2,
-                                             color, sam, oid, pindex, me)
+                st, m, r = self._c_select(w4, w2, w1, p.pi, tab.ot, tab.ob, self.stats, off,
+                                          b1, b2, color, sam, cpu, req, oid, pindex, me)
             else:
-                st, m, base = self._body("_c_select", w4, w2, w1, p.pindex, tab.vot, tab.vob, off,
-                                         b1, b2, color, sam, oid, pindex, me)
+                st, m, r = self._body("_c_select", w4, w2, w1, p.pindex, tab.vot, tab.vob,
+                                      self._st, off, b1, b2, color, sam, cpu, req, oid,
+                                      pindex, me)
             if st == SEL_FOUND:
-                self._took(base)
+                base = r & 0xFFFF
+                if r & WAKE:
+                    self.pagedaemon_wakeup()       # (it tests no more below that)
+                    if req and base == PQ_FREE and oid >= 0:
+                        self.pagedaemon_wakeup()   # vm_page_alloc's own test
                 return m, base
             if st == SEL_NONE:
                 return None, b1
+            if st == SEL_FLOOR:
+                return None, -2
             if st == SEL_WAIT:
                 self._wait_word(m)
             elif st == SEL_RETRY:
@@ -145,15 +151,7 @@ class AllocMixin:
             elif st == SEL_MATERIALISE:
                 self.queues.materialise(m)
             else:
-                self._set_aside(m, base)
-
-    def _took(self, base: int) -> None:
-        """A select took a page off ``base``: the removal counted (and its fold), then
-        the pagedaemon kicked below v_paging_start."""
-        self._count(COUNTER[base], -1)
-        s = self._lv[self._tls.cpu]         # this CPU's view
-        if s[V_FREE_COUNT] < s[V_PAGING_START]:
-            self.pagedaemon_wakeup()       # (it tests no more below that)
+                self._set_aside(m, r)
 
     def _set_aside(self, m: int, base: int) -> None:
         """The select loops' way past a page they found but cannot take (busy, or a cache
@@ -247,24 +245,28 @@ class AllocMixin:
         retries = 0
         taken = False               # (obj, pindex) taken, VM_ALLOC_NULL_OK: select only
         while True:
-            s = self._lv[here]                  # this CPU's view
-            free = s[V_FREE_COUNT]
-            if free >= s[V_FREE_RESERVED] or (req & VM_ALLOC_INTERRUPT and free > 0) or (
-                    req & VM_ALLOC_SYSTEM and s[V_CACHE_COUNT] == 0 and
-                    free > s[V_INTERRUPT_FREE_MIN]):
-                if self.kernel is None:
-                    # the select and the insert, one body (select_insert)
-                    m, base = self._select(PQ_FREE, b2, color, -1 if taken else oid, pindex)
-                    if base == -1:
-                        if not req & VM_ALLOC_NULL_OK:
-                            return self._page_race(obj, pindex, req)
-                        taken = True
-                        continue
-                else:
+            if self.kernel is None:
+                # the class floor, the select, the insert, the counts: one body
+                m, base = self._select(PQ_FREE, b2, color, -1 if taken else oid, pindex,
+                                       req & ALLOC_CLASSES)
+                if base == -1:
+                    if not req & VM_ALLOC_NULL_OK:
+                        return self._page_race(obj, pindex, req)
+                    taken = True
+                    continue
+                ok = base != -2
+            else:
+                s = self._lv[here]                  # this CPU's view: the class floor
+                free = s[V_FREE_COUNT]
+                ok = free >= s[V_FREE_RESERVED] or (req & VM_ALLOC_INTERRUPT and free > 0) \
+                    or (req & VM_ALLOC_SYSTEM and s[V_CACHE_COUNT] == 0 and
+                        free > s[V_INTERRUPT_FREE_MIN])
+                if ok:
                     # the buddy source: both selects begin with the buddy take
                     m, base = self._buddy_take(color), PQ_FREE
                     if m is None and b2:
                         m, base = self._select(PQ_CACHE, 0, color)
+            if ok:
                 if m is None:
                     # The count raced (or is stale): fold the per-CPU deltas and look
                     # again.  The kernel loops forever; the model gives up after a few.
@@ -279,17 +281,17 @@ class AllocMixin:
                 if taken:                   # vm_page_insert failed: freed again, NULL
                     self.vm_page_free(m)
                     return None
-                # the buddy source's insert (lost to another thread: the page is freed
-                # again), then the pagedaemon check
                 if self.kernel is not None:
+                    # the buddy source's insert (lost to another thread: the page is
+                    # freed again), then the pagedaemon check
                     if obj is None:
                         self.pages.pindex[m] = pindex
                     elif not self._insert(m, obj, pindex):
                         self.vm_page_free(m)
                         return self._page_race(obj, pindex, req)
-                s = self._lv[here]
-                if s[V_FREE_COUNT] < s[V_PAGING_START]:
-                    self.pagedaemon_wakeup()
+                    s = self._lv[here]
+                    if s[V_FREE_COUNT] < s[V_PAGING_START]:
+                        self.pagedaemon_wakeup()
                 return m
             if oid and not req & VM_ALLOC_NULL_OK and self._present(oid, pindex):
                 return self._page_race(obj, pindex, req)
@@ -378,40 +380,38 @@ class AllocMixin:
             self.witness.path(("queue", False), ("page", True))
             self.witness.path(("page", False), ("queue", False))
         off, sam, oid, me = self.queues.off, self.set_assoc_mask, obj.id, t.me
-        buddy = self.kernel is not None     # (its misses take vm_page_grab's path)
+        alloc = 1 if self.kernel is None else 0    # (the buddy source's misses: grab's)
         while True:
-            s = self._lv[here]              # this CPU's view: NORMAL's class floor
-            floor = 1 if s[V_FREE_COUNT] >= s[V_FREE_RESERVED] and not buddy else 0
             if self._gate is None:
-                st, m, r = self._c_read(p.w4, p.w2, p.w1, p.pi, tab.ot, tab.ob, off,
-                                        PQ_CACHE, color, sam, floor, oid, pindex, me)
+                st, m, r = self._c_read(p.w4, p.w2, p.w1, p.pi, tab.ot, tab.ob, self.stats,
+                                        off, PQ_CACHE, color, sam, alloc, here, oid, pindex,
+                                        me)
             else:
                 st, m, r = self._body("_c_read", p.w4, p.w2, p.w1, p.pindex, tab.vot,
-                                      tab.vob, off, PQ_CACHE, color, sam, floor, oid,
-                                      pindex, me)
+                                      tab.vob, self._st, off, PQ_CACHE, color, sam, alloc,
+                                      here, oid, pindex, me)
             if st == RD_HIT:
                 if r & RD_HASH and self.hash is not None:
                     self.hash_enter(m)
                 return self._read_end(m, r & 0xFFFFFFFF)
             if st in (RD_NEW, RD_PART):
-                # vm_page_alloc's counts: the select's, then its own pagedaemon test
-                self._took(PQ_FREE)
-                s = self._lv[here]
-                if s[V_FREE_COUNT] < s[V_PAGING_START]:
+                if r & WAKE:                # the select's test, then vm_page_alloc's
+                    self.pagedaemon_wakeup()
                     self.pagedaemon_wakeup()
                 if self._tier > 0:          # the JIT's tier: compiled after N allocations
                     self._tier -= 1
                     if not self._tier:
                         self._enter_core()
                 if st == RD_NEW:
-                    return self._read_end(m, r)
+                    return self._read_end(m, r & 0xFFFFFFFF)
                 return self._read_done(m)
             if st == RD_SLOW:
                 return self._read_done(self.vm_page_grab(obj, pindex,
                                                          VM_ALLOC_NORMAL | VM_ALLOC_RETRY,
                                                          proc))
             if st == SEL_FOUND:             # a cache page: recycled, then again
-                self._took(PQ_CACHE)
+                if r & WAKE:
+                    self.pagedaemon_wakeup()
                 self._recycle(m)
             elif st == SEL_WAIT:
                 self._wait_word(m)
@@ -541,20 +541,19 @@ class AllocMixin:
             raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is already free")
         if p.wire_count[m] and not p.flags[m] & PG_FICTITIOUS:
             raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is wired")
-        t = self._tls
-        self._cv[t.cpu][CNT_TFREE] += 1
         if self._witness_on:
             self.witness.path(("page", False), ("queue", False))
-        w4, w2, w1, pi, off = p.w4, p.w2, p.w1, p.pi, self.queues.off
-        tab = self.objtab
+        t, tab = self._tls, self.objtab
+        w4, w2, w1, off = p.w4, p.w2, p.w1, self.queues.off
         give = 0 if self.kernel is None else 1
-        me = t.me
-        while True:                  # the body (vm_page_core.free_toq), the removal first
+        cpu, me = t.cpu, t.me
+        while True:         # the body (vm_page_core.free_toq): the removal, the counts
             if self._gate is None:
-                r = self._c_free_toq(w4, w2, w1, pi, tab.ot, tab.ob, off, m, give, me)
+                r = self._c_free_toq(w4, w2, w1, p.pi, tab.ot, tab.ob, self.stats, off, m,
+                                     give, cpu, me)
             else:
-                r = self._body("_c_free_toq", w4, w2, w1, p.pindex, tab.vot, tab.vob, off, m,
-                               give, me)
+                r = self._body("_c_free_toq", w4, w2, w1, p.pindex, tab.vot, tab.vob,
+                               self._st, off, m, give, cpu, me)
             if r >= 0:
                 break
             if r <= -WAIT:
@@ -569,20 +568,14 @@ class AllocMixin:
                 with self.sleep:
                     self.sleep.notify_all()
             return
-        if r & 0xFFFF:
-            self._count(COUNTER[r & 0xFFFF], -1)     # the removal, then the new queue
         if self.md_mod:
             self.md_mod.discard(m)
         if self.md_refs:
             self.md_refs.pop(m, None)
-        if r & FREED_HOLD:
-            self._count(V_ACTIVE_COUNT, 1)       # (PQ_HOLD counts as active)
-        else:
-            if r & FREED_GIVE:
-                k = self.kernel
-                assert k is not None
-                k.free_pages((m + self.first_pfn) << PAGE_SHIFT, 0)    # _buddy_give
-            self._count(V_FREE_COUNT, 1)
+        if r & FREED_GIVE:                   # _buddy_give (counted in the body)
+            k = self.kernel
+            assert k is not None
+            k.free_pages((m + self.first_pfn) << PAGE_SHIFT, 0)
         if wanted or self.vm_pageout_pages_needed or self.vm_pages_waiting:
             self._freed_wakeups(wanted)
 

@@ -433,8 +433,10 @@ class FinalizeMoves:
 # (vm_page_core.py: typed functions run without numba's runtime, and so must their
 # callees).
 rows_fn = njit_typed(w4="uint32[:, ::1]", w2="uint16[:, ::1]", w1="uint8[:, ::1]",
-                     pi="int64[::1]", ot="int64[:, ::1]", ob="int64[:, ::1]")
-# (pi: the pages' pindex; ot, ob: the objects' page table and rows, vm_object.py)
+                     pi="int64[::1]", ot="int64[:, ::1]", ob="int64[:, ::1]",
+                     st="int64[::1]")
+# (pi: the pages' pindex; ot, ob: the objects' page table and rows, vm_object.py; st: the
+# statistics, vm_meter.py)
 
 
 @rows_fn

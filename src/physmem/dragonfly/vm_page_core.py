@@ -32,6 +32,19 @@ caller materialises that block and calls again.
 
 from __future__ import annotations
 
+from .vm_meter import (
+    CNT_TFREE,
+    GD_CNT,
+    GD_SIZE,
+    V_ACTIVE_COUNT,
+    V_CACHE_COUNT,
+    V_FREE_COUNT,
+    V_FREE_RESERVED,
+    V_INACTIVE_COUNT,
+    V_INTERRUPT_FREE_MIN,
+    V_PAGING_START,
+    vmstats_count,
+)
 from .vm_object import (
     O_FLAGS,
     O_HOLDER,
@@ -63,6 +76,7 @@ from .vm_page_array import (
     PQ_CACHE,
     PQ_FREE,
     PQ_HOLD,
+    PQ_INACTIVE,
     PQ_L2_MASK,
     PQ_L2_SIZE,
     PQ_NONE,
@@ -119,6 +133,45 @@ def _page_wait(w4, m: int, me: int) -> int:
     if _held(w4, W_ATOMIC, me):
         return -WAIT - W_ATOMIC
     return 0
+
+
+# -- the counts: a body counts its own queue changes (vm_meter.vmstats_count) -----------------
+WAKE = 1 << 36          # in a body's result: below v_paging_start (kick the pagedaemon)
+FLOOR_SYSTEM, FLOOR_INTERRUPT = 0x2, 0x4     # vm_page_defs' VM_ALLOC_SYSTEM, _INTERRUPT
+
+
+@body
+def count_base(st, cpu: int, base: int, delta: int) -> None:
+    """Count a page into (``delta`` 1) or out of (-1) a queue of ``base`` on CPU ``cpu``
+    (PQ_HOLD counts as active): _vm_page_add/rem_queue_spinlocked's counts."""
+    f = V_ACTIVE_COUNT
+    if base == PQ_FREE:
+        f = V_FREE_COUNT
+    elif base == PQ_CACHE:
+        f = V_CACHE_COUNT
+    elif base == PQ_INACTIVE:
+        f = V_INACTIVE_COUNT
+    vmstats_count(st, cpu, f, delta, 1)
+
+
+@body
+def wake_test(st, cpu: int) -> int:
+    """WAKE if CPU ``cpu``'s view has free pages below v_paging_start (vm_page_alloc's
+    and the select's pagedaemon test), else 0."""
+    b = cpu * GD_SIZE
+    return WAKE if st[b + V_FREE_COUNT] < st[b + V_PAGING_START] else 0
+
+
+@body
+def floor_ok(st, cpu: int, req: int) -> bool:
+    """vm_page_alloc's class floor on CPU ``cpu``'s view: free pages at or above
+    v_free_reserved; INTERRUPT: any; SYSTEM: above v_interrupt_free_min while no page
+    is cached."""
+    b = cpu * GD_SIZE
+    free = st[b + V_FREE_COUNT]
+    return (free >= st[b + V_FREE_RESERVED] or (req & FLOOR_INTERRUPT != 0 and free > 0)
+            or (req & FLOOR_SYSTEM != 0 and st[b + V_CACHE_COUNT] == 0 and
+                free > st[b + V_INTERRUPT_FREE_MIN]))
 
 
 # -- objects: vm_page_insert, vm_page_remove, vm_page_lookup ------------------------------------
@@ -183,7 +236,8 @@ FREED_GIVE = 0x40000
 
 
 @body
-def free_toq(w4, w2, w1, pi, ot, ob, off: int, m: int, give: int, me: int) -> int:
+def free_toq(w4, w2, w1, pi, ot, ob, st, off: int, m: int, give: int, cpu: int,
+             me: int) -> int:
     """vm_page_free_toq for a hard-busied page: vm_page_remove (out of its object, under
     the object's token), then a fictitious page
     loses PG_MAPPED/WRITEABLE and is unbusied (FREED_FICT); otherwise it leaves its
@@ -194,8 +248,9 @@ def free_toq(w4, w2, w1, pi, ot, ob, off: int, m: int, give: int, me: int) -> in
     the atomic, the old and new queues'.  Returns the old queue's base (PQ_NONE if on
     none) | the FREED_* bit | PBUSY_WANTED if a thread waits for the busy; or, nothing
     changed, -WAIT - word (a lock held by another thread), RETRY (an object array was
-    replaced) or -2 - k (materialise page k first).  The caller counts (the removal,
-    then the new queue) and wakes."""
+    replaced) or -2 - k (materialise page k first).  Counts on CPU ``cpu``: v_tfree, the
+    removal, then the new queue (v_free_count for the buddy source's too); the caller
+    gives a FREED_GIVE page to vm_phys and wakes."""
     oid = int(w4[R_OBJ, m])
     if oid:
         r = _obj_wait(ot, ob, oid, me)
@@ -209,6 +264,7 @@ def free_toq(w4, w2, w1, pi, ot, ob, off: int, m: int, give: int, me: int) -> in
     if f & PG_FICTITIOUS:
         if oid:
             tab_remove(w4, pi, ot, ob, m)
+        st[cpu * GD_SIZE + GD_CNT + CNT_TFREE] += 1
         w4[R_FLAGS, m] = f & ~(PG_MAPPED | PG_WRITEABLE)
         w4[R_BUSY, m] = b & ~(PBUSY_LOCKED | PBUSY_WANTED)
         return FREED_FICT | (b & PBUSY_WANTED)
@@ -243,6 +299,10 @@ def free_toq(w4, w2, w1, pi, ot, ob, off: int, m: int, give: int, me: int) -> in
         q_insert(w4, w2, w1, dest, m, 0 if held else 1)
         how = FREED_HOLD if held else 0
     w4[R_BUSY, m] = b & ~(PBUSY_LOCKED | PBUSY_WANTED)
+    st[cpu * GD_SIZE + GD_CNT + CNT_TFREE] += 1
+    if base:
+        count_base(st, cpu, base, -1)
+    count_base(st, cpu, PQ_HOLD if held else PQ_FREE, 1)
     return int(base | how | (b & PBUSY_WANTED))
 
 
@@ -298,7 +358,8 @@ def read_done(w4, w2, w1, off: int, m: int, me: int) -> int:
 
 # -- vm_page_select_free / _cache / _free_or_cache: the colour search ---------------------------
 SEL_FOUND, SEL_NONE, SEL_WAIT, SEL_MATERIALISE, SEL_BUSY, SEL_UNUSABLE = range(6)
-SEL_RETRY, SEL_TAKEN = 6, 7       # select_insert: an object array to fix; pindex taken
+SEL_RETRY, SEL_TAKEN, SEL_FLOOR = 6, 7, 8     # select_insert: an object array to fix;
+# pindex taken; the class floor reached
 
 
 @body
@@ -468,15 +529,20 @@ def select_free_or_cache(w4, w2, w1, off: int, b1: int, b2: int, color: int, sam
 
 
 @body
-def select_insert(w4, w2, w1, pi, ot, ob, off: int, b1: int, b2: int, color: int,
-                  sam: int, oid: int, pindex: int, me: int):
-    """vm_page_alloc's select and vm_page_insert as one step: with ``oid`` > 0, object
-    oid's token first (SEL_WAIT on it, SEL_RETRY for a full or replaced table, SEL_TAKEN
-    if ``pindex`` is taken: nothing changed), then :func:`select_free_or_cache`; a page
-    found on PQ_FREE enters the object at ``pindex`` (``oid`` 0: an object-less page,
-    its pindex set; ``oid`` -1: the select alone).  A page found on PQ_CACHE is left to
-    the caller (recycled: another object's page).  Returns select_free_or_cache's
-    triple."""
+def select_insert(w4, w2, w1, pi, ot, ob, st, off: int, b1: int, b2: int, color: int,
+                  sam: int, cpu: int, req: int, oid: int, pindex: int, me: int):
+    """vm_page_alloc's select and vm_page_insert as one step: with ``req`` (vm_page_alloc's
+    flags), its class floor on CPU ``cpu``'s view first (SEL_FLOOR); with ``oid`` > 0,
+    object oid's token (SEL_WAIT on it, SEL_RETRY for a full or replaced table,
+    SEL_TAKEN if ``pindex`` is taken); all before anything changes.  Then
+    :func:`select_free_or_cache`: the page found is counted out of its queue on CPU
+    ``cpu``, and one found on PQ_FREE enters the object at ``pindex`` (``oid`` 0: an
+    object-less page, its pindex set; ``oid`` -1: the select alone).  A page found on
+    PQ_CACHE is left to the caller (recycled: another object's page).  Returns
+    select_free_or_cache's triple, with WAKE in the base of a page found when the
+    pagedaemon's test passes."""
+    if req and not floor_ok(st, cpu, req):
+        return SEL_FLOOR, 0, 0
     slot = -1
     if oid > 0:
         r = _obj_wait(ot, ob, oid, me)
@@ -489,34 +555,39 @@ def select_insert(w4, w2, w1, pi, ot, ob, off: int, b1: int, b2: int, color: int
         slot = tab_find(ot, oid, pindex)
         if slot >= 0:
             return SEL_TAKEN, 0, 0
-    st, m, base = select_free_or_cache(w4, w2, w1, off, b1, b2, color, sam, me)
-    if st == SEL_FOUND and base == PQ_FREE and oid >= 0:
+    s, m, base = select_free_or_cache(w4, w2, w1, off, b1, b2, color, sam, me)
+    if s != SEL_FOUND:
+        return s, m, base
+    if base == PQ_FREE and oid >= 0:
         if oid:
             tab_put(w4, w1, pi, ot, ob, -1 - slot, m, oid, pindex)
         else:
             pi[m] = pindex
-    return st, m, base
+    count_base(st, cpu, base, -1)
+    return s, m, base | wake_test(st, cpu)
 
 
-RD_HIT, RD_NEW, RD_PART, RD_SLOW = 8, 9, 10, 11     # page_read's own outcomes
+RD_HIT, RD_NEW, RD_PART, RD_SLOW = 9, 10, 11, 12     # page_read's own outcomes
 RD_HASH = 1 << 32           # page_read: a page found is PG_MAPPEDMULTI (vm_page_hash_enter)
 
 
 @body
-def page_read(w4, w2, w1, pi, ot, ob, off: int, b2: int, color: int, sam: int,
-              floor: int, oid: int, pindex: int, me: int):
+def page_read(w4, w2, w1, pi, ot, ob, st, off: int, b2: int, color: int, sam: int,
+              alloc: int, cpu: int, oid: int, pindex: int, me: int):
     """The page-cache read (DragonflyVm.pagecache_read) as one step, under object
     ``oid``'s token: vm_page_grab(NORMAL | RETRY) -- vm_page_lookup, the page found
-    hard-busied, or on a miss vm_page_alloc's select (PQ_FREE, then ``b2`` PQ_CACHE) and
-    vm_page_insert -- then :func:`read_done` (validclean, activate, wakeup).  ``floor``:
-    the caller's class floor test passed (vm_page_alloc may select).  Returns
-    (RD_HIT or RD_NEW, page, read_done's result | RD_HASH for a PG_MAPPEDMULTI page
-    found); (RD_PART, page, 0): allocated and inserted, read_done left to the caller (a
-    lock it needs is held elsewhere); (SEL_FOUND, page, PQ_CACHE): a cache page dequeued
-    and busied, to recycle before calling again; (RD_SLOW, 0, 0), nothing changed: the
-    page found is busy, the floor is reached or the select found nothing (the caller's
-    vm_page_grab path); or, nothing changed, select_insert's SEL_WAIT, SEL_RETRY,
-    SEL_MATERIALISE, SEL_BUSY, SEL_UNUSABLE triples.  The caller counts."""
+    hard-busied, or on a miss (with ``alloc``) vm_page_alloc's NORMAL floor on CPU
+    ``cpu``, its select (PQ_FREE, then ``b2`` PQ_CACHE) and vm_page_insert -- then
+    :func:`read_done` (validclean, activate, wakeup); the queue changes counted on CPU
+    ``cpu``.  Returns (RD_HIT or RD_NEW, page, read_done's result without its
+    count bit | RD_HASH for a PG_MAPPEDMULTI page found | WAKE for a page allocated
+    below v_paging_start); (RD_PART, page, WAKE or 0): allocated and inserted,
+    read_done left to the caller (a lock it needs is held elsewhere); (SEL_FOUND, page,
+    PQ_CACHE | WAKE): a cache page dequeued, busied and counted, to recycle before
+    calling again; (RD_SLOW, 0, 0), nothing changed: the page found is busy, the floor
+    is reached or the select found nothing (the caller's vm_page_grab path); or, nothing
+    changed, select_insert's SEL_WAIT, SEL_RETRY, SEL_MATERIALISE, SEL_BUSY,
+    SEL_UNUSABLE triples."""
     r = _obj_wait(ot, ob, oid, me)
     if r == RETRY:
         return SEL_RETRY, 0, 0
@@ -538,18 +609,30 @@ def page_read(w4, w2, w1, pi, ot, ob, off: int, b2: int, color: int, sam: int,
             return RD_SLOW, 0, 0
         w4[R_BUSY, m] = b | PBUSY_LOCKED
         h = RD_HASH if int(w4[R_FLAGS, m]) & PG_MAPPEDMULTI else 0
-        return RD_HIT, m, read_done(w4, w2, w1, off, m, me) | h
-    if not floor:
+        r = read_done(w4, w2, w1, off, m, me)
+        if r != READ_ACTIVATE and r & 1:
+            count_base(st, cpu, PQ_ACTIVE, 1)
+            r &= ~1
+        return RD_HIT, m, r | h
+    if not alloc or not floor_ok(st, cpu, 1):
         return RD_SLOW, 0, 0
-    st, m, base = select_free_or_cache(w4, w2, w1, off, PQ_FREE, b2, color, sam, me)
-    if st == SEL_NONE:
+    s, m, base = select_free_or_cache(w4, w2, w1, off, PQ_FREE, b2, color, sam, me)
+    if s == SEL_NONE:
         return RD_SLOW, 0, 0
-    if st != SEL_FOUND or base != PQ_FREE:
-        return st, m, base
+    if s != SEL_FOUND:
+        return s, m, base
+    count_base(st, cpu, base, -1)
+    wake = wake_test(st, cpu)
+    if base != PQ_FREE:
+        return s, m, base | wake
     tab_put(w4, w1, pi, ot, ob, -1 - slot, m, oid, pindex)
     if _page_wait(w4, m, me) or _held(w4, W_QUEUE + PQ_ACTIVE + int(w2[R_PC, m]), me):
-        return RD_PART, m, 0
-    return RD_NEW, m, read_done(w4, w2, w1, off, m, me)
+        return RD_PART, m, wake
+    r = read_done(w4, w2, w1, off, m, me)
+    if r & 1:                       # (a new page: on no queue, never READ_ACTIVATE)
+        count_base(st, cpu, PQ_ACTIVE, 1)
+        r &= ~1
+    return RD_NEW, m, r | wake
 
 
 # -- the buddy source's take ---------------------------------------------------------------------
