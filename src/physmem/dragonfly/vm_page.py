@@ -63,7 +63,8 @@ from .vm_page_bits import BitsMixin
 from .vm_page_boot import BootMixin
 from .vm_page_busy import BusyMixin
 from .vm_page_core import (
-    busy_take,
+    buddy_pre,
+    buddy_take,
     free_toq,
     page_insert,
     page_lookup,
@@ -184,7 +185,8 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
         self._c_free_toq = free_toq.py
         self._c_read_done = read_done.py
         self._c_read = page_read.py
-        self._c_busy_take = busy_take.py
+        self._c_buddy_pre = buddy_pre.py
+        self._c_buddy_take = buddy_take.py
         self._c_vmstats_count = vmstats_count.py
         self._c_vmstats_rollup = vmstats_rollup.py
         if self._tier == 0:
@@ -224,7 +226,8 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
             self._c_free_toq = free_toq.entry()
             self._c_read_done = read_done.entry()
             self._c_read = page_read.entry()
-            self._c_busy_take = busy_take.entry()
+            self._c_buddy_pre = buddy_pre.entry()
+            self._c_buddy_take = buddy_take.entry()
             self._c_scan_active = scan_active.compiled()
             self._c_scan_inactive = scan_inactive.compiled()
             self._c_vmstats_count = vmstats_count.entry()

@@ -14,11 +14,7 @@ from .alist import ALIST_BLOCK_NONE
 from .locks import PAGE_STRIPES, page_op
 from .vm_meter import (
     V_ACTIVE_COUNT,
-    V_CACHE_COUNT,
     V_FREE_COUNT,
-    V_FREE_RESERVED,
-    V_INTERRUPT_FREE_MIN,
-    V_PAGING_START,
 )
 from .vm_object import VmObject
 from .vm_page_array import (
@@ -36,6 +32,8 @@ from .vm_page_array import (
     queue_base,
 )
 from .vm_page_core import (
+    BUDDY_FLOOR,
+    BUDDY_TAKEN,
     FREED_FICT,
     FREED_GIVE,
     LOOKUP_NONE,
@@ -62,11 +60,9 @@ from .vm_page_defs import (
     RETRY_LIMIT,
     VM_ALLOC_CPU_SPEC,
     VM_ALLOC_FORCE_ZERO,
-    VM_ALLOC_INTERRUPT,
     VM_ALLOC_NORMAL,
     VM_ALLOC_NULL_OK,
     VM_ALLOC_RETRY,
-    VM_ALLOC_SYSTEM,
     VM_ALLOC_ZERO,
     PageStateError,
 )
@@ -219,11 +215,8 @@ class AllocMixin:
             # The kernel has no pre-check: it selects a page (recycling PQ_CACHE pages on
             # the way), vm_page_insert fails, the page is freed again and NULL returned
             # with VM_ALLOC_NULL_OK.  Without it the kernel panics ("PAGE RACE"): refuse
-            # that before anything changes.  On the dragonfly source the select's body
-            # tests it first (SEL_TAKEN); the paths that do not reach it test it here.
-            if not req & VM_ALLOC_NULL_OK and self.kernel is not None and \
-                    self._present(oid, pindex):
-                return self._page_race(obj, pindex, req)
+            # that before anything changes.  The bodies test it first (select_insert's
+            # SEL_TAKEN, buddy_pre); the paths that do not reach them test it here.
         else:
             k = pindex
             oid = 0
@@ -256,14 +249,20 @@ class AllocMixin:
                     continue
                 ok = base != -2
             else:
-                s = self._lv[here]                  # this CPU's view: the class floor
-                free = s[V_FREE_COUNT]
-                ok = free >= s[V_FREE_RESERVED] or (req & VM_ALLOC_INTERRUPT and free > 0) \
-                    or (req & VM_ALLOC_SYSTEM and s[V_CACHE_COUNT] == 0 and
-                        free > s[V_INTERRUPT_FREE_MIN])
+                # the class floor and (obj, pindex) taken, one body; then vm_phys
+                r = self._buddy_pre(req & ALLOC_CLASSES, oid, pindex)
+                if r & BUDDY_TAKEN and not req & VM_ALLOC_NULL_OK:
+                    return self._page_race(obj, pindex, req)
+                ok = r & BUDDY_FLOOR
                 if ok:
+                    if r & BUDDY_TAKEN:
+                        taken = True
                     # the buddy source: both selects begin with the buddy take
-                    m, base = self._buddy_take(color), PQ_FREE
+                    m, wake = self._buddy_take(-1 if taken else oid, pindex)
+                    base = PQ_FREE
+                    if wake == -1:           # lost (obj, pindex) to another thread
+                        self.vm_page_free(m)
+                        return self._page_race(obj, pindex, req)
                     if m is None and b2:
                         m, base = self._select(PQ_CACHE, 0, color)
             if ok:
@@ -281,17 +280,8 @@ class AllocMixin:
                 if taken:                   # vm_page_insert failed: freed again, NULL
                     self.vm_page_free(m)
                     return None
-                if self.kernel is not None:
-                    # the buddy source's insert (lost to another thread: the page is
-                    # freed again), then the pagedaemon check
-                    if obj is None:
-                        self.pages.pindex[m] = pindex
-                    elif not self._insert(m, obj, pindex):
-                        self.vm_page_free(m)
-                        return self._page_race(obj, pindex, req)
-                    s = self._lv[here]
-                    if s[V_FREE_COUNT] < s[V_PAGING_START]:
-                        self.pagedaemon_wakeup()
+                if self.kernel is not None and wake:
+                    self.pagedaemon_wakeup()    # vm_page_alloc's test, after the insert
                 return m
             if oid and not req & VM_ALLOC_NULL_OK and self._present(oid, pindex):
                 return self._page_race(obj, pindex, req)
@@ -304,6 +294,21 @@ class AllocMixin:
         self.deficit += 1
         self.pagedaemon_wakeup()
         return None
+
+    def _buddy_pre(self, req: int, oid: int, pindex: int) -> int:
+        """The body :func:`~.vm_page_core.buddy_pre` (waiting for the object's token if
+        another thread holds it)."""
+        t, tab = self._tls, self.objtab
+        while True:
+            if self._gate is None:
+                r = self._c_buddy_pre(tab.ot, tab.ob, self.stats, t.cpu, req, oid, pindex,
+                                      t.me)
+            else:
+                r = self._body("_c_buddy_pre", tab.vot, tab.vob, self._st, t.cpu, req, oid,
+                               pindex, t.me)
+            if r >= 0:
+                return r
+            self._obj_retry(r)
 
     def _present(self, oid: int, pindex: int) -> bool:
         """Whether object ``oid`` has a page at ``pindex`` (the lookup body, under its
@@ -595,34 +600,42 @@ class AllocMixin:
         else:
             self._add_queue(m, PQ_FREE + self.pages.pc[m], True)
 
-    def _buddy_take(self, color: int) -> int | None:
-        """The buddy source's select: an order-0 page from vm_phys, this CPU's domain
-        first, then the others in order; hard-busied (the colour is not used).  Counts
-        it out of v_free_count.  Returns the page or None."""
+    def _buddy_take(self, oid: int, pindex: int) -> tuple[int | None, int]:
+        """The buddy source's select and vm_page_alloc's insert: an order-0 page from
+        vm_phys, this CPU's domain first, then the others in order (the colour is not
+        used); the body :func:`~.vm_page_core.buddy_take` hard-busies it, enters it into
+        object ``oid`` at ``pindex`` (see there) and counts it out of v_free_count.
+        Returns (the page or None, the body's WAKE bit or 0), or (the page, -1) if
+        ``pindex`` was taken meanwhile: the page hard-busied and counted, not
+        inserted."""
         k = self.kernel
         assert k is not None
         alloc = k.alloc_pages
-        here = self._tls.cpu
-        for d in self._buddy_domains[here]:
+        t = self._tls
+        for d in self._buddy_domains[t.cpu]:
             pa = alloc(d, "default", 0)
             if pa is not None:
                 m = (pa >> PAGE_SHIFT) - self.first_pfn
-                self._count(V_FREE_COUNT, -1)
                 if self._witness_on:
                     self.witness.path(("page", False))
-                w4, w1, me = self.pages.w4, self.pages.w1, self._tls.me
-                while True:          # the body (vm_page_core.busy_take)
+                p, tab = self.pages, self.objtab
+                raced = False
+                while True:          # the body (vm_page_core.buddy_take)
                     if self._gate is None:
-                        r = self._c_busy_take(w4, w1, m, me)
+                        r = self._c_buddy_take(p.w4, p.w1, p.pi, tab.ot, tab.ob, self.stats,
+                                               m, t.cpu, oid, pindex, t.me)
                     else:
-                        r = self._body("_c_busy_take", w4, w1, m, me)
+                        r = self._body("_c_buddy_take", p.w4, p.w1, p.pindex, tab.vot,
+                                       tab.vob, self._st, m, t.cpu, oid, pindex, t.me)
+                    if r == 1:
+                        raise PageStateError("buddy page came back busy")
+                    if r == 2:       # taken meanwhile: busied and counted, not inserted
+                        raced, oid = True, -1
+                        continue
                     if r >= 0:
-                        break
-                    self._wait_word(-WAIT - r)
-                if r:
-                    raise PageStateError("buddy page came back busy")
-                return m
-        return None
+                        return m, (-1 if raced else r)
+                    self._obj_retry(r)
+        return None, 0
 
     def _buddy_domains_by_cpu(self) -> list[list[int]]:
         """Per CPU, the vm_phys domains the buddy source tries: the CPU's socket's domain

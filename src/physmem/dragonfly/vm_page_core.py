@@ -636,15 +636,49 @@ def page_read(w4, w2, w1, pi, ot, ob, st, off: int, b2: int, color: int, sam: in
 
 
 # -- the buddy source's take ---------------------------------------------------------------------
+BUDDY_FLOOR, BUDDY_TAKEN = 1, 2      # buddy_pre's bits
+
+
 @body
-def busy_take(w4, w1, m: int, me: int) -> int:
-    """The buddy source's select after vm_phys handed page ``m`` out: hard-busy it and
-    clear its flags, act_count and valid bits for vm_page_alloc.  Locks (as words): the
-    page's spinlock, the atomic.  Returns 0, 1 if the page is busy (it came back busy:
-    the caller's error), or -WAIT - word (held by another thread), nothing changed."""
+def buddy_pre(ot, ob, st, cpu: int, req: int, oid: int, pindex: int, me: int) -> int:
+    """The buddy source's vm_page_alloc before it asks vm_phys: BUDDY_FLOOR if the class
+    floor (``req``) lets it allocate on CPU ``cpu``, | BUDDY_TAKEN if object ``oid`` (>
+    0) has a page at ``pindex`` (under its token); or RETRY, or -WAIT - word."""
+    r = 0
+    if oid > 0:
+        r = _obj_wait(ot, ob, oid, me)
+        if r:
+            return r
+        if tab_find(ot, oid, pindex) >= 0:
+            r = BUDDY_TAKEN
+    if floor_ok(st, cpu, req):
+        r |= BUDDY_FLOOR
+    return r
+
+
+@body
+def buddy_take(w4, w1, pi, ot, ob, st, m: int, cpu: int, oid: int, pindex: int,
+               me: int) -> int:
+    """The buddy source's select after vm_phys handed page ``m`` out, and vm_page_alloc's
+    insert: hard-busy it and clear its flags, act_count and valid bits, enter it into
+    object ``oid`` (> 0) at ``pindex`` (0: an object-less page, its pindex set; -1:
+    nothing), count it out of v_free_count on CPU ``cpu``.  Locks (as words): the page's
+    spinlock, the atomic, the object's token.  Returns 0 or WAKE (the pagedaemon's
+    test); or, nothing changed: 1 if the page is busy (it came back busy: the caller's
+    error), 2 if ``pindex`` is taken, RETRY, -WAIT - word."""
     r = _page_wait(w4, m, me)
     if r:
         return r
+    slot = -1
+    if oid > 0:
+        r = _obj_wait(ot, ob, oid, me)
+        if r:
+            return r
+        if not tab_room(ot):
+            return RETRY
+        slot = tab_find(ot, oid, pindex)
+        if slot >= 0:
+            return 2
     b = int(w4[R_BUSY, m])
     if b & (PBUSY_LOCKED | PBUSY_MASK):
         return 1
@@ -652,4 +686,9 @@ def busy_take(w4, w1, m: int, me: int) -> int:
     w4[R_FLAGS, m] = 0
     w1[R_ACT, m] = 0
     w1[R_VALID, m] = 0
-    return 0
+    if oid > 0:
+        tab_put(w4, w1, pi, ot, ob, -1 - slot, m, oid, pindex)
+    elif oid == 0:
+        pi[m] = pindex
+    count_base(st, cpu, PQ_FREE, -1)
+    return wake_test(st, cpu)
