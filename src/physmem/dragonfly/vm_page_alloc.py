@@ -34,6 +34,8 @@ from .vm_page_array import (
 from .vm_page_core import (
     BUDDY_FLOOR,
     BUDDY_TAKEN,
+    FREE_ERR,
+    FREE_ERR_FREE,
     FREED_FICT,
     FREED_GIVE,
     LOOKUP_NONE,
@@ -535,17 +537,10 @@ class AllocMixin:
         p = self.pages
         if type(m) is not int or not 0 <= m < p.npages or self.unmanaged[m]:
             raise AddressError(f"vm_page_free: {m!r} is not a page of this machine")
-        b = p.busy_count[m]
-        if b & (PBUSY_LOCKED | PBUSY_MASK) != PBUSY_LOCKED:
-            what = "soft-busied" if b & PBUSY_LOCKED else "not hard-busied"
-            raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is {what}")
-        q = p.queue[m]
-        # queue_base(q) in (PQ_FREE, PQ_HOLD), inlined: the colour bits dropped
-        if (q and (q - 1) >> 10 in (0, 4)) or (self.kernel is not None and
-                                               self._buddy_free(m)):
-            raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is already free")
-        if p.wire_count[m] and not p.flags[m] & PG_FICTITIOUS:
-            raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is wired")
+        # the page's state is checked by the body, before it changes anything; a page
+        # free in vm_phys here (after the busy test, as the body's order)
+        if self.kernel is not None and self._buddy_free(m):
+            self._free_refused(m, FREE_ERR_FREE)
         if self._witness_on:
             self.witness.path(("page", False), ("queue", False))
         t, tab = self._tls, self.objtab
@@ -567,6 +562,8 @@ class AllocMixin:
                 tab.fix()
             else:
                 self.queues.materialise(-r - 2)
+        if r & FREE_ERR:
+            self._free_refused(m, r & 0xFF)
         wanted = r & PBUSY_WANTED
         if r & FREED_FICT:
             if wanted:
@@ -583,6 +580,17 @@ class AllocMixin:
             k.free_pages((m + self.first_pfn) << PAGE_SHIFT, 0)
         if wanted or self.vm_pageout_pages_needed or self.vm_pages_waiting:
             self._freed_wakeups(wanted)
+
+    def _free_refused(self, m: int, why: int) -> None:
+        """vm_page_free's typed error for page ``m``: not hard-busied (or soft-busied)
+        first, then already free (``why`` FREE_ERR_FREE), wired."""
+        b = self.pages.busy_count[m]
+        if b & (PBUSY_LOCKED | PBUSY_MASK) != PBUSY_LOCKED:
+            what = "soft-busied" if b & PBUSY_LOCKED else "not hard-busied"
+            raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is {what}")
+        if why == FREE_ERR_FREE:
+            raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is already free")
+        raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is wired")
 
     def _freed_wakeups(self, wanted: int) -> None:
         """vm_page_free_toq's end: wake the page's busy waiters (``wanted``: its

@@ -233,13 +233,17 @@ def page_lookup(ot, ob, oid: int, pindex: int, me: int) -> int:
 FREED_FICT = 0x10000     # free_toq's result bits besides the old queue's base
 FREED_HOLD = 0x20000
 FREED_GIVE = 0x40000
+FREE_ERR = 1 << 38       # free_toq refused the page (nothing changed): | one of
+FREE_ERR_BUSY, FREE_ERR_FREE, FREE_ERR_WIRED = 1, 2, 3
 
 
 @body
 def free_toq(w4, w2, w1, pi, ot, ob, st, off: int, m: int, give: int, cpu: int,
              me: int) -> int:
-    """vm_page_free_toq for a hard-busied page: vm_page_remove (out of its object, under
-    the object's token), then a fictitious page
+    """vm_page_free_toq for a hard-busied page (else FREE_ERR | FREE_ERR_BUSY; one on
+    PQ_FREE or PQ_HOLD: FREE_ERR_FREE; wired and not fictitious: FREE_ERR_WIRED; nothing
+    changed): vm_page_remove (out of its object, under the object's token), then a
+    fictitious page
     loses PG_MAPPED/WRITEABLE and is unbusied (FREED_FICT); otherwise it leaves its
     queue, its valid and dirty bits are cleared, PG_MAPPED/WRITEABLE/NEED_COMMIT/
     UNQUEUED dropped, and it goes to the tail of PQ_HOLD + pc while held (FREED_HOLD),
@@ -251,6 +255,15 @@ def free_toq(w4, w2, w1, pi, ot, ob, st, off: int, m: int, give: int, cpu: int,
     replaced) or -2 - k (materialise page k first).  Counts on CPU ``cpu``: v_tfree, the
     removal, then the new queue (v_free_count for the buddy source's too); the caller
     gives a FREED_GIVE page to vm_phys and wakes."""
+    b = int(w4[R_BUSY, m])          # vm_page_free's door: the page's state first
+    if b & (PBUSY_LOCKED | PBUSY_MASK) != PBUSY_LOCKED:
+        return FREE_ERR | FREE_ERR_BUSY
+    q = int(w2[R_QUEUE, m])
+    if q and ((q - 1) >> 10 == 0 or (q - 1) >> 10 == 4):     # on PQ_FREE or PQ_HOLD
+        return FREE_ERR | FREE_ERR_FREE
+    f = int(w4[R_FLAGS, m])
+    if w4[R_WIRE, m] and not f & PG_FICTITIOUS:
+        return FREE_ERR | FREE_ERR_WIRED
     oid = int(w4[R_OBJ, m])
     if oid:
         r = _obj_wait(ot, ob, oid, me)
@@ -259,8 +272,6 @@ def free_toq(w4, w2, w1, pi, ot, ob, st, off: int, m: int, give: int, cpu: int,
     r = _page_wait(w4, m, me)
     if r:
         return r
-    f = int(w4[R_FLAGS, m])
-    b = int(w4[R_BUSY, m])
     if f & PG_FICTITIOUS:
         if oid:
             tab_remove(w4, pi, ot, ob, m)
@@ -268,7 +279,6 @@ def free_toq(w4, w2, w1, pi, ot, ob, st, off: int, m: int, give: int, cpu: int,
         w4[R_FLAGS, m] = f & ~(PG_MAPPED | PG_WRITEABLE)
         w4[R_BUSY, m] = b & ~(PBUSY_LOCKED | PBUSY_WANTED)
         return FREED_FICT | (b & PBUSY_WANTED)
-    q = int(w2[R_QUEUE, m])
     held = w4[R_HOLD, m] != 0
     dest = 0
     if held:
