@@ -33,6 +33,7 @@ from .vm_page_array import (
 )
 from .vm_page_core import (
     BUDDY_FLOOR,
+    BUDDY_RACED,
     BUDDY_TAKEN,
     FREE_ERR,
     FREE_ERR_FREE,
@@ -231,7 +232,9 @@ class AllocMixin:
                 raise ArgumentError(f"VM_ALLOC_CPU({cpu}) out of range 0..{self.ncpus - 1}")
         else:
             cpu = here
-        color = (self._color_base[cpu] + k % self._color_cs) & PQ_L2_MASK   # vm_get_pg_color
+        buddy = self.kernel is not None
+        # vm_get_pg_color (the buddy source needs it only for PQ_CACHE)
+        color = 0 if buddy else (self._color_base[cpu] + k % self._color_cs) & PQ_L2_MASK
         if self._tier > 0:                  # the JIT's tier: compiled after N allocations
             self._tier -= 1
             if not self._tier:
@@ -240,7 +243,7 @@ class AllocMixin:
         retries = 0
         taken = False               # (obj, pindex) taken, VM_ALLOC_NULL_OK: select only
         while True:
-            if self.kernel is None:
+            if not buddy:
                 # the class floor, the select, the insert, the counts: one body
                 m, base = self._select(PQ_FREE, b2, color, -1 if taken else oid, pindex,
                                        req & ALLOC_CLASSES)
@@ -251,22 +254,21 @@ class AllocMixin:
                     continue
                 ok = base != -2
             else:
-                # the class floor and (obj, pindex) taken, one body; then vm_phys
-                r = self._buddy_pre(req & ALLOC_CLASSES, oid, pindex)
-                if r & BUDDY_TAKEN and not req & VM_ALLOC_NULL_OK:
-                    return self._page_race(obj, pindex, req)
-                ok = r & BUDDY_FLOOR
-                if ok:
-                    if r & BUDDY_TAKEN:
-                        taken = True
-                    # the buddy source: both selects begin with the buddy take
-                    m, wake = self._buddy_take(-1 if taken else oid, pindex)
-                    base = PQ_FREE
-                    if wake == -1:           # lost (obj, pindex) to another thread
-                        self.vm_page_free(m)
+                # the buddy source: both selects begin with the buddy take
+                m, wake = self._buddy_take(req, -1 if taken else oid, pindex)
+                if wake & BUDDY_TAKEN:
+                    if not req & VM_ALLOC_NULL_OK:
                         return self._page_race(obj, pindex, req)
+                    taken = True
+                if wake & BUDDY_RACED:       # lost (obj, pindex) to another thread
+                    self.vm_page_free(m)
+                    return self._page_race(obj, pindex, req)
+                ok = wake & BUDDY_FLOOR
+                base = PQ_FREE
+                if ok:
                     if m is None and b2:
-                        m, base = self._select(PQ_CACHE, 0, color)
+                        m, base = self._select(PQ_CACHE, 0,
+                                               self.vm_get_pg_color(cpu, obj, pindex))
             if ok:
                 if m is None:
                     # The count raced (or is stale): fold the per-CPU deltas and look
@@ -282,12 +284,14 @@ class AllocMixin:
                 if taken:                   # vm_page_insert failed: freed again, NULL
                     self.vm_page_free(m)
                     return None
-                if self.kernel is not None and wake:
+                if buddy and wake & WAKE:
                     self.pagedaemon_wakeup()    # vm_page_alloc's test, after the insert
                 return m
             if oid and not req & VM_ALLOC_NULL_OK and self._present(oid, pindex):
                 return self._page_race(obj, pindex, req)
             if b2:
+                if buddy:
+                    color = self.vm_get_pg_color(cpu, obj, pindex)
                 m, _ = self._select(PQ_CACHE, 0, color)
                 if m is not None:
                     self._recycle(m)
@@ -296,21 +300,6 @@ class AllocMixin:
         self.deficit += 1
         self.pagedaemon_wakeup()
         return None
-
-    def _buddy_pre(self, req: int, oid: int, pindex: int) -> int:
-        """The body :func:`~.vm_page_core.buddy_pre` (waiting for the object's token if
-        another thread holds it)."""
-        t, tab = self._tls, self.objtab
-        while True:
-            if self._gate is None:
-                r = self._c_buddy_pre(tab.ot, tab.ob, self.stats, t.cpu, req, oid, pindex,
-                                      t.me)
-            else:
-                r = self._body("_c_buddy_pre", tab.vot, tab.vob, self._st, t.cpu, req, oid,
-                               pindex, t.me)
-            if r >= 0:
-                return r
-            self._obj_retry(r)
 
     def _present(self, oid: int, pindex: int) -> bool:
         """Whether object ``oid`` has a page at ``pindex`` (the lookup body, under its
@@ -537,15 +526,15 @@ class AllocMixin:
         p = self.pages
         if type(m) is not int or not 0 <= m < p.npages or self.unmanaged[m]:
             raise AddressError(f"vm_page_free: {m!r} is not a page of this machine")
-        # the page's state is checked by the body, before it changes anything; a page
-        # free in vm_phys here (after the busy test, as the body's order)
-        if self.kernel is not None and self._buddy_free(m):
-            self._free_refused(m, FREE_ERR_FREE)
+        # the page's state is checked by the body, before it changes anything.  (A page
+        # free in vm_phys is never hard-busied -- every busying path refuses free pages
+        # -- so the body's busy test refuses it too, as "not hard-busied", the error the
+        # old door gave it first.)
+        give = 0 if self.kernel is None else 1
         if self._witness_on:
             self.witness.path(("page", False), ("queue", False))
         t, tab = self._tls, self.objtab
         w4, w2, w1, off = p.w4, p.w2, p.w1, self.queues.off
-        give = 0 if self.kernel is None else 1
         cpu, me = t.cpu, t.me
         while True:         # the body (vm_page_core.free_toq): the removal, the counts
             if self._gate is None:
@@ -608,42 +597,60 @@ class AllocMixin:
         else:
             self._add_queue(m, PQ_FREE + self.pages.pc[m], True)
 
-    def _buddy_take(self, oid: int, pindex: int) -> tuple[int | None, int]:
-        """The buddy source's select and vm_page_alloc's insert: an order-0 page from
-        vm_phys, this CPU's domain first, then the others in order (the colour is not
-        used); the body :func:`~.vm_page_core.buddy_take` hard-busies it, enters it into
-        object ``oid`` at ``pindex`` (see there) and counts it out of v_free_count.
-        Returns (the page or None, the body's WAKE bit or 0), or (the page, -1) if
-        ``pindex`` was taken meanwhile: the page hard-busied and counted, not
-        inserted."""
+    def _buddy_take(self, req: int, oid: int, pindex: int) -> tuple[int | None, int]:
+        """The buddy source's select and vm_page_alloc's insert: the body
+        :func:`~.vm_page_core.buddy_pre` (the class floor of ``req``, (oid, pindex)
+        taken); then, unless the floor is reached or (without VM_ALLOC_NULL_OK) the
+        pindex taken, an order-0 page from vm_phys, this CPU's domain first, then the
+        others in order (the colour is not used), and the body
+        :func:`~.vm_page_core.buddy_take`: the page hard-busied, entered into object
+        ``oid`` at ``pindex`` (see there; not when taken) and counted out of
+        v_free_count.  Returns (the page or None, buddy_pre's bits | the WAKE bit |
+        BUDDY_RACED if ``pindex`` was taken meanwhile: the page busied and counted, not
+        inserted)."""
+        t, tab, p = self._tls, self.objtab, self.pages
+        cpu, me = t.cpu, t.me
+        while True:
+            if self._gate is None:
+                pre = self._c_buddy_pre(tab.ot, tab.ob, self.stats, cpu,
+                                        req & ALLOC_CLASSES, oid, pindex, me)
+            else:
+                pre = self._body("_c_buddy_pre", tab.vot, tab.vob, self._st, cpu,
+                                 req & ALLOC_CLASSES, oid, pindex, me)
+            if pre >= 0:
+                break
+            self._obj_retry(pre)
+        if not pre & BUDDY_FLOOR:
+            return None, pre
+        if pre & BUDDY_TAKEN:
+            if not req & VM_ALLOC_NULL_OK:
+                return None, pre
+            oid = -1                        # the select alone: its insert would fail
         k = self.kernel
         assert k is not None
         alloc = k.alloc_pages
-        t = self._tls
-        for d in self._buddy_domains[t.cpu]:
+        for d in self._buddy_domains[cpu]:
             pa = alloc(d, "default", 0)
             if pa is not None:
                 m = (pa >> PAGE_SHIFT) - self.first_pfn
                 if self._witness_on:
                     self.witness.path(("page", False))
-                p, tab = self.pages, self.objtab
-                raced = False
                 while True:          # the body (vm_page_core.buddy_take)
                     if self._gate is None:
                         r = self._c_buddy_take(p.w4, p.w1, p.pi, tab.ot, tab.ob, self.stats,
-                                               m, t.cpu, oid, pindex, t.me)
+                                               m, cpu, oid, pindex, me)
                     else:
                         r = self._body("_c_buddy_take", p.w4, p.w1, p.pindex, tab.vot,
-                                       tab.vob, self._st, m, t.cpu, oid, pindex, t.me)
+                                       tab.vob, self._st, m, cpu, oid, pindex, me)
                     if r == 1:
                         raise PageStateError("buddy page came back busy")
                     if r == 2:       # taken meanwhile: busied and counted, not inserted
-                        raced, oid = True, -1
+                        pre, oid = pre | BUDDY_RACED, -1
                         continue
                     if r >= 0:
-                        return m, (-1 if raced else r)
+                        return m, pre | r
                     self._obj_retry(r)
-        return None, 0
+        return None, pre
 
     def _buddy_domains_by_cpu(self) -> list[list[int]]:
         """Per CPU, the vm_phys domains the buddy source tries: the CPU's socket's domain

@@ -646,7 +646,7 @@ def page_read(w4, w2, w1, pi, ot, ob, st, off: int, b2: int, color: int, sam: in
 
 
 # -- the buddy source's take ---------------------------------------------------------------------
-BUDDY_FLOOR, BUDDY_TAKEN = 1, 2      # buddy_pre's bits
+BUDDY_FLOOR, BUDDY_TAKEN, BUDDY_RACED = 1, 2, 4     # buddy_pre's bits; the caller's
 
 
 @body
