@@ -114,9 +114,16 @@ def compiled_calls(vm: DragonflyVm):
             return float("nan")
         w4, w2, w1, off = p.w4, p.w2, p.w1, vm.queues.off
         t = time.process_time()
+        tab = getattr(vm, "objtab", None)
         if fa is not None:                  # issue12c's paths
             for _ in range(n):
                 ff(w4, w2, w1, off, fa(w4, w2, w1, off, 1, 0))
+        elif tab is not None:               # issue12r: the objects' arrays passed too
+            pi, ot, ob, st = p.pi, tab.ot, tab.ob, vm.stats
+            for _ in range(n):
+                ff(w4, w2, w1, pi, ot, ob, st, off,
+                   fs(w4, w2, w1, pi, ot, ob, st, off, 1, 3073, 0, 15, 0, 1, -1, 0, 1)[1],
+                   0, 0, 1)
         else:
             for _ in range(n):
                 ff(w4, w2, w1, off, fs(w4, w2, w1, off, 1, 3073, 0, 15, 1)[1], 0, 1)

@@ -16,7 +16,7 @@ from physmem.dragonfly.vm_page_core import (
     SEL_WAIT,
     WAIT,
     free_toq,
-    select_free_or_cache,
+    select_insert,
 )
 from physmem.machine import Machine, RamRange
 
@@ -63,7 +63,7 @@ def test_the_tier_switches_to_the_compiled_bodies_after_n_allocations():
     o = vm.object_create()
     for i in range(49):
         vm.vm_page_free(vm.vm_page_alloc(o, i, VM_ALLOC_NORMAL))
-    assert not vm._core and vm._c_select is select_free_or_cache.py
+    assert not vm._core and vm._c_select is select_insert.py
     vm.vm_page_free(vm.vm_page_alloc(o, 49, VM_ALLOC_NORMAL))
     assert vm._core and vm._gate is None and vm._gate_ref == [None]
     assert small(witness=True, jit=True)._core      # WITNESS checks the bodies' paths
@@ -93,8 +93,10 @@ def vm(request) -> DragonflyVm:
 
 def _select(vm: DragonflyVm, color: int) -> tuple[int, int, int]:
     p = vm.pages
-    return vm._body("_c_select", p.w4, p.w2, p.w1, vm.queues.off, PQ_FREE, PQ_CACHE,
-                    color, vm.set_assoc_mask, ME.t)
+    t = vm.objtab
+    return vm._body("_c_select", p.w4, p.w2, p.w1, p.pi, t.ot, t.ob, vm.stats,
+                    vm.queues.off, PQ_FREE, PQ_CACHE, color, vm.set_assoc_mask, 0, 0, -1, 0,
+                    ME.t)
 
 
 def test_alloc_waits_for_a_queue_lock_held_by_another_thread(vm):
@@ -162,13 +164,14 @@ def test_free_waits_while_the_atomic_is_held_elsewhere_then_frees(vm):
     t, done = _held_elsewhere(vm.atomic)
     before = digest(vm)
     try:
-        assert vm._body("_c_free_toq", p.w4, p.w2, p.w1, vm.queues.off, m, 0,
-                        ME.t) == -WAIT - W_ATOMIC
+        tb = vm.objtab
+        assert vm._body("_c_free_toq", p.w4, p.w2, p.w1, p.pi, tb.ot, tb.ob, vm.stats,
+                        vm.queues.off, m, 0, 0, ME.t) == -WAIT - W_ATOMIC
         assert digest(vm) == before
         a = threading.Thread(target=lambda: vm.vm_page_free(m))
         a.start()
         a.join(0.3)
-        # (v_tfree is counted before the body: the page itself has not moved)
+        # (the body changed nothing: the page has not moved, v_tfree not counted)
         assert a.is_alive() and p.queue[m] == 0 and p.busy_count[m]
     finally:
         done.set()
@@ -194,7 +197,7 @@ def test_a_lock_the_caller_holds_does_not_stop_a_body(vm):
 def test_plain_bodies_are_the_compiled_ones_own_python():
     """The plain mode runs the very functions numba compiles (their ``.py``)."""
     vm = small(jit=False)
-    assert vm._c_select is select_free_or_cache.py and vm._c_free_toq is free_toq.py
+    assert vm._c_select is select_insert.py and vm._c_free_toq is free_toq.py
 
 
 def test_the_search_sets_aside_a_cache_page_it_cannot_recycle(vm):

@@ -24,7 +24,7 @@ LAYERS = {
     "physmem.netbsd.extent": 4, "physmem.netbsd.mirror": 5, "physmem.netbsd.pglist": 5,
     "physmem.dragonfly.alist": 4, "physmem.dragonfly.dma_reserve": 5,
     # DragonFly's page layer sits above the free-page allocators (the buddy source).
-    "physmem.dragonfly.locks": 1, "physmem.dragonfly.vm_object": 1,
+    "physmem.dragonfly.locks": 1, "physmem.dragonfly.vm_object": 3.52,
     "physmem.dragonfly.vm_meter": 3.4,
     "physmem.dragonfly.vm_page_array": 3.5, "physmem.dragonfly.vm_pageout": 6.5,
     "physmem.dragonfly.vm_page_core": 3.55,

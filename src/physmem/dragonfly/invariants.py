@@ -16,7 +16,8 @@ Checked:
   the buddy allocator's free pages, which pass FreeBSD's own INVARIANTS;
 * free pages are unbusied, unwired, unheld, clean, invalid and in no object; pages on
   PQ_HOLD are held; FICTITIOUS or UNQUEUED pages are on no queue; act_count <= ACT_MAX;
-* objects and pages agree both ways (``memq``, ``resident_page_count``); DMA-reserve pages
+* objects and pages agree both ways (each object's list of pages, the object table's
+  entries, ``resident_page_count``); DMA-reserve pages
   still in the alist are wired and fictitious.
 """
 
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import InvariantError
+from .vm_object import O_RPC, T_M, T_META, T_OID, T_PINDEX, TM_COUNT, tab_lookup
 from .vm_page_array import (
     ACT_MAX,
     COUNTS,
@@ -142,21 +144,35 @@ def check_dragonfly(vm: DragonflyVm) -> None:
         errs.append("act_count above ACT_MAX")
     if np.any(a["hold_count"] < 0):
         errs.append("negative hold_count")
-    # Objects.
+    # Objects: each object's list against the table, and the table against the pages.
+    tab = vm.objtab
+    ot, ob = tab.ot, tab.ob
     owned = 0
     for o in vm.objects.values():
-        owned += len(o.memq)
-        if o.resident_page_count != len(o.memq):
-            errs.append(f"object {o.id}: resident_page_count {o.resident_page_count}, "
-                        f"memq {len(o.memq)}")
-        for pi, m in o.memq.items():
+        pages = tab.pages(o.id)
+        owned += len(pages)
+        if ob[O_RPC, o.id] != len(pages):
+            errs.append(f"object {o.id}: resident_page_count {ob[O_RPC, o.id]}, "
+                        f"{len(pages)} pages listed")
+        for pi, m in pages:
             if a["obj"][m] != o.id or a["pindex"][m] != pi:
                 errs.append(f"object {o.id} pindex {pi}: page {m} says object "
                             f"{a['obj'][m]} pindex {a['pindex'][m]}")
                 break
-    if owned != np.count_nonzero(a["obj"]):
-        errs.append(f"{np.count_nonzero(a['obj'])} pages name an object, objects hold "
-                    f"{owned}")
+            if tab_lookup.py(ot, o.id, pi) != m:
+                errs.append(f"object {o.id} pindex {pi}: page {m} listed, the table "
+                            f"says {tab_lookup.py(ot, o.id, pi)}")
+                break
+    live = np.flatnonzero(ot[T_M])
+    if ot[T_META, TM_COUNT] != len(live) or len(live) != owned:
+        errs.append(f"the object table holds {len(live)} entries (count "
+                    f"{ot[T_META, TM_COUNT]}), objects list {owned} pages")
+    tm = ot[T_M, live] - 1
+    bad = (a["obj"][tm] != ot[T_OID, live]) | (a["pindex"][tm] != ot[T_PINDEX, live])
+    if np.any(bad):
+        j = live[np.flatnonzero(bad)[0]]
+        errs.append(f"object table slot {j}: page {ot[T_M, j] - 1} for object "
+                    f"{ot[T_OID, j]} pindex {ot[T_PINDEX, j]} says otherwise")
     if vm.dma_alist is not None:
         fm = np.flatnonzero(vm.dma_alist.free_map) - vm.first_pfn
         fm = fm[(fm >= 0) & (fm < vm.pages.npages)]

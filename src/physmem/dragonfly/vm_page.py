@@ -44,7 +44,7 @@ from .vm_meter import (
     vmstats_count,
     vmstats_rollup,
 )
-from .vm_object import PageHash, VmObject
+from .vm_object import ObjectTable, PageHash, VmObject
 from .vm_page_alloc import AllocMixin
 from .vm_page_array import (
     COUNTS,
@@ -55,6 +55,7 @@ from .vm_page_array import (
     W_ATOMIC,
     W_PAGE,
     W_QUEUE,
+    W_TOKEN,
     PageArray,
     Queues,
 )
@@ -62,10 +63,15 @@ from .vm_page_bits import BitsMixin
 from .vm_page_boot import BootMixin
 from .vm_page_busy import BusyMixin
 from .vm_page_core import (
-    busy_take,
+    buddy_pre,
+    buddy_take,
     free_toq,
+    page_insert,
+    page_lookup,
+    page_read,
+    page_remove,
     read_done,
-    select_free_or_cache,
+    select_insert,
 )
 from .vm_page_defs import (
     PINDEX_LIMIT,
@@ -170,10 +176,17 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
                            for q in range(PQ_COUNT)]
         # stands for the CPU's atomic ops
         self.atomic = WordLock(threading.Lock(), words, W_ATOMIC, g)
-        self._c_select = select_free_or_cache.py
+        # the objects' page tables and tokens (vm_object.py), read by the bodies
+        self.objtab = ObjectTable(self._gate_ref, self.pages.w4, self.pages.pi)
+        self._c_select = select_insert.py
+        self._c_insert = page_insert.py
+        self._c_remove = page_remove.py
+        self._c_lookup = page_lookup.py
         self._c_free_toq = free_toq.py
         self._c_read_done = read_done.py
-        self._c_busy_take = busy_take.py
+        self._c_read = page_read.py
+        self._c_buddy_pre = buddy_pre.py
+        self._c_buddy_take = buddy_take.py
         self._c_vmstats_count = vmstats_count.py
         self._c_vmstats_rollup = vmstats_rollup.py
         if self._tier == 0:
@@ -206,10 +219,15 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
         g = self._gate
         assert g is not None
         with g:
-            self._c_select = select_free_or_cache.entry()
+            self._c_select = select_insert.entry()
+            self._c_insert = page_insert.entry()
+            self._c_remove = page_remove.entry()
+            self._c_lookup = page_lookup.entry()
             self._c_free_toq = free_toq.entry()
             self._c_read_done = read_done.entry()
-            self._c_busy_take = busy_take.entry()
+            self._c_read = page_read.entry()
+            self._c_buddy_pre = buddy_pre.entry()
+            self._c_buddy_take = buddy_take.entry()
             self._c_scan_active = scan_active.compiled()
             self._c_scan_inactive = scan_inactive.compiled()
             self._c_vmstats_count = vmstats_count.entry()
@@ -231,7 +249,14 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
 
     def _wait_word(self, w: int) -> None:
         """A body met lock word ``w`` held by another thread: wait for that lock (take
-        and drop it), as the kernel's path would block on it."""
+        and drop it), as the kernel's path would block on it (an object's token:
+        ``W_TOKEN + id``)."""
+        if w >= W_TOKEN:
+            obj = self.objects.get(w - W_TOKEN)
+            if obj is not None:
+                obj.token.acquire()
+                obj.token.release()
+            return
         if w < W_PAGE:
             lock = self.queue_spin[w - W_QUEUE]
         elif w < W_ATOMIC:

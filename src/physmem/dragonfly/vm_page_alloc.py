@@ -13,17 +13,11 @@ from ..errors import AddressError, ArgumentError
 from .alist import ALIST_BLOCK_NONE
 from .locks import PAGE_STRIPES, page_op
 from .vm_meter import (
-    CNT_TFREE,
     V_ACTIVE_COUNT,
-    V_CACHE_COUNT,
     V_FREE_COUNT,
-    V_FREE_RESERVED,
-    V_INTERRUPT_FREE_MIN,
-    V_PAGING_START,
 )
 from .vm_object import VmObject
 from .vm_page_array import (
-    COUNTER,
     PBUSY_LOCKED,
     PBUSY_MASK,
     PBUSY_WANTED,
@@ -38,15 +32,30 @@ from .vm_page_array import (
     queue_base,
 )
 from .vm_page_core import (
+    BUDDY_FLOOR,
+    BUDDY_RACED,
+    BUDDY_TAKEN,
+    FREE_ERR,
+    FREE_ERR_FREE,
     FREED_FICT,
     FREED_GIVE,
-    FREED_HOLD,
+    LOOKUP_NONE,
+    RD_HASH,
+    RD_HIT,
+    RD_NEW,
+    RD_PART,
+    RD_SLOW,
     READ_ACTIVATE,
+    RETRY,
+    SEL_FLOOR,
     SEL_FOUND,
     SEL_MATERIALISE,
     SEL_NONE,
+    SEL_RETRY,
+    SEL_TAKEN,
     SEL_WAIT,
     WAIT,
+    WAKE,
 )
 from .vm_page_defs import (
     ALLOC_CLASSES,
@@ -54,11 +63,9 @@ from .vm_page_defs import (
     RETRY_LIMIT,
     VM_ALLOC_CPU_SPEC,
     VM_ALLOC_FORCE_ZERO,
-    VM_ALLOC_INTERRUPT,
     VM_ALLOC_NORMAL,
     VM_ALLOC_NULL_OK,
     VM_ALLOC_RETRY,
-    VM_ALLOC_SYSTEM,
     VM_ALLOC_ZERO,
     PageStateError,
 )
@@ -97,41 +104,53 @@ class AllocMixin:
         return not (p.flags[m] & (PG_NEED_COMMIT | PG_MAPPED) or p.hold_count[m] or
                     p.wire_count[m] or p.dirty[m] & p.valid[m])
 
-    def _select(self, b1: int, b2: int, color: int) -> tuple[int | None, int]:
+    def _select(self, b1: int, b2: int, color: int, oid: int = -1, pindex: int = 0,
+                req: int = 0) -> tuple[int | None, int]:
         """vm_page_select_free (``b1`` PQ_FREE, ``b2`` 0), vm_page_select_cache
-        (PQ_CACHE, 0) or vm_page_select_free_or_cache (PQ_FREE, PQ_CACHE): the body's
-        search (:func:`~.vm_page_core.select_free_or_cache`), the removal counted, the
-        pagedaemon kicked.  Returns (the page, dequeued and hard-busied, the base it came
-        from), or (None, b1).  Between the body's calls, what it leaves to Python: a lock
-        another thread holds (waited for), a block to materialise, a page found that
-        cannot be taken (set aside: :meth:`_set_aside`)."""
-        p = self.pages
-        w4, w2, w1, off = p.w4, p.w2, p.w1, self.queues.off
-        sam = self.set_assoc_mask
+        (PQ_CACHE, 0) or vm_page_select_free_or_cache (PQ_FREE, PQ_CACHE): the body
+        :func:`~.vm_page_core.select_insert` (the removal counted in it; with ``req``,
+        vm_page_alloc's class floor first; with ``oid`` >= 0 a free page found enters
+        object ``oid`` at ``pindex`` in the same call), then the pagedaemon kicked
+        (twice for vm_page_alloc's page: the select's test and its own).  Returns (the
+        page, dequeued and hard-busied, the base it came from), (None, b1), (None, -1)
+        if ``pindex`` is taken or (None, -2) at the class floor (nothing changed).
+        Between the body's calls, what it leaves to Python: a lock another thread holds
+        (waited for), a block to materialise, a full table, a page found that cannot be
+        taken (set aside: :meth:`_set_aside`)."""
         if self._witness_on:
             self.witness.path(("queue", False), ("page", True))
-        t = self._tls
-        me = t.me
+        p, tab, t = self.pages, self.objtab, self._tls
+        w4, w2, w1, off, sam = p.w4, p.w2, p.w1, self.queues.off, self.set_assoc_mask
+        cpu, me = t.cpu, t.me
         while True:
             if self._gate is None:
-                st, m, base = self._c_select(w4, w2, w1, off, b1, b2, color, sam, me)
+                st, m, r = self._c_select(w4, w2, w1, p.pi, tab.ot, tab.ob, self.stats, off,
+                                          b1, b2, color, sam, cpu, req, oid, pindex, me)
             else:
-                st, m, base = self._body("_c_select", w4, w2, w1, off, b1, b2, color,
-                                         sam, me)
+                st, m, r = self._body("_c_select", w4, w2, w1, p.pindex, tab.vot, tab.vob,
+                                      self._st, off, b1, b2, color, sam, cpu, req, oid,
+                                      pindex, me)
             if st == SEL_FOUND:
-                self._count(COUNTER[base], -1)      # the removal (and its fold)
-                s = self._lv[t.cpu]                 # this CPU's view
-                if s[V_FREE_COUNT] < s[V_PAGING_START]:
+                base = r & 0xFFFF
+                if r & WAKE:
                     self.pagedaemon_wakeup()       # (it tests no more below that)
+                    if req and base == PQ_FREE and oid >= 0:
+                        self.pagedaemon_wakeup()   # vm_page_alloc's own test
                 return m, base
             if st == SEL_NONE:
                 return None, b1
+            if st == SEL_FLOOR:
+                return None, -2
             if st == SEL_WAIT:
                 self._wait_word(m)
+            elif st == SEL_RETRY:
+                tab.fix()
+            elif st == SEL_TAKEN:
+                return None, -1
             elif st == SEL_MATERIALISE:
                 self.queues.materialise(m)
             else:
-                self._set_aside(m, base)
+                self._set_aside(m, r)
 
     def _set_aside(self, m: int, base: int) -> None:
         """The select loops' way past a page they found but cannot take (busy, or a cache
@@ -194,42 +213,63 @@ class AllocMixin:
         """vm_page_alloc past its argument checks (vm_page_grab's way in: it checked
         them)."""
         if obj is not None:
+            k = pindex + obj.pg_color
+            oid = obj.id
             # The kernel has no pre-check: it selects a page (recycling PQ_CACHE pages on
             # the way), vm_page_insert fails, the page is freed again and NULL returned
             # with VM_ALLOC_NULL_OK.  Without it the kernel panics ("PAGE RACE"): refuse
-            # that before anything changes.
-            if pindex in obj.memq and not req & VM_ALLOC_NULL_OK:
-                return self._page_race(obj, pindex, req)
-            k = pindex + obj.pg_color
+            # that before anything changes.  The bodies test it first (select_insert's
+            # SEL_TAKEN, buddy_pre); the paths that do not reach them test it here.
         else:
             k = pindex
+            oid = 0
         here = self._tls.cpu
         if req & VM_ALLOC_CPU_SPEC:
             cpu = req >> 16
             if not 0 <= cpu < self.ncpus:
+                if oid and not req & VM_ALLOC_NULL_OK and self._present(oid, pindex):
+                    return self._page_race(obj, pindex, req)
                 raise ArgumentError(f"VM_ALLOC_CPU({cpu}) out of range 0..{self.ncpus - 1}")
         else:
             cpu = here
-        color = (self._color_base[cpu] + k % self._color_cs) & PQ_L2_MASK   # vm_get_pg_color
+        buddy = self.kernel is not None
+        # vm_get_pg_color (the buddy source needs it only for PQ_CACHE)
+        color = 0 if buddy else (self._color_base[cpu] + k % self._color_cs) & PQ_L2_MASK
         if self._tier > 0:                  # the JIT's tier: compiled after N allocations
             self._tier -= 1
             if not self._tier:
                 self._enter_core()
         b2 = PQ_CACHE if req & VM_ALLOC_NORMAL else 0
         retries = 0
+        taken = False               # (obj, pindex) taken, VM_ALLOC_NULL_OK: select only
         while True:
-            s = self._lv[here]                  # this CPU's view
-            free = s[V_FREE_COUNT]
-            if free >= s[V_FREE_RESERVED] or (req & VM_ALLOC_INTERRUPT and free > 0) or (
-                    req & VM_ALLOC_SYSTEM and s[V_CACHE_COUNT] == 0 and
-                    free > s[V_INTERRUPT_FREE_MIN]):
-                if self.kernel is None:
-                    m, base = self._select(PQ_FREE, b2, color)
-                else:
-                    # the buddy source: both selects begin with the buddy take
-                    m, base = self._buddy_take(color), PQ_FREE
+            if not buddy:
+                # the class floor, the select, the insert, the counts: one body
+                m, base = self._select(PQ_FREE, b2, color, -1 if taken else oid, pindex,
+                                       req & ALLOC_CLASSES)
+                if base == -1:
+                    if not req & VM_ALLOC_NULL_OK:
+                        return self._page_race(obj, pindex, req)
+                    taken = True
+                    continue
+                ok = base != -2
+            else:
+                # the buddy source: both selects begin with the buddy take
+                m, wake = self._buddy_take(req, -1 if taken else oid, pindex)
+                if wake & BUDDY_TAKEN:
+                    if not req & VM_ALLOC_NULL_OK:
+                        return self._page_race(obj, pindex, req)
+                    taken = True
+                if wake & BUDDY_RACED:       # lost (obj, pindex) to another thread
+                    self.vm_page_free(m)
+                    return self._page_race(obj, pindex, req)
+                ok = wake & BUDDY_FLOOR
+                base = PQ_FREE
+                if ok:
                     if m is None and b2:
-                        m, base = self._select(PQ_CACHE, 0, color)
+                        m, base = self._select(PQ_CACHE, 0,
+                                               self.vm_get_pg_color(cpu, obj, pindex))
+            if ok:
                 if m is None:
                     # The count raced (or is stale): fold the per-CPU deltas and look
                     # again.  The kernel loops forever; the model gives up after a few.
@@ -241,18 +281,17 @@ class AllocMixin:
                 if base == PQ_CACHE:
                     self._recycle(m)
                     continue
-                # the insert (lost to another thread: the page is freed again), the
-                # pagedaemon check
-                if obj is None:
-                    self.pages.pindex[m] = pindex
-                elif not self._insert(m, obj, pindex):
+                if taken:                   # vm_page_insert failed: freed again, NULL
                     self.vm_page_free(m)
-                    return self._page_race(obj, pindex, req)
-                s = self._lv[here]
-                if s[V_FREE_COUNT] < s[V_PAGING_START]:
-                    self.pagedaemon_wakeup()
+                    return None
+                if buddy and wake & WAKE:
+                    self.pagedaemon_wakeup()    # vm_page_alloc's test, after the insert
                 return m
+            if oid and not req & VM_ALLOC_NULL_OK and self._present(oid, pindex):
+                return self._page_race(obj, pindex, req)
             if b2:
+                if buddy:
+                    color = self.vm_get_pg_color(cpu, obj, pindex)
                 m, _ = self._select(PQ_CACHE, 0, color)
                 if m is not None:
                     self._recycle(m)
@@ -261,6 +300,20 @@ class AllocMixin:
         self.deficit += 1
         self.pagedaemon_wakeup()
         return None
+
+    def _present(self, oid: int, pindex: int) -> bool:
+        """Whether object ``oid`` has a page at ``pindex`` (the lookup body, under its
+        token)."""
+        t = self.objtab
+        me = self._tls.me
+        while True:
+            if self._gate is None:
+                m = self._c_lookup(t.ot, t.ob, oid, pindex, me)
+            else:
+                m = self._body("_c_lookup", t.vot, t.vob, oid, pindex, me)
+            if m >= 0 or m == LOOKUP_NONE:
+                return m >= 0
+            self._obj_retry(m)
 
     @staticmethod
     def _page_race(obj: VmObject, pindex: int, req: int) -> None:
@@ -307,21 +360,83 @@ class AllocMixin:
         ``vm_page_grab(obj, pindex, NORMAL | RETRY)``; unless the page is all valid,
         ``vm_page_set_validclean`` over the whole page; ``vm_page_activate``;
         ``vm_page_wakeup`` -- the same steps in the same order, the arguments checked
-        once.  Returns the page (unbusied, active)."""
-        m = self.vm_page_grab(obj, pindex, VM_ALLOC_NORMAL | VM_ALLOC_RETRY, proc)
+        once.  Returns the page (unbusied, active).  The common cases (a page found
+        idle; a miss allocated from PQ_FREE) are one body
+        (:func:`~.vm_page_core.page_read`); a busy page, the class floor or an empty
+        search take vm_page_grab's path."""
+        if type(obj) is not VmObject or self.objects.get(obj.id) is not obj:
+            self._check_obj(obj, "vm_page_grab")
+        if type(pindex) is not int or not 0 <= pindex < PINDEX_LIMIT:
+            self._check_pindex(pindex, "vm_page_grab")
+        p, tab, t = self.pages, self.objtab, self._tls
+        here = t.cpu
+        color = (self._color_base[here] + (pindex + obj.pg_color) % self._color_cs) & \
+            PQ_L2_MASK                      # vm_get_pg_color
+        if self._witness_on:
+            self.witness.path(("queue", False), ("page", True))
+            self.witness.path(("page", False), ("queue", False))
+        off, sam, oid, me = self.queues.off, self.set_assoc_mask, obj.id, t.me
+        alloc = 1 if self.kernel is None else 0    # (the buddy source's misses: grab's)
+        while True:
+            if self._gate is None:
+                st, m, r = self._c_read(p.w4, p.w2, p.w1, p.pi, tab.ot, tab.ob, self.stats,
+                                        off, PQ_CACHE, color, sam, alloc, here, oid, pindex,
+                                        me)
+            else:
+                st, m, r = self._body("_c_read", p.w4, p.w2, p.w1, p.pindex, tab.vot,
+                                      tab.vob, self._st, off, PQ_CACHE, color, sam, alloc,
+                                      here, oid, pindex, me)
+            if st == RD_HIT:
+                if r & RD_HASH and self.hash is not None:
+                    self.hash_enter(m)
+                return self._read_end(m, r & 0xFFFFFFFF)
+            if st in (RD_NEW, RD_PART):
+                if r & WAKE:                # the select's test, then vm_page_alloc's
+                    self.pagedaemon_wakeup()
+                    self.pagedaemon_wakeup()
+                if self._tier > 0:          # the JIT's tier: compiled after N allocations
+                    self._tier -= 1
+                    if not self._tier:
+                        self._enter_core()
+                if st == RD_NEW:
+                    return self._read_end(m, r & 0xFFFFFFFF)
+                return self._read_done(m)
+            if st == RD_SLOW:
+                return self._read_done(self.vm_page_grab(obj, pindex,
+                                                         VM_ALLOC_NORMAL | VM_ALLOC_RETRY,
+                                                         proc))
+            if st == SEL_FOUND:             # a cache page: recycled, then again
+                if r & WAKE:
+                    self.pagedaemon_wakeup()
+                self._recycle(m)
+            elif st == SEL_WAIT:
+                self._wait_word(m)
+            elif st == SEL_RETRY:
+                tab.fix()
+            elif st == SEL_MATERIALISE:
+                self.queues.materialise(m)
+            else:
+                self._set_aside(m, r)
+
+    def _read_done(self, m: int | None) -> int:
+        """pagecache_read after vm_page_grab: the body :func:`~.vm_page_core.read_done`
+        (waiting for the locks it meets held), then :meth:`_read_end`."""
         assert m is not None
         p = self.pages
-        if self._witness_on:
-            self.witness.path(("page", False), ("queue", False))
         me = self._tls.me
-        while True:                  # the body (vm_page_core.read_done)
+        while True:
             if self._gate is None:
                 r = self._c_read_done(p.w4, p.w2, p.w1, self.queues.off, m, me)
             else:
                 r = self._body("_c_read_done", p.w4, p.w2, p.w1, self.queues.off, m, me)
             if r >= 0:
-                break
+                return self._read_end(m, r)
             self._wait_word(-WAIT - r)
+
+    def _read_end(self, m: int, r: int) -> int:
+        """The read's tail after read_done's result ``r``: a page on another queue is
+        activated and unbusied here; a page that joined PQ_ACTIVE is counted; busy
+        waiters are woken.  Returns the page."""
         if r == READ_ACTIVATE:       # on another queue: vm_page_activate, then the wakeup
             spin = self.page_spin[m & (PAGE_STRIPES - 1)]
             spin.acquire()
@@ -411,69 +526,60 @@ class AllocMixin:
         p = self.pages
         if type(m) is not int or not 0 <= m < p.npages or self.unmanaged[m]:
             raise AddressError(f"vm_page_free: {m!r} is not a page of this machine")
-        b = p.busy_count[m]
-        if b & (PBUSY_LOCKED | PBUSY_MASK) != PBUSY_LOCKED:
-            what = "soft-busied" if b & PBUSY_LOCKED else "not hard-busied"
-            raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is {what}")
-        q = p.queue[m]
-        # queue_base(q) in (PQ_FREE, PQ_HOLD), inlined: the colour bits dropped
-        if (q and (q - 1) >> 10 in (0, 4)) or (self.kernel is not None and
-                                               self._buddy_free(m)):
-            raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is already free")
-        if p.wire_count[m] and not p.flags[m] & PG_FICTITIOUS:
-            raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is wired")
-        t = self._tls
-        self._cv[t.cpu][CNT_TFREE] += 1
-        oid = p.obj[m]
-        if oid:
-            # vm_page_remove, inlined: out of the object under its token, before the page
-            # spinlock.
-            obj = self.objects[oid]
-            token = obj.token
-            token.acquire()
-            del obj.memq[p.pindex[m]]
-            obj.resident_page_count -= 1
-            obj.generation += 1
-            p.obj[m] = 0
-            token.release()
+        # the page's state is checked by the body, before it changes anything.  (A page
+        # free in vm_phys is never hard-busied -- every busying path refuses free pages
+        # -- so the body's busy test refuses it too, as "not hard-busied", the error the
+        # old door gave it first.)
+        give = 0 if self.kernel is None else 1
         if self._witness_on:
             self.witness.path(("page", False), ("queue", False))
+        t, tab = self._tls, self.objtab
         w4, w2, w1, off = p.w4, p.w2, p.w1, self.queues.off
-        give = 0 if self.kernel is None else 1
-        me = t.me
-        while True:                  # the body (vm_page_core.free_toq)
+        cpu, me = t.cpu, t.me
+        while True:         # the body (vm_page_core.free_toq): the removal, the counts
             if self._gate is None:
-                r = self._c_free_toq(w4, w2, w1, off, m, give, me)
+                r = self._c_free_toq(w4, w2, w1, p.pi, tab.ot, tab.ob, self.stats, off, m,
+                                     give, cpu, me)
             else:
-                r = self._body("_c_free_toq", w4, w2, w1, off, m, give, me)
+                r = self._body("_c_free_toq", w4, w2, w1, p.pindex, tab.vot, tab.vob,
+                               self._st, off, m, give, cpu, me)
             if r >= 0:
                 break
             if r <= -WAIT:
                 self._wait_word(-WAIT - r)
+            elif r == RETRY:
+                tab.fix()
             else:
                 self.queues.materialise(-r - 2)
+        if r & FREE_ERR:
+            self._free_refused(m, r & 0xFF)
         wanted = r & PBUSY_WANTED
         if r & FREED_FICT:
             if wanted:
                 with self.sleep:
                     self.sleep.notify_all()
             return
-        if r & 0xFFFF:
-            self._count(COUNTER[r & 0xFFFF], -1)     # the removal, then the new queue
         if self.md_mod:
             self.md_mod.discard(m)
         if self.md_refs:
             self.md_refs.pop(m, None)
-        if r & FREED_HOLD:
-            self._count(V_ACTIVE_COUNT, 1)       # (PQ_HOLD counts as active)
-        else:
-            if r & FREED_GIVE:
-                k = self.kernel
-                assert k is not None
-                k.free_pages((m + self.first_pfn) << PAGE_SHIFT, 0)    # _buddy_give
-            self._count(V_FREE_COUNT, 1)
+        if r & FREED_GIVE:                   # _buddy_give (counted in the body)
+            k = self.kernel
+            assert k is not None
+            k.free_pages((m + self.first_pfn) << PAGE_SHIFT, 0)
         if wanted or self.vm_pageout_pages_needed or self.vm_pages_waiting:
             self._freed_wakeups(wanted)
+
+    def _free_refused(self, m: int, why: int) -> None:
+        """vm_page_free's typed error for page ``m``: not hard-busied (or soft-busied)
+        first, then already free (``why`` FREE_ERR_FREE), wired."""
+        b = self.pages.busy_count[m]
+        if b & (PBUSY_LOCKED | PBUSY_MASK) != PBUSY_LOCKED:
+            what = "soft-busied" if b & PBUSY_LOCKED else "not hard-busied"
+            raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is {what}")
+        if why == FREE_ERR_FREE:
+            raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is already free")
+        raise PageStateError(f"vm_page_free: page {self.pa(m):#x} is wired")
 
     def _freed_wakeups(self, wanted: int) -> None:
         """vm_page_free_toq's end: wake the page's busy waiters (``wanted``: its
@@ -491,34 +597,60 @@ class AllocMixin:
         else:
             self._add_queue(m, PQ_FREE + self.pages.pc[m], True)
 
-    def _buddy_take(self, color: int) -> int | None:
-        """The buddy source's select: an order-0 page from vm_phys, this CPU's domain
-        first, then the others in order; hard-busied (the colour is not used).  Counts
-        it out of v_free_count.  Returns the page or None."""
+    def _buddy_take(self, req: int, oid: int, pindex: int) -> tuple[int | None, int]:
+        """The buddy source's select and vm_page_alloc's insert: the body
+        :func:`~.vm_page_core.buddy_pre` (the class floor of ``req``, (oid, pindex)
+        taken); then, unless the floor is reached or (without VM_ALLOC_NULL_OK) the
+        pindex taken, an order-0 page from vm_phys, this CPU's domain first, then the
+        others in order (the colour is not used), and the body
+        :func:`~.vm_page_core.buddy_take`: the page hard-busied, entered into object
+        ``oid`` at ``pindex`` (see there; not when taken) and counted out of
+        v_free_count.  Returns (the page or None, buddy_pre's bits | the WAKE bit |
+        BUDDY_RACED if ``pindex`` was taken meanwhile: the page busied and counted, not
+        inserted)."""
+        t, tab, p = self._tls, self.objtab, self.pages
+        cpu, me = t.cpu, t.me
+        while True:
+            if self._gate is None:
+                pre = self._c_buddy_pre(tab.ot, tab.ob, self.stats, cpu,
+                                        req & ALLOC_CLASSES, oid, pindex, me)
+            else:
+                pre = self._body("_c_buddy_pre", tab.vot, tab.vob, self._st, cpu,
+                                 req & ALLOC_CLASSES, oid, pindex, me)
+            if pre >= 0:
+                break
+            self._obj_retry(pre)
+        if not pre & BUDDY_FLOOR:
+            return None, pre
+        if pre & BUDDY_TAKEN:
+            if not req & VM_ALLOC_NULL_OK:
+                return None, pre
+            oid = -1                        # the select alone: its insert would fail
         k = self.kernel
         assert k is not None
         alloc = k.alloc_pages
-        here = self._tls.cpu
-        for d in self._buddy_domains[here]:
+        for d in self._buddy_domains[cpu]:
             pa = alloc(d, "default", 0)
             if pa is not None:
                 m = (pa >> PAGE_SHIFT) - self.first_pfn
-                self._count(V_FREE_COUNT, -1)
                 if self._witness_on:
                     self.witness.path(("page", False))
-                w4, w1, me = self.pages.w4, self.pages.w1, self._tls.me
-                while True:          # the body (vm_page_core.busy_take)
+                while True:          # the body (vm_page_core.buddy_take)
                     if self._gate is None:
-                        r = self._c_busy_take(w4, w1, m, me)
+                        r = self._c_buddy_take(p.w4, p.w1, p.pi, tab.ot, tab.ob, self.stats,
+                                               m, cpu, oid, pindex, me)
                     else:
-                        r = self._body("_c_busy_take", w4, w1, m, me)
+                        r = self._body("_c_buddy_take", p.w4, p.w1, p.pindex, tab.vot,
+                                       tab.vob, self._st, m, cpu, oid, pindex, me)
+                    if r == 1:
+                        raise PageStateError("buddy page came back busy")
+                    if r == 2:       # taken meanwhile: busied and counted, not inserted
+                        pre, oid = pre | BUDDY_RACED, -1
+                        continue
                     if r >= 0:
-                        break
-                    self._wait_word(-WAIT - r)
-                if r:
-                    raise PageStateError("buddy page came back busy")
-                return m
-        return None
+                        return m, pre | r
+                    self._obj_retry(r)
+        return None, pre
 
     def _buddy_domains_by_cpu(self) -> list[list[int]]:
         """Per CPU, the vm_phys domains the buddy source tries: the CPU's socket's domain

@@ -114,7 +114,8 @@ def boot_color(pfn):
 # thread's ``locks.ME.t``, meaningful while the word is up).
 R_FLAGS, R_BUSY, R_WIRE, R_HOLD, R_OBJ, R_NEXT, R_PREV = range(7)
 R_HEAD, R_TAIL, R_LCNT, R_LASTQ, R_WORDS, R_ADDS = range(7, 13)
-W4_ROWS = 13
+R_ONEXT, R_OPREV = 13, 14      # an object's pages in insertion order (vm_object.py)
+W4_ROWS = 15
 R_QUEUE, R_PC = 0, 1
 W2_ROWS = 2
 R_ACT, R_VALID, R_DIRTY, R_NONEMPTY, R_IMPLICIT, R_MDREF = range(6)
@@ -123,6 +124,7 @@ W_QUEUE, W_PAGE = 0, PQ_COUNT
 W_ATOMIC = PQ_COUNT + PQ_L2_SIZE
 NWORDS = W_ATOMIC + 1
 ROW_MIN = 2 * NWORDS
+W_TOKEN = 2 * NWORDS    # -WAIT - (W_TOKEN + id): object id's token (vm_object.py) is held
 
 
 class PageArray:
@@ -134,7 +136,8 @@ class PageArray:
 
     - ``w4`` (uint32): flags, busy_count, wire_count, hold_count, obj, next, prev, and
       the queues' head, tail, lcnt, lastq, the lock words (vm_page_core.py) and the
-      inactive queues' tail-insert counts (``adds``);
+      inactive queues' tail-insert counts (``adds``), and the links of each object's
+      pages in insertion order (``onext``/``oprev``, page + 1: :mod:`.vm_object`);
     - ``w2`` (uint16): queue, pc;
     - ``w1`` (uint8): act_count, valid, dirty, the queues' non-empty bytes, the
       implicit-block bytes and ``mdref`` (1 where the pmap may hold references for the
@@ -164,6 +167,8 @@ class PageArray:
             ("lastq", "w4", R_LASTQ, np.int32, PQ_COUNT),
             ("words", "w4", R_WORDS, np.uint32, 2 * NWORDS),
             ("adds", "w4", R_ADDS, np.uint32, PQ_COUNT),
+            ("onext", "w4", R_ONEXT, np.uint32, None),
+            ("oprev", "w4", R_OPREV, np.uint32, None),
             ("queue", "w2", R_QUEUE, np.uint16, None),
             ("pc", "w2", R_PC, np.uint16, None),
             ("act_count", "w1", R_ACT, np.uint8, None),
@@ -189,6 +194,7 @@ class PageArray:
         for name, a in self.arrays.items():
             setattr(self, name, memoryview(a))
         self.arrays["lastq"][:] = -1
+        self.pi = self.arrays["pindex"]          # the bodies' pindex array (int64[::1])
         # 2-D memoryviews for the queue core's plain Python (vm_page_core.py)
         self.mw4, self.mw2, self.mw1 = (memoryview(self.w4), memoryview(self.w2),
                                         memoryview(self.w1))
@@ -426,7 +432,11 @@ class FinalizeMoves:
 # Compiled for one signature (the rows, then int64s), as the bodies that call them
 # (vm_page_core.py: typed functions run without numba's runtime, and so must their
 # callees).
-rows_fn = njit_typed(w4="uint32[:, ::1]", w2="uint16[:, ::1]", w1="uint8[:, ::1]")
+rows_fn = njit_typed(w4="uint32[:, ::1]", w2="uint16[:, ::1]", w1="uint8[:, ::1]",
+                     pi="int64[::1]", ot="int64[:, ::1]", ob="int64[:, ::1]",
+                     st="int64[::1]")
+# (pi: the pages' pindex; ot, ob: the objects' page table and rows, vm_object.py; st: the
+# statistics, vm_meter.py)
 
 
 @rows_fn

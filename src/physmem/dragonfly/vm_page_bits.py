@@ -94,7 +94,7 @@ class BitsMixin:
         """vm_object_set_writeable_dirty on the page's object, if it has one."""
         o = self.objects.get(self.pages.obj[m])
         if o is not None:
-            o.writeable = o.maybe_dirty = True
+            o.set_writeable_dirty()
 
     @page_op()
     def vm_page_set_invalid(self, m: int, base: int, size: int) -> None:
@@ -104,7 +104,7 @@ class BitsMixin:
         p.dirty[m] &= ~bits
         o = self.objects.get(p.obj[m])
         if o is not None:
-            o.generation += 1
+            o.bump_generation()
 
     @page_op()
     def vm_page_zero_invalid(self, m: int, setvalid: bool) -> None:

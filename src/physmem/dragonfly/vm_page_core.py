@@ -32,6 +32,33 @@ caller materialises that block and calls again.
 
 from __future__ import annotations
 
+from .vm_meter import (
+    CNT_TFREE,
+    GD_CNT,
+    GD_SIZE,
+    V_ACTIVE_COUNT,
+    V_CACHE_COUNT,
+    V_FREE_COUNT,
+    V_FREE_RESERVED,
+    V_INACTIVE_COUNT,
+    V_INTERRUPT_FREE_MIN,
+    V_PAGING_START,
+    vmstats_count,
+)
+from .vm_object import (
+    O_FLAGS,
+    O_HOLDER,
+    O_TOKEN,
+    T_M,
+    T_META,
+    TM_MOVED,
+    tab_find,
+    tab_insert,
+    tab_lookup,
+    tab_put,
+    tab_remove,
+    tab_room,
+)
 from .vm_page_array import (
     ACT_INIT,
     NWORDS,
@@ -40,6 +67,7 @@ from .vm_page_array import (
     PBUSY_WANTED,
     PG_FICTITIOUS,
     PG_MAPPED,
+    PG_MAPPEDMULTI,
     PG_NEED_COMMIT,
     PG_NOSYNC,
     PG_UNQUEUED,
@@ -48,6 +76,7 @@ from .vm_page_array import (
     PQ_CACHE,
     PQ_FREE,
     PQ_HOLD,
+    PQ_INACTIVE,
     PQ_L2_MASK,
     PQ_L2_SIZE,
     PQ_NONE,
@@ -61,6 +90,7 @@ from .vm_page_array import (
     R_LASTQ,
     R_NEXT,
     R_NONEMPTY,
+    R_OBJ,
     R_PC,
     R_QUEUE,
     R_VALID,
@@ -70,6 +100,7 @@ from .vm_page_array import (
     W_ATOMIC,
     W_PAGE,
     W_QUEUE,
+    W_TOKEN,
     q_insert,
     q_remove,
     rows_fn,
@@ -104,15 +135,115 @@ def _page_wait(w4, m: int, me: int) -> int:
     return 0
 
 
+# -- the counts: a body counts its own queue changes (vm_meter.vmstats_count) -----------------
+WAKE = 1 << 36          # in a body's result: below v_paging_start (kick the pagedaemon)
+FLOOR_SYSTEM, FLOOR_INTERRUPT = 0x2, 0x4     # vm_page_defs' VM_ALLOC_SYSTEM, _INTERRUPT
+
+
+@body
+def count_base(st, cpu: int, base: int, delta: int) -> None:
+    """Count a page into (``delta`` 1) or out of (-1) a queue of ``base`` on CPU ``cpu``
+    (PQ_HOLD counts as active): _vm_page_add/rem_queue_spinlocked's counts."""
+    f = V_ACTIVE_COUNT
+    if base == PQ_FREE:
+        f = V_FREE_COUNT
+    elif base == PQ_CACHE:
+        f = V_CACHE_COUNT
+    elif base == PQ_INACTIVE:
+        f = V_INACTIVE_COUNT
+    vmstats_count(st, cpu, f, delta, 1)
+
+
+@body
+def wake_test(st, cpu: int) -> int:
+    """WAKE if CPU ``cpu``'s view has free pages below v_paging_start (vm_page_alloc's
+    and the select's pagedaemon test), else 0."""
+    b = cpu * GD_SIZE
+    return WAKE if st[b + V_FREE_COUNT] < st[b + V_PAGING_START] else 0
+
+
+@body
+def floor_ok(st, cpu: int, req: int) -> bool:
+    """vm_page_alloc's class floor on CPU ``cpu``'s view: free pages at or above
+    v_free_reserved; INTERRUPT: any; SYSTEM: above v_interrupt_free_min while no page
+    is cached."""
+    b = cpu * GD_SIZE
+    free = st[b + V_FREE_COUNT]
+    return (free >= st[b + V_FREE_RESERVED] or (req & FLOOR_INTERRUPT != 0 and free > 0)
+            or (req & FLOOR_SYSTEM != 0 and st[b + V_CACHE_COUNT] == 0 and
+                free > st[b + V_INTERRUPT_FREE_MIN]))
+
+
+# -- objects: vm_page_insert, vm_page_remove, vm_page_lookup ------------------------------------
+RETRY = -1     # an object array was replaced, or the table is full: ObjectTable.fix(), again
+LOOKUP_NONE = -2
+
+
+@body
+def _obj_wait(ot, ob, oid: int, me: int) -> int:
+    """Object ``oid``'s token, as a body takes it (vm_page_insert/remove/lookup run with
+    the object held): -WAIT - (W_TOKEN + oid) if another thread holds it, RETRY if
+    ``ot`` or ``ob`` has been replaced by a larger array, else 0."""
+    if ot[T_META, TM_MOVED] or ob[O_FLAGS, 0]:
+        return RETRY
+    if ob[O_TOKEN, oid] != 0 and ob[O_HOLDER, oid] != me:
+        return -WAIT - (W_TOKEN + oid)
+    return 0
+
+
+@body
+def page_insert(w4, w1, pi, ot, ob, m: int, oid: int, pindex: int, me: int) -> int:
+    """vm_page_insert under object ``oid``'s token: page ``m`` enters it at ``pindex``
+    (:func:`~.vm_object.tab_insert`).  Returns 0, 1 if ``pindex`` is taken; or, nothing
+    changed, RETRY (the table is full or replaced) or -WAIT - word."""
+    r = _obj_wait(ot, ob, oid, me)
+    if r:
+        return r
+    if not tab_room(ot):
+        return RETRY
+    return tab_insert(w4, w1, pi, ot, ob, m, oid, pindex)
+
+
+@body
+def page_remove(w4, pi, ot, ob, m: int, me: int) -> int:
+    """vm_page_remove under the page's object's token (a page of no object: nothing).
+    Returns 0; or, nothing changed, RETRY or -WAIT - word."""
+    oid = int(w4[R_OBJ, m])
+    if not oid:
+        return 0
+    r = _obj_wait(ot, ob, oid, me)
+    if r:
+        return r
+    tab_remove(w4, pi, ot, ob, m)
+    return 0
+
+
+@body
+def page_lookup(ot, ob, oid: int, pindex: int, me: int) -> int:
+    """vm_page_lookup under object ``oid``'s token: its page at ``pindex``, LOOKUP_NONE;
+    or RETRY or -WAIT - word."""
+    r = _obj_wait(ot, ob, oid, me)
+    if r:
+        return r
+    m = tab_lookup(ot, oid, pindex)
+    return m if m >= 0 else LOOKUP_NONE
+
+
 # -- vm_page_free_toq ------------------------------------------------------------------------
 FREED_FICT = 0x10000     # free_toq's result bits besides the old queue's base
 FREED_HOLD = 0x20000
 FREED_GIVE = 0x40000
+FREE_ERR = 1 << 38       # free_toq refused the page (nothing changed): | one of
+FREE_ERR_BUSY, FREE_ERR_FREE, FREE_ERR_WIRED = 1, 2, 3
 
 
 @body
-def free_toq(w4, w2, w1, off: int, m: int, give: int, me: int) -> int:
-    """vm_page_free_toq after vm_page_remove, for a hard-busied page: a fictitious page
+def free_toq(w4, w2, w1, pi, ot, ob, st, off: int, m: int, give: int, cpu: int,
+             me: int) -> int:
+    """vm_page_free_toq for a hard-busied page (else FREE_ERR | FREE_ERR_BUSY; one on
+    PQ_FREE or PQ_HOLD: FREE_ERR_FREE; wired and not fictitious: FREE_ERR_WIRED; nothing
+    changed): vm_page_remove (out of its object, under the object's token), then a
+    fictitious page
     loses PG_MAPPED/WRITEABLE and is unbusied (FREED_FICT); otherwise it leaves its
     queue, its valid and dirty bits are cleared, PG_MAPPED/WRITEABLE/NEED_COMMIT/
     UNQUEUED dropped, and it goes to the tail of PQ_HOLD + pc while held (FREED_HOLD),
@@ -120,18 +251,34 @@ def free_toq(w4, w2, w1, off: int, m: int, give: int, me: int) -> int:
     else to the head of PQ_FREE + pc; unbusied.  Locks (as words): the page's spinlock,
     the atomic, the old and new queues'.  Returns the old queue's base (PQ_NONE if on
     none) | the FREED_* bit | PBUSY_WANTED if a thread waits for the busy; or, nothing
-    changed, -WAIT - word (a lock held by another thread) or -2 - k (materialise page
-    k first).  The caller counts (the removal, then the new queue) and wakes."""
+    changed, -WAIT - word (a lock held by another thread), RETRY (an object array was
+    replaced) or -2 - k (materialise page k first).  Counts on CPU ``cpu``: v_tfree, the
+    removal, then the new queue (v_free_count for the buddy source's too); the caller
+    gives a FREED_GIVE page to vm_phys and wakes."""
+    b = int(w4[R_BUSY, m])          # vm_page_free's door: the page's state first
+    if b & (PBUSY_LOCKED | PBUSY_MASK) != PBUSY_LOCKED:
+        return FREE_ERR | FREE_ERR_BUSY
+    q = int(w2[R_QUEUE, m])
+    if q and ((q - 1) >> 10 == 0 or (q - 1) >> 10 == 4):     # on PQ_FREE or PQ_HOLD
+        return FREE_ERR | FREE_ERR_FREE
+    f = int(w4[R_FLAGS, m])
+    if w4[R_WIRE, m] and not f & PG_FICTITIOUS:
+        return FREE_ERR | FREE_ERR_WIRED
+    oid = int(w4[R_OBJ, m])
+    if oid:
+        r = _obj_wait(ot, ob, oid, me)
+        if r:
+            return r
     r = _page_wait(w4, m, me)
     if r:
         return r
-    f = int(w4[R_FLAGS, m])
-    b = int(w4[R_BUSY, m])
     if f & PG_FICTITIOUS:
+        if oid:
+            tab_remove(w4, pi, ot, ob, m)
+        st[cpu * GD_SIZE + GD_CNT + CNT_TFREE] += 1
         w4[R_FLAGS, m] = f & ~(PG_MAPPED | PG_WRITEABLE)
         w4[R_BUSY, m] = b & ~(PBUSY_LOCKED | PBUSY_WANTED)
         return FREED_FICT | (b & PBUSY_WANTED)
-    q = int(w2[R_QUEUE, m])
     held = w4[R_HOLD, m] != 0
     dest = 0
     if held:
@@ -152,6 +299,8 @@ def free_toq(w4, w2, w1, off: int, m: int, give: int, me: int) -> int:
         if r:
             return r
         base = ((q - 1) & ~PQ_L2_MASK) + 1
+    if oid:
+        tab_remove(w4, pi, ot, ob, m)
     w1[R_VALID, m] = 0
     w1[R_DIRTY, m] = 0
     w4[R_FLAGS, m] = f & ~(PG_MAPPED | PG_WRITEABLE | PG_NEED_COMMIT | PG_UNQUEUED)
@@ -160,6 +309,10 @@ def free_toq(w4, w2, w1, off: int, m: int, give: int, me: int) -> int:
         q_insert(w4, w2, w1, dest, m, 0 if held else 1)
         how = FREED_HOLD if held else 0
     w4[R_BUSY, m] = b & ~(PBUSY_LOCKED | PBUSY_WANTED)
+    st[cpu * GD_SIZE + GD_CNT + CNT_TFREE] += 1
+    if base:
+        count_base(st, cpu, base, -1)
+    count_base(st, cpu, PQ_HOLD if held else PQ_FREE, 1)
     return int(base | how | (b & PBUSY_WANTED))
 
 
@@ -215,6 +368,8 @@ def read_done(w4, w2, w1, off: int, m: int, me: int) -> int:
 
 # -- vm_page_select_free / _cache / _free_or_cache: the colour search ---------------------------
 SEL_FOUND, SEL_NONE, SEL_WAIT, SEL_MATERIALISE, SEL_BUSY, SEL_UNUSABLE = range(6)
+SEL_RETRY, SEL_TAKEN, SEL_FLOOR = 6, 7, 8     # select_insert: an object array to fix;
+# pindex taken; the class floor reached
 
 
 @body
@@ -383,16 +538,157 @@ def select_free_or_cache(w4, w2, w1, off: int, b1: int, b2: int, color: int, sam
     return st, m, base
 
 
-# -- the buddy source's take ---------------------------------------------------------------------
 @body
-def busy_take(w4, w1, m: int, me: int) -> int:
-    """The buddy source's select after vm_phys handed page ``m`` out: hard-busy it and
-    clear its flags, act_count and valid bits for vm_page_alloc.  Locks (as words): the
-    page's spinlock, the atomic.  Returns 0, 1 if the page is busy (it came back busy:
-    the caller's error), or -WAIT - word (held by another thread), nothing changed."""
+def select_insert(w4, w2, w1, pi, ot, ob, st, off: int, b1: int, b2: int, color: int,
+                  sam: int, cpu: int, req: int, oid: int, pindex: int, me: int):
+    """vm_page_alloc's select and vm_page_insert as one step: with ``req`` (vm_page_alloc's
+    flags), its class floor on CPU ``cpu``'s view first (SEL_FLOOR); with ``oid`` > 0,
+    object oid's token (SEL_WAIT on it, SEL_RETRY for a full or replaced table,
+    SEL_TAKEN if ``pindex`` is taken); all before anything changes.  Then
+    :func:`select_free_or_cache`: the page found is counted out of its queue on CPU
+    ``cpu``, and one found on PQ_FREE enters the object at ``pindex`` (``oid`` 0: an
+    object-less page, its pindex set; ``oid`` -1: the select alone).  A page found on
+    PQ_CACHE is left to the caller (recycled: another object's page).  Returns
+    select_free_or_cache's triple, with WAKE in the base of a page found when the
+    pagedaemon's test passes."""
+    if req and not floor_ok(st, cpu, req):
+        return SEL_FLOOR, 0, 0
+    slot = -1
+    if oid > 0:
+        r = _obj_wait(ot, ob, oid, me)
+        if r == RETRY:
+            return SEL_RETRY, 0, 0
+        if r:
+            return SEL_WAIT, -WAIT - r, 0
+        if not tab_room(ot):
+            return SEL_RETRY, 0, 0
+        slot = tab_find(ot, oid, pindex)
+        if slot >= 0:
+            return SEL_TAKEN, 0, 0
+    s, m, base = select_free_or_cache(w4, w2, w1, off, b1, b2, color, sam, me)
+    if s != SEL_FOUND:
+        return s, m, base
+    if base == PQ_FREE and oid >= 0:
+        if oid:
+            tab_put(w4, w1, pi, ot, ob, -1 - slot, m, oid, pindex)
+        else:
+            pi[m] = pindex
+    count_base(st, cpu, base, -1)
+    return s, m, base | wake_test(st, cpu)
+
+
+RD_HIT, RD_NEW, RD_PART, RD_SLOW = 9, 10, 11, 12     # page_read's own outcomes
+RD_HASH = 1 << 32           # page_read: a page found is PG_MAPPEDMULTI (vm_page_hash_enter)
+
+
+@body
+def page_read(w4, w2, w1, pi, ot, ob, st, off: int, b2: int, color: int, sam: int,
+              alloc: int, cpu: int, oid: int, pindex: int, me: int):
+    """The page-cache read (DragonflyVm.pagecache_read) as one step, under object
+    ``oid``'s token: vm_page_grab(NORMAL | RETRY) -- vm_page_lookup, the page found
+    hard-busied, or on a miss (with ``alloc``) vm_page_alloc's NORMAL floor on CPU
+    ``cpu``, its select (PQ_FREE, then ``b2`` PQ_CACHE) and vm_page_insert -- then
+    :func:`read_done` (validclean, activate, wakeup); the queue changes counted on CPU
+    ``cpu``.  Returns (RD_HIT or RD_NEW, page, read_done's result without its
+    count bit | RD_HASH for a PG_MAPPEDMULTI page found | WAKE for a page allocated
+    below v_paging_start); (RD_PART, page, WAKE or 0): allocated and inserted,
+    read_done left to the caller (a lock it needs is held elsewhere); (SEL_FOUND, page,
+    PQ_CACHE | WAKE): a cache page dequeued, busied and counted, to recycle before
+    calling again; (RD_SLOW, 0, 0), nothing changed: the page found is busy, the floor
+    is reached or the select found nothing (the caller's vm_page_grab path); or, nothing
+    changed, select_insert's SEL_WAIT, SEL_RETRY, SEL_MATERIALISE, SEL_BUSY,
+    SEL_UNUSABLE triples."""
+    r = _obj_wait(ot, ob, oid, me)
+    if r == RETRY:
+        return SEL_RETRY, 0, 0
+    if r:
+        return SEL_WAIT, -WAIT - r, 0
+    if not tab_room(ot):
+        return SEL_RETRY, 0, 0
+    slot = tab_find(ot, oid, pindex)
+    if slot >= 0:
+        m = int(ot[T_M, slot]) - 1
+        r = _page_wait(w4, m, me)         # read_done's locks, before the busy
+        if r:
+            return SEL_WAIT, -WAIT - r, 0
+        aq = W_QUEUE + PQ_ACTIVE + int(w2[R_PC, m])
+        if _held(w4, aq, me):
+            return SEL_WAIT, aq, 0
+        b = int(w4[R_BUSY, m])
+        if b & (PBUSY_LOCKED | PBUSY_MASK):
+            return RD_SLOW, 0, 0
+        w4[R_BUSY, m] = b | PBUSY_LOCKED
+        h = RD_HASH if int(w4[R_FLAGS, m]) & PG_MAPPEDMULTI else 0
+        r = read_done(w4, w2, w1, off, m, me)
+        if r != READ_ACTIVATE and r & 1:
+            count_base(st, cpu, PQ_ACTIVE, 1)
+            r &= ~1
+        return RD_HIT, m, r | h
+    if not alloc or not floor_ok(st, cpu, 1):
+        return RD_SLOW, 0, 0
+    s, m, base = select_free_or_cache(w4, w2, w1, off, PQ_FREE, b2, color, sam, me)
+    if s == SEL_NONE:
+        return RD_SLOW, 0, 0
+    if s != SEL_FOUND:
+        return s, m, base
+    count_base(st, cpu, base, -1)
+    wake = wake_test(st, cpu)
+    if base != PQ_FREE:
+        return s, m, base | wake
+    tab_put(w4, w1, pi, ot, ob, -1 - slot, m, oid, pindex)
+    if _page_wait(w4, m, me) or _held(w4, W_QUEUE + PQ_ACTIVE + int(w2[R_PC, m]), me):
+        return RD_PART, m, wake
+    r = read_done(w4, w2, w1, off, m, me)
+    if r & 1:                       # (a new page: on no queue, never READ_ACTIVATE)
+        count_base(st, cpu, PQ_ACTIVE, 1)
+        r &= ~1
+    return RD_NEW, m, r | wake
+
+
+# -- the buddy source's take ---------------------------------------------------------------------
+BUDDY_FLOOR, BUDDY_TAKEN, BUDDY_RACED = 1, 2, 4     # buddy_pre's bits; the caller's
+
+
+@body
+def buddy_pre(ot, ob, st, cpu: int, req: int, oid: int, pindex: int, me: int) -> int:
+    """The buddy source's vm_page_alloc before it asks vm_phys: BUDDY_FLOOR if the class
+    floor (``req``) lets it allocate on CPU ``cpu``, | BUDDY_TAKEN if object ``oid`` (>
+    0) has a page at ``pindex`` (under its token); or RETRY, or -WAIT - word."""
+    r = 0
+    if oid > 0:
+        r = _obj_wait(ot, ob, oid, me)
+        if r:
+            return r
+        if tab_find(ot, oid, pindex) >= 0:
+            r = BUDDY_TAKEN
+    if floor_ok(st, cpu, req):
+        r |= BUDDY_FLOOR
+    return r
+
+
+@body
+def buddy_take(w4, w1, pi, ot, ob, st, m: int, cpu: int, oid: int, pindex: int,
+               me: int) -> int:
+    """The buddy source's select after vm_phys handed page ``m`` out, and vm_page_alloc's
+    insert: hard-busy it and clear its flags, act_count and valid bits, enter it into
+    object ``oid`` (> 0) at ``pindex`` (0: an object-less page, its pindex set; -1:
+    nothing), count it out of v_free_count on CPU ``cpu``.  Locks (as words): the page's
+    spinlock, the atomic, the object's token.  Returns 0 or WAKE (the pagedaemon's
+    test); or, nothing changed: 1 if the page is busy (it came back busy: the caller's
+    error), 2 if ``pindex`` is taken, RETRY, -WAIT - word."""
     r = _page_wait(w4, m, me)
     if r:
         return r
+    slot = -1
+    if oid > 0:
+        r = _obj_wait(ot, ob, oid, me)
+        if r:
+            return r
+        if not tab_room(ot):
+            return RETRY
+        slot = tab_find(ot, oid, pindex)
+        if slot >= 0:
+            return 2
     b = int(w4[R_BUSY, m])
     if b & (PBUSY_LOCKED | PBUSY_MASK):
         return 1
@@ -400,4 +696,9 @@ def busy_take(w4, w1, m: int, me: int) -> int:
     w4[R_FLAGS, m] = 0
     w1[R_ACT, m] = 0
     w1[R_VALID, m] = 0
-    return 0
+    if oid > 0:
+        tab_put(w4, w1, pi, ot, ob, -1 - slot, m, oid, pindex)
+    elif oid == 0:
+        pi[m] = pindex
+    count_base(st, cpu, PQ_FREE, -1)
+    return wake_test(st, cpu)

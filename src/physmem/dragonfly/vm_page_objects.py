@@ -12,17 +12,19 @@ import numpy as np
 from ..errors import ArgumentError
 from .locks import page_op
 from .vm_object import OBJ_TYPES, OBJT_DEFAULT, OBJT_VNODE, VmObject
+from .vm_object import tab_lookup as _tab_lookup
 from .vm_page_array import (
     PG_MAPPEDMULTI,
-    PG_NEED_COMMIT,
-    PG_WRITEABLE,
     PQ_CACHE,
     PQ_PRIME2,
     queue_base,
 )
+from .vm_page_core import LOOKUP_NONE, RETRY, WAIT
 from .vm_page_defs import (
     PageStateError,
 )
+
+tab_lookup = _tab_lookup.py        # Python's read of the table (no numba import)
 
 
 class ObjectMixin:
@@ -65,7 +67,7 @@ class ObjectMixin:
                     v = np.concatenate([v, np.zeros(max(len(v), oid + 1), np.uint8)])
                 v[oid] = 1
                 self.vnode_ids = v
-        o = VmObject(oid, type, self.vm_quickcolor())
+        o = VmObject(oid, type, self.vm_quickcolor(), self.objtab)
         self.objects[o.id] = o
         return o
 
@@ -81,24 +83,26 @@ class ObjectMixin:
         return self._insert(m, obj, pindex)
 
     def _insert(self, m: int, obj: VmObject, pindex: int) -> bool:
-        """vm_page_insert's work, under the object's token (also on the alloc fast path,
-        where the page has no flags and no valid bits yet)."""
-        p = self.pages
-        token = obj.token
-        token.acquire()
-        memq = obj.memq
-        if pindex in memq:
-            token.release()
-            return False
-        obj.generation += 1
-        memq[pindex] = m
-        obj.resident_page_count += 1
-        p.obj[m] = obj.id
-        p.pindex[m] = pindex
-        if p.flags[m] & (PG_WRITEABLE | PG_NEED_COMMIT) or p.valid[m] & p.dirty[m]:
-            obj.writeable = obj.maybe_dirty = True
-        token.release()
-        return True
+        """vm_page_insert's work, the body :func:`~.vm_page_core.page_insert` under the
+        object's token (the buddy source's alloc and vm_page_rename come here)."""
+        p, t = self.pages, self.objtab
+        me = self._tls.me
+        while True:
+            if self._gate is None:
+                r = self._c_insert(p.w4, p.w1, p.pi, t.ot, t.ob, m, obj.id, pindex, me)
+            else:
+                r = self._body("_c_insert", p.w4, p.w1, p.pindex, t.vot, t.vob, m, obj.id,
+                               pindex, me)
+            if r >= 0:
+                return not r
+            self._obj_retry(r)
+
+    def _obj_retry(self, r: int) -> None:
+        """An object body's decline ``r``: RETRY (fix the table), or -WAIT - word."""
+        if r == RETRY:
+            self.objtab.fix()
+        else:
+            self._wait_word(-WAIT - r)
 
     @page_op()
     def vm_page_remove(self, m: int) -> None:
@@ -110,15 +114,19 @@ class ObjectMixin:
         self._remove(m)
 
     def _remove(self, m: int) -> None:
-        """vm_page_remove's work on a hard-busied page of an object: out of its object
-        under the object's token (no page or queue lock may be held: token first)."""
-        p = self.pages
-        obj = self.objects[p.obj[m]]
-        with obj.token:
-            del obj.memq[p.pindex[m]]
-            obj.resident_page_count -= 1
-            obj.generation += 1
-            p.obj[m] = 0
+        """vm_page_remove's work on a hard-busied page of an object: the body
+        :func:`~.vm_page_core.page_remove` under the object's token (no page or queue
+        lock may be held: token first)."""
+        p, t = self.pages, self.objtab
+        me = self._tls.me
+        while True:
+            if self._gate is None:
+                r = self._c_remove(p.w4, p.pi, t.ot, t.ob, m, me)
+            else:
+                r = self._body("_c_remove", p.w4, p.pindex, t.vot, t.vob, m, me)
+            if r >= 0:
+                return
+            self._obj_retry(r)
 
     def vm_page_lookup(self, obj: VmObject, pindex: int) -> int | None:
         """The page of ``obj`` at ``pindex`` (entered in the page hash), or None."""
@@ -127,13 +135,21 @@ class ObjectMixin:
         return self._lookup(obj, pindex)
 
     def _lookup(self, obj: VmObject, pindex: int) -> int | None:
-        """vm_page_lookup's work, under the object's token (``obj`` and ``pindex``
-        checked by the caller)."""
-        token = obj.token
-        token.acquire()
-        m = obj.memq.get(pindex)
-        token.release()
-        if m is not None and self.hash is not None:
+        """vm_page_lookup's work, the body :func:`~.vm_page_core.page_lookup` under the
+        object's token (``obj`` and ``pindex`` checked by the caller)."""
+        t = self.objtab
+        me = self._tls.me
+        while True:
+            if self._gate is None:
+                m = self._c_lookup(t.ot, t.ob, obj.id, pindex, me)
+            else:
+                m = self._body("_c_lookup", t.vot, t.vob, obj.id, pindex, me)
+            if m >= 0:
+                break
+            if m == LOOKUP_NONE:
+                return None
+            self._obj_retry(m)
+        if self.hash is not None:
             self.hash_enter(m)
         return m
 
@@ -154,7 +170,7 @@ class ObjectMixin:
         self._check_obj(obj, "vm_page_rename")
         self._check_pindex(pindex, "vm_page_rename")
         self._need_hard_busy(m, "vm_page_rename")
-        if pindex in obj.memq:
+        if tab_lookup(self.objtab.vot, obj.id, pindex) >= 0:
             raise PageStateError(f"vm_page_rename: object {obj.id} already has {pindex}")
         self.vm_page_remove(m)
         self._insert(m, obj, pindex)
@@ -167,7 +183,8 @@ class ObjectMixin:
         oid = self.pages.obj[m]
         if not oid:
             return None
-        return self.objects[oid].memq.get(self.pages.pindex[m] + 1)
+        n = tab_lookup(self.objtab.vot, oid, self.pages.pindex[m] + 1)
+        return n if n >= 0 else None
 
     def hash_enter(self, m: int) -> None:
         """vm_page_hash_enter: only PG_MAPPEDMULTI pages with an object."""
