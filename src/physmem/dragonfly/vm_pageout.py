@@ -21,6 +21,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
+
+from ..bits import PAGE_SHIFT
 from ..errors import ArgumentError
 from .locks import PAGE_STRIPES, page_op
 from .vm_meter import (
@@ -61,6 +64,12 @@ from .vm_page_array import (
     queue_base,
 )
 from .vm_pageout_core import (
+    CF_DEFER,
+    CF_DONE,
+    CF_GIVE,
+    CF_PAGE,
+    CF_WAIT,
+    CF_WAKE,
     SCAN_DEFER,
     SCAN_DONE,
     V_ACTION,
@@ -76,6 +85,8 @@ from .vm_pageout_core import (
     V_REMOVE,
     V_REQUEUE,
     active_visit,
+    cache_to_free,
+    free_wakeup_due,
     inactive_visit,
     scan_active,
     scan_inactive,
@@ -90,6 +101,8 @@ _inactive_visit_py = inactive_visit.py
 _paging_start_py = paging_start.py
 _scan_active_py = scan_active.py
 _scan_inactive_py = scan_inactive.py
+_cache_to_free_py = cache_to_free.py
+_free_wakeup_due_py = free_wakeup_due.py
 
 MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_WILLNEED, MADV_DONTNEED, MADV_FREE = range(6)
 MADVICE = {"normal": MADV_NORMAL, "random": MADV_RANDOM, "sequential": MADV_SEQUENTIAL,
@@ -168,6 +181,9 @@ class PageoutMixin:
         self._daemon_stop = False
         self._daemon_kick = threading.Event()
         self._in_daemon = threading.local()
+        self._cf_out = np.zeros(256, np.int64)      # cache_to_free's pages freed
+        self._cf_mout = memoryview(self._cf_out)
+        self._cf_entry = None
 
     def _derive_thresholds(self) -> None:
         self.vmstats_rollup()
@@ -262,12 +278,13 @@ class PageoutMixin:
         v_pageout_free_min is met, and vm_wait sleepers past the hysteresis."""
         if not (self.vm_pageout_pages_needed or self.vm_pages_waiting):
             return
-        s = self.local()
-        if self.vm_pageout_pages_needed and self._avail(s) >= s.v_pageout_free_min:
+        due = _free_wakeup_due_py(self.mstats, self._tls.cpu * GD_SIZE,
+                                  self.vm_pageout_pages_needed, self.vm_pages_waiting,
+                                  self.page_free_hysteresis)
+        if due & 1:
             self.vm_pageout_pages_needed = 0
             self._wake_waiters()
-        if self.vm_pages_waiting and (not self.min_dnc(self.page_free_hysteresis)
-                                      or not self.target1()):
+        if due & 2:
             self.vm_pages_waiting = 0
             self._cv[self._tls.cpu][CNT_PPWAKEUPS] += 1
             self._wake_waiters()
@@ -721,32 +738,68 @@ class PageoutMixin:
 
     def _cache_to_free(self) -> None:
         """Free cache pages while v_free_count < v_free_target and cache > 16; the rover
-        steps by PQ_PRIME2."""
-        st = self.pageout_stats
-        tries = 0
-        while tries < PQ_L2_SIZE:
-            s = self.local()
-            if s.v_free_count >= s.v_free_target or s.v_cache_count <= 16:
+        steps by PQ_PRIME2 (vm_pageout_core.cache_to_free: compiled, or plain under the
+        gate).  Between its calls Python does what the body leaves to it: the pmap's
+        data of the pages freed (``md_mod``, ``md_refs``) and vm_phys's take-back (the
+        buddy source), a wait for a lock another thread holds, a page the body could not
+        free now (vm_page_free, which waits), the wakeups."""
+        ps = self.pageout_stats
+        p, tab, t = self.pages, self.objtab, self._tls
+        off, cpu, me = self.queues.off, t.cpu, t.me
+        give = 0 if self.kernel is None else 1
+        out = self._cf_out
+        if self._witness_on:         # the body's path: the find, then vm_page_free's
+            self.witness.path(("queue", False), ("page", True))
+            self.witness.path(("page", False), ("queue", False))
+        rover, tries = self._cache_rover, 0
+        while True:
+            args = (off, cpu, rover, tries, give, self.vm_pageout_pages_needed,
+                    self.vm_pages_waiting, self.page_free_hysteresis, me)
+            g = self._gate
+            if g is None:
+                f = self._cf_entry
+                if f is None:
+                    f = self._cf_entry = cache_to_free.entry()
+                r = f(p.w4, p.w2, p.w1, p.pi, tab.ot, tab.ob, self.stats, out, *args)
+            else:
+                with g:
+                    r = _cache_to_free_py(p.w4, p.w2, p.w1, p.pindex, tab.vot, tab.vob,
+                                          self._st, self._cf_mout, *args)
+            st, rover, tries, n, x = r
+            self._cache_rover = rover
+            if n:
+                ps.freed += n
+                self._cache_freed(n)
+            if st == CF_DONE:
                 break
-            c = self._cache_rover
-            self._cache_rover = (c + PQ_PRIME2) & PQ_L2_MASK
-            m = self.first_locked(PQ_CACHE + c)
-            if m is None:
-                tries += 1
-                continue
-            busy = self._busy_try(m, True)
-            # unlocked before the free: vm_page_free takes the object's token first
-            self.page_unlock(m)
-            if busy:
-                tries += 1
-                continue
-            tries = 0
-            if queue_base(self.pages.queue[m]) != PQ_CACHE:
-                self._wakeup(m)                   # moved while unlocked: not ours now
-                continue
-            self.vm_page_free(m)
-            self._cv[self._tls.cpu][CNT_DFREE] += 1     # vm_pageout_scan_cache
-            st.freed += 1
+            if st == CF_WAIT:
+                self._wait_word(x)
+            elif st == CF_DEFER:
+                self.vm_page_free(x)                          # unbusies (or raises)
+                self._cv[cpu][CNT_DFREE] += 1                 # vm_pageout_scan_cache
+                ps.freed += 1
+            elif st == CF_WAKE:
+                self._freed_wakeups(x)
+
+    def _cache_freed(self, n: int) -> None:
+        """vm_page_free's Python steps for the first ``n`` pages cache_to_free freed
+        (their order): the pmap's data dropped, a buddy page given back to vm_phys."""
+        ms = self._cf_out[:n]
+        give = ms & CF_GIVE
+        ms = ms & CF_PAGE
+        if self.md_mod:
+            self.md_mod.difference_update(ms.tolist())
+        if self.md_refs:
+            mdref = self.pages.arrays["mdref"]
+            hit = ms[mdref[ms] != 0]
+            mdref[hit] = 0
+            for m in hit.tolist():
+                self.md_refs.pop(m, None)
+        if give.any():
+            k = self.kernel
+            assert k is not None
+            for m in ms[give != 0].tolist():
+                k.free_pages((m + self.first_pfn) << PAGE_SHIFT, 0)
 
     def vm_pageout_page_stats(self) -> int:
         """act_count aging of one active colour (the idle-tick scan); returns pages seen."""

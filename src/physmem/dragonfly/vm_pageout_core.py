@@ -49,12 +49,19 @@ from __future__ import annotations
 
 from ..jit import njit_typed
 from .vm_meter import (
+    CNT_DFREE,
     CNT_PDPAGES,
     GD_CNT,
     GD_SIZE,
     V_ACTIVE_COUNT,
     V_CACHE_COUNT,
+    V_FREE_COUNT,
+    V_FREE_MIN,
+    V_FREE_RESERVED,
+    V_FREE_TARGET,
     V_INACTIVE_COUNT,
+    V_PAGEOUT_FREE_MIN,
+    V_PAGING_TARGET1,
     vmstats_count,
 )
 from .vm_page_array import (
@@ -75,6 +82,7 @@ from .vm_page_array import (
     PQ_INACTIVE,
     PQ_L2_MASK,
     PQ_L2_SIZE,
+    PQ_PRIME2,
     R_ACT,
     R_BUSY,
     R_DIRTY,
@@ -83,6 +91,7 @@ from .vm_page_array import (
     R_HOLD,
     R_LCNT,
     R_MDREF,
+    R_NEXT,
     R_OBJ,
     R_TAIL,
     R_VALID,
@@ -95,7 +104,7 @@ from .vm_page_array import (
     q_insert,
     q_remove,
 )
-from .vm_page_core import activate_insert
+from .vm_page_core import FREE_ERR, FREED_GIVE, _held, activate_insert, free_toq
 from .vm_page_transitions import C_CACHE, cache_decide, deactivate_insert
 
 # A visit's answer (the low 3 bits) ...
@@ -344,3 +353,95 @@ def scan_inactive(w4, w2, w1, st, off: int, cpu: int, c: int, k: int, budget: in
             _to_tail(w4, w2, w1, off, qi, m)
         if a & V_BUSIED:
             _unbusy(w4, m)
+
+
+# -- the pagedaemon's cache -> free ----------------------------------------------------------
+CF_DONE, CF_WAIT, CF_DEFER, CF_WAKE, CF_FULL = range(5)
+CF_GIVE = 1 << 40           # in ``out``: the page goes back to vm_phys (the buddy source)
+CF_PAGE = CF_GIVE - 1
+cf_fn = njit_typed(w4="uint32[:, ::1]", w2="uint16[:, ::1]", w1="uint8[:, ::1]",
+                   pi="int64[::1]", ot="int64[:, ::1]", ob="int64[:, ::1]",
+                   st="int64[::1]", out="int64[::1]")
+
+
+@cf_fn
+def free_wakeup_due(st, b: int, needed: int, waiting: int, hyst: int) -> int:
+    """vm_page_free_wakeup's tests on the view at ``b``: 1 if the pagedaemon's own
+    waiters (``needed``) may go on (free + cache reached v_pageout_free_min), | 2 if
+    vm_wait's sleepers (``waiting``) may (past v_free_min plus the hysteresis ``hyst``,
+    or past target1)."""
+    free = st[b + V_FREE_COUNT]
+    avail = free + st[b + V_CACHE_COUNT]
+    short = st[b + V_FREE_RESERVED] > free
+    r = 0
+    if needed and avail >= st[b + V_PAGEOUT_FREE_MIN]:
+        r |= 1
+    if waiting and (not (st[b + V_FREE_MIN] + hyst > avail or short) or
+                    not (st[b + V_PAGING_TARGET1] > avail or short)):
+        r |= 2
+    return r
+
+
+@cf_fn
+def cache_to_free(w4, w2, w1, pi, ot, ob, st, out, off: int, cpu: int, rover: int,
+                  tries: int, give: int, needed: int, waiting: int, hyst: int,
+                  me: int) -> tuple:
+    """The pagedaemon's cache -> free: while CPU ``cpu``'s view has v_free_count below
+    v_free_target and v_cache_count above 16, the ``rover`` steps by PQ_PRIME2 over the
+    cache colours; the first page of the colour's queue whose lock stripe could be tried
+    is busied and freed by ``free_toq`` (out of its object, to PQ_FREE, counted: v_tfree,
+    the removal and the addition), v_dfree counted, the page written to ``out`` (|
+    CF_GIVE when vm_phys takes it back: ``give``).  A colour with no such page, or whose
+    page is busy, is a failed try; PQ_L2_SIZE failed ``tries`` in a row stop.  Locks (as
+    words, as vm_page_core's bodies): the colour's queue and the atomic are waited for,
+    a page's stripe only tried; free_toq tests the object's token and the rest.
+    Returns (status, rover, tries, pages written to out, x), Python going on with the
+    rover and tries after it: CF_DONE; CF_WAIT (x: a lock word another thread holds;
+    the rover not stepped, nothing changed for that colour); CF_DEFER (x: a page busied
+    here that free_toq left as it was -- a lock or token held elsewhere, an object array
+    replaced, a block to materialise, a page it refuses: Python's vm_page_free frees it
+    or raises, as the page-by-page loop did); CF_WAKE (after a page whose free
+    vm_page_free_wakeup would act on -- ``needed``/``waiting``: the pagedaemon's and
+    vm_wait's waiters, ``hyst``: the hysteresis -- or which a thread waits for: x its
+    PBUSY_WANTED bit); CF_FULL (``out`` is full)."""
+    b = cpu * GD_SIZE
+    n = 0
+    while tries < PQ_L2_SIZE:
+        if st[b + V_FREE_COUNT] >= st[b + V_FREE_TARGET] or st[b + V_CACHE_COUNT] <= 16:
+            break
+        if n == len(out):
+            return CF_FULL, rover, tries, n, 0
+        q = PQ_CACHE + rover
+        nxt = (rover + PQ_PRIME2) & PQ_L2_MASK
+        if w4[R_LCNT, q] == 0:
+            rover = nxt
+            tries += 1
+            continue
+        if _held(w4, W_QUEUE + q, me):
+            return CF_WAIT, rover, tries, n, W_QUEUE + q
+        m = int(w4[R_HEAD, q]) - 1                 # the first page lock to be had
+        while m >= 0 and _held(w4, W_PAGE + (m & PQ_L2_MASK), me):
+            m = int(w4[R_NEXT, m]) - 1
+        if m < 0:
+            rover = nxt
+            tries += 1
+            continue
+        if _held(w4, W_ATOMIC, me):
+            return CF_WAIT, rover, tries, n, W_ATOMIC
+        rover = nxt
+        bc = int(w4[R_BUSY, m])                    # vm_page_busy_try(m, TRUE)
+        if bc & (PBUSY_LOCKED | PBUSY_MASK):
+            tries += 1
+            continue
+        w4[R_BUSY, m] = bc | PBUSY_LOCKED
+        tries = 0
+        r = free_toq(w4, w2, w1, pi, ot, ob, st, off, m, give, cpu, me)
+        if r < 0 or r & FREE_ERR:
+            return CF_DEFER, rover, tries, n, m
+        st[b + GD_CNT + CNT_DFREE] += 1
+        out[n] = m | CF_GIVE if r & FREED_GIVE else m
+        n += 1
+        if r & PBUSY_WANTED or ((needed or waiting) and
+                                free_wakeup_due(st, b, needed, waiting, hyst)):
+            return CF_WAKE, rover, tries, n, r & PBUSY_WANTED
+    return CF_DONE, rover, tries, n, 0
