@@ -389,6 +389,7 @@ class PageoutMixin:
             return
         p.flags[m] &= ~PG_REFERENCED
         self.md_refs.pop(m, None)
+        p.mdref[m] = 0                      # (the scans need not leave it to Python)
         if p.dirty[m] == 0:
             self._test_dirty(m)
         athead = not (p.dirty[m] or (dnw & 0x70) == 0)
