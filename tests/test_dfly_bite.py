@@ -137,7 +137,7 @@ def test_active_scan_declines_anonymous_and_file_pages_differently(via):
                 vm.page_spin[m & 1023].release()
     else:       # the compiled scan: one page of every colour, no deactivation, no decline
         pd = vm.cpu[0].cnt["v_pdpages"]
-        assert vm._scan_body(True, 0, 0, 0, 0, 0, 1, 1, 1) == (SCAN_DONE, 0, 1024, 0, 0, 0)
+        assert vm._scan_body(True, 0, 0, 0, 0, 0, 1, 1, 1) == (SCAN_DONE, 0, 1024, 0, 0, 0, -1)
         assert vm.cpu[0].cnt["v_pdpages"] == pd + 3
     p = vm.pages
     assert p.act_count[pages["default"]] == 17 and p.act_count[pages["swap"]] == 17

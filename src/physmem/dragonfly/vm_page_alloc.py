@@ -563,6 +563,7 @@ class AllocMixin:
             self.md_mod.discard(m)
         if self.md_refs:
             self.md_refs.pop(m, None)
+            p.mdref[m] = 0               # (its mirror: the pagedaemon's scans read it)
         if r & FREED_GIVE:                   # _buddy_give (counted in the body)
             k = self.kernel
             assert k is not None

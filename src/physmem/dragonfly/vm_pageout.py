@@ -72,6 +72,7 @@ from .vm_pageout_core import (
     CF_WAKE,
     SCAN_DEFER,
     SCAN_DONE,
+    SCAN_REFS,
     V_ACTION,
     V_ACTIVATE,
     V_BUSIED,
@@ -359,8 +360,9 @@ class PageoutMixin:
     @page_op()
     def vm_page_reference(self, m: int) -> None:
         """The pmap saw an access (what pmap_ts_referenced will report)."""
-        self.md_refs[m] = self.md_refs.get(m, 0) + 1
-        self.pages.mdref[m] = 1             # (the compiled scan leaves the page to Python)
+        n = self.md_refs[m] = self.md_refs.get(m, 0) + 1
+        # the scans' bodies read the count here (at most 255: more ages a page no more)
+        self.pages.mdref[m] = min(n, 255)
 
     @page_op()
     def vm_page_modify(self, m: int) -> None:
@@ -564,6 +566,9 @@ class PageoutMixin:
                         self.vm_page_free_wakeup()
                 if st == SCAN_DONE:
                     break
+                if st == SCAN_REFS:               # a visit took the pmap's count
+                    self.md_refs.pop(r[6] if active else r[7], None)
+                    continue
                 qi = base + ((c - 1) & PQ_L2_MASK)
                 if st == SCAN_DEFER:              # a page to free or launder: Python's
                     m = r[7]

@@ -21,16 +21,17 @@ Two levels, each one implementation:
   takes no Python lock: it reads the lock words that the page layer's ``WordLock``s
   raise (vm_page_core.py explains why that is safe) and stops.
 
-A scan returns to Python in two ways, with its state (rover, colours started, budget
+A scan returns to Python in three ways, with its state (rover, colours started, budget
 left, pages got), and Python calls it again with that state after:
 
 * SCAN_DECLINE, *before* visiting the head page: a lock word up (another thread holds
   the queue's, the page's or the atomic's lock: Python blocks or tries as the kernel
-  does), or a page whose visit needs Python's data (``mdref``: the pmap's reference
-  counts are a dict), a wired, fictitious or unqueued page, a busy waiter to wake; and
+  does), a wired, fictitious or unqueued page, a busy waiter to wake; and
   every head when the caller asks for no batch (WITNESS: Python's locks for every page;
   the inactive scan while the pmap has seen writes).  Python visits one page -- the
   same visit function, under the real locks (``_active_page``, ``_inactive_page``);
+* SCAN_REFS, after a page whose visit took the pmap's reference count (``mdref``, the
+  mirror of ``md_refs``, min(count, 255)): Python drops the dict's entry;
 * SCAN_DEFER, *after* visiting a page whose answer only Python can carry out -- free it
   (its object's page table and token) or launder it (the pager, swap): the page comes
   back busied, with its answer, and Python finishes it (``_inactive_act``).
@@ -116,7 +117,7 @@ V_PD = 16           # v_pdpages counts this page
 V_REFS = 32         # it took the pmap's reference count (the caller drops md_refs[m])
 V_DIRTIED = 64      # the pmap's modify bit made it all dirty (the caller marks the object)
 
-SCAN_DONE, SCAN_DECLINE, SCAN_DEFER = range(3)
+SCAN_DONE, SCAN_DECLINE, SCAN_DEFER, SCAN_REFS = range(4)
 
 # Compiled for one signature each (the rows, the vnode map, the statistics, then int64s)
 # and without numba's runtime (no views made), as the page layer's bodies: the page
@@ -218,13 +219,12 @@ def inactive_visit(w4, w1, m: int, refs: int, modified: int) -> int:
 def _head_ok(w4, w1, qi: int, dest: int, m: int) -> bool:
     """Whether a scan may visit queue ``qi``'s head ``m`` without Python: the words of
     ``qi``, of the queue ``dest`` a page may move to (the same colour of another base),
-    of the page's lock stripe and of the atomic are 0; no pmap reference count waits in
-    Python's dict (``mdref``); the page is not wired, fictitious or unqueued, and no
-    thread waits for its busy."""
+    of the page's lock stripe and of the atomic are 0; the page is not wired,
+    fictitious or unqueued, and no thread waits for its busy."""
     if w4[R_WORDS, W_QUEUE + qi] or w4[R_WORDS, W_QUEUE + dest] or \
             w4[R_WORDS, W_PAGE + (m & PQ_L2_MASK)] or w4[R_WORDS, W_ATOMIC]:
         return False
-    return not (w1[R_MDREF, m] or w4[R_BUSY, m] & PBUSY_WANTED or w4[R_WIRE, m] or
+    return not (w4[R_BUSY, m] & PBUSY_WANTED or w4[R_WIRE, m] or
                 int(w4[R_FLAGS, m]) & (PG_FICTITIOUS | PG_UNQUEUED))
 
 
@@ -234,6 +234,15 @@ def _to_tail(w4, w2, w1, off: int, qi: int, m: int) -> None:
     if int(w4[R_TAIL, qi]) != m + 1:
         q_remove(w4, w2, w1, off, qi, m)
         q_insert(w4, w2, w1, qi, m, 0)
+
+
+@scan_fn
+def _requeue_count(st, cpu: int, f: int) -> None:
+    """The requeue's counts (``_requeue``): the removal, which folds this CPU's delta of
+    field ``f`` if it leaves it below -1024 while paging should start, then the
+    addition."""
+    vmstats_count(st, cpu, f, -1, 1)
+    vmstats_count(st, cpu, f, 1, 1)
 
 
 @scan_fn
@@ -282,12 +291,13 @@ def scan_active(w4, w2, w1, vnode, st, off: int, cpu: int, c: int, k: int, budge
     while True:
         c, k, budget, m = _next_page(w4, PQ_ACTIVE, c, k, budget, got, shortage, per)
         if m < 0:
-            return SCAN_DONE, c, k, budget, got, deact
+            return SCAN_DONE, c, k, budget, got, deact, -1
         qi = PQ_ACTIVE + ((c - 1) & PQ_L2_MASK)
         if not batch or not _head_ok(w4, w1, qi, qi - PQ_ACTIVE + PQ_INACTIVE, m):
-            return SCAN_DECLINE, c, k, budget, got, deact
+            return SCAN_DECLINE, c, k, budget, got, deact, -1
         budget -= 1
-        a = active_visit(w4, w1, m, 0, vnode, file_decline, anon_decline)
+        refs = int(w1[R_MDREF, m])              # the pmap's reference count
+        a = active_visit(w4, w1, m, refs, vnode, file_decline, anon_decline)
         if a & V_PD:
             st[cnt + CNT_PDPAGES] += 1
         if a & V_ACTION == V_DEACTIVATE:
@@ -299,8 +309,11 @@ def scan_active(w4, w2, w1, vnode, st, off: int, cpu: int, c: int, k: int, budge
             deact += 1
         else:                                   # V_REQUEUE (V_REMOVE: wired, declined)
             _to_tail(w4, w2, w1, off, qi, m)
+            _requeue_count(st, cpu, V_ACTIVE_COUNT)
         if a & V_BUSIED:
             _unbusy(w4, m)
+        if refs and a & V_REFS:                 # taken: Python drops md_refs[m]
+            return SCAN_REFS, c, k, budget, got, deact, m
 
 
 @scan_fn
@@ -329,7 +342,8 @@ def scan_inactive(w4, w2, w1, st, off: int, cpu: int, c: int, k: int, budget: in
                 w4[R_WORDS, W_QUEUE + qi - PQ_INACTIVE + PQ_ACTIVE]:
             return SCAN_DECLINE, c, k, budget, got, cached, react, -1, 0
         budget -= 1
-        a = inactive_visit(w4, w1, m, 0, 0)
+        refs = int(w1[R_MDREF, m])              # the pmap's reference count
+        a = inactive_visit(w4, w1, m, refs, 0)
         if a & V_PD:
             st[cnt + CNT_PDPAGES] += 1
         act = a & V_ACTION
@@ -351,8 +365,11 @@ def scan_inactive(w4, w2, w1, st, off: int, cpu: int, c: int, k: int, budget: in
                 cached += 1
         else:                                   # V_REQUEUE (V_REMOVE: wired, declined)
             _to_tail(w4, w2, w1, off, qi, m)
+            _requeue_count(st, cpu, V_INACTIVE_COUNT)
         if a & V_BUSIED:
             _unbusy(w4, m)
+        if refs and a & V_REFS:                 # taken: Python drops md_refs[m]
+            return SCAN_REFS, c, k, budget, got, cached, react, m, a
 
 
 # -- the pagedaemon's cache -> free ----------------------------------------------------------
