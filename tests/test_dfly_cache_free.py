@@ -25,6 +25,7 @@ from physmem.dragonfly.vm_pageout_core import CF_DONE, CF_WAIT, cache_to_free
 from physmem.machine import Machine, RamRange
 
 from .dfly_util import digest
+from .test_dfly_core import _held_elsewhere
 
 MIB = 1 << 20
 
@@ -85,6 +86,17 @@ def setup(vm: DragonflyVm, cached: int = 3000) -> list[int]:
     return pages
 
 
+def _rover_at_a_free_head(vm: DragonflyVm) -> int:
+    """Step the cache rover (by PQ_PRIME2, as the daemon) to the first colour whose
+    queue's head is not busy; returns it."""
+    rover = vm._cache_rover
+    while not vm.queues.lcnt[PQ_CACHE + rover] or \
+            vm.pages.busy_count[vm.queues.first(PQ_CACHE + rover)]:
+        rover = (rover + PQ_PRIME2) & PQ_L2_MASK
+    vm._cache_rover = rover
+    return rover
+
+
 def state(vm: DragonflyVm) -> tuple:
     vm.check()
     return (digest(vm), vars(vm.pageout_stats), [dict(c.cnt) for c in vm.cpu],
@@ -125,20 +137,8 @@ def test_a_queue_lock_held_elsewhere_makes_the_body_wait(compiled):
     vm = small(jit=compiled)
     setup(vm)
     before = digest(vm)
-    rover = vm._cache_rover
-    while not vm.queues.lcnt[PQ_CACHE + rover]:
-        rover = (rover + PQ_PRIME2) & PQ_L2_MASK
-    vm._cache_rover = rover
-    lock = vm.queue_spin[PQ_CACHE + rover]
-    got, done = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with lock:
-            got.set()
-            done.wait(10)
-    t = threading.Thread(target=hold)
-    t.start()
-    assert got.wait(10)
+    rover = _rover_at_a_free_head(vm)
+    t, done = _held_elsewhere(vm.queue_spin[PQ_CACHE + rover])
     try:
         p, tab = vm.pages, vm.objtab
         f = cache_to_free.compiled() if compiled else cache_to_free.py
@@ -167,22 +167,8 @@ def test_an_object_token_held_elsewhere_defers_its_page_to_python(compiled):
     vm = small(jit=compiled)
     setup(vm)
     # the page the rover reaches first belongs to an object another thread holds
-    rover = vm._cache_rover
-    while not vm.queues.lcnt[PQ_CACHE + rover] or \
-            vm.pages.busy_count[vm.queues.first(PQ_CACHE + rover)]:
-        rover = (rover + PQ_PRIME2) & PQ_L2_MASK
-    vm._cache_rover = rover
-    first = vm.queues.first(PQ_CACHE + rover)
-    obj = vm.objects[vm.pages.obj[first]]
-    got, done = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with obj.token:
-            got.set()
-            done.wait(10)
-    t = threading.Thread(target=hold)
-    t.start()
-    assert got.wait(10)
+    first = vm.queues.first(PQ_CACHE + _rover_at_a_free_head(vm))
+    t, done = _held_elsewhere(vm.objects[vm.pages.obj[first]].token)
     runner = threading.Thread(target=vm._cache_to_free)
     try:
         runner.start()
