@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from physmem import jit
@@ -142,8 +143,8 @@ def test_a_queue_lock_held_elsewhere_makes_the_body_wait(compiled):
     try:
         p, tab = vm.pages, vm.objtab
         f = cache_to_free.compiled() if compiled else cache_to_free.py
-        r = f(p.w4, p.w2, p.w1, p.pi, tab.ot, tab.ob, vm.stats, vm._cf_out, vm.queues.off,
-              0, rover, 0, 0, 0, 0, 16, ME.t)
+        r = f(p.w4, p.w2, p.w1, p.pi, tab.ot, tab.ob, vm.stats, np.zeros(8, np.int64),
+              vm.queues.off, 0, rover, 0, 0, 0, 0, 16, ME.t)
         assert r == (CF_WAIT, rover, 0, 0, W_QUEUE + PQ_CACHE + rover)
         assert digest(vm) == before                    # nothing changed
         # the daemon's call blocks on that lock, then goes on
@@ -190,6 +191,6 @@ def test_an_object_token_held_elsewhere_defers_its_page_to_python(compiled):
 def test_the_body_returns_with_nothing_to_do():
     vm = small(jit=False)
     p, tab = vm.pages, vm.objtab
-    assert cache_to_free.py(p.w4, p.w2, p.w1, p.pindex, tab.vot, tab.vob, vm._st,
-                            vm._cf_mout, vm.queues.off, 0, 5, 0, 0, 0, 0, 16,
-                            ME.t) == (CF_DONE, 5, 0, 0, 0)
+    out = memoryview(np.zeros(8, np.int64))
+    assert cache_to_free.py(p.w4, p.w2, p.w1, p.pindex, tab.vot, tab.vob, vm._st, out,
+                            vm.queues.off, 0, 5, 0, 0, 0, 0, 16, ME.t) == (CF_DONE, 5, 0, 0, 0)

@@ -100,6 +100,15 @@ from .vm_pageout import PageoutMixin
 from .vm_pageout_core import scan_active, scan_inactive
 
 
+def _as_arrays(args: tuple) -> tuple:
+    """A body's arguments for its compiled version: a memoryview that a plain call got
+    (a row, the statistics, the objects' table) as the numpy array over its memory.  A
+    caller that saw the gate builds plain arguments; the bodies may have been switched
+    to their compiled versions (``_enter_core``) before it called (found in the races
+    torture: numba's "can't unbox array")."""
+    return tuple(np.asarray(a) if type(a) is memoryview else a for a in args)
+
+
 class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, TransitionMixin,
                   ObjectMixin, BitsMixin, ViewMixin, PageoutMixin):
     """DragonFly's page layer over one machine's memory (see the module docstring)."""
@@ -243,8 +252,10 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
         ``self._gate is None`` and call the compiled body themselves."""
         g = self._gate
         if g is None:
-            return getattr(self, name)(*args)
+            return getattr(self, name)(*_as_arrays(args))
         with g:
+            if self._core:          # compiled while the caller built plain arguments
+                return getattr(self, name)(*_as_arrays(args))
             return getattr(self, name)(*args)
 
     def _wait_word(self, w: int) -> None:

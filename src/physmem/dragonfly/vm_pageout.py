@@ -182,8 +182,6 @@ class PageoutMixin:
         self._daemon_stop = False
         self._daemon_kick = threading.Event()
         self._in_daemon = threading.local()
-        self._cf_out = np.zeros(256, np.int64)      # cache_to_free's pages freed
-        self._cf_mout = memoryview(self._cf_out)
         self._cf_entry = None
 
     def _derive_thresholds(self) -> None:
@@ -600,17 +598,19 @@ class PageoutMixin:
         p = self.pages
         off = self.queues.off
         g = self._gate
-        if g is None:
-            if active:
-                return self._c_scan_active(p.w4, p.w2, p.w1, self.vnode_ids, self.stats,
-                                           off, *state, self.filemem_decline,
-                                           self.anonmem_decline)
-            return self._c_scan_inactive(p.w4, p.w2, p.w1, self.stats, off, *state)
-        with g:
-            if active:
-                return _scan_active_py(p.mw4, p.mw2, p.mw1, self.vnode_ids, self._st, off,
-                                       *state, self.filemem_decline, self.anonmem_decline)
-            return _scan_inactive_py(p.mw4, p.mw2, p.mw1, self._st, off, *state)
+        if g is not None:
+            with g:
+                if not self._core:        # (else compiled while we waited for the gate)
+                    if active:
+                        return _scan_active_py(p.mw4, p.mw2, p.mw1, self.vnode_ids,
+                                               self.mstats, off, *state,
+                                               self.filemem_decline, self.anonmem_decline)
+                    return _scan_inactive_py(p.mw4, p.mw2, p.mw1, self.mstats, off, *state)
+        if active:
+            return self._c_scan_active(p.w4, p.w2, p.w1, self.vnode_ids, self.stats,
+                                       off, *state, self.filemem_decline,
+                                       self.anonmem_decline)
+        return self._c_scan_inactive(p.w4, p.w2, p.w1, self.stats, off, *state)
 
     def _scan_inactive(self, shortage: int, use: int | None = None) -> int:
         return self._scan_queues(PQ_INACTIVE, "_inactive_rover", shortage, use)
@@ -753,7 +753,12 @@ class PageoutMixin:
         p, tab, t = self.pages, self.objtab, self._tls
         off, cpu, me = self.queues.off, t.cpu, t.me
         give = 0 if self.kernel is None else 1
-        out = self._cf_out
+        # the pages a call frees (this call's own: another thread may run a pass too);
+        # the buddy source's one at a time, so that vm_phys takes each page back at once
+        # after the body counted it free, as vm_page_free does (a whole batch ahead of
+        # vm_phys made other threads' allocations fail: the races torture)
+        out = np.zeros(1 if give else 256, np.int64)
+        mout = memoryview(out)
         if self._witness_on:         # the body's path: the find, then vm_page_free's
             self.witness.path(("queue", False), ("page", True))
             self.witness.path(("page", False), ("queue", False))
@@ -761,21 +766,23 @@ class PageoutMixin:
         while True:
             args = (off, cpu, rover, tries, give, self.vm_pageout_pages_needed,
                     self.vm_pages_waiting, self.page_free_hysteresis, me)
+            r = None
             g = self._gate
-            if g is None:
+            if g is not None:
+                with g:
+                    if not self._core:    # (else compiled while we waited for the gate)
+                        r = _cache_to_free_py(p.w4, p.w2, p.w1, p.pindex, tab.vot,
+                                              tab.vob, self.mstats, mout, *args)
+            if r is None:
                 f = self._cf_entry
                 if f is None:
                     f = self._cf_entry = cache_to_free.entry()
                 r = f(p.w4, p.w2, p.w1, p.pi, tab.ot, tab.ob, self.stats, out, *args)
-            else:
-                with g:
-                    r = _cache_to_free_py(p.w4, p.w2, p.w1, p.pindex, tab.vot, tab.vob,
-                                          self._st, self._cf_mout, *args)
             st, rover, tries, n, x = r
             self._cache_rover = rover
             if n:
                 ps.freed += n
-                self._cache_freed(n)
+                self._cache_freed(out[:n])
             if st == CF_DONE:
                 break
             if st == CF_WAIT:
@@ -787,10 +794,9 @@ class PageoutMixin:
             elif st == CF_WAKE:
                 self._freed_wakeups(x)
 
-    def _cache_freed(self, n: int) -> None:
-        """vm_page_free's Python steps for the first ``n`` pages cache_to_free freed
-        (their order): the pmap's data dropped, a buddy page given back to vm_phys."""
-        ms = self._cf_out[:n]
+    def _cache_freed(self, ms: np.ndarray) -> None:
+        """vm_page_free's Python steps for the pages ``ms`` cache_to_free freed (in its
+        order): the pmap's data dropped, a buddy page given back to vm_phys."""
         give = ms & CF_GIVE
         ms = ms & CF_PAGE
         if self.md_mod:
