@@ -40,10 +40,12 @@ from .vm_page_core import (
     FREED_FICT,
     FREED_GIVE,
     LOOKUP_NONE,
+    NW_SHIFT,
     RD_HASH,
     RD_HIT,
     RD_NEW,
     RD_PART,
+    RD_RECYCLED,
     RD_SLOW,
     READ_ACTIVATE,
     RETRY,
@@ -378,22 +380,24 @@ class AllocMixin:
         off, sam, oid, me = self.queues.off, self.set_assoc_mask, obj.id, t.me
         alloc = 1 if self.kernel is None else 0    # (the buddy source's misses: grab's)
         while True:
+            # whether a free needs Python after its body: the pmap's sets, waiters
+            stop = 1 if (self.md_mod or self.md_refs or self.vm_pageout_pages_needed or
+                         self.vm_pages_waiting) else 0
             if self._gate is None:
                 st, m, r = self._c_read(p.w4, p.w2, p.w1, p.pi, tab.ot, tab.ob, self.stats,
-                                        off, PQ_CACHE, color, sam, alloc, here, oid, pindex,
-                                        me)
+                                        off, PQ_CACHE, color, sam, alloc, stop, here, oid,
+                                        pindex, me)
             else:
                 st, m, r = self._body("_c_read", p.w4, p.w2, p.w1, p.pindex, tab.vot,
                                       tab.vob, self._st, off, PQ_CACHE, color, sam, alloc,
-                                      here, oid, pindex, me)
+                                      stop, here, oid, pindex, me)
             if st == RD_HIT:
                 if r & RD_HASH and self.hash is not None:
                     self.hash_enter(m)
                 return self._read_end(m, r & 0xFFFFFFFF)
+            for _ in range(r >> NW_SHIFT):  # the selects' and vm_page_alloc's tests
+                self.pagedaemon_wakeup()
             if st in (RD_NEW, RD_PART):
-                if r & WAKE:                # the select's test, then vm_page_alloc's
-                    self.pagedaemon_wakeup()
-                    self.pagedaemon_wakeup()
                 if self._tier > 0:          # the JIT's tier: compiled after N allocations
                     self._tier -= 1
                     if not self._tier:
@@ -401,13 +405,13 @@ class AllocMixin:
                 if st == RD_NEW:
                     return self._read_end(m, r & 0xFFFFFFFF)
                 return self._read_done(m)
-            if st == RD_SLOW:
+            if st == RD_RECYCLED:           # the rest of that cache page's free
+                self._freed(m, r & 0xFFFFFFFF)
+            elif st == RD_SLOW:
                 return self._read_done(self.vm_page_grab(obj, pindex,
                                                          VM_ALLOC_NORMAL | VM_ALLOC_RETRY,
                                                          proc))
-            if st == SEL_FOUND:             # a cache page: recycled, then again
-                if r & WAKE:
-                    self.pagedaemon_wakeup()
+            elif st == SEL_FOUND:           # a cache page: recycled, then again
                 self._recycle(m)
             elif st == SEL_WAIT:
                 self._wait_word(m)
@@ -416,7 +420,7 @@ class AllocMixin:
             elif st == SEL_MATERIALISE:
                 self.queues.materialise(m)
             else:
-                self._set_aside(m, r)
+                self._set_aside(m, r & 0xFFFF)
 
     def _read_done(self, m: int | None) -> int:
         """pagecache_read after vm_page_grab: the body :func:`~.vm_page_core.read_done`
@@ -553,6 +557,12 @@ class AllocMixin:
                 self.queues.materialise(-r - 2)
         if r & FREE_ERR:
             self._free_refused(m, r & 0xFF)
+        self._freed(m, r)
+
+    def _freed(self, m: int, r: int) -> None:
+        """vm_page_free_toq's end after its body (result ``r``): the pmap's records of
+        the page dropped, a FREED_GIVE page given to vm_phys, the page's busy waiters and
+        the free-page waiters woken."""
         wanted = r & PBUSY_WANTED
         if r & FREED_FICT:
             if wanted:
