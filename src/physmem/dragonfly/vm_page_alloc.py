@@ -41,6 +41,7 @@ from .vm_page_core import (
     FREED_GIVE,
     LOOKUP_NONE,
     NW_SHIFT,
+    RD_CACHE,
     RD_HASH,
     RD_HIT,
     RD_NEW,
@@ -379,25 +380,28 @@ class AllocMixin:
             self.witness.path(("page", False), ("queue", False))
         off, sam, oid, me = self.queues.off, self.set_assoc_mask, obj.id, t.me
         alloc = 1 if self.kernel is None else 0    # (the buddy source's misses: grab's)
+        recycle = -1
         while True:
             # whether a free needs Python after its body: the pmap's sets, waiters
             stop = 1 if (self.md_mod or self.md_refs or self.vm_pageout_pages_needed or
                          self.vm_pages_waiting) else 0
             if self._gate is None:
                 st, m, r = self._c_read(p.w4, p.w2, p.w1, p.pi, tab.ot, tab.ob, self.stats,
-                                        off, PQ_CACHE, color, sam, alloc, stop, here, oid,
-                                        pindex, me)
+                                        off, PQ_CACHE, color, sam, alloc, stop, recycle,
+                                        here, oid, pindex, me)
             else:
                 st, m, r = self._body("_c_read", p.w4, p.w2, p.w1, p.pindex, tab.vot,
                                       tab.vob, self._st, off, PQ_CACHE, color, sam, alloc,
-                                      stop, here, oid, pindex, me)
+                                      stop, recycle, here, oid, pindex, me)
+            recycle = -1                    # (the body recycles it first, or hands it back)
             if st == RD_HIT:
                 if r & RD_HASH and self.hash is not None:
                     self.hash_enter(m)
                 return self._read_end(m, r & 0xFFFFFFFF)
-            for _ in range(r >> NW_SHIFT):  # the selects' and vm_page_alloc's tests
-                self.pagedaemon_wakeup()
             if st in (RD_NEW, RD_PART):
+                if r >> NW_SHIFT:           # the select's kick, then vm_page_alloc's
+                    self.pagedaemon_wakeup()
+                    self.pagedaemon_wakeup()
                 if self._tier > 0:          # the JIT's tier: compiled after N allocations
                     self._tier -= 1
                     if not self._tier:
@@ -405,8 +409,11 @@ class AllocMixin:
                 if st == RD_NEW:
                     return self._read_end(m, r & 0xFFFFFFFF)
                 return self._read_done(m)
-            if st == RD_RECYCLED:           # the rest of that cache page's free
-                self._freed(m, r & 0xFFFFFFFF)
+            if st == RD_CACHE:              # a cache page taken: the kick, then its recycle
+                self.pagedaemon_wakeup()
+                recycle = m
+            elif st == RD_RECYCLED:         # the rest of that cache page's free
+                self._freed(m, r)
             elif st == RD_SLOW:
                 return self._read_done(self.vm_page_grab(obj, pindex,
                                                          VM_ALLOC_NORMAL | VM_ALLOC_RETRY,
@@ -420,7 +427,7 @@ class AllocMixin:
             elif st == SEL_MATERIALISE:
                 self.queues.materialise(m)
             else:
-                self._set_aside(m, r & 0xFFFF)
+                self._set_aside(m, r)
 
     def _read_done(self, m: int | None) -> int:
         """pagecache_read after vm_page_grab: the body :func:`~.vm_page_core.read_done`
