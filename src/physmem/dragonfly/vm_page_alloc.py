@@ -383,8 +383,8 @@ class AllocMixin:
         recycle = -1
         while True:
             # whether a free needs Python after its body: the pmap's sets, waiters
-            stop = 1 if (self.md_mod or self.md_refs or self.vm_pageout_pages_needed or
-                         self.vm_pages_waiting) else 0
+            stop = 1 if (self.md_mod or self.vm_pageout_pages_needed or
+                         self.vm_pages_waiting) else (2 if self.md_refs else 0)
             if self._gate is None:
                 st, m, r = self._c_read(p.w4, p.w2, p.w1, p.pi, tab.ot, tab.ob, self.stats,
                                         off, PQ_CACHE, color, sam, alloc, stop, recycle,

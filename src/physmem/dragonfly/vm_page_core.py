@@ -88,6 +88,7 @@ from .vm_page_array import (
     R_HOLD,
     R_IMPLICIT,
     R_LASTQ,
+    R_MDREF,
     R_NEXT,
     R_NONEMPTY,
     R_OBJ,
@@ -614,19 +615,20 @@ def page_read(w4, w2, w1, pi, ot, ob, st, off: int, b2: int, color: int, sam: in
     (RD_HIT or RD_NEW, page, read_done's result without its count bit | RD_HASH for a
     PG_MAPPEDMULTI page found); (RD_PART, page, kicks): allocated and inserted,
     read_done left to the caller (a lock it needs is held elsewhere); (RD_RECYCLED,
-    page, free_toq's result): a cache page freed, and ``stop`` (the caller has more to
-    do after a free: the pmap's sets, waiters) or a thread waits for it -- the caller
-    finishes that free and calls again; (SEL_FOUND, page, PQ_CACHE): a cache page
-    dequeued, busied and counted that this body could not free, for the caller to
-    recycle; (RD_SLOW, 0, 0): the page found is busy, no page could be selected, or no
-    ``alloc`` (the caller's vm_page_grab path, from the state left); or, changing
-    nothing more, select_free_or_cache's SEL_WAIT, SEL_RETRY, SEL_MATERIALISE,
-    SEL_BUSY, SEL_UNUSABLE triples."""
+    page, free_toq's result): a cache page freed, and a thread waits for it or ``stop``
+    says the caller has more to do after that free (1: always -- the pmap's modified
+    set, free-page waiters; 2: for a page whose ``mdref`` byte is set, which the pmap's
+    reference counts may hold) -- the caller finishes that free and calls again;
+    (SEL_FOUND, page, PQ_CACHE): a cache page dequeued, busied and counted that this
+    body could not free, for the caller to recycle; (RD_SLOW, 0, 0): the page found
+    is busy, no page could be selected, or no ``alloc`` (the caller's vm_page_grab
+    path, from the state left); or, changing nothing more, select_free_or_cache's
+    SEL_WAIT, SEL_RETRY, SEL_MATERIALISE, SEL_BUSY, SEL_UNUSABLE triples."""
     if recycle >= 0:
         r = _recycle(w4, w2, w1, pi, ot, ob, st, off, recycle, cpu, me)
         if r < 0:
             return SEL_FOUND, recycle, PQ_CACHE
-        if stop or r & PBUSY_WANTED:
+        if stop == 1 or (stop == 2 and w1[R_MDREF, recycle]) or r & PBUSY_WANTED:
             return RD_RECYCLED, recycle, r
     r = _obj_wait(ot, ob, oid, me)
     if r == RETRY:
@@ -674,7 +676,7 @@ def page_read(w4, w2, w1, pi, ot, ob, st, off: int, b2: int, color: int, sam: in
         r = _recycle(w4, w2, w1, pi, ot, ob, st, off, m, cpu, me)
         if r < 0:
             return SEL_FOUND, m, PQ_CACHE
-        if stop or r & PBUSY_WANTED:
+        if stop == 1 or (stop == 2 and w1[R_MDREF, m]) or r & PBUSY_WANTED:
             return RD_RECYCLED, m, r
     nw = 2 if wake_test(st, cpu) else 0
     tab_put(w4, w1, pi, ot, ob, -1 - slot, m, oid, pindex)
