@@ -130,7 +130,7 @@ class AllocMixin:
                 st, m, r = self._c_select(w4, w2, w1, p.pi, tab.ot, tab.ob, self.stats, off,
                                           b1, b2, color, sam, cpu, req, oid, pindex, me)
             else:
-                st, m, r = self._body("_c_select", w4, w2, w1, p.pindex, tab.vot, tab.vob,
+                st, m, r = self._body("_c_select", p.mw4, p.mw2, p.mw1, p.pindex, tab.vot, tab.vob,
                                       self._st, off, b1, b2, color, sam, cpu, req, oid,
                                       pindex, me)
             if st == SEL_FOUND:
@@ -390,7 +390,7 @@ class AllocMixin:
                                         off, PQ_CACHE, color, sam, alloc, stop, recycle,
                                         here, oid, pindex, me)
             else:
-                st, m, r = self._body("_c_read", p.w4, p.w2, p.w1, p.pindex, tab.vot,
+                st, m, r = self._body("_c_read", p.mw4, p.mw2, p.mw1, p.pindex, tab.vot,
                                       tab.vob, self._st, off, PQ_CACHE, color, sam, alloc,
                                       stop, recycle, here, oid, pindex, me)
             recycle = -1                    # (the body recycles it first, or hands it back)
@@ -439,7 +439,7 @@ class AllocMixin:
             if self._gate is None:
                 r = self._c_read_done(p.w4, p.w2, p.w1, self.queues.off, m, me)
             else:
-                r = self._body("_c_read_done", p.w4, p.w2, p.w1, self.queues.off, m, me)
+                r = self._body("_c_read_done", p.mw4, p.mw2, p.mw1, self.queues.off, m, me)
             if r >= 0:
                 return self._read_end(m, r)
             self._wait_word(-WAIT - r)
@@ -552,7 +552,7 @@ class AllocMixin:
                 r = self._c_free_toq(w4, w2, w1, p.pi, tab.ot, tab.ob, self.stats, off, m,
                                      give, cpu, me)
             else:
-                r = self._body("_c_free_toq", w4, w2, w1, p.pindex, tab.vot, tab.vob,
+                r = self._body("_c_free_toq", p.mw4, p.mw2, p.mw1, p.pindex, tab.vot, tab.vob,
                                self._st, off, m, give, cpu, me)
             if r >= 0:
                 break
@@ -657,7 +657,7 @@ class AllocMixin:
                         r = self._c_buddy_take(p.w4, p.w1, p.pi, tab.ot, tab.ob, self.stats,
                                                m, cpu, oid, pindex, me)
                     else:
-                        r = self._body("_c_buddy_take", p.w4, p.w1, p.pindex, tab.vot,
+                        r = self._body("_c_buddy_take", p.mw4, p.mw1, p.pindex, tab.vot,
                                        tab.vob, self._st, m, cpu, oid, pindex, me)
                     if r == 1:
                         raise PageStateError("buddy page came back busy")

@@ -76,7 +76,6 @@ from .vm_page_array import (
     PQ_CACHE,
     PQ_FREE,
     PQ_HOLD,
-    PQ_INACTIVE,
     PQ_L2_MASK,
     PQ_L2_SIZE,
     PQ_NONE,
@@ -141,18 +140,15 @@ WAKE = 1 << 36          # in a body's result: below v_paging_start (kick the pag
 FLOOR_SYSTEM, FLOOR_INTERRUPT = 0x2, 0x4     # vm_page_defs' VM_ALLOC_SYSTEM, _INTERRUPT
 
 
+# the vmstats field each queue base counts in (by (base - 1) >> 10; PQ_HOLD as active)
+BASE_FIELD = (V_FREE_COUNT, V_INACTIVE_COUNT, V_ACTIVE_COUNT, V_CACHE_COUNT, V_ACTIVE_COUNT)
+
+
 @body
 def count_base(st, cpu: int, base: int, delta: int) -> None:
     """Count a page into (``delta`` 1) or out of (-1) a queue of ``base`` on CPU ``cpu``
     (PQ_HOLD counts as active): _vm_page_add/rem_queue_spinlocked's counts."""
-    f = V_ACTIVE_COUNT
-    if base == PQ_FREE:
-        f = V_FREE_COUNT
-    elif base == PQ_CACHE:
-        f = V_CACHE_COUNT
-    elif base == PQ_INACTIVE:
-        f = V_INACTIVE_COUNT
-    vmstats_count(st, cpu, f, delta, 1)
+    vmstats_count(st, cpu, BASE_FIELD[(base - 1) >> 10], delta, 1)
 
 
 @body
