@@ -564,12 +564,18 @@ class AllocMixin:
                 self.queues.materialise(-r - 2)
         if r & FREE_ERR:
             self._free_refused(m, r & 0xFF)
-        self._freed(m, r)
+        if r & FREED_GIVE:                   # _buddy_give (counted in the body)
+            k = self.kernel
+            assert k is not None
+            k.free_pages((m + self.first_pfn) << PAGE_SHIFT, 0)
+        if r & (FREED_FICT | PBUSY_WANTED) or self.md_mod or self.md_refs or \
+                self.vm_pageout_pages_needed or self.vm_pages_waiting:
+            self._freed(m, r)
 
     def _freed(self, m: int, r: int) -> None:
-        """vm_page_free_toq's end after its body (result ``r``): the pmap's records of
-        the page dropped, a FREED_GIVE page given to vm_phys, the page's busy waiters and
-        the free-page waiters woken."""
+        """vm_page_free_toq's end after its body (result ``r``; a FREED_GIVE page given
+        to vm_phys already): the pmap's records of the page dropped, the page's busy
+        waiters and the free-page waiters woken."""
         wanted = r & PBUSY_WANTED
         if r & FREED_FICT:
             if wanted:
@@ -580,10 +586,6 @@ class AllocMixin:
             self.md_mod.discard(m)
         if self.md_refs:
             self.md_refs.pop(m, None)
-        if r & FREED_GIVE:                   # _buddy_give (counted in the body)
-            k = self.kernel
-            assert k is not None
-            k.free_pages((m + self.first_pfn) << PAGE_SHIFT, 0)
         if wanted or self.vm_pageout_pages_needed or self.vm_pages_waiting:
             self._freed_wakeups(wanted)
 
