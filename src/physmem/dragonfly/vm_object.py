@@ -98,7 +98,7 @@ def tab_home(oid: int, pindex: int, mask: int) -> int:
 def tab_find(ot, oid: int, pindex: int) -> int:
     """The slot holding (oid, pindex), or -1 - the empty slot where it would go."""
     mask = ot.shape[1] - 1
-    i = tab_home(oid, pindex, mask)
+    i = (((pindex + oid * TAB_HASH_A) & mask) * (TAB_HASH_K & mask)) & mask  # tab_home
     while True:
         if ot[T_M, i] == 0:
             return -1 - i

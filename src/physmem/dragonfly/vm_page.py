@@ -253,10 +253,13 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
         g = self._gate
         if g is None:
             return getattr(self, name)(*_as_arrays(args))
-        with g:
+        g.acquire()             # (not "with": ~0.1 us a call less)
+        try:
             if self._core:          # compiled while the caller built plain arguments
                 return getattr(self, name)(*_as_arrays(args))
             return getattr(self, name)(*args)
+        finally:
+            g.release()
 
     def _wait_word(self, w: int) -> None:
         """A body met lock word ``w`` held by another thread: wait for that lock (take

@@ -40,10 +40,13 @@ from .vm_page_core import (
     FREED_FICT,
     FREED_GIVE,
     LOOKUP_NONE,
+    NW_SHIFT,
+    RD_CACHE,
     RD_HASH,
     RD_HIT,
     RD_NEW,
     RD_PART,
+    RD_RECYCLED,
     RD_SLOW,
     READ_ACTIVATE,
     RETRY,
@@ -127,7 +130,7 @@ class AllocMixin:
                 st, m, r = self._c_select(w4, w2, w1, p.pi, tab.ot, tab.ob, self.stats, off,
                                           b1, b2, color, sam, cpu, req, oid, pindex, me)
             else:
-                st, m, r = self._body("_c_select", w4, w2, w1, p.pindex, tab.vot, tab.vob,
+                st, m, r = self._body("_c_select", p.mw4, p.mw2, p.mw1, p.pindex, tab.vot, tab.vob,
                                       self._st, off, b1, b2, color, sam, cpu, req, oid,
                                       pindex, me)
             if st == SEL_FOUND:
@@ -377,21 +380,26 @@ class AllocMixin:
             self.witness.path(("page", False), ("queue", False))
         off, sam, oid, me = self.queues.off, self.set_assoc_mask, obj.id, t.me
         alloc = 1 if self.kernel is None else 0    # (the buddy source's misses: grab's)
+        recycle = -1
         while True:
+            # whether a free needs Python after its body: the pmap's sets, waiters
+            stop = 1 if (self.md_mod or self.vm_pageout_pages_needed or
+                         self.vm_pages_waiting) else (2 if self.md_refs else 0)
             if self._gate is None:
                 st, m, r = self._c_read(p.w4, p.w2, p.w1, p.pi, tab.ot, tab.ob, self.stats,
-                                        off, PQ_CACHE, color, sam, alloc, here, oid, pindex,
-                                        me)
+                                        off, PQ_CACHE, color, sam, alloc, stop, recycle,
+                                        here, oid, pindex, me)
             else:
-                st, m, r = self._body("_c_read", p.w4, p.w2, p.w1, p.pindex, tab.vot,
+                st, m, r = self._body("_c_read", p.mw4, p.mw2, p.mw1, p.pindex, tab.vot,
                                       tab.vob, self._st, off, PQ_CACHE, color, sam, alloc,
-                                      here, oid, pindex, me)
+                                      stop, recycle, here, oid, pindex, me)
+            recycle = -1                    # (the body recycles it first, or hands it back)
             if st == RD_HIT:
                 if r & RD_HASH and self.hash is not None:
                     self.hash_enter(m)
                 return self._read_end(m, r & 0xFFFFFFFF)
             if st in (RD_NEW, RD_PART):
-                if r & WAKE:                # the select's test, then vm_page_alloc's
+                if r >> NW_SHIFT:           # the select's kick, then vm_page_alloc's
                     self.pagedaemon_wakeup()
                     self.pagedaemon_wakeup()
                 if self._tier > 0:          # the JIT's tier: compiled after N allocations
@@ -401,13 +409,16 @@ class AllocMixin:
                 if st == RD_NEW:
                     return self._read_end(m, r & 0xFFFFFFFF)
                 return self._read_done(m)
-            if st == RD_SLOW:
+            if st == RD_CACHE:              # a cache page taken: the kick, then its recycle
+                self.pagedaemon_wakeup()
+                recycle = m
+            elif st == RD_RECYCLED:         # the rest of that cache page's free
+                self._freed(m, r)
+            elif st == RD_SLOW:
                 return self._read_done(self.vm_page_grab(obj, pindex,
                                                          VM_ALLOC_NORMAL | VM_ALLOC_RETRY,
                                                          proc))
-            if st == SEL_FOUND:             # a cache page: recycled, then again
-                if r & WAKE:
-                    self.pagedaemon_wakeup()
+            elif st == SEL_FOUND:           # a cache page: recycled, then again
                 self._recycle(m)
             elif st == SEL_WAIT:
                 self._wait_word(m)
@@ -428,7 +439,7 @@ class AllocMixin:
             if self._gate is None:
                 r = self._c_read_done(p.w4, p.w2, p.w1, self.queues.off, m, me)
             else:
-                r = self._body("_c_read_done", p.w4, p.w2, p.w1, self.queues.off, m, me)
+                r = self._body("_c_read_done", p.mw4, p.mw2, p.mw1, self.queues.off, m, me)
             if r >= 0:
                 return self._read_end(m, r)
             self._wait_word(-WAIT - r)
@@ -541,7 +552,7 @@ class AllocMixin:
                 r = self._c_free_toq(w4, w2, w1, p.pi, tab.ot, tab.ob, self.stats, off, m,
                                      give, cpu, me)
             else:
-                r = self._body("_c_free_toq", w4, w2, w1, p.pindex, tab.vot, tab.vob,
+                r = self._body("_c_free_toq", p.mw4, p.mw2, p.mw1, p.pindex, tab.vot, tab.vob,
                                self._st, off, m, give, cpu, me)
             if r >= 0:
                 break
@@ -553,6 +564,18 @@ class AllocMixin:
                 self.queues.materialise(-r - 2)
         if r & FREE_ERR:
             self._free_refused(m, r & 0xFF)
+        if r & FREED_GIVE:                   # _buddy_give (counted in the body)
+            k = self.kernel
+            assert k is not None
+            k.free_pages((m + self.first_pfn) << PAGE_SHIFT, 0)
+        if r & (FREED_FICT | PBUSY_WANTED) or self.md_mod or self.md_refs or \
+                self.vm_pageout_pages_needed or self.vm_pages_waiting:
+            self._freed(m, r)
+
+    def _freed(self, m: int, r: int) -> None:
+        """vm_page_free_toq's end after its body (result ``r``; a FREED_GIVE page given
+        to vm_phys already): the pmap's records of the page dropped, the page's busy
+        waiters and the free-page waiters woken."""
         wanted = r & PBUSY_WANTED
         if r & FREED_FICT:
             if wanted:
@@ -563,11 +586,7 @@ class AllocMixin:
             self.md_mod.discard(m)
         if self.md_refs:
             self.md_refs.pop(m, None)
-            p.mdref[m] = 0               # (its mirror: the pagedaemon's scans read it)
-        if r & FREED_GIVE:                   # _buddy_give (counted in the body)
-            k = self.kernel
-            assert k is not None
-            k.free_pages((m + self.first_pfn) << PAGE_SHIFT, 0)
+            self.pages.mdref[m] = 0      # (its mirror: the pagedaemon's scans read it)
         if wanted or self.vm_pageout_pages_needed or self.vm_pages_waiting:
             self._freed_wakeups(wanted)
 
@@ -641,7 +660,7 @@ class AllocMixin:
                         r = self._c_buddy_take(p.w4, p.w1, p.pi, tab.ot, tab.ob, self.stats,
                                                m, cpu, oid, pindex, me)
                     else:
-                        r = self._body("_c_buddy_take", p.w4, p.w1, p.pindex, tab.vot,
+                        r = self._body("_c_buddy_take", p.mw4, p.mw1, p.pindex, tab.vot,
                                        tab.vob, self._st, m, cpu, oid, pindex, me)
                     if r == 1:
                         raise PageStateError("buddy page came back busy")

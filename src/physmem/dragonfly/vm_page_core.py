@@ -76,7 +76,6 @@ from .vm_page_array import (
     PQ_CACHE,
     PQ_FREE,
     PQ_HOLD,
-    PQ_INACTIVE,
     PQ_L2_MASK,
     PQ_L2_SIZE,
     PQ_NONE,
@@ -88,6 +87,7 @@ from .vm_page_array import (
     R_HOLD,
     R_IMPLICIT,
     R_LASTQ,
+    R_MDREF,
     R_NEXT,
     R_NONEMPTY,
     R_OBJ,
@@ -140,18 +140,15 @@ WAKE = 1 << 36          # in a body's result: below v_paging_start (kick the pag
 FLOOR_SYSTEM, FLOOR_INTERRUPT = 0x2, 0x4     # vm_page_defs' VM_ALLOC_SYSTEM, _INTERRUPT
 
 
+# the vmstats field each queue base counts in (by (base - 1) >> 10; PQ_HOLD as active)
+BASE_FIELD = (V_FREE_COUNT, V_INACTIVE_COUNT, V_ACTIVE_COUNT, V_CACHE_COUNT, V_ACTIVE_COUNT)
+
+
 @body
 def count_base(st, cpu: int, base: int, delta: int) -> None:
     """Count a page into (``delta`` 1) or out of (-1) a queue of ``base`` on CPU ``cpu``
     (PQ_HOLD counts as active): _vm_page_add/rem_queue_spinlocked's counts."""
-    f = V_ACTIVE_COUNT
-    if base == PQ_FREE:
-        f = V_FREE_COUNT
-    elif base == PQ_CACHE:
-        f = V_CACHE_COUNT
-    elif base == PQ_INACTIVE:
-        f = V_INACTIVE_COUNT
-    vmstats_count(st, cpu, f, delta, 1)
+    vmstats_count(st, cpu, BASE_FIELD[(base - 1) >> 10], delta, 1)
 
 
 @body
@@ -577,27 +574,58 @@ def select_insert(w4, w2, w1, pi, ot, ob, st, off: int, b1: int, b2: int, color:
     return s, m, base | wake_test(st, cpu)
 
 
-RD_HIT, RD_NEW, RD_PART, RD_SLOW = 9, 10, 11, 12     # page_read's own outcomes
+RD_HIT, RD_NEW, RD_PART, RD_SLOW, RD_RECYCLED, RD_CACHE = 9, 10, 11, 12, 13, 14
+NW_SHIFT = 40       # page_read: the pagedaemon wakeups due, << NW_SHIFT in its third value
 RD_HASH = 1 << 32           # page_read: a page found is PG_MAPPEDMULTI (vm_page_hash_enter)
 
 
 @body
+def _recycle(w4, w2, w1, pi, ot, ob, st, off: int, m: int, cpu: int, me: int) -> int:
+    """vm_page_alloc's found_cache for cache page ``m`` (dequeued, busied, counted):
+    freed (:func:`free_toq`) if its object's token can be had now (vm_object_hold_try).
+    Returns free_toq's result, or -1 with nothing changed: the token or a lock free_toq
+    needs is held elsewhere (the caller's Python recycle deactivates or waits)."""
+    o = int(w4[R_OBJ, m])
+    if o and ob[O_TOKEN, o] != 0 and ob[O_HOLDER, o] != me:
+        return -1
+    r = free_toq(w4, w2, w1, pi, ot, ob, st, off, m, 0, cpu, me)
+    return -1 if r < 0 or r & FREE_ERR else r
+
+
+@body
 def page_read(w4, w2, w1, pi, ot, ob, st, off: int, b2: int, color: int, sam: int,
-              alloc: int, cpu: int, oid: int, pindex: int, me: int):
+              alloc: int, stop: int, recycle: int, cpu: int, oid: int, pindex: int,
+              me: int):
     """The page-cache read (DragonflyVm.pagecache_read) as one step, under object
     ``oid``'s token: vm_page_grab(NORMAL | RETRY) -- vm_page_lookup, the page found
-    hard-busied, or on a miss (with ``alloc``) vm_page_alloc's NORMAL floor on CPU
-    ``cpu``, its select (PQ_FREE, then ``b2`` PQ_CACHE) and vm_page_insert -- then
-    :func:`read_done` (validclean, activate, wakeup); the queue changes counted on CPU
-    ``cpu``.  Returns (RD_HIT or RD_NEW, page, read_done's result without its
-    count bit | RD_HASH for a PG_MAPPEDMULTI page found | WAKE for a page allocated
-    below v_paging_start); (RD_PART, page, WAKE or 0): allocated and inserted,
-    read_done left to the caller (a lock it needs is held elsewhere); (SEL_FOUND, page,
-    PQ_CACHE | WAKE): a cache page dequeued, busied and counted, to recycle before
-    calling again; (RD_SLOW, 0, 0), nothing changed: the page found is busy, the floor
-    is reached or the select found nothing (the caller's vm_page_grab path); or, nothing
-    changed, select_insert's SEL_WAIT, SEL_RETRY, SEL_MATERIALISE, SEL_BUSY,
-    SEL_UNUSABLE triples."""
+    hard-busied, or on a miss (with ``alloc``) vm_page_alloc's loop: the NORMAL floor on
+    CPU ``cpu``, its select (free or ``b2`` cache; at the floor, cache alone), a cache
+    page recycled (:func:`_recycle`) and the loop again, a free page entered into the
+    object -- then :func:`read_done` (validclean, activate, wakeup).  The queue changes
+    are counted on CPU ``cpu``.  Where vm_page_alloc would kick the pagedaemon (a page
+    taken below v_paging_start), the body returns first, so that the caller's wakeup
+    reads the counts the kernel's does: a cache page so taken comes back as (RD_CACHE,
+    page, PQ_CACHE), for the caller to kick and pass back as ``recycle`` (recycled
+    first thing); for the free page, the two kicks due (the select's, vm_page_alloc's:
+    nothing they read changes after) are << NW_SHIFT in the third value.  Returns
+    (RD_HIT or RD_NEW, page, read_done's result without its count bit | RD_HASH for a
+    PG_MAPPEDMULTI page found); (RD_PART, page, kicks): allocated and inserted,
+    read_done left to the caller (a lock it needs is held elsewhere); (RD_RECYCLED,
+    page, free_toq's result): a cache page freed, and a thread waits for it or ``stop``
+    says the caller has more to do after that free (1: always -- the pmap's modified
+    set, free-page waiters; 2: for a page whose ``mdref`` byte is set, which the pmap's
+    reference counts may hold) -- the caller finishes that free and calls again;
+    (SEL_FOUND, page, PQ_CACHE): a cache page dequeued, busied and counted that this
+    body could not free, for the caller to recycle; (RD_SLOW, 0, 0): the page found
+    is busy, no page could be selected, or no ``alloc`` (the caller's vm_page_grab
+    path, from the state left); or, changing nothing more, select_free_or_cache's
+    SEL_WAIT, SEL_RETRY, SEL_MATERIALISE, SEL_BUSY, SEL_UNUSABLE triples."""
+    if recycle >= 0:
+        r = _recycle(w4, w2, w1, pi, ot, ob, st, off, recycle, cpu, me)
+        if r < 0:
+            return SEL_FOUND, recycle, PQ_CACHE
+        if stop == 1 or (stop == 2 and w1[R_MDREF, recycle]) or r & PBUSY_WANTED:
+            return RD_RECYCLED, recycle, r
     r = _obj_wait(ot, ob, oid, me)
     if r == RETRY:
         return SEL_RETRY, 0, 0
@@ -624,25 +652,37 @@ def page_read(w4, w2, w1, pi, ot, ob, st, off: int, b2: int, color: int, sam: in
             count_base(st, cpu, PQ_ACTIVE, 1)
             r &= ~1
         return RD_HIT, m, r | h
-    if not alloc or not floor_ok(st, cpu, 1):
+    if not alloc:
         return RD_SLOW, 0, 0
-    s, m, base = select_free_or_cache(w4, w2, w1, off, PQ_FREE, b2, color, sam, me)
-    if s == SEL_NONE:
-        return RD_SLOW, 0, 0
-    if s != SEL_FOUND:
-        return s, m, base
-    count_base(st, cpu, base, -1)
-    wake = wake_test(st, cpu)
-    if base != PQ_FREE:
-        return s, m, base | wake
+    while True:
+        if floor_ok(st, cpu, 1):
+            s, m, base = select_free_or_cache(w4, w2, w1, off, PQ_FREE, b2, color, sam, me)
+        else:
+            s, m, base = select_free_or_cache(w4, w2, w1, off, PQ_CACHE, 0, color, sam,
+                                              me)
+        if s == SEL_NONE:
+            return RD_SLOW, 0, 0
+        if s != SEL_FOUND:
+            return s, m, base
+        count_base(st, cpu, base, -1)
+        if base == PQ_FREE:
+            break
+        if wake_test(st, cpu):          # the select's kick first, then the recycle
+            return RD_CACHE, m, PQ_CACHE
+        r = _recycle(w4, w2, w1, pi, ot, ob, st, off, m, cpu, me)
+        if r < 0:
+            return SEL_FOUND, m, PQ_CACHE
+        if stop == 1 or (stop == 2 and w1[R_MDREF, m]) or r & PBUSY_WANTED:
+            return RD_RECYCLED, m, r
+    nw = 2 if wake_test(st, cpu) else 0
     tab_put(w4, w1, pi, ot, ob, -1 - slot, m, oid, pindex)
     if _page_wait(w4, m, me) or _held(w4, W_QUEUE + PQ_ACTIVE + int(w2[R_PC, m]), me):
-        return RD_PART, m, wake
+        return RD_PART, m, nw << NW_SHIFT
     r = read_done(w4, w2, w1, off, m, me)
     if r & 1:                       # (a new page: on no queue, never READ_ACTIVATE)
         count_base(st, cpu, PQ_ACTIVE, 1)
         r &= ~1
-    return RD_NEW, m, r | wake
+    return RD_NEW, m, r | (nw << NW_SHIFT)
 
 
 # -- the buddy source's take ---------------------------------------------------------------------

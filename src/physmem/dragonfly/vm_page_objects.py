@@ -91,7 +91,7 @@ class ObjectMixin:
             if self._gate is None:
                 r = self._c_insert(p.w4, p.w1, p.pi, t.ot, t.ob, m, obj.id, pindex, me)
             else:
-                r = self._body("_c_insert", p.w4, p.w1, p.pindex, t.vot, t.vob, m, obj.id,
+                r = self._body("_c_insert", p.mw4, p.mw1, p.pindex, t.vot, t.vob, m, obj.id,
                                pindex, me)
             if r >= 0:
                 return not r
@@ -123,7 +123,7 @@ class ObjectMixin:
             if self._gate is None:
                 r = self._c_remove(p.w4, p.pi, t.ot, t.ob, m, me)
             else:
-                r = self._body("_c_remove", p.w4, p.pindex, t.vot, t.vob, m, me)
+                r = self._body("_c_remove", p.mw4, p.pindex, t.vot, t.vob, m, me)
             if r >= 0:
                 return
             self._obj_retry(r)
