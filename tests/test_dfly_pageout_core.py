@@ -157,8 +157,8 @@ def test_the_scans_take_the_pmaps_reference_counts_from_the_mdref_row(jit_on):
     runs = []
     for witness in (False, True):
         vm = small(jit=jit_on, witness=witness)
-        pagecache_fill(vm, 80 << 20, reref=0.2, seed=4)
-        anon_churn(vm, 2000, seed=4)
+        pagecache_fill(vm, 56 << 20, reref=0.2, seed=4)
+        anon_churn(vm, 800, seed=4)
         vm.vm_pageout(force=True)
         row = vm.pages.arrays["mdref"]
         assert vm.md_refs and {m: int(row[m]) for m in vm.md_refs} == {
