@@ -131,18 +131,25 @@ def test_the_body_counts_what_the_loop_counts():
     assert c["v_ppwakeups"] == 1
 
 
-@pytest.mark.parametrize("compiled", [False, True])
-def test_a_queue_lock_held_elsewhere_makes_the_body_wait(compiled):
-    if compiled and not jit.enabled():
+@pytest.fixture(params=["plain", "compiled"])
+def short(request) -> DragonflyVm:
+    """A page layer short of free pages with 3,000 cached (``setup``), its bodies plain
+    (under the gate) or compiled."""
+    if request.param == "compiled" and not jit.enabled():
         pytest.skip("the JIT is off")
-    vm = small(jit=compiled)
+    vm = small(jit=request.param == "compiled")
     setup(vm)
+    return vm
+
+
+def test_a_queue_lock_held_elsewhere_makes_the_body_wait(short):
+    vm = short
     before = digest(vm)
     rover = _rover_at_a_free_head(vm)
     t, done = _held_elsewhere(vm.queue_spin[PQ_CACHE + rover])
     try:
         p, tab = vm.pages, vm.objtab
-        f = cache_to_free.compiled() if compiled else cache_to_free.py
+        f = cache_to_free.compiled() if vm._core else cache_to_free.py
         r = f(p.w4, p.w2, p.w1, p.pi, tab.ot, tab.ob, vm.stats, np.zeros(8, np.int64),
               vm.queues.off, 0, rover, 0, 0, 0, 0, 16, ME.t)
         assert r == (CF_WAIT, rover, 0, 0, W_QUEUE + PQ_CACHE + rover)
@@ -161,12 +168,8 @@ def test_a_queue_lock_held_elsewhere_makes_the_body_wait(compiled):
     vm.check()
 
 
-@pytest.mark.parametrize("compiled", [False, True])
-def test_an_object_token_held_elsewhere_defers_its_page_to_python(compiled):
-    if compiled and not jit.enabled():
-        pytest.skip("the JIT is off")
-    vm = small(jit=compiled)
-    setup(vm)
+def test_an_object_token_held_elsewhere_defers_its_page_to_python(short):
+    vm = short
     # the page the rover reaches first belongs to an object another thread holds
     first = vm.queues.first(PQ_CACHE + _rover_at_a_free_head(vm))
     t, done = _held_elsewhere(vm.objects[vm.pages.obj[first]].token)
