@@ -242,13 +242,16 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
         :mod:`.vm_page_core`); once compiled, without it.  The hot paths test
         ``self._gate is None`` and call the compiled body themselves."""
         g = self._gate
-        if g is None:
-            return getattr(self, name)(*args)
-        g.acquire()             # (not "with": ~0.1 us a call less)
-        try:
-            return getattr(self, name)(*args)
-        finally:
-            g.release()
+        if g is not None:
+            g.acquire()             # (not "with": ~0.1 us a call less)
+            try:
+                if self._gate is g:             # still plain (the switch takes the gate)
+                    return getattr(self, name)(*args)
+            finally:
+                g.release()
+        # Compiled meanwhile: the caller prepared the plain bodies' arguments, memoryviews
+        # of the arrays; the compiled bodies take the arrays themselves.
+        return getattr(self, name)(*[a.obj if type(a) is memoryview else a for a in args])
 
     def _wait_word(self, w: int) -> None:
         """A body met lock word ``w`` held by another thread: wait for that lock (take
