@@ -191,3 +191,4 @@ def test_a_body_handed_a_replaced_array_retries():
     assert vm._body("_c_lookup", old, vm.objtab.ob, o.id, 0, vm._tls.me) == RETRY
     assert [pi for pi, _ in o.memq.items()] == [0, 1, 2, 3, 4]
     vm.check()
+

@@ -654,6 +654,7 @@ def page_read(w4, w2, w1, pi, ot, ob, st, off: int, b2: int, color: int, sam: in
         return RD_HIT, m, r | h
     if not alloc:
         return RD_SLOW, 0, 0
+    recycled = False
     while True:
         if floor_ok(st, cpu, 1):
             s, m, base = select_free_or_cache(w4, w2, w1, off, PQ_FREE, b2, color, sam, me)
@@ -672,9 +673,12 @@ def page_read(w4, w2, w1, pi, ot, ob, st, off: int, b2: int, color: int, sam: in
         r = _recycle(w4, w2, w1, pi, ot, ob, st, off, m, cpu, me)
         if r < 0:
             return SEL_FOUND, m, PQ_CACHE
+        recycled = True
         if stop == 1 or (stop == 2 and w1[R_MDREF, m]) or r & PBUSY_WANTED:
             return RD_RECYCLED, m, r
     nw = 2 if wake_test(st, cpu) else 0
+    if recycled:                    # a removal shifts entries: the empty slot again
+        slot = tab_find(ot, oid, pindex)
     tab_put(w4, w1, pi, ot, ob, -1 - slot, m, oid, pindex)
     if _page_wait(w4, m, me) or _held(w4, W_QUEUE + PQ_ACTIVE + int(w2[R_PC, m]), me):
         return RD_PART, m, nw << NW_SHIFT
