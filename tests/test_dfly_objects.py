@@ -19,6 +19,7 @@ from physmem.dragonfly.vm_page_defs import VM_ALLOC_NORMAL, VM_ALLOC_NULL_OK, Pa
 from physmem.machine import Machine, RamRange
 
 from .dfly_util import digest
+from .test_dfly_core import _held_elsewhere
 
 MIB = 1 << 20
 
@@ -113,20 +114,6 @@ def test_an_object_of_no_page_layer_reads_empty():
     assert dict(o.memq) == {} and o.resident_page_count == 0 and not o.writeable
 
 
-def _hold(lock) -> tuple[threading.Thread, threading.Event]:
-    """Hold ``lock`` in another thread until the returned event is set."""
-    got, done = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with lock:
-            got.set()
-            done.wait(10)
-    t = threading.Thread(target=hold)
-    t.start()
-    assert got.wait(10)
-    return t, done
-
-
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("what", ["alloc", "free", "lookup"])
 def test_a_body_waits_for_an_object_token_held_elsewhere(mode, what):
@@ -137,7 +124,7 @@ def test_a_body_waits_for_an_object_token_held_elsewhere(mode, what):
     o = vm.object_create()
     m0 = vm.vm_page_alloc(o, 0, VM_ALLOC_NORMAL)
     p, tab = vm.pages, vm.objtab
-    t, done = _hold(o.token)
+    t, done = _held_elsewhere(o.token)
     before = digest(vm)
     try:
         # the body names the token's word and changes nothing
