@@ -19,6 +19,7 @@ from physmem.dragonfly.vm_page_defs import VM_ALLOC_NORMAL, VM_ALLOC_NULL_OK, Pa
 from physmem.machine import Machine, RamRange
 
 from .dfly_util import digest
+from .test_dfly_core import _held_elsewhere
 
 MIB = 1 << 20
 
@@ -113,20 +114,6 @@ def test_an_object_of_no_page_layer_reads_empty():
     assert dict(o.memq) == {} and o.resident_page_count == 0 and not o.writeable
 
 
-def _hold(lock) -> tuple[threading.Thread, threading.Event]:
-    """Hold ``lock`` in another thread until the returned event is set."""
-    got, done = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with lock:
-            got.set()
-            done.wait(10)
-    t = threading.Thread(target=hold)
-    t.start()
-    assert got.wait(10)
-    return t, done
-
-
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("what", ["alloc", "free", "lookup"])
 def test_a_body_waits_for_an_object_token_held_elsewhere(mode, what):
@@ -137,7 +124,7 @@ def test_a_body_waits_for_an_object_token_held_elsewhere(mode, what):
     o = vm.object_create()
     m0 = vm.vm_page_alloc(o, 0, VM_ALLOC_NORMAL)
     p, tab = vm.pages, vm.objtab
-    t, done = _hold(o.token)
+    t, done = _held_elsewhere(o.token)
     before = digest(vm)
     try:
         # the body names the token's word and changes nothing
@@ -190,4 +177,30 @@ def test_a_body_handed_a_replaced_array_retries():
     assert vm.objtab.ot is not old and vm.objtab.ot.shape[1] == 16
     assert vm._body("_c_lookup", old, vm.objtab.ob, o.id, 0, vm._tls.me) == RETRY
     assert [pi for pi, _ in o.memq.items()] == [0, 1, 2, 3, 4]
+    vm.check()
+
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("off", range(8))
+def test_a_read_that_recycles_first_inserts_where_its_lookups_look(mode, off):
+    """A page-cache read at the class floor recycles cache pages of another object inside
+    its body before it takes a free page; each recycle removes a table entry, and the
+    entries after it shift back, so the read's own empty slot can move: its page must be
+    found by vm_page_lookup afterwards and the table agree with the objects (the slot
+    looked up again after the recycles; without it, pindexes 0 and 4 here go wrong)."""
+    vm = small(jit=mode == "compiled")
+    b, a = vm.object_create("vnode"), vm.object_create("vnode")
+    for i in range(3):                      # three cache pages of another object
+        m = vm.vm_page_alloc(b, off * 3 + i, VM_ALLOC_NORMAL)
+        vm.vm_page_set_validclean(m, 0, 4096)
+        vm.vm_page_cache(m)
+    i = 0
+    while vm.vm_page_alloc(None, i, 0x4) is not None:    # INTERRUPT: every free page
+        i += 1
+    for s in [vm.vmstats] + [c.vmstats for c in vm.cpu]:
+        # the floor 3 pages up, no pagedaemon kick due: the read recycles in its body
+        s.v_free_reserved, s.v_paging_start, s.v_free_min = 3, 0, 0
+    m = vm.pagecache_read(a, off)
+    assert vm.vm_page_lookup(a, off) == m and b.resident_page_count == 0
     vm.check()

@@ -100,15 +100,6 @@ from .vm_pageout import PageoutMixin
 from .vm_pageout_core import scan_active, scan_inactive
 
 
-def _as_arrays(args: tuple) -> tuple:
-    """A body's arguments for its compiled version: a memoryview that a plain call got
-    (a row, the statistics, the objects' table) as the numpy array over its memory.  A
-    caller that saw the gate builds plain arguments; the bodies may have been switched
-    to their compiled versions (``_enter_core``) before it called (found in the races
-    torture: numba's "can't unbox array")."""
-    return tuple(np.asarray(a) if type(a) is memoryview else a for a in args)
-
-
 class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, TransitionMixin,
                   ObjectMixin, BitsMixin, ViewMixin, PageoutMixin):
     """DragonFly's page layer over one machine's memory (see the module docstring)."""
@@ -251,15 +242,16 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
         :mod:`.vm_page_core`); once compiled, without it.  The hot paths test
         ``self._gate is None`` and call the compiled body themselves."""
         g = self._gate
-        if g is None:
-            return getattr(self, name)(*_as_arrays(args))
-        g.acquire()             # (not "with": ~0.1 us a call less)
-        try:
-            if self._core:          # compiled while the caller built plain arguments
-                return getattr(self, name)(*_as_arrays(args))
-            return getattr(self, name)(*args)
-        finally:
-            g.release()
+        if g is not None:
+            g.acquire()             # (not "with": ~0.1 us a call less)
+            try:
+                if self._gate is g:             # still plain (the switch takes the gate)
+                    return getattr(self, name)(*args)
+            finally:
+                g.release()
+        # Compiled meanwhile: the caller prepared the plain bodies' arguments, memoryviews
+        # of the arrays; the compiled bodies take the arrays themselves.
+        return getattr(self, name)(*[a.obj if type(a) is memoryview else a for a in args])
 
     def _wait_word(self, w: int) -> None:
         """A body met lock word ``w`` held by another thread: wait for that lock (take

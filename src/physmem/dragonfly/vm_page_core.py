@@ -536,6 +536,21 @@ def select_free_or_cache(w4, w2, w1, off: int, b1: int, b2: int, color: int, sam
 
 
 @body
+def _obj_slot(ot, ob, oid: int, pindex: int, me: int):
+    """Object ``oid``'s token as a body takes it, room for one more entry, then
+    (oid, pindex)'s slot: (0, :func:`~.vm_object.tab_find`'s result); or, nothing
+    changed, (SEL_RETRY, 0) -- a table full or replaced -- or (SEL_WAIT, word)."""
+    r = _obj_wait(ot, ob, oid, me)
+    if r == RETRY:
+        return SEL_RETRY, 0
+    if r:
+        return SEL_WAIT, -WAIT - r
+    if not tab_room(ot):
+        return SEL_RETRY, 0
+    return 0, tab_find(ot, oid, pindex)
+
+
+@body
 def select_insert(w4, w2, w1, pi, ot, ob, st, off: int, b1: int, b2: int, color: int,
                   sam: int, cpu: int, req: int, oid: int, pindex: int, me: int):
     """vm_page_alloc's select and vm_page_insert as one step: with ``req`` (vm_page_alloc's
@@ -552,14 +567,9 @@ def select_insert(w4, w2, w1, pi, ot, ob, st, off: int, b1: int, b2: int, color:
         return SEL_FLOOR, 0, 0
     slot = -1
     if oid > 0:
-        r = _obj_wait(ot, ob, oid, me)
-        if r == RETRY:
-            return SEL_RETRY, 0, 0
+        r, slot = _obj_slot(ot, ob, oid, pindex, me)
         if r:
-            return SEL_WAIT, -WAIT - r, 0
-        if not tab_room(ot):
-            return SEL_RETRY, 0, 0
-        slot = tab_find(ot, oid, pindex)
+            return r, slot, 0
         if slot >= 0:
             return SEL_TAKEN, 0, 0
     s, m, base = select_free_or_cache(w4, w2, w1, off, b1, b2, color, sam, me)
@@ -626,14 +636,9 @@ def page_read(w4, w2, w1, pi, ot, ob, st, off: int, b2: int, color: int, sam: in
             return SEL_FOUND, recycle, PQ_CACHE
         if stop == 1 or (stop == 2 and w1[R_MDREF, recycle]) or r & PBUSY_WANTED:
             return RD_RECYCLED, recycle, r
-    r = _obj_wait(ot, ob, oid, me)
-    if r == RETRY:
-        return SEL_RETRY, 0, 0
+    r, slot = _obj_slot(ot, ob, oid, pindex, me)
     if r:
-        return SEL_WAIT, -WAIT - r, 0
-    if not tab_room(ot):
-        return SEL_RETRY, 0, 0
-    slot = tab_find(ot, oid, pindex)
+        return r, slot, 0
     if slot >= 0:
         m = int(ot[T_M, slot]) - 1
         r = _page_wait(w4, m, me)         # read_done's locks, before the busy
@@ -654,6 +659,7 @@ def page_read(w4, w2, w1, pi, ot, ob, st, off: int, b2: int, color: int, sam: in
         return RD_HIT, m, r | h
     if not alloc:
         return RD_SLOW, 0, 0
+    recycled = False
     while True:
         if floor_ok(st, cpu, 1):
             s, m, base = select_free_or_cache(w4, w2, w1, off, PQ_FREE, b2, color, sam, me)
@@ -672,9 +678,12 @@ def page_read(w4, w2, w1, pi, ot, ob, st, off: int, b2: int, color: int, sam: in
         r = _recycle(w4, w2, w1, pi, ot, ob, st, off, m, cpu, me)
         if r < 0:
             return SEL_FOUND, m, PQ_CACHE
+        recycled = True
         if stop == 1 or (stop == 2 and w1[R_MDREF, m]) or r & PBUSY_WANTED:
             return RD_RECYCLED, m, r
     nw = 2 if wake_test(st, cpu) else 0
+    if recycled:                    # a removal shifts entries: the empty slot again
+        slot = tab_find(ot, oid, pindex)
     tab_put(w4, w1, pi, ot, ob, -1 - slot, m, oid, pindex)
     if _page_wait(w4, m, me) or _held(w4, W_QUEUE + PQ_ACTIVE + int(w2[R_PC, m]), me):
         return RD_PART, m, nw << NW_SHIFT
