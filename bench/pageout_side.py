@@ -13,9 +13,10 @@ inactive scans and cache -> free, and the scans' CPU per page visited (visits = 
 scans' v_pdpages: every inactive entry stepped to, every active page past its busy and
 wired checks).  ``--plain`` runs the children with PHYSMEM_JIT=0 (no compiled code).
 
-``compile``: the CPU time of the first calls of what vm_pageout_core.py adds (the two
-batches and the two visits, compiled), in a child with an empty numba cache directory
-(cold) and then in a second child with that directory (cached).  Prints JSON lines.
+``compile``: the CPU time to compile the pagedaemon's and the statistics' bodies
+(vm_pageout_core.py's scans, cache -> free and visits; vm_meter.py's count and rollup),
+in a child with an empty numba cache directory (cold) and then in a second child with
+that directory (cached: loaded).  Prints JSON lines.
 """
 import argparse
 import json
@@ -58,25 +59,27 @@ print(json.dumps({
 
 COMPILE = r"""
 import json, time
-from physmem.dfly_workloads import pagecache_fill
-from physmem.dragonfly.vm_page import DragonflyVm
-from physmem.dragonfly.vm_page_array import PQ_ACTIVE, PQ_INACTIVE
-from physmem.dragonfly.vm_pageout_core import active_visit, inactive_visit
-from physmem.machine import Machine, RamRange
-vm = DragonflyVm(Machine("t48", [RamRange(0x100000, 48 << 20)], page_array="none"),
-                 jit=True)
+from physmem import jit
+from physmem.dragonfly import vm_meter, vm_pageout_core
 out = {}
-p = vm.pages
-for name, fn in (("scan_active", lambda: vm._active_batch(PQ_ACTIVE, 1, 1)),
-                 ("scan_inactive", lambda: vm._inactive_batch(PQ_INACTIVE, 1, 1)),
-                 ("active_visit", lambda: active_visit.compiled()(
-                     p.w4, p.w1, 0, 0, vm.vnode_ids, 2, 1)),
-                 ("inactive_visit", lambda: inactive_visit.compiled()(
-                     p.w4, p.w1, 0, 0, False))):
+# the pagedaemon's and the statistics' bodies, compiled (or loaded from numba's cache)
+# one after the other in a fresh process: each figure includes the callees not compiled
+# before it (the visits in scan_active, free_toq and the queue operations in
+# cache_to_free, ...); numba's import is counted apart
+t = time.process_time()
+jit._numba()
+out["numba_import"] = round(time.process_time() - t, 3)
+for name, lazy in (("vmstats_count", vm_meter.vmstats_count),
+                   ("vmstats_rollup", vm_meter.vmstats_rollup),
+                   ("scan_active", vm_pageout_core.scan_active),
+                   ("scan_inactive", vm_pageout_core.scan_inactive),
+                   ("cache_to_free", vm_pageout_core.cache_to_free),
+                   ("active_visit", vm_pageout_core.active_visit),
+                   ("inactive_visit", vm_pageout_core.inactive_visit)):
     t = time.process_time()
-    fn()                       # the queues are empty: a call does nothing but compile
+    lazy.compiled()
     out[name] = round(time.process_time() - t, 3)
-out["total"] = round(sum(out.values()), 3)
+out["total"] = round(sum(v for k, v in out.items() if k != "numba_import"), 3)
 print(json.dumps(out))
 """
 

@@ -23,6 +23,7 @@ from physmem.dragonfly.vm_page import (
     DragonflyVm,
 )
 from physmem.dragonfly.vm_page_array import PQ_ACTIVE, PQ_CACHE, PQ_FREE
+from physmem.dragonfly.vm_pageout_core import SCAN_DONE
 from physmem.machine import Machine, RamRange
 
 MIB = 1 << 20
@@ -126,17 +127,18 @@ def test_active_scan_declines_anonymous_and_file_pages_differently(via):
         vm.pages.act_count[m] = 20
         vm.vm_page_wakeup(m)
         pages[kind] = m
-    for m in pages.values():
-        qa = PQ_ACTIVE + vm.pages.pc[m]
-        if via == "visit":                  # Python's way: the page locked, one visit
+    if via == "visit":                      # Python's way: each page locked, one visit
+        for m in pages.values():
+            qa = PQ_ACTIVE + vm.pages.pc[m]
             vm.page_spin[m & 1023].acquire()
             try:
                 assert vm._active_page(m, qa) == 0
             finally:
                 vm.page_spin[m & 1023].release()
-        else:                               # the compiled batch over its colour
-            assert vm.queues.first(qa) == m
-            assert vm._active_batch(qa, 1, 1)[1:] == (1, 0)
+    else:       # the compiled scan: one page of every colour, no deactivation, no decline
+        pd = vm.cpu[0].cnt["v_pdpages"]
+        assert vm._scan_body(True, 0, 0, 0, 0, 0, 1, 1, 1) == (SCAN_DONE, 0, 1024, 0, 0, 0, -1)
+        assert vm.cpu[0].cnt["v_pdpages"] == pd + 3
     p = vm.pages
     assert p.act_count[pages["default"]] == 17 and p.act_count[pages["swap"]] == 17
     assert p.act_count[pages["vnode"]] == 13

@@ -76,17 +76,20 @@ def scans(vm: DragonflyVm) -> tuple:
 
 @needs_jit
 def test_batches_plain_batches_and_python_visits_leave_the_same_state():
-    python = small(jit=False)
+    python = small(jit=False, witness=True)    # WITNESS: every page a Python visit
     assert not python._core
     compiled = small(jit=True)
     assert compiled._core
-    plain = small(jit=True)
+    plain = small(jit=True)                    # the plain scans over the arrays
     plain._c_scan_active, plain._c_scan_inactive = scan_active.py, scan_inactive.py
+    gated = small(jit=False)                   # the JIT off: plain scans under the gate
+    assert gated._gate is not None
     want = scans(python)
     assert want[1]["cached"] and want[1]["freed"] and want[1]["deactivated"]
     assert want[1]["reactivated"] and want[1]["laundered"]
     assert scans(compiled) == want
     assert scans(plain) == want
+    assert scans(gated) == want
 
 
 @pytest.mark.parametrize("jit_on", [True, False])
@@ -141,3 +144,26 @@ def test_witness_checks_the_locks_a_scan_takes():
             vm._scan_active(1)
     finally:
         vm.queue_spin[PQ_INACTIVE].release()
+
+
+@pytest.mark.parametrize("jit_on", [True, False])
+def test_the_scans_take_the_pmaps_reference_counts_from_the_mdref_row(jit_on):
+    """``mdref`` mirrors ``md_refs`` (at most 255) through references, scans, frees,
+    madvise and cache -> free, so the scans visit referenced pages themselves and
+    leave the state a page-by-page (WITNESS) run leaves."""
+    if jit_on and not jit.enabled():
+        pytest.skip("the JIT is off")
+    from physmem.dfly_workloads import anon_churn, pagecache_fill
+    runs = []
+    for witness in (False, True):
+        vm = small(jit=jit_on, witness=witness)
+        pagecache_fill(vm, 56 << 20, reref=0.2, seed=4)
+        anon_churn(vm, 800, seed=4)
+        vm.vm_pageout(force=True)
+        row = vm.pages.arrays["mdref"]
+        assert vm.md_refs and {m: int(row[m]) for m in vm.md_refs} == {
+            m: min(n, 255) for m, n in vm.md_refs.items()}
+        assert int((row != 0).sum()) == len(vm.md_refs)
+        vm.check()
+        runs.append((digest(vm), vars(vm.pageout_stats), [dict(c.cnt) for c in vm.cpu]))
+    assert runs[0] == runs[1]

@@ -586,6 +586,7 @@ class AllocMixin:
             self.md_mod.discard(m)
         if self.md_refs:
             self.md_refs.pop(m, None)
+            self.pages.mdref[m] = 0      # (its mirror: the pagedaemon's scans read it)
         if wanted or self.vm_pageout_pages_needed or self.vm_pages_waiting:
             self._freed_wakeups(wanted)
 

@@ -140,8 +140,8 @@ class PageArray:
       pages in insertion order (``onext``/``oprev``, page + 1: :mod:`.vm_object`);
     - ``w2`` (uint16): queue, pc;
     - ``w1`` (uint8): act_count, valid, dirty, the queues' non-empty bytes, the
-      implicit-block bytes and ``mdref`` (1 where the pmap may hold references for the
-      page, ``DragonflyVm.md_refs``: the compiled scan leaves those pages to Python);
+      implicit-block bytes and ``mdref`` (the pmap's reference count of the page,
+      ``DragonflyVm.md_refs``, up to 255: what the pagedaemon's scans read);
 
     plus ``pindex`` (int64).  Rows are ``max(npages, ROW_MIN)`` long and zero-filled
     anonymous memory, so the parts nothing writes cost nothing.  Python reads and writes

@@ -15,7 +15,6 @@ is :mod:`.vm_page_core`'s.
 
 from __future__ import annotations
 
-from ..jit import njit
 from .locks import page_op
 from .vm_meter import CNT_REACTIVATED, V_ACTIVE_COUNT, V_INACTIVE_COUNT
 from .vm_page_array import (
@@ -44,6 +43,7 @@ from .vm_page_array import (
     VM_PAGE_BITS_ALL,
     q_insert,
     queue_base,
+    rows_fn,
 )
 from .vm_page_core import activate_insert
 from .vm_page_defs import (
@@ -56,8 +56,10 @@ C_DIRTIED = 4           # | the pmap's modify bit made the page all dirty (vm_pa
 
 
 # -- the one-page steps (the caller holds the page's spinlock, or its word is 0) -------------
-@njit
-def deactivate_insert(w4, w2, w1, m: int, athead: bool) -> None:
+# Typed (rows_fn: the rows, then int64s; no numba runtime), so that the scans' typed bodies
+# (vm_pageout_core.py) can call them.
+@rows_fn
+def deactivate_insert(w4, w2, w1, m: int, athead: int) -> None:
     """_vm_page_deactivate_locked's insertion, for a page off every queue (the caller
     holds PQ_INACTIVE + pc's spinlock, or its word is 0): PG_WINATCFLS cleared, the head
     or tail of PQ_INACTIVE + pc; a tail insert counts in ``adds``.  The caller counts
@@ -69,8 +71,8 @@ def deactivate_insert(w4, w2, w1, m: int, athead: bool) -> None:
         w4[R_ADDS, q] += 1
 
 
-@njit
-def cache_decide(w4, w2, w1, m: int, modified: bool) -> int:
+@rows_fn
+def cache_decide(w4, w2, w1, m: int, modified: int) -> int:
     """vm_page_cache's tests on a hard-busied page (its spinlock held): C_NONE for a page
     it leaves (unqueued, NEED_COMMIT, fictitious, soft-busied, wired, held, or already
     cached); else PG_MAPPED/WRITEABLE dropped, vm_page_test_dirty (``modified``: the pmap

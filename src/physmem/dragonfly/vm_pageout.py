@@ -21,6 +21,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
+
+from ..bits import PAGE_SHIFT
 from ..errors import ArgumentError
 from .locks import PAGE_STRIPES, page_op
 from .vm_meter import (
@@ -30,12 +33,10 @@ from .vm_meter import (
     CNT_PPWAKEUPS,
     GD_ADJ,
     GD_SIZE,
-    V_ACTIVE_COUNT,
     V_CACHE_COUNT,
     V_FREE_COUNT,
     V_FREE_MIN,
     V_FREE_RESERVED,
-    V_INACTIVE_COUNT,
     V_PAGING_START,
     VmStats,
     paging_start,
@@ -63,9 +64,15 @@ from .vm_page_array import (
     queue_base,
 )
 from .vm_pageout_core import (
-    SCAN_DECLINE,
+    CF_DEFER,
+    CF_DONE,
+    CF_GIVE,
+    CF_PAGE,
+    CF_WAIT,
+    CF_WAKE,
     SCAN_DEFER,
-    SCAN_EMPTY,
+    SCAN_DONE,
+    SCAN_REFS,
     V_ACTION,
     V_ACTIVATE,
     V_BUSIED,
@@ -79,7 +86,11 @@ from .vm_pageout_core import (
     V_REMOVE,
     V_REQUEUE,
     active_visit,
+    cache_to_free,
+    free_wakeup_due,
     inactive_visit,
+    scan_active,
+    scan_inactive,
 )
 
 if TYPE_CHECKING:
@@ -89,6 +100,10 @@ if TYPE_CHECKING:
 _active_visit_py = active_visit.py
 _inactive_visit_py = inactive_visit.py
 _paging_start_py = paging_start.py
+_scan_active_py = scan_active.py
+_scan_inactive_py = scan_inactive.py
+_cache_to_free_py = cache_to_free.py
+_free_wakeup_due_py = free_wakeup_due.py
 
 MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_WILLNEED, MADV_DONTNEED, MADV_FREE = range(6)
 MADVICE = {"normal": MADV_NORMAL, "random": MADV_RANDOM, "sequential": MADV_SEQUENTIAL,
@@ -142,6 +157,15 @@ class PageoutStats:
     waits: int = 0
 
 
+class _InDaemon(threading.local):
+    """Per thread: whether it runs the pagedaemon's pass (a class default, so that the
+    test in pagedaemon_wakeup, twice an allocation under pressure, is one attribute
+    read: ``getattr`` with a default raised and caught AttributeError: the call took
+    620 ns, now 263 ns)."""
+
+    on = False
+
+
 class PageoutMixin:
     """Thresholds, predicates, waiting and the pagedaemon for :class:`DragonflyVm`."""
 
@@ -166,7 +190,8 @@ class PageoutMixin:
         self._daemon: threading.Thread | None = None
         self._daemon_stop = False
         self._daemon_kick = threading.Event()
-        self._in_daemon = threading.local()
+        self._in_daemon = _InDaemon()
+        self._cf_entry = None
 
     def _derive_thresholds(self) -> None:
         self.vmstats_rollup()
@@ -233,7 +258,7 @@ class PageoutMixin:
 
     # ---------------------------------------------------------------- wake-ups
     def _is_daemon(self) -> bool:
-        return getattr(self._in_daemon, "on", False)
+        return self._in_daemon.on
 
     def pagedaemon_wakeup(self) -> None:
         """Kick the pagedaemon when paging should start (never from the daemon itself):
@@ -247,7 +272,7 @@ class PageoutMixin:
         if not (s[V_PAGING_START] > free + s[V_CACHE_COUNT] or s[V_FREE_MIN] > free or
                 s[V_FREE_RESERVED] > free):
             return
-        if not getattr(self._in_daemon, "on", False):       # not from the daemon itself
+        if not self._in_daemon.on:                   # not from the daemon itself
             if self.vm_pages_needed <= 1:
                 self.vm_pages_needed = 1
                 kick = self._daemon_kick
@@ -261,12 +286,13 @@ class PageoutMixin:
         v_pageout_free_min is met, and vm_wait sleepers past the hysteresis."""
         if not (self.vm_pageout_pages_needed or self.vm_pages_waiting):
             return
-        s = self.local()
-        if self.vm_pageout_pages_needed and self._avail(s) >= s.v_pageout_free_min:
+        due = _free_wakeup_due_py(self.mstats, self._tls.cpu * GD_SIZE,
+                                  self.vm_pageout_pages_needed, self.vm_pages_waiting,
+                                  self.page_free_hysteresis)
+        if due & 1:
             self.vm_pageout_pages_needed = 0
             self._wake_waiters()
-        if self.vm_pages_waiting and (not self.min_dnc(self.page_free_hysteresis)
-                                      or not self.target1()):
+        if due & 2:
             self.vm_pages_waiting = 0
             self._cv[self._tls.cpu][CNT_PPWAKEUPS] += 1
             self._wake_waiters()
@@ -341,8 +367,9 @@ class PageoutMixin:
     @page_op()
     def vm_page_reference(self, m: int) -> None:
         """The pmap saw an access (what pmap_ts_referenced will report)."""
-        self.md_refs[m] = self.md_refs.get(m, 0) + 1
-        self.pages.mdref[m] = 1             # (the compiled scan leaves the page to Python)
+        n = self.md_refs[m] = self.md_refs.get(m, 0) + 1
+        # the scans' bodies read the count here (at most 255: more ages a page no more)
+        self.pages.mdref[m] = min(n, 255)
 
     @page_op()
     def vm_page_modify(self, m: int) -> None:
@@ -371,6 +398,7 @@ class PageoutMixin:
             return
         p.flags[m] &= ~PG_REFERENCED
         self.md_refs.pop(m, None)
+        p.mdref[m] = 0                      # (the scans need not leave it to Python)
         if p.dirty[m] == 0:
             self._test_dirty(m)
         athead = not (p.dirty[m] or (dnw & 0x70) == 0)
@@ -514,58 +542,84 @@ class PageoutMixin:
         PQ_INACTIVE) -- PQAVERAGE(use) per colour (``use`` defaults to ``shortage``),
         colours in the order of the rover attribute ``rover`` -- until the visits have
         deactivated (active) or cached and freed (inactive) ``shortage`` pages in all.
-        With the compiled paths on, a colour's pages go through its batch
-        (vm_pageout_core.scan_active/scan_inactive) and Python visits one page where the
-        batch declines, or finishes the page it defers; otherwise Python visits every
-        page (``_active_page``/``_inactive_page``: the same visit functions, under the
-        kernel's locks)."""
-        q = self.queues
-        lcnt = q.lcnt
-        first_locked = self.first_locked
-        spins = self.page_spin
+        The scan is a body (vm_pageout_core.scan_active/scan_inactive: compiled, or
+        plain under the gate) that steps the colours, visits and moves the pages itself;
+        Python visits one page where it declines (``_active_page``/``_inactive_page``:
+        the same visit functions, under the kernel's locks), finishes the page it defers,
+        counts the pageout stats and runs vm_page_free_wakeup after pages were cached,
+        then calls it again with its state.  Under WITNESS the scan declines every page
+        (Python's locks for each, so the checker sees the scans' classes); the inactive
+        one too while the pmap has seen writes (``md_mod``: a set Python's visit
+        reads)."""
         active = base == PQ_ACTIVE
         visit = self._active_page if active else self._inactive_page
-        got = 0
+        first_locked = self.first_locked
+        spins = self.page_spin
+        ps = self.pageout_stats
         per = pqaverage(shortage if use is None else use)
-        c = getattr(self, rover)
-        # the compiled batch (none: Python visits every page).  The inactive one assumes
-        # no pmap write is pending (md_mod: a set Python's visit reads).  With WITNESS
-        # every page goes through Python's locks, so the checker sees the scans' classes
-        batch = None
-        if self._core and not self.witness.enabled:
-            if active:
-                batch = self._active_batch
-            elif not self.md_mod:
-                batch = self._inactive_batch
+        batch = int(not self.witness.enabled and (active or not self.md_mod))
+        cpu = self._tls.cpu
+        c, k, budget, got = getattr(self, rover), 0, 0, 0
         try:
-            for _ in range(PQ_L2_SIZE):
-                if got >= shortage:
+            while True:
+                r = self._scan_body(active, cpu, c, k, budget, got, shortage, per, batch)
+                st, c, k, budget, got = r[0], r[1], r[2], r[3], r[4]
+                if active:
+                    ps.deactivated += r[5]
+                elif r[5] or r[6]:
+                    ps.cached += r[5]
+                    ps.reactivated += r[6]
+                    if r[5]:
+                        self.vm_page_free_wakeup()
+                if st == SCAN_DONE:
                     break
-                qi = base + c
-                c = (c + 1) & PQ_L2_MASK
-                budget = min(per, lcnt[qi])
-                while budget > 0 and got < shortage:
-                    if batch is not None:
-                        st, used, g = batch(qi, budget, shortage - got)
-                        budget -= used
-                        got += g
-                        if st == SCAN_EMPTY:
-                            break
-                        if st != SCAN_DECLINE:      # done, or a deferred page finished
-                            continue
-                        if budget <= 0:
-                            break
-                    budget -= 1
-                    m = first_locked(qi)
-                    if m is None:
-                        break
+                if st == SCAN_REFS:               # a visit took the pmap's count
+                    self.md_refs.pop(r[6] if active else r[7], None)
+                    continue
+                qi = base + ((c - 1) & PQ_L2_MASK)
+                if st == SCAN_DEFER:              # a page to free or launder: Python's
+                    m = r[7]
+                    spin = spins[m & (PAGE_STRIPES - 1)]
+                    spin.acquire()
                     try:
-                        got += visit(m, qi)
+                        got += self._inactive_act(m, qi, r[8])
                     finally:
-                        spins[m & (PAGE_STRIPES - 1)].release()     # page_unlock(m)
+                        spin.release()
+                    continue
+                budget -= 1                       # SCAN_DECLINE: one visit here
+                m = first_locked(qi)
+                if m is None:
+                    budget = 0                    # (no page lock to try: next colour)
+                    continue
+                try:
+                    got += visit(m, qi)
+                finally:
+                    spins[m & (PAGE_STRIPES - 1)].release()     # page_unlock(m)
         finally:
             setattr(self, rover, c)          # (only this scan reads its rover)
         return got
+
+    def _scan_body(self, active: bool, *state: int) -> tuple:
+        """One call of the scan body with ``state`` (cpu, rover, colours started, budget
+        left, pages got, shortage, PQAVERAGE, batch): compiled over the arrays, or plain
+        (its ``.py``) over the rows' memoryviews holding the gate (see
+        :mod:`.vm_page_core`)."""
+        p = self.pages
+        off = self.queues.off
+        g = self._gate
+        if g is not None:
+            with g:
+                if not self._core:        # (else compiled while we waited for the gate)
+                    if active:
+                        return _scan_active_py(p.mw4, p.mw2, p.mw1, self.vnode_ids,
+                                               self.mstats, off, *state,
+                                               self.filemem_decline, self.anonmem_decline)
+                    return _scan_inactive_py(p.mw4, p.mw2, p.mw1, self.mstats, off, *state)
+        if active:
+            return self._c_scan_active(p.w4, p.w2, p.w1, self.vnode_ids, self.stats,
+                                       off, *state, self.filemem_decline,
+                                       self.anonmem_decline)
+        return self._c_scan_inactive(p.w4, p.w2, p.w1, self.stats, off, *state)
 
     def _scan_inactive(self, shortage: int, use: int | None = None) -> int:
         return self._scan_queues(PQ_INACTIVE, "_inactive_rover", shortage, use)
@@ -637,9 +691,9 @@ class PageoutMixin:
         atomic = self.atomic                     # the visit busies the page
         atomic.acquire()
         if self._core:
-            a = inactive_visit.compiled()(p.w4, p.w1, m, refs, modified)
+            a = inactive_visit.compiled()(p.w4, p.w1, m, refs, int(modified))
         else:
-            a = _inactive_visit_py(p.mw4, p.mw1, m, refs, modified)
+            a = _inactive_visit_py(p.mw4, p.mw1, m, refs, int(modified))
         atomic.release()
         if refs and a & V_REFS:
             self.md_refs.pop(m, None)             # _ts_referenced took them
@@ -697,93 +751,76 @@ class PageoutMixin:
         self.pageout_stats.laundered += 1
         return True
 
-    def _active_batch(self, qi: int, budget: int, need: int) -> tuple[int, int, int]:
-        """The compiled active batch (vm_pageout_core.scan_active) over queue ``qi``: up
-        to ``budget`` pages, ``need`` deactivations; then its counts -- v_pdpages, the
-        deactivations in the pageout stats and in this CPU's view and pending deltas
-        (active -1, inactive +1 each: no fold, the batch stops before one).  Returns
-        (status, pages visited, deactivated)."""
-        p = self.pages
-        cpu = self._tls.cpu
-        r = self._c_scan_active(p.w4, p.w2, p.w1, self.vnode_ids, self.queues.off, qi,
-                                budget, need,
-                                self.mstats[cpu * GD_SIZE + GD_ADJ + V_ACTIVE_COUNT],
-                                self.start(-1024 * self.ncpus), self.filemem_decline,
-                                self.anonmem_decline)
-        g, pd = r[2], r[3]
-        if pd:
-            self._cv[cpu][CNT_PDPAGES] += pd
-        if g:
-            self.pageout_stats.deactivated += g
-            self._count(V_ACTIVE_COUNT, -g)     # (no fold: the batch stopped before one)
-            self._count(V_INACTIVE_COUNT, g)
-        return r[0], r[1], g
-
-    def _inactive_batch(self, qi: int, budget: int, need: int) -> tuple[int, int, int]:
-        """The compiled inactive batch (vm_pageout_core.scan_inactive) over queue ``qi``:
-        up to ``budget`` pages, ``need`` cached or freed; then its counts -- v_pdpages,
-        the cached and reactivated pages in the pageout stats and in this CPU's view and
-        pending deltas (no fold: the batch stops before one) -- and, if it cached pages,
-        vm_page_free_wakeup (once: the free and cache counts only grew meanwhile, so its
-        tests decide as they would have at the first page); then a page it deferred
-        (to free or launder) is finished here, under its spinlock (``_inactive_act``).
-        Returns (status, pages visited, cached or freed)."""
-        p = self.pages
-        cpu = self._tls.cpu
-        st, used, g, pd, react, m, a = self._c_scan_inactive(
-            p.w4, p.w2, p.w1, self.queues.off, qi, budget, need,
-            self.mstats[cpu * GD_SIZE + GD_ADJ + V_INACTIVE_COUNT],
-            self.start(-1024 * self.ncpus))
-        if pd:
-            self._cv[cpu][CNT_PDPAGES] += pd
-        if g or react:
-            ps = self.pageout_stats
-            ps.cached += g
-            ps.reactivated += react
-            self._count(V_INACTIVE_COUNT, -(g + react))     # (no fold: see the batch)
-            if react:
-                self._count(V_ACTIVE_COUNT, react)
-            if g:
-                self._count(V_CACHE_COUNT, g)
-            if g:
-                self.vm_page_free_wakeup()
-        if st == SCAN_DEFER:
-            spin = self.page_spin[m & (PAGE_STRIPES - 1)]
-            spin.acquire()
-            try:
-                g += self._inactive_act(m, qi, a)
-            finally:
-                spin.release()
-        return st, used, g
-
     def _cache_to_free(self) -> None:
         """Free cache pages while v_free_count < v_free_target and cache > 16; the rover
-        steps by PQ_PRIME2."""
-        st = self.pageout_stats
-        tries = 0
-        while tries < PQ_L2_SIZE:
-            s = self.local()
-            if s.v_free_count >= s.v_free_target or s.v_cache_count <= 16:
+        steps by PQ_PRIME2 (vm_pageout_core.cache_to_free: compiled, or plain under the
+        gate).  Between its calls Python does what the body leaves to it: the pmap's
+        data of the pages freed (``md_mod``, ``md_refs``) and vm_phys's take-back (the
+        buddy source), a wait for a lock another thread holds, a page the body could not
+        free now (vm_page_free, which waits), the wakeups."""
+        ps = self.pageout_stats
+        p, tab, t = self.pages, self.objtab, self._tls
+        off, cpu, me = self.queues.off, t.cpu, t.me
+        give = 0 if self.kernel is None else 1
+        # the pages a call frees (this call's own: another thread may run a pass too);
+        # the buddy source's one at a time, so that vm_phys takes each page back at once
+        # after the body counted it free, as vm_page_free does (a whole batch ahead of
+        # vm_phys made other threads' allocations fail: the races torture)
+        out = np.zeros(1 if give else 256, np.int64)
+        mout = memoryview(out)
+        if self._witness_on:         # the body's path: the find, then vm_page_free's
+            self.witness.path(("queue", False), ("page", True))
+            self.witness.path(("page", False), ("queue", False))
+        rover, tries = self._cache_rover, 0
+        while True:
+            args = (off, cpu, rover, tries, give, self.vm_pageout_pages_needed,
+                    self.vm_pages_waiting, self.page_free_hysteresis, me)
+            r = None
+            g = self._gate
+            if g is not None:
+                with g:
+                    if not self._core:    # (else compiled while we waited for the gate)
+                        r = _cache_to_free_py(p.w4, p.w2, p.w1, p.pindex, tab.vot,
+                                              tab.vob, self.mstats, mout, *args)
+            if r is None:
+                f = self._cf_entry
+                if f is None:
+                    f = self._cf_entry = cache_to_free.entry()
+                r = f(p.w4, p.w2, p.w1, p.pi, tab.ot, tab.ob, self.stats, out, *args)
+            st, rover, tries, n, x = r
+            self._cache_rover = rover
+            if n:
+                ps.freed += n
+                self._cache_freed(out[:n])
+            if st == CF_DONE:
                 break
-            c = self._cache_rover
-            self._cache_rover = (c + PQ_PRIME2) & PQ_L2_MASK
-            m = self.first_locked(PQ_CACHE + c)
-            if m is None:
-                tries += 1
-                continue
-            busy = self._busy_try(m, True)
-            # unlocked before the free: vm_page_free takes the object's token first
-            self.page_unlock(m)
-            if busy:
-                tries += 1
-                continue
-            tries = 0
-            if queue_base(self.pages.queue[m]) != PQ_CACHE:
-                self._wakeup(m)                   # moved while unlocked: not ours now
-                continue
-            self.vm_page_free(m)
-            self._cv[self._tls.cpu][CNT_DFREE] += 1     # vm_pageout_scan_cache
-            st.freed += 1
+            if st == CF_WAIT:
+                self._wait_word(x)
+            elif st == CF_DEFER:
+                self.vm_page_free(x)                          # unbusies (or raises)
+                self._cv[cpu][CNT_DFREE] += 1                 # vm_pageout_scan_cache
+                ps.freed += 1
+            elif st == CF_WAKE:
+                self._freed_wakeups(x)
+
+    def _cache_freed(self, ms: np.ndarray) -> None:
+        """vm_page_free's Python steps for the pages ``ms`` cache_to_free freed (in its
+        order): the pmap's data dropped, a buddy page given back to vm_phys."""
+        give = ms & CF_GIVE
+        ms = ms & CF_PAGE
+        if self.md_mod:
+            self.md_mod.difference_update(ms.tolist())
+        if self.md_refs:
+            mdref = self.pages.arrays["mdref"]
+            hit = ms[mdref[ms] != 0]
+            mdref[hit] = 0
+            for m in hit.tolist():
+                self.md_refs.pop(m, None)
+        if give.any():
+            k = self.kernel
+            assert k is not None
+            for m in ms[give != 0].tolist():
+                k.free_pages((m + self.first_pfn) << PAGE_SHIFT, 0)
 
     def vm_pageout_page_stats(self) -> int:
         """act_count aging of one active colour (the idle-tick scan); returns pages seen."""
