@@ -3,6 +3,7 @@ Python paths, plain or compiled, and they respect the locks other threads hold."
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from physmem import jit
 from physmem.dfly_workloads import anon_churn, pagecache_fill
 from physmem.dragonfly.locks import ME
-from physmem.dragonfly.vm_page import VM_ALLOC_NORMAL, DragonflyVm
+from physmem.dragonfly.vm_page import _BODIES, VM_ALLOC_NORMAL, DragonflyVm
 from physmem.dragonfly.vm_page_array import PQ_CACHE, PQ_FREE, PQ_INACTIVE, W_ATOMIC, W_QUEUE
 from physmem.dragonfly.vm_page_core import (
     SEL_WAIT,
@@ -67,6 +68,69 @@ def test_the_tier_switches_to_the_compiled_bodies_after_n_allocations():
     vm.vm_page_free(vm.vm_page_alloc(o, 49, VM_ALLOC_NORMAL))
     assert vm._core and vm._gate is None and vm._gate_ref == [None]
     assert small(witness=True, jit=True)._core      # WITNESS checks the bodies' paths
+
+
+def _pending(vm: DragonflyVm) -> set[str]:
+    """The bodies not compiled yet for ``vm``: still their first-call stand-in."""
+    return {name for name, _ in _BODIES if hasattr(getattr(vm, name), "pending")}
+
+
+@needs_jit
+def test_each_body_compiles_on_its_first_call_after_the_switch():
+    # The switch installs stand-ins; a body is compiled (or loaded from numba's cache)
+    # when a path first calls it, so the dragonfly source never compiles the buddy
+    # source's bodies, nor a table primitive no path of its run used.
+    vm = small(jit=True)
+    assert _pending(vm) == {name for name, _ in _BODIES} - {"_c_vmstats_rollup"}  # (boot's)
+    o = vm.object_create("vnode")
+    vm.vm_page_free(vm.vm_page_alloc(o, 0, VM_ALLOC_NORMAL))
+    vm.pagecache_read(o, 1)
+    left = _pending(vm)
+    assert not left & {"_c_select", "_c_free_toq", "_c_read"}
+    assert {"_c_buddy_pre", "_c_buddy_take", "_c_insert", "_c_remove"} <= left
+    assert vm._c_select is not select_insert.py     # the compiled code, called directly
+    b = small(jit=True, source="buddy")
+    ob = b.object_create()
+    b.vm_page_free(b.vm_page_alloc(ob, 0, VM_ALLOC_NORMAL))
+    assert not _pending(b) & {"_c_buddy_pre", "_c_buddy_take", "_c_free_toq"}
+    vm.check()
+    b.check()
+
+
+@needs_jit
+@pytest.mark.parametrize("source", ["dragonfly", "buddy"])
+def test_threads_meeting_the_first_calls_race_nothing(source):
+    # Eight threads start together right after the switch: several reach a body's
+    # stand-in at once (one compiles or loads it, the others wait for that, then call
+    # the same code); nothing is lost or handed out twice.
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        vm = small(jit=True, source=source)
+        start = threading.Barrier(8)
+        errors: list[BaseException] = []
+
+        def work(k: int) -> None:
+            try:
+                o = vm.object_create("vnode")
+                start.wait(10)
+                for i in range(60):
+                    m = vm.vm_page_alloc(o, i, VM_ALLOC_NORMAL)
+                    vm.pagecache_read(o, 1000 + i)
+                    if i % 3:
+                        vm.vm_page_free(m)
+            except BaseException as e:      # reported below
+                errors.append(e)
+        ts = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(60)
+    finally:
+        sys.setswitchinterval(old)
+    assert errors == []
+    assert not _pending(vm) & {"_c_select", "_c_free_toq", "_c_read"} or source == "buddy"
+    vm.check()
 
 
 def _held_elsewhere(lock) -> tuple[threading.Thread, threading.Event]:

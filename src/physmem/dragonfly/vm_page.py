@@ -22,12 +22,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
 from ..bits import PAGE_SHIFT
 from ..errors import AddressError, ArgumentError, PhysmemError
+from ..jit import Lazy
 from ..jit import enabled as jit_enabled
 from ..machine import Machine, get_machine
 from ..pagearray import PG_PHYS_ALLOC
@@ -98,6 +99,15 @@ from .vm_page_transitions import TransitionMixin
 from .vm_page_views import ViewMixin
 from .vm_pageout import PageoutMixin
 from .vm_pageout_core import scan_active, scan_inactive
+
+# The bodies the page layer calls from Python (``DragonflyVm._c_<name>``), switched to
+# compiled code by ``_enter_core``; each compiles on its first call after the switch.
+_BODIES = (("_c_select", select_insert), ("_c_insert", page_insert),
+           ("_c_remove", page_remove), ("_c_lookup", page_lookup),
+           ("_c_free_toq", free_toq), ("_c_read_done", read_done), ("_c_read", page_read),
+           ("_c_buddy_pre", buddy_pre), ("_c_buddy_take", buddy_take),
+           ("_c_scan_active", scan_active), ("_c_scan_inactive", scan_inactive),
+           ("_c_vmstats_count", vmstats_count), ("_c_vmstats_rollup", vmstats_rollup))
 
 
 class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, TransitionMixin,
@@ -212,30 +222,35 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
         self._buddy_domains = self._buddy_domains_by_cpu() if self.kernel is not None else []
 
     def _enter_core(self) -> None:
-        """Switch the bodies to their compiled versions (compiling them on first use in
-        the process), under the gate: no plain body runs meanwhile, and none after it
-        (their callers read the gate, then the function, under it).  The dispatchers are
-        kept here, so a call skips :class:`~physmem.jit.Lazy`."""
+        """Switch the bodies to their compiled versions, under the gate: no plain body
+        runs meanwhile, and none after it (their callers read the gate, then the
+        function, under it).  Each body is compiled (or loaded from numba's cache) on its
+        own first call after the switch (``_first_call``), so a process compiles only the
+        bodies its paths use (not the buddy source's on the dragonfly source, not the
+        table primitives only rare paths call): ~1.3 s of a cold start (bench/RESULTS.md,
+        issue 12 part 3, wt12j)."""
         g = self._gate
         assert g is not None
         with g:
-            self._c_select = select_insert.entry()
-            self._c_insert = page_insert.entry()
-            self._c_remove = page_remove.entry()
-            self._c_lookup = page_lookup.entry()
-            self._c_free_toq = free_toq.entry()
-            self._c_read_done = read_done.entry()
-            self._c_read = page_read.entry()
-            self._c_buddy_pre = buddy_pre.entry()
-            self._c_buddy_take = buddy_take.entry()
-            self._c_scan_active = scan_active.compiled()
-            self._c_scan_inactive = scan_inactive.compiled()
-            self._c_vmstats_count = vmstats_count.entry()
-            self._c_vmstats_rollup = vmstats_rollup.entry()
+            for name, fn in _BODIES:
+                setattr(self, name, self._first_call(name, fn))
             self._st = self.stats
             self._core = True
             self._gate_ref[0] = None
             self._gate = None
+
+    def _first_call(self, name: str, fn: Lazy) -> Callable:
+        """Body ``name``'s stand-in after the switch: on its first call it compiles ``fn``
+        (under physmem.jit's lock: a second thread calling meanwhile waits for that
+        compile, then calls the same code), installs the dispatcher's entry point as
+        ``name`` (later calls skip this) and calls it.  Only compiled callers see it
+        (the gate is gone), so the plain version never runs beside it."""
+        def first(*args):
+            f = fn.entry() if fn.sig else fn.compiled()
+            setattr(self, name, f)
+            return f(*args)
+        first.pending = fn          # (tests: the bodies not compiled yet)
+        return first
 
     def _body(self, name: str, *args):
         """Call body ``name`` (``_c_<name>``) as plain Python, holding the gate (see

@@ -434,7 +434,7 @@ class FinalizeMoves:
 # callees).
 rows_fn = njit_typed(w4="uint32[:, ::1]", w2="uint16[:, ::1]", w1="uint8[:, ::1]",
                      pi="int64[::1]", ot="int64[:, ::1]", ob="int64[:, ::1]",
-                     st="int64[::1]")
+                     st="int64[::1]", rewrites=False)
 # (pi: the pages' pindex; ot, ob: the objects' page table and rows, vm_object.py; st: the
 # statistics, vm_meter.py)
 

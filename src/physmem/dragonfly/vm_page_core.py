@@ -751,3 +751,10 @@ def buddy_take(w4, w1, pi, ot, ob, st, m: int, cpu: int, oid: int, pindex: int,
         pi[m] = pindex
     count_base(st, cpu, PQ_FREE, -1)
     return wake_test(st, cpu)
+
+
+# Python calls these through their entry points and compiled bodies call them too: one
+# dispatcher with the CPython wrapper serves both (physmem.jit; two would be two compiles,
+# ~0.6 s of a cold start: bench/RESULTS.md, issue 12 part 3, wt12j).
+for _f in (free_toq, read_done, vmstats_count):
+    _f.python = True
