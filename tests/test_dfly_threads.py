@@ -80,3 +80,68 @@ def test_a_run_reports_progress_and_stops_cleanly_on_ctrl_c():
     vm.check()                        # no worker was stopped in the middle of a step
     res2, _ = run("pagecache", "firecracker-128m", nbytes=4 << 20, progress=progress)
     assert not res2.interrupted and res2.pages == 1024
+
+
+@pytest.mark.parametrize("source", ["dragonfly", "buddy"])
+@pytest.mark.parametrize("through", ["lookup_busy_try", "grab"])
+def test_a_page_looked_up_cannot_be_freed_before_its_busy(source, through):
+    """vm_page_lookup_busy_try and vm_page_grab look up and busy under the object's
+    token, as the kernel's callers hold the object.  The races torture (JIT off) caught
+    anon_churn busying a page that another thread had freed between its lookup and its
+    busy ("vm_page_wire: page ... is free"): here a second thread busies and frees the
+    page in that window, every time.  Without the token its free completes and the
+    busy lands on a free page; with it, vm_page_free waits for the token and the busy
+    try fails (the page is the freeing thread's); grab sleeps until the busy is gone
+    (vm_page_sleep_busy, without taking it) and looks the page up again."""
+    for pi in range(4):
+        _free_in_the_window(source, through, pi)
+
+
+def _free_in_the_window(source: str, through: str, pi: int) -> None:
+    import threading
+
+    from physmem.dragonfly.vm_page import DragonflyVm
+    from physmem.dragonfly.vm_page_defs import VM_ALLOC_NORMAL, VM_ALLOC_RETRY
+    from physmem.machine import Machine, RamRange
+    m0 = Machine("t48", [RamRange(0x100000, 48 << 20)], page_array="none")
+    vm = DragonflyVm(m0, source=source)
+    o = vm.object_create("default")
+    for i in range(4):
+        m = vm.vm_page_grab(o, i, VM_ALLOC_NORMAL | VM_ALLOC_RETRY)
+        vm.vm_page_activate(m)
+        vm.vm_page_wakeup(m)
+    lookup = vm._lookup
+    errors: list[BaseException] = []
+    freer: list[threading.Thread] = []
+
+    def free_it(m: int) -> None:
+        try:
+            if not vm.busy_try(m, True):
+                vm.vm_page_free(m)
+        except BaseException as e:          # pragma: no cover (the failure shown)
+            errors.append(e)
+
+    def window(obj, pindex):                # between the lookup and the busy
+        m = lookup(obj, pindex)
+        if m is not None and not freer:
+            t = threading.Thread(target=free_it, args=(m,))
+            freer.append(t)
+            t.start()
+            t.join(0.3)                     # done, or waiting for the token
+        return m
+
+    vm._lookup = window
+    if through == "grab":
+        # grab waits for the freeing thread's busy, then finds the page gone and
+        # allocates a new one at pi
+        m = vm.vm_page_grab(o, pi, VM_ALLOC_NORMAL | VM_ALLOC_RETRY)
+        assert not vm._is_free(m) and vm.pages.obj[m] == o.id, "grab gave a free page"
+        vm.vm_page_wakeup(m)
+    else:
+        m, busy = vm.vm_page_lookup_busy_try(o, pi, True)
+        assert busy or not vm._is_free(m), "busied a page freed after its lookup"
+        if not busy:
+            vm.vm_page_wakeup(m)
+    freer[0].join(5)
+    assert not freer[0].is_alive() and errors == [], errors
+    vm.check()

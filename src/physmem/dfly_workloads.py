@@ -98,9 +98,10 @@ def pagecache_fill(vm: DragonflyVm, nbytes: int, files: int = 8, reref: float = 
                 read(o, pi)
                 done += 1
                 if rng.random() < reref and pi:
-                    back = vm.vm_page_lookup(o, rng.randrange(max(0, pi - 64), pi))
-                    if back is not None:
-                        vm.vm_page_reference(back)
+                    with o.token:   # (as anon_churn's: the page cannot be freed meanwhile)
+                        back = vm.vm_page_lookup(o, rng.randrange(max(0, pi - 64), pi))
+                        if back is not None:
+                            vm.vm_page_reference(back)
             if pos[f] >= per:
                 pos[f] = 0                      # the next pass re-reads the file
             f = (f + 1) % files
@@ -152,12 +153,13 @@ def anon_churn(vm: DragonflyVm, ops: int, seed: int = 1, cpu: int = 0,
                     n = pi + 1
                 live[k] = (proc, o, n)
             elif r < 0.85 and n:
-                m = vm.vm_page_lookup(o, rng.randrange(n))
-                if m is not None:
-                    vm.vm_page_reference(m)
+                with o.token:       # held as the kernel's caller holds it: no free between
+                    m = vm.vm_page_lookup(o, rng.randrange(n))
+                    if m is not None:
+                        vm.vm_page_reference(m)
             elif r < 0.9 and n:
-                m = vm.vm_page_lookup(o, rng.randrange(n))
-                if m is not None and not vm.busy_try(m, True):
+                m, busy = vm.vm_page_lookup_busy_try(o, rng.randrange(n), True)
+                if m is not None and not busy:
                     vm.vm_page_wire(m)
                     vm.vm_page_unwire(m, rng.random() < 0.5)
                     vm.vm_page_wakeup(m)

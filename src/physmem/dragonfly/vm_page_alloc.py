@@ -334,13 +334,12 @@ class AllocMixin:
         self._check_obj(obj, "vm_page_grab")
         self._check_pindex(pindex, "vm_page_grab")
         for _ in range(RETRY_LIMIT):
-            m = self._lookup(obj, pindex)          # vm_page_lookup_busy_try(..., TRUE)
-            if m is not None and self._busy_try(m, True):
+            m, busy = self._lookup_busy_try(obj, pindex, True)     # under the token
+            if busy:
                 if not req & VM_ALLOC_RETRY:
                     return None
-                self.busy_wait(m, True)
-                self._wakeup(m)
-                continue
+                self._sleep_busy(m)     # vm_page_sleep_busy: the page may be freed
+                continue                # meanwhile: the lookup again
             if m is None:
                 r = (req & ~VM_ALLOC_RETRY) | (VM_ALLOC_NULL_OK if req & VM_ALLOC_RETRY else 0)
                 # (obj and pindex checked above; the class: vm_page_alloc's error)

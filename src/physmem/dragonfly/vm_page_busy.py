@@ -65,6 +65,21 @@ class BusyMixin:
                 if not self.sleep.wait(timeout):
                     raise PageStateError(f"page {self.pa(m):#x} stayed busy (deadlock?)")
 
+    def _sleep_busy(self, m: int, timeout: float = 5.0) -> None:
+        """vm_page_sleep_busy(m, TRUE): sleep until the page is neither hard- nor
+        soft-busied, without taking it (the holder may free it meanwhile: the caller
+        looks the page up again)."""
+        bc = self.pages.busy_count
+        with self.sleep:
+            while True:
+                with self.atomic:
+                    b = bc[m]
+                    if not b & (PBUSY_LOCKED | PBUSY_MASK):
+                        return
+                    bc[m] = b | PBUSY_WANTED
+                if not self.sleep.wait(timeout):
+                    raise PageStateError(f"page {self.pa(m):#x} stayed busy (deadlock?)")
+
     @page_op(refuse_free=False)
     def vm_page_wakeup(self, m: int) -> None:
         """Release a hard busy; wake sleepers if one wanted the page."""

@@ -155,13 +155,23 @@ class ObjectMixin:
 
     def vm_page_lookup_busy_try(self, obj: VmObject, pindex: int,
                                 also_m_busy: bool) -> tuple[int | None, bool]:
-        """(page, error): None if absent; the page and True if busy; else hard-busied."""
-        m = self.vm_page_lookup(obj, pindex)
-        if m is None:
-            return None, False
-        if self._busy_try(m, also_m_busy):
-            return m, True
-        return m, False
+        """(page, error): None if absent; the page and True if busy; else hard-busied.
+        The lookup and the busy run under the object's token, as the kernel's caller
+        holds the object: otherwise another thread (the pagedaemon's cache -> free, a
+        read recycling a cache page) could free the page in between, and the busy would
+        land on a free page."""
+        self._check_obj(obj, "vm_page_lookup_busy_try")
+        self._check_pindex(pindex, "vm_page_lookup_busy_try")
+        return self._lookup_busy_try(obj, pindex, also_m_busy)
+
+    def _lookup_busy_try(self, obj: VmObject, pindex: int,
+                         also_m_busy: bool) -> tuple[int | None, bool]:
+        """vm_page_lookup_busy_try's work under ``obj``'s token (arguments checked)."""
+        with obj.token:
+            m = self._lookup(obj, pindex)
+            if m is None:
+                return None, False
+            return m, self._busy_try(m, also_m_busy)
 
     @page_op(locked=True)
     def vm_page_rename(self, m: int, obj: VmObject, pindex: int) -> None:
