@@ -188,17 +188,10 @@ class DragonflyVm(BootMixin, QueueSearchMixin, BusyMixin, AllocMixin, Transition
         self.atomic = WordLock(threading.Lock(), words, W_ATOMIC, g)
         # the objects' page tables and tokens (vm_object.py), read by the bodies
         self.objtab = ObjectTable(self._gate_ref, self.pages.w4, self.pages.pi)
-        self._c_select = select_insert.py
-        self._c_insert = page_insert.py
-        self._c_remove = page_remove.py
-        self._c_lookup = page_lookup.py
-        self._c_free_toq = free_toq.py
-        self._c_read_done = read_done.py
-        self._c_read = page_read.py
-        self._c_buddy_pre = buddy_pre.py
-        self._c_buddy_take = buddy_take.py
-        self._c_vmstats_count = vmstats_count.py
-        self._c_vmstats_rollup = vmstats_rollup.py
+        # the bodies' plain versions until the tier's switch (_enter_core); the scans run
+        # theirs through _scan_body, and only call _c_scan_* once compiled
+        for name, fn in _BODIES:
+            setattr(self, name, fn.py)
         if self._tier == 0:
             self._enter_core()
         self.stats_lock = threading.Lock()         # object ids, vm_quickcolor's counters
